@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# System packages the tests and benchmarks use. Idempotent; skips apt when all are present.
+set -euo pipefail
+PACKAGES=(e2fsprogs rsync tar)
+missing=()
+for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then echo "need root to install: ${missing[*]}" >&2; exit 1; fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
