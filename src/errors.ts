@@ -1,0 +1,30 @@
+// One error type from the store up to FUSE replies and CLI exit codes: a POSIX code plus a message.
+import { constants as osConstants } from 'node:os';
+
+export type PosixCode =
+  | 'EPERM' | 'ENOENT' | 'EIO' | 'EBADF' | 'EACCES' | 'EEXIST' | 'EXDEV' | 'ENOTDIR' | 'EISDIR'
+  | 'EINVAL' | 'EFBIG' | 'ENOSPC' | 'EROFS' | 'EMLINK' | 'ENAMETOOLONG' | 'ENOTEMPTY' | 'ELOOP'
+  | 'ENODATA' | 'ERANGE' | 'EDQUOT' | 'ESTALE' | 'EBUSY' | 'ENOTSUP' | 'EOVERFLOW' | 'E2BIG' | 'ENOSYS';
+
+export class PrismError extends Error {
+  readonly code: PosixCode;
+  constructor(code: PosixCode, message: string) {
+    super(`${code}: ${message}`);
+    this.name = 'PrismError';
+    this.code = code;
+  }
+  /** The positive errno number, for FUSE replies and exit codes. */
+  get errno(): number {
+    return errnoOf(this.code);
+  }
+}
+
+export function errnoOf(code: PosixCode): number {
+  if (code === 'ENOTSUP') return osConstants.errno.ENOTSUP ?? 95;
+  const n = (osConstants.errno as Record<string, number>)[code];
+  return n ?? osConstants.errno.EIO;
+}
+
+export function isPrismError(e: unknown, code?: PosixCode): e is PrismError {
+  return e instanceof PrismError && (code === undefined || e.code === code);
+}

@@ -1,0 +1,126 @@
+// The content-addressed block index: SHA-256 -> where the block lives and how many tree leaves
+// reference it. Changes are held in memory and written by the store's commit, in one transaction.
+import crypto from 'node:crypto';
+import type { Database } from 'lmdb';
+import { PrismError } from '../errors.js';
+import { HEADER_SIZE, Segments } from './segments.js';
+
+export interface BlockRec {
+  s: number; // segment
+  o: number; // offset of the data in the segment
+  n: number; // length
+  r: number; // references from tree leaves
+}
+
+export interface SegmentStat { live: number; blocks: number }
+
+export function sha256(data: Buffer): Buffer {
+  return crypto.createHash('sha256').update(data).digest();
+}
+
+export class Blocks {
+  private dirty = new Map<string, BlockRec>();
+  private fresh = new Set<string>();
+  /** Totals over committed blocks: physical bytes of block data and number of blocks. */
+  physical = 0;
+  count = 0;
+
+  constructor(
+    private readonly db: Database<BlockRec, Buffer>,
+    private readonly segStats: Database<SegmentStat, number>,
+    readonly segments: Segments,
+  ) {}
+
+  get(hash: Buffer): BlockRec | undefined {
+    return this.dirty.get(hash.toString('latin1')) ?? this.db.get(hash);
+  }
+
+  /** Store content once; returns its hash. A new block has no references until a tree leaf retains it. */
+  put(data: Buffer, hash: Buffer = sha256(data)): Buffer {
+    if (this.get(hash)) return hash;
+    const loc = this.segments.append(hash, data);
+    const k = hash.toString('latin1');
+    this.dirty.set(k, { s: loc.s, o: loc.o, n: data.length, r: 0 });
+    this.fresh.add(k);
+    return hash;
+  }
+
+  read(hash: Buffer): Buffer {
+    const rec = this.get(hash);
+    if (!rec) throw new PrismError('EIO', `block ${hash.toString('hex').slice(0, 16)} is missing from the index`);
+    return this.segments.read(rec, rec.n, hash);
+  }
+
+  length(hash: Buffer): number {
+    return this.get(hash)?.n ?? 0;
+  }
+
+  retain(hash: Buffer): void {
+    this.adjust(hash, +1);
+  }
+
+  release(hash: Buffer): void {
+    this.adjust(hash, -1);
+  }
+
+  private adjust(hash: Buffer, d: number): void {
+    const k = hash.toString('latin1');
+    let rec = this.dirty.get(k);
+    if (!rec) {
+      const stored = this.db.get(hash);
+      if (!stored) throw new PrismError('EIO', `reference to unknown block ${hash.toString('hex').slice(0, 16)}`);
+      rec = { ...stored };
+      this.dirty.set(k, rec);
+    }
+    rec.r += d;
+    if (rec.r < 0) throw new PrismError('EIO', `block ${hash.toString('hex').slice(0, 16)} reference count below zero`);
+  }
+
+  /** Overwrite a block's record (gc moves blocks; fsck repairs counts). */
+  set(hash: Buffer, rec: BlockRec): void {
+    const k = hash.toString('latin1');
+    this.dirty.set(k, rec);
+  }
+
+  get pending(): number {
+    return this.dirty.size;
+  }
+
+  /** Write pending changes; must run inside the store's write transaction. Unreferenced blocks are dropped. */
+  commit(): void {
+    const segDelta = new Map<number, SegmentStat>();
+    const bump = (s: number, bytes: number, blocks: number) => {
+      const d = segDelta.get(s) ?? { live: 0, blocks: 0 };
+      d.live += bytes; d.blocks += blocks;
+      segDelta.set(s, d);
+    };
+    for (const [k, rec] of this.dirty) {
+      const hash = Buffer.from(k, 'latin1');
+      const isFresh = this.fresh.has(k);
+      const before = isFresh ? undefined : this.db.get(hash);
+      if (before && (before.s !== rec.s || before.o !== rec.o)) {
+        bump(before.s, -(before.n + HEADER_SIZE), -1);
+        if (rec.r > 0) bump(rec.s, rec.n + HEADER_SIZE, 1);
+      } else if (before && rec.r <= 0) {
+        bump(before.s, -(before.n + HEADER_SIZE), -1);
+      } else if (!before && rec.r > 0) {
+        bump(rec.s, rec.n + HEADER_SIZE, 1);
+      }
+      if (rec.r > 0) {
+        this.db.put(hash, rec);
+        if (!before) { this.physical += rec.n; this.count++; }
+      } else if (before) {
+        this.db.remove(hash);
+        this.physical -= before.n; this.count--;
+      }
+    }
+    for (const [s, d] of segDelta) {
+      const cur = this.segStats.get(s) ?? { live: 0, blocks: 0 };
+      const next = { live: cur.live + d.live, blocks: cur.blocks + d.blocks };
+      if (next.blocks <= 0) this.segStats.remove(s);
+      else this.segStats.put(s, next);
+    }
+    this.dirty.clear();
+    this.fresh.clear();
+  }
+}

@@ -1,0 +1,123 @@
+// Content blocks are appended to segment files, never overwritten in place; space held by freed blocks
+// comes back when gc copies a segment's live blocks forward and deletes the segment.
+//
+// Record: magic u32 | data length u32 | crc32(data) u32 | reserved u32 | sha256 (32 bytes) | data.
+// The crc is checked on every read; the hash by fsck. Either mismatch reads as EIO, never wrong data.
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { PrismError } from '../errors.js';
+
+export const RECORD_MAGIC = 0x50525342; // "PRSB"
+export const HEADER_SIZE = 48;
+export const SEGMENT_MAX = 256 * 1024 * 1024;
+
+export interface Location { s: number; o: number }
+
+export class Segments {
+  private fds = new Map<number, number>();
+  private unsynced = new Set<number>();
+  private header = Buffer.alloc(HEADER_SIZE);
+
+  constructor(private readonly dir: string, public active: number, public end: number) {
+    fs.mkdirSync(dir, { recursive: true });
+    // Bytes past the committed end belong to no committed block (a crash between append and commit).
+    const p = this.file(active);
+    if (fs.existsSync(p) && fs.statSync(p).size > end) fs.truncateSync(p, end);
+  }
+
+  file(seg: number): string {
+    return path.join(this.dir, `${String(seg).padStart(8, '0')}.seg`);
+  }
+
+  list(): number[] {
+    return fs.readdirSync(this.dir).filter((f) => /^\d{8}\.seg$/.test(f)).map((f) => Number(f.slice(0, 8))).sort((a, b) => a - b);
+  }
+
+  size(seg: number): number {
+    try { return fs.statSync(this.file(seg)).size; } catch { return 0; }
+  }
+
+  private fd(seg: number): number {
+    let fd = this.fds.get(seg);
+    if (fd === undefined) {
+      fd = fs.openSync(this.file(seg), seg === this.active ? fs.constants.O_RDWR | fs.constants.O_CREAT : fs.constants.O_RDONLY, 0o600);
+      this.fds.set(seg, fd);
+    }
+    return fd;
+  }
+
+  append(hash: Buffer, data: Buffer): Location {
+    if (this.end + HEADER_SIZE + data.length > SEGMENT_MAX && this.end > 0) this.roll();
+    const h = this.header;
+    h.writeUInt32LE(RECORD_MAGIC, 0);
+    h.writeUInt32LE(data.length, 4);
+    h.writeUInt32LE(zlib.crc32(data), 8);
+    h.writeUInt32LE(0, 12);
+    hash.copy(h, 16);
+    const fd = this.fd(this.active);
+    const at = this.end;
+    let written: number;
+    try {
+      written = fs.writevSync(fd, [h, data], at);
+    } catch (e) {
+      throw ioError(e, 'append to segment');
+    }
+    if (written !== HEADER_SIZE + data.length) throw new PrismError('ENOSPC', 'short write to segment');
+    this.end += written;
+    this.unsynced.add(this.active);
+    return { s: this.active, o: at + HEADER_SIZE };
+  }
+
+  /** Read a block's data, checking the record around it. */
+  read(loc: Location, length: number, hash: Buffer): Buffer {
+    const buf = Buffer.allocUnsafe(HEADER_SIZE + length);
+    let n: number;
+    try {
+      n = fs.readSync(this.fd(loc.s), buf, 0, buf.length, loc.o - HEADER_SIZE);
+    } catch (e) {
+      throw ioError(e, `read segment ${loc.s}`);
+    }
+    const data = buf.subarray(HEADER_SIZE);
+    if (n !== buf.length || buf.readUInt32LE(0) !== RECORD_MAGIC || buf.readUInt32LE(4) !== length
+      || !buf.subarray(16, 48).equals(hash) || buf.readUInt32LE(8) !== zlib.crc32(data)) {
+      throw new PrismError('EIO', `block ${hash.toString('hex').slice(0, 16)} is corrupt (segment ${loc.s} offset ${loc.o})`);
+    }
+    return data;
+  }
+
+  /** Make every append so far durable (before the metadata commit that references it). */
+  sync(): void {
+    for (const s of this.unsynced) fs.fdatasyncSync(this.fd(s));
+    this.unsynced.clear();
+  }
+
+  private roll(): void {
+    this.sync();
+    const fd = this.fds.get(this.active);
+    if (fd !== undefined) { fs.closeSync(fd); this.fds.delete(this.active); }
+    this.active += 1;
+    this.end = 0;
+    if (fs.existsSync(this.file(this.active))) fs.truncateSync(this.file(this.active), 0);
+  }
+
+  /** Start a new active segment (gc compacts into a fresh one). */
+  rollNow(): void { if (this.end > 0) this.roll(); }
+
+  remove(seg: number): void {
+    const fd = this.fds.get(seg);
+    if (fd !== undefined) { fs.closeSync(fd); this.fds.delete(seg); }
+    fs.rmSync(this.file(seg), { force: true });
+  }
+
+  close(): void {
+    for (const fd of this.fds.values()) fs.closeSync(fd);
+    this.fds.clear();
+  }
+}
+
+function ioError(e: unknown, what: string): PrismError {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new PrismError('ENOSPC', `${what}: no space left on device`);
+  return new PrismError('EIO', `${what}: ${(e as Error).message}`);
+}

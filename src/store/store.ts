@@ -1,0 +1,457 @@
+// The store: volumes over shared copy-on-write trees (LMDB) and content-addressed blocks (segment files).
+//
+// Transactions: every public method runs synchronously and leaves memory consistent; nothing reaches
+// disk until commit(), which writes everything changed since the last commit in one LMDB transaction,
+// after making the segment data it references durable. A crash therefore loses only uncommitted
+// changes and never leaves a half-made volume. Methods that may block on disk say so.
+import fs from 'node:fs';
+import path from 'node:path';
+import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
+import { PrismError } from '../errors.js';
+import { Blocks, type BlockRec, type SegmentStat } from './blocks.js';
+import { CowTree, type Node } from './btree.js';
+import { now } from './clock.js';
+import { FORMAT_VERSION, ROOT_LOCAL, S_IFDIR, inoOf, isDir, isReg, layerOf, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
+import { acquireLock } from './lock.js';
+import { checkVolumeName } from './names.js';
+import { LmdbNodeStore } from './nodes.js';
+import { Segments, HEADER_SIZE } from './segments.js';
+import { Volume, type Usage, type VolumeHost, type VolumeRec } from './volume.js';
+
+export interface StoreOptions {
+  /** Flush partially written blocks when this much is buffered (bytes). */
+  dirtyDataLimit?: number;
+  /** maybeCommit() commits when this many metadata changes are pending. */
+  pendingLimit?: number;
+}
+
+export interface ComposeSource { volume: string; path: string; dest?: string }
+
+export interface VolumeInfo {
+  name: string;
+  origin: VolumeRec['origin'];
+  parent?: string;
+  sources?: string[];
+  created: string;
+  quota?: number;
+  logicalBytes: number;
+  files: number;
+  uniqueBytes: number;
+}
+
+export interface StoreStats {
+  volumes: number;
+  logicalBytes: number;
+  physicalBytes: number;
+  blocks: number;
+  dedupRatio: number;
+  savedBytes: number;
+  segmentFileBytes: number;
+  metadataFileBytes: number;
+}
+
+type Meta = Record<string, number>;
+
+export class Store implements VolumeHost {
+  readonly tree: CowTree<TreeValue>;
+  readonly blocks: Blocks;
+  private readonly nodes: LmdbNodeStore<TreeValue>;
+  private readonly volumes = new Map<string, Volume>();
+  private readonly changedVolumes = new Set<string>();
+  private dirtyBytes = 0;
+  private nextVolumeId: number;
+  private closed = false;
+
+  private constructor(
+    readonly dir: string,
+    private readonly env: RootDatabase,
+    private readonly metaDb: Database<number, string>,
+    private readonly volumesDb: Database<VolumeRec, string>,
+    readonly nodesDb: Database<Node<TreeValue>, number>,
+    readonly refsDb: Database<number, number>,
+    readonly blocksDb: Database<BlockRec, Buffer>,
+    readonly segStatsDb: Database<SegmentStat, number>,
+    readonly segments: Segments,
+    private readonly unlock: () => void,
+    private readonly opts: Required<StoreOptions>,
+  ) {
+    const meta = (k: string) => metaDb.get(k) ?? 0;
+    this.nodes = new LmdbNodeStore(nodesDb, refsDb, meta('nextNode') || 1);
+    this.blocks = new Blocks(blocksDb, segStatsDb, segments);
+    this.blocks.physical = meta('physical');
+    this.blocks.count = meta('blocks');
+    this.tree = new CowTree<TreeValue>(this.nodes, {
+      retain: (v) => { if (Buffer.isBuffer(v)) this.blocks.retain(v); },
+      release: (v) => { if (Buffer.isBuffer(v)) this.blocks.release(v); },
+    });
+    this.nextVolumeId = meta('nextVolumeId') || 1;
+  }
+
+  /** Open (creating if absent) the store in dir. Blocks on disk. */
+  static open(dir: string, options: StoreOptions = {}): Store {
+    const abs = path.resolve(dir);
+    if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) throw new PrismError('ENOTDIR', `${abs} is not a directory`);
+    fs.mkdirSync(abs, { recursive: true });
+    const dbFile = path.join(abs, 'meta.mdb');
+    if (!fs.existsSync(dbFile) && fs.readdirSync(abs).some((f) => f !== 'LOCK' && f !== 'segments')) {
+      throw new PrismError('EINVAL', `${abs} is not empty and holds no Prism store`);
+    }
+    const unlock = acquireLock(path.join(abs, 'LOCK'));
+    try {
+      const env = openLmdb({ path: dbFile, maxDbs: 8, compression: false, pageSize: 4096 });
+      const metaDb = env.openDB<number, string>('meta', {});
+      const format = metaDb.get('format');
+      if (format === undefined) metaDb.putSync('format', FORMAT_VERSION);
+      else if (format !== FORMAT_VERSION) throw new PrismError('EINVAL', `store format ${format} is not supported (this is format ${FORMAT_VERSION})`);
+      const store = new Store(
+        abs, env, metaDb,
+        env.openDB<VolumeRec, string>('volumes', {}),
+        env.openDB<Node<TreeValue>, number>('nodes', {}),
+        env.openDB<number, number>('refs', {}),
+        env.openDB<BlockRec, Buffer>('blocks', { keyEncoding: 'binary' }),
+        env.openDB<SegmentStat, number>('segstats', {}),
+        new Segments(path.join(abs, 'segments'), metaDb.get('segActive') ?? 1, metaDb.get('segEnd') ?? 0),
+        unlock,
+        { dirtyDataLimit: options.dirtyDataLimit ?? 64 * 1024 * 1024, pendingLimit: options.pendingLimit ?? 200_000 },
+      );
+      store.recoverOrphans();
+      return store;
+    } catch (e) {
+      unlock();
+      throw e;
+    }
+  }
+
+  /** Files unlinked while open when the last process stopped: no one can reach them now. */
+  private recoverOrphans(): void {
+    let any = false;
+    for (const name of this.volumeNames()) {
+      const v = this.volume(name);
+      for (const ino of [...v.rec.orphans]) {
+        try { v.freeInode(ino); } catch { v.rec.orphans.splice(v.rec.orphans.indexOf(ino), 1); }
+        any = true;
+      }
+    }
+    if (any) this.commit();
+  }
+
+  // ---- VolumeHost ---------------------------------------------------------------------------------
+
+  changed(v: Volume): void {
+    this.changedVolumes.add(v.name);
+  }
+
+  dirtyData(delta: number): void {
+    this.dirtyBytes += delta;
+  }
+
+  usage(v: Volume): Usage {
+    if (!v.rec.usage) {
+      // After compose: count what is reachable, once.
+      const u: Usage = { bytes: 0, inodes: 0 };
+      for (const ino of v.reachable().keys()) {
+        const rec = v.inode(ino);
+        u.inodes++;
+        if (isReg(rec.mode)) u.bytes += rec.bytes ?? 0;
+      }
+      v.rec.usage = u;
+      this.changed(v);
+    }
+    return v.rec.usage;
+  }
+
+  // ---- volumes ------------------------------------------------------------------------------------
+
+  volumeNames(): string[] {
+    const names = new Set<string>();
+    for (const { key } of this.volumesDb.getRange()) names.add(key);
+    for (const n of this.volumes.keys()) names.add(n);
+    for (const n of this.changedVolumes) if (!this.volumes.has(n)) names.delete(n);
+    return [...names].filter((n) => this.volumes.has(n) || !this.changedVolumes.has(n)).sort();
+  }
+
+  has(name: string): boolean {
+    if (this.volumes.has(name)) return true;
+    if (this.changedVolumes.has(name)) return false; // removed, not yet committed
+    return this.volumesDb.get(name) !== undefined;
+  }
+
+  volume(name: string): Volume {
+    this.assertOpen();
+    let v = this.volumes.get(name);
+    if (v) return v;
+    const rec = this.changedVolumes.has(name) ? undefined : this.volumesDb.get(name);
+    if (!rec) throw new PrismError('ENOENT', `no volume named ${JSON.stringify(name)}`);
+    v = new Volume(structuredClone(rec), this);
+    this.volumes.set(name, v);
+    return v;
+  }
+
+  private register(rec: VolumeRec): Volume {
+    const v = new Volume(rec, this);
+    this.volumes.set(rec.name, v);
+    this.changedVolumes.add(rec.name);
+    return v;
+  }
+
+  private checkNew(name: string): void {
+    this.assertOpen();
+    checkVolumeName(name);
+    if (this.has(name)) throw new PrismError('EEXIST', `volume ${JSON.stringify(name)} already exists`);
+  }
+
+  createVolume(name: string, opts: { quota?: number; uid?: number; gid?: number; mode?: number } = {}): Volume {
+    this.checkNew(name);
+    if (opts.quota !== undefined && (!Number.isSafeInteger(opts.quota) || opts.quota < 0)) throw new PrismError('EINVAL', 'quota must be a byte count');
+    const t = now();
+    const rootRec: InodeRec = {
+      mode: S_IFDIR | (opts.mode ?? 0o755), uid: opts.uid ?? 0, gid: opts.gid ?? 0, size: 0, nlink: 2,
+      atime: t, mtime: t, ctime: t, btime: t, parent: [0, ROOT_LOCAL],
+    };
+    const root = this.tree.put(0, inodeKey(ROOT_LOCAL), rootRec);
+    return this.register({
+      name, id: this.nextVolumeId++, created: Date.now(), origin: 'create', quota: opts.quota,
+      layers: [{ root, next: ROOT_LOCAL + 1 }], root: inoOf(0, ROOT_LOCAL), usage: { bytes: 0, inodes: 1 }, orphans: [],
+    });
+  }
+
+  /** A point-in-time copy of src, sharing everything: O(number of layers), usually one. */
+  clone(src: string, name: string): Volume {
+    this.checkNew(name);
+    const s = this.volume(src);
+    s.flush();
+    for (const l of s.rec.layers) this.tree.retain(l.root);
+    const v = this.register({
+      name, id: this.nextVolumeId++, created: Date.now(), origin: 'clone', parent: src, quota: s.rec.quota,
+      layers: s.rec.layers.map((l) => ({ ...l })), root: s.rec.root,
+      usage: s.rec.usage ? { ...s.rec.usage } : null, orphans: [],
+    });
+    // Files unlinked-but-open in src are unreachable in the clone.
+    for (const ino of s.rec.orphans) v.freeInode(ino);
+    return v;
+  }
+
+  /**
+   * A new volume made of subtrees of others. Each source volume's layers are appended to the new
+   * volume's layer array (shared, not copied), and each selected subtree is linked in at its
+   * destination: O(number of sources), whatever their size. See docs/store-format.md.
+   */
+  compose(name: string, sources: ComposeSource[]): Volume {
+    this.checkNew(name);
+    if (sources.length === 0) throw new PrismError('EINVAL', 'compose needs at least one --from');
+    // Resolve everything first, so a bad source changes nothing.
+    const resolved = sources.map((s) => {
+      const v = this.volume(s.volume);
+      const ino = v.resolve(s.path);
+      const rec = v.inode(ino);
+      const dest = normalizePath(s.dest ?? s.path);
+      if (dest === '/' && !isDir(rec.mode)) throw new PrismError('ENOTDIR', `${s.volume}:${s.path} is not a directory and cannot be the root`);
+      return { v, ino, rec, dest };
+    });
+    const roots = resolved.filter((r) => r.dest === '/');
+    if (roots.length > 1) throw new PrismError('EINVAL', 'only one --from can be composed at /');
+    const dests = new Set<string>();
+    for (const r of resolved) {
+      if (dests.has(r.dest)) throw new PrismError('EEXIST', `two sources compose to ${r.dest}`);
+      dests.add(r.dest);
+    }
+    let layerCount = 1;
+    const offsets = new Map<Volume, number>();
+    for (const r of resolved) {
+      if (!offsets.has(r.v)) { offsets.set(r.v, layerCount); layerCount += r.v.rec.layers.length; }
+    }
+    if (layerCount > MAX_LAYERS) throw new PrismError('ENOSPC', `compose would need ${layerCount} layers (limit ${MAX_LAYERS})`);
+
+    const t = now();
+    const layers = [{ root: 0, next: ROOT_LOCAL + 1 }];
+    for (const [src, off] of offsets) {
+      src.flush();
+      src.rec.layers.forEach((l, i) => { this.tree.retain(l.root); layers[off + i] = { ...l }; });
+    }
+    const mapped = (r: typeof resolved[number]) => r.ino + offsets.get(r.v)! * LAYER_SPAN;
+    const rootSrc = roots[0];
+    let rootIno: number;
+    if (rootSrc) {
+      rootIno = mapped(rootSrc);
+    } else {
+      layers[0].root = this.tree.put(0, inodeKey(ROOT_LOCAL), {
+        mode: S_IFDIR | 0o755, uid: 0, gid: 0, size: 0, nlink: 2, atime: t, mtime: t, ctime: t, btime: t, parent: [0, ROOT_LOCAL],
+      } satisfies InodeRec);
+      rootIno = inoOf(0, ROOT_LOCAL);
+    }
+    const v = this.register({
+      name, id: this.nextVolumeId++, created: Date.now(), origin: 'compose',
+      sources: [...new Set(sources.map((s) => s.volume))], layers, root: rootIno, usage: null, orphans: [],
+    });
+    if (rootSrc) v.graftParent(rootIno, rootIno);
+    for (const r of resolved) {
+      if (r === rootSrc) continue;
+      const parts = r.dest.split('/').filter(Boolean);
+      let dir = v.rootIno;
+      for (const p of parts.slice(0, -1)) {
+        let a;
+        try { a = v.lookup(dir, p); } catch { a = v.mkdir(dir, p, 0o755, 0, 0); }
+        if (!isDir(a.mode)) throw new PrismError('ENOTDIR', `${p} in ${r.dest} is not a directory`);
+        dir = a.ino;
+      }
+      v.graftEntry(dir, parts[parts.length - 1], mapped(r));
+    }
+    v.rec.usage = null; // grafted subtrees are counted when first needed
+    return v;
+  }
+
+  removeVolume(name: string): void {
+    const v = this.volume(name);
+    for (const l of v.rec.layers) this.tree.release(l.root);
+    this.volumes.delete(name);
+    this.changedVolumes.add(name);
+  }
+
+  setQuota(name: string, quota: number | undefined): void {
+    const v = this.volume(name);
+    v.rec.quota = quota;
+    this.changed(v);
+  }
+
+  info(name: string): VolumeInfo {
+    const v = this.volume(name);
+    const u = this.usage(v);
+    return {
+      name, origin: v.rec.origin, parent: v.rec.parent, sources: v.rec.sources,
+      created: new Date(v.rec.created).toISOString(), quota: v.rec.quota,
+      logicalBytes: u.bytes, files: u.inodes, uniqueBytes: this.uniqueBytes(v),
+    };
+  }
+
+  /** Bytes of blocks that only this volume references: what removing it would free. */
+  uniqueBytes(v: Volume): number {
+    v.flush();
+    const mine = new Map<string, number>();
+    for (const l of v.rec.layers) {
+      // A layer root shared with another volume shares everything under it.
+      this.tree.visitNodes(l.root, (_id, n, shared) => {
+        if (shared) return false;
+        if (n.l === 1) for (const val of n.v) if (Buffer.isBuffer(val)) {
+          const k = val.toString('latin1');
+          mine.set(k, (mine.get(k) ?? 0) + 1);
+        }
+      });
+    }
+    let bytes = 0;
+    for (const [k, count] of mine) {
+      const rec = this.blocks.get(Buffer.from(k, 'latin1'));
+      if (rec && rec.r === count) bytes += rec.n;
+    }
+    return bytes;
+  }
+
+  stats(): StoreStats {
+    this.flushAll();
+    let logical = 0;
+    const names = this.volumeNames();
+    for (const n of names) logical += this.usage(this.volume(n)).bytes;
+    let segBytes = 0;
+    for (const s of this.segments.list()) segBytes += this.segments.size(s);
+    const physical = this.blocks.physical;
+    return {
+      volumes: names.length, logicalBytes: logical, physicalBytes: physical, blocks: this.blocks.count,
+      dedupRatio: physical > 0 ? logical / physical : 1, savedBytes: Math.max(0, logical - physical),
+      segmentFileBytes: segBytes, metadataFileBytes: fileSize(path.join(this.dir, 'meta.mdb')),
+    };
+  }
+
+  // ---- durability -------------------------------------------------------------------------------
+
+  private flushAll(): void {
+    for (const v of this.volumes.values()) v.flush();
+  }
+
+  /** Make every change so far durable, atomically. Blocks on fsync. */
+  commit(): void {
+    this.assertOpen();
+    this.flushAll();
+    this.segments.sync();
+    const meta: Meta = {
+      nextNode: this.nodes.nextId, nextVolumeId: this.nextVolumeId,
+      segActive: this.segments.active, segEnd: this.segments.end,
+    };
+    this.env.transactionSync(() => {
+      this.nodes.commit();
+      this.blocks.commit();
+      meta.physical = this.blocks.physical;
+      meta.blocks = this.blocks.count;
+      for (const name of this.changedVolumes) {
+        const v = this.volumes.get(name);
+        if (v) this.volumesDb.put(name, v.rec);
+        else this.volumesDb.remove(name);
+      }
+      for (const [k, val] of Object.entries(meta)) this.metaDb.put(k, val);
+    });
+    this.nodes.committed();
+    this.changedVolumes.clear();
+  }
+
+  /** Between operations: flush buffered data or commit when enough is pending to bound memory. */
+  maybeCommit(): boolean {
+    if (this.dirtyBytes > this.opts.dirtyDataLimit) this.flushAll();
+    if (this.nodes.pending + this.blocks.pending > this.opts.pendingLimit) {
+      this.commit();
+      return true;
+    }
+    return false;
+  }
+
+  get pendingChanges(): number {
+    return this.nodes.pending + this.blocks.pending + this.changedVolumes.size;
+  }
+
+  /** Commit, then release the store. */
+  close(): void {
+    if (this.closed) return;
+    try { this.commit(); } finally {
+      this.closed = true;
+      this.segments.close();
+      this.env.close();
+      this.unlock();
+    }
+  }
+
+  /** Release the store without committing (tests that simulate a crash use this). */
+  abandon(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.segments.close();
+    this.env.close();
+    this.unlock();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new PrismError('EBADF', 'store is closed');
+  }
+
+  // ---- for gc and fsck ------------------------------------------------------------------------
+
+  /** Every live layer root, with how many volume layers hold it. */
+  layerRoots(): Map<number, number> {
+    const roots = new Map<number, number>();
+    for (const name of this.volumeNames()) {
+      for (const l of this.volume(name).rec.layers) if (l.root) roots.set(l.root, (roots.get(l.root) ?? 0) + 1);
+    }
+    return roots;
+  }
+
+  get nodeStore(): LmdbNodeStore<TreeValue> { return this.nodes; }
+  get segmentHeader(): number { return HEADER_SIZE; }
+}
+
+export function normalizePath(p: string): string {
+  const parts = p.split('/').filter((x) => x && x !== '.');
+  if (parts.includes('..')) throw new PrismError('EINVAL', `path ${p} must not contain ..`);
+  return '/' + parts.join('/');
+}
+
+function fileSize(p: string): number {
+  try { return fs.statSync(p).size; } catch { return 0; }
+}
+
+export { layerOf };

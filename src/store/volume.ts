@@ -1,0 +1,781 @@
+// One volume: a POSIX file system over the layers of copy-on-write trees described in layout.ts.
+// Every method is synchronous and leaves the volume consistent; the store commits between calls.
+// Inputs are trusted to be well-formed (the host validates at the boundary); semantic errors are
+// PrismErrors with POSIX codes.
+import { PrismError } from '../errors.js';
+import type { Blocks } from './blocks.js';
+import type { CowTree } from './btree.js';
+import { now } from './clock.js';
+import {
+  BLOCK_SIZE, Kind, MAX_FILE_SIZE, MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, ROOT_LOCAL, S_IFDIR, S_IFLNK, S_IFMT,
+  S_IFREG, blockIndexOfKey, blockKey, direntKey, inoOf, inodeKey, inodeRange, isDir, isLnk, isReg, keySuffix,
+  kindRange, layerOf, localOf, xattrKey,
+  type Dirent, type InodeRec, type Time, type TreeValue, type XattrValue,
+} from './layout.js';
+
+export interface LayerRec { root: number; next: number }
+
+export interface Usage { bytes: number; inodes: number }
+
+export interface VolumeRec {
+  name: string;
+  id: number;
+  created: number; // ms since epoch
+  origin: 'create' | 'clone' | 'compose';
+  parent?: string; // clone source
+  sources?: string[]; // compose sources
+  quota?: number; // bytes
+  layers: LayerRec[];
+  root: number; // inode number of the root directory
+  /** null after compose until first needed: computing it walks the tree. */
+  usage: Usage | null;
+  /** Inodes unlinked while open; freed when closed, or at the next open of the store after a crash. */
+  orphans: number[];
+}
+
+export interface Attr {
+  ino: number;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  size: number;
+  blocks: number; // 512-byte units
+  blksize: number;
+  atime: Time;
+  mtime: Time;
+  ctime: Time;
+  btime: Time;
+}
+
+export interface SetAttr {
+  mode?: number; // permission bits only
+  uid?: number;
+  gid?: number;
+  size?: number;
+  atime?: Time | 'now';
+  mtime?: Time | 'now';
+  ctime?: Time;
+}
+
+export interface DirEntry { name: Buffer; ino: number; type: number }
+
+export interface RenameFlags { noreplace?: boolean; exchange?: boolean }
+
+/** What a volume needs from the store that holds it. */
+export interface VolumeHost {
+  tree: CowTree<TreeValue>;
+  blocks: Blocks;
+  changed(v: Volume): void;
+  /** Dirty (unflushed) data bytes changed by delta; the store may flush or commit. */
+  dirtyData(delta: number): void;
+  usage(v: Volume): Usage;
+}
+
+export type Name = string | Buffer;
+
+function nameBuf(name: Name): Buffer {
+  const b = typeof name === 'string' ? Buffer.from(name) : name;
+  if (b.length === 0) throw new PrismError('ENOENT', 'empty name');
+  if (b.length > MAX_NAME) throw new PrismError('ENAMETOOLONG', `name longer than ${MAX_NAME} bytes`);
+  if (b.includes(0x2f) || b.includes(0)) throw new PrismError('EINVAL', `invalid name ${JSON.stringify(b.toString())}`);
+  if ((b.length === 1 && b[0] === 0x2e) || (b.length === 2 && b[0] === 0x2e && b[1] === 0x2e)) {
+    throw new PrismError('EINVAL', `"${b.toString()}" is not a name an entry can have`);
+  }
+  return b;
+}
+
+export class Volume {
+  /** Open counts per inode, so an unlinked open file lives until its last close. */
+  private opens = new Map<number, number>();
+  /** Partially written blocks, not yet hashed: ino -> block index -> BLOCK_SIZE buffer. */
+  private dirty = new Map<number, Map<number, Buffer>>();
+
+  constructor(readonly rec: VolumeRec, private readonly host: VolumeHost) {}
+
+  get name(): string { return this.rec.name; }
+  get rootIno(): number { return this.rec.root; }
+
+  // ---- tree access -------------------------------------------------------------------------
+
+  private root(layer: number): number {
+    const l = this.rec.layers[layer];
+    if (!l) throw new PrismError('ESTALE', `no layer ${layer}`);
+    return l.root;
+  }
+  private tget(layer: number, key: Buffer): TreeValue | undefined {
+    return this.host.tree.get(this.root(layer), key);
+  }
+  private tput(layer: number, key: Buffer, val: TreeValue): void {
+    const l = this.rec.layers[layer];
+    l.root = this.host.tree.put(l.root, key, val);
+    this.host.changed(this);
+  }
+  private tdel(layer: number, key: Buffer): void {
+    const l = this.rec.layers[layer];
+    l.root = this.host.tree.del(l.root, key);
+    this.host.changed(this);
+  }
+
+  inode(ino: number): InodeRec {
+    const layer = layerOf(ino);
+    if (!Number.isSafeInteger(ino) || ino <= 0 || layer >= this.rec.layers.length) throw new PrismError('ESTALE', `no inode ${ino}`);
+    const v = this.tget(layer, inodeKey(localOf(ino)));
+    if (!v) throw new PrismError('ESTALE', `no inode ${ino}`);
+    return v as InodeRec;
+  }
+
+  private putInode(ino: number, rec: InodeRec): void {
+    this.tput(layerOf(ino), inodeKey(localOf(ino)), rec);
+  }
+
+  private update(ino: number, change: Partial<InodeRec>): InodeRec {
+    const rec = { ...this.inode(ino), ...change };
+    this.putInode(ino, rec);
+    return rec;
+  }
+
+  private entry(dir: number, name: Buffer): number | undefined {
+    const layer = layerOf(dir);
+    const d = this.tget(layer, direntKey(localOf(dir), name)) as Dirent | undefined;
+    return d ? inoOf(layer + d[0], d[1]) : undefined;
+  }
+
+  private putEntry(dir: number, name: Buffer, child: number, mode: number): void {
+    const layer = layerOf(dir);
+    const d: Dirent = [layerOf(child) - layer, localOf(child), mode & S_IFMT];
+    this.tput(layer, direntKey(localOf(dir), name), d);
+  }
+
+  private delEntry(dir: number, name: Buffer): void {
+    this.tdel(layerOf(dir), direntKey(localOf(dir), name));
+  }
+
+  private dirInode(ino: number): InodeRec {
+    const rec = this.inode(ino);
+    if (!isDir(rec.mode)) throw new PrismError('ENOTDIR', `inode ${ino} is not a directory`);
+    return rec;
+  }
+
+  private parentOf(dirIno: number, rec: InodeRec): number {
+    const p = rec.parent;
+    return p ? inoOf(layerOf(dirIno) + p[0], p[1]) : this.rec.root;
+  }
+
+  private setParent(dirIno: number, parentIno: number): void {
+    this.update(dirIno, { parent: [layerOf(parentIno) - layerOf(dirIno), localOf(parentIno)] });
+  }
+
+  /** Set the parent pointer of a directory (compose grafts subtrees under new parents). */
+  graftParent(dirIno: number, parentIno: number): void {
+    this.setParent(dirIno, parentIno);
+  }
+
+  /**
+   * Link an inode of a grafted layer into dir (compose). A file keeps the link count it had in its
+   * source volume: links outside the selection are not visible here (see docs/store-format.md).
+   */
+  graftEntry(dir: number, name: Name, ino: number): void {
+    const n = nameBuf(name);
+    const drec = this.dirInode(dir);
+    if (this.entry(dir, n) !== undefined) throw new PrismError('EEXIST', `${JSON.stringify(n.toString())} exists`);
+    const rec = this.inode(ino);
+    this.putEntry(dir, n, ino, rec.mode);
+    if (isDir(rec.mode)) {
+      this.setParent(ino, dir);
+      this.update(dir, { nlink: drec.nlink + 1 });
+    }
+  }
+
+  private allocIno(): number {
+    const l = this.rec.layers[0];
+    const local = l.next++;
+    if (local >= 2 ** 40) throw new PrismError('ENOSPC', 'inode numbers exhausted');
+    return inoOf(0, local);
+  }
+
+  // ---- attributes ------------------------------------------------------------------------------
+
+  attr(ino: number, rec: InodeRec = this.inode(ino)): Attr {
+    const bytes = isReg(rec.mode) ? (rec.bytes ?? 0) + this.dirtyBytesOf(ino) : isDir(rec.mode) ? 4096 : 0;
+    return {
+      ino, mode: rec.mode, nlink: rec.nlink, uid: rec.uid, gid: rec.gid, rdev: rec.rdev ?? 0,
+      size: isDir(rec.mode) ? 4096 : rec.size,
+      blocks: Math.ceil(bytes / 512), blksize: BLOCK_SIZE,
+      atime: rec.atime, mtime: rec.mtime, ctime: rec.ctime, btime: rec.btime,
+    };
+  }
+
+  private dirtyBytesOf(ino: number): number {
+    const d = this.dirty.get(ino);
+    if (!d) return 0;
+    let n = 0;
+    const size = this.inode(ino).size;
+    for (const idx of d.keys()) {
+      const stored = this.storedBlock(ino, idx);
+      if (!stored) n += Math.min(BLOCK_SIZE, Math.max(0, size - idx * BLOCK_SIZE));
+    }
+    return n;
+  }
+
+  getattr(ino: number): Attr {
+    return this.attr(ino);
+  }
+
+  lookup(dir: number, name: Name): Attr {
+    this.dirInode(dir);
+    const n = typeof name === 'string' ? Buffer.from(name) : name;
+    if (n.equals(Buffer.from('.'))) return this.attr(dir);
+    if (n.equals(Buffer.from('..'))) return this.attr(this.parentOf(dir, this.inode(dir)));
+    const child = this.entry(dir, nameBuf(n));
+    if (child === undefined) throw new PrismError('ENOENT', `no entry ${JSON.stringify(n.toString())}`);
+    return this.attr(child);
+  }
+
+  setattr(ino: number, s: SetAttr): Attr {
+    let rec = this.inode(ino);
+    const t = now();
+    const change: Partial<InodeRec> = {};
+    if (s.size !== undefined && s.size !== rec.size) {
+      if (isDir(rec.mode)) throw new PrismError('EISDIR', 'cannot set the size of a directory');
+      if (!isReg(rec.mode)) throw new PrismError('EINVAL', 'size applies only to regular files');
+      this.truncate(ino, s.size);
+      rec = this.inode(ino);
+      change.mtime = t;
+    } else if (s.size !== undefined) {
+      change.mtime = t;
+    }
+    if (s.mode !== undefined) change.mode = (rec.mode & S_IFMT) | (s.mode & 0o7777);
+    if (s.uid !== undefined) change.uid = s.uid;
+    if (s.gid !== undefined) change.gid = s.gid;
+    if (s.atime !== undefined) change.atime = s.atime === 'now' ? t : s.atime;
+    if (s.mtime !== undefined) change.mtime = s.mtime === 'now' ? t : s.mtime;
+    change.ctime = s.ctime ?? t;
+    return this.attr(ino, this.update(ino, change));
+  }
+
+  access(ino: number, uid: number, gids: number[], mask: number): void {
+    const rec = this.inode(ino);
+    if (uid === 0) {
+      if ((mask & 1) && !isDir(rec.mode) && (rec.mode & 0o111) === 0) throw new PrismError('EACCES', 'not executable');
+      return;
+    }
+    const bits = uid === rec.uid ? (rec.mode >> 6) & 7 : gids.includes(rec.gid) ? (rec.mode >> 3) & 7 : rec.mode & 7;
+    if ((bits & mask) !== mask) throw new PrismError('EACCES', 'permission denied');
+  }
+
+  // ---- namespace -------------------------------------------------------------------------------
+
+  private newInode(mode: number, uid: number, gid: number, extra: Partial<InodeRec> = {}): [number, InodeRec] {
+    const t = now();
+    const ino = this.allocIno();
+    const rec: InodeRec = { mode, uid, gid, size: 0, nlink: 1, atime: t, mtime: t, ctime: t, btime: t, ...extra };
+    this.putInode(ino, rec);
+    const u = this.host.usage(this);
+    u.inodes += 1;
+    return [ino, rec];
+  }
+
+  private addChild(dir: number, name: Buffer, mode: number, uid: number, gid: number, extra: Partial<InodeRec> = {}): Attr {
+    const drec = this.dirInode(dir);
+    if (drec.nlink === 0) throw new PrismError('ENOENT', 'directory was removed');
+    if (this.entry(dir, name) !== undefined) throw new PrismError('EEXIST', `${JSON.stringify(name.toString())} exists`);
+    const [ino, rec] = this.newInode(mode, uid, gid, extra);
+    this.putEntry(dir, name, ino, mode);
+    const t = rec.ctime;
+    this.update(dir, { mtime: t, ctime: t, nlink: drec.nlink + (isDir(mode) ? 1 : 0) });
+    if (isDir(mode)) this.setParent(ino, dir);
+    return this.attr(ino);
+  }
+
+  create(dir: number, name: Name, mode: number, uid: number, gid: number, exclusive = true): Attr {
+    const n = nameBuf(name);
+    const existing = this.entry(dir, n);
+    if (existing !== undefined) {
+      if (exclusive) throw new PrismError('EEXIST', `${JSON.stringify(n.toString())} exists`);
+      const a = this.attr(existing);
+      if (isDir(a.mode)) throw new PrismError('EISDIR', `${JSON.stringify(n.toString())} is a directory`);
+      return a;
+    }
+    return this.addChild(dir, n, S_IFREG | (mode & 0o7777), uid, gid, { bytes: 0 });
+  }
+
+  mkdir(dir: number, name: Name, mode: number, uid: number, gid: number): Attr {
+    return this.addChild(dir, nameBuf(name), S_IFDIR | (mode & 0o7777), uid, gid, { nlink: 2 });
+  }
+
+  symlink(dir: number, name: Name, target: Name, uid: number, gid: number): Attr {
+    const t = typeof target === 'string' ? Buffer.from(target) : target;
+    if (t.length === 0) throw new PrismError('ENOENT', 'empty symlink target');
+    if (t.length > MAX_SYMLINK) throw new PrismError('ENAMETOOLONG', 'symlink target too long');
+    return this.addChild(dir, nameBuf(name), S_IFLNK | 0o777, uid, gid, { target: Buffer.from(t), size: t.length });
+  }
+
+  mknod(dir: number, name: Name, mode: number, rdev: number, uid: number, gid: number): Attr {
+    const type = mode & S_IFMT;
+    if (type === S_IFDIR || type === S_IFLNK) throw new PrismError('EINVAL', 'mknod cannot make directories or symlinks');
+    const extra: Partial<InodeRec> = type === S_IFREG || type === 0 ? { bytes: 0 } : { rdev };
+    return this.addChild(dir, nameBuf(name), (type || S_IFREG) | (mode & 0o7777), uid, gid, extra);
+  }
+
+  readlink(ino: number): Buffer {
+    const rec = this.inode(ino);
+    if (!isLnk(rec.mode) || !rec.target) throw new PrismError('EINVAL', 'not a symbolic link');
+    return rec.target;
+  }
+
+  link(ino: number, dir: number, name: Name): Attr {
+    const n = nameBuf(name);
+    const rec = this.inode(ino);
+    if (isDir(rec.mode)) throw new PrismError('EPERM', 'cannot hard-link a directory');
+    const drec = this.dirInode(dir);
+    if (drec.nlink === 0) throw new PrismError('ENOENT', 'directory was removed');
+    if (this.entry(dir, n) !== undefined) throw new PrismError('EEXIST', `${JSON.stringify(n.toString())} exists`);
+    if (rec.nlink >= 65000) throw new PrismError('EMLINK', 'too many links');
+    const t = now();
+    this.putEntry(dir, n, ino, rec.mode);
+    this.update(dir, { mtime: t, ctime: t });
+    this.orphanDrop(ino);
+    return this.attr(ino, this.update(ino, { nlink: rec.nlink + 1, ctime: t }));
+  }
+
+  unlink(dir: number, name: Name): void {
+    const n = nameBuf(name);
+    this.dirInode(dir);
+    const child = this.entry(dir, n);
+    if (child === undefined) throw new PrismError('ENOENT', `no entry ${JSON.stringify(n.toString())}`);
+    const rec = this.inode(child);
+    if (isDir(rec.mode)) throw new PrismError('EISDIR', `${JSON.stringify(n.toString())} is a directory`);
+    const t = now();
+    this.delEntry(dir, n);
+    this.update(dir, { mtime: t, ctime: t });
+    this.dropLink(child, rec, t);
+  }
+
+  rmdir(dir: number, name: Name): void {
+    const n = nameBuf(name);
+    const drec = this.dirInode(dir);
+    const child = this.entry(dir, n);
+    if (child === undefined) throw new PrismError('ENOENT', `no entry ${JSON.stringify(n.toString())}`);
+    const rec = this.inode(child);
+    if (!isDir(rec.mode)) throw new PrismError('ENOTDIR', `${JSON.stringify(n.toString())} is not a directory`);
+    if (!this.isEmptyDir(child)) throw new PrismError('ENOTEMPTY', `${JSON.stringify(n.toString())} is not empty`);
+    const t = now();
+    this.delEntry(dir, n);
+    this.update(dir, { mtime: t, ctime: t, nlink: Math.max(2, drec.nlink - 1) });
+    this.freeOrOrphan(child, { ...rec, nlink: 0, ctime: t });
+  }
+
+  private isEmptyDir(ino: number): boolean {
+    const [lo, hi] = kindRange(localOf(ino), Kind.Dirent);
+    return this.host.tree.first(this.root(layerOf(ino)), lo, hi) === undefined;
+  }
+
+  /** One link fewer; the inode goes when no link and no open remain. */
+  private dropLink(ino: number, rec: InodeRec, t: Time): void {
+    const nlink = rec.nlink - 1;
+    if (nlink > 0) this.update(ino, { nlink, ctime: t });
+    else this.freeOrOrphan(ino, { ...rec, nlink: 0, ctime: t });
+  }
+
+  private freeOrOrphan(ino: number, rec: InodeRec): void {
+    if (this.opens.get(ino)) {
+      this.putInode(ino, rec);
+      if (!this.rec.orphans.includes(ino)) this.rec.orphans.push(ino);
+      this.host.changed(this);
+    } else {
+      this.freeInode(ino, rec);
+    }
+  }
+
+  private orphanDrop(ino: number): void {
+    const i = this.rec.orphans.indexOf(ino);
+    if (i >= 0) { this.rec.orphans.splice(i, 1); this.host.changed(this); }
+  }
+
+  /** Remove every key of an inode, releasing its blocks. */
+  freeInode(ino: number, rec: InodeRec = this.inode(ino)): void {
+    const layer = layerOf(ino);
+    const [lo, hi] = inodeRange(localOf(ino));
+    const l = this.rec.layers[layer];
+    l.root = this.host.tree.delRange(l.root, lo, hi);
+    this.dropDirty(ino);
+    const u = this.host.usage(this);
+    u.inodes -= 1;
+    u.bytes -= rec.bytes ?? 0;
+    this.orphanDrop(ino);
+    this.opens.delete(ino);
+    this.host.changed(this);
+  }
+
+  rename(d1: number, n1: Name, d2: number, n2: Name, flags: RenameFlags = {}): void {
+    const a = nameBuf(n1), b = nameBuf(n2);
+    this.dirInode(d1);
+    const d2rec = this.dirInode(d2);
+    if (d2rec.nlink === 0) throw new PrismError('ENOENT', 'target directory was removed');
+    const src = this.entry(d1, a);
+    if (src === undefined) throw new PrismError('ENOENT', `no entry ${JSON.stringify(a.toString())}`);
+    const dst = this.entry(d2, b);
+    const srec = this.inode(src);
+    const t = now();
+    if (flags.exchange) {
+      if (dst === undefined) throw new PrismError('ENOENT', `no entry ${JSON.stringify(b.toString())}`);
+      if (src === dst) return;
+      const drec = this.inode(dst);
+      if (isDir(srec.mode)) this.checkNotAncestor(src, d2);
+      if (isDir(drec.mode)) this.checkNotAncestor(dst, d1);
+      this.putEntry(d1, a, dst, drec.mode);
+      this.putEntry(d2, b, src, srec.mode);
+      if (d1 !== d2) {
+        const sd = isDir(srec.mode) ? 1 : 0, dd = isDir(drec.mode) ? 1 : 0;
+        if (sd) this.setParent(src, d2);
+        if (dd) this.setParent(dst, d1);
+        this.update(d1, { nlink: this.inode(d1).nlink - sd + dd });
+        this.update(d2, { nlink: this.inode(d2).nlink - dd + sd });
+      }
+      for (const d of new Set([d1, d2])) this.update(d, { mtime: t, ctime: t });
+      this.update(src, { ctime: t });
+      this.update(dst, { ctime: t });
+      return;
+    }
+    if (dst !== undefined && flags.noreplace) throw new PrismError('EEXIST', `${JSON.stringify(b.toString())} exists`);
+    if (dst === src) return; // same inode (or same entry): POSIX says do nothing
+    if (isDir(srec.mode)) this.checkNotAncestor(src, d2);
+    if (dst !== undefined) {
+      const drec = this.inode(dst);
+      if (isDir(drec.mode)) {
+        if (!isDir(srec.mode)) throw new PrismError('EISDIR', `${JSON.stringify(b.toString())} is a directory`);
+        if (!this.isEmptyDir(dst)) throw new PrismError('ENOTEMPTY', `${JSON.stringify(b.toString())} is not empty`);
+      } else if (isDir(srec.mode)) {
+        throw new PrismError('ENOTDIR', `${JSON.stringify(b.toString())} is not a directory`);
+      }
+      this.delEntry(d2, b);
+      if (isDir(drec.mode)) {
+        this.update(d2, { nlink: this.inode(d2).nlink - 1 });
+        this.freeOrOrphan(dst, { ...drec, nlink: 0, ctime: t });
+      } else {
+        this.dropLink(dst, drec, t);
+      }
+    }
+    this.delEntry(d1, a);
+    this.putEntry(d2, b, src, srec.mode);
+    if (isDir(srec.mode) && d1 !== d2) {
+      this.setParent(src, d2);
+      this.update(d1, { nlink: this.inode(d1).nlink - 1 });
+      this.update(d2, { nlink: this.inode(d2).nlink + 1 });
+    }
+    for (const d of new Set([d1, d2])) this.update(d, { mtime: t, ctime: t });
+    this.update(src, { ctime: t });
+  }
+
+  /** A directory cannot move below itself. */
+  private checkNotAncestor(dir: number, target: number): void {
+    let cur = target;
+    for (let depth = 0; depth < 100_000; depth++) {
+      if (cur === dir) throw new PrismError('EINVAL', 'cannot move a directory into itself');
+      if (cur === this.rec.root) return;
+      const next = this.parentOf(cur, this.inode(cur));
+      if (next === cur) return;
+      cur = next;
+    }
+    throw new PrismError('ELOOP', 'directory parent chain too deep');
+  }
+
+  /** Entries sorted by name, after the name `after` (exclusive); "." and ".." are the caller's. */
+  readdir(ino: number, after: Buffer | null = null, limit = Infinity): DirEntry[] {
+    this.dirInode(ino);
+    const layer = layerOf(ino);
+    const local = localOf(ino);
+    const [lo0, hi] = kindRange(local, Kind.Dirent);
+    const lo = after ? direntKey(local, after) : lo0;
+    const out: DirEntry[] = [];
+    this.host.tree.each(this.root(layer), lo, hi, (k, v) => {
+      const name = keySuffix(k);
+      if (after && name.equals(after)) return;
+      const d = v as Dirent;
+      out.push({ name: Buffer.from(name), ino: inoOf(layer + d[0], d[1]), type: d[2] });
+      return out.length < limit;
+    });
+    return out;
+  }
+
+  /** Inode of a path such as "/a/b" (symlinks are not followed). */
+  resolve(path: string): number {
+    let ino = this.rec.root;
+    for (const part of path.split('/')) {
+      if (part === '' || part === '.') continue;
+      ino = this.lookup(ino, part).ino;
+    }
+    return ino;
+  }
+
+  // ---- open files ----------------------------------------------------------------------------
+
+  open(ino: number): void {
+    this.inode(ino);
+    this.opens.set(ino, (this.opens.get(ino) ?? 0) + 1);
+  }
+
+  close(ino: number): void {
+    const n = (this.opens.get(ino) ?? 0) - 1;
+    if (n > 0) { this.opens.set(ino, n); return; }
+    this.opens.delete(ino);
+    if (this.rec.orphans.includes(ino)) this.freeInode(ino);
+    else this.flushFile(ino);
+  }
+
+  // ---- file data -------------------------------------------------------------------------------
+
+  private storedBlock(ino: number, idx: number): Buffer | undefined {
+    return this.tget(layerOf(ino), blockKey(localOf(ino), idx)) as Buffer | undefined;
+  }
+
+  private regInode(ino: number): InodeRec {
+    const rec = this.inode(ino);
+    if (isDir(rec.mode)) throw new PrismError('EISDIR', 'is a directory');
+    if (!isReg(rec.mode)) throw new PrismError('EINVAL', 'not a regular file');
+    return rec;
+  }
+
+  /** The current content of one block (dirty or stored), or null for a hole. */
+  private blockData(ino: number, idx: number): Buffer | null {
+    const d = this.dirty.get(ino)?.get(idx);
+    if (d) return d;
+    const h = this.storedBlock(ino, idx);
+    return h ? this.host.blocks.read(h) : null;
+  }
+
+  read(ino: number, offset: number, length: number): { data: Buffer; eof: boolean } {
+    const rec = this.regInode(ino);
+    if (offset < 0 || length < 0) throw new PrismError('EINVAL', 'negative offset or length');
+    const end = Math.min(rec.size, offset + length);
+    if (offset >= end) return { data: Buffer.alloc(0), eof: true };
+    const out = Buffer.alloc(end - offset);
+    for (let idx = Math.floor(offset / BLOCK_SIZE); idx * BLOCK_SIZE < end; idx++) {
+      const data = this.blockData(ino, idx);
+      if (!data) continue;
+      const bStart = idx * BLOCK_SIZE;
+      const from = Math.max(offset, bStart) - bStart;
+      const to = Math.min(end - bStart, data.length);
+      if (to > from) data.copy(out, bStart + from - offset, from, to);
+    }
+    return { data: out, eof: end >= rec.size };
+  }
+
+  write(ino: number, offset: number, data: Buffer): Attr {
+    const rec = this.regInode(ino);
+    if (offset < 0) throw new PrismError('EINVAL', 'negative offset');
+    const end = offset + data.length;
+    if (end > MAX_FILE_SIZE) throw new PrismError('EFBIG', 'file too large');
+    if (data.length === 0) return this.attr(ino, rec);
+    this.checkQuota(ino, offset, end);
+    for (let idx = Math.floor(offset / BLOCK_SIZE); idx * BLOCK_SIZE < end; idx++) {
+      const bStart = idx * BLOCK_SIZE;
+      const from = Math.max(offset, bStart);
+      const to = Math.min(end, bStart + BLOCK_SIZE);
+      const chunk = data.subarray(from - offset, to - offset);
+      if (chunk.length === BLOCK_SIZE) {
+        this.dropDirtyBlock(ino, idx);
+        this.setBlock(ino, idx, chunk);
+        continue;
+      }
+      let buf = this.dirty.get(ino)?.get(idx);
+      if (!buf) {
+        buf = Buffer.alloc(BLOCK_SIZE);
+        const h = this.storedBlock(ino, idx);
+        if (h) this.host.blocks.read(h).copy(buf);
+        let m = this.dirty.get(ino);
+        if (!m) { m = new Map(); this.dirty.set(ino, m); }
+        m.set(idx, buf);
+        this.host.dirtyData(BLOCK_SIZE);
+      }
+      chunk.copy(buf, from - bStart);
+    }
+    const t = now();
+    return this.attr(ino, this.update(ino, { size: Math.max(rec.size, end), mtime: t, ctime: t }));
+  }
+
+  private checkQuota(ino: number, offset: number, end: number): void {
+    const quota = this.rec.quota;
+    if (quota === undefined) return;
+    let grow = 0;
+    const m = this.dirty.get(ino);
+    for (let idx = Math.floor(offset / BLOCK_SIZE); idx * BLOCK_SIZE < end; idx++) {
+      if (m?.has(idx) || this.storedBlock(ino, idx)) continue;
+      grow += Math.min(BLOCK_SIZE, end - idx * BLOCK_SIZE);
+    }
+    if (grow > 0 && this.host.usage(this).bytes + this.dirtyTotal() + grow > quota) {
+      throw new PrismError('EDQUOT', `volume ${this.name} is over its quota of ${quota} bytes`);
+    }
+  }
+
+  private dirtyTotal(): number {
+    let n = 0;
+    for (const ino of this.dirty.keys()) n += this.dirtyBytesOf(ino);
+    return n;
+  }
+
+  /** Replace one block's content (null or all zeros make a hole). */
+  private setBlock(ino: number, idx: number, data: Buffer | null): void {
+    const layer = layerOf(ino);
+    const key = blockKey(localOf(ino), idx);
+    const old = this.tget(layer, key) as Buffer | undefined;
+    const oldLen = old ? this.host.blocks.length(old) : 0;
+    let newLen = 0;
+    if (data && data.length > 0 && !isZero(data)) {
+      const h = this.host.blocks.put(Buffer.from(data));
+      if (old && old.equals(h)) return;
+      this.tput(layer, key, h);
+      newLen = data.length;
+    } else if (old) {
+      this.tdel(layer, key);
+    }
+    if (newLen !== oldLen) {
+      const rec = this.inode(ino);
+      this.putInode(ino, { ...rec, bytes: (rec.bytes ?? 0) + newLen - oldLen });
+      this.host.usage(this).bytes += newLen - oldLen;
+    }
+  }
+
+  private dropDirtyBlock(ino: number, idx: number): void {
+    const m = this.dirty.get(ino);
+    if (m?.delete(idx)) {
+      this.host.dirtyData(-BLOCK_SIZE);
+      if (m.size === 0) this.dirty.delete(ino);
+    }
+  }
+
+  private dropDirty(ino: number): void {
+    const m = this.dirty.get(ino);
+    if (m) { this.host.dirtyData(-BLOCK_SIZE * m.size); this.dirty.delete(ino); }
+  }
+
+  /** Hash and store a file's partially written blocks. */
+  flushFile(ino: number): void {
+    const m = this.dirty.get(ino);
+    if (!m) return;
+    const size = this.inode(ino).size;
+    for (const [idx, buf] of [...m].sort((x, y) => x[0] - y[0])) {
+      const len = Math.max(0, Math.min(BLOCK_SIZE, size - idx * BLOCK_SIZE));
+      this.setBlock(ino, idx, len > 0 ? buf.subarray(0, len) : null);
+    }
+    this.host.dirtyData(-BLOCK_SIZE * m.size);
+    this.dirty.delete(ino);
+  }
+
+  flush(): void {
+    for (const ino of [...this.dirty.keys()]) this.flushFile(ino);
+  }
+
+  get hasDirtyData(): boolean { return this.dirty.size > 0; }
+
+  private truncate(ino: number, size: number): void {
+    const rec = this.regInode(ino);
+    if (size < 0) throw new PrismError('EINVAL', 'negative size');
+    if (size > MAX_FILE_SIZE) throw new PrismError('EFBIG', 'file too large');
+    if (size > rec.size) {
+      this.update(ino, { size });
+      return;
+    }
+    const keep = Math.ceil(size / BLOCK_SIZE);
+    const m = this.dirty.get(ino);
+    if (m) for (const idx of [...m.keys()]) if (idx >= keep) this.dropDirtyBlock(ino, idx);
+    const layer = layerOf(ino);
+    const local = localOf(ino);
+    const doomed: number[] = [];
+    const [, hi] = kindRange(local, Kind.Block);
+    this.host.tree.each(this.root(layer), blockKey(local, keep), hi, (k) => { doomed.push(blockIndexOfKey(k)); });
+    for (const idx of doomed) this.setBlock(ino, idx, null);
+    if (size % BLOCK_SIZE !== 0) {
+      const idx = keep - 1;
+      const cut = size - idx * BLOCK_SIZE;
+      const d = this.dirty.get(ino)?.get(idx);
+      if (d) d.fill(0, cut);
+      else {
+        const h = this.storedBlock(ino, idx);
+        if (h) {
+          const data = this.host.blocks.read(h);
+          if (data.length > cut) this.setBlock(ino, idx, data.subarray(0, cut));
+        }
+      }
+    }
+    this.update(ino, { size });
+  }
+
+  /** Block hashes of a file in order, with their indexes (for diff, export and scan). */
+  blockList(ino: number): Array<[number, Buffer]> {
+    this.flushFile(ino);
+    const local = localOf(ino);
+    const [lo, hi] = kindRange(local, Kind.Block);
+    const out: Array<[number, Buffer]> = [];
+    this.host.tree.each(this.root(layerOf(ino)), lo, hi, (k, v) => { out.push([blockIndexOfKey(k), v as Buffer]); });
+    return out;
+  }
+
+  // ---- extended attributes ---------------------------------------------------------------------
+
+  getxattr(ino: number, name: Name): Buffer {
+    const n = xattrName(name);
+    const v = this.tget(layerOf(ino), xattrKey(localOf(ino), n)) as XattrValue | undefined;
+    if (!v) { this.inode(ino); throw new PrismError('ENODATA', `no attribute ${n.toString()}`); }
+    return v.x;
+  }
+
+  setxattr(ino: number, name: Name, value: Buffer, how: 'create' | 'replace' | 'either' = 'either'): void {
+    const n = xattrName(name);
+    if (value.length > MAX_XATTR_VALUE) throw new PrismError('E2BIG', 'attribute value too large');
+    this.inode(ino);
+    const key = xattrKey(localOf(ino), n);
+    const exists = this.tget(layerOf(ino), key) !== undefined;
+    if (how === 'create' && exists) throw new PrismError('EEXIST', `attribute ${n.toString()} exists`);
+    if (how === 'replace' && !exists) throw new PrismError('ENODATA', `no attribute ${n.toString()}`);
+    this.tput(layerOf(ino), key, { x: Buffer.from(value) });
+    this.update(ino, { ctime: now() });
+  }
+
+  listxattr(ino: number): Buffer[] {
+    this.inode(ino);
+    const [lo, hi] = kindRange(localOf(ino), Kind.Xattr);
+    const out: Buffer[] = [];
+    this.host.tree.each(this.root(layerOf(ino)), lo, hi, (k) => { out.push(Buffer.from(keySuffix(k))); });
+    return out;
+  }
+
+  removexattr(ino: number, name: Name): void {
+    const n = xattrName(name);
+    const key = xattrKey(localOf(ino), n);
+    if (this.tget(layerOf(ino), key) === undefined) { this.inode(ino); throw new PrismError('ENODATA', `no attribute ${n.toString()}`); }
+    this.tdel(layerOf(ino), key);
+    this.update(ino, { ctime: now() });
+  }
+
+  /** Every inode number reachable from the root, with how many entries link to it. */
+  reachable(): Map<number, number> {
+    const links = new Map<number, number>([[this.rec.root, 1]]);
+    const stack = [this.rec.root];
+    while (stack.length) {
+      const dir = stack.pop()!;
+      for (const e of this.readdir(dir)) {
+        const seen = links.get(e.ino);
+        links.set(e.ino, (seen ?? 0) + 1);
+        if (seen === undefined && e.type === S_IFDIR) stack.push(e.ino);
+      }
+    }
+    return links;
+  }
+}
+
+function xattrName(name: Name): Buffer {
+  const b = typeof name === 'string' ? Buffer.from(name) : name;
+  if (b.length === 0 || b.length > 255) throw new PrismError('ERANGE', 'attribute name length must be 1..255');
+  return b;
+}
+
+const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
+
+function isZero(b: Buffer): boolean {
+  return b.equals(ZERO_BLOCK.subarray(0, b.length));
+}
+
+export { ROOT_LOCAL };
