@@ -268,6 +268,7 @@ export class Volume {
   // ---- namespace -------------------------------------------------------------------------------
 
   private newInode(mode: number, uid: number, gid: number, extra: Partial<InodeRec> = {}): [number, InodeRec] {
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     const t = now();
     const ino = this.allocIno();
     const rec: InodeRec = { mode, uid, gid, size: 0, nlink: 1, atime: t, mtime: t, ctime: t, btime: t, ...extra };
@@ -341,6 +342,7 @@ export class Volume {
   }
 
   unlink(dir: number, name: Name): void {
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     const n = nameBuf(name);
     this.dirInode(dir);
     const child = this.entry(dir, n);
@@ -354,6 +356,7 @@ export class Volume {
   }
 
   rmdir(dir: number, name: Name): void {
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     const n = nameBuf(name);
     const drec = this.dirInode(dir);
     const child = this.entry(dir, n);
@@ -396,6 +399,7 @@ export class Volume {
 
   /** Remove every key of an inode, releasing its blocks. */
   freeInode(ino: number, rec: InodeRec = this.inode(ino)): void {
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     const layer = layerOf(ino);
     const [lo, hi] = inodeRange(localOf(ino));
     const l = this.rec.layers[layer];
@@ -410,6 +414,7 @@ export class Volume {
   }
 
   rename(d1: number, n1: Name, d2: number, n2: Name, flags: RenameFlags = {}): void {
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     const a = nameBuf(n1), b = nameBuf(n2);
     this.dirInode(d1);
     const d2rec = this.dirInode(d2);
@@ -618,6 +623,7 @@ export class Volume {
 
   /** Replace one block's content (null or all zeros make a hole). */
   private setBlock(ino: number, idx: number, data: Buffer | null): void {
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     const layer = layerOf(ino);
     const key = blockKey(localOf(ino), idx);
     const old = this.tget(layer, key) as Buffer | undefined;

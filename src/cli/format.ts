@@ -1,0 +1,39 @@
+// Human-readable output for the CLI.
+import type { Attr } from '../store/volume.js';
+
+export function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let i = 0, v = n;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return i === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}
+
+/** "10G", "512M", "1.5T", "4096" -> bytes (binary units). */
+export function parseBytes(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$/i.exec(s.trim());
+  if (!m) throw new Error(`not a size: ${JSON.stringify(s)} (use e.g. 4096, 512M, 10G)`);
+  const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 }[m[2].toLowerCase() as '' | 'k'];
+  return Math.round(Number(m[1]) * mult);
+}
+
+export function table(rows: string[][]): string {
+  if (rows.length === 0) return '';
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));
+  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]))).join('  ').trimEnd()).join('\n');
+}
+
+export function modeString(mode: number): string {
+  const types: Record<number, string> = { 0o040000: 'd', 0o120000: 'l', 0o010000: 'p', 0o140000: 's', 0o020000: 'c', 0o060000: 'b' };
+  let s = types[mode & 0o170000] ?? '-';
+  const rwx = 'rwxrwxrwx';
+  for (let i = 0; i < 9; i++) s += mode & (1 << (8 - i)) ? rwx[i] : '-';
+  return s;
+}
+
+export function isoTime(t: [number, number]): string {
+  return new Date(t[0] * 1000).toISOString().replace(/\.000Z$/, `.${String(t[1]).padStart(9, '0')}Z`);
+}
+
+export function attrJson(a: Attr): Record<string, unknown> {
+  return { ...a, mode: `0${a.mode.toString(8)}`, atime: isoTime(a.atime), mtime: isoTime(a.mtime), ctime: isoTime(a.ctime), btime: isoTime(a.btime) };
+}

@@ -1,0 +1,240 @@
+// The `prism` command. Exit status: 0 on success; on error one line on stderr and the errno of the
+// POSIX code (ENOENT 2, EEXIST 17, EINVAL 22, EDQUOT 122, ...), or 1 for usage errors.
+import fs from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { PrismError } from '../errors.js';
+import { log } from '../log.js';
+import { diffVolumes } from '../store/diff.js';
+import { exportPath } from '../store/export.js';
+import { fsck } from '../store/fsck.js';
+import { gc } from '../store/gc.js';
+import { importPath } from '../store/import.js';
+import { isDir, isLnk, S_IFREG } from '../store/layout.js';
+import { Store, type ComposeSource } from '../store/store.js';
+import { attrJson, bytes, isoTime, modeString, parseBytes, table } from './format.js';
+import { progress } from './progress.js';
+import { tour } from './tour.js';
+
+function storeDir(cmd: Command): string {
+  return cmd.optsWithGlobals().store ?? process.env.PRISM_STORE ?? './prism-data';
+}
+
+/** Open the store, run fn, commit and close; the store is closed on error too. */
+async function withStore<T>(cmd: Command, fn: (s: Store) => T | Promise<T>): Promise<T> {
+  const s = Store.open(storeDir(cmd));
+  try {
+    const r = await fn(s);
+    s.close();
+    return r;
+  } catch (e) {
+    s.close();
+    throw e;
+  }
+}
+
+/** "VOL:/path" -> [volume, path]. */
+function volPath(spec: string): [string, string] {
+  const i = spec.indexOf(':');
+  if (i <= 0) throw new PrismError('EINVAL', `expected VOLUME:/path, got ${JSON.stringify(spec)}`);
+  const p = spec.slice(i + 1) || '/';
+  return [spec.slice(0, i), p.startsWith('/') ? p : `/${p}`];
+}
+
+function parseFrom(spec: string): ComposeSource {
+  const [volume, rest] = volPath(spec);
+  const j = rest.indexOf(':');
+  return j < 0 ? { volume, path: rest } : { volume, path: rest.slice(0, j), dest: rest.slice(j + 1) };
+}
+
+function print(s: string): void {
+  process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
+}
+function json(v: unknown): void {
+  print(JSON.stringify(v, null, 2));
+}
+
+export function program(): Command {
+  const p = new Command('prism')
+    .description('Prism: deduplicating copy-on-write volumes for virtual machines')
+    .option('--store <dir>', 'store directory (default: $PRISM_STORE or ./prism-data)')
+    .showHelpAfterError()
+    .exitOverride();
+
+  const volume = p.command('volume').description('create, copy and inspect volumes');
+
+  volume.command('create <name>').option('--quota <bytes>', 'limit on bytes stored (e.g. 10G)')
+    .action(async (name: string, o: { quota?: string }, cmd: Command) => withStore(cmd, (s) => {
+      s.createVolume(name, { quota: o.quota === undefined ? undefined : parseBytes(o.quota) });
+    }));
+
+  volume.command('ls').option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }, cmd: Command) => withStore(cmd, (s) => {
+      const infos = s.volumeNames().map((n) => s.info(n));
+      if (o.json) return json(infos);
+      print(table([['NAME', 'LOGICAL', 'UNIQUE', 'FILES', 'ORIGIN', 'PARENT', 'QUOTA'],
+        ...infos.map((i) => [i.name, bytes(i.logicalBytes), bytes(i.uniqueBytes), String(i.files), i.origin,
+          i.parent ?? i.sources?.join(',') ?? '-', i.quota === undefined ? '-' : bytes(i.quota)])]));
+    }));
+
+  volume.command('rm <name>').action(async (name: string, _o: unknown, cmd: Command) => withStore(cmd, (s) => s.removeVolume(name)));
+
+  volume.command('quota <name> <bytes>').description('set a quota ("none" removes it)')
+    .action(async (name: string, q: string, _o: unknown, cmd: Command) => withStore(cmd, (s) => {
+      s.setQuota(name, q === 'none' ? undefined : parseBytes(q));
+    }));
+
+  volume.command('import <name> <src>').description('import a directory or a .tar (creates the volume if needed)')
+    .option('--json', 'print the result as JSON')
+    .action(async (name: string, src: string, o: { json?: boolean }, cmd: Command) => withStore(cmd, async (s) => {
+      if (!fs.existsSync(src)) throw new PrismError('ENOENT', `no such file or directory: ${src}`);
+      if (!s.has(name)) s.createVolume(name);
+      const bar = progress(`import ${name}`, ' files');
+      try {
+        const r = await importPath(s, name, src, { onProgress: (x) => bar.update(x.files, x.totalFiles, bytes(x.bytes)) });
+        bar.stop();
+        if (o.json) json(r);
+        else print(`imported ${r.files} files, ${r.dirs} directories, ${bytes(r.bytes)} (${bytes(r.newBytes)} new) in ${r.seconds.toFixed(2)} s`);
+      } finally { bar.stop(); }
+    }));
+
+  volume.command('export <name> <dest>').description('export to a directory or a .tar')
+    .action(async (name: string, dest: string, _o: unknown, cmd: Command) => withStore(cmd, async (s) => {
+      const bar = progress(`export ${name}`, ' files');
+      try {
+        const r = await exportPath(s, name, dest, { onProgress: (x: { files: number; totalFiles: number }) => bar.update(x.files, x.totalFiles) });
+        bar.stop();
+        print(`exported ${r.files} files, ${bytes(r.bytes)}`);
+      } finally { bar.stop(); }
+    }));
+
+  volume.command('clone <src> <new>').description('instant point-in-time copy')
+    .action(async (src: string, name: string, _o: unknown, cmd: Command) => withStore(cmd, (s) => { s.clone(src, name); }));
+
+  volume.command('compose <new>').description('a new volume from subtrees of others')
+    .requiredOption('--from <VOL:/path[:/dest]>', 'a subtree to include (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .action(async (name: string, o: { from: string[] }, cmd: Command) => withStore(cmd, (s) => { s.compose(name, o.from.map(parseFrom)); }));
+
+  volume.command('diff <a> <b>').option('--json', 'machine-readable output')
+    .action(async (a: string, b: string, o: { json?: boolean }, cmd: Command) => withStore(cmd, (s) => {
+      const d = diffVolumes(s, a, b);
+      if (o.json) return json(d);
+      const lines = [...d.added.map((x) => `+ ${x}`), ...d.removed.map((x) => `- ${x}`), ...d.changed.map((x) => `M ${x}`)];
+      if (lines.length) print(lines.join('\n'));
+    }));
+
+  p.command('ls <vol:path>').option('--json', 'machine-readable output').option('-l', 'long listing')
+    .action(async (spec: string, o: { json?: boolean; l?: boolean }, cmd: Command) => withStore(cmd, (s) => {
+      const [vn, path] = volPath(spec);
+      const v = s.volume(vn);
+      const ino = v.resolve(path);
+      const a = v.getattr(ino);
+      const entries = isDir(a.mode) ? v.readdir(ino).map((e) => ({ name: e.name.toString(), attr: v.getattr(e.ino) })) : [{ name: path.split('/').pop()!, attr: a }];
+      if (o.json) return json(entries.map((e) => ({ name: e.name, ...attrJson(e.attr) })));
+      if (!o.l) return entries.length ? print(entries.map((e) => e.name).join('\n')) : undefined;
+      if (entries.length) print(table(entries.map((e) => [modeString(e.attr.mode), String(e.attr.nlink), String(e.attr.uid), String(e.attr.gid), String(e.attr.size), isoTime(e.attr.mtime).slice(0, 19), e.name + (isLnk(e.attr.mode) ? ` -> ${v.readlink(e.attr.ino).toString()}` : '')])));
+    }));
+
+  p.command('cat <vol:path>').action(async (spec: string, _o: unknown, cmd: Command) => withStore(cmd, async (s) => {
+    const [vn, path] = volPath(spec);
+    const v = s.volume(vn);
+    const ino = v.resolve(path);
+    const size = v.getattr(ino).size;
+    for (let off = 0; off < size; off += 1 << 20) {
+      const { data } = v.read(ino, off, 1 << 20);
+      if (!process.stdout.write(data)) await new Promise((r) => process.stdout.once('drain', r));
+    }
+  }));
+
+  p.command('put <vol:path> <file>').description('write a file (FILE or - for stdin) into a volume')
+    .action(async (spec: string, file: string, _o: unknown, cmd: Command) => withStore(cmd, async (s) => {
+      const [vn, path] = volPath(spec);
+      const v = s.volume(vn);
+      const parts = path.split('/').filter(Boolean);
+      if (parts.length === 0) throw new PrismError('EISDIR', 'cannot put onto the root directory');
+      const dir = v.resolve('/' + parts.slice(0, -1).join('/'));
+      const input = file === '-' ? process.stdin : fs.createReadStream(file);
+      const a = v.create(dir, parts[parts.length - 1], 0o644, process.getuid?.() ?? 0, process.getgid?.() ?? 0, false);
+      if ((a.mode & 0o170000) !== S_IFREG) throw new PrismError('EINVAL', `${path} is not a regular file`);
+      v.setattr(a.ino, { size: 0 });
+      let off = 0;
+      for await (const chunk of input) {
+        v.write(a.ino, off, chunk as Buffer);
+        off += (chunk as Buffer).length;
+        s.maybeCommit();
+      }
+    }));
+
+  p.command('stat <vol:path>').option('--json', 'machine-readable output')
+    .action(async (spec: string, o: { json?: boolean }, cmd: Command) => withStore(cmd, (s) => {
+      const [vn, path] = volPath(spec);
+      const v = s.volume(vn);
+      const a = v.getattr(v.resolve(path));
+      if (o.json) return json(attrJson(a));
+      print(table(Object.entries(attrJson(a)).map(([k, val]) => [`${k}:`, String(val)])));
+    }));
+
+  const store = p.command('store').description('the store as a whole');
+  store.command('stats').option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }, cmd: Command) => withStore(cmd, (s) => {
+      const st = s.stats();
+      if (o.json) return json(st);
+      print(table([
+        ['volumes', String(st.volumes)],
+        ['logical', bytes(st.logicalBytes)],
+        ['physical', `${bytes(st.physicalBytes)} in ${st.blocks} blocks`],
+        ['dedup ratio', `${st.dedupRatio.toFixed(2)}x (saved ${bytes(st.savedBytes)})`],
+        ['segment files', bytes(st.segmentFileBytes)],
+        ['metadata file', bytes(st.metadataFileBytes)],
+      ]));
+    }));
+
+  p.command('gc').description('reclaim space held by freed blocks').option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }, cmd: Command) => withStore(cmd, (s) => {
+      const bar = progress('gc', ' segments');
+      const r = gc(s, { onProgress: (d, t) => bar.update(d, t) });
+      bar.stop();
+      if (o.json) return json(r);
+      print(`compacted ${r.segmentsCompacted} segments, moved ${r.blocksMoved} blocks, reclaimed ${bytes(r.bytesReclaimed)}`);
+    }));
+
+  p.command('fsck').description('check the store; --repair fixes what can be fixed')
+    .option('--repair', 'repair reference counts, link counts and leaks').option('--json', 'machine-readable output')
+    .action(async (o: { repair?: boolean; json?: boolean }, cmd: Command) => {
+      const report = await withStore(cmd, (s) => {
+        const bar = progress('fsck');
+        const r = fsck(s, { repair: o.repair, onProgress: (d, t, phase) => bar.update(d, t, phase) });
+        bar.stop();
+        return r;
+      });
+      if (o.json) json(report);
+      else {
+        for (const pr of report.problems) print(`${pr.repaired ? 'repaired' : 'PROBLEM'} ${pr.kind}: ${pr.detail}`);
+        print(`${report.ok ? 'clean' : 'problems found'}: ${report.checked.volumes} volumes, ${report.checked.inodes} inodes, ${report.checked.nodes} nodes, ${report.checked.blocks} blocks`);
+      }
+      if (!report.ok) process.exitCode = 1;
+    });
+
+  p.command('tour').description('a short demonstration on the default store (npm start)')
+    .action(async (_o: unknown, cmd: Command) => tour(storeDir(cmd)));
+
+  return p;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await program().parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      process.exitCode = e.exitCode;
+      return;
+    }
+    if (e instanceof PrismError) {
+      process.stderr.write(`prism: ${e.message}\n`);
+      process.exitCode = Math.min(e.errno, 125) || 1;
+      return;
+    }
+    log.error({ err: e }, 'unexpected error');
+    process.stderr.write(`prism: ${(e as Error).message ?? e}\n`);
+    process.exitCode = 1;
+  }
+}
