@@ -329,10 +329,11 @@ export class Volume {
   link(ino: number, dir: number, name: Name): Attr {
     const n = nameBuf(name);
     const rec = this.inode(ino);
-    if (isDir(rec.mode)) throw new PrismError('EPERM', 'cannot hard-link a directory');
     const drec = this.dirInode(dir);
     if (drec.nlink === 0) throw new PrismError('ENOENT', 'directory was removed');
+    // Linux checks the new name before the kind of the source.
     if (this.entry(dir, n) !== undefined) throw new PrismError('EEXIST', `${JSON.stringify(n.toString())} exists`);
+    if (isDir(rec.mode)) throw new PrismError('EPERM', 'cannot hard-link a directory');
     if (rec.nlink >= 65000) throw new PrismError('EMLINK', 'too many links');
     const t = now();
     this.putEntry(dir, n, ino, rec.mode);
