@@ -28,12 +28,22 @@ export interface ValueRefs<V> {
 export const LEAF_MAX = 64;
 export const INNER_MAX = 128;
 
+/** Byte-wise order. Keys are short: a JS loop beats the native call of Buffer.compare here. */
+export function compareKeys(a: Buffer, b: Buffer): number {
+  const n = a.length < b.length ? a.length : b.length;
+  for (let i = 0; i < n; i++) {
+    const d = a[i] - b[i];
+    if (d !== 0) return d;
+  }
+  return a.length - b.length;
+}
+
 /** Index of key in sorted keys, or ~insertionPoint. */
 function search(keys: Buffer[], key: Buffer): number {
   let lo = 0, hi = keys.length - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >>> 1;
-    const c = Buffer.compare(keys[mid], key);
+    const c = compareKeys(keys[mid], key);
     if (c < 0) lo = mid + 1;
     else if (c > 0) hi = mid - 1;
     else return mid;
@@ -143,13 +153,13 @@ export class CowTree<V> {
       let i = search(n.k, lo);
       if (i < 0) i = ~i;
       for (; i < n.k.length; i++) {
-        if (hi && Buffer.compare(n.k[i], hi) >= 0) return false;
+        if (hi && compareKeys(n.k[i], hi) >= 0) return false;
         if (fn(n.k[i], n.v[i]) === false) return false;
       }
       return true;
     }
     for (let i = childIndex(n.k, lo); i < n.c.length; i++) {
-      if (hi && i > 0 && Buffer.compare(n.k[i], hi) >= 0) return false;
+      if (hi && i > 0 && compareKeys(n.k[i], hi) >= 0) return false;
       if (!this.walk(n.c[i], lo, hi, fn)) return false;
     }
     return true;
@@ -197,7 +207,7 @@ export class CowTree<V> {
     const ci = childIndex(n.k, key);
     const r = this.insert(n.c[ci], key, val);
     n.c[ci] = r.id;
-    if (ci === 0 && Buffer.compare(key, n.k[0]) < 0) n.k[0] = key;
+    if (ci === 0 && compareKeys(key, n.k[0]) < 0) n.k[0] = key;
     if (r.split) {
       n.k.splice(ci + 1, 0, r.split.key);
       n.c.splice(ci + 1, 0, r.split.id);

@@ -10,6 +10,7 @@ export class LmdbNodeStore<V> implements NodeStore<V> {
   private dirty = new Map<number, Node<V> | null>();
   private rcDirty = new Map<number, number>();
   private cache = new Map<number, Node<V>>();
+  private rcCache = new Map<number, number>();
 
   constructor(
     private readonly db: Database<Node<V>, number>,
@@ -48,7 +49,13 @@ export class LmdbNodeStore<V> implements NodeStore<V> {
   }
 
   refs(id: number): number {
-    return this.rcDirty.get(id) ?? this.refsDb.get(id) ?? 1;
+    const d = this.rcDirty.get(id) ?? this.rcCache.get(id);
+    if (d !== undefined) return d;
+    if (this.dirty.has(id)) return 1; // allocated since the last commit, or already looked up
+    const n = this.refsDb.get(id) ?? 1;
+    if (this.rcCache.size >= CACHE_MAX) this.rcCache.clear();
+    this.rcCache.set(id, n);
+    return n;
   }
 
   setRefs(id: number, n: number): void {
@@ -78,6 +85,10 @@ export class LmdbNodeStore<V> implements NodeStore<V> {
         if (this.cache.size >= CACHE_MAX) this.evict();
         this.cache.set(id, n);
       }
+    }
+    for (const [id, n] of this.rcDirty) {
+      if (this.dirty.get(id) === null) this.rcCache.delete(id);
+      else if (this.rcCache.size < CACHE_MAX) this.rcCache.set(id, n);
     }
     this.dirty.clear();
     this.rcDirty.clear();

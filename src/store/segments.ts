@@ -14,10 +14,15 @@ export const SEGMENT_MAX = 256 * 1024 * 1024;
 
 export interface Location { s: number; o: number }
 
+const STAGE_SIZE = 4 * 1024 * 1024;
+
 export class Segments {
   private fds = new Map<number, number>();
   private unsynced = new Set<number>();
   private header = Buffer.alloc(HEADER_SIZE);
+  /** Small records are staged and written together: one syscall per few MiB, not per block. */
+  private stage = Buffer.allocUnsafe(STAGE_SIZE);
+  private staged = 0;
 
   constructor(private readonly dir: string, public active: number, public end: number) {
     fs.mkdirSync(dir, { recursive: true });
@@ -48,29 +53,54 @@ export class Segments {
   }
 
   append(hash: Buffer, data: Buffer): Location {
-    if (this.end + HEADER_SIZE + data.length > SEGMENT_MAX && this.end > 0) this.roll();
-    const h = this.header;
-    h.writeUInt32LE(RECORD_MAGIC, 0);
-    h.writeUInt32LE(data.length, 4);
-    h.writeUInt32LE(zlib.crc32(data), 8);
-    h.writeUInt32LE(0, 12);
-    hash.copy(h, 16);
-    const fd = this.fd(this.active);
+    const size = HEADER_SIZE + data.length;
+    if (this.end + size > SEGMENT_MAX && this.end > 0) this.roll();
+    if (this.staged + size > STAGE_SIZE) this.flushStage();
     const at = this.end;
-    let written: number;
-    try {
-      written = fs.writevSync(fd, [h, data], at);
-    } catch (e) {
-      throw ioError(e, 'append to segment');
+    if (size > STAGE_SIZE) {
+      this.writeAt([this.headerFor(hash, data, this.header, 0), data], at);
+    } else {
+      this.headerFor(hash, data, this.stage, this.staged);
+      data.copy(this.stage, this.staged + HEADER_SIZE);
+      this.staged += size;
     }
-    if (written !== HEADER_SIZE + data.length) throw new PrismError('ENOSPC', 'short write to segment');
-    this.end += written;
+    this.end += size;
     this.unsynced.add(this.active);
     return { s: this.active, o: at + HEADER_SIZE };
   }
 
+  private headerFor(hash: Buffer, data: Buffer, into: Buffer, off: number): Buffer {
+    into.writeUInt32LE(RECORD_MAGIC, off);
+    into.writeUInt32LE(data.length, off + 4);
+    into.writeUInt32LE(zlib.crc32(data), off + 8);
+    into.writeUInt32LE(0, off + 12);
+    hash.copy(into, off + 16);
+    return into.subarray(off, off + HEADER_SIZE);
+  }
+
+  private writeAt(bufs: Buffer[], at: number): void {
+    const want = bufs.reduce((n, b) => n + b.length, 0);
+    let written: number;
+    try {
+      written = fs.writevSync(this.fd(this.active), bufs, at);
+    } catch (e) {
+      throw ioError(e, 'append to segment');
+    }
+    if (written !== want) throw new PrismError('ENOSPC', 'short write to segment');
+  }
+
+  /** Write staged records to the active segment file. */
+  private flushStage(): void {
+    if (this.staged === 0) return;
+    const at = this.end - this.staged;
+    const n = this.staged;
+    this.staged = 0;
+    this.writeAt([this.stage.subarray(0, n)], at);
+  }
+
   /** Read a block's data, checking the record around it. */
   read(loc: Location, length: number, hash: Buffer): Buffer {
+    if (loc.s === this.active && loc.o + length > this.end - this.staged) this.flushStage();
     const buf = Buffer.allocUnsafe(HEADER_SIZE + length);
     let n: number;
     try {
@@ -88,12 +118,13 @@ export class Segments {
 
   /** Make every append so far durable (before the metadata commit that references it). */
   sync(): void {
+    this.flushStage();
     for (const s of this.unsynced) fs.fdatasyncSync(this.fd(s));
     this.unsynced.clear();
   }
 
   private roll(): void {
-    this.sync();
+    this.sync(); // also writes the stage
     const fd = this.fds.get(this.active);
     if (fd !== undefined) { fs.closeSync(fd); this.fds.delete(this.active); }
     this.active += 1;
@@ -111,6 +142,7 @@ export class Segments {
   }
 
   close(): void {
+    this.flushStage();
     for (const fd of this.fds.values()) fs.closeSync(fd);
     this.fds.clear();
   }

@@ -90,7 +90,7 @@ export class Volume {
   /** Open counts per inode, so an unlinked open file lives until its last close. */
   private opens = new Map<number, number>();
   /** Partially written blocks, not yet hashed: ino -> block index -> BLOCK_SIZE buffer. */
-  private dirty = new Map<number, Map<number, Buffer>>();
+  private dirty = new Map<number, Map<number, DirtyBlock>>();
 
   constructor(readonly rec: VolumeRec, private readonly host: VolumeHost) {}
 
@@ -547,7 +547,7 @@ export class Volume {
   /** The current content of one block (dirty or stored), or null for a hole. */
   private blockData(ino: number, idx: number): Buffer | null {
     const d = this.dirty.get(ino)?.get(idx);
-    if (d) return d;
+    if (d) return d.buf.subarray(0, d.len);
     const h = this.storedBlock(ino, idx);
     return h ? this.host.blocks.read(h) : null;
   }
@@ -586,17 +586,20 @@ export class Volume {
         this.setBlock(ino, idx, chunk);
         continue;
       }
-      let buf = this.dirty.get(ino)?.get(idx);
-      if (!buf) {
-        buf = Buffer.alloc(BLOCK_SIZE);
+      let d = this.dirty.get(ino)?.get(idx);
+      if (!d) {
+        d = { buf: takeBuffer(), len: 0 };
         const h = this.storedBlock(ino, idx);
-        if (h) this.host.blocks.read(h).copy(buf);
+        if (h) d.len = this.host.blocks.read(h).copy(d.buf);
         let m = this.dirty.get(ino);
         if (!m) { m = new Map(); this.dirty.set(ino, m); }
-        m.set(idx, buf);
+        m.set(idx, d);
         this.host.dirtyData(BLOCK_SIZE);
       }
-      chunk.copy(buf, from - bStart);
+      const at = from - bStart;
+      if (at > d.len) d.buf.fill(0, d.len, at);
+      chunk.copy(d.buf, at);
+      d.len = Math.max(d.len, at + chunk.length);
     }
     const t = now();
     return this.attr(ino, this.update(ino, { size: Math.max(rec.size, end), mtime: t, ctime: t }));
@@ -631,7 +634,7 @@ export class Volume {
     const oldLen = old ? this.host.blocks.length(old) : 0;
     let newLen = 0;
     if (data && data.length > 0 && !isZero(data)) {
-      const h = this.host.blocks.put(Buffer.from(data));
+      const h = this.host.blocks.put(data);
       if (old && old.equals(h)) return;
       this.tput(layer, key, h);
       newLen = data.length;
@@ -647,7 +650,10 @@ export class Volume {
 
   private dropDirtyBlock(ino: number, idx: number): void {
     const m = this.dirty.get(ino);
-    if (m?.delete(idx)) {
+    const d = m?.get(idx);
+    if (m && d) {
+      m.delete(idx);
+      giveBuffer(d.buf);
       this.host.dirtyData(-BLOCK_SIZE);
       if (m.size === 0) this.dirty.delete(ino);
     }
@@ -655,7 +661,11 @@ export class Volume {
 
   private dropDirty(ino: number): void {
     const m = this.dirty.get(ino);
-    if (m) { this.host.dirtyData(-BLOCK_SIZE * m.size); this.dirty.delete(ino); }
+    if (m) {
+      for (const d of m.values()) giveBuffer(d.buf);
+      this.host.dirtyData(-BLOCK_SIZE * m.size);
+      this.dirty.delete(ino);
+    }
   }
 
   /** Hash and store a file's partially written blocks. */
@@ -663,9 +673,11 @@ export class Volume {
     const m = this.dirty.get(ino);
     if (!m) return;
     const size = this.inode(ino).size;
-    for (const [idx, buf] of [...m].sort((x, y) => x[0] - y[0])) {
+    for (const [idx, d] of [...m].sort((x, y) => x[0] - y[0])) {
       const len = Math.max(0, Math.min(BLOCK_SIZE, size - idx * BLOCK_SIZE));
-      this.setBlock(ino, idx, len > 0 ? buf.subarray(0, len) : null);
+      if (len > d.len) d.buf.fill(0, d.len, len);
+      this.setBlock(ino, idx, len > 0 ? d.buf.subarray(0, len) : null);
+      giveBuffer(d.buf);
     }
     this.host.dirtyData(-BLOCK_SIZE * m.size);
     this.dirty.delete(ino);
@@ -698,7 +710,7 @@ export class Volume {
       const idx = keep - 1;
       const cut = size - idx * BLOCK_SIZE;
       const d = this.dirty.get(ino)?.get(idx);
-      if (d) d.fill(0, cut);
+      if (d) d.len = Math.min(d.len, cut);
       else {
         const h = this.storedBlock(ino, idx);
         if (h) {
@@ -780,6 +792,18 @@ function xattrName(name: Name): Buffer {
 }
 
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
+
+/** A partially written block: bytes [0, len) are valid, the rest reads as zeros. */
+interface DirtyBlock { buf: Buffer; len: number }
+
+// Block buffers are reused: allocating and zeroing 64 KiB per small write dominated small-file imports.
+const bufferPool: Buffer[] = [];
+function takeBuffer(): Buffer {
+  return bufferPool.pop() ?? Buffer.allocUnsafe(BLOCK_SIZE);
+}
+function giveBuffer(b: Buffer): void {
+  if (bufferPool.length < 256) bufferPool.push(b);
+}
 
 function isZero(b: Buffer): boolean {
   return b.equals(ZERO_BLOCK.subarray(0, b.length));

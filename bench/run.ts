@@ -1,0 +1,42 @@
+// `npm run bench -- SUITE`: runs one benchmark suite, prints a table, saves JSON in bench/results/.
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface BenchReport {
+  suite: string;
+  date: string;
+  machine: { cpus: number; node: string; kernel: string };
+  results: Record<string, unknown>;
+  table: string;
+}
+
+const suites: Record<string, () => Promise<Omit<BenchReport, 'date' | 'machine' | 'suite'>>> = {
+  store: async () => (await import('./store.js')).run(),
+};
+
+async function main(): Promise<void> {
+  const name = process.argv[2] ?? 'store';
+  const suite = suites[name];
+  if (!suite) {
+    process.stderr.write(`unknown suite ${JSON.stringify(name)}; suites: ${Object.keys(suites).join(', ')}\n`);
+    process.exit(2);
+  }
+  const os = await import('node:os');
+  const r = await suite();
+  const report: BenchReport = {
+    suite: name, date: new Date().toISOString(),
+    machine: { cpus: os.cpus().length, node: process.version, kernel: os.release() }, ...r,
+  };
+  const dir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bench/results');
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${name}-${report.date.replace(/[:.]/g, '-')}.json`);
+  fs.writeFileSync(file, JSON.stringify(report, null, 2));
+  fs.writeFileSync(path.join(dir, `${name}-latest.json`), JSON.stringify(report, null, 2));
+  process.stdout.write(`${report.table}\n\nsaved ${path.relative(process.cwd(), file)}\n`);
+}
+
+main().catch((e) => {
+  process.stderr.write(`bench: ${(e as Error).stack ?? e}\n`);
+  process.exit(1);
+});
