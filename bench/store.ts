@@ -58,7 +58,7 @@ function makeTree(dir: string, files: number): number {
     const r = rnd(i);
     const size = i % 1000 === 0 ? 8 * 1024 * 1024 : Math.floor(r * r * 40_000);
     const b = Buffer.alloc(size);
-    for (let k = 0; k < size; k += 64) b.writeUInt32LE((i * 97 + k) >>> 0, k);
+    for (let k = 0; k + 4 <= size; k += 64) b.writeUInt32LE((i * 97 + k) >>> 0, k);
     fs.writeFileSync(path.join(d, `file${i}.dat`), b);
     total += size;
   }

@@ -648,6 +648,41 @@ export class Volume {
     }
   }
 
+  /**
+   * Set whole blocks firstIndex.. of a regular file to content already in the block index (import):
+   * no re-hashing. A null hash makes a hole; lengths[i] is the block's length (BLOCK_SIZE but for the
+   * last block of a file). The size grows to cover the blocks; accounting as setBlock.
+   */
+  writeBlocks(ino: number, firstIndex: number, hashes: Array<Buffer | null>, lengths: number[]): void {
+    const rec = this.regInode(ino);
+    if (hashes.length === 0) return;
+    const end = (firstIndex + hashes.length - 1) * BLOCK_SIZE + lengths[hashes.length - 1];
+    if (end > MAX_FILE_SIZE) throw new PrismError('EFBIG', 'file too large');
+    this.checkQuota(ino, firstIndex * BLOCK_SIZE, end);
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
+    const layer = layerOf(ino);
+    const local = localOf(ino);
+    let delta = 0;
+    for (let i = 0; i < hashes.length; i++) {
+      const idx = firstIndex + i;
+      if (this.dirty.get(ino)?.has(idx)) this.dropDirtyBlock(ino, idx);
+      const key = blockKey(local, idx);
+      const old = this.tget(layer, key) as Buffer | undefined;
+      const h = hashes[i];
+      if (h) {
+        if (old && old.equals(h)) continue;
+        this.tput(layer, key, h);
+        delta += lengths[i];
+      } else if (old) {
+        this.tdel(layer, key);
+      }
+      if (old) delta -= this.host.blocks.length(old);
+    }
+    const t = now();
+    this.putInode(ino, { ...rec, size: Math.max(rec.size, end), bytes: (rec.bytes ?? 0) + delta, mtime: t, ctime: t });
+    this.host.usage(this).bytes += delta;
+  }
+
   private dropDirtyBlock(ino: number, idx: number): void {
     const m = this.dirty.get(ino);
     const d = m?.get(idx);

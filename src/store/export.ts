@@ -1,0 +1,352 @@
+// Export a volume (or a directory of it) to a directory or a tar archive: files, directories, symlinks,
+// hard links, devices, fifos and sockets, with modes, owners (when run as root) and times. Sparse
+// files stay sparse: only the blocks a file has are written.
+//
+// Times: Node sets file times through a double and libuv keeps microseconds, so a directory export
+// has the volume's times to the microsecond (truncated). A tar keeps nanoseconds in pax headers.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import tar from 'tar-stream';
+import { PrismError } from '../errors.js';
+import { devMajor, devMinor } from './import.js';
+import {
+  BLOCK_SIZE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, isDir, type Time,
+} from './layout.js';
+import { normalizePath, type Store } from './store.js';
+import type { Attr, Volume } from './volume.js';
+
+export interface ExportProgress { files: number; totalFiles: number; bytes: number; totalBytes: number }
+
+export interface ExportOptions {
+  /** Directory of the volume to export; default '/'. */
+  src?: string;
+  onProgress?: (p: ExportProgress) => void;
+}
+
+export interface ExportResult {
+  /** Entries other than directories. */
+  files: number;
+  /** Bytes of regular file content (each inode once). */
+  bytes: number;
+}
+
+interface Item {
+  rel: Buffer; // path below the exported directory; empty for the directory itself
+  attr: Attr;
+  /** An earlier item of the same inode (this one is a hard link to it). */
+  link?: Item;
+}
+
+const SLASH = Buffer.from('/');
+
+export async function exportPath(store: Store, volumeName: string, dest: string, opts: ExportOptions = {}): Promise<ExportResult> {
+  const v = store.volume(volumeName);
+  const srcPath = normalizePath(opts.src ?? '/');
+  const root = v.resolve(srcPath);
+  if (!isDir(v.getattr(root).mode)) throw new PrismError('ENOTDIR', `${volumeName}:${srcPath} is not a directory`);
+  const items = collect(v, root);
+  const p = new Progress(items, opts.onProgress);
+  if (dest.endsWith('.tar')) await toTar(store, v, items, dest, p);
+  else await toDir(store, v, items, dest, p);
+  p.report(true);
+  return { files: p.files, bytes: p.bytes };
+}
+
+/**
+ * Every entry below root in depth-first order (a directory's subtree is contiguous, as tar readers
+ * expect to set a directory's times once they leave it); hard links after the first name of their inode.
+ */
+function collect(v: Volume, root: number): Item[] {
+  const items: Item[] = [];
+  const inodes = new Map<number, Item>();
+  const stack: Item[] = [{ rel: Buffer.alloc(0), attr: v.getattr(root) }];
+  while (stack.length) {
+    const item = stack.pop()!;
+    const a = item.attr;
+    if (a.nlink > 1 && !isDir(a.mode)) {
+      const first = inodes.get(a.ino);
+      if (first) item.link = first;
+      else inodes.set(a.ino, item);
+    }
+    items.push(item);
+    if (!isDir(a.mode)) continue;
+    const children = v.readdir(a.ino);
+    for (let i = children.length - 1; i >= 0; i--) {
+      const e = children[i];
+      stack.push({ rel: item.rel.length ? Buffer.concat([item.rel, SLASH, e.name]) : e.name, attr: v.getattr(e.ino) });
+    }
+  }
+  return items;
+}
+
+class Progress {
+  files = 0;
+  bytes = 0;
+  private readonly totalFiles: number;
+  private readonly totalBytes: number;
+  private last = 0;
+  constructor(items: Item[], private readonly fn?: (p: ExportProgress) => void) {
+    let files = 0, bytes = 0;
+    for (const it of items) {
+      if (isDir(it.attr.mode)) continue;
+      files++;
+      if ((it.attr.mode & S_IFMT) === S_IFREG && !it.link) bytes += it.attr.size;
+    }
+    this.totalFiles = files;
+    this.totalBytes = bytes;
+  }
+  report(force = false): void {
+    if (!this.fn) return;
+    const now = Date.now();
+    if (!force && now - this.last < 100) return;
+    this.last = now;
+    this.fn({ files: this.files, totalFiles: this.totalFiles, bytes: this.bytes, totalBytes: this.totalBytes });
+  }
+}
+
+// ---- to a directory ---------------------------------------------------------------------------------------
+
+async function toDir(store: Store, v: Volume, items: Item[], dest: string, p: Progress): Promise<void> {
+  const top = path.resolve(dest);
+  let st: fs.Stats | undefined;
+  try { st = fs.statSync(top); } catch { st = undefined; }
+  if (st && (!st.isDirectory() || fs.readdirSync(top).length > 0)) {
+    throw new PrismError('EEXIST', `${dest} exists and is not an empty directory`);
+  }
+  fs.mkdirSync(top, { recursive: true });
+  const topBuf = Buffer.from(top);
+  const full = (it: Item) => (it.rel.length ? Buffer.concat([topBuf, SLASH, it.rel]) : topBuf);
+  const asRoot = process.getuid?.() === 0;
+  const owner = (f: Buffer, a: Attr) => { if (asRoot) fs.lchownSync(f, a.uid, a.gid); };
+  const dirs: Item[] = [];
+  for (const it of items) {
+    const a = it.attr;
+    const f = full(it);
+    const type = a.mode & S_IFMT;
+    try {
+      if (type === S_IFDIR) {
+        if (it.rel.length) fs.mkdirSync(f, 0o700);
+        dirs.push(it); // modes, owners and times once the directory is filled
+        continue;
+      }
+      p.files++;
+      if (it.link) {
+        fs.linkSync(full(it.link), f);
+      } else if (type === S_IFREG) {
+        const fd = fs.openSync(f, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+        try {
+          writeContent(store, v, a, fd, p);
+          if (asRoot) fs.fchownSync(fd, a.uid, a.gid);
+          fs.fchmodSync(fd, a.mode & 0o7777);
+          fs.futimesSync(fd, utime(a.atime), utime(a.mtime));
+        } finally {
+          fs.closeSync(fd);
+        }
+      } else if (type === S_IFLNK) {
+        fs.symlinkSync(v.readlink(a.ino), f);
+        owner(f, a);
+        fs.lutimesSync(f, utime(a.atime), utime(a.mtime));
+      } else {
+        if (type === S_IFSOCK) await makeSocket(f);
+        else if (type === S_IFIFO) execFileSync('mkfifo', ['-m', '600', '--', f.toString()], { stdio: 'pipe' });
+        else execFileSync('mknod', ['-m', '600', '--', f.toString(), type === S_IFBLK ? 'b' : 'c', String(devMajor(a.rdev)), String(devMinor(a.rdev))], { stdio: 'pipe' });
+        owner(f, a);
+        fs.chmodSync(f, a.mode & 0o7777);
+        fs.utimesSync(f, utime(a.atime), utime(a.mtime));
+      }
+    } catch (e) {
+      throw asPrism(e, f);
+    }
+    p.report();
+  }
+  // Deepest first, so setting a directory's times is the last change inside its parent.
+  for (let i = dirs.length - 1; i >= 0; i--) {
+    const a = dirs[i].attr;
+    const f = full(dirs[i]);
+    try {
+      owner(f, a);
+      fs.chmodSync(f, a.mode & 0o7777);
+      fs.utimesSync(f, utime(a.atime), utime(a.mtime));
+    } catch (e) {
+      throw asPrism(e, f);
+    }
+  }
+}
+
+/** Write a file's blocks at their offsets (runs of blocks in one call); holes are left unwritten. */
+function writeContent(store: Store, v: Volume, a: Attr, fd: number, p: Progress): void {
+  const list = v.blockList(a.ino);
+  let run: Buffer[] = [];
+  let runAt = 0, runEnd = 0;
+  const flush = () => {
+    if (run.length) writevAll(fd, run, runAt);
+    run = [];
+  };
+  for (const [idx, hash] of list) {
+    const at = idx * BLOCK_SIZE;
+    if (at >= a.size) break;
+    let data = store.blocks.read(hash);
+    if (at + data.length > a.size) data = data.subarray(0, a.size - at);
+    if (run.length && (at !== runEnd || run.length >= 64)) flush();
+    if (!run.length) runAt = at;
+    run.push(data);
+    runEnd = at + data.length;
+  }
+  p.bytes += a.size;
+  flush();
+  if (runEnd < a.size) fs.ftruncateSync(fd, a.size); // a hole at the end
+}
+
+function writevAll(fd: number, bufs: Buffer[], at: number): void {
+  let rest = bufs;
+  while (rest.length) {
+    let n = fs.writevSync(fd, rest, at);
+    at += n;
+    const next: Buffer[] = [];
+    for (const b of rest) {
+      if (n >= b.length) { n -= b.length; continue; }
+      next.push(n > 0 ? b.subarray(n) : b);
+      n = 0;
+    }
+    rest = next;
+  }
+}
+
+/** A unix socket file: listen on a temporary name, link it into place, close (which removes the temporary). */
+async function makeSocket(f: Buffer): Promise<void> {
+  const tmp = path.join(path.dirname(f.toString()), `.prism-sock-${process.pid}-${Date.now()}`);
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(tmp, () => resolve());
+  });
+  try {
+    fs.linkSync(tmp, f);
+  } finally {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    fs.rmSync(tmp, { force: true });
+  }
+}
+
+/** Seconds for utimes: libuv keeps microseconds (truncating), so aim at the middle of the microsecond. */
+function utime(t: Time): number {
+  return t[0] + (Math.floor(t[1] / 1000) * 1000 + 500) / 1e9;
+}
+
+function asPrism(e: unknown, f: Buffer): PrismError {
+  if (e instanceof PrismError) return e;
+  const code = (e as { code?: string }).code;
+  const msg = `${f.toString()}: ${(e as Error).message}`;
+  if (code === 'EACCES' || code === 'EPERM' || code === 'ENOSPC' || code === 'EEXIST' || code === 'ENOENT') return new PrismError(code, msg);
+  return new PrismError('EIO', msg);
+}
+
+// ---- to a tar archive -----------------------------------------------------------------------------------
+
+async function toTar(store: Store, v: Volume, items: Item[], dest: string, p: Progress): Promise<void> {
+  let st: fs.Stats | undefined;
+  try { st = fs.statSync(dest); } catch { st = undefined; }
+  if (st && !(st.isFile() && st.size === 0)) throw new PrismError('EEXIST', `${dest} exists`);
+  const pack = tar.pack();
+  const out = fs.createWriteStream(dest);
+  let failed: Error | null = null;
+  const done = new Promise<void>((resolve, reject) => {
+    out.on('close', () => (failed ? reject(failed) : resolve()));
+    out.on('error', (e) => { failed ??= e; reject(e); });
+    pack.on('error', (e: Error) => { failed ??= e; out.destroy(e); });
+  });
+  done.catch(() => { /* awaited below */ });
+  pack.pipe(out);
+  try {
+    for (const it of items) {
+      if (failed) break;
+      const a = it.attr;
+      const type = a.mode & S_IFMT;
+      if (type === S_IFSOCK) continue; // tar has no sockets
+      const name = it.rel.length ? it.rel.toString() : '.';
+      const header: tar.Header & { pax?: Record<string, string> } = {
+        name: type === S_IFDIR ? `${name}/` : name,
+        mode: a.mode & 0o7777, uid: a.uid, gid: a.gid, size: 0,
+        mtime: new Date(a.mtime[0] * 1000 + Math.floor(a.mtime[1] / 1e6)),
+        type: 'file', linkname: '', uname: '', gname: '', devmajor: 0, devminor: 0,
+      };
+      const pax: Record<string, string> = {};
+      if (a.mtime[1] !== 0 || a.mtime[0] < 0) { pax.mtime = paxTime(a.mtime); pax.atime = paxTime(a.atime); }
+      if (a.uid > 0o7777777) pax.uid = String(a.uid);
+      if (a.gid > 0o7777777) pax.gid = String(a.gid);
+      if (Object.keys(pax).length) header.pax = pax;
+      if (type !== S_IFDIR) p.files++;
+      if (it.link) {
+        header.type = 'link';
+        header.linkname = it.link.rel.toString();
+        await entry(pack, header);
+      } else if (type === S_IFDIR) {
+        header.type = 'directory';
+        await entry(pack, header);
+      } else if (type === S_IFLNK) {
+        header.type = 'symlink';
+        header.linkname = v.readlink(a.ino).toString();
+        await entry(pack, header);
+      } else if (type === S_IFREG) {
+        header.size = a.size;
+        await fileEntry(store, v, pack, header, a, p);
+      } else {
+        header.type = type === S_IFIFO ? 'fifo' : type === S_IFCHR ? 'character-device' : 'block-device';
+        if (type !== S_IFIFO) { header.devmajor = devMajor(a.rdev); header.devminor = devMinor(a.rdev); }
+        await entry(pack, header);
+      }
+      p.report();
+    }
+  } finally {
+    pack.finalize();
+  }
+  try {
+    await done;
+  } catch (e) {
+    throw new PrismError((e as { code?: string }).code === 'ENOSPC' ? 'ENOSPC' : 'EIO', `${dest}: ${(e as Error).message}`);
+  }
+}
+
+function entry(pack: tar.Pack, header: tar.Header): Promise<void> {
+  return new Promise((resolve, reject) => { pack.entry(header, (err) => (err ? reject(err) : resolve())); });
+}
+
+/** A regular file's data, holes as zeros, streamed into the archive in runs of up to 1 MiB. */
+async function fileEntry(store: Store, v: Volume, pack: tar.Pack, header: tar.Header, a: Attr, p: Progress): Promise<void> {
+  let finished!: Promise<void>;
+  const sink = (() => {
+    let s!: ReturnType<tar.Pack['entry']>;
+    finished = new Promise((resolve, reject) => { s = pack.entry(header, (err) => (err ? reject(err) : resolve())); });
+    return s;
+  })();
+  const blocks = new Map(v.blockList(a.ino));
+  const zero = Buffer.alloc(BLOCK_SIZE);
+  let chunk: Buffer[] = [];
+  let chunkBytes = 0;
+  for (let at = 0, idx = 0; at < a.size; at += BLOCK_SIZE, idx++) {
+    const len = Math.min(BLOCK_SIZE, a.size - at);
+    const h = blocks.get(idx);
+    let data = h ? store.blocks.read(h) : zero;
+    if (data.length > len) data = data.subarray(0, len);
+    if (data.length < len) data = Buffer.concat([data, zero.subarray(0, len - data.length)]);
+    chunk.push(data);
+    chunkBytes += len;
+    p.bytes += len;
+    if (chunkBytes >= 1024 * 1024) {
+      const ok = sink.write(Buffer.concat(chunk));
+      chunk = []; chunkBytes = 0;
+      if (!ok) await new Promise<void>((resolve) => sink.once('drain', () => resolve()));
+    }
+  }
+  sink.end(chunkBytes ? Buffer.concat(chunk) : undefined);
+  await finished;
+}
+
+function paxTime(t: Time): string {
+  const [s, ns] = t;
+  if (s < 0 && ns > 0) return `-${-(s + 1)}.${String(1e9 - ns).padStart(9, '0')}`;
+  return `${s}.${String(ns).padStart(9, '0')}`;
+}
+
