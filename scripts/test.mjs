@@ -1,10 +1,11 @@
 // Runs ava with the TAP reporter and ends with the one-line summary CI looks for:
 // "N passed, N failed". Skipped tests are counted on their own line, never as passed.
 import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
-const require = createRequire(import.meta.url);
-const avaCli = require.resolve('ava/entrypoints/cli.mjs');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const avaCli = path.join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs');
 const child = spawn(process.execPath, [avaCli, '--tap', ...process.argv.slice(2)], { stdio: ['ignore', 'pipe', 'inherit'] });
 
 let passed = 0, failed = 0, skipped = 0, todo = 0, buffer = '';
