@@ -11,7 +11,7 @@ import { PrismError } from '../errors.js';
 import { Blocks, type BlockRec, type SegmentStat } from './blocks.js';
 import { CowTree, type Node } from './btree.js';
 import { now } from './clock.js';
-import { FORMAT_VERSION, ROOT_LOCAL, S_IFDIR, inoOf, isDir, isReg, layerOf, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
+import { BLOCK_SIZE, MAX_NAME, FORMAT_VERSION, ROOT_LOCAL, S_IFDIR, inoOf, isDir, isReg, layerOf, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
 import { acquireLock } from './lock.js';
 import { checkVolumeName } from './names.js';
 import { LmdbNodeStore } from './nodes.js';
@@ -37,6 +37,17 @@ export interface VolumeInfo {
   logicalBytes: number;
   files: number;
   uniqueBytes: number;
+}
+
+/** What statfs(2) reports for a volume: its quota if it has one, else the store's file system. */
+export interface StatFs {
+  bsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  namemax: number;
 }
 
 export interface StoreStats {
@@ -343,6 +354,22 @@ export class Store implements VolumeHost {
       if (rec && rec.r === count) bytes += rec.n;
     }
     return bytes;
+  }
+
+  statfs(name: string): StatFs {
+    const v = this.volume(name);
+    const u = this.usage(v);
+    const host = fs.statfsSync(this.dir);
+    const bsize = BLOCK_SIZE;
+    const toBlocks = (bytes: number) => Math.floor(bytes / bsize);
+    const hostFree = host.bavail * host.bsize;
+    const total = v.rec.quota ?? host.blocks * host.bsize;
+    const free = v.rec.quota === undefined ? hostFree : Math.min(hostFree, Math.max(0, v.rec.quota - u.bytes));
+    const ffree = Math.max(0, LAYER_SPAN - v.rec.layers[0].next);
+    return {
+      bsize, blocks: toBlocks(total), bfree: toBlocks(free), bavail: toBlocks(free),
+      files: u.inodes + ffree, ffree, namemax: MAX_NAME,
+    };
   }
 
   stats(): StoreStats {

@@ -183,6 +183,10 @@ test('quota: writes beyond it fail with EDQUOT and store nothing', (t) => {
   t.is(v.getattr(f.ino).size, 2 * BLOCK_SIZE);
   v.write(f.ino, 0, Buffer.alloc(BLOCK_SIZE, 3)); // overwriting allocated space is fine
   t.is(v.read(f.ino, 0, 1).data[0], 3);
+  const sf = store.statfs('q');
+  t.is(sf.blocks, 3, 'statfs reports the quota as the size');
+  t.is(sf.bfree, 1);
+  t.is(sf.namemax, 255);
 });
 
 test('removing a volume frees exactly the blocks no other volume uses', (t) => {
