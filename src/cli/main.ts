@@ -214,6 +214,29 @@ export function program(): Command {
       if (!report.ok) process.exitCode = 1;
     });
 
+  const host = p.command('host').description('the host server');
+  host.command('serve').description('serve volumes to VMs until SIGTERM or SIGINT')
+    .option('--tcp <host:port>', 'also listen for TCP clients (127.0.0.1 unless a host is given)')
+    .requiredOption('--vm <NAME=VOLUME[,VOLUME]>', 'a VM and the volumes it may attach (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .action(async (o: { tcp?: string; vm: string[] }, cmd: Command) => {
+      const vms = o.vm.map((spec) => {
+        const [name, vols] = spec.split('=');
+        if (!name || !vols) throw new PrismError('EINVAL', `expected --vm NAME=VOLUME, got ${JSON.stringify(spec)}`);
+        return { name, volumes: vols.split(',') };
+      });
+      const { HostServer } = await import('../host/server.js');
+      const { tokenFile } = await import('../host/secrets.js');
+      const server = await HostServer.start({ storeDir: storeDir(cmd), vms, tcp: o.tcp });
+      const addr = server.tcpAddress;
+      if (addr) print(`listening on ${addr.host}:${addr.port}`);
+      for (const vm of vms) print(`vm ${vm.name}: volumes ${vm.volumes.join(',')}${addr ? `, token file ${tokenFile(server.store.dir, vm.name)}` : ''}`);
+      await new Promise<void>((resolve) => {
+        const stop = (sig: string) => { log.info({ sig }, 'stopping'); server.stop().then(resolve, (e) => { log.error({ err: e }, 'stop failed'); resolve(); }); };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+    });
+
   p.command('tour').description('a short demonstration on the default store (npm start)')
     .action(async (_o: unknown, cmd: Command) => tour(storeDir(cmd)));
 

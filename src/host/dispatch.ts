@@ -1,0 +1,157 @@
+// One VM's view of the store: turns validated VRPC requests into store calls. Everything a guest
+// names goes through a handle that must verify with this VM's key and name one of its volumes.
+import { PrismError } from '../errors.js';
+import { HandleKey } from '../protocol/handles.js';
+import { MAX_IO, Proc } from '../protocol/procs.js';
+import { validateArgs } from '../protocol/validate.js';
+import { attrToWire, setAttrFromWire, type WireSetAttr } from '../protocol/wire.js';
+import { BLOCK_SIZE, MAX_FILE_SIZE, MAX_NAME } from '../store/layout.js';
+import type { Store } from '../store/store.js';
+import type { Volume } from '../store/volume.js';
+
+export interface VmConfig {
+  name: string;
+  /** Volumes this VM may attach. */
+  volumes: string[];
+}
+
+export interface DispatchHooks {
+  /** Make acknowledged writes durable (COMMIT, stable WRITE). */
+  commit(): void;
+  /** Metadata changed (the metadata-share writer listens here later). */
+  changed?(volume: Volume, ino: number): void;
+}
+
+const RENAME_NOREPLACE = 1;
+const RENAME_EXCHANGE = 2;
+
+export class Dispatcher {
+  readonly key: HandleKey;
+
+  constructor(private readonly store: Store, readonly vm: VmConfig, hostSecret: Buffer, private readonly hooks: DispatchHooks) {
+    this.key = new HandleKey(hostSecret, vm.name);
+  }
+
+  private volumeById(id: number): Volume {
+    for (const name of this.vm.volumes) {
+      if (!this.store.has(name)) continue;
+      const v = this.store.volume(name);
+      if (v.rec.id === id) return v;
+    }
+    throw new PrismError('ESTALE', 'handle names no volume of this VM');
+  }
+
+  private target(fh: unknown): { v: Volume; ino: number } {
+    const t = this.key.open(fh as Uint8Array);
+    return { v: this.volumeById(t.volumeId), ino: t.ino };
+  }
+
+  private fh(v: Volume, ino: number): Buffer {
+    return this.key.make({ volumeId: v.rec.id, ino });
+  }
+
+  /** Run one request; throws PrismError on failure. */
+  call(proc: number, rawArgs: unknown[]): unknown[] {
+    const a = validateArgs(proc, rawArgs);
+    const b = (i: number) => Buffer.from(a[i] as Uint8Array);
+    const n = (i: number) => a[i] as number;
+    switch (proc) {
+      case Proc.NULL: return [];
+      case Proc.ATTACH: {
+        const name = a[0] as string;
+        if (!this.vm.volumes.includes(name)) throw new PrismError('EACCES', `volume ${name} is not attached to VM ${this.vm.name}`);
+        const v = this.store.volume(name);
+        return [this.fh(v, v.rootIno), attrToWire(v.getattr(v.rootIno))];
+      }
+      case Proc.GETATTR: { const { v, ino } = this.target(a[0]); return [attrToWire(v.getattr(ino))]; }
+      case Proc.SETATTR: {
+        const { v, ino } = this.target(a[0]);
+        const attr = v.setattr(ino, setAttrFromWire(a[1] as WireSetAttr));
+        this.hooks.changed?.(v, ino);
+        return [attrToWire(attr)];
+      }
+      case Proc.LOOKUP: {
+        const { v, ino } = this.target(a[0]);
+        const attr = v.lookup(ino, b(1));
+        return [this.fh(v, attr.ino), attrToWire(attr)];
+      }
+      case Proc.ACCESS: { const { v, ino } = this.target(a[0]); v.access(ino, n(2), a[3] as number[], n(1)); return []; }
+      case Proc.READLINK: { const { v, ino } = this.target(a[0]); return [v.readlink(ino)]; }
+      case Proc.READ: {
+        const { v, ino } = this.target(a[0]);
+        const r = v.read(ino, n(1), n(2));
+        return [r.data, r.eof];
+      }
+      case Proc.WRITE: {
+        const { v, ino } = this.target(a[0]);
+        const data = a[2] as Uint8Array;
+        const attr = v.write(ino, n(1), Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+        if (n(3) > 0) this.hooks.commit();
+        this.hooks.changed?.(v, ino);
+        return [attrToWire(attr), data.byteLength];
+      }
+      case Proc.CREATE: return this.made(a[0], (v, d) => v.create(d, b(1), n(2), n(3), n(4), a[5] as boolean));
+      case Proc.MKDIR: return this.made(a[0], (v, d) => v.mkdir(d, b(1), n(2), n(3), n(4)));
+      case Proc.SYMLINK: return this.made(a[0], (v, d) => v.symlink(d, b(1), b(2), n(3), n(4)));
+      case Proc.MKNOD: return this.made(a[0], (v, d) => v.mknod(d, b(1), n(2), n(3), n(4), n(5)));
+      case Proc.REMOVE: { const { v, ino } = this.target(a[0]); v.unlink(ino, b(1)); this.hooks.changed?.(v, ino); return []; }
+      case Proc.RMDIR: { const { v, ino } = this.target(a[0]); v.rmdir(ino, b(1)); this.hooks.changed?.(v, ino); return []; }
+      case Proc.RENAME: {
+        const from = this.target(a[0]);
+        const to = this.target(a[2]);
+        if (from.v !== to.v) throw new PrismError('EXDEV', 'rename across volumes');
+        const flags = n(4);
+        from.v.rename(from.ino, b(1), to.ino, b(3), { noreplace: !!(flags & RENAME_NOREPLACE), exchange: !!(flags & RENAME_EXCHANGE) });
+        this.hooks.changed?.(from.v, from.ino);
+        this.hooks.changed?.(to.v, to.ino);
+        return [];
+      }
+      case Proc.LINK: {
+        const src = this.target(a[0]);
+        const dir = this.target(a[1]);
+        if (src.v !== dir.v) throw new PrismError('EXDEV', 'link across volumes');
+        const attr = src.v.link(src.ino, dir.ino, b(2));
+        this.hooks.changed?.(src.v, dir.ino);
+        return [attrToWire(attr)];
+      }
+      case Proc.READDIR:
+      case Proc.READDIRPLUS: {
+        const { v, ino } = this.target(a[0]);
+        const cookie = a[1] as Uint8Array;
+        const limit = Math.max(1, Math.min(n(2), 4096));
+        const entries = v.readdir(ino, cookie.length ? Buffer.from(cookie) : null, limit + 1);
+        const eof = entries.length <= limit;
+        const page = entries.slice(0, limit);
+        if (proc === Proc.READDIR) return [page.map((e) => [e.name, e.ino, e.type]), eof];
+        return [page.map((e) => [e.name, this.fh(v, e.ino), attrToWire(v.getattr(e.ino))]), eof];
+      }
+      case Proc.FSSTAT: {
+        const { v } = this.target(a[0]);
+        const s = this.store.statfs(v.name);
+        return [s.bsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.namemax];
+      }
+      case Proc.FSINFO: this.target(a[0]); return [MAX_IO, MAX_IO, MAX_FILE_SIZE, BLOCK_SIZE];
+      case Proc.PATHCONF: this.target(a[0]); return [65000, MAX_NAME];
+      case Proc.COMMIT: this.target(a[0]); this.hooks.commit(); return [];
+      case Proc.GETXATTR: { const { v, ino } = this.target(a[0]); return [v.getxattr(ino, b(1))]; }
+      case Proc.SETXATTR: {
+        const { v, ino } = this.target(a[0]);
+        const how = n(3) === 1 ? 'create' : n(3) === 2 ? 'replace' : 'either';
+        v.setxattr(ino, b(1), b(2), how);
+        return [];
+      }
+      case Proc.LISTXATTR: { const { v, ino } = this.target(a[0]); return [v.listxattr(ino)]; }
+      case Proc.REMOVEXATTR: { const { v, ino } = this.target(a[0]); v.removexattr(ino, b(1)); return []; }
+      case Proc.OPEN: { const { v, ino } = this.target(a[0]); v.open(ino); return []; }
+      case Proc.CLOSE: { const { v, ino } = this.target(a[0]); v.close(ino); return []; }
+      default: throw new PrismError('ENOSYS', `procedure ${proc} is not supported`);
+    }
+  }
+
+  private made(dirFh: unknown, make: (v: Volume, dir: number) => { ino: number }): unknown[] {
+    const { v, ino } = this.target(dirFh);
+    const attr = make(v, ino);
+    this.hooks.changed?.(v, ino);
+    return [this.fh(v, attr.ino), attrToWire(v.getattr(attr.ino))];
+  }
+}

@@ -1,0 +1,133 @@
+// The host server: owns the store, serves each attached VM over TCP (and shared memory), commits on
+// COMMIT and on a timer, and shuts down cleanly on SIGTERM.
+import net from 'node:net';
+import { PrismError } from '../errors.js';
+import { log } from '../log.js';
+import { encode } from '../protocol/codec.js';
+import { PROTOCOL_VERSION } from '../protocol/procs.js';
+import { Store } from '../store/store.js';
+import { checkVolumeName } from '../store/names.js';
+import type { Channel } from '../vrpc/channel.js';
+import { decodeHelloRequest } from '../vrpc/hello.js';
+import { serveChannel } from '../vrpc/server.js';
+import { TcpChannel, parseHostPort } from '../vrpc/tcp.js';
+import { Dispatcher, type VmConfig } from './dispatch.js';
+import { hostSecret, tokensEqual, vmToken } from './secrets.js';
+
+export interface HostOptions {
+  storeDir: string;
+  vms: VmConfig[];
+  /** HOST:PORT for the TCP fallback; port 0 picks one. */
+  tcp?: string;
+  /** Commit pending changes at least this often (ms). */
+  commitIntervalMs?: number;
+}
+
+export class HostServer {
+  readonly store: Store;
+  private readonly dispatchers = new Map<string, Dispatcher>();
+  private readonly channels = new Set<Channel>();
+  private tcpServer?: net.Server;
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+
+  private constructor(private readonly opts: HostOptions) {
+    this.store = Store.open(opts.storeDir);
+  }
+
+  static async start(opts: HostOptions): Promise<HostServer> {
+    if (opts.vms.length === 0) throw new PrismError('EINVAL', 'no VM to serve: give --vm NAME=VOLUME');
+    const h = new HostServer(opts);
+    try {
+      await h.init();
+    } catch (e) {
+      await h.stop();
+      throw e;
+    }
+    return h;
+  }
+
+  private async init(): Promise<void> {
+    const secret = hostSecret(this.store.dir);
+    const hooks = { commit: () => this.store.commit() };
+    for (const vm of this.opts.vms) {
+      checkVolumeName(vm.name);
+      for (const v of vm.volumes) if (!this.store.has(v)) throw new PrismError('ENOENT', `no volume named ${JSON.stringify(v)} (for VM ${vm.name})`);
+      if (this.dispatchers.has(vm.name)) throw new PrismError('EEXIST', `VM ${vm.name} given twice`);
+      this.dispatchers.set(vm.name, new Dispatcher(this.store, vm, secret, hooks));
+      vmToken(this.store.dir, vm.name);
+    }
+    if (this.opts.tcp !== undefined) await this.listen(this.opts.tcp);
+    this.timer = setInterval(() => this.commitSafely(), this.opts.commitIntervalMs ?? 1000);
+    this.timer.unref();
+  }
+
+  private commitSafely(): void {
+    try {
+      if (this.store.pendingChanges > 0) this.store.commit();
+    } catch (e) {
+      log.error({ err: e }, 'commit failed');
+    }
+  }
+
+  /** The TCP address actually bound (after port 0). */
+  get tcpAddress(): { host: string; port: number } | undefined {
+    const a = this.tcpServer?.address();
+    return a && typeof a === 'object' ? { host: a.address, port: a.port } : undefined;
+  }
+
+  tokenOf(vm: string): string {
+    return vmToken(this.store.dir, vm);
+  }
+
+  private listen(address: string): Promise<void> {
+    const { host, port } = parseHostPort(address);
+    const srv = net.createServer((socket) => this.accept(new TcpChannel(socket), socket.remoteAddress ?? '?'));
+    this.tcpServer = srv;
+    return new Promise((resolve, reject) => {
+      srv.once('error', (e) => reject(new PrismError('EIO', `cannot listen on ${host}:${port}: ${e.message}`)));
+      srv.listen(port, host, () => resolve());
+    });
+  }
+
+  /** A new TCP connection: the first message must be a hello with the VM's token. */
+  private accept(ch: TcpChannel, peer: string): void {
+    this.channels.add(ch);
+    ch.onClose(() => this.channels.delete(ch));
+    const refuse = (code: string, message: string) => {
+      log.warn({ peer, code, message }, 'connection refused');
+      ch.send(encode(['error', code, message]));
+      setTimeout(() => ch.close(), 50).unref();
+    };
+    const timeout = setTimeout(() => refuse('EACCES', 'no handshake'), 10_000);
+    timeout.unref();
+    ch.onMessage((m) => {
+      clearTimeout(timeout);
+      let hello;
+      try { hello = decodeHelloRequest(m); } catch (e) { refuse('EINVAL', (e as Error).message); return; }
+      const d = this.dispatchers.get(hello.vm);
+      if (!d || !tokensEqual(hello.token, this.tokenOf(hello.vm))) { refuse('EACCES', 'unknown VM or wrong token'); return; }
+      if (hello.version !== PROTOCOL_VERSION) { refuse('EINVAL', `protocol version ${hello.version} is not ${PROTOCOL_VERSION}`); return; }
+      log.info({ peer, vm: hello.vm }, 'VM connected over TCP');
+      ch.send(encode(['ok', PROTOCOL_VERSION]));
+      this.serve(ch, d);
+    });
+  }
+
+  private serve(ch: Channel, d: Dispatcher): void {
+    serveChannel(ch, (proc, args) => d.call(proc, args), {
+      onGarbage: (e) => log.warn({ vm: d.vm.name, err: e.message }, 'malformed request'),
+    });
+  }
+
+  /** Stop accepting, close connections, commit and release the store. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    const closed = this.tcpServer ? new Promise<void>((r) => this.tcpServer!.close(() => r())) : Promise.resolve();
+    for (const ch of this.channels) ch.close();
+    await closed;
+    this.store.close();
+  }
+}

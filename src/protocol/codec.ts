@@ -1,0 +1,76 @@
+// Frames: a request is the CBOR array [id, proc, args]; a response is [id, errno, result] where errno 0
+// means success and result holds the procedure's results, else result is a message string.
+// Decoding never trusts its input: size is bounded first, then the shape is checked (validate.ts).
+import { Encoder } from 'cbor-x';
+import { PrismError, errnoOf, type PosixCode } from '../errors.js';
+import { MAX_MESSAGE } from './procs.js';
+
+const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, useFloat32: 0 });
+
+export interface Request { id: number; proc: number; args: unknown[] }
+export interface Response { id: number; errno: number; result: unknown[] | string }
+
+export function encode(value: unknown): Buffer {
+  return cbor.encode(value);
+}
+
+/** Decode one frame; anything malformed is an EINVAL PrismError, never another exception. */
+function decodeFrame(bytes: Uint8Array): unknown[] {
+  if (bytes.length > MAX_MESSAGE) throw new PrismError('E2BIG', `message of ${bytes.length} bytes exceeds ${MAX_MESSAGE}`);
+  let v: unknown;
+  try {
+    v = cbor.decode(bytes);
+  } catch (e) {
+    throw new PrismError('EINVAL', `malformed message: ${(e as Error).message}`);
+  }
+  if (!Array.isArray(v) || v.length !== 3) throw new PrismError('EINVAL', 'a message is a 3-element array');
+  return v;
+}
+
+const isId = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+
+export function encodeRequest(r: Request): Buffer {
+  return encode([r.id, r.proc, r.args]);
+}
+
+export function decodeRequest(bytes: Uint8Array): Request {
+  const [id, proc, args] = decodeFrame(bytes);
+  if (!isId(id) || !isId(proc) || !Array.isArray(args)) throw new PrismError('EINVAL', 'bad request header');
+  return { id, proc, args };
+}
+
+export function encodeResponse(r: Response): Buffer {
+  return encode([r.id, r.errno, r.result]);
+}
+
+export function decodeResponse(bytes: Uint8Array): Response {
+  const [id, errno, result] = decodeFrame(bytes);
+  if (!isId(id) || !isId(errno)) throw new PrismError('EINVAL', 'bad response header');
+  if (errno === 0 ? !Array.isArray(result) : typeof result !== 'string') throw new PrismError('EINVAL', 'bad response body');
+  return { id, errno, result: result as unknown[] | string };
+}
+
+export function errorResponse(id: number, e: unknown): Response {
+  if (e instanceof PrismError) return { id, errno: e.errno, result: e.message };
+  return { id, errno: errnoOf('EIO'), result: `internal error: ${(e as Error)?.message ?? String(e)}` };
+}
+
+const CODES: PosixCode[] = [
+  'EPERM', 'ENOENT', 'EIO', 'EBADF', 'EACCES', 'EEXIST', 'EXDEV', 'ENOTDIR', 'EISDIR', 'EINVAL', 'EFBIG',
+  'ENOSPC', 'EROFS', 'EMLINK', 'ENAMETOOLONG', 'ENOTEMPTY', 'ELOOP', 'ENODATA', 'ERANGE', 'EDQUOT', 'ESTALE',
+  'EBUSY', 'ENOTSUP', 'EOVERFLOW', 'E2BIG', 'ENOSYS',
+];
+const BY_ERRNO = new Map(CODES.map((c) => [errnoOf(c), c]));
+
+/** The error a failed response stands for, with its POSIX code. */
+export function responseError(r: Response): PrismError {
+  const code = BY_ERRNO.get(r.errno) ?? 'EIO';
+  const msg = typeof r.result === 'string' ? r.result.replace(/^[A-Z0-9]+: /, '') : 'remote error';
+  return new PrismError(code, msg);
+}
+
+/** Decode a small control message (the handshake); anything malformed is EINVAL. */
+export function decodeControl(m: Uint8Array): unknown {
+  if (m.length > 4096) throw new PrismError('EINVAL', 'control message too large');
+  try { return cbor.decode(m); } catch (e) { throw new PrismError('EINVAL', `malformed message: ${(e as Error).message}`); }
+}

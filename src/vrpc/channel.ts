@@ -1,0 +1,9 @@
+// A channel carries whole messages (frames) both ways. The shared-memory channel and the TCP channel
+// implement it; the client and server above them do not know which one they use.
+export interface Channel {
+  /** Queue one message; false when the channel is closed. */
+  send(msg: Uint8Array): boolean;
+  onMessage(cb: (msg: Uint8Array) => void): void;
+  onClose(cb: (err?: Error) => void): void;
+  close(): void;
+}

@@ -1,0 +1,110 @@
+// The client side of VRPC: many calls in flight, matched to responses by id (responses may come in
+// any order), each with a timeout; a bounded number in flight so a slow host pushes back on callers.
+import net from 'node:net';
+import { PrismError } from '../errors.js';
+import { decodeResponse, encode, encodeRequest, responseError } from '../protocol/codec.js';
+import { PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
+import type { Channel } from './channel.js';
+import { TcpChannel, parseHostPort } from './tcp.js';
+import { decodeHello, type HelloReply } from './hello.js';
+
+export interface ClientOptions {
+  timeoutMs?: number;
+  maxInFlight?: number;
+}
+
+interface Pending {
+  resolve(r: unknown[]): void;
+  reject(e: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+export class VrpcClient {
+  private nextId = 1;
+  private pending = new Map<number, Pending>();
+  private waiting: Array<() => void> = [];
+  private closedWith: Error | null = null;
+  private readonly timeoutMs: number;
+  private readonly maxInFlight: number;
+
+  constructor(private readonly ch: Channel, opts: ClientOptions = {}) {
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.maxInFlight = opts.maxInFlight ?? 256;
+    ch.onMessage((m) => this.receive(m));
+    ch.onClose((err) => this.fail(err ?? new PrismError('EIO', 'connection to the host closed')));
+  }
+
+  private receive(m: Uint8Array): void {
+    let r;
+    try { r = decodeResponse(m); } catch (e) { this.ch.close(); this.fail(e as Error); return; }
+    const p = this.pending.get(r.id);
+    if (!p) return; // a late reply to a call that timed out
+    this.pending.delete(r.id);
+    clearTimeout(p.timer);
+    this.waiting.shift()?.();
+    if (r.errno === 0) p.resolve(r.result as unknown[]);
+    else p.reject(responseError(r));
+  }
+
+  private fail(err: Error): void {
+    if (this.closedWith) return;
+    this.closedWith = err;
+    for (const p of this.pending.values()) { clearTimeout(p.timer); p.reject(err); }
+    this.pending.clear();
+    for (const w of this.waiting.splice(0)) w();
+  }
+
+  async call(proc: Proc, args: unknown[] = []): Promise<unknown[]> {
+    while (this.pending.size >= this.maxInFlight && !this.closedWith) await new Promise<void>((r) => this.waiting.push(r));
+    if (this.closedWith) throw this.closedWith;
+    const id = this.nextId++;
+    return new Promise<unknown[]>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        this.waiting.shift()?.();
+        reject(new PrismError('EIO', `no reply from the host in ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      if (!this.ch.send(encodeRequest({ id, proc, args }))) {
+        this.pending.delete(id);
+        clearTimeout(timer);
+        reject(this.closedWith ?? new PrismError('EIO', 'connection to the host closed'));
+      }
+    });
+  }
+
+  get inFlight(): number { return this.pending.size; }
+
+  close(): void {
+    this.ch.close();
+    this.fail(new PrismError('EIO', 'client closed'));
+  }
+}
+
+/** Say hello on a fresh channel and wait for the host's answer. */
+export function handshake(ch: Channel, vm: string, token: string, timeoutMs = 10_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { ch.close(); reject(new PrismError('EIO', 'host did not answer the handshake')); }, timeoutMs);
+    ch.onClose((err) => { clearTimeout(timer); reject(err ?? new PrismError('EIO', 'host closed the connection during the handshake')); });
+    ch.onMessage((m) => {
+      clearTimeout(timer);
+      let reply: HelloReply;
+      try { reply = decodeHello(m); } catch (e) { reject(e); ch.close(); return; }
+      if (reply.ok) resolve();
+      else { reject(new PrismError(reply.code, reply.message)); ch.close(); }
+    });
+    ch.send(encode(['prism-vrpc', PROTOCOL_VERSION, vm, token]));
+  });
+}
+
+export async function connectTcp(address: string, vm: string, token: string, opts: ClientOptions = {}): Promise<VrpcClient> {
+  const { host, port } = parseHostPort(address);
+  const socket = await new Promise<net.Socket>((resolve, reject) => {
+    const s = net.connect({ host, port });
+    s.once('connect', () => { s.off('error', reject); resolve(s); });
+    s.once('error', (e) => reject(new PrismError('EIO', `cannot reach the host at ${host}:${port}: ${(e as Error).message}`)));
+  });
+  const ch = new TcpChannel(socket);
+  await handshake(ch, vm, token);
+  return new VrpcClient(ch, opts);
+}

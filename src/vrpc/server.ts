@@ -1,0 +1,36 @@
+// The server side of VRPC over any channel: decode, dispatch, reply. A message that does not decode
+// gets no reply and counts against the peer; too many and the channel is closed.
+import { decodeRequest, encodeResponse, errorResponse, type Request } from '../protocol/codec.js';
+import type { Channel } from './channel.js';
+
+export type Handler = (proc: number, args: unknown[]) => unknown[];
+
+export interface ServeOptions {
+  /** Malformed messages tolerated before the channel is closed. */
+  maxGarbage?: number;
+  onGarbage?(err: Error): void;
+  onRequest?(req: Request): void;
+}
+
+export function serveChannel(ch: Channel, handler: Handler, opts: ServeOptions = {}): void {
+  let garbage = 0;
+  const maxGarbage = opts.maxGarbage ?? 16;
+  ch.onMessage((m) => {
+    let req: Request;
+    try {
+      req = decodeRequest(m);
+    } catch (e) {
+      opts.onGarbage?.(e as Error);
+      if (++garbage > maxGarbage) ch.close();
+      return;
+    }
+    opts.onRequest?.(req);
+    let reply;
+    try {
+      reply = { id: req.id, errno: 0, result: handler(req.proc, req.args) };
+    } catch (e) {
+      reply = errorResponse(req.id, e);
+    }
+    ch.send(encodeResponse(reply));
+  });
+}

@@ -1,0 +1,32 @@
+// Start `prism host serve` as a real child process and wait until it listens.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const prismBin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/prism.js');
+
+export function prism(store: string, args: string[]): { code: number | null; out: string; err: string } {
+  const r = spawnSync(process.execPath, [prismBin, '--store', store, ...args], { encoding: 'utf8' });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+export interface RunningHost { child: ChildProcess; port: number; stop(): Promise<number | null>; stderr(): string }
+
+export function startHost(store: string, args: string[]): Promise<RunningHost> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [prismBin, '--store', store, 'host', 'serve', '--tcp', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    child.stderr!.on('data', (d) => { err += d; });
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const m = /listening on [^:]+:(\d+)/.exec(out);
+      if (m) {
+        resolve({
+          child, port: Number(m[1]), stderr: () => err,
+          stop: () => new Promise((res) => { child.once('exit', (code) => res(code)); child.kill('SIGTERM'); }),
+        });
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`host exited with ${code}: ${err}`)));
+  });
+}
