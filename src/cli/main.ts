@@ -216,7 +216,7 @@ export function program(): Command {
 
   const host = p.command('host').description('the host server');
   host.command('serve').description('serve volumes to VMs until SIGTERM or SIGINT')
-    .option('--tcp <host:port>', 'also listen for TCP clients (127.0.0.1 unless a host is given)')
+    .option('--tcp <host:port>', 'also listen for TCP clients (127.0.0.1 unless a host is given; unix:/path for a Unix socket)')
     .requiredOption('--vm <NAME=VOLUME[,VOLUME]>', 'a VM and the volumes it may attach (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .action(async (o: { tcp?: string; vm: string[] }, cmd: Command) => {
       const vms = o.vm.map((spec) => {
@@ -228,7 +228,7 @@ export function program(): Command {
       const { tokenFile } = await import('../host/secrets.js');
       const server = await HostServer.start({ storeDir: storeDir(cmd), vms, tcp: o.tcp });
       const addr = server.tcpAddress;
-      if (addr) print(`listening on ${addr.host}:${addr.port}`);
+      if (addr) print(`listening on ${addr}`);
       for (const vm of vms) print(`vm ${vm.name}: volumes ${vm.volumes.join(',')}${addr ? `, token file ${tokenFile(server.store.dir, vm.name)}` : ''}`);
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => { log.info({ sig }, 'stopping'); server.stop().then(resolve, (e) => { log.error({ err: e }, 'stop failed'); resolve(); }); };

@@ -1,5 +1,6 @@
 // The host server: owns the store, serves each attached VM over TCP (and shared memory), commits on
 // COMMIT and on a timer, and shuts down cleanly on SIGTERM.
+import fs from 'node:fs';
 import net from 'node:net';
 import { PrismError } from '../errors.js';
 import { log } from '../log.js';
@@ -10,7 +11,7 @@ import { checkVolumeName } from '../store/names.js';
 import type { Channel } from '../vrpc/channel.js';
 import { decodeHelloRequest } from '../vrpc/hello.js';
 import { serveChannel } from '../vrpc/server.js';
-import { TcpChannel, parseHostPort } from '../vrpc/tcp.js';
+import { TcpChannel, parseAddress } from '../vrpc/tcp.js';
 import { Dispatcher, type VmConfig } from './dispatch.js';
 import { hostSecret, tokensEqual, vmToken } from './secrets.js';
 
@@ -71,9 +72,10 @@ export class HostServer {
   }
 
   /** The TCP address actually bound (after port 0). */
-  get tcpAddress(): { host: string; port: number } | undefined {
+  get tcpAddress(): string | undefined {
     const a = this.tcpServer?.address();
-    return a && typeof a === 'object' ? { host: a.address, port: a.port } : undefined;
+    if (!a) return undefined;
+    return typeof a === 'string' ? `unix:${a}` : `${a.address}:${a.port}`;
   }
 
   tokenOf(vm: string): string {
@@ -81,12 +83,17 @@ export class HostServer {
   }
 
   private listen(address: string): Promise<void> {
-    const { host, port } = parseHostPort(address);
-    const srv = net.createServer((socket) => this.accept(new TcpChannel(socket), socket.remoteAddress ?? '?'));
+    const where = parseAddress(address);
+    const srv = net.createServer((socket) => this.accept(new TcpChannel(socket), socket.remoteAddress ?? 'unix'));
     this.tcpServer = srv;
     return new Promise((resolve, reject) => {
-      srv.once('error', (e) => reject(new PrismError('EIO', `cannot listen on ${host}:${port}: ${e.message}`)));
-      srv.listen(port, host, () => resolve());
+      srv.once('error', (e) => reject(new PrismError('EIO', `cannot listen on ${address}: ${e.message}`)));
+      if ('path' in where) {
+        fs.rmSync(where.path, { force: true });
+        srv.listen(where.path, () => { fs.chmodSync(where.path, 0o600); resolve(); });
+      } else {
+        srv.listen(where.port, where.host, () => resolve());
+      }
     });
   }
 

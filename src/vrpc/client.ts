@@ -5,7 +5,7 @@ import { PrismError } from '../errors.js';
 import { decodeResponse, encode, encodeRequest, responseError } from '../protocol/codec.js';
 import { PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
 import type { Channel } from './channel.js';
-import { TcpChannel, parseHostPort } from './tcp.js';
+import { TcpChannel, parseAddress } from './tcp.js';
 import { decodeHello, type HelloReply } from './hello.js';
 
 export interface ClientOptions {
@@ -81,6 +81,7 @@ export class VrpcClient {
   }
 }
 
+/** TCP ("HOST:PORT") or a Unix socket ("unix:/path"). */
 /** Say hello on a fresh channel and wait for the host's answer. */
 export function handshake(ch: Channel, vm: string, token: string, timeoutMs = 10_000): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -98,11 +99,11 @@ export function handshake(ch: Channel, vm: string, token: string, timeoutMs = 10
 }
 
 export async function connectTcp(address: string, vm: string, token: string, opts: ClientOptions = {}): Promise<VrpcClient> {
-  const { host, port } = parseHostPort(address);
+  const where = parseAddress(address);
   const socket = await new Promise<net.Socket>((resolve, reject) => {
-    const s = net.connect({ host, port });
+    const s = net.connect(where);
     s.once('connect', () => { s.off('error', reject); resolve(s); });
-    s.once('error', (e) => reject(new PrismError('EIO', `cannot reach the host at ${host}:${port}: ${(e as Error).message}`)));
+    s.once('error', (e) => reject(new PrismError('EIO', `cannot reach the host at ${address}: ${(e as Error).message}`)));
   });
   const ch = new TcpChannel(socket);
   await handshake(ch, vm, token);

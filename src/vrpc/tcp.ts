@@ -62,6 +62,14 @@ export class TcpChannel implements Channel {
   }
 }
 
+export type SocketAddress = { host: string; port: number } | { path: string };
+
+/** "HOST:PORT", ":PORT" or "PORT" for TCP (host defaults to 127.0.0.1); "unix:/path" for a Unix socket. */
+export function parseAddress(s: string): SocketAddress {
+  if (s.startsWith('unix:')) return { path: s.slice(5) };
+  return parseHostPort(s);
+}
+
 /** host:port -> { host, port }; host defaults to 127.0.0.1. */
 export function parseHostPort(s: string): { host: string; port: number } {
   const i = s.lastIndexOf(':');

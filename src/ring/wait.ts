@@ -1,0 +1,223 @@
+// Waiting for a ring: spin briefly while checking the condition, then sleep.
+//
+//   'futex'   both sides on one kernel, the region mapped through the addon: sleep in futex(2) on
+//             the peer's counter word (shared futex, so another process's wake reaches us).
+//   'atomics' a SharedArrayBuffer inside one process (threads, tests): Atomics.wait / notify.
+//   'poll'    guest <-> host, where no futex crosses: sleep with exponential backoff, 20 us doubling
+//             up to maxPollMs (default 1 ms), re-checking in between. The peer is never asked to wake us.
+//   'spin'    never sleep (benchmarks, dedicated cores).
+//
+// Sleeping protocol (no lost wake-up): the sleeper stores its sleeping flag (how to wake it), then
+// loads the peer's counter, re-checks its condition, and sleeps only while the counter still holds
+// the value it loaded. The peer stores its counter, then loads the flag and wakes if it is set
+// (ring.ts: commit/release). Atomics are sequentially consistent, so either the sleeper sees the new
+// counter or the peer sees the flag. The flag means a wake costs a syscall only when someone sleeps.
+import { futexWait, nativeAvailable } from './native.js';
+import type { RingConsumer, RingProducer } from './ring.js';
+import { SLEEP_ATOMICS, SLEEP_FUTEX, SLEEP_NONE, type SharedWord } from './wake.js';
+
+export type WaitMode = 'futex' | 'atomics' | 'poll' | 'spin';
+
+export interface WaitOptions {
+  mode: WaitMode;
+  /** Spin (checking the condition) this long before sleeping. Default 50 us; 0: sleep at once. */
+  spinUs?: number;
+  /** Longest poll sleep in 'poll' mode (ms). Default 1. */
+  maxPollMs?: number;
+  /**
+   * Longest single futex/atomics sleep (ms) before re-checking, in case a peer never wakes us
+   * (a hostile or misconfigured peer). Default 1000: costs nothing measurable when idle.
+   */
+  maxSleepMs?: number;
+}
+
+const hasSab = typeof SharedArrayBuffer === 'function';
+const now = (): number => performance.now();
+let sleepCell: Int32Array | undefined;
+
+/** Block the calling thread for `ms` milliseconds (fractions allowed). */
+function sleepMs(ms: number): void {
+  sleepCell ??= new Int32Array(new SharedArrayBuffer(4));
+  Atomics.wait(sleepCell, 0, 0, ms);
+}
+
+export class WaitStrategy {
+  readonly mode: WaitMode;
+  readonly spinMs: number;
+  readonly maxPollMs: number;
+  readonly maxSleepMs: number;
+
+  constructor(opts: WaitOptions) {
+    this.mode = opts.mode;
+    this.spinMs = (opts.spinUs ?? 50) / 1000;
+    this.maxPollMs = opts.maxPollMs ?? 1;
+    this.maxSleepMs = opts.maxSleepMs ?? 1000;
+    if (this.mode === 'futex') {
+      const n = nativeAvailable();
+      if (!n.ok) throw new Error(`futex wait mode: shared memory is unavailable: ${n.reason}`);
+    }
+  }
+
+  /** The best mode for a buffer when both sides share this kernel. */
+  static auto(buffer: ArrayBufferLike, opts: Omit<WaitOptions, 'mode'> = {}): WaitStrategy {
+    if (hasSab && buffer instanceof SharedArrayBuffer) return new WaitStrategy({ ...opts, mode: 'atomics' });
+    return new WaitStrategy({ ...opts, mode: nativeAvailable().ok ? 'futex' : 'poll' });
+  }
+
+  /**
+   * Block until ready() returns true (true) or timeoutMs passes (false; negative or Infinity: no
+   * limit). `word` is the peer's counter whose change may make ready() true; `flag` is our
+   * sleeping flag in the same buffer.
+   */
+  waitSync(ready: () => boolean, word: SharedWord, flag: SharedWord, timeoutMs = -1): boolean {
+    if (ready()) return true;
+    const start = now();
+    const deadline = timeoutMs < 0 ? Infinity : start + timeoutMs;
+    const spinEnd = this.mode === 'spin' ? Infinity : start + this.spinMs;
+    for (let i = 1; ; i++) {
+      if (ready()) return true;
+      if ((i & 63) === 0) {
+        const t = now();
+        if (t >= deadline) return false;
+        if (t >= spinEnd) break;
+      }
+    }
+    if (this.mode === 'poll') {
+      for (let pause = 0.02; ; pause = Math.min(pause * 2, this.maxPollMs)) {
+        const left = deadline - now();
+        if (left <= 0) return ready();
+        sleepMs(Math.min(pause, left));
+        if (ready()) return true;
+      }
+    }
+    const how = this.mode === 'futex' ? SLEEP_FUTEX : SLEEP_ATOMICS;
+    for (;;) {
+      Atomics.store(flag.i32, flag.index, how);
+      const seen = Atomics.load(word.i32, word.index);
+      if (ready()) {
+        Atomics.store(flag.i32, flag.index, SLEEP_NONE);
+        return true;
+      }
+      const left = deadline - now();
+      if (left <= 0) {
+        Atomics.store(flag.i32, flag.index, SLEEP_NONE);
+        return false;
+      }
+      const ms = Math.min(left, this.maxSleepMs);
+      if (how === SLEEP_FUTEX) futexWait(word.i32.buffer as ArrayBuffer, word.byteOffset, seen, ms);
+      else Atomics.wait(word.i32, word.index, seen, ms);
+      Atomics.store(flag.i32, flag.index, SLEEP_NONE);
+      if (ready()) return true;
+    }
+  }
+
+  /**
+   * Like waitSync, without blocking the event loop: after the spin, 'atomics' uses
+   * Atomics.waitAsync; the other modes poll on timers (setImmediate, then setTimeout backoff up to
+   * maxPollMs; a futex cannot be awaited), never setting the sleeping flag.
+   */
+  async waitAsync(ready: () => boolean, word: SharedWord, flag: SharedWord, timeoutMs = -1): Promise<boolean> {
+    if (ready()) return true;
+    const start = now();
+    const deadline = timeoutMs < 0 ? Infinity : start + timeoutMs;
+    const spinEnd = start + this.spinMs;
+    for (let i = 1; ; i++) {
+      if (ready()) return true;
+      if ((i & 63) === 0) {
+        const t = now();
+        if (t >= deadline) return false;
+        if (t >= spinEnd) break;
+      }
+    }
+    const waitAsync = (Atomics as unknown as { waitAsync?: AtomicsWaitAsync }).waitAsync;
+    if (this.mode === 'atomics' && waitAsync && hasSab && word.i32.buffer instanceof SharedArrayBuffer) {
+      for (;;) {
+        Atomics.store(flag.i32, flag.index, SLEEP_ATOMICS);
+        const seen = Atomics.load(word.i32, word.index);
+        if (ready()) {
+          Atomics.store(flag.i32, flag.index, SLEEP_NONE);
+          return true;
+        }
+        const left = deadline - now();
+        if (left <= 0) {
+          Atomics.store(flag.i32, flag.index, SLEEP_NONE);
+          return false;
+        }
+        const r = waitAsync(word.i32, word.index, seen, Math.min(left, this.maxSleepMs));
+        if (r.async) await r.value;
+        Atomics.store(flag.i32, flag.index, SLEEP_NONE);
+        if (ready()) return true;
+      }
+    }
+    for (let n = 0, pause = 1; ; n++) {
+      if (now() >= deadline) return ready();
+      if (n < 16 || this.mode === 'spin') {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      } else {
+        await new Promise<void>((resolve) => setTimeout(resolve, pause));
+        pause = Math.min(pause * 2, Math.max(1, this.maxPollMs));
+      }
+      if (ready()) return true;
+    }
+  }
+}
+
+type AtomicsWaitAsync = (
+  i32: Int32Array,
+  index: number,
+  value: number,
+  timeoutMs?: number,
+) => { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
+
+/** Wait until the consumer has a record (true) or the timeout passes (false). */
+export function waitReadable(c: RingConsumer, w: WaitStrategy, timeoutMs = -1): boolean {
+  return w.waitSync(() => c.hasRecord(), c.headWord, c.consumerFlag, timeoutMs);
+}
+
+/** Wait until the producer can make progress on a record of `len` bytes. */
+export function waitWritable(p: RingProducer, len: number, w: WaitStrategy, timeoutMs = -1): boolean {
+  return w.waitSync(() => p.canReserve(len), p.tailWord, p.producerFlag, timeoutMs);
+}
+
+export function waitReadableAsync(c: RingConsumer, w: WaitStrategy, timeoutMs = -1): Promise<boolean> {
+  return w.waitAsync(() => c.hasRecord(), c.headWord, c.consumerFlag, timeoutMs);
+}
+
+export function waitWritableAsync(p: RingProducer, len: number, w: WaitStrategy, timeoutMs = -1): Promise<boolean> {
+  return w.waitAsync(() => p.canReserve(len), p.tailWord, p.producerFlag, timeoutMs);
+}
+
+/**
+ * Reserve `len` bytes, waiting for space; null on timeout. The deadline covers the whole call
+ * (including a wrap, where the first attempt publishes a PAD and waits again).
+ */
+export function reserveBlocking(p: RingProducer, len: number, w: WaitStrategy, timeoutMs = -1): Uint8Array | null {
+  const deadline = timeoutMs < 0 ? Infinity : now() + timeoutMs;
+  for (;;) {
+    const view = p.reserve(len);
+    if (view) return view;
+    const left = deadline === Infinity ? -1 : Math.max(0, deadline - now());
+    if (!waitWritable(p, len, w, left) && now() >= deadline) return null;
+  }
+}
+
+/** Write one record, waiting for space; false on timeout. */
+export function writeBlocking(p: RingProducer, bytes: Uint8Array, w: WaitStrategy, timeoutMs = -1): boolean {
+  const view = reserveBlocking(p, bytes.byteLength, w, timeoutMs);
+  if (!view) return false;
+  view.set(bytes);
+  p.commit();
+  return true;
+}
+
+/** Peek the next record, waiting for one; null on timeout. Release it when done. */
+export function peekBlocking(c: RingConsumer, w: WaitStrategy, timeoutMs = -1): Uint8Array | null {
+  if (!waitReadable(c, w, timeoutMs)) return null;
+  return c.peek();
+}
+
+/** Read (copy and release) the next record, waiting for one; null on timeout. */
+export function readBlocking(c: RingConsumer, w: WaitStrategy, timeoutMs = -1): Uint8Array | null {
+  if (!waitReadable(c, w, timeoutMs)) return null;
+  return c.read();
+}

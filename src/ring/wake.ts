@@ -1,0 +1,35 @@
+// Waking a sleeping peer: the one thing a ring does after commit/release besides its stores.
+// The sleeper writes into its sleeping flag how it sleeps; the waker uses that mechanism if it can.
+import { nativeAddon } from './native.js';
+
+/** A 32-bit word of shared memory that a side may sleep on. */
+export interface SharedWord {
+  readonly i32: Int32Array;
+  readonly index: number;
+  /** Byte offset of the word from the start of the buffer (for futex). */
+  readonly byteOffset: number;
+}
+
+/** Sleeping-flag values: not asleep, asleep in futex(2), asleep in Atomics.wait. */
+export const SLEEP_NONE = 0;
+export const SLEEP_FUTEX = 1;
+export const SLEEP_ATOMICS = 2;
+
+export type WakeFn = (word: SharedWord, how: number) => void;
+
+const hasSab = typeof SharedArrayBuffer === 'function';
+
+/**
+ * Wake whoever sleeps on `word` the way `how` (the peer's sleeping flag) says: a shared futex wake
+ * through the addon (works across processes mapping one file), or Atomics.notify (threads of this
+ * process over a SharedArrayBuffer). Anything else, or a mechanism not available here: no-op.
+ */
+export function wakePeer(word: SharedWord, how: number): void {
+  const buf = word.i32.buffer;
+  if (how === SLEEP_FUTEX) {
+    const addon = nativeAddon();
+    if (addon && !(hasSab && buf instanceof SharedArrayBuffer)) addon.futexWake(buf as ArrayBuffer, word.byteOffset, 1);
+  } else if (how === SLEEP_ATOMICS) {
+    if (hasSab && buf instanceof SharedArrayBuffer) Atomics.notify(word.i32, word.index, 1);
+  }
+}
