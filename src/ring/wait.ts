@@ -143,8 +143,14 @@ export class WaitStrategy {
           Atomics.store(flag.i32, flag.index, SLEEP_NONE);
           return false;
         }
-        const r = waitAsync(word.i32, word.index, seen, Math.min(left, this.maxSleepMs));
-        if (r.async) await r.value;
+        const ms = Math.min(left, this.maxSleepMs);
+        const r = waitAsync(word.i32, word.index, seen, ms);
+        if (r.async) {
+          // A pending Atomics.waitAsync does not keep Node's event loop alive: a timer does.
+          const keepAlive = setTimeout(() => {}, Math.ceil(ms) + 1);
+          await r.value;
+          clearTimeout(keepAlive);
+        }
         Atomics.store(flag.i32, flag.index, SLEEP_NONE);
         if (ready()) return true;
       }

@@ -1,0 +1,11 @@
+{
+  "targets": [
+    {
+      "target_name": "prism_ivshmem",
+      "sources": ["native/ivshmem/ivshmem.cc"],
+      "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra"]
+    }
+  ]
+}
