@@ -216,9 +216,11 @@ export function program(): Command {
 
   const host = p.command('host').description('the host server');
   host.command('serve').description('serve volumes to VMs until SIGTERM or SIGINT')
+    .option('--no-shm', 'do not serve over shared memory')
+    .option('--shm-dir <dir>', 'where to create the regions', '/dev/shm')
     .option('--tcp <host:port>', 'also listen for TCP clients (127.0.0.1 unless a host is given; unix:/path for a Unix socket)')
     .requiredOption('--vm <NAME=VOLUME[,VOLUME]>', 'a VM and the volumes it may attach (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-    .action(async (o: { tcp?: string; vm: string[] }, cmd: Command) => {
+    .action(async (o: { tcp?: string; vm: string[]; shm: boolean; shmDir: string }, cmd: Command) => {
       const vms = o.vm.map((spec) => {
         const [name, vols] = spec.split('=');
         if (!name || !vols) throw new PrismError('EINVAL', `expected --vm NAME=VOLUME, got ${JSON.stringify(spec)}`);
@@ -226,15 +228,29 @@ export function program(): Command {
       });
       const { HostServer } = await import('../host/server.js');
       const { tokenFile } = await import('../host/secrets.js');
-      const server = await HostServer.start({ storeDir: storeDir(cmd), vms, tcp: o.tcp });
+      const server = await HostServer.start({ storeDir: storeDir(cmd), vms, tcp: o.tcp, shm: o.shm ? undefined : false, shmDir: o.shmDir });
       const addr = server.tcpAddress;
       if (addr) print(`listening on ${addr}`);
-      for (const vm of vms) print(`vm ${vm.name}: volumes ${vm.volumes.join(',')}${addr ? `, token file ${tokenFile(server.store.dir, vm.name)}` : ''}`);
+      for (const vm of vms) {
+        const shm = server.regions.get(vm.name);
+        print(`vm ${vm.name}: volumes ${vm.volumes.join(',')}${shm ? `, shared memory ${shm}` : ''}${addr ? `, token file ${tokenFile(server.store.dir, vm.name)}` : ''}`);
+      }
+      print('ready');
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => { log.info({ sig }, 'stopping'); server.stop().then(resolve, (e) => { log.error({ err: e }, 'stop failed'); resolve(); }); };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
       });
+    });
+
+  p.command('qemu-args <vm>').description("the QEMU options that attach a VM's shared-memory region")
+    .option('--shm-dir <dir>', 'where the host creates the regions', '/dev/shm')
+    .action(async (vm: string, o: { shmDir: string }) => {
+      const { checkVolumeName } = await import('../store/names.js');
+      const { shmPath, REGION_SIZE } = await import('../vrpc/shm.js');
+      checkVolumeName(vm);
+      const id = `prism-${vm}`;
+      print(`-object memory-backend-file,size=${REGION_SIZE / 2 ** 20}M,share=on,mem-path=${shmPath(vm, o.shmDir)},id=${id} -device ivshmem-plain,memdev=${id}`);
     });
 
   p.command('tour').description('a short demonstration on the default store (npm start)')

@@ -12,6 +12,8 @@ import type { Channel } from '../vrpc/channel.js';
 import { decodeHelloRequest } from '../vrpc/hello.js';
 import { serveChannel } from '../vrpc/server.js';
 import { TcpChannel, parseAddress } from '../vrpc/tcp.js';
+import { ShmChannel, openRegion, shmPath } from '../vrpc/shm.js';
+import { nativeAvailable, type Region } from '../ring/index.js';
 import { Dispatcher, type VmConfig } from './dispatch.js';
 import { hostSecret, tokensEqual, vmToken } from './secrets.js';
 
@@ -22,6 +24,10 @@ export interface HostOptions {
   tcp?: string;
   /** Commit pending changes at least this often (ms). */
   commitIntervalMs?: number;
+  /** Serve each VM over a shared-memory region (default true when the addon is built). */
+  shm?: boolean;
+  /** Directory of the regions (default /dev/shm). */
+  shmDir?: string;
 }
 
 export class HostServer {
@@ -58,6 +64,7 @@ export class HostServer {
       this.dispatchers.set(vm.name, new Dispatcher(this.store, vm, secret, hooks));
       vmToken(this.store.dir, vm.name);
     }
+    if (this.opts.shm !== false) this.openRegions();
     if (this.opts.tcp !== undefined) await this.listen(this.opts.tcp);
     this.timer = setInterval(() => this.commitSafely(), this.opts.commitIntervalMs ?? 1000);
     this.timer.unref();
@@ -81,6 +88,60 @@ export class HostServer {
   tokenOf(vm: string): string {
     return vmToken(this.store.dir, vm);
   }
+
+  /** The region file of each VM served over shared memory. */
+  readonly regions = new Map<string, string>();
+  private readonly mappings: Array<() => void> = [];
+
+  private openRegions(): void {
+    const n = nativeAvailable();
+    if (!n.ok) {
+      if (this.opts.shm === true) throw new PrismError('ENOSYS', `shared memory is unavailable: ${n.reason}`);
+      log.warn({ reason: n.reason }, 'shared memory is unavailable; serving TCP only');
+      return;
+    }
+    for (const [name, d] of this.dispatchers) {
+      const file = shmPath(name, this.opts.shmDir);
+      const r = openRegion(file, true);
+      this.mappings.push(r.close);
+      this.regions.set(name, file);
+      this.serveRegion(name, d, r.region);
+    }
+  }
+
+  /** Serve one VM's region; if the guest corrupts its rings, reset the region and serve it afresh. */
+  private serveRegion(name: string, d: Dispatcher, region: Region): void {
+    const ch = new ShmChannel(region, 'host');
+    this.channels.add(ch);
+    ch.onClose((err) => {
+      this.channels.delete(ch);
+      if (this.stopped) return;
+      log.warn({ vm: name, err: err?.message }, 'shared-memory rings reset');
+      this.resets++;
+      region.reset();
+      this.serveRegion(name, d, region);
+    });
+    let greeted = false;
+    const hello = (m: Uint8Array): boolean => {
+      let h;
+      try { h = decodeHelloRequest(m); } catch { return false; }
+      if (h.vm !== name || h.version !== PROTOCOL_VERSION) {
+        ch.send(encode(['error', 'EACCES', `this region serves VM ${name}, protocol ${PROTOCOL_VERSION}`]));
+        return true;
+      }
+      greeted = true;
+      log.info({ vm: name }, 'VM attached over shared memory');
+      ch.send(encode(['ok', PROTOCOL_VERSION]));
+      return true;
+    };
+    serveChannel(ch, (proc, args) => {
+      if (!greeted) throw new PrismError('EACCES', 'handshake first');
+      return d.call(proc, args);
+    }, { onControl: hello, onGarbage: (e) => log.warn({ vm: name, err: e.message }, 'malformed request') });
+  }
+
+  /** How many times a region was reset after its rings were found corrupt. */
+  resets = 0;
 
   private listen(address: string): Promise<void> {
     const where = parseAddress(address);
@@ -135,6 +196,7 @@ export class HostServer {
     const closed = this.tcpServer ? new Promise<void>((r) => this.tcpServer!.close(() => r())) : Promise.resolve();
     for (const ch of this.channels) ch.close();
     await closed;
+    for (const unmapRegion of this.mappings) unmapRegion();
     this.store.close();
   }
 }

@@ -9,6 +9,8 @@ export interface ServeOptions {
   /** Malformed messages tolerated before the channel is closed. */
   maxGarbage?: number;
   onGarbage?(err: Error): void;
+  /** A message that is not a request: return true if it was a control message (a new handshake). */
+  onControl?(m: Uint8Array): boolean;
   onRequest?(req: Request): void;
 }
 
@@ -20,6 +22,7 @@ export function serveChannel(ch: Channel, handler: Handler, opts: ServeOptions =
     try {
       req = decodeRequest(m);
     } catch (e) {
+      if (opts.onControl?.(m)) return;
       opts.onGarbage?.(e as Error);
       if (++garbage > maxGarbage) ch.close();
       return;

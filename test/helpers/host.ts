@@ -10,8 +10,9 @@ export function prism(store: string, args: string[]): { code: number | null; out
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
-export interface RunningHost { child: ChildProcess; port: number; stop(): Promise<number | null>; stderr(): string }
+export interface RunningHost { child: ChildProcess; port: number; out(): string; stop(): Promise<number | null>; stderr(): string }
 
+/** Start the host with a TCP listener on a free port plus `args`; resolves once it prints "ready". */
 export function startHost(store: string, args: string[]): Promise<RunningHost> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [prismBin, '--store', store, 'host', 'serve', '--tcp', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -20,9 +21,9 @@ export function startHost(store: string, args: string[]): Promise<RunningHost> {
     child.stdout!.on('data', (d) => {
       out += d;
       const m = /listening on [^:]+:(\d+)/.exec(out);
-      if (m) {
+      if (m && /^ready$/m.test(out)) {
         resolve({
-          child, port: Number(m[1]), stderr: () => err,
+          child, port: Number(m[1]), stderr: () => err, out: () => out,
           stop: () => new Promise((res) => { child.once('exit', (code) => res(code)); child.kill('SIGTERM'); }),
         });
       }

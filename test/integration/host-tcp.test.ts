@@ -27,7 +27,7 @@ function setup(t: import('ava').ExecutionContext): string {
 
 test('a client in another process works a volume over TCP; handles survive a host restart', async (t) => {
   const store = setup(t);
-  let host = await startHost(store, ['--vm', 'vm1=vol1']);
+  let host = await startHost(store, ['--no-shm', '--vm', 'vm1=vol1']);
   let c: VrpcClient = await connectTcp(`127.0.0.1:${host.port}`, 'vm1', token(store, 'vm1'));
   t.deepEqual(await c.call(Proc.NULL), []);
   const [root] = await c.call(Proc.ATTACH, ['vol1']) as [Buffer];
@@ -51,7 +51,7 @@ test('a client in another process works a volume over TCP; handles survive a hos
   c.close();
   t.is(await host.stop(), 0, 'SIGTERM stops the host cleanly');
 
-  host = await startHost(store, ['--vm', 'vm1=vol1']);
+  host = await startHost(store, ['--no-shm', '--vm', 'vm1=vol1']);
   c = await connectTcp(`127.0.0.1:${host.port}`, 'vm1', token(store, 'vm1'));
   const [attr] = await c.call(Proc.GETATTR, [file]) as [number[]];
   const a = attrFromWire(attr);
@@ -65,7 +65,7 @@ test('a client in another process works a volume over TCP; handles survive a hos
 
 test('tokens, volumes and handles are per VM; forged and replayed handles are refused', async (t) => {
   const store = setup(t);
-  const host = await startHost(store, ['--vm', 'vm1=vol1', '--vm', 'vm2=vol2']);
+  const host = await startHost(store, ['--no-shm', '--vm', 'vm1=vol1', '--vm', 'vm2=vol2']);
   t.teardown(() => { host.child.kill('SIGKILL'); });
   await rejects(t, connectTcp(`127.0.0.1:${host.port}`, 'vm1', 'wrong-token'), 'EACCES');
   await rejects(t, connectTcp(`127.0.0.1:${host.port}`, 'vm1', token(store, 'vm2')), 'EACCES');
@@ -103,7 +103,7 @@ function frame(b: Buffer): Buffer {
 
 test('fuzz: garbage, mutated and oversized frames never take the host down', async (t) => {
   const store = setup(t);
-  const host = await startHost(store, ['--vm', 'vm1=vol1']);
+  const host = await startHost(store, ['--no-shm', '--vm', 'vm1=vol1']);
   t.teardown(() => { host.child.kill('SIGKILL'); });
   const tok = token(store, 'vm1');
   const hello = frame(encode(['prism-vrpc', PROTOCOL_VERSION, 'vm1', tok]));
