@@ -13,6 +13,7 @@ export interface BenchReport {
 
 const suites: Record<string, () => Promise<Omit<BenchReport, 'date' | 'machine' | 'suite'>>> = {
   store: async () => (await import('./store.js')).run(),
+  vrpc: async () => (await import('./vrpc.js')).run(),
 };
 
 async function main(): Promise<void> {

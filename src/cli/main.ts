@@ -218,9 +218,9 @@ export function program(): Command {
   host.command('serve').description('serve volumes to VMs until SIGTERM or SIGINT')
     .option('--no-shm', 'do not serve over shared memory')
     .option('--shm-dir <dir>', 'where to create the regions', '/dev/shm')
-    .option('--tcp <host:port>', 'also listen for TCP clients (127.0.0.1 unless a host is given; unix:/path for a Unix socket)')
+    .option('--tcp <host:port>', 'also listen for TCP clients (127.0.0.1 unless a host is given; unix:/path for a Unix socket; repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .requiredOption('--vm <NAME=VOLUME[,VOLUME]>', 'a VM and the volumes it may attach (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-    .action(async (o: { tcp?: string; vm: string[]; shm: boolean; shmDir: string }, cmd: Command) => {
+    .action(async (o: { tcp?: string[]; vm: string[]; shm: boolean; shmDir: string }, cmd: Command) => {
       const vms = o.vm.map((spec) => {
         const [name, vols] = spec.split('=');
         if (!name || !vols) throw new PrismError('EINVAL', `expected --vm NAME=VOLUME, got ${JSON.stringify(spec)}`);
@@ -229,11 +229,10 @@ export function program(): Command {
       const { HostServer } = await import('../host/server.js');
       const { tokenFile } = await import('../host/secrets.js');
       const server = await HostServer.start({ storeDir: storeDir(cmd), vms, tcp: o.tcp, shm: o.shm ? undefined : false, shmDir: o.shmDir });
-      const addr = server.tcpAddress;
-      if (addr) print(`listening on ${addr}`);
+      for (const addr of server.listenAddresses) print(`listening on ${addr}`);
       for (const vm of vms) {
         const shm = server.regions.get(vm.name);
-        print(`vm ${vm.name}: volumes ${vm.volumes.join(',')}${shm ? `, shared memory ${shm}` : ''}${addr ? `, token file ${tokenFile(server.store.dir, vm.name)}` : ''}`);
+        print(`vm ${vm.name}: volumes ${vm.volumes.join(',')}${shm ? `, shared memory ${shm}` : ''}${server.listenAddresses.length ? `, token file ${tokenFile(server.store.dir, vm.name)}` : ''}`);
       }
       print('ready');
       await new Promise<void>((resolve) => {

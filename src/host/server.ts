@@ -20,8 +20,8 @@ import { hostSecret, tokensEqual, vmToken } from './secrets.js';
 export interface HostOptions {
   storeDir: string;
   vms: VmConfig[];
-  /** HOST:PORT for the TCP fallback; port 0 picks one. */
-  tcp?: string;
+  /** Addresses for the TCP fallback: HOST:PORT (port 0 picks one) or unix:/path. */
+  tcp?: string[];
   /** Commit pending changes at least this often (ms). */
   commitIntervalMs?: number;
   /** Serve each VM over a shared-memory region (default true when the addon is built). */
@@ -34,7 +34,7 @@ export class HostServer {
   readonly store: Store;
   private readonly dispatchers = new Map<string, Dispatcher>();
   private readonly channels = new Set<Channel>();
-  private tcpServer?: net.Server;
+  private readonly servers: net.Server[] = [];
   private timer?: NodeJS.Timeout;
   private stopped = false;
 
@@ -65,7 +65,7 @@ export class HostServer {
       vmToken(this.store.dir, vm.name);
     }
     if (this.opts.shm !== false) this.openRegions();
-    if (this.opts.tcp !== undefined) await this.listen(this.opts.tcp);
+    for (const address of this.opts.tcp ?? []) await this.listen(address);
     this.timer = setInterval(() => this.commitSafely(), this.opts.commitIntervalMs ?? 1000);
     this.timer.unref();
   }
@@ -78,11 +78,12 @@ export class HostServer {
     }
   }
 
-  /** The TCP address actually bound (after port 0). */
-  get tcpAddress(): string | undefined {
-    const a = this.tcpServer?.address();
-    if (!a) return undefined;
-    return typeof a === 'string' ? `unix:${a}` : `${a.address}:${a.port}`;
+  /** The addresses actually bound (after port 0). */
+  get listenAddresses(): string[] {
+    return this.servers.map((srv) => {
+      const a = srv.address();
+      return !a ? '?' : typeof a === 'string' ? `unix:${a}` : `${a.address}:${a.port}`;
+    });
   }
 
   tokenOf(vm: string): string {
@@ -146,7 +147,7 @@ export class HostServer {
   private listen(address: string): Promise<void> {
     const where = parseAddress(address);
     const srv = net.createServer((socket) => this.accept(new TcpChannel(socket), socket.remoteAddress ?? 'unix'));
-    this.tcpServer = srv;
+    this.servers.push(srv);
     return new Promise((resolve, reject) => {
       srv.once('error', (e) => reject(new PrismError('EIO', `cannot listen on ${address}: ${e.message}`)));
       if ('path' in where) {
@@ -193,7 +194,7 @@ export class HostServer {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    const closed = this.tcpServer ? new Promise<void>((r) => this.tcpServer!.close(() => r())) : Promise.resolve();
+    const closed = Promise.all(this.servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
     for (const ch of this.channels) ch.close();
     await closed;
     for (const unmapRegion of this.mappings) unmapRegion();

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { PrismError } from '../errors.js';
+import { map, nativeAvailable, unmap } from '../ring/native.js';
 
 export const RECORD_MAGIC = 0x50525342; // "PRSB"
 export const HEADER_SIZE = 48;
@@ -18,6 +19,8 @@ const STAGE_SIZE = 4 * 1024 * 1024;
 
 export class Segments {
   private fds = new Map<number, number>();
+  private maps = new Map<number, Buffer>();
+  private verified = new Set<number>();
   private unsynced = new Set<number>();
   private header = Buffer.alloc(HEADER_SIZE);
   /** Small records are staged and written together: one syscall per few MiB, not per block. */
@@ -98,20 +101,56 @@ export class Segments {
     this.writeAt([this.stage.subarray(0, n)], at);
   }
 
-  /** Read a block's data, checking the record around it. */
+  /**
+   * A sealed segment mapped read-only (no syscall per read), when the native addon is there. Sealed
+   * segments are never truncated (gc unlinks them), so the mapping stays valid.
+   */
+  private mapped(seg: number): Buffer | undefined {
+    if (seg === this.active || !nativeAvailable().ok) return undefined;
+    let m = this.maps.get(seg);
+    if (!m) {
+      try {
+        m = Buffer.from(map(this.file(seg), { readonly: true }));
+      } catch {
+        return undefined;
+      }
+      this.maps.set(seg, m);
+    }
+    return m;
+  }
+
+  /**
+   * Read a block's data, checking the record around it. The result may be a read-only view of the
+   * segment file: never write into it.
+   */
   read(loc: Location, length: number, hash: Buffer): Buffer {
     if (loc.s === this.active && loc.o + length > this.end - this.staged) this.flushStage();
-    const buf = Buffer.allocUnsafe(HEADER_SIZE + length);
+    const start = loc.o - HEADER_SIZE;
+    let buf: Buffer;
     let n: number;
-    try {
-      n = fs.readSync(this.fd(loc.s), buf, 0, buf.length, loc.o - HEADER_SIZE);
-    } catch (e) {
-      throw ioError(e, `read segment ${loc.s}`);
+    const m = this.mapped(loc.s);
+    if (m) {
+      buf = m.subarray(start, start + HEADER_SIZE + length);
+      n = start >= 0 ? buf.length : 0;
+    } else {
+      buf = Buffer.allocUnsafe(HEADER_SIZE + length);
+      try {
+        n = fs.readSync(this.fd(loc.s), buf, 0, buf.length, start);
+      } catch (e) {
+        throw ioError(e, `read segment ${loc.s}`);
+      }
     }
     const data = buf.subarray(HEADER_SIZE);
+    // A mapped record already checked is not checked again (crc32 dominated reads); fsck rechecks all.
+    const key = m ? start + loc.s * SEGMENT_MAX : -1;
+    if (m && this.verified.has(key) && n === buf.length) return data;
     if (n !== buf.length || buf.readUInt32LE(0) !== RECORD_MAGIC || buf.readUInt32LE(4) !== length
       || !buf.subarray(16, 48).equals(hash) || buf.readUInt32LE(8) !== zlib.crc32(data)) {
       throw new PrismError('EIO', `block ${hash.toString('hex').slice(0, 16)} is corrupt (segment ${loc.s} offset ${loc.o})`);
+    }
+    if (m) {
+      if (this.verified.size >= 1 << 20) this.verified.clear();
+      this.verified.add(key);
     }
     return data;
   }
@@ -136,13 +175,20 @@ export class Segments {
   rollNow(): void { if (this.end > 0) this.roll(); }
 
   remove(seg: number): void {
+    this.unmapSegment(seg);
     const fd = this.fds.get(seg);
     if (fd !== undefined) { fs.closeSync(fd); this.fds.delete(seg); }
     fs.rmSync(this.file(seg), { force: true });
   }
 
+  private unmapSegment(seg: number): void {
+    const m = this.maps.get(seg);
+    if (m) { unmap(m.buffer as ArrayBuffer); this.maps.delete(seg); }
+  }
+
   close(): void {
     this.flushStage();
+    for (const seg of [...this.maps.keys()]) this.unmapSegment(seg);
     for (const fd of this.fds.values()) fs.closeSync(fd);
     this.fds.clear();
   }

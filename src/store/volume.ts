@@ -557,14 +557,16 @@ export class Volume {
     if (offset < 0 || length < 0) throw new PrismError('EINVAL', 'negative offset or length');
     const end = Math.min(rec.size, offset + length);
     if (offset >= end) return { data: Buffer.alloc(0), eof: true };
-    const out = Buffer.alloc(end - offset);
+    // Not zeroed up front: every byte is either copied or explicitly zeroed (holes, short blocks).
+    const out = Buffer.allocUnsafe(end - offset);
     for (let idx = Math.floor(offset / BLOCK_SIZE); idx * BLOCK_SIZE < end; idx++) {
-      const data = this.blockData(ino, idx);
-      if (!data) continue;
       const bStart = idx * BLOCK_SIZE;
       const from = Math.max(offset, bStart) - bStart;
-      const to = Math.min(end - bStart, data.length);
-      if (to > from) data.copy(out, bStart + from - offset, from, to);
+      const upto = Math.min(end - bStart, BLOCK_SIZE);
+      const data = this.blockData(ino, idx);
+      const to = data ? Math.min(upto, data.length) : from;
+      if (to > from) data!.copy(out, bStart + from - offset, from, to);
+      if (upto > Math.max(to, from)) out.fill(0, bStart + Math.max(to, from) - offset, bStart + upto - offset);
     }
     return { data: out, eof: end >= rec.size };
   }
