@@ -27,6 +27,7 @@ const RENAME_EXCHANGE = 2;
 
 export class Dispatcher {
   readonly key: HandleKey;
+  private readonly scratch = Buffer.allocUnsafe(MAX_IO);
 
   constructor(private readonly store: Store, readonly vm: VmConfig, hostSecret: Buffer, private readonly hooks: DispatchHooks) {
     this.key = new HandleKey(hostSecret, vm.name);
@@ -79,7 +80,8 @@ export class Dispatcher {
       case Proc.READLINK: { const { v, ino } = this.target(a[0]); return [v.readlink(ino)]; }
       case Proc.READ: {
         const { v, ino } = this.target(a[0]);
-        const r = v.read(ino, n(1), n(2));
+        // Into a reused buffer: the reply is sent (copied) before the next request runs.
+        const r = v.read(ino, n(1), n(2), this.scratch);
         return [r.data, r.eof];
       }
       case Proc.WRITE: {

@@ -74,3 +74,15 @@ export function decodeControl(m: Uint8Array): unknown {
   if (m.length > 4096) throw new PrismError('EINVAL', 'control message too large');
   try { return cbor.decode(m); } catch (e) { throw new PrismError('EINVAL', `malformed message: ${(e as Error).message}`); }
 }
+
+/**
+ * A READ reply as parts, so the data is copied once, straight into the channel: the CBOR of
+ * [id, 0, [data, eof]] written by hand around the data.
+ */
+export function encodeReadReply(id: number, data: Uint8Array, eof: boolean): Uint8Array[] {
+  const idBytes = cbor.encode(id);
+  const n = data.byteLength;
+  const bytesHead = n < 24 ? [0x40 | n] : n < 256 ? [0x58, n] : n < 65536 ? [0x59, n >> 8, n & 0xff] : [0x5a, (n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
+  const prefix = Buffer.concat([Buffer.from([0x83]), idBytes, Buffer.from([0x00, 0x82, ...bytesHead])]);
+  return [prefix, data, Buffer.from([eof ? 0xf5 : 0xf4])];
+}

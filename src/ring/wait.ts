@@ -29,6 +29,8 @@ export interface WaitOptions {
    * (a hostile or misconfigured peer). Default 1000: costs nothing measurable when idle.
    */
   maxSleepMs?: number;
+  /** waitAsync: after the spin, how long to poll with setImmediate before timer backoff (ms). */
+  yieldMs?: number;
 }
 
 const hasSab = typeof SharedArrayBuffer === 'function';
@@ -46,12 +48,14 @@ export class WaitStrategy {
   readonly spinMs: number;
   readonly maxPollMs: number;
   readonly maxSleepMs: number;
+  readonly yieldMs: number;
 
   constructor(opts: WaitOptions) {
     this.mode = opts.mode;
     this.spinMs = (opts.spinUs ?? 50) / 1000;
     this.maxPollMs = opts.maxPollMs ?? 1;
     this.maxSleepMs = opts.maxSleepMs ?? 1000;
+    this.yieldMs = opts.yieldMs ?? 2;
     if (this.mode === 'futex') {
       const n = nativeAvailable();
       if (!n.ok) throw new Error(`futex wait mode: shared memory is unavailable: ${n.reason}`);
@@ -155,9 +159,13 @@ export class WaitStrategy {
         if (ready()) return true;
       }
     }
-    for (let n = 0, pause = 1; ; n++) {
-      if (now() >= deadline) return ready();
-      if (n < 16 || this.mode === 'spin') {
+    // Keep yielding with setImmediate for a while (a peer busy with a reply answers within it), then
+    // back off on timers so an idle side costs almost nothing.
+    const yieldEnd = start + this.yieldMs;
+    for (let pause = 1; ;) {
+      const t = now();
+      if (t >= deadline) return ready();
+      if (t < yieldEnd || this.mode === 'spin') {
         await new Promise<void>((resolve) => setImmediate(resolve));
       } else {
         await new Promise<void>((resolve) => setTimeout(resolve, pause));

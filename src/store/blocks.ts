@@ -18,7 +18,11 @@ export function sha256(data: Buffer): Buffer {
   return crypto.createHash('sha256').update(data).digest();
 }
 
+const CACHE_BYTES = 32 * 1024 * 1024;
+
 export class Blocks {
+  private cache = new Map<string, Buffer>();
+  private cacheBytes = 0;
   private dirty = new Map<string, BlockRec>();
   private fresh = new Set<string>();
   /** Totals over committed blocks: physical bytes of block data and number of blocks. */
@@ -45,10 +49,36 @@ export class Blocks {
     return hash;
   }
 
+  /**
+   * A block's content (checked on its way in from the segment). Recently read blocks are cached:
+   * content-addressed blocks never change, and small sequential reads hit one block many times.
+   * Never write into the result.
+   */
   read(hash: Buffer): Buffer {
+    const k = hash.toString('latin1');
+    const hit = this.cache.get(k);
+    if (hit) {
+      this.cache.delete(k);
+      this.cache.set(k, hit);
+      return hit;
+    }
     const rec = this.get(hash);
     if (!rec) throw new PrismError('EIO', `block ${hash.toString('hex').slice(0, 16)} is missing from the index`);
-    return this.segments.read(rec, rec.n, hash);
+    const data = this.segments.read(rec, rec.n, hash);
+    this.cache.set(k, data);
+    this.cacheBytes += data.length;
+    for (const [old, b] of this.cache) {
+      if (this.cacheBytes <= CACHE_BYTES) break;
+      this.cache.delete(old);
+      this.cacheBytes -= b.length;
+    }
+    return data;
+  }
+
+  /** Forget cached content (gc moves blocks; fsck wants to read what is on disk). */
+  dropCache(): void {
+    this.cache.clear();
+    this.cacheBytes = 0;
   }
 
   length(hash: Buffer): number {

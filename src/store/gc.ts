@@ -88,6 +88,7 @@ export function gc(store: Store, opts: GcOptions = {}): GcReport {
     }
     store.commit(); // makes the copies durable, then points the index at them
     if (!keep && deletable(s)) {
+      store.blocks.dropCache(); // cached blocks may be views of the segment's mapping
       segs.remove(s);
       compacted++;
     }
@@ -96,6 +97,7 @@ export function gc(store: Store, opts: GcOptions = {}): GcReport {
   // No committed block lives in these (checked against the index after the first commit).
   for (const s of empty) {
     if (deletable(s)) {
+      store.blocks.dropCache();
       segs.remove(s);
       compacted++;
     }

@@ -552,13 +552,14 @@ export class Volume {
     return h ? this.host.blocks.read(h) : null;
   }
 
-  read(ino: number, offset: number, length: number): { data: Buffer; eof: boolean } {
+  /** Read up to length bytes at offset; `into`, if given and large enough, receives them (no allocation). */
+  read(ino: number, offset: number, length: number, into?: Buffer): { data: Buffer; eof: boolean } {
     const rec = this.regInode(ino);
     if (offset < 0 || length < 0) throw new PrismError('EINVAL', 'negative offset or length');
     const end = Math.min(rec.size, offset + length);
     if (offset >= end) return { data: Buffer.alloc(0), eof: true };
     // Not zeroed up front: every byte is either copied or explicitly zeroed (holes, short blocks).
-    const out = Buffer.allocUnsafe(end - offset);
+    const out = into && into.length >= end - offset ? into.subarray(0, end - offset) : Buffer.allocUnsafe(end - offset);
     for (let idx = Math.floor(offset / BLOCK_SIZE); idx * BLOCK_SIZE < end; idx++) {
       const bStart = idx * BLOCK_SIZE;
       const from = Math.max(offset, bStart) - bStart;

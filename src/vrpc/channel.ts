@@ -3,6 +3,8 @@
 export interface Channel {
   /** Queue one message; false when the channel is closed. */
   send(msg: Uint8Array): boolean;
+  /** Queue one message made of parts (copied before this returns). */
+  sendParts(parts: Uint8Array[]): boolean;
   onMessage(cb: (msg: Uint8Array) => void): void;
   onClose(cb: (err?: Error) => void): void;
   close(): void;

@@ -1,8 +1,10 @@
 // The server side of VRPC over any channel: decode, dispatch, reply. A message that does not decode
 // gets no reply and counts against the peer; too many and the channel is closed.
-import { decodeRequest, encodeResponse, errorResponse, type Request } from '../protocol/codec.js';
+import { decodeRequest, encodeReadReply, encodeResponse, errorResponse, type Request } from '../protocol/codec.js';
+import { Proc } from '../protocol/procs.js';
 import type { Channel } from './channel.js';
 
+/** Runs a request. Byte strings in its result need only stay valid until the reply is sent. */
 export type Handler = (proc: number, args: unknown[]) => unknown[];
 
 export interface ServeOptions {
@@ -30,7 +32,12 @@ export function serveChannel(ch: Channel, handler: Handler, opts: ServeOptions =
     opts.onRequest?.(req);
     let reply;
     try {
-      reply = { id: req.id, errno: 0, result: handler(req.proc, req.args) };
+      const result = handler(req.proc, req.args);
+      if (req.proc === Proc.READ && result[0] instanceof Uint8Array && result[0].byteLength >= 4096) {
+        ch.sendParts(encodeReadReply(req.id, result[0], result[1] === true));
+        return;
+      }
+      reply = { id: req.id, errno: 0, result };
     } catch (e) {
       reply = errorResponse(req.id, e);
     }

@@ -7,7 +7,7 @@ import { decodeResponse, encode, encodeRequest, responseError } from '../protoco
 import { MAX_MESSAGE, PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
 import {
   Region, RingCorrupt, WaitStrategy, fitGeometry, map, nativeAvailable, readBlocking, regionSize, unmap,
-  waitReadableAsync, writeBlocking, type RingConsumer, type RingProducer, type Side,
+  waitReadableAsync, writeBlocking, peekBlocking, type RingConsumer, type RingProducer, type Side,
 } from '../ring/index.js';
 import type { Channel } from './channel.js';
 import { VrpcClient, handshake, type ClientOptions } from './client.js';
@@ -105,6 +105,18 @@ export class ShmChannel implements Channel {
     return true;
   }
 
+  sendParts(parts: Uint8Array[]): boolean {
+    if (this.closed) return false;
+    const len = parts.reduce((n, p) => n + p.byteLength, 0);
+    if (len > MAX_MESSAGE) throw new PrismError('E2BIG', 'message too large');
+    const view = this.outbox.length === 0 ? this.tx.reserve(len) : null;
+    if (!view) return this.send(Buffer.concat(parts));
+    let at = 0;
+    for (const p of parts) { view.set(p, at); at += p.byteLength; }
+    this.tx.commit();
+    return true;
+  }
+
   onMessage(cb: (msg: Uint8Array) => void): void { this.msgCb = cb; }
   onClose(cb: (err?: Error) => void): void { this.closeCbs.push(cb); }
 
@@ -159,16 +171,28 @@ export class SyncShmClient {
     const id = this.nextId++;
     if (!writeBlocking(this.tx, encodeRequest({ id, proc, args }), this.wait, this.timeoutMs)) throw new PrismError('EIO', 'host is not draining the ring');
     for (;;) {
-      const m = readBlocking(this.rx, this.wait, this.timeoutMs);
+      const m = peekBlocking(this.rx, this.wait, this.timeoutMs);
       if (!m) throw new PrismError('EIO', `no reply from the host in ${this.timeoutMs} ms`);
-      const r = decodeResponse(asBuffer(m));
+      let r;
+      try {
+        r = decodeResponse(asBuffer(m));
+        if (r.id === id && r.errno === 0) return detach(r.result) as unknown[]; // copy out of the ring before release
+      } finally {
+        this.rx.release();
+      }
       if (r.id !== id) continue; // a reply to an earlier, abandoned call
-      if (r.errno !== 0) throw responseError(r);
-      return r.result as unknown[];
+      throw responseError(r);
     }
   }
 
   close(): void { this.mapping.close(); }
+}
+
+/** A deep copy of decoded values whose byte strings are views into a ring. */
+function detach(v: unknown): unknown {
+  if (v instanceof Uint8Array) return Buffer.from(v);
+  if (Array.isArray(v)) return v.map(detach);
+  return v;
 }
 
 /** A Buffer over the same bytes (cbor-x then decodes byte strings as Buffers, as over TCP). */

@@ -46,6 +46,10 @@ export class TcpChannel implements Channel {
     return true;
   }
 
+  sendParts(parts: Uint8Array[]): boolean {
+    return this.send(Buffer.concat(parts)); // copied: the socket may keep it after we return
+  }
+
   onMessage(cb: (msg: Uint8Array) => void): void { this.msgCb = cb; }
   onClose(cb: (err?: Error) => void): void { this.closeCbs.push(cb); }
 
