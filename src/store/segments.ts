@@ -102,18 +102,22 @@ export class Segments {
   }
 
   /**
-   * A sealed segment mapped read-only (no syscall per read), when the native addon is there. Sealed
-   * segments are never truncated (gc unlinks them), so the mapping stays valid.
+   * A segment mapped read-only (no syscall per read), when the native addon is there. A mapped segment
+   * is never truncated (only the active one is, on open, before any mapping; gc unlinks whole files),
+   * so the mapping stays valid.
    */
-  private mapped(seg: number): Buffer | undefined {
-    if (seg === this.active || !nativeAvailable().ok) return undefined;
+  private mapped(seg: number, end: number): Buffer | undefined {
+    if (!nativeAvailable().ok) return undefined;
     let m = this.maps.get(seg);
-    if (!m) {
+    if (!m || m.length < end) {
+      // The active segment grows: map it again, larger. The old mapping is left to the garbage
+      // collector (its finalizer unmaps), because cached blocks may still be views of it.
       try {
         m = Buffer.from(map(this.file(seg), { readonly: true }));
       } catch {
         return undefined;
       }
+      if (m.length < end) return undefined;
       this.maps.set(seg, m);
     }
     return m;
@@ -128,7 +132,7 @@ export class Segments {
     const start = loc.o - HEADER_SIZE;
     let buf: Buffer;
     let n: number;
-    const m = this.mapped(loc.s);
+    const m = this.mapped(loc.s, loc.o + length);
     if (m) {
       buf = m.subarray(start, start + HEADER_SIZE + length);
       n = start >= 0 ? buf.length : 0;
