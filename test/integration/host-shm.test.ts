@@ -9,7 +9,8 @@ import { Proc } from '../../src/protocol/procs.js';
 import { attrFromWire } from '../../src/protocol/wire.js';
 import { Region, map, nativeAvailable, unmap } from '../../src/ring/index.js';
 import { connectTcp } from '../../src/vrpc/client.js';
-import { SyncShmClient, connectShm, shmPath } from '../../src/vrpc/shm.js';
+import { SyncShmClient, shmPath } from '../../src/vrpc/shm.js';
+import { connect } from '../../src/vrpc/index.js';
 import { prism, startHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -31,8 +32,8 @@ if (!native.ok) {
     const host = await startHost(store, ['--shm-dir', dir, '--vm', 'vm1=vol1']);
     t.teardown(() => { host.child.kill('SIGKILL'); });
     t.regex(host.out(), new RegExp(`shared memory ${shmPath('vm1', dir)}`));
-    await t.throwsAsync(connectShm(shmPath('vm1', dir), 'vm2'), { message: /EACCES/ });
-    const c = await connectShm(shmPath('vm1', dir), 'vm1');
+    await t.throwsAsync(connect({ shm: shmPath('vm1', dir), vm: 'vm2' }), { message: /EACCES/ });
+    const c = await connect({ shm: shmPath('vm1', dir), vm: 'vm1' });
     const [root] = await c.call(Proc.ATTACH, ['vol1']) as [Buffer];
     const [file] = await c.call(Proc.CREATE, [root, Buffer.from('big'), 0o644, 0, 0, true]) as [Buffer];
     const mib = Buffer.alloc(1 << 20);
@@ -84,7 +85,7 @@ if (!native.ok) {
     unmap(buf);
     t.is(host.child.exitCode, null, 'the host survived');
     // The region was reset: a fresh client attaches and works; TCP works too.
-    const c = await connectShm(shmPath('vm1', dir), 'vm1');
+    const c = await connect({ shm: shmPath('vm1', dir), vm: 'vm1' });
     const [root] = await c.call(Proc.ATTACH, ['vol1']) as [Buffer];
     const [attr] = await c.call(Proc.GETATTR, [root]) as [number[]];
     t.is(attrFromWire(attr).mode & 0o170000, 0o040000);
