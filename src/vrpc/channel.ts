@@ -9,3 +9,20 @@ export interface Channel {
   onClose(cb: (err?: Error) => void): void;
   close(): void;
 }
+
+/** The callback plumbing every channel shares. */
+export abstract class ChannelEvents {
+  protected msgCb: (m: Uint8Array) => void = () => {};
+  private closeCbs: Array<(err?: Error) => void> = [];
+  protected closed = false;
+
+  onMessage(cb: (msg: Uint8Array) => void): void { this.msgCb = cb; }
+  onClose(cb: (err?: Error) => void): void { this.closeCbs.push(cb); }
+
+  /** Mark closed and tell every listener, once. */
+  protected finish(err?: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const cb of this.closeCbs) cb(err);
+  }
+}

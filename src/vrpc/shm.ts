@@ -9,7 +9,7 @@ import {
   Region, RingCorrupt, WaitStrategy, fitGeometry, map, nativeAvailable, readBlocking, regionSize, unmap,
   waitReadableAsync, writeBlocking, peekBlocking, type RingConsumer, type RingProducer, type Side,
 } from '../ring/index.js';
-import type { Channel } from './channel.js';
+import { ChannelEvents, type Channel } from './channel.js';
 import { VrpcClient, handshake, type ClientOptions } from './client.js';
 import { decodeHello } from './hello.js';
 
@@ -47,16 +47,14 @@ export interface ShmChannelOptions {
   spinUs?: number;
 }
 
-export class ShmChannel implements Channel {
+export class ShmChannel extends ChannelEvents implements Channel {
   private readonly tx: RingProducer;
   private readonly rx: RingConsumer;
   private readonly wait: WaitStrategy;
-  private msgCb: (m: Uint8Array) => void = () => {};
-  private closeCbs: Array<(err?: Error) => void> = [];
   private outbox: Uint8Array[] = [];
-  private closed = false;
 
   constructor(readonly region: Region, side: Side, opts: ShmChannelOptions = {}) {
+    super();
     const e = region.endpoints(side, 0, opts.wakePeer === false ? { wake: false } : {});
     this.tx = e.tx;
     this.rx = e.rx;
@@ -117,14 +115,6 @@ export class ShmChannel implements Channel {
     return true;
   }
 
-  onMessage(cb: (msg: Uint8Array) => void): void { this.msgCb = cb; }
-  onClose(cb: (err?: Error) => void): void { this.closeCbs.push(cb); }
-
-  private finish(err?: Error): void {
-    if (this.closed) return;
-    this.closed = true;
-    for (const cb of this.closeCbs) cb(err);
-  }
 
   close(): void { this.finish(); }
 }

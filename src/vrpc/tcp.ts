@@ -3,15 +3,13 @@
 import net from 'node:net';
 import { PrismError } from '../errors.js';
 import { MAX_MESSAGE } from '../protocol/procs.js';
-import type { Channel } from './channel.js';
+import { ChannelEvents, type Channel } from './channel.js';
 
-export class TcpChannel implements Channel {
+export class TcpChannel extends ChannelEvents implements Channel {
   private buf: Buffer = Buffer.alloc(0);
-  private msgCb: (m: Uint8Array) => void = () => {};
-  private closeCbs: Array<(err?: Error) => void> = [];
-  private closed = false;
 
   constructor(readonly socket: net.Socket, private readonly maxMessage = MAX_MESSAGE) {
+    super();
     socket.setNoDelay(true);
     socket.on('data', (d: Buffer) => this.receive(d));
     socket.on('error', (e) => this.finish(e));
@@ -50,14 +48,6 @@ export class TcpChannel implements Channel {
     return this.send(Buffer.concat(parts)); // copied: the socket may keep it after we return
   }
 
-  onMessage(cb: (msg: Uint8Array) => void): void { this.msgCb = cb; }
-  onClose(cb: (err?: Error) => void): void { this.closeCbs.push(cb); }
-
-  private finish(err?: Error): void {
-    if (this.closed) return;
-    this.closed = true;
-    for (const cb of this.closeCbs) cb(err);
-  }
 
   close(): void {
     this.socket.end();
