@@ -13,7 +13,7 @@ import { decodeHelloRequest } from '../vrpc/hello.js';
 import { serveChannel } from '../vrpc/server.js';
 import { TcpChannel, parseAddress } from '../vrpc/tcp.js';
 import { ShmChannel, openRegion, shmPath } from '../vrpc/shm.js';
-import { nativeAvailable, type Region } from '../ring/index.js';
+import { LIVE_STOPPING, LIVE_UP, nativeAvailable, type Region } from '../ring/index.js';
 import { Dispatcher, type VmConfig } from './dispatch.js';
 import { hostSecret, tokensEqual, vmToken } from './secrets.js';
 
@@ -71,6 +71,7 @@ export class HostServer {
   }
 
   private commitSafely(): void {
+    for (const r of this.liveRegions) r.heartbeat('host');
     try {
       if (this.store.pendingChanges > 0) this.store.commit();
     } catch (e) {
@@ -93,6 +94,7 @@ export class HostServer {
   /** The region file of each VM served over shared memory. */
   readonly regions = new Map<string, string>();
   private readonly mappings: Array<() => void> = [];
+  private readonly liveRegions: Region[] = [];
 
   private openRegions(): void {
     const n = nativeAvailable();
@@ -104,6 +106,8 @@ export class HostServer {
     for (const [name, d] of this.dispatchers) {
       const file = shmPath(name, this.opts.shmDir);
       const r = openRegion(file, true);
+      r.region.setLiveness('host', LIVE_UP, process.pid);
+      this.liveRegions.push(r.region);
       this.mappings.push(r.close);
       this.regions.set(name, file);
       this.serveRegion(name, d, r.region);
@@ -197,6 +201,7 @@ export class HostServer {
     const closed = Promise.all(this.servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
     for (const ch of this.channels) ch.close();
     await closed;
+    for (const r of this.liveRegions) r.setLiveness('host', LIVE_STOPPING, process.pid);
     for (const unmapRegion of this.mappings) unmapRegion();
     this.store.close();
   }

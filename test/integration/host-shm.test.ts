@@ -7,7 +7,7 @@ import path from 'node:path';
 import { encodeRequest } from '../../src/protocol/codec.js';
 import { Proc } from '../../src/protocol/procs.js';
 import { attrFromWire } from '../../src/protocol/wire.js';
-import { Region, map, nativeAvailable, unmap } from '../../src/ring/index.js';
+import { LIVE_UP, Region, map, nativeAvailable, unmap } from '../../src/ring/index.js';
 import { connectTcp } from '../../src/vrpc/client.js';
 import { SyncShmClient, shmPath } from '../../src/vrpc/shm.js';
 import { connect } from '../../src/vrpc/index.js';
@@ -64,6 +64,7 @@ if (!native.ok) {
     t.teardown(() => { host.child.kill('SIGKILL'); });
     const buf = map(shmPath('vm1', dir), {});
     const region = Region.attach(buf);
+    t.is(region.liveness('host').state, LIVE_UP, 'the host says it is up');
     let seed = 99;
     const rnd = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed; };
     // Records that are not CBOR, or CBOR of the wrong shape, or requests with forged handles.
