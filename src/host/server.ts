@@ -110,13 +110,13 @@ export class HostServer {
       this.liveRegions.push(r.region);
       this.mappings.push(r.close);
       this.regions.set(name, file);
-      this.serveRegion(name, d, r.region);
+      this.serveRegion(name, d, r.region, file);
     }
   }
 
   /** Serve one VM's region; if the guest corrupts its rings, reset the region and serve it afresh. */
-  private serveRegion(name: string, d: Dispatcher, region: Region): void {
-    const ch = new ShmChannel(region, 'host');
+  private serveRegion(name: string, d: Dispatcher, region: Region, file: string): void {
+    const ch = new ShmChannel(region, 'host', { file });
     this.channels.add(ch);
     ch.onClose((err) => {
       this.channels.delete(ch);
@@ -124,7 +124,7 @@ export class HostServer {
       log.warn({ vm: name, err: err?.message }, 'shared-memory rings reset');
       this.resets++;
       region.reset();
-      this.serveRegion(name, d, region);
+      this.serveRegion(name, d, region, file);
     });
     let greeted = false;
     const hello = (m: Uint8Array): boolean => {

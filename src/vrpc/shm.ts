@@ -2,6 +2,7 @@
 // blocked for long: after each burst the channel spins briefly for more, then polls on timers with
 // backoff (a futex cannot be awaited). SyncShmClient, for a thread that may block, spins then sleeps
 // on the futex instead: the lowest latency, used by the benchmark and by dedicated I/O threads.
+import { Worker } from 'node:worker_threads';
 import { PrismError } from '../errors.js';
 import { decodeResponse, encode, encodeRequest, responseError } from '../protocol/codec.js';
 import { MAX_MESSAGE, PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
@@ -45,6 +46,10 @@ export interface ShmChannelOptions {
   wakePeer?: boolean;
   /** How long to spin for more messages after a burst before polling on timers. */
   spinUs?: number;
+  /** Longest pause between polls when idle (ms). */
+  idlePollMs?: number;
+  /** The region's file: when given, an idle channel sleeps in a doorbell thread instead of polling. */
+  file?: string;
 }
 
 export class ShmChannel extends ChannelEvents implements Channel {
@@ -53,13 +58,17 @@ export class ShmChannel extends ChannelEvents implements Channel {
   private readonly wait: WaitStrategy;
   private outbox: Uint8Array[] = [];
 
+  private readonly doorbell?: Doorbell;
+
   constructor(readonly region: Region, side: Side, opts: ShmChannelOptions = {}) {
     super();
+    if (opts.file) this.doorbell = new Doorbell(opts.file, region, side);
     const e = region.endpoints(side, 0, opts.wakePeer === false ? { wake: false } : {});
     this.tx = e.tx;
     this.rx = e.rx;
-    // The event loop cannot sleep on a futex: spin, then poll on timers with backoff.
-    this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 50, maxPollMs: 1 });
+    // The event loop cannot sleep on a futex: spin, yield for 2 ms, then poll on timers backing off
+    // to idlePollMs, which bounds both the idle CPU and the latency of the first request after idling.
+    this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 50, maxPollMs: opts.idlePollMs ?? 8 });
     void this.pump();
   }
 
@@ -73,7 +82,8 @@ export class ShmChannel extends ChannelEvents implements Channel {
           if (++n % 64 === 0) await new Promise<void>((r) => setImmediate(r)); // let other work in
         }
         this.flush();
-        await waitReadableAsync(this.rx, this.wait, 1000);
+        if (await waitReadableAsync(this.rx, this.wait, this.doorbell ? this.wait.yieldMs + 1 : 1000)) continue;
+        if (this.doorbell && !this.outbox.length) await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
       } catch (e) {
         this.finish(e instanceof RingCorrupt ? new PrismError('EIO', e.message) : (e as Error));
         return;
@@ -116,7 +126,50 @@ export class ShmChannel extends ChannelEvents implements Channel {
   }
 
 
+  protected override finish(err?: Error): void {
+    this.doorbell?.stop();
+    super.finish(err);
+  }
+
   close(): void { this.finish(); }
+}
+
+/** The event-loop side of doorbell-worker.ts. */
+class Doorbell {
+  private readonly control = new Int32Array(new SharedArrayBuffer(8));
+  private readonly worker: Worker;
+  private wakeup: (() => void) | null = null;
+
+  constructor(file: string, region: Region, side: Side) {
+    const rx = region.consumer(0, side === 'host' ? 'request' : 'response');
+    this.worker = new Worker(new URL('./doorbell-worker.js', import.meta.url), {
+      workerData: { file, headOffset: rx.headWord.byteOffset, flagOffset: rx.consumerFlag.byteOffset, control: this.control.buffer, pollMs: 20 },
+    });
+    this.worker.unref();
+    this.worker.on('message', () => { const w = this.wakeup; this.wakeup = null; w?.(); });
+    this.worker.on('error', () => { const w = this.wakeup; this.wakeup = null; w?.(); });
+  }
+
+  /** Wait until the head word moves from what it is now, or ready() (or a second passes). */
+  sleep(head: { i32: Int32Array; index: number }, ready: () => boolean): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const disarm = () => Atomics.compareExchange(this.control, 0, 1, 0) === 1;
+      const timer = setTimeout(() => { if (disarm()) { this.wakeup = null; resolve(); } }, 1000);
+      this.wakeup = () => { clearTimeout(timer); resolve(); };
+      Atomics.store(this.control, 1, Atomics.load(head.i32, head.index));
+      Atomics.store(this.control, 0, 1);
+      Atomics.notify(this.control, 0);
+      // A record that came before the arming does not move the head again: look once more.
+      if (ready() && disarm()) { clearTimeout(timer); this.wakeup = null; resolve(); }
+    });
+  }
+
+  stop(): void {
+    Atomics.store(this.control, 0, 2);
+    Atomics.notify(this.control, 0);
+    void this.worker.terminate();
+    const w = this.wakeup; this.wakeup = null; w?.();
+  }
 }
 
 /** Connect to a VM's region: the client (guest agent) side. */

@@ -1,0 +1,29 @@
+// A thread that sleeps on the futex of a ring's head word while the channel's event loop is idle, and
+// tells it when a record arrives. A producer on the same kernel wakes it at once (it sets the ring's
+// consumer-sleeping flag); a guest in a VM cannot, so the futex wait times out every POLL_MS and the
+// head is checked then. Either way an idle channel costs almost no CPU (Node timers are not cheap).
+import { parentPort, workerData } from 'node:worker_threads';
+import { futexWait, map } from '../ring/native.js';
+import { SLEEP_FUTEX, SLEEP_NONE } from '../ring/wake.js';
+
+interface Data { file: string; headOffset: number; flagOffset: number; control: SharedArrayBuffer; pollMs: number }
+
+const d = workerData as Data;
+const buf = map(d.file, {});
+const words = new Int32Array(buf);
+const head = d.headOffset / 4;
+const flag = d.flagOffset / 4;
+// control[0]: 0 = the channel is busy (sleep here), 1 = armed with control[1] = head seen, 2 = stop
+const control = new Int32Array(d.control);
+
+for (;;) {
+  const state = Atomics.load(control, 0);
+  if (state === 2) break;
+  if (state === 0) { Atomics.wait(control, 0, 0, 1000); continue; }
+  const seen = Atomics.load(control, 1);
+  Atomics.store(words, flag, SLEEP_FUTEX);
+  const now = Atomics.load(words, head);
+  if (now === seen) futexWait(buf, d.headOffset, seen, d.pollMs);
+  Atomics.store(words, flag, SLEEP_NONE);
+  if (Atomics.load(words, head) !== seen && Atomics.compareExchange(control, 0, 1, 0) === 1) parentPort!.postMessage(0);
+}
