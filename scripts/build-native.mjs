@@ -62,3 +62,4 @@ if (r.status !== 0) {
 const built = path.join(root, 'build', 'Release', 'prism_ivshmem.node');
 if (!fs.existsSync(built)) unavailable(`node-gyp succeeded but ${path.relative(root, built)} is missing`);
 console.error(`prism: built ${path.relative(root, built)} (shared memory available)`);
+if (!fs.existsSync(path.join(root, 'build', 'Release', 'prism_fuse.node'))) console.error('prism: build/Release/prism_fuse.node is missing (FUSE mounts unavailable)');

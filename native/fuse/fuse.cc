@@ -1,0 +1,85 @@
+// The few syscalls JS cannot make for FUSE: mount(2)/umount2(2) of /dev/fuse, and a read of one
+// request on a worker thread (so the event loop never blocks). The protocol is parsed in TS.
+#include <napi.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <string>
+#include <sys/mount.h>
+#include <unistd.h>
+
+static Napi::Error errnoError(Napi::Env env, const char* what, int err) {
+  Napi::Error e = Napi::Error::New(env, std::string(what) + ": " + strerror(err));
+  e.Set("errno", Napi::Number::New(env, err));
+  return e;
+}
+
+// mount(mountpoint, fsname, extraOptions) -> fd
+static Napi::Value Mount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string mp = info[0].As<Napi::String>();
+  std::string fsname = info[1].As<Napi::String>();
+  std::string extra = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+  int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (fd < 0) throw errnoError(env, "open /dev/fuse", errno);
+  std::string data = "fd=" + std::to_string(fd) +
+      ",rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other,max_read=1048576";
+  if (!extra.empty()) data += "," + extra;
+  if (mount(fsname.c_str(), mp.c_str(), "fuse.prism", MS_NOSUID | MS_NODEV, data.c_str()) != 0) {
+    int err = errno;
+    close(fd);
+    throw errnoError(env, "mount", err);
+  }
+  return Napi::Number::New(env, fd);
+}
+
+static Napi::Value Umount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string mp = info[0].As<Napi::String>();
+  bool lazy = info.Length() > 1 && info[1].ToBoolean();
+  if (umount2(mp.c_str(), lazy ? MNT_DETACH : 0) != 0) throw errnoError(env, "umount", errno);
+  return env.Undefined();
+}
+
+// read(fd, buffer, callback(err, n)): one read(2) of /dev/fuse on the libuv pool.
+class ReadWorker : public Napi::AsyncWorker {
+ public:
+  ReadWorker(Napi::Function cb, int fd, Napi::Buffer<uint8_t> buf)
+      : Napi::AsyncWorker(cb), fd_(fd), ref_(Napi::Persistent(buf)), data_(buf.Data()), len_(buf.Length()) {}
+  void Execute() override {
+    for (;;) {
+      n_ = ::read(fd_, data_, len_);
+      if (n_ >= 0) return;
+      err_ = errno;
+      if (err_ != EINTR) return;
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (n_ < 0) Callback().Call({errnoError(env, "read /dev/fuse", err_).Value(), env.Undefined()});
+    else Callback().Call({env.Null(), Napi::Number::New(env, static_cast<double>(n_))});
+  }
+ private:
+  int fd_;
+  Napi::Reference<Napi::Buffer<uint8_t>> ref_;
+  uint8_t* data_;
+  size_t len_;
+  ssize_t n_ = -1;
+  int err_ = 0;
+};
+
+static Napi::Value Read(const Napi::CallbackInfo& info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  auto buf = info[1].As<Napi::Buffer<uint8_t>>();
+  auto cb = info[2].As<Napi::Function>();
+  (new ReadWorker(cb, fd, buf))->Queue();
+  return info.Env().Undefined();
+}
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("mount", Napi::Function::New(env, Mount));
+  exports.Set("umount", Napi::Function::New(env, Umount));
+  exports.Set("read", Napi::Function::New(env, Read));
+  return exports;
+}
+NODE_API_MODULE(prism_fuse, Init)

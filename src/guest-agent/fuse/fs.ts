@@ -1,0 +1,38 @@
+// The file-system API the FUSE session calls (inode-number based, like the kernel's). Methods are
+// async and throw PrismError (its .errno becomes the reply's error). Missing methods answer ENOSYS.
+export interface Attr {
+  ino: bigint; size: bigint; blocks: bigint; atimeMs: number; mtimeMs: number; ctimeMs: number;
+  mode: number; nlink: number; uid: number; gid: number; rdev: number;
+}
+export interface Entry { ino: bigint; attr: Attr; generation?: bigint }
+export interface DirEntry { name: string; ino: bigint; type: number }
+export interface Ctx { uid: number; gid: number; pid: number }
+export interface SetAttrIn { mode?: number; uid?: number; gid?: number; size?: bigint; atimeMs?: number; mtimeMs?: number }
+export interface StatFs { blocks: bigint; bfree: bigint; bavail: bigint; files: bigint; ffree: bigint; bsize: number; namelen: number }
+
+export interface FileSystem {
+  lookup(ctx: Ctx, parent: bigint, name: string): Promise<Entry>;
+  forget?(ino: bigint, nlookup: bigint): void;
+  getattr(ctx: Ctx, ino: bigint): Promise<Attr>;
+  setattr?(ctx: Ctx, ino: bigint, set: SetAttrIn): Promise<Attr>;
+  readlink?(ctx: Ctx, ino: bigint): Promise<string>;
+  symlink?(ctx: Ctx, parent: bigint, name: string, target: string): Promise<Entry>;
+  mknod?(ctx: Ctx, parent: bigint, name: string, mode: number, rdev: number): Promise<Entry>;
+  mkdir?(ctx: Ctx, parent: bigint, name: string, mode: number): Promise<Entry>;
+  unlink?(ctx: Ctx, parent: bigint, name: string): Promise<void>;
+  rmdir?(ctx: Ctx, parent: bigint, name: string): Promise<void>;
+  rename?(ctx: Ctx, parent: bigint, name: string, newParent: bigint, newName: string, flags: number): Promise<void>;
+  link?(ctx: Ctx, ino: bigint, newParent: bigint, newName: string): Promise<Entry>;
+  open?(ctx: Ctx, ino: bigint, flags: number): Promise<bigint>;
+  create?(ctx: Ctx, parent: bigint, name: string, mode: number, flags: number): Promise<{ entry: Entry; fh: bigint }>;
+  read?(ctx: Ctx, ino: bigint, fh: bigint, offset: bigint, size: number): Promise<Uint8Array>;
+  write?(ctx: Ctx, ino: bigint, fh: bigint, offset: bigint, data: Uint8Array): Promise<number>;
+  flush?(ctx: Ctx, ino: bigint, fh: bigint): Promise<void>;
+  release?(ctx: Ctx, ino: bigint, fh: bigint): Promise<void>;
+  fsync?(ctx: Ctx, ino: bigint, fh: bigint, datasync: boolean): Promise<void>;
+  opendir?(ctx: Ctx, ino: bigint): Promise<bigint>;
+  readdir?(ctx: Ctx, ino: bigint, fh: bigint): Promise<DirEntry[]>;
+  releasedir?(ctx: Ctx, ino: bigint, fh: bigint): Promise<void>;
+  statfs?(ctx: Ctx, ino: bigint): Promise<StatFs>;
+  access?(ctx: Ctx, ino: bigint, mask: number): Promise<void>;
+}

@@ -1,0 +1,110 @@
+// The Linux FUSE kernel protocol (include/uapi/linux/fuse.h): opcodes, wire structs, encoders.
+import type { Attr, Entry } from './fs.js';
+
+export const KERNEL_MAJOR = 7;
+export const KERNEL_MINOR = 31;
+export const MAX_WRITE = 1 << 20;
+export const IN_HEADER = 40;
+export const OUT_HEADER = 16;
+export const BUFFER_SIZE = MAX_WRITE + 4096;
+
+export const Op = {
+  LOOKUP: 1, FORGET: 2, GETATTR: 3, SETATTR: 4, READLINK: 5, SYMLINK: 6, MKNOD: 8, MKDIR: 9, UNLINK: 10,
+  RMDIR: 11, RENAME: 12, LINK: 13, OPEN: 14, READ: 15, WRITE: 16, STATFS: 17, RELEASE: 18, FSYNC: 20,
+  SETXATTR: 21, GETXATTR: 22, LISTXATTR: 23, REMOVEXATTR: 24, FLUSH: 25, INIT: 26, OPENDIR: 27, READDIR: 28,
+  RELEASEDIR: 29, FSYNCDIR: 30, ACCESS: 34, CREATE: 35, INTERRUPT: 36, DESTROY: 38, BATCH_FORGET: 42,
+  FALLOCATE: 43, READDIRPLUS: 44, RENAME2: 45, LSEEK: 46,
+} as const;
+
+export const InitFlag = {
+  ASYNC_READ: 1, ATOMIC_O_TRUNC: 1 << 3, BIG_WRITES: 1 << 5, DO_READDIRPLUS: 1 << 13,
+  READDIRPLUS_AUTO: 1 << 14, ASYNC_DIO: 1 << 15, PARALLEL_DIROPS: 1 << 18, MAX_PAGES: 1 << 22,
+} as const;
+
+export const FATTR = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, FH: 64, ATIME_NOW: 128, MTIME_NOW: 256 } as const;
+
+export interface InHeader { len: number; opcode: number; unique: bigint; nodeid: bigint; uid: number; gid: number; pid: number }
+
+export function decodeInHeader(b: Buffer): InHeader {
+  return {
+    len: b.readUInt32LE(0), opcode: b.readUInt32LE(4), unique: b.readBigUInt64LE(8), nodeid: b.readBigUInt64LE(16),
+    uid: b.readUInt32LE(24), gid: b.readUInt32LE(28), pid: b.readUInt32LE(32),
+  };
+}
+
+/** A reply: out header (len, -errno, unique) followed by the body. */
+export function encodeReply(unique: bigint, errno: number, body?: Buffer): Buffer {
+  const len = OUT_HEADER + (body?.length ?? 0);
+  const out = Buffer.alloc(len);
+  out.writeUInt32LE(len, 0);
+  out.writeInt32LE(errno === 0 ? 0 : -Math.abs(errno), 4);
+  out.writeBigUInt64LE(unique, 8);
+  if (body) body.copy(out, OUT_HEADER);
+  return out;
+}
+
+/** C string at `off`; returns the string and the offset after its NUL. */
+export function cstring(b: Buffer, off: number): [string, number] {
+  const end = b.indexOf(0, off);
+  const e = end < 0 ? b.length : end;
+  return [b.toString('utf8', off, e), e + 1];
+}
+
+export const ATTR_SIZE = 88;
+export function writeAttr(b: Buffer, o: number, a: Attr): void {
+  const sec = (ms: number) => BigInt(Math.floor(ms / 1000));
+  const nsec = (ms: number) => Math.floor((ms % 1000) * 1e6) >>> 0;
+  b.writeBigUInt64LE(a.ino, o); b.writeBigUInt64LE(a.size, o + 8); b.writeBigUInt64LE(a.blocks, o + 16);
+  b.writeBigUInt64LE(sec(a.atimeMs), o + 24); b.writeBigUInt64LE(sec(a.mtimeMs), o + 32); b.writeBigUInt64LE(sec(a.ctimeMs), o + 40);
+  b.writeUInt32LE(nsec(a.atimeMs), o + 48); b.writeUInt32LE(nsec(a.mtimeMs), o + 52); b.writeUInt32LE(nsec(a.ctimeMs), o + 56);
+  b.writeUInt32LE(a.mode, o + 60); b.writeUInt32LE(a.nlink, o + 64); b.writeUInt32LE(a.uid, o + 68);
+  b.writeUInt32LE(a.gid, o + 72); b.writeUInt32LE(a.rdev, o + 76); b.writeUInt32LE(4096, o + 80); b.writeUInt32LE(0, o + 84);
+}
+
+export const ENTRY_OUT = 40 + ATTR_SIZE;
+export function encodeEntry(e: Entry, validSec = 1): Buffer {
+  const b = Buffer.alloc(ENTRY_OUT);
+  writeEntry(b, 0, e, validSec);
+  return b;
+}
+function writeEntry(b: Buffer, o: number, e: Entry, validSec: number): void {
+  b.writeBigUInt64LE(e.ino, o); b.writeBigUInt64LE(e.generation ?? 0n, o + 8);
+  b.writeBigUInt64LE(BigInt(validSec), o + 16); b.writeBigUInt64LE(BigInt(validSec), o + 24);
+  writeAttr(b, o + 40, e.attr);
+}
+export function encodeAttrOut(a: Attr, validSec = 1): Buffer {
+  const b = Buffer.alloc(16 + ATTR_SIZE);
+  b.writeBigUInt64LE(BigInt(validSec), 0);
+  writeAttr(b, 16, a);
+  return b;
+}
+export function encodeOpenOut(fh: bigint, openFlags = 0): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeBigUInt64LE(fh, 0); b.writeUInt32LE(openFlags, 8);
+  return b;
+}
+export function encodeInitOut(kernelFlags: number): Buffer {
+  const b = Buffer.alloc(64);
+  const want = InitFlag.ASYNC_READ | InitFlag.ATOMIC_O_TRUNC | InitFlag.BIG_WRITES | InitFlag.PARALLEL_DIROPS | InitFlag.MAX_PAGES;
+  b.writeUInt32LE(KERNEL_MAJOR, 0); b.writeUInt32LE(KERNEL_MINOR, 4); b.writeUInt32LE(MAX_WRITE, 8);
+  b.writeUInt32LE((kernelFlags & want) >>> 0, 12);
+  b.writeUInt16LE(64, 16); b.writeUInt16LE(48, 18); b.writeUInt32LE(MAX_WRITE, 20); b.writeUInt32LE(1, 24);
+  b.writeUInt16LE(MAX_WRITE / 4096, 28);
+  return b;
+}
+/** One fuse_dirent (padded to 8 bytes), or null if it does not fit in `room`. */
+export function encodeDirent(ino: bigint, off: bigint, type: number, name: string): Buffer {
+  const nb = Buffer.from(name);
+  const len = (24 + nb.length + 7) & ~7;
+  const b = Buffer.alloc(len);
+  b.writeBigUInt64LE(ino, 0); b.writeBigUInt64LE(off, 8); b.writeUInt32LE(nb.length, 16); b.writeUInt32LE(type, 20);
+  nb.copy(b, 24);
+  return b;
+}
+export function encodeStatfs(s: { blocks: bigint; bfree: bigint; bavail: bigint; files: bigint; ffree: bigint; bsize: number; namelen: number }): Buffer {
+  const b = Buffer.alloc(80);
+  b.writeBigUInt64LE(s.blocks, 0); b.writeBigUInt64LE(s.bfree, 8); b.writeBigUInt64LE(s.bavail, 16);
+  b.writeBigUInt64LE(s.files, 24); b.writeBigUInt64LE(s.ffree, 32); b.writeUInt32LE(s.bsize, 40);
+  b.writeUInt32LE(s.namelen, 44); b.writeUInt32LE(s.bsize, 48);
+  return b;
+}
