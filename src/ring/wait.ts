@@ -43,6 +43,20 @@ function sleepMs(ms: number): void {
   Atomics.wait(sleepCell, 0, 0, ms);
 }
 
+/**
+ * Announce that we are about to sleep (so the peer wakes us), then look once more. Returns the word's
+ * value to sleep on, or the answer when sleeping is not needed (ready, or past the deadline).
+ */
+function arm(how: number, word: SharedWord, flag: SharedWord, ready: () => boolean, deadline: number): number | boolean {
+  Atomics.store(flag.i32, flag.index, how);
+  const seen = Atomics.load(word.i32, word.index);
+  if (ready() || deadline - now() <= 0) {
+    Atomics.store(flag.i32, flag.index, SLEEP_NONE);
+    return ready();
+  }
+  return seen;
+}
+
 export class WaitStrategy {
   readonly mode: WaitMode;
   readonly spinMs: number;
@@ -96,18 +110,9 @@ export class WaitStrategy {
     }
     const how = this.mode === 'futex' ? SLEEP_FUTEX : SLEEP_ATOMICS;
     for (;;) {
-      Atomics.store(flag.i32, flag.index, how);
-      const seen = Atomics.load(word.i32, word.index);
-      if (ready()) {
-        Atomics.store(flag.i32, flag.index, SLEEP_NONE);
-        return true;
-      }
-      const left = deadline - now();
-      if (left <= 0) {
-        Atomics.store(flag.i32, flag.index, SLEEP_NONE);
-        return false;
-      }
-      const ms = Math.min(left, this.maxSleepMs);
+      const seen = arm(how, word, flag, ready, deadline);
+      if (typeof seen === 'boolean') return seen;
+      const ms = Math.min(deadline - now(), this.maxSleepMs);
       if (how === SLEEP_FUTEX) futexWait(word.i32.buffer as ArrayBuffer, word.byteOffset, seen, ms);
       else Atomics.wait(word.i32, word.index, seen, ms);
       Atomics.store(flag.i32, flag.index, SLEEP_NONE);
@@ -136,18 +141,9 @@ export class WaitStrategy {
     const waitAsync = (Atomics as unknown as { waitAsync?: AtomicsWaitAsync }).waitAsync;
     if (this.mode === 'atomics' && waitAsync && hasSab && word.i32.buffer instanceof SharedArrayBuffer) {
       for (;;) {
-        Atomics.store(flag.i32, flag.index, SLEEP_ATOMICS);
-        const seen = Atomics.load(word.i32, word.index);
-        if (ready()) {
-          Atomics.store(flag.i32, flag.index, SLEEP_NONE);
-          return true;
-        }
-        const left = deadline - now();
-        if (left <= 0) {
-          Atomics.store(flag.i32, flag.index, SLEEP_NONE);
-          return false;
-        }
-        const ms = Math.min(left, this.maxSleepMs);
+        const seen = arm(SLEEP_ATOMICS, word, flag, ready, deadline);
+        if (typeof seen === 'boolean') return seen;
+        const ms = Math.min(deadline - now(), this.maxSleepMs);
         const r = waitAsync(word.i32, word.index, seen, ms);
         if (r.async) {
           // A pending Atomics.waitAsync does not keep Node's event loop alive: a timer does.
