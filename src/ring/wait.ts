@@ -43,6 +43,18 @@ function sleepMs(ms: number): void {
   Atomics.wait(sleepCell, 0, 0, ms);
 }
 
+/** Busy-check ready() until spinEnd: true when ready, false past the deadline, undefined when the spin ends. */
+function spin(ready: () => boolean, deadline: number, spinEnd: number): boolean | undefined {
+  for (let i = 1; ; i++) {
+    if (ready()) return true;
+    if ((i & 63) === 0) {
+      const t = now();
+      if (t >= deadline) return false;
+      if (t >= spinEnd) return undefined;
+    }
+  }
+}
+
 /**
  * Announce that we are about to sleep (so the peer wakes us), then look once more. Returns the word's
  * value to sleep on, or the answer when sleeping is not needed (ready, or past the deadline).
@@ -91,15 +103,8 @@ export class WaitStrategy {
     if (ready()) return true;
     const start = now();
     const deadline = timeoutMs < 0 ? Infinity : start + timeoutMs;
-    const spinEnd = this.mode === 'spin' ? Infinity : start + this.spinMs;
-    for (let i = 1; ; i++) {
-      if (ready()) return true;
-      if ((i & 63) === 0) {
-        const t = now();
-        if (t >= deadline) return false;
-        if (t >= spinEnd) break;
-      }
-    }
+    const spun = spin(ready, deadline, this.mode === 'spin' ? Infinity : start + this.spinMs);
+    if (spun !== undefined) return spun;
     if (this.mode === 'poll') {
       for (let pause = 0.02; ; pause = Math.min(pause * 2, this.maxPollMs)) {
         const left = deadline - now();
@@ -129,15 +134,8 @@ export class WaitStrategy {
     if (ready()) return true;
     const start = now();
     const deadline = timeoutMs < 0 ? Infinity : start + timeoutMs;
-    const spinEnd = start + this.spinMs;
-    for (let i = 1; ; i++) {
-      if (ready()) return true;
-      if ((i & 63) === 0) {
-        const t = now();
-        if (t >= deadline) return false;
-        if (t >= spinEnd) break;
-      }
-    }
+    const spun = spin(ready, deadline, start + this.spinMs);
+    if (spun !== undefined) return spun;
     const waitAsync = (Atomics as unknown as { waitAsync?: AtomicsWaitAsync }).waitAsync;
     if (this.mode === 'atomics' && waitAsync && hasSab && word.i32.buffer instanceof SharedArrayBuffer) {
       for (;;) {
