@@ -122,7 +122,6 @@ export class HostServer {
       this.channels.delete(ch);
       if (this.stopped) return;
       log.warn({ vm: name, err: err?.message }, 'shared-memory rings reset');
-      this.resets++;
       region.reset();
       this.serveRegion(name, d, region, file);
     });
@@ -144,9 +143,6 @@ export class HostServer {
       return d.call(proc, args);
     }, { onControl: hello, onGarbage: (e) => log.warn({ vm: name, err: e.message }, 'malformed request') });
   }
-
-  /** How many times a region was reset after its rings were found corrupt. */
-  resets = 0;
 
   private listen(address: string): Promise<void> {
     const where = parseAddress(address);

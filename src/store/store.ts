@@ -11,11 +11,11 @@ import { PrismError } from '../errors.js';
 import { Blocks, type BlockRec, type SegmentStat } from './blocks.js';
 import { CowTree, type Node } from './btree.js';
 import { now } from './clock.js';
-import { BLOCK_SIZE, MAX_NAME, FORMAT_VERSION, ROOT_LOCAL, S_IFDIR, inoOf, isDir, isReg, layerOf, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
+import { BLOCK_SIZE, MAX_NAME, FORMAT_VERSION, ROOT_LOCAL, S_IFDIR, inoOf, isDir, isReg, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
 import { acquireLock } from './lock.js';
 import { checkVolumeName } from './names.js';
 import { LmdbNodeStore } from './nodes.js';
-import { Segments, HEADER_SIZE } from './segments.js';
+import { Segments } from './segments.js';
 import { Volume, type Usage, type VolumeHost, type VolumeRec } from './volume.js';
 
 export interface StoreOptions {
@@ -177,7 +177,6 @@ export class Store implements VolumeHost {
     const names = new Set<string>();
     for (const { key } of this.volumesDb.getRange()) names.add(key);
     for (const n of this.volumes.keys()) names.add(n);
-    for (const n of this.changedVolumes) if (!this.volumes.has(n)) names.delete(n);
     return [...names].filter((n) => this.volumes.has(n) || !this.changedVolumes.has(n)).sort();
   }
 
@@ -468,7 +467,6 @@ export class Store implements VolumeHost {
   }
 
   get nodeStore(): LmdbNodeStore<TreeValue> { return this.nodes; }
-  get segmentHeader(): number { return HEADER_SIZE; }
 }
 
 export function normalizePath(p: string): string {
@@ -481,4 +479,3 @@ function fileSize(p: string): number {
   try { return fs.statSync(p).size; } catch { return 0; }
 }
 
-export { layerOf };

@@ -7,7 +7,7 @@ import type { Blocks } from './blocks.js';
 import type { CowTree } from './btree.js';
 import { now } from './clock.js';
 import {
-  BLOCK_SIZE, Kind, MAX_FILE_SIZE, MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, ROOT_LOCAL, S_IFDIR, S_IFLNK, S_IFMT,
+  BLOCK_SIZE, Kind, MAX_FILE_SIZE, MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, S_IFDIR, S_IFLNK, S_IFMT,
   S_IFREG, blockIndexOfKey, blockKey, direntKey, inoOf, inodeKey, inodeRange, isDir, isLnk, isReg, keySuffix,
   kindRange, layerOf, localOf, xattrKey,
   type Dirent, type InodeRec, type Time, type TreeValue, type XattrValue,
@@ -847,4 +847,3 @@ function isZero(b: Buffer): boolean {
   return b.equals(ZERO_BLOCK.subarray(0, b.length));
 }
 
-export { ROOT_LOCAL };

@@ -7,7 +7,7 @@ import { PrismError } from '../errors.js';
 import { decodeResponse, encode, encodeRequest, responseError } from '../protocol/codec.js';
 import { MAX_MESSAGE, PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
 import {
-  Region, RingCorrupt, WaitStrategy, fitGeometry, map, nativeAvailable, readBlocking, regionSize, unmap,
+  Region, RingCorrupt, WaitStrategy, fitGeometry, map, nativeAvailable, readBlocking, unmap,
   waitReadableAsync, writeBlocking, peekBlocking, type RingConsumer, type RingProducer, type Side,
 } from '../ring/index.js';
 import { ChannelEvents, type Channel } from './channel.js';
@@ -243,4 +243,3 @@ function asBuffer(m: Uint8Array): Buffer {
   return Buffer.from(m.buffer, m.byteOffset, m.byteLength);
 }
 
-export { regionSize };

@@ -1,7 +1,6 @@
 import test from 'ava';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import path from 'node:path';
 import zlib from 'node:zlib';
 import { PrismError } from '../../src/errors.js';
 import { fsck } from '../../src/store/fsck.js';
