@@ -75,14 +75,19 @@ export function decodeControl(m: Uint8Array): unknown {
   try { return cbor.decode(m); } catch (e) { throw new PrismError('EINVAL', `malformed message: ${(e as Error).message}`); }
 }
 
+/** Replies whose first result is a byte string at least this long are sent as parts. */
+export const LARGE_RESULT = 4096;
+
 /**
- * A READ reply as parts, so the data is copied once, straight into the channel: the CBOR of
- * [id, 0, [data, eof]] written by hand around the data.
+ * A successful reply whose first result is a large byte string (READ data, say), as parts, so the
+ * bytes are copied once, straight into the channel: the CBOR of [id, 0, [bytes, ...rest]] written
+ * by hand around them. Null when the reply is small; encode it with encodeResponse.
  */
-export function encodeReadReply(id: number, data: Uint8Array, eof: boolean): Uint8Array[] {
-  const idBytes = cbor.encode(id);
+export function encodeResponseParts(id: number, result: unknown[]): Uint8Array[] | null {
+  const data = result[0];
+  if (!(data instanceof Uint8Array) || data.byteLength < LARGE_RESULT || result.length >= 24) return null;
   const n = data.byteLength;
-  const bytesHead = n < 24 ? [0x40 | n] : n < 256 ? [0x58, n] : n < 65536 ? [0x59, n >> 8, n & 0xff] : [0x5a, (n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
-  const prefix = Buffer.concat([Buffer.from([0x83]), idBytes, Buffer.from([0x00, 0x82, ...bytesHead])]);
-  return [prefix, data, Buffer.from([eof ? 0xf5 : 0xf4])];
+  const bytesHead = n < 65536 ? [0x59, n >> 8, n & 0xff] : [0x5a, (n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
+  const prefix = Buffer.concat([Buffer.from([0x83]), cbor.encode(id), Buffer.from([0x00, 0x80 | result.length, ...bytesHead])]);
+  return [prefix, data, ...result.slice(1).map((v) => cbor.encode(v))];
 }

@@ -1,7 +1,6 @@
 // The server side of VRPC over any channel: decode, dispatch, reply. A message that does not decode
 // gets no reply and counts against the peer; too many and the channel is closed.
-import { decodeRequest, encodeReadReply, encodeResponse, errorResponse, type Request } from '../protocol/codec.js';
-import { Proc } from '../protocol/procs.js';
+import { decodeRequest, encodeResponse, encodeResponseParts, errorResponse, type Request } from '../protocol/codec.js';
 import type { Channel } from './channel.js';
 
 /** Runs a request. Byte strings in its result need only stay valid until the reply is sent. */
@@ -33,8 +32,9 @@ export function serveChannel(ch: Channel, handler: Handler, opts: ServeOptions =
     let reply;
     try {
       const result = handler(req.proc, req.args);
-      if (req.proc === Proc.READ && result[0] instanceof Uint8Array && result[0].byteLength >= 4096) {
-        ch.sendParts(encodeReadReply(req.id, result[0], result[1] === true));
+      const parts = encodeResponseParts(req.id, result);
+      if (parts) {
+        ch.sendParts(parts);
         return;
       }
       reply = { id: req.id, errno: 0, result };
