@@ -51,7 +51,9 @@ export class LmdbNodeStore<V> implements NodeStore<V> {
   refs(id: number): number {
     const d = this.rcDirty.get(id) ?? this.rcCache.get(id);
     if (d !== undefined) return d;
-    if (this.dirty.has(id)) return 1; // allocated since the last commit, or already looked up
+    // A pending node with no pending count was allocated since the last commit, or changed in place,
+    // which the tree only does to nodes it owns alone: either way its count is 1.
+    if (this.dirty.has(id)) return 1;
     const n = this.refsDb.get(id) ?? 1;
     if (this.rcCache.size >= CACHE_MAX) this.rcCache.clear();
     this.rcCache.set(id, n);

@@ -21,6 +21,7 @@ export class Segments {
   private fds = new Map<number, number>();
   private maps = new Map<number, Buffer>();
   private verified = new Set<number>();
+  private readonly canMap = nativeAvailable().ok;
   private unsynced = new Set<number>();
   private header = Buffer.alloc(HEADER_SIZE);
   /** Small records are staged and written together: one syscall per few MiB, not per block. */
@@ -107,7 +108,7 @@ export class Segments {
    * so the mapping stays valid.
    */
   private mapped(seg: number, end: number): Buffer | undefined {
-    if (!nativeAvailable().ok) return undefined;
+    if (!this.canMap) return undefined;
     let m = this.maps.get(seg);
     if (!m || m.length < end) {
       // The active segment grows: map it again, larger. The old mapping is left to the garbage
