@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages the tests and benchmarks use. Idempotent; skips apt when all are present.
 set -euo pipefail
-PACKAGES=(e2fsprogs rsync tar)
+PACKAGES=(e2fsprogs rsync tar fuse3 bindfs git sqlite3 make gcc libc6-dev attr util-linux)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -4,7 +4,8 @@ import { constants as osConstants } from 'node:os';
 export type PosixCode =
   | 'EPERM' | 'ENOENT' | 'EIO' | 'EBADF' | 'EACCES' | 'EEXIST' | 'EXDEV' | 'ENOTDIR' | 'EISDIR'
   | 'EINVAL' | 'EFBIG' | 'ENOSPC' | 'EROFS' | 'EMLINK' | 'ENAMETOOLONG' | 'ENOTEMPTY' | 'ELOOP'
-  | 'ENODATA' | 'ERANGE' | 'EDQUOT' | 'ESTALE' | 'EBUSY' | 'ENOTSUP' | 'EOVERFLOW' | 'E2BIG' | 'ENOSYS';
+  | 'ENODATA' | 'ERANGE' | 'EDQUOT' | 'ESTALE' | 'EBUSY' | 'ENOTSUP' | 'EOVERFLOW' | 'E2BIG' | 'ENOSYS'
+  | 'ENXIO' | 'EINTR' | 'EAGAIN' | 'ETIMEDOUT' | 'ENODEV';
 
 export class PrismError extends Error {
   readonly code: PosixCode;

@@ -13,6 +13,7 @@ import { isDir, isLnk, S_IFREG } from '../store/layout.js';
 import { Store, type ComposeSource } from '../store/store.js';
 import { attrJson, bytes, isoTime, modeString, parseBytes, table } from './format.js';
 import { progress } from './progress.js';
+import { agentCommand } from './agent.js';
 import { tour } from './tour.js';
 
 function storeDir(cmd: Command): string {
@@ -251,6 +252,8 @@ export function program(): Command {
       const id = `prism-${vm}`;
       print(`-object memory-backend-file,size=${REGION_SIZE / 2 ** 20}M,share=on,mem-path=${shmPath(vm, o.shmDir)},id=${id} -device ivshmem-plain,memdev=${id}`);
     });
+
+  agentCommand(p, print);
 
   p.command('tour').description('a short demonstration on the default store (npm start)')
     .action(async (_o: unknown, cmd: Command) => tour(storeDir(cmd)));

@@ -24,6 +24,11 @@ export interface DispatchHooks {
 
 const RENAME_NOREPLACE = 1;
 const RENAME_EXCHANGE = 2;
+const FALLOC_KEEP_SIZE = 1;
+const FALLOC_PUNCH_HOLE = 2;
+const FALLOC_ZERO_RANGE = 0x10;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
 
 export class Dispatcher {
   readonly key: HandleKey;
@@ -146,6 +151,27 @@ export class Dispatcher {
       case Proc.REMOVEXATTR: { const { v, ino } = this.target(a[0]); v.removexattr(ino, b(1)); return []; }
       case Proc.OPEN: { const { v, ino } = this.target(a[0]); v.open(ino); return []; }
       case Proc.CLOSE: { const { v, ino } = this.target(a[0]); v.close(ino); return []; }
+      case Proc.FALLOCATE: {
+        const { v, ino } = this.target(a[0]);
+        const mode = n(3);
+        if (mode & ~(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) throw new PrismError('ENOTSUP', `fallocate mode ${mode} is not supported`);
+        const attr = v.fallocate(ino, n(1), n(2), { keepSize: !!(mode & FALLOC_KEEP_SIZE), punchHole: !!(mode & FALLOC_PUNCH_HOLE), zeroRange: !!(mode & FALLOC_ZERO_RANGE) });
+        this.hooks.changed?.(v, ino);
+        return [attrToWire(attr)];
+      }
+      case Proc.SEEK: {
+        const { v, ino } = this.target(a[0]);
+        if (n(2) !== SEEK_DATA && n(2) !== SEEK_HOLE) throw new PrismError('EINVAL', 'whence must be SEEK_DATA (3) or SEEK_HOLE (4)');
+        return [v.seek(ino, n(1), n(2) === SEEK_DATA ? 'data' : 'hole')];
+      }
+      case Proc.COPY_RANGE: {
+        const src = this.target(a[0]);
+        const dst = this.target(a[2]);
+        if (src.v !== dst.v) throw new PrismError('EXDEV', 'copy across volumes');
+        const r = dst.v.copyRange(src.ino, n(1), dst.ino, n(3), n(4));
+        this.hooks.changed?.(dst.v, dst.ino);
+        return [r.copied, attrToWire(r.attr)];
+      }
       default: throw new PrismError('ENOSYS', `procedure ${proc} is not supported`);
     }
   }

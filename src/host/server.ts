@@ -129,7 +129,8 @@ export class HostServer {
     const hello = (m: Uint8Array): boolean => {
       let h;
       try { h = decodeHelloRequest(m); } catch { return false; }
-      if (h.vm !== name || h.version !== PROTOCOL_VERSION) {
+      // The region is the VM's own, so a guest need not know its name ('' is this region's VM).
+      if ((h.vm !== '' && h.vm !== name) || h.version !== PROTOCOL_VERSION) {
         ch.send(encode(['error', 'EACCES', `this region serves VM ${name}, protocol ${PROTOCOL_VERSION}`]));
         return true;
       }

@@ -38,6 +38,9 @@ const ARGS: Partial<Record<Proc, Field[]>> = {
   [Proc.REMOVEXATTR]: ['fh', 'xname'],
   [Proc.OPEN]: ['fh'],
   [Proc.CLOSE]: ['fh'],
+  [Proc.FALLOCATE]: ['fh', 'offset', 'offset', 'small'],
+  [Proc.SEEK]: ['fh', 'offset', 'small'],
+  [Proc.COPY_RANGE]: ['fh', 'offset', 'fh', 'offset', 'offset'],
 };
 
 const isBytes = (x: unknown): x is Uint8Array => x instanceof Uint8Array;

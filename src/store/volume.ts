@@ -7,7 +7,7 @@ import type { Blocks } from './blocks.js';
 import type { CowTree } from './btree.js';
 import { now } from './clock.js';
 import {
-  BLOCK_SIZE, Kind, MAX_FILE_SIZE, MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, S_IFDIR, S_IFLNK, S_IFMT,
+  BLOCK_SIZE, Kind, MAX_FILE_SIZE, MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, S_IFDIR, S_IFLNK, S_IFMT, S_ISGID,
   S_IFREG, blockIndexOfKey, blockKey, direntKey, inoOf, inodeKey, inodeRange, isDir, isLnk, isReg, keySuffix,
   kindRange, layerOf, localOf, xattrKey,
   type Dirent, type InodeRec, type Time, type TreeValue, type XattrValue,
@@ -282,6 +282,11 @@ export class Volume {
     const drec = this.dirInode(dir);
     if (drec.nlink === 0) throw new PrismError('ENOENT', 'directory was removed');
     if (this.entry(dir, name) !== undefined) throw new PrismError('EEXIST', `${JSON.stringify(name.toString())} exists`);
+    // A set-group-ID directory gives its group to what is made in it, and its bit to subdirectories.
+    if (drec.mode & S_ISGID) {
+      gid = drec.gid;
+      if (isDir(mode)) mode |= S_ISGID;
+    }
     const [ino, rec] = this.newInode(mode, uid, gid, extra);
     this.putEntry(dir, name, ino, mode);
     const t = rec.ctime;
@@ -760,6 +765,124 @@ export class Volume {
     this.update(ino, { size });
   }
 
+  /** The first block index >= from (below limit, else limit) that holds data, or that is a hole. */
+  private nextBlock(ino: number, from: number, want: 'data' | 'hole', limit: number): number {
+    const layer = layerOf(ino);
+    const local = localOf(ino);
+    const dirty = this.dirty.get(ino);
+    const [, hi] = kindRange(local, Kind.Block);
+    if (want === 'data') {
+      let found = limit;
+      this.host.tree.each(this.root(layer), blockKey(local, from), hi, (k) => { found = blockIndexOfKey(k); return false; });
+      if (dirty) for (const idx of dirty.keys()) if (idx >= from && idx < found) found = idx;
+      return found;
+    }
+    // A hole: walk stored blocks from `from` while they are consecutive (or covered by dirty ones).
+    let idx = from;
+    for (;;) {
+      while (dirty?.has(idx)) idx++;
+      let moved = false;
+      this.host.tree.each(this.root(layer), blockKey(local, idx), hi, (k) => {
+        const at = blockIndexOfKey(k);
+        if (at !== idx) return false;
+        idx++;
+        moved = true;
+        while (dirty?.has(idx)) idx++;
+        return idx < limit;
+      });
+      if (!moved || idx >= limit) return Math.min(idx, limit);
+    }
+  }
+
+  /** lseek(SEEK_DATA / SEEK_HOLE) at block granularity; the end of the file is a hole. */
+  seek(ino: number, offset: number, what: 'data' | 'hole'): number {
+    const rec = this.regInode(ino);
+    if (offset < 0) throw new PrismError('EINVAL', 'negative offset');
+    if (offset >= rec.size) throw new PrismError('ENXIO', 'offset at or beyond the end of the file');
+    const blocks = Math.ceil(rec.size / BLOCK_SIZE);
+    const idx = this.nextBlock(ino, Math.floor(offset / BLOCK_SIZE), what, blocks);
+    if (idx >= blocks) {
+      if (what === 'hole') return rec.size;
+      throw new PrismError('ENXIO', 'no data after this offset');
+    }
+    return Math.min(rec.size, Math.max(offset, idx * BLOCK_SIZE));
+  }
+
+  /**
+   * fallocate(2). Space is not reserved ahead in a deduplicating store: mode 0 only extends the
+   * size; PUNCH_HOLE and ZERO_RANGE turn whole blocks into holes and zero the partial ends.
+   */
+  fallocate(ino: number, offset: number, length: number, mode: { keepSize: boolean; punchHole: boolean; zeroRange: boolean }): Attr {
+    const rec = this.regInode(ino);
+    if (offset < 0 || length <= 0) throw new PrismError('EINVAL', 'offset must be >= 0 and length > 0');
+    const end = offset + length;
+    if (end > MAX_FILE_SIZE) throw new PrismError('EFBIG', 'file too large');
+    if (mode.punchHole && !mode.keepSize) throw new PrismError('ENOTSUP', 'PUNCH_HOLE needs KEEP_SIZE');
+    if (mode.punchHole || mode.zeroRange) {
+      const zeroTo = Math.min(end, rec.size);
+      if (zeroTo > offset) this.zero(ino, offset, zeroTo);
+    }
+    const t = now();
+    const size = !mode.keepSize && end > rec.size ? end : rec.size;
+    const changed = size !== rec.size || mode.punchHole || mode.zeroRange;
+    return this.attr(ino, changed ? this.update(ino, { size, mtime: t, ctime: t }) : this.inode(ino));
+  }
+
+  /** Make [from, to) read as zeros: whole blocks become holes, partial ones are overwritten. */
+  private zero(ino: number, from: number, to: number): void {
+    const first = Math.ceil(from / BLOCK_SIZE);
+    const last = Math.floor(to / BLOCK_SIZE); // blocks first..last-1 are wholly inside
+    const size = this.inode(ino).size;
+    const overwrite = (a: number, b: number) => { if (b > a) this.write(ino, a, Buffer.alloc(b - a)); };
+    if (first > last) { overwrite(from, to); return; }
+    overwrite(from, first * BLOCK_SIZE);
+    for (let idx = first; idx < last; idx++) { this.dropDirtyBlock(ino, idx); this.setBlock(ino, idx, null); }
+    overwrite(last * BLOCK_SIZE, to);
+    this.update(ino, { size }); // the partial writes must not have grown it
+  }
+
+  /**
+   * copy_file_range(2): whole blocks that line up are shared by reference (no data copied, no new
+   * space); unaligned edges are copied. Returns the bytes copied (less than asked at source EOF).
+   */
+  copyRange(src: number, srcOff: number, dst: number, dstOff: number, length: number): { copied: number; attr: Attr } {
+    const s = this.regInode(src);
+    this.regInode(dst);
+    if (srcOff < 0 || dstOff < 0 || length < 0) throw new PrismError('EINVAL', 'negative offset or length');
+    const aligned = srcOff % BLOCK_SIZE === dstOff % BLOCK_SIZE;
+    // Bounded work per call (callers loop on a short count, as with copy_file_range itself).
+    const n = Math.max(0, Math.min(length, s.size - srcOff, aligned ? COPY_CHUNK_SHARED : COPY_CHUNK_BYTES));
+    if (dstOff + n > MAX_FILE_SIZE) throw new PrismError('EFBIG', 'file too large');
+    if (src === dst && srcOff < dstOff + n && dstOff < srcOff + n) throw new PrismError('EINVAL', 'overlapping ranges in one file');
+    if (n === 0) return { copied: 0, attr: this.attr(dst) };
+    this.flushFile(src);
+    const copyBytes = (from: number, to: number, len: number) => {
+      for (let done = 0; done < len; done += BLOCK_SIZE) {
+        const chunk = this.read(src, from + done, Math.min(BLOCK_SIZE, len - done)).data;
+        this.write(dst, to + done, Buffer.from(chunk));
+      }
+    };
+    const head = aligned ? Math.min(n, (BLOCK_SIZE - (srcOff % BLOCK_SIZE)) % BLOCK_SIZE) : n;
+    const whole = aligned ? Math.floor((n - head) / BLOCK_SIZE) : 0;
+    copyBytes(srcOff, dstOff, head);
+    if (whole > 0) {
+      const firstSrc = (srcOff + head) / BLOCK_SIZE;
+      const hashes: Array<Buffer | null> = [];
+      const lengths: number[] = [];
+      for (let i = 0; i < whole; i++) {
+        const h = this.storedBlock(src, firstSrc + i) ?? null;
+        hashes.push(h);
+        lengths.push(h ? this.host.blocks.length(h) : BLOCK_SIZE);
+      }
+      this.writeBlocks(dst, (dstOff + head) / BLOCK_SIZE, hashes, lengths);
+    }
+    const tail = head + whole * BLOCK_SIZE;
+    // A short stored block (left by a truncate) or a trailing hole does not carry the size along.
+    if (this.inode(dst).size < dstOff + tail) this.update(dst, { size: dstOff + tail });
+    copyBytes(srcOff + tail, dstOff + tail, n - tail);
+    return { copied: n, attr: this.attr(dst) };
+  }
+
   /** Block hashes of a file in order, with their indexes (for diff, export and scan). */
   blockList(ino: number): Array<[number, Buffer]> {
     this.flushFile(ino);
@@ -829,6 +952,9 @@ function xattrName(name: Name): Buffer {
   return b;
 }
 
+/** Most bytes one copyRange call handles: shared whole blocks are cheap, byte copies are not. */
+const COPY_CHUNK_SHARED = 1 << 30;
+const COPY_CHUNK_BYTES = 8 << 20;
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 
 /** A partially written block: bytes [0, len) are valid, the rest reads as zeros. */

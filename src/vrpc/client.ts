@@ -9,8 +9,16 @@ import { TcpChannel, parseAddress } from './tcp.js';
 import { decodeHello, type HelloReply } from './hello.js';
 
 export interface ClientOptions {
+  /** How long a call waits for its reply (then EIO). */
   timeoutMs?: number;
+  /** How long the handshake may take. */
+  handshakeMs?: number;
   maxInFlight?: number;
+}
+
+/** The channel to the host closed or broke (as opposed to an error the host replied with). */
+export class HostGone extends PrismError {
+  constructor(message: string) { super('EIO', message); }
 }
 
 interface Pending {
@@ -20,7 +28,9 @@ interface Pending {
 }
 
 export class VrpcClient {
-  private nextId = 1;
+  // A random start: a new client on a region where an old one left calls in flight must not take
+  // their late replies for its own.
+  private nextId = 1 + Math.floor(Math.random() * 0x7fff_0000);
   private pending = new Map<number, Pending>();
   private waiting: Array<() => void> = [];
   private closedWith: Error | null = null;
@@ -31,12 +41,19 @@ export class VrpcClient {
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.maxInFlight = opts.maxInFlight ?? 256;
     ch.onMessage((m) => this.receive(m));
-    ch.onClose((err) => this.fail(err ?? new PrismError('EIO', 'connection to the host closed')));
+    ch.onClose((err) => this.fail(new HostGone(err?.message ?? 'connection to the host closed')));
   }
 
   private receive(m: Uint8Array): void {
     let r;
-    try { r = decodeResponse(m); } catch (e) { this.ch.close(); this.fail(e as Error); return; }
+    try {
+      r = decodeResponse(m);
+    } catch (e) {
+      if (isHelloReply(m)) return; // a previous client's handshake reply left in a shared ring
+      this.ch.close();
+      this.fail(new HostGone(`the host sent a malformed reply: ${(e as Error).message}`));
+      return;
+    }
     const p = this.pending.get(r.id);
     if (!p) return; // a late reply to a call that timed out
     this.pending.delete(r.id);
@@ -58,6 +75,7 @@ export class VrpcClient {
     while (this.pending.size >= this.maxInFlight && !this.closedWith) await new Promise<void>((r) => this.waiting.push(r));
     if (this.closedWith) throw this.closedWith;
     const id = this.nextId++;
+    if (this.nextId > 0xffff_ffff) this.nextId = 1;
     return new Promise<unknown[]>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
@@ -68,29 +86,36 @@ export class VrpcClient {
       if (!this.ch.send(encodeRequest({ id, proc, args }))) {
         this.pending.delete(id);
         clearTimeout(timer);
-        reject(this.closedWith ?? new PrismError('EIO', 'connection to the host closed'));
+        reject(this.closedWith ?? new HostGone('connection to the host closed'));
       }
     });
   }
 
   get inFlight(): number { return this.pending.size; }
 
+  /** Whether the channel has closed (every later call fails with HostGone). */
+  get closed(): boolean { return this.closedWith !== null; }
+
   close(): void {
     this.ch.close();
-    this.fail(new PrismError('EIO', 'client closed'));
+    this.fail(new HostGone('client closed'));
   }
 }
 
-/** TCP ("HOST:PORT") or a Unix socket ("unix:/path"). */
+function isHelloReply(m: Uint8Array): boolean {
+  try { decodeHello(m); return true; } catch { return false; }
+}
+
 /** Say hello on a fresh channel and wait for the host's answer. */
 export function handshake(ch: Channel, vm: string, token: string, timeoutMs = 10_000): Promise<void> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => { ch.close(); reject(new PrismError('EIO', 'host did not answer the handshake')); }, timeoutMs);
     ch.onClose((err) => { clearTimeout(timer); reject(err ?? new PrismError('EIO', 'host closed the connection during the handshake')); });
     ch.onMessage((m) => {
-      clearTimeout(timer);
       let reply: HelloReply;
-      try { reply = decodeHello(m); } catch (e) { reject(e); ch.close(); return; }
+      // Not a handshake reply: a late reply to a previous client of the same region; skip it.
+      try { reply = decodeHello(m); } catch { return; }
+      clearTimeout(timer);
       if (reply.ok) resolve();
       else { reject(new PrismError(reply.code, reply.message)); ch.close(); }
     });
@@ -98,6 +123,7 @@ export function handshake(ch: Channel, vm: string, token: string, timeoutMs = 10
   });
 }
 
+/** TCP ("HOST:PORT") or a Unix socket ("unix:/path"). */
 export async function connectTcp(address: string, vm: string, token: string, opts: ClientOptions = {}): Promise<VrpcClient> {
   const where = parseAddress(address);
   const socket = await new Promise<net.Socket>((resolve, reject) => {
@@ -106,6 +132,6 @@ export async function connectTcp(address: string, vm: string, token: string, opt
     s.once('error', (e) => reject(new PrismError('EIO', `cannot reach the host at ${address}: ${(e as Error).message}`)));
   });
   const ch = new TcpChannel(socket);
-  await handshake(ch, vm, token);
+  await handshake(ch, vm, token, opts.handshakeMs);
   return new VrpcClient(ch, opts);
 }

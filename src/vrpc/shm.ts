@@ -7,7 +7,7 @@ import { PrismError } from '../errors.js';
 import { decodeResponse, encode, encodeRequest, responseError } from '../protocol/codec.js';
 import { MAX_MESSAGE, PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
 import {
-  Region, RingCorrupt, WaitStrategy, fitGeometry, map, nativeAvailable, readBlocking, unmap,
+  LIVE_UP, Region, RingCorrupt, WaitStrategy, fitGeometry, map, nativeAvailable, readBlocking, unmap,
   waitReadableAsync, writeBlocking, peekBlocking, type RingConsumer, type RingProducer, type Side,
 } from '../ring/index.js';
 import { ChannelEvents, type Channel } from './channel.js';
@@ -60,12 +60,17 @@ export class ShmChannel extends ChannelEvents implements Channel {
 
   private readonly doorbell?: Doorbell;
 
-  constructor(readonly region: Region, side: Side, opts: ShmChannelOptions = {}) {
+  private readonly generation: number;
+
+  constructor(readonly region: Region, private readonly side: Side, opts: ShmChannelOptions = {}) {
     super();
     if (opts.file) this.doorbell = new Doorbell(opts.file, region, side);
     const e = region.endpoints(side, 0, opts.wakePeer === false ? { wake: false } : {});
     this.tx = e.tx;
     this.rx = e.rx;
+    this.generation = region.generation;
+    // A guest attaching after another client: what is left in the response ring is not for it.
+    if (side === 'guest') while (this.rx.read());
     // The event loop cannot sleep on a futex: spin, yield for 2 ms, then poll on timers backing off
     // to idlePollMs, which bounds both the idle CPU and the latency of the first request after idling.
     this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 50, maxPollMs: opts.idlePollMs ?? 8 });
@@ -75,6 +80,8 @@ export class ShmChannel extends ChannelEvents implements Channel {
   private async pump(): Promise<void> {
     while (!this.closed) {
       try {
+        // The host reinitialized the region (restart or reset): these rings are gone.
+        if (this.side === 'guest' && this.region.generation !== this.generation) throw new RingCorrupt('the host restarted or reset the region');
         let n = 0;
         for (let m = this.rx.read(); m; m = this.rx.read()) {
           this.msgCb(asBuffer(m));
@@ -175,10 +182,14 @@ class Doorbell {
 /** Connect to a VM's region: the client (guest agent) side. */
 export async function connectShm(path: string, vm: string, opts: ClientOptions & ShmChannelOptions = {}): Promise<VrpcClient> {
   const r = openRegion(path, false);
+  if (r.region.liveness('host').state !== LIVE_UP) {
+    r.close();
+    throw new PrismError('EIO', `no host is serving ${path}`);
+  }
   const ch = new ShmChannel(r.region, 'guest', opts);
   ch.onClose(() => r.close());
   try {
-    await handshake(ch, vm, '');
+    await handshake(ch, vm, '', opts.handshakeMs);
   } catch (e) {
     ch.close();
     throw e;

@@ -1,6 +1,6 @@
 // A tiny in-memory FileSystem: the reference backend and test subject for the FUSE session.
 import { PrismError } from '../../errors.js';
-import type { Attr, Ctx, DirEntry, Entry, FileSystem, SetAttrIn } from './fs.js';
+import type { Attr, Ctx, DirEntry, Entry, FileSystem, SetAttrIn, Time } from './fs.js';
 
 interface Node { attr: Attr; data: Buffer; children?: Map<string, bigint>; target?: string }
 const S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFLNK = 0o120000;
@@ -13,8 +13,8 @@ export class MemFs implements FileSystem {
     this.nodes.get(1n)!.children = new Map();
   }
   private mk(ino: bigint, mode: number, nlink: number, ctx: Ctx): Node {
-    const now = Date.now();
-    return { attr: { ino, size: 0n, blocks: 0n, atimeMs: now, mtimeMs: now, ctimeMs: now, mode, nlink, uid: ctx.uid, gid: ctx.gid, rdev: 0 }, data: Buffer.alloc(0) };
+    const now = nowTime();
+    return { attr: { ino, size: 0n, blocks: 0n, atime: now, mtime: now, ctime: now, mode, nlink, uid: ctx.uid, gid: ctx.gid, rdev: 0 }, data: Buffer.alloc(0) };
   }
   private get(ino: bigint): Node {
     const n = this.nodes.get(ino);
@@ -49,8 +49,8 @@ export class MemFs implements FileSystem {
     if (s.uid !== undefined) n.attr.uid = s.uid;
     if (s.gid !== undefined) n.attr.gid = s.gid;
     if (s.size !== undefined) { const d = Buffer.alloc(Number(s.size)); n.data.copy(d); n.data = d; n.attr.size = s.size; }
-    if (s.atimeMs !== undefined) n.attr.atimeMs = s.atimeMs;
-    if (s.mtimeMs !== undefined) n.attr.mtimeMs = s.mtimeMs;
+    if (s.atime !== undefined) n.attr.atime = s.atime === 'now' ? nowTime() : s.atime;
+    if (s.mtime !== undefined) n.attr.mtime = s.mtime === 'now' ? nowTime() : s.mtime;
     return { ...n.attr };
   }
   async readlink(_c: Ctx, ino: bigint): Promise<string> {
@@ -105,7 +105,7 @@ export class MemFs implements FileSystem {
     const end = Number(offset) + data.length;
     if (end > n.data.length) { const d = Buffer.alloc(end); n.data.copy(d); n.data = d; }
     n.data.set(data, Number(offset));
-    n.attr.size = BigInt(n.data.length); n.attr.mtimeMs = Date.now();
+    n.attr.size = BigInt(n.data.length); n.attr.mtime = nowTime();
     return data.length;
   }
   async readdir(_c: Ctx, ino: bigint): Promise<DirEntry[]> {
@@ -113,4 +113,9 @@ export class MemFs implements FileSystem {
     for (const [name, i] of this.dir(ino)) out.push({ name, ino: i, type: (this.get(i).attr.mode >> 12) & 15 });
     return out;
   }
+}
+
+function nowTime(): Time {
+  const ms = Date.now();
+  return [Math.floor(ms / 1000), (ms % 1000) * 1e6];
 }

@@ -13,7 +13,7 @@ export const Op = {
   RMDIR: 11, RENAME: 12, LINK: 13, OPEN: 14, READ: 15, WRITE: 16, STATFS: 17, RELEASE: 18, FSYNC: 20,
   SETXATTR: 21, GETXATTR: 22, LISTXATTR: 23, REMOVEXATTR: 24, FLUSH: 25, INIT: 26, OPENDIR: 27, READDIR: 28,
   RELEASEDIR: 29, FSYNCDIR: 30, ACCESS: 34, CREATE: 35, INTERRUPT: 36, DESTROY: 38, BATCH_FORGET: 42,
-  FALLOCATE: 43, READDIRPLUS: 44, RENAME2: 45, LSEEK: 46,
+  FALLOCATE: 43, READDIRPLUS: 44, RENAME2: 45, LSEEK: 46, COPY_FILE_RANGE: 47,
 } as const;
 
 export const InitFlag = {
@@ -32,49 +32,58 @@ export function decodeInHeader(b: Buffer): InHeader {
   };
 }
 
-/** A reply: out header (len, -errno, unique) followed by the body. */
-export function encodeReply(unique: bigint, errno: number, body?: Buffer): Buffer {
-  const len = OUT_HEADER + (body?.length ?? 0);
-  const out = Buffer.alloc(len);
-  out.writeUInt32LE(len, 0);
+/** A reply's out header (len, -errno, unique); the body follows it in the same write. */
+export function encodeOutHeader(unique: bigint, errno: number, bodyLength: number): Buffer {
+  const out = Buffer.allocUnsafe(OUT_HEADER);
+  out.writeUInt32LE(OUT_HEADER + bodyLength, 0);
   out.writeInt32LE(errno === 0 ? 0 : -Math.abs(errno), 4);
   out.writeBigUInt64LE(unique, 8);
-  if (body) body.copy(out, OUT_HEADER);
   return out;
 }
 
-/** C string at `off`; returns the string and the offset after its NUL. */
+/**
+ * C string at `off`; returns it and the offset after its NUL. Names are bytes to the kernel, not
+ * text: they are carried as latin1 strings (one char per byte), so any name survives unchanged.
+ */
 export function cstring(b: Buffer, off: number): [string, number] {
   const end = b.indexOf(0, off);
   const e = end < 0 ? b.length : end;
-  return [b.toString('utf8', off, e), e + 1];
+  return [b.toString('latin1', off, e), e + 1];
 }
 
 export const ATTR_SIZE = 88;
 export function writeAttr(b: Buffer, o: number, a: Attr): void {
-  const sec = (ms: number) => BigInt(Math.floor(ms / 1000));
-  const nsec = (ms: number) => Math.floor((ms % 1000) * 1e6) >>> 0;
   b.writeBigUInt64LE(a.ino, o); b.writeBigUInt64LE(a.size, o + 8); b.writeBigUInt64LE(a.blocks, o + 16);
-  b.writeBigUInt64LE(sec(a.atimeMs), o + 24); b.writeBigUInt64LE(sec(a.mtimeMs), o + 32); b.writeBigUInt64LE(sec(a.ctimeMs), o + 40);
-  b.writeUInt32LE(nsec(a.atimeMs), o + 48); b.writeUInt32LE(nsec(a.mtimeMs), o + 52); b.writeUInt32LE(nsec(a.ctimeMs), o + 56);
+  b.writeBigInt64LE(BigInt(a.atime[0]), o + 24); b.writeBigInt64LE(BigInt(a.mtime[0]), o + 32); b.writeBigInt64LE(BigInt(a.ctime[0]), o + 40);
+  b.writeUInt32LE(a.atime[1], o + 48); b.writeUInt32LE(a.mtime[1], o + 52); b.writeUInt32LE(a.ctime[1], o + 56);
   b.writeUInt32LE(a.mode, o + 60); b.writeUInt32LE(a.nlink, o + 64); b.writeUInt32LE(a.uid, o + 68);
   b.writeUInt32LE(a.gid, o + 72); b.writeUInt32LE(a.rdev, o + 76); b.writeUInt32LE(4096, o + 80); b.writeUInt32LE(0, o + 84);
 }
 
+/** How long the kernel may cache entries and attributes (seconds; 0 = ask every time). */
+export interface CacheTimes { entrySec: number; attrSec: number }
+
 export const ENTRY_OUT = 40 + ATTR_SIZE;
-export function encodeEntry(e: Entry, validSec = 1): Buffer {
+export function encodeEntry(e: Entry, t: CacheTimes): Buffer {
   const b = Buffer.alloc(ENTRY_OUT);
-  writeEntry(b, 0, e, validSec);
+  writeEntry(b, 0, e, t);
   return b;
 }
-function writeEntry(b: Buffer, o: number, e: Entry, validSec: number): void {
+/** fuse_entry_out; nodeid 0 tells the kernel to count no lookup (used for "." and ".."). */
+function writeEntry(b: Buffer, o: number, e: Entry, t: CacheTimes): void {
   b.writeBigUInt64LE(e.ino, o); b.writeBigUInt64LE(e.generation ?? 0n, o + 8);
-  b.writeBigUInt64LE(BigInt(validSec), o + 16); b.writeBigUInt64LE(BigInt(validSec), o + 24);
+  writeValid(b, o + 16, t.entrySec); writeValid(b, o + 24, t.attrSec);
+  writeValid(b, o + 32, t.entrySec, true); writeValid(b, o + 36, t.attrSec, true);
   writeAttr(b, o + 40, e.attr);
 }
-export function encodeAttrOut(a: Attr, validSec = 1): Buffer {
+/** A cache time as whole seconds (u64) or the nanosecond part (u32). */
+function writeValid(b: Buffer, o: number, sec: number, nsec = false): void {
+  if (nsec) b.writeUInt32LE(Math.round((sec % 1) * 1e9) % 1e9, o);
+  else b.writeBigUInt64LE(BigInt(Math.floor(sec)), o);
+}
+export function encodeAttrOut(a: Attr, t: CacheTimes): Buffer {
   const b = Buffer.alloc(16 + ATTR_SIZE);
-  b.writeBigUInt64LE(BigInt(validSec), 0);
+  writeValid(b, 0, t.attrSec); writeValid(b, 8, t.attrSec, true);
   writeAttr(b, 16, a);
   return b;
 }
@@ -85,20 +94,31 @@ export function encodeOpenOut(fh: bigint, openFlags = 0): Buffer {
 }
 export function encodeInitOut(kernelFlags: number): Buffer {
   const b = Buffer.alloc(64);
-  const want = InitFlag.ASYNC_READ | InitFlag.ATOMIC_O_TRUNC | InitFlag.BIG_WRITES | InitFlag.PARALLEL_DIROPS | InitFlag.MAX_PAGES;
+  const want = InitFlag.ASYNC_READ | InitFlag.ATOMIC_O_TRUNC | InitFlag.BIG_WRITES | InitFlag.PARALLEL_DIROPS | InitFlag.MAX_PAGES
+    | InitFlag.DO_READDIRPLUS | InitFlag.READDIRPLUS_AUTO;
   b.writeUInt32LE(KERNEL_MAJOR, 0); b.writeUInt32LE(KERNEL_MINOR, 4); b.writeUInt32LE(MAX_WRITE, 8);
   b.writeUInt32LE((kernelFlags & want) >>> 0, 12);
   b.writeUInt16LE(64, 16); b.writeUInt16LE(48, 18); b.writeUInt32LE(MAX_WRITE, 20); b.writeUInt32LE(1, 24);
   b.writeUInt16LE(MAX_WRITE / 4096, 28);
   return b;
 }
-/** One fuse_dirent (padded to 8 bytes), or null if it does not fit in `room`. */
+/** One fuse_dirent, padded to 8 bytes. */
 export function encodeDirent(ino: bigint, off: bigint, type: number, name: string): Buffer {
-  const nb = Buffer.from(name);
-  const len = (24 + nb.length + 7) & ~7;
-  const b = Buffer.alloc(len);
-  b.writeBigUInt64LE(ino, 0); b.writeBigUInt64LE(off, 8); b.writeUInt32LE(nb.length, 16); b.writeUInt32LE(type, 20);
-  nb.copy(b, 24);
+  const nb = Buffer.from(name, 'latin1');
+  const b = Buffer.alloc((24 + nb.length + 7) & ~7);
+  writeDirent(b, 0, ino, off, type, nb);
+  return b;
+}
+function writeDirent(b: Buffer, o: number, ino: bigint, off: bigint, type: number, nb: Buffer): void {
+  b.writeBigUInt64LE(ino, o); b.writeBigUInt64LE(off, o + 8); b.writeUInt32LE(nb.length, o + 16); b.writeUInt32LE(type, o + 20);
+  nb.copy(b, o + 24);
+}
+/** One fuse_direntplus (entry_out then dirent), padded to 8 bytes. */
+export function encodeDirentPlus(e: Entry | null, ino: bigint, off: bigint, type: number, name: string, t: CacheTimes): Buffer {
+  const nb = Buffer.from(name, 'latin1');
+  const b = Buffer.alloc((ENTRY_OUT + 24 + nb.length + 7) & ~7);
+  if (e) writeEntry(b, 0, e, t);
+  writeDirent(b, ENTRY_OUT, ino, off, type, nb);
   return b;
 }
 export function encodeStatfs(s: { blocks: bigint; bfree: bigint; bavail: bigint; files: bigint; ffree: bigint; bsize: number; namelen: number }): Buffer {

@@ -1,42 +1,71 @@
-// The FUSE request loop: read a request from /dev/fuse (worker thread), decode, call the
+// The FUSE request loop: read requests from /dev/fuse (on worker threads), decode, call the
 // FileSystem, encode, write the reply. Requests are handled concurrently (many in flight).
 import fs from 'node:fs';
 import { PrismError } from '../../errors.js';
-import type { Ctx, FileSystem, SetAttrIn } from './fs.js';
+import { log } from '../../log.js';
+import type { Ctx, DirEntry, FileSystem, SetAttrIn, Time } from './fs.js';
 import * as native from './native.js';
 import * as P from './protocol.js';
 
 const ENOSYS = 38;
 const EIO = 5;
+const EINTR = 4;
+
+export interface SessionOptions extends Partial<P.CacheTimes> {
+  /** Requests read from /dev/fuse at once (each on a libuv worker thread). */
+  readers?: number;
+}
+
+/** Requests that change nothing: when the kernel interrupts one, it is answered EINTR at once. */
+const ABANDONABLE = new Set<number>([
+  P.Op.LOOKUP, P.Op.GETATTR, P.Op.READLINK, P.Op.READ, P.Op.STATFS, P.Op.GETXATTR, P.Op.LISTXATTR,
+  P.Op.FLUSH, P.Op.FSYNC, P.Op.FSYNCDIR, P.Op.OPENDIR, P.Op.READDIR, P.Op.READDIRPLUS, P.Op.ACCESS, P.Op.LSEEK,
+]);
 
 export class Session {
   private closed = false;
-  private readonly dirs = new Map<bigint, Buffer[]>();
-  constructor(readonly fd: number, readonly fs: FileSystem) {}
+  private readonly listings = new Map<string, DirEntry[]>();
+  /** Requests being handled: unique -> opcode. A reply is sent only while its request is here. */
+  private readonly inFlight = new Map<bigint, number>();
+  private readonly pool: Buffer[] = [];
+  readonly times: P.CacheTimes;
+  private readonly readers: number;
+
+  constructor(readonly fd: number, readonly fs: FileSystem, opts: SessionOptions = {}) {
+    this.times = { entrySec: opts.entrySec ?? 1, attrSec: opts.attrSec ?? 1 };
+    this.readers = opts.readers ?? 2;
+  }
 
   /** Serve until the file system is unmounted (read returns ENODEV). */
   async serve(): Promise<void> {
-    for (;;) {
-      const buf = Buffer.allocUnsafe(P.BUFFER_SIZE);
+    await Promise.all(Array.from({ length: this.readers }, () => this.readLoop()));
+  }
+
+  private async readLoop(): Promise<void> {
+    while (!this.closed) {
+      const buf = this.pool.pop() ?? Buffer.allocUnsafe(P.BUFFER_SIZE);
       let n: number;
       try {
         n = await native.readRequest(this.fd, buf);
       } catch (e) {
+        this.pool.push(buf);
         const errno = (e as { errno?: number }).errno;
-        if (errno === 2 /* ENOENT: interrupted request */) continue;
+        if (errno === 2 /* ENOENT: interrupted request */ || errno === 4 /* EINTR */ || errno === 11 /* EAGAIN */) continue;
         this.closed = true;
         if (errno === 19 /* ENODEV: unmounted */) return;
         throw e;
       }
-      if (n === 0) return;
-      void this.handle(buf.subarray(0, n));
+      if (n === 0) { this.closed = true; return; }
+      void this.handle(buf.subarray(0, n)).finally(() => { if (this.pool.length < 16) this.pool.push(buf); });
     }
   }
 
   private reply(unique: bigint, errno: number, body?: Buffer): void {
-    if (this.closed) return;
+    if (this.closed || !this.inFlight.delete(unique)) return;
     try {
-      fs.writeSync(this.fd, P.encodeReply(unique, errno, body));
+      const header = P.encodeOutHeader(unique, errno, body?.length ?? 0);
+      if (body && body.length) fs.writevSync(this.fd, [header, body]);
+      else fs.writeSync(this.fd, header);
     } catch {
       /* the kernel dropped the request (interrupted) or the mount is gone */
     }
@@ -46,11 +75,15 @@ export class Session {
     const h = P.decodeInHeader(req);
     const body = req.subarray(P.IN_HEADER);
     const ctx: Ctx = { uid: h.uid, gid: h.gid, pid: h.pid };
+    this.inFlight.set(h.unique, h.opcode);
     try {
       const out = await this.dispatch(h, body, ctx);
       if (out !== null) this.reply(h.unique, 0, out);
+      else this.inFlight.delete(h.unique);
     } catch (e) {
-      this.reply(h.unique, e instanceof PrismError ? e.errno : e instanceof NoSys ? ENOSYS : EIO);
+      const errno = e instanceof PrismError ? e.errno : e instanceof NoSys ? ENOSYS : EIO;
+      if (errno === EIO) log.warn({ op: h.opcode, err: (e as Error).message }, 'request failed');
+      this.reply(h.unique, errno);
     }
   }
 
@@ -58,13 +91,18 @@ export class Session {
   private async dispatch(h: P.InHeader, b: Buffer, ctx: Ctx): Promise<Buffer | undefined | null> {
     const f = this.fs;
     const ino = h.nodeid;
+    const t = this.times;
     switch (h.opcode) {
       case P.Op.INIT:
         return P.encodeInitOut(b.readUInt32LE(12));
       case P.Op.DESTROY:
         return undefined;
-      case P.Op.INTERRUPT:
+      case P.Op.INTERRUPT: {
+        const target = b.readBigUInt64LE(0);
+        const op = this.inFlight.get(target);
+        if (op !== undefined && ABANDONABLE.has(op)) this.reply(target, EINTR);
         return null;
+      }
       case P.Op.FORGET:
         f.forget?.(ino, b.readBigUInt64LE(0));
         return null;
@@ -74,31 +112,31 @@ export class Session {
         return null;
       }
       case P.Op.LOOKUP:
-        return P.encodeEntry(await f.lookup(ctx, ino, P.cstring(b, 0)[0]));
+        return P.encodeEntry(await f.lookup(ctx, ino, P.cstring(b, 0)[0]), t);
       case P.Op.GETATTR:
-        return P.encodeAttrOut(await f.getattr(ctx, ino));
+        return P.encodeAttrOut(await f.getattr(ctx, ino), t);
       case P.Op.SETATTR: {
         const valid = b.readUInt32LE(0);
         const s: SetAttrIn = {};
-        const now = Date.now();
+        const time = (sec: number, nsec: number): Time => [Number(b.readBigInt64LE(sec)), b.readUInt32LE(nsec)];
         if (valid & P.FATTR.MODE) s.mode = b.readUInt32LE(68);
         if (valid & P.FATTR.UID) s.uid = b.readUInt32LE(76);
         if (valid & P.FATTR.GID) s.gid = b.readUInt32LE(80);
         if (valid & P.FATTR.SIZE) s.size = b.readBigUInt64LE(16);
-        if (valid & P.FATTR.ATIME) s.atimeMs = valid & P.FATTR.ATIME_NOW ? now : Number(b.readBigUInt64LE(32)) * 1000 + b.readUInt32LE(56) / 1e6;
-        if (valid & P.FATTR.MTIME) s.mtimeMs = valid & P.FATTR.MTIME_NOW ? now : Number(b.readBigUInt64LE(40)) * 1000 + b.readUInt32LE(60) / 1e6;
-        return P.encodeAttrOut(await need(f.setattr).call(f, ctx, ino, s));
+        if (valid & P.FATTR.ATIME) s.atime = valid & P.FATTR.ATIME_NOW ? 'now' : time(32, 56);
+        if (valid & P.FATTR.MTIME) s.mtime = valid & P.FATTR.MTIME_NOW ? 'now' : time(40, 60);
+        return P.encodeAttrOut(await need(f.setattr).call(f, ctx, ino, s), t);
       }
       case P.Op.READLINK:
-        return Buffer.from(await need(f.readlink).call(f, ctx, ino));
+        return Buffer.from(await need(f.readlink).call(f, ctx, ino), 'latin1');
       case P.Op.SYMLINK: {
         const [name, o] = P.cstring(b, 0);
-        return P.encodeEntry(await need(f.symlink).call(f, ctx, ino, name, P.cstring(b, o)[0]));
+        return P.encodeEntry(await need(f.symlink).call(f, ctx, ino, name, P.cstring(b, o)[0]), t);
       }
       case P.Op.MKNOD:
-        return P.encodeEntry(await need(f.mknod).call(f, ctx, ino, P.cstring(b, 16)[0], b.readUInt32LE(0) & ~b.readUInt32LE(8), b.readUInt32LE(4)));
+        return P.encodeEntry(await need(f.mknod).call(f, ctx, ino, P.cstring(b, 16)[0], b.readUInt32LE(0) & ~b.readUInt32LE(8), b.readUInt32LE(4)), t);
       case P.Op.MKDIR:
-        return P.encodeEntry(await need(f.mkdir).call(f, ctx, ino, P.cstring(b, 8)[0], b.readUInt32LE(0) & ~b.readUInt32LE(4)));
+        return P.encodeEntry(await need(f.mkdir).call(f, ctx, ino, P.cstring(b, 8)[0], b.readUInt32LE(0) & ~b.readUInt32LE(4)), t);
       case P.Op.UNLINK:
         await need(f.unlink).call(f, ctx, ino, P.cstring(b, 0)[0]);
         return undefined;
@@ -113,21 +151,21 @@ export class Session {
         return undefined;
       }
       case P.Op.LINK:
-        return P.encodeEntry(await need(f.link).call(f, ctx, b.readBigUInt64LE(0), ino, P.cstring(b, 8)[0]));
+        return P.encodeEntry(await need(f.link).call(f, ctx, b.readBigUInt64LE(0), ino, P.cstring(b, 8)[0]), t);
       case P.Op.OPEN:
         return P.encodeOpenOut(f.open ? await f.open(ctx, ino, b.readUInt32LE(0)) : 0n);
       case P.Op.CREATE: {
         const r = await need(f.create).call(f, ctx, ino, P.cstring(b, 16)[0], b.readUInt32LE(4) & ~b.readUInt32LE(8), b.readUInt32LE(0));
-        return Buffer.concat([P.encodeEntry(r.entry), P.encodeOpenOut(r.fh)]);
+        return Buffer.concat([P.encodeEntry(r.entry, t), P.encodeOpenOut(r.fh)]);
       }
-      case P.Op.READ:
-        return Buffer.from(await need(f.read).call(f, ctx, ino, b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.readUInt32LE(16)));
+      case P.Op.READ: {
+        const data = await need(f.read).call(f, ctx, ino, b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.readUInt32LE(16));
+        return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+      }
       case P.Op.WRITE: {
         const size = b.readUInt32LE(16);
         const n = await need(f.write).call(f, ctx, ino, b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.subarray(40, 40 + size));
-        const out = Buffer.alloc(8);
-        out.writeUInt32LE(n, 0);
-        return out;
+        return writeOut(n);
       }
       case P.Op.FLUSH:
         if (f.flush) await f.flush(ctx, ino, b.readBigUInt64LE(0));
@@ -139,33 +177,15 @@ export class Session {
       case P.Op.FSYNCDIR:
         if (f.fsync) await f.fsync(ctx, ino, b.readBigUInt64LE(0), (b.readUInt32LE(8) & 1) !== 0);
         return undefined;
-      case P.Op.OPENDIR: {
-        const fh = f.opendir ? await f.opendir(ctx, ino) : 0n;
-        return P.encodeOpenOut(fh);
-      }
-      case P.Op.READDIR: {
-        const fh = b.readBigUInt64LE(0);
-        const off = Number(b.readBigUInt64LE(8));
-        const size = b.readUInt32LE(16);
-        const key = (h.unique & 0n) + ino * 0x10000n + fh; // per open directory listing
-        let ents = this.dirs.get(key);
-        if (!ents || off === 0) {
-          const list = await need(f.readdir).call(f, ctx, ino, fh);
-          ents = list.map((e, i) => P.encodeDirent(e.ino, BigInt(i + 1), e.type, e.name));
-          this.dirs.set(key, ents);
-        }
-        const parts: Buffer[] = [];
-        let used = 0;
-        for (let i = off; i < ents.length; i++) {
-          if (used + ents[i]!.length > size) break;
-          parts.push(ents[i]!);
-          used += ents[i]!.length;
-        }
-        return Buffer.concat(parts);
-      }
+      case P.Op.OPENDIR:
+        return P.encodeOpenOut(f.opendir ? await f.opendir(ctx, ino) : 0n);
+      case P.Op.READDIR:
+      case P.Op.READDIRPLUS:
+        return this.readdir(ctx, ino, b, h.opcode === P.Op.READDIRPLUS);
       case P.Op.RELEASEDIR: {
-        this.dirs.delete(ino * 0x10000n + b.readBigUInt64LE(0));
-        if (f.releasedir) await f.releasedir(ctx, ino, b.readBigUInt64LE(0));
+        const fh = b.readBigUInt64LE(0);
+        this.listings.delete(`${ino}/${fh}`);
+        if (f.releasedir) await f.releasedir(ctx, ino, fh);
         return undefined;
       }
       case P.Op.STATFS:
@@ -173,10 +193,88 @@ export class Session {
       case P.Op.ACCESS:
         if (f.access) await f.access(ctx, ino, b.readUInt32LE(0));
         return undefined;
+      case P.Op.GETXATTR: {
+        const value = await need(f.getxattr).call(f, ctx, ino, P.cstring(b, 8)[0]);
+        return sized(value, b.readUInt32LE(0));
+      }
+      case P.Op.LISTXATTR: {
+        const names = await need(f.listxattr).call(f, ctx, ino);
+        return sized(Buffer.concat(names.map((n) => Buffer.from(`${n}\0`, 'latin1'))), b.readUInt32LE(0));
+      }
+      case P.Op.SETXATTR: {
+        const size = b.readUInt32LE(0);
+        const [name, o] = P.cstring(b, 8);
+        await need(f.setxattr).call(f, ctx, ino, name, Buffer.from(b.subarray(o, o + size)), b.readUInt32LE(4));
+        return undefined;
+      }
+      case P.Op.REMOVEXATTR:
+        await need(f.removexattr).call(f, ctx, ino, P.cstring(b, 0)[0]);
+        return undefined;
+      case P.Op.FALLOCATE:
+        await need(f.fallocate).call(f, ctx, ino, b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.readBigUInt64LE(16), b.readUInt32LE(24));
+        return undefined;
+      case P.Op.LSEEK: {
+        const off = await need(f.lseek).call(f, ctx, ino, b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.readUInt32LE(16));
+        const out = Buffer.alloc(8);
+        out.writeBigUInt64LE(off, 0);
+        return out;
+      }
+      case P.Op.COPY_FILE_RANGE: {
+        const n = await need(f.copyFileRange).call(f, ctx,
+          { ino, fh: b.readBigUInt64LE(0), offset: b.readBigUInt64LE(8) },
+          { ino: b.readBigUInt64LE(16), fh: b.readBigUInt64LE(24), offset: b.readBigUInt64LE(32) },
+          b.readBigUInt64LE(40));
+        return writeOut(n);
+      }
       default:
         throw new NoSys();
     }
   }
+
+  /** READDIR(PLUS): the listing is fetched once per open directory, then served by offset. */
+  private async readdir(ctx: Ctx, ino: bigint, b: Buffer, plus: boolean): Promise<Buffer> {
+    const fh = b.readBigUInt64LE(0);
+    const off = Number(b.readBigUInt64LE(8));
+    const size = b.readUInt32LE(16);
+    const key = `${ino}/${fh}`;
+    let list = this.listings.get(key);
+    if (!list || off === 0) {
+      list = await need(this.fs.readdir).call(this.fs, ctx, ino, fh, plus);
+      this.listings.set(key, list);
+    }
+    const parts: Buffer[] = [];
+    let used = 0;
+    for (let i = off; i < list.length; i++) {
+      const e = list[i]!;
+      const dot = e.name === '.' || e.name === '..';
+      const one = plus
+        ? P.encodeDirentPlus(dot ? null : e.entry ?? null, e.ino, BigInt(i + 1), e.type, e.name, this.times)
+        : P.encodeDirent(e.ino, BigInt(i + 1), e.type, e.name);
+      if (used + one.length > size) break;
+      parts.push(one);
+      used += one.length;
+      if (plus && !dot && e.entry) this.fs.remember?.(e.entry); // the kernel now holds a lookup on it
+    }
+    return Buffer.concat(parts);
+  }
+}
+
+/** fuse_write_out: the byte count. */
+function writeOut(n: number): Buffer {
+  const out = Buffer.alloc(8);
+  out.writeUInt32LE(n, 0);
+  return out;
+}
+
+/** An xattr reply: the size alone when asked with size 0, ERANGE when it does not fit. */
+function sized(value: Buffer, size: number): Buffer {
+  if (size === 0) {
+    const out = Buffer.alloc(8);
+    out.writeUInt32LE(value.length, 0);
+    return out;
+  }
+  if (value.length > size) throw new PrismError('ERANGE', 'buffer too small');
+  return value;
 }
 
 class NoSys extends Error {}
@@ -186,9 +284,9 @@ function need<T>(m: T | undefined): T {
 }
 
 /** Mount `filesystem` on `mountpoint` and start serving; `done` settles when it is unmounted. */
-export function mountAndServe(mountpoint: string, filesystem: FileSystem, fsname = 'prism'): { session: Session; done: Promise<void> } {
-  const fd = native.mount(mountpoint, fsname);
-  const session = new Session(fd, filesystem);
+export function mountAndServe(mountpoint: string, filesystem: FileSystem, opts: SessionOptions & { fsname?: string } = {}): { session: Session; done: Promise<void> } {
+  const fd = native.mount(mountpoint, opts.fsname ?? 'prism');
+  const session = new Session(fd, filesystem, opts);
   const done = session.serve().finally(() => fs.closeSync(fd));
   return { session, done };
 }

@@ -1,0 +1,266 @@
+// The FileSystem the agent mounts: every FUSE operation becomes a VRPC call to the host. FUSE names
+// files by node id, VRPC by handle: a table maps one to the other, with the kernel's lookup counts.
+import { PrismError } from '../errors.js';
+import { log } from '../log.js';
+import { Proc } from '../protocol/procs.js';
+import type { WireAttr, WireSetAttr, WireTime } from '../protocol/wire.js';
+import type { Attr, Ctx, DirEntry, Entry, FileSystem, SetAttrIn, StatFs, Time } from './fuse/fs.js';
+import type { HostLink } from './host-link.js';
+
+const ROOT_ID = 1n;
+const O_TRUNC = 0o1000;
+const O_EXCL = 0o200;
+const READDIR_PAGE = 1024;
+const MAX_COPY = 2 ** 40;
+
+interface Node { fh: Buffer; lookups: bigint }
+
+export interface VrpcFsCounters { calls: number; byProc: Map<number, number> }
+
+export class VrpcFs implements FileSystem {
+  private readonly nodes = new Map<bigint, Node>();
+  /** Open files per node: the host pins an inode from the first open to the last release. */
+  private readonly opens = new Map<bigint, number>();
+  private nextFh = 1n;
+  readonly counters: VrpcFsCounters = { calls: 0, byProc: new Map() };
+
+  constructor(private readonly host: HostLink, rootFh: Buffer, private readonly rootIno: number) {
+    this.nodes.set(ROOT_ID, { fh: rootFh, lookups: 1n << 62n });
+  }
+
+  /** Attach a volume: its root handle and inode number. */
+  static async attach(link: HostLink, volume: string): Promise<VrpcFs> {
+    const [fh, attr] = await link.call(Proc.ATTACH, [volume]);
+    return new VrpcFs(link, Buffer.from(fh as Uint8Array), (attr as WireAttr)[0]!);
+  }
+
+  private call(proc: Proc, args: unknown[]): Promise<unknown[]> {
+    this.counters.calls++;
+    this.counters.byProc.set(proc, (this.counters.byProc.get(proc) ?? 0) + 1);
+    return this.host.call(proc, args);
+  }
+
+  // FUSE's root is node 1; the volume's root keeps its own inode number. The two trade places.
+  private nodeId(ino: number): bigint {
+    return ino === this.rootIno ? ROOT_ID : ino === 1 ? BigInt(this.rootIno) : BigInt(ino);
+  }
+
+  private fh(id: bigint): Buffer {
+    const n = this.nodes.get(id);
+    if (!n) throw new PrismError('ESTALE', `node ${id} is not known (forgotten)`);
+    return n.fh;
+  }
+
+  /** Turn a [fh, attr] result into an entry; `count` records the kernel's new lookup on it. */
+  private entry(fh: unknown, w: unknown, count = true): Entry {
+    const attr = toAttr(w as WireAttr);
+    const id = this.nodeId(Number(attr.ino));
+    const n = this.nodes.get(id);
+    if (n) { if (count) n.lookups++; } else this.nodes.set(id, { fh: Buffer.from(fh as Uint8Array), lookups: count ? 1n : 0n });
+    return { ino: id, attr };
+  }
+
+  remember(e: Entry): void {
+    const n = this.nodes.get(e.ino);
+    if (n) n.lookups++;
+  }
+
+  forget(id: bigint, nlookup: bigint): void {
+    const n = this.nodes.get(id);
+    if (!n || id === ROOT_ID) return;
+    n.lookups -= nlookup;
+    if (n.lookups <= 0n && !this.opens.has(id)) this.nodes.delete(id);
+  }
+
+  async lookup(_c: Ctx, parent: bigint, name: string): Promise<Entry> {
+    const [fh, attr] = await this.call(Proc.LOOKUP, [this.fh(parent), bytes(name)]);
+    return this.entry(fh, attr);
+  }
+
+  async getattr(_c: Ctx, id: bigint): Promise<Attr> {
+    return toAttr((await this.call(Proc.GETATTR, [this.fh(id)]))[0] as WireAttr);
+  }
+
+  async setattr(_c: Ctx, id: bigint, s: SetAttrIn): Promise<Attr> {
+    const t = (x: Time | 'now' | undefined): WireTime => (x === undefined ? null : x === 'now' ? true : [x[0], x[1]]);
+    const w: WireSetAttr = [s.mode === undefined ? null : s.mode & 0o7777, s.uid ?? null, s.gid ?? null,
+      s.size === undefined ? null : Number(s.size), t(s.atime), t(s.mtime)];
+    return toAttr((await this.call(Proc.SETATTR, [this.fh(id), w]))[0] as WireAttr);
+  }
+
+  async readlink(_c: Ctx, id: bigint): Promise<string> {
+    return Buffer.from((await this.call(Proc.READLINK, [this.fh(id)]))[0] as Uint8Array).toString('latin1');
+  }
+
+  private async made(proc: Proc, args: unknown[]): Promise<Entry> {
+    const [fh, attr] = await this.call(proc, args);
+    return this.entry(fh, attr);
+  }
+
+  symlink(c: Ctx, parent: bigint, name: string, target: string): Promise<Entry> {
+    return this.made(Proc.SYMLINK, [this.fh(parent), bytes(name), bytes(target), c.uid, c.gid]);
+  }
+
+  mknod(c: Ctx, parent: bigint, name: string, mode: number, rdev: number): Promise<Entry> {
+    return this.made(Proc.MKNOD, [this.fh(parent), bytes(name), mode, rdev, c.uid, c.gid]);
+  }
+
+  mkdir(c: Ctx, parent: bigint, name: string, mode: number): Promise<Entry> {
+    return this.made(Proc.MKDIR, [this.fh(parent), bytes(name), mode & 0o7777, c.uid, c.gid]);
+  }
+
+  async unlink(_c: Ctx, parent: bigint, name: string): Promise<void> {
+    await this.call(Proc.REMOVE, [this.fh(parent), bytes(name)]);
+  }
+
+  async rmdir(_c: Ctx, parent: bigint, name: string): Promise<void> {
+    await this.call(Proc.RMDIR, [this.fh(parent), bytes(name)]);
+  }
+
+  async rename(_c: Ctx, parent: bigint, name: string, newParent: bigint, newName: string, flags: number): Promise<void> {
+    if (flags & ~3) throw new PrismError('EINVAL', 'only RENAME_NOREPLACE and RENAME_EXCHANGE are supported');
+    await this.call(Proc.RENAME, [this.fh(parent), bytes(name), this.fh(newParent), bytes(newName), flags]);
+  }
+
+  async link(_c: Ctx, id: bigint, newParent: bigint, newName: string): Promise<Entry> {
+    const fh = this.fh(id);
+    const [attr] = await this.call(Proc.LINK, [fh, this.fh(newParent), bytes(newName)]);
+    return this.entry(fh, attr);
+  }
+
+  async open(_c: Ctx, id: bigint, flags: number): Promise<bigint> {
+    const fh = this.fh(id);
+    if (flags & O_TRUNC) await this.call(Proc.SETATTR, [fh, [null, null, null, 0, null, null]]);
+    this.pin(id, fh);
+    return this.nextFh++;
+  }
+
+  async create(c: Ctx, parent: bigint, name: string, mode: number, flags: number): Promise<{ entry: Entry; fh: bigint }> {
+    const [fh, attr] = await this.call(Proc.CREATE, [this.fh(parent), bytes(name), mode & 0o7777, c.uid, c.gid, (flags & O_EXCL) !== 0]);
+    let entry = this.entry(fh, attr);
+    if (flags & O_TRUNC && entry.attr.size > 0n) entry = { ino: entry.ino, attr: await this.setattr(c, entry.ino, { size: 0n }) };
+    this.pin(entry.ino, this.fh(entry.ino));
+    return { entry, fh: this.nextFh++ };
+  }
+
+  // OPEN and CLOSE are not awaited: the channel keeps order, so the host has the pin before any
+  // later REMOVE, and an open costs no round trip.
+  private pin(id: bigint, fh: Buffer): void {
+    const n = this.opens.get(id) ?? 0;
+    this.opens.set(id, n + 1);
+    if (n === 0) this.call(Proc.OPEN, [fh]).catch((e: Error) => log.warn({ err: e.message }, 'OPEN failed'));
+  }
+
+  async release(_c: Ctx, id: bigint): Promise<void> {
+    const n = this.opens.get(id) ?? 0;
+    if (n > 1) { this.opens.set(id, n - 1); return; }
+    this.opens.delete(id);
+    const node = this.nodes.get(id);
+    if (!node) return;
+    this.call(Proc.CLOSE, [node.fh]).catch((e: Error) => log.warn({ err: e.message }, 'CLOSE failed'));
+    if (node.lookups <= 0n) this.nodes.delete(id);
+  }
+
+  async read(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, size: number): Promise<Uint8Array> {
+    const [data] = await this.call(Proc.READ, [this.fh(id), Number(offset), size]);
+    return data as Uint8Array;
+  }
+
+  async write(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, data: Uint8Array): Promise<number> {
+    const [, count] = await this.call(Proc.WRITE, [this.fh(id), Number(offset), data, 0]);
+    return count as number;
+  }
+
+  async fsync(_c: Ctx, id: bigint): Promise<void> {
+    await this.call(Proc.COMMIT, [this.fh(id)]);
+  }
+
+  async opendir(): Promise<bigint> {
+    return this.nextFh++;
+  }
+
+  async readdir(_c: Ctx, id: bigint, _fh: bigint, plus: boolean): Promise<DirEntry[]> {
+    const fh = this.fh(id);
+    // ".." needs its inode number: asked for alongside the first page.
+    const dotdot = id === ROOT_ID ? Promise.resolve([null, [this.rootIno]]) : this.call(Proc.LOOKUP, [fh, bytes('..')]);
+    const out: DirEntry[] = [];
+    let cookie: Uint8Array = Buffer.alloc(0);
+    for (;;) {
+      const [page, eof] = await this.call(plus ? Proc.READDIRPLUS : Proc.READDIR, [fh, cookie, READDIR_PAGE]) as [unknown[][], boolean];
+      for (const e of page) {
+        const name = Buffer.from(e[0] as Uint8Array).toString('latin1');
+        if (plus) {
+          const entry = this.entry(e[1], e[2], false);
+          out.push({ name, ino: entry.attr.ino, type: (entry.attr.mode >> 12) & 15, entry });
+        } else {
+          out.push({ name, ino: BigInt(e[1] as number), type: e[2] as number });
+        }
+      }
+      if (eof || page.length === 0) break;
+      cookie = page[page.length - 1]![0] as Uint8Array;
+    }
+    const parent = (await dotdot)[1] as WireAttr;
+    const self = id === ROOT_ID ? BigInt(this.rootIno) : id === BigInt(this.rootIno) ? 1n : id;
+    out.unshift({ name: '.', ino: self, type: 4 }, { name: '..', ino: BigInt(parent[0]!), type: 4 });
+    return out;
+  }
+
+  async statfs(_c: Ctx, id: bigint): Promise<StatFs> {
+    const [bsize, blocks, bfree, bavail, files, ffree, namemax] = (await this.call(Proc.FSSTAT, [this.fh(id)])) as number[];
+    return { bsize: bsize!, blocks: BigInt(blocks!), bfree: BigInt(bfree!), bavail: BigInt(bavail!), files: BigInt(files!), ffree: BigInt(ffree!), namelen: namemax! };
+  }
+
+  async access(c: Ctx, id: bigint, mask: number): Promise<void> {
+    await this.call(Proc.ACCESS, [this.fh(id), mask & 7, c.uid, [c.gid]]);
+  }
+
+  async getxattr(_c: Ctx, id: bigint, name: string): Promise<Buffer> {
+    return Buffer.from((await this.call(Proc.GETXATTR, [this.fh(id), xname(name)]))[0] as Uint8Array);
+  }
+
+  async listxattr(_c: Ctx, id: bigint): Promise<string[]> {
+    const [names] = await this.call(Proc.LISTXATTR, [this.fh(id)]);
+    return (names as Uint8Array[]).map((n) => Buffer.from(n).toString('latin1'));
+  }
+
+  async setxattr(_c: Ctx, id: bigint, name: string, value: Buffer, flags: number): Promise<void> {
+    if (flags & ~3) throw new PrismError('EINVAL', 'unknown setxattr flags');
+    await this.call(Proc.SETXATTR, [this.fh(id), xname(name), value, flags]);
+  }
+
+  async removexattr(_c: Ctx, id: bigint, name: string): Promise<void> {
+    await this.call(Proc.REMOVEXATTR, [this.fh(id), xname(name)]);
+  }
+
+  async fallocate(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, length: bigint, mode: number): Promise<void> {
+    await this.call(Proc.FALLOCATE, [this.fh(id), Number(offset), Number(length), mode]);
+  }
+
+  async lseek(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, whence: number): Promise<bigint> {
+    const [off] = await this.call(Proc.SEEK, [this.fh(id), Number(offset), whence]);
+    return BigInt(off as number);
+  }
+
+  async copyFileRange(_c: Ctx, src: { ino: bigint; offset: bigint }, dst: { ino: bigint; offset: bigint }, length: bigint): Promise<number> {
+    const len = Number(length > BigInt(MAX_COPY) ? BigInt(MAX_COPY) : length);
+    const [copied] = await this.call(Proc.COPY_RANGE, [this.fh(src.ino), Number(src.offset), this.fh(dst.ino), Number(dst.offset), len]);
+    return copied as number;
+  }
+}
+
+function bytes(s: string): Buffer {
+  return Buffer.from(s, 'latin1');
+}
+
+/** POSIX ACLs would be stored but not enforced (the kernel is not told to): refuse them, as a file system without ACLs does. */
+function xname(name: string): Buffer {
+  if (name.startsWith('system.posix_acl_')) throw new PrismError('ENOTSUP', 'POSIX ACLs are not supported');
+  return bytes(name);
+}
+
+function toAttr(w: WireAttr): Attr {
+  return {
+    ino: BigInt(w[0]!), mode: w[1]!, nlink: w[2]!, uid: w[3]!, gid: w[4]!, rdev: w[5]!, size: BigInt(w[6]!), blocks: BigInt(w[7]!),
+    atime: [w[8]!, w[9]!], mtime: [w[10]!, w[11]!], ctime: [w[12]!, w[13]!],
+  };
+}
