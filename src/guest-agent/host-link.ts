@@ -36,12 +36,15 @@ export class HostLink {
     return new HostLink(dial, await dial(), opts);
   }
 
-  async call(proc: Proc, args: unknown[] = []): Promise<unknown[]> {
+  /** As VrpcClient.call: `take` sees the results in place (they may be shared memory). */
+  call(proc: Proc, args?: unknown[]): Promise<unknown[]>;
+  call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): Promise<T>;
+  async call(proc: Proc, args: unknown[] = [], take?: (r: unknown[]) => unknown): Promise<unknown> {
     const deadline = Date.now() + this.timeoutMs;
     for (;;) {
       const c = await this.connected(deadline);
       try {
-        return await c.call(proc, args);
+        return await (take ? c.call(proc, args, take) : c.call(proc, args));
       } catch (e) {
         if (!(e instanceof HostGone) || this.closed) throw e;
         if (this.client === c) this.client = null;

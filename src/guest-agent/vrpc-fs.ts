@@ -34,10 +34,12 @@ export class VrpcFs implements FileSystem {
     return new VrpcFs(link, Buffer.from(fh as Uint8Array), (attr as WireAttr)[0]!);
   }
 
-  private call(proc: Proc, args: unknown[]): Promise<unknown[]> {
+  private call(proc: Proc, args: unknown[]): Promise<unknown[]>;
+  private call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): Promise<T>;
+  private call(proc: Proc, args: unknown[], take?: (r: unknown[]) => unknown): Promise<unknown> {
     this.counters.calls++;
     this.counters.byProc.set(proc, (this.counters.byProc.get(proc) ?? 0) + 1);
-    return this.host.call(proc, args);
+    return take ? this.host.call(proc, args, take) : this.host.call(proc, args);
   }
 
   // FUSE's root is node 1; the volume's root keeps its own inode number. The two trade places.
@@ -161,9 +163,8 @@ export class VrpcFs implements FileSystem {
     if (node.lookups <= 0n) this.nodes.delete(id);
   }
 
-  async read(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, size: number): Promise<Uint8Array> {
-    const [data] = await this.call(Proc.READ, [this.fh(id), Number(offset), size]);
-    return data as Uint8Array;
+  async read(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, size: number, send: (d: Uint8Array) => void): Promise<void> {
+    await this.call(Proc.READ, [this.fh(id), Number(offset), size], (r) => send(r[0] as Uint8Array));
   }
 
   async write(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, data: Uint8Array): Promise<number> {

@@ -5,7 +5,12 @@ export interface Channel {
   send(msg: Uint8Array): boolean;
   /** Queue one message made of parts (copied before this returns). */
   sendParts(parts: Uint8Array[]): boolean;
+  /**
+   * Messages arrive here. When `transient` is true, a message's bytes are valid only during the
+   * callback (they are shared memory about to be reused): copy what must outlive it.
+   */
   onMessage(cb: (msg: Uint8Array) => void): void;
+  readonly transient: boolean;
   onClose(cb: (err?: Error) => void): void;
   close(): void;
 }
@@ -15,6 +20,7 @@ export abstract class ChannelEvents {
   protected msgCb: (m: Uint8Array) => void = () => {};
   private closeCbs: Array<(err?: Error) => void> = [];
   protected closed = false;
+  readonly transient: boolean = false;
 
   onMessage(cb: (msg: Uint8Array) => void): void { this.msgCb = cb; }
   onClose(cb: (err?: Error) => void): void { this.closeCbs.push(cb); }

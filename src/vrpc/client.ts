@@ -22,7 +22,9 @@ export class HostGone extends PrismError {
 }
 
 interface Pending {
-  resolve(r: unknown[]): void;
+  resolve(r: unknown): void;
+  /** Runs on the result while a transient message is still valid (see Channel.transient). */
+  take?: (r: unknown[]) => unknown;
   reject(e: Error): void;
   timer: NodeJS.Timeout;
 }
@@ -59,8 +61,13 @@ export class VrpcClient {
     this.pending.delete(r.id);
     clearTimeout(p.timer);
     this.waiting.shift()?.();
-    if (r.errno === 0) p.resolve(r.result as unknown[]);
-    else p.reject(responseError(r));
+    if (r.errno !== 0) { p.reject(responseError(r)); return; }
+    const result = r.result as unknown[];
+    if (p.take) {
+      try { p.resolve(p.take(result)); } catch (e) { p.reject(e as Error); }
+    } else {
+      p.resolve(this.ch.transient ? detach(result) : result);
+    }
   }
 
   private fail(err: Error): void {
@@ -71,18 +78,24 @@ export class VrpcClient {
     for (const w of this.waiting.splice(0)) w();
   }
 
-  async call(proc: Proc, args: unknown[] = []): Promise<unknown[]> {
+  /**
+   * Call a procedure. `take`, if given, receives the results synchronously, while their byte strings
+   * may still be views of shared memory, and its return value is the call's (no copy is made).
+   */
+  call(proc: Proc, args?: unknown[]): Promise<unknown[]>;
+  call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): Promise<T>;
+  async call(proc: Proc, args: unknown[] = [], take?: (r: unknown[]) => unknown): Promise<unknown> {
     while (this.pending.size >= this.maxInFlight && !this.closedWith) await new Promise<void>((r) => this.waiting.push(r));
     if (this.closedWith) throw this.closedWith;
     const id = this.nextId++;
     if (this.nextId > 0xffff_ffff) this.nextId = 1;
-    return new Promise<unknown[]>((resolve, reject) => {
+    return new Promise<unknown>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         this.waiting.shift()?.();
         reject(new PrismError('EIO', `no reply from the host in ${this.timeoutMs} ms`));
       }, this.timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { resolve, reject, timer, take });
       if (!this.ch.send(encodeRequest({ id, proc, args }))) {
         this.pending.delete(id);
         clearTimeout(timer);
@@ -134,4 +147,11 @@ export async function connectTcp(address: string, vm: string, token: string, opt
   const ch = new TcpChannel(socket);
   await handshake(ch, vm, token, opts.handshakeMs);
   return new VrpcClient(ch, opts);
+}
+
+/** A deep copy of decoded values whose byte strings may be views of shared memory. */
+export function detach(v: unknown): unknown {
+  if (v instanceof Uint8Array) return Buffer.from(v);
+  if (Array.isArray(v)) return v.map(detach);
+  return v;
 }

@@ -11,7 +11,7 @@ import {
   waitReadableAsync, writeBlocking, peekBlocking, type RingConsumer, type RingProducer, type Side,
 } from '../ring/index.js';
 import { ChannelEvents, type Channel } from './channel.js';
-import { VrpcClient, handshake, type ClientOptions } from './client.js';
+import { VrpcClient, detach, handshake, type ClientOptions } from './client.js';
 import { decodeHello } from './hello.js';
 
 /** Size of a VM's VRPC region: a power of two (QEMU's ivshmem wants one), room for 1 MiB replies. */
@@ -61,6 +61,9 @@ export class ShmChannel extends ChannelEvents implements Channel {
   private readonly doorbell?: Doorbell;
 
   private readonly generation: number;
+  /** Host side: each request is copied here (reused) before it is decoded. */
+  private readonly scratch: Buffer | null;
+  override readonly transient: boolean;
 
   constructor(readonly region: Region, private readonly side: Side, opts: ShmChannelOptions = {}) {
     super();
@@ -69,6 +72,8 @@ export class ShmChannel extends ChannelEvents implements Channel {
     this.tx = e.tx;
     this.rx = e.rx;
     this.generation = region.generation;
+    this.scratch = side === 'host' ? Buffer.allocUnsafe(MAX_MESSAGE) : null;
+    this.transient = side === 'guest';
     // A guest attaching after another client: what is left in the response ring is not for it.
     if (side === 'guest') while (this.rx.read());
     // The event loop cannot sleep on a futex: spin, yield for 2 ms, then poll on timers backing off
@@ -83,8 +88,17 @@ export class ShmChannel extends ChannelEvents implements Channel {
         // The host reinitialized the region (restart or reset): these rings are gone.
         if (this.side === 'guest' && this.region.generation !== this.generation) throw new RingCorrupt('the host restarted or reset the region');
         let n = 0;
-        for (let m = this.rx.read(); m; m = this.rx.read()) {
-          this.msgCb(asBuffer(m));
+        for (let m = this.rx.peek(); m; m = this.rx.peek()) {
+          if (this.scratch) {
+            // The host copies before it looks: the guest could change the bytes under it.
+            const copy = this.scratch.subarray(0, m.byteLength);
+            copy.set(m);
+            this.rx.release();
+            this.msgCb(copy);
+          } else {
+            // The guest trusts the host: replies are used in place (transient), then released.
+            try { this.msgCb(asBuffer(m)); } finally { if (!this.closed) this.rx.release(); }
+          }
           if (this.closed) return;
           if (++n % 64 === 0) await new Promise<void>((r) => setImmediate(r)); // let other work in
         }
@@ -242,12 +256,6 @@ export class SyncShmClient {
   close(): void { this.mapping.close(); }
 }
 
-/** A deep copy of decoded values whose byte strings are views into a ring. */
-function detach(v: unknown): unknown {
-  if (v instanceof Uint8Array) return Buffer.from(v);
-  if (Array.isArray(v)) return v.map(detach);
-  return v;
-}
 
 /** A Buffer over the same bytes (cbor-x then decodes byte strings as Buffers, as over TCP). */
 function asBuffer(m: Uint8Array): Buffer {

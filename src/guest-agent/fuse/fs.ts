@@ -29,7 +29,8 @@ export interface FileSystem {
   link?(ctx: Ctx, ino: bigint, newParent: bigint, newName: string): Promise<Entry>;
   open?(ctx: Ctx, ino: bigint, flags: number): Promise<bigint>;
   create?(ctx: Ctx, parent: bigint, name: string, mode: number, flags: number): Promise<{ entry: Entry; fh: bigint }>;
-  read?(ctx: Ctx, ino: bigint, fh: bigint, offset: bigint, size: number): Promise<Uint8Array>;
+  /** Read; the data goes to `send`, called once and synchronously (it may be a view of shared memory). */
+  read?(ctx: Ctx, ino: bigint, fh: bigint, offset: bigint, size: number, send: (data: Uint8Array) => void): Promise<void>;
   write?(ctx: Ctx, ino: bigint, fh: bigint, offset: bigint, data: Uint8Array): Promise<number>;
   flush?(ctx: Ctx, ino: bigint, fh: bigint): Promise<void>;
   release?(ctx: Ctx, ino: bigint, fh: bigint): Promise<void>;

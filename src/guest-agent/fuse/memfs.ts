@@ -96,9 +96,9 @@ export class MemFs implements FileSystem {
     d.set(nn, ino); this.get(ino).attr.nlink++;
     return this.entry(ino);
   }
-  async read(_c: Ctx, ino: bigint, _fh: bigint, offset: bigint, size: number): Promise<Uint8Array> {
+  async read(_c: Ctx, ino: bigint, _fh: bigint, offset: bigint, size: number, send: (d: Uint8Array) => void): Promise<void> {
     const d = this.get(ino).data;
-    return d.subarray(Math.min(Number(offset), d.length), Math.min(Number(offset) + size, d.length));
+    send(d.subarray(Math.min(Number(offset), d.length), Math.min(Number(offset) + size, d.length)));
   }
   async write(_c: Ctx, ino: bigint, _fh: bigint, offset: bigint, data: Uint8Array): Promise<number> {
     const n = this.get(ino);

@@ -79,7 +79,7 @@ export class Session {
     try {
       const out = await this.dispatch(h, body, ctx);
       if (out !== null) this.reply(h.unique, 0, out);
-      else this.inFlight.delete(h.unique);
+      else if (h.opcode !== P.Op.READ) this.inFlight.delete(h.unique);
     } catch (e) {
       const errno = e instanceof PrismError ? e.errno : e instanceof NoSys ? ENOSYS : EIO;
       if (errno === EIO) log.warn({ op: h.opcode, err: (e as Error).message }, 'request failed');
@@ -159,8 +159,10 @@ export class Session {
         return Buffer.concat([P.encodeEntry(r.entry, t), P.encodeOpenOut(r.fh)]);
       }
       case P.Op.READ: {
-        const data = await need(f.read).call(f, ctx, ino, b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.readUInt32LE(16));
-        return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+        // The data is written to the kernel as it arrives (straight from shared memory).
+        const send = (d: Uint8Array) => this.reply(h.unique, 0, Buffer.from(d.buffer, d.byteOffset, d.byteLength));
+        await need(f.read).call(f, ctx, ino, b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.readUInt32LE(16), send);
+        return null;
       }
       case P.Op.WRITE: {
         const size = b.readUInt32LE(16);
