@@ -10,7 +10,8 @@ import { fsck } from '../store/fsck.js';
 import { gc } from '../store/gc.js';
 import { importPath } from '../store/import.js';
 import { isDir, isLnk, S_IFREG } from '../store/layout.js';
-import { Store, type ComposeSource } from '../store/store.js';
+import { Store, type ComposeSource, type VolumeInfo } from '../store/store.js';
+import { viaHost } from './admin-client.js';
 import { attrJson, bytes, isoTime, modeString, parseBytes, table } from './format.js';
 import { progress } from './progress.js';
 import { agentCommand } from './agent.js';
@@ -64,20 +65,26 @@ export function program(): Command {
   const volume = p.command('volume').description('create, copy and inspect volumes');
 
   volume.command('create <name>').option('--quota <bytes>', 'limit on bytes stored (e.g. 10G)')
-    .action(async (name: string, o: { quota?: string }, cmd: Command) => withStore(cmd, (s) => {
-      s.createVolume(name, { quota: o.quota === undefined ? undefined : parseBytes(o.quota) });
-    }));
+    .action(async (name: string, o: { quota?: string }, cmd: Command) => {
+      const quota = o.quota === undefined ? undefined : parseBytes(o.quota);
+      if (await viaHost(storeDir(cmd), 'create', [name, quota ?? null])) return;
+      await withStore(cmd, (s) => { s.createVolume(name, { quota }); });
+    });
 
   volume.command('ls').option('--json', 'machine-readable output')
-    .action(async (o: { json?: boolean }, cmd: Command) => withStore(cmd, (s) => {
-      const infos = s.volumeNames().map((n) => s.info(n));
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const served = await viaHost(storeDir(cmd), 'ls', []);
+      const infos = (served?.result as VolumeInfo[] | undefined) ?? await withStore(cmd, (s) => s.volumeNames().map((n) => s.info(n)));
       if (o.json) return json(infos);
       print(table([['NAME', 'LOGICAL', 'UNIQUE', 'FILES', 'ORIGIN', 'PARENT', 'QUOTA'],
         ...infos.map((i) => [i.name, bytes(i.logicalBytes), bytes(i.uniqueBytes), String(i.files), i.origin,
-          i.parent ?? i.sources?.join(',') ?? '-', i.quota === undefined ? '-' : bytes(i.quota)])]));
-    }));
+          i.parent ?? i.sources?.join(',') ?? '-', i.quota === undefined || i.quota === null ? '-' : bytes(i.quota)])]));
+    });
 
-  volume.command('rm <name>').action(async (name: string, _o: unknown, cmd: Command) => withStore(cmd, (s) => s.removeVolume(name)));
+  volume.command('rm <name>').action(async (name: string, _o: unknown, cmd: Command) => {
+    if (await viaHost(storeDir(cmd), 'rm', [name])) return;
+    await withStore(cmd, (s) => s.removeVolume(name));
+  });
 
   volume.command('quota <name> <bytes>').description('set a quota ("none" removes it)')
     .action(async (name: string, q: string, _o: unknown, cmd: Command) => withStore(cmd, (s) => {
@@ -108,8 +115,11 @@ export function program(): Command {
       } finally { bar.stop(); }
     }));
 
-  volume.command('clone <src> <new>').description('instant point-in-time copy')
-    .action(async (src: string, name: string, _o: unknown, cmd: Command) => withStore(cmd, (s) => { s.clone(src, name); }));
+  volume.command('clone <src> <new>').description('instant point-in-time copy (also of a mounted volume)')
+    .action(async (src: string, name: string, _o: unknown, cmd: Command) => {
+      if (await viaHost(storeDir(cmd), 'clone', [src, name])) return;
+      await withStore(cmd, (s) => { s.clone(src, name); });
+    });
 
   volume.command('compose <new>').description('a new volume from subtrees of others')
     .requiredOption('--from <VOL:/path[:/dest]>', 'a subtree to include (repeatable)', (v: string, prev: string[] = []) => [...prev, v])

@@ -2,6 +2,7 @@
 // COMMIT and on a timer, and shuts down cleanly on SIGTERM.
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { PrismError } from '../errors.js';
 import { log } from '../log.js';
 import { encode } from '../protocol/codec.js';
@@ -14,6 +15,7 @@ import { serveChannel } from '../vrpc/server.js';
 import { TcpChannel, parseAddress } from '../vrpc/tcp.js';
 import { ShmChannel, openRegion, shmPath } from '../vrpc/shm.js';
 import { LIVE_STOPPING, LIVE_UP, nativeAvailable, type Region } from '../ring/index.js';
+import { ADMIN_SOCKET, serveAdmin } from './admin.js';
 import { Dispatcher, type VmConfig } from './dispatch.js';
 import { hostSecret, tokensEqual, vmToken } from './secrets.js';
 
@@ -35,6 +37,8 @@ export class HostServer {
   private readonly dispatchers = new Map<string, Dispatcher>();
   private readonly channels = new Set<Channel>();
   private readonly servers: net.Server[] = [];
+  /** Listeners not shown in listenAddresses (the admin socket). */
+  private readonly quietServers: net.Server[] = [];
   private timer?: NodeJS.Timeout;
   private stopped = false;
 
@@ -65,7 +69,12 @@ export class HostServer {
       vmToken(this.store.dir, vm.name);
     }
     if (this.opts.shm !== false) this.openRegions();
-    for (const address of this.opts.tcp ?? []) await this.listen(address);
+    for (const address of this.opts.tcp ?? []) await this.listen(address, (ch, peer) => this.accept(ch, peer));
+    await this.listen(`unix:${path.join(this.store.dir, ADMIN_SOCKET)}`, (ch) => {
+      this.channels.add(ch);
+      ch.onClose(() => this.channels.delete(ch));
+      serveAdmin(ch, this.store);
+    }, false);
     this.timer = setInterval(() => this.commitSafely(), this.opts.commitIntervalMs ?? 1000);
     this.timer.unref();
   }
@@ -145,10 +154,10 @@ export class HostServer {
     }, { onControl: hello, onGarbage: (e) => log.warn({ vm: name, err: e.message }, 'malformed request') });
   }
 
-  private listen(address: string): Promise<void> {
+  private listen(address: string, onConnection: (ch: TcpChannel, peer: string) => void, announce = true): Promise<void> {
     const where = parseAddress(address);
-    const srv = net.createServer((socket) => this.accept(new TcpChannel(socket), socket.remoteAddress ?? 'unix'));
-    this.servers.push(srv);
+    const srv = net.createServer((socket) => onConnection(new TcpChannel(socket), socket.remoteAddress ?? 'unix'));
+    (announce ? this.servers : this.quietServers).push(srv);
     return new Promise((resolve, reject) => {
       srv.once('error', (e) => reject(new PrismError('EIO', `cannot listen on ${address}: ${e.message}`)));
       if ('path' in where) {
@@ -195,7 +204,7 @@ export class HostServer {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
-    const closed = Promise.all(this.servers.map((srv) => new Promise<void>((r) => srv.close(() => r()))));
+    const closed = Promise.all([...this.servers, ...this.quietServers].map((srv) => new Promise<void>((r) => srv.close(() => r()))));
     for (const ch of this.channels) ch.close();
     await closed;
     for (const r of this.liveRegions) r.setLiveness('host', LIVE_STOPPING, process.pid);

@@ -7,22 +7,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MemFs } from '../../src/guest-agent/fuse/memfs.js';
 import * as native from '../../src/guest-agent/fuse/native.js';
+import { fuseSkipReason, mounted } from '../helpers/agent.js';
 import { mountAndServe } from '../../src/guest-agent/fuse/session.js';
 
-function skipReason(): string | undefined {
-  if (!fs.existsSync('/dev/fuse')) return '/dev/fuse is missing';
-  if (process.getuid?.() !== 0) return 'mounting needs root';
-  const a = native.available();
-  if (!a.ok) return a.reason;
-  return undefined;
-}
-const reason = skipReason();
+const reason = fuseSkipReason();
 const t = reason ? test.skip : test.serial;
 if (reason) console.error(`fuse.test: skipped: ${reason}`);
-
-function mounted(dir: string): boolean {
-  return fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === dir);
-}
 
 t('memfs over FUSE: mkdir, write/read, readdir, rename, unlink, stat, symlink', async (tt) => {
   const mp = fs.mkdtempSync(path.join(os.tmpdir(), 'prism-fuse-'));
