@@ -1,11 +1,13 @@
 // One error type from the store up to FUSE replies and CLI exit codes: a POSIX code plus a message.
 import { constants as osConstants } from 'node:os';
 
-export type PosixCode =
-  | 'EPERM' | 'ENOENT' | 'EIO' | 'EBADF' | 'EACCES' | 'EEXIST' | 'EXDEV' | 'ENOTDIR' | 'EISDIR'
-  | 'EINVAL' | 'EFBIG' | 'ENOSPC' | 'EROFS' | 'EMLINK' | 'ENAMETOOLONG' | 'ENOTEMPTY' | 'ELOOP'
-  | 'ENODATA' | 'ERANGE' | 'EDQUOT' | 'ESTALE' | 'EBUSY' | 'ENOTSUP' | 'EOVERFLOW' | 'E2BIG' | 'ENOSYS'
-  | 'ENXIO' | 'EINTR' | 'EAGAIN' | 'ETIMEDOUT' | 'ENODEV';
+/** Every code an error may carry (the wire carries their Linux errno numbers). */
+export const POSIX_CODES = [
+  'EPERM', 'ENOENT', 'EIO', 'EBADF', 'EACCES', 'EEXIST', 'EXDEV', 'ENOTDIR', 'EISDIR', 'EINVAL', 'EFBIG',
+  'ENOSPC', 'EROFS', 'EMLINK', 'ENAMETOOLONG', 'ENOTEMPTY', 'ELOOP', 'ENODATA', 'ERANGE', 'EDQUOT', 'ESTALE',
+  'EBUSY', 'ENOTSUP', 'EOVERFLOW', 'E2BIG', 'ENOSYS', 'ENXIO', 'EINTR', 'EAGAIN', 'ETIMEDOUT', 'ENODEV',
+] as const;
+export type PosixCode = (typeof POSIX_CODES)[number];
 
 export class PrismError extends Error {
   readonly code: PosixCode;

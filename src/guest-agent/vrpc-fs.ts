@@ -13,7 +13,14 @@ const O_EXCL = 0o200;
 const READDIR_PAGE = 1024;
 const MAX_COPY = 2 ** 40;
 
-interface Node { fh: Buffer; lookups: bigint }
+interface Node {
+  fh: Buffer;
+  lookups: bigint;
+  /** The host said it has no security.capability xattr (asked by the kernel before every write). */
+  noCaps?: boolean;
+}
+
+const CAPS = 'security.capability';
 
 export interface VrpcFsCounters { calls: number; byProc: Map<number, number> }
 
@@ -216,7 +223,14 @@ export class VrpcFs implements FileSystem {
   }
 
   async getxattr(_c: Ctx, id: bigint, name: string): Promise<Buffer> {
-    return Buffer.from((await this.call(Proc.GETXATTR, [this.fh(id), xname(name)]))[0] as Uint8Array);
+    const node = this.nodes.get(id);
+    if (name === CAPS && node?.noCaps) throw new PrismError('ENODATA', 'no such attribute');
+    try {
+      return Buffer.from((await this.call(Proc.GETXATTR, [this.fh(id), xname(name)]))[0] as Uint8Array);
+    } catch (e) {
+      if (name === CAPS && node && e instanceof PrismError && e.code === 'ENODATA') node.noCaps = true;
+      throw e;
+    }
   }
 
   async listxattr(_c: Ctx, id: bigint): Promise<string[]> {
@@ -226,7 +240,13 @@ export class VrpcFs implements FileSystem {
 
   async setxattr(_c: Ctx, id: bigint, name: string, value: Buffer, flags: number): Promise<void> {
     if (flags & ~3) throw new PrismError('EINVAL', 'unknown setxattr flags');
+    if (name === CAPS) this.forgetCaps(id);
     await this.call(Proc.SETXATTR, [this.fh(id), xname(name), value, flags]);
+  }
+
+  private forgetCaps(id: bigint): void {
+    const node = this.nodes.get(id);
+    if (node) node.noCaps = false;
   }
 
   async removexattr(_c: Ctx, id: bigint, name: string): Promise<void> {
@@ -265,3 +285,4 @@ function toAttr(w: WireAttr): Attr {
     atime: [w[8]!, w[9]!], mtime: [w[10]!, w[11]!], ctime: [w[12]!, w[13]!],
   };
 }
+

@@ -2,7 +2,7 @@
 // means success and result holds the procedure's results, else result is a message string.
 // Decoding never trusts its input: size is bounded first, then the shape is checked (validate.ts).
 import { Encoder } from 'cbor-x';
-import { PrismError, errnoOf, type PosixCode } from '../errors.js';
+import { POSIX_CODES, PrismError, errnoOf, type PosixCode } from '../errors.js';
 import { MAX_MESSAGE } from './procs.js';
 
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, useFloat32: 0 });
@@ -55,12 +55,7 @@ export function errorResponse(id: number, e: unknown): Response {
   return { id, errno: errnoOf('EIO'), result: `internal error: ${(e as Error)?.message ?? String(e)}` };
 }
 
-const CODES: PosixCode[] = [
-  'EPERM', 'ENOENT', 'EIO', 'EBADF', 'EACCES', 'EEXIST', 'EXDEV', 'ENOTDIR', 'EISDIR', 'EINVAL', 'EFBIG',
-  'ENOSPC', 'EROFS', 'EMLINK', 'ENAMETOOLONG', 'ENOTEMPTY', 'ELOOP', 'ENODATA', 'ERANGE', 'EDQUOT', 'ESTALE',
-  'EBUSY', 'ENOTSUP', 'EOVERFLOW', 'E2BIG', 'ENOSYS',
-];
-const BY_ERRNO = new Map(CODES.map((c) => [errnoOf(c), c]));
+const BY_ERRNO = new Map(POSIX_CODES.map((c) => [errnoOf(c), c]));
 
 /** The error a failed response stands for, with its POSIX code. */
 export function responseError(r: Response): PrismError {

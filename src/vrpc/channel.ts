@@ -11,6 +11,8 @@ export interface Channel {
    */
   onMessage(cb: (msg: Uint8Array) => void): void;
   readonly transient: boolean;
+  /** The client tells a polling channel whether replies are due (it then skips sleeping). */
+  expecting?: () => boolean;
   onClose(cb: (err?: Error) => void): void;
   close(): void;
 }

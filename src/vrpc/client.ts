@@ -43,6 +43,7 @@ export class VrpcClient {
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.maxInFlight = opts.maxInFlight ?? 256;
     ch.onMessage((m) => this.receive(m));
+    ch.expecting = () => this.pending.size > 0;
     ch.onClose((err) => this.fail(new HostGone(err?.message ?? 'connection to the host closed')));
   }
 

@@ -76,9 +76,10 @@ export class ShmChannel extends ChannelEvents implements Channel {
     this.transient = side === 'guest';
     // A guest attaching after another client: what is left in the response ring is not for it.
     if (side === 'guest') while (this.rx.read());
-    // The event loop cannot sleep on a futex: spin, yield for 2 ms, then poll on timers backing off
-    // to idlePollMs, which bounds both the idle CPU and the latency of the first request after idling.
-    this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 50, maxPollMs: opts.idlePollMs ?? 8 });
+    // The event loop cannot sleep on a futex: yield (setImmediate) for a few ms, then sleep in the
+    // doorbell thread, or without one poll on timers backing off to idlePollMs. No synchronous spin:
+    // it would hold up everything else on the loop (FUSE requests, other replies).
+    this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 0, maxPollMs: opts.idlePollMs ?? 8, yieldMs: 5 });
     void this.pump();
   }
 
@@ -103,7 +104,14 @@ export class ShmChannel extends ChannelEvents implements Channel {
           if (++n % 64 === 0) await new Promise<void>((r) => setImmediate(r)); // let other work in
         }
         this.flush();
-        if (await waitReadableAsync(this.rx, this.wait, this.doorbell ? this.wait.yieldMs + 1 : 1000)) continue;
+        if (this.expecting()) {
+          // Replies are due (calls in flight): keep looking on every turn of the event loop.
+          await new Promise<void>((r) => setImmediate(r));
+          continue;
+        }
+        // With a doorbell, yield for a few ms (more work usually follows) and then sleep in it;
+        // without one, poll on timers.
+        if (await waitReadableAsync(this.rx, this.wait, this.doorbell ? this.wait.yieldMs : 1000)) continue;
         if (this.doorbell && !this.outbox.length) await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
       } catch (e) {
         this.finish(e instanceof RingCorrupt ? new PrismError('EIO', e.message) : (e as Error));
@@ -123,8 +131,12 @@ export class ShmChannel extends ChannelEvents implements Channel {
     }
   }
 
+  /** Whether replies are awaited (set by the client): then the channel never sleeps. */
+  expecting: () => boolean = () => false;
+
   send(msg: Uint8Array): boolean {
     if (this.closed) return false;
+    if (this.side === 'guest') this.doorbell?.interrupt();
     if (msg.byteLength > MAX_MESSAGE) throw new PrismError('E2BIG', 'message too large');
     if (this.outbox.length === 0) {
       const view = this.tx.reserve(msg.byteLength);
@@ -136,6 +148,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
 
   sendParts(parts: Uint8Array[]): boolean {
     if (this.closed) return false;
+    if (this.side === 'guest') this.doorbell?.interrupt();
     const len = parts.reduce((n, p) => n + p.byteLength, 0);
     if (len > MAX_MESSAGE) throw new PrismError('E2BIG', 'message too large');
     const view = this.outbox.length === 0 ? this.tx.reserve(len) : null;
@@ -183,6 +196,15 @@ class Doorbell {
       // A record that came before the arming does not move the head again: look once more.
       if (ready() && disarm()) { clearTimeout(timer); this.wakeup = null; resolve(); }
     });
+  }
+
+  /** Stop sleeping now (we just sent a request: its reply is due in microseconds, not worth a thread hop). */
+  interrupt(): void {
+    if (this.wakeup && Atomics.compareExchange(this.control, 0, 1, 0) === 1) {
+      const w = this.wakeup;
+      this.wakeup = null;
+      w();
+    }
   }
 
   stop(): void {

@@ -47,7 +47,7 @@ export async function mountAgent(store: string, args: string[], mp: string): Pro
 }
 
 /** Run a command; throws with its output if it fails. */
-export function run(cmd: string, args: string[], opts: { cwd?: string; uid?: number; gid?: number; input?: string } = {}): string {
+export function run(cmd: string, args: string[], opts: { cwd?: string; uid?: number; gid?: number; input?: string; env?: NodeJS.ProcessEnv } = {}): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr}${r.error ?? ''}`);
   return r.stdout;

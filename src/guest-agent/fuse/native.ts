@@ -1,14 +1,14 @@
 // Typed access to the FUSE addon (native/fuse -> build/Release/prism_fuse.node): mount(2),
-// umount2(2) and a read of /dev/fuse on a worker thread. Loading never throws: ask available().
+// umount2(2) and a readiness watch of /dev/fuse on the event loop. Loading never throws: ask available().
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 interface Addon {
-  mount(mountpoint: string, fsname: string, options: string): number;
+  mount(mountpoint: string, fsname: string, options: string, nonblock: boolean): number;
+  watch(fd: number, cb: () => void): () => void;
   umount(mountpoint: string, lazy: boolean): void;
-  read(fd: number, buf: Buffer, cb: (err: (Error & { errno?: number }) | null, n?: number) => void): void;
 }
 
 let addon: Addon | undefined;
@@ -54,18 +54,16 @@ function need(): Addon {
   return a;
 }
 
-/** Open /dev/fuse and mount it on `mountpoint` (type fuse.prism); returns the fd. Root only. */
+/** Open /dev/fuse (non-blocking) and mount it on `mountpoint` (type fuse.prism); returns the fd. Root only. */
 export function mount(mountpoint: string, fsname: string, options = ''): number {
-  return need().mount(mountpoint, fsname, options);
+  return need().mount(mountpoint, fsname, options, true);
+}
+
+/** Call `cb` on the event loop whenever the fd is readable; returns a function that stops watching. */
+export function watch(fd: number, cb: () => void): () => void {
+  return need().watch(fd, cb);
 }
 
 export function umount(mountpoint: string, lazy = false): void {
   need().umount(mountpoint, lazy);
-}
-
-/** Read one request from /dev/fuse into buf on a worker thread; resolves with the byte count. */
-export function readRequest(fd: number, buf: Buffer): Promise<number> {
-  return new Promise((resolve, reject) => {
-    need().read(fd, buf, (err, n) => (err ? reject(err) : resolve(n ?? 0)));
-  });
 }

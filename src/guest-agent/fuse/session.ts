@@ -11,10 +11,10 @@ const ENOSYS = 38;
 const EIO = 5;
 const EINTR = 4;
 
-export interface SessionOptions extends Partial<P.CacheTimes> {
-  /** Requests read from /dev/fuse at once (each on a libuv worker thread). */
-  readers?: number;
-}
+export type SessionOptions = Partial<P.CacheTimes>;
+
+/** Requests read in one go before the event loop gets a turn. */
+const MAX_BATCH = 64;
 
 /** Requests that change nothing: when the kernel interrupts one, it is answered EINTR at once. */
 const ABANDONABLE = new Set<number>([
@@ -29,35 +29,46 @@ export class Session {
   private readonly inFlight = new Map<bigint, number>();
   private readonly pool: Buffer[] = [];
   readonly times: P.CacheTimes;
-  private readonly readers: number;
 
   constructor(readonly fd: number, readonly fs: FileSystem, opts: SessionOptions = {}) {
     this.times = { entrySec: opts.entrySec ?? 1, attrSec: opts.attrSec ?? 1 };
-    this.readers = opts.readers ?? 2;
   }
 
-  /** Serve until the file system is unmounted (read returns ENODEV). */
-  async serve(): Promise<void> {
-    await Promise.all(Array.from({ length: this.readers }, () => this.readLoop()));
+  /** Serve until the file system is unmounted (a read then fails with ENODEV). */
+  serve(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const stop = native.watch(this.fd, () => {
+        const err = this.drain();
+        if (err === undefined) return;
+        stop();
+        this.closed = true;
+        if (err === null) resolve();
+        else reject(err);
+      });
+    });
   }
 
-  private async readLoop(): Promise<void> {
-    while (!this.closed) {
+  /**
+   * Read every waiting request (the fd is non-blocking) and start handling each. Returns undefined
+   * to go on, null once unmounted, or an unexpected error.
+   */
+  private drain(): Error | null | undefined {
+    for (let i = 0; i < MAX_BATCH; i++) {
       const buf = this.pool.pop() ?? Buffer.allocUnsafe(P.BUFFER_SIZE);
       let n: number;
       try {
-        n = await native.readRequest(this.fd, buf);
+        n = fs.readSync(this.fd, buf, 0, buf.length, null);
       } catch (e) {
         this.pool.push(buf);
-        const errno = (e as { errno?: number }).errno;
-        if (errno === 2 /* ENOENT: interrupted request */ || errno === 4 /* EINTR */ || errno === 11 /* EAGAIN */) continue;
-        this.closed = true;
-        if (errno === 19 /* ENODEV: unmounted */) return;
-        throw e;
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'EAGAIN') return undefined;
+        if (code === 'ENOENT' || code === 'EINTR') continue; // the request was interrupted meanwhile
+        return code === 'ENODEV' ? null : (e as Error);
       }
-      if (n === 0) { this.closed = true; return; }
+      if (n === 0) { this.pool.push(buf); return null; }
       void this.handle(buf.subarray(0, n)).finally(() => { if (this.pool.length < 16) this.pool.push(buf); });
     }
+    return undefined;
   }
 
   private reply(unique: bigint, errno: number, body?: Buffer): void {

@@ -1,0 +1,41 @@
+// A volume served by a real host process and mounted by a real agent process, over shared memory or
+// TCP, torn down when the test ends.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ExecutionContext } from 'ava';
+import { mountAgent, type Agent } from './agent.js';
+import { prism, startHost, type RunningHost } from './host.js';
+import { tmpDir } from './tmp.js';
+
+export type TransportName = 'shm' | 'tcp';
+let serial = 0;
+
+export interface MountedVolume { store: string; vm: string; host: RunningHost; agent: Agent; mp: string; dir: string; region: string }
+
+export async function mountedVolume(t: ExecutionContext, transport: TransportName, agentArgs: string[] = []): Promise<MountedVolume> {
+  const dir = tmpDir(t);
+  fs.chmodSync(dir, 0o755); // unprivileged users in the tests must reach the mount
+  const store = path.join(dir, 'store');
+  const vm = `t${process.pid}x${serial++}`;
+  const r = prism(store, ['volume', 'create', 'vol']);
+  if (r.code !== 0) throw new Error(r.err);
+  const host = await startHost(store, ['--vm', `${vm}=vol`]);
+  const region = `/dev/shm/prism-${vm}`;
+  const mp = path.join(dir, 'mnt');
+  fs.mkdirSync(mp);
+  const how = transport === 'shm' ? ['--shm', region] : ['--tcp', `127.0.0.1:${host.port}`, '--token-file', path.join(store, 'vms', `${vm}.token`)];
+  let agent: Agent;
+  try {
+    agent = await mountAgent(store, ['--volume', 'vol', ...how, ...agentArgs], mp);
+  } catch (e) {
+    await host.stop();
+    throw e;
+  }
+  const m: MountedVolume = { store, vm, host, agent, mp, dir, region };
+  t.teardown(async () => {
+    await m.agent.umount();
+    await m.host.stop();
+    fs.rmSync(region, { force: true });
+  });
+  return m;
+}
