@@ -24,7 +24,11 @@ export function startHost(store: string, args: string[]): Promise<RunningHost> {
       if (m && /^ready$/m.test(out)) {
         resolve({
           child, port: Number(m[1]), stderr: () => err, out: () => out,
-          stop: () => new Promise((res) => { child.once('exit', (code) => res(code)); child.kill('SIGTERM'); }),
+          stop: () => new Promise((res) => {
+            if (child.exitCode !== null || child.signalCode !== null) { res(child.exitCode); return; }
+            child.once('exit', (code) => res(code));
+            child.kill('SIGTERM');
+          }),
         });
       }
     });

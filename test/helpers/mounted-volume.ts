@@ -10,28 +10,41 @@ import { tmpDir } from './tmp.js';
 export type TransportName = 'shm' | 'tcp';
 let serial = 0;
 
-export interface MountedVolume { store: string; vm: string; host: RunningHost; agent: Agent; mp: string; dir: string; region: string }
+export interface MountedVolume {
+  store: string; vm: string; host: RunningHost; agent: Agent; mp: string; dir: string; region: string;
+  /** Start the host again (after host.stop()) with the same store, VM and addresses. */
+  restartHost(): Promise<void>;
+}
 
-export async function mountedVolume(t: ExecutionContext, transport: TransportName, agentArgs: string[] = []): Promise<MountedVolume> {
+export interface MountOptions {
+  agentArgs?: string[];
+  /** Also listen on this Unix socket, and mount through it when the transport is TCP (survives a host restart). */
+  unixSocket?: boolean;
+}
+
+export async function mountedVolume(t: ExecutionContext, transport: TransportName, o: MountOptions = {}): Promise<MountedVolume> {
   const dir = tmpDir(t);
   fs.chmodSync(dir, 0o755); // unprivileged users in the tests must reach the mount
   const store = path.join(dir, 'store');
   const vm = `t${process.pid}x${serial++}`;
   const r = prism(store, ['volume', 'create', 'vol']);
   if (r.code !== 0) throw new Error(r.err);
-  const host = await startHost(store, ['--vm', `${vm}=vol`]);
+  const sock = path.join(dir, 'host-vrpc.sock');
+  const hostArgs = ['--vm', `${vm}=vol`, ...(o.unixSocket ? ['--tcp', `unix:${sock}`] : [])];
+  const host = await startHost(store, hostArgs);
   const region = `/dev/shm/prism-${vm}`;
   const mp = path.join(dir, 'mnt');
   fs.mkdirSync(mp);
-  const how = transport === 'shm' ? ['--shm', region] : ['--tcp', `127.0.0.1:${host.port}`, '--token-file', path.join(store, 'vms', `${vm}.token`)];
+  const address = o.unixSocket ? `unix:${sock}` : `127.0.0.1:${host.port}`;
+  const how = transport === 'shm' ? ['--shm', region] : ['--tcp', address, '--token-file', path.join(store, 'vms', `${vm}.token`)];
   let agent: Agent;
   try {
-    agent = await mountAgent(store, ['--volume', 'vol', ...how, ...agentArgs], mp);
+    agent = await mountAgent(store, ['--volume', 'vol', ...how, ...(o.agentArgs ?? [])], mp);
   } catch (e) {
     await host.stop();
     throw e;
   }
-  const m: MountedVolume = { store, vm, host, agent, mp, dir, region };
+  const m: MountedVolume = { store, vm, host, agent, mp, dir, region, restartHost: async () => { m.host = await startHost(store, hostArgs); } };
   t.teardown(async () => {
     await m.agent.umount();
     await m.host.stop();
