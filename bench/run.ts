@@ -14,6 +14,7 @@ export interface BenchReport {
 const suites: Record<string, () => Promise<Omit<BenchReport, 'date' | 'machine' | 'suite'>>> = {
   store: async () => (await import('./store.js')).run(),
   vrpc: async () => (await import('./vrpc.js')).run(),
+  fs: async () => (await import('./fs.js')).run(),
 };
 
 async function main(): Promise<void> {
