@@ -9,10 +9,17 @@ export const POSIX_CODES = [
 ] as const;
 export type PosixCode = (typeof POSIX_CODES)[number];
 
+const STACKS = process.env.PRISM_ERROR_STACKS === '1';
+
 export class PrismError extends Error {
   readonly code: PosixCode;
   constructor(code: PosixCode, message: string) {
+    // These are expected outcomes (ENOENT on a lookup...), thrown by the thousand: no stack trace,
+    // which is most of an Error's cost. PRISM_ERROR_STACKS=1 brings them back for debugging.
+    const limit = Error.stackTraceLimit;
+    if (!STACKS) Error.stackTraceLimit = 0;
     super(`${code}: ${message}`);
+    Error.stackTraceLimit = limit;
     this.name = 'PrismError';
     this.code = code;
   }

@@ -12,12 +12,16 @@ const O_TRUNC = 0o1000;
 const O_EXCL = 0o200;
 const READDIR_PAGE = 1024;
 const MAX_COPY = 2 ** 40;
+/** Write-behind: most bytes of WRITEs sent but not yet answered. */
+const WRITE_BEHIND_BYTES = 64 << 20;
 
 interface Node {
   fh: Buffer;
   lookups: bigint;
   /** The host said it has no security.capability xattr (asked by the kernel before every write). */
   noCaps?: boolean;
+  /** Open here and pinned on the host (OPEN sent, CLOSE due at the last release). */
+  pinned?: boolean;
 }
 
 const CAPS = 'security.capability';
@@ -119,15 +123,18 @@ export class VrpcFs implements FileSystem {
   }
 
   async unlink(_c: Ctx, parent: bigint, name: string): Promise<void> {
+    this.pinOpenFiles();
     await this.call(Proc.REMOVE, [this.fh(parent), bytes(name)]);
   }
 
   async rmdir(_c: Ctx, parent: bigint, name: string): Promise<void> {
+    this.pinOpenFiles();
     await this.call(Proc.RMDIR, [this.fh(parent), bytes(name)]);
   }
 
   async rename(_c: Ctx, parent: bigint, name: string, newParent: bigint, newName: string, flags: number): Promise<void> {
     if (flags & ~3) throw new PrismError('EINVAL', 'only RENAME_NOREPLACE and RENAME_EXCHANGE are supported');
+    this.pinOpenFiles();
     await this.call(Proc.RENAME, [this.fh(parent), bytes(name), this.fh(newParent), bytes(newName), flags]);
   }
 
@@ -140,33 +147,48 @@ export class VrpcFs implements FileSystem {
   async open(_c: Ctx, id: bigint, flags: number): Promise<bigint> {
     const fh = this.fh(id);
     if (flags & O_TRUNC) await this.call(Proc.SETATTR, [fh, [null, null, null, 0, null, null]]);
-    this.pin(id, fh);
+    this.pin(id);
     return this.nextFh++;
   }
 
   async create(c: Ctx, parent: bigint, name: string, mode: number, flags: number): Promise<{ entry: Entry; fh: bigint }> {
     const [fh, attr] = await this.call(Proc.CREATE, [this.fh(parent), bytes(name), mode & 0o7777, c.uid, c.gid, (flags & O_EXCL) !== 0]);
     let entry = this.entry(fh, attr);
+    const node = this.nodes.get(entry.ino);
+    if (node && entry.attr.size === 0n && entry.attr.nlink === 1) node.noCaps ??= true; // just made (or empty): no capabilities
     if (flags & O_TRUNC && entry.attr.size > 0n) entry = { ino: entry.ino, attr: await this.setattr(c, entry.ino, { size: 0n }) };
-    this.pin(entry.ino, this.fh(entry.ino));
+    this.pin(entry.ino);
     return { entry, fh: this.nextFh++ };
   }
 
-  // OPEN and CLOSE are not awaited: the channel keeps order, so the host has the pin before any
-  // later REMOVE, and an open costs no round trip.
-  private pin(id: bigint, fh: Buffer): void {
-    const n = this.opens.get(id) ?? 0;
-    this.opens.set(id, n + 1);
-    if (n === 0) this.call(Proc.OPEN, [fh]).catch((e: Error) => log.warn({ err: e.message }, 'OPEN failed'));
+  // Pins are taken lazily: an open file is pinned on the host (OPEN) only when this agent is about to
+  // remove or replace a name, since that is when an open file could lose its last link. Most files
+  // are opened and closed without ever being pinned: no RPC for either.
+  private pin(id: bigint): void {
+    this.opens.set(id, (this.opens.get(id) ?? 0) + 1);
+  }
+
+  /** Before a REMOVE/RMDIR/RENAME: pin every open file not pinned yet (sent first, same channel). */
+  private pinOpenFiles(): void {
+    for (const id of this.opens.keys()) {
+      const node = this.nodes.get(id);
+      if (!node || node.pinned) continue;
+      node.pinned = true;
+      this.call(Proc.OPEN, [node.fh]).catch((e: Error) => log.warn({ err: e.message }, 'OPEN failed'));
+    }
   }
 
   async release(_c: Ctx, id: bigint): Promise<void> {
+    await this.writesDone(id).catch(() => { /* reported at flush; release cannot fail */ });
     const n = this.opens.get(id) ?? 0;
     if (n > 1) { this.opens.set(id, n - 1); return; }
     this.opens.delete(id);
     const node = this.nodes.get(id);
     if (!node) return;
-    this.call(Proc.CLOSE, [node.fh]).catch((e: Error) => log.warn({ err: e.message }, 'CLOSE failed'));
+    if (node.pinned) {
+      node.pinned = false;
+      this.call(Proc.CLOSE, [node.fh]).catch((e: Error) => log.warn({ err: e.message }, 'CLOSE failed'));
+    }
     if (node.lookups <= 0n) this.nodes.delete(id);
   }
 
@@ -174,12 +196,61 @@ export class VrpcFs implements FileSystem {
     await this.call(Proc.READ, [this.fh(id), Number(offset), size], (r) => send(r[0] as Uint8Array));
   }
 
+  // Writes are sent behind (as NFS clients do): the kernel gets its reply at once, the WRITE goes
+  // out in order on the channel (so any later request of this agent sees it), and its outcome is
+  // collected by the next write, flush (close), fsync or release of the file, where an error such as
+  // EDQUOT is reported. A bound on bytes in flight keeps memory in check.
   async write(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, data: Uint8Array): Promise<number> {
-    const [, count] = await this.call(Proc.WRITE, [this.fh(id), Number(offset), data, 0]);
-    return count as number;
+    const fh = this.fh(id);
+    const w = this.writes.get(id) ?? { inFlight: 0, error: null, waiters: [] };
+    this.writes.set(id, w);
+    this.takeError(id, w);
+    while (this.writeBehindBytes > 0 && this.writeBehindBytes + data.byteLength > WRITE_BEHIND_BYTES) {
+      await new Promise<void>((r) => this.roomWaiters.push(r));
+    }
+    const copy = Buffer.from(data); // the request buffer is reused once this returns
+    w.inFlight++;
+    this.writeBehindBytes += copy.length;
+    this.call(Proc.WRITE, [fh, Number(offset), copy, 0])
+      .catch((e: Error) => { w.error ??= e instanceof PrismError ? e : new PrismError('EIO', e.message); })
+      .finally(() => {
+        this.writeBehindBytes -= copy.length;
+        for (const wake of this.roomWaiters.splice(0)) wake();
+        if (--w.inFlight > 0) return;
+        for (const wake of w.waiters.splice(0)) wake();
+        if (!w.error) this.writes.delete(id);
+      });
+    return copy.length;
+  }
+
+  /** Write-behind state per file: WRITEs in flight, the first error not yet reported, who waits. */
+  private readonly writes = new Map<bigint, { inFlight: number; error: PrismError | null; waiters: Array<() => void> }>();
+  private writeBehindBytes = 0;
+  private roomWaiters: Array<() => void> = [];
+
+  /** Report (once) an error of an earlier write. */
+  private takeError(id: bigint, w: { inFlight: number; error: PrismError | null }): void {
+    const e = w.error;
+    if (!e) return;
+    w.error = null;
+    if (w.inFlight === 0) this.writes.delete(id);
+    throw e;
+  }
+
+  /** Wait for this file's writes in flight; throw the first error among them. */
+  private async writesDone(id: bigint): Promise<void> {
+    const w = this.writes.get(id);
+    if (!w) return;
+    if (w.inFlight > 0) await new Promise<void>((r) => w.waiters.push(r));
+    this.takeError(id, w);
+  }
+
+  async flush(_c: Ctx, id: bigint): Promise<void> {
+    await this.writesDone(id);
   }
 
   async fsync(_c: Ctx, id: bigint): Promise<void> {
+    await this.writesDone(id);
     await this.call(Proc.COMMIT, [this.fh(id)]);
   }
 

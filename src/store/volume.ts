@@ -596,15 +596,20 @@ export class Volume {
       }
       let d = this.dirty.get(ino)?.get(idx);
       if (!d) {
-        d = { buf: takeBuffer(), len: 0 };
+        d = { buf: EMPTY, len: 0 };
         const h = this.storedBlock(ino, idx);
-        if (h) d.len = this.host.blocks.read(h).copy(d.buf);
+        if (h) {
+          const stored = this.host.blocks.read(h);
+          grow(d, stored.length);
+          d.len = stored.copy(d.buf);
+        }
         let m = this.dirty.get(ino);
         if (!m) { m = new Map(); this.dirty.set(ino, m); }
         m.set(idx, d);
         this.host.dirtyData(BLOCK_SIZE);
       }
       const at = from - bStart;
+      grow(d, at + chunk.length);
       if (at > d.len) d.buf.fill(0, d.len, at);
       chunk.copy(d.buf, at);
       d.len = Math.max(d.len, at + chunk.length);
@@ -718,6 +723,7 @@ export class Volume {
     const size = this.inode(ino).size;
     for (const [idx, d] of [...m].sort((x, y) => x[0] - y[0])) {
       const len = Math.max(0, Math.min(BLOCK_SIZE, size - idx * BLOCK_SIZE));
+      grow(d, len);
       if (len > d.len) d.buf.fill(0, d.len, len);
       this.setBlock(ino, idx, len > 0 ? d.buf.subarray(0, len) : null);
       giveBuffer(d.buf);
@@ -961,12 +967,29 @@ const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 interface DirtyBlock { buf: Buffer; len: number }
 
 // Block buffers are reused: allocating and zeroing 64 KiB per small write dominated small-file imports.
-const bufferPool: Buffer[] = [];
-function takeBuffer(): Buffer {
-  return bufferPool.pop() ?? Buffer.allocUnsafe(BLOCK_SIZE);
+// Partial blocks are buffered in memory sized to what they hold (small files stay small), growing by
+// doubling from 4 KiB to a whole block. Buffers are pooled per size: fresh allocations of these
+// sizes are slow (each is its own ArrayBuffer, and large ones fault pages on first use).
+const EMPTY = Buffer.alloc(0);
+const pools = new Map<number, Buffer[]>();
+function takeBuffer(size = BLOCK_SIZE): Buffer {
+  return pools.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size);
 }
 function giveBuffer(b: Buffer): void {
-  if (bufferPool.length < 256) bufferPool.push(b);
+  if (b.length < 4096) return;
+  let pool = pools.get(b.length);
+  if (!pool) { pool = []; pools.set(b.length, pool); }
+  if (pool.length < 256) pool.push(b);
+}
+/** Make room for `need` bytes in a partial block's buffer, keeping its first `len` bytes. */
+function grow(d: { buf: Buffer; len: number }, need: number): void {
+  if (d.buf.length >= need) return;
+  let size = 4096;
+  while (size < need) size *= 2;
+  const next = takeBuffer(Math.min(size, BLOCK_SIZE));
+  d.buf.copy(next, 0, 0, d.len);
+  giveBuffer(d.buf);
+  d.buf = next;
 }
 
 function isZero(b: Buffer): boolean {

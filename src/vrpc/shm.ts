@@ -17,6 +17,9 @@ import { decodeHello } from './hello.js';
 /** Size of a VM's VRPC region: a power of two (QEMU's ivshmem wants one), room for 1 MiB replies. */
 export const REGION_SIZE = 16 * 1024 * 1024;
 
+/** How long (ms) a guest with calls in flight polls for their replies before it sleeps in the doorbell. */
+const EXPECT_POLL_MS = 0.5;
+
 export function shmPath(vm: string, dir = '/dev/shm'): string {
   return `${dir}/prism-${vm}`;
 }
@@ -61,6 +64,8 @@ export class ShmChannel extends ChannelEvents implements Channel {
   private readonly doorbell?: Doorbell;
 
   private readonly generation: number;
+  /** When the last message arrived (performance.now()). */
+  private quietSince = 0;
   /** Host side: each request is copied here (reused) before it is decoded. */
   private readonly scratch: Buffer | null;
   override readonly transient: boolean;
@@ -79,7 +84,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
     // The event loop cannot sleep on a futex: yield (setImmediate) for a few ms, then sleep in the
     // doorbell thread, or without one poll on timers backing off to idlePollMs. No synchronous spin:
     // it would hold up everything else on the loop (FUSE requests, other replies).
-    this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 0, maxPollMs: opts.idlePollMs ?? 8, yieldMs: 5 });
+    this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 0, maxPollMs: opts.idlePollMs ?? 8, yieldMs: 2 });
     void this.pump();
   }
 
@@ -104,9 +109,16 @@ export class ShmChannel extends ChannelEvents implements Channel {
           if (++n % 64 === 0) await new Promise<void>((r) => setImmediate(r)); // let other work in
         }
         this.flush();
-        if (this.expecting()) {
-          // Replies are due (calls in flight): keep looking on every turn of the event loop.
+        if (n > 0) this.quietSince = performance.now();
+        const quiet = performance.now() - this.quietSince;
+        if (this.expecting() && (quiet < EXPECT_POLL_MS || !this.doorbell)) {
+          // Replies are due (calls in flight): look on every turn of the event loop for a while;
+          // a slow reply then waits in the doorbell, so that polling never starves other work.
           await new Promise<void>((r) => setImmediate(r));
+          continue;
+        }
+        if (this.expecting() && this.doorbell) {
+          await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
           continue;
         }
         // With a doorbell, yield for a few ms (more work usually follows) and then sleep in it;
