@@ -20,6 +20,8 @@ export interface MountOptions {
   agentArgs?: string[];
   /** Also listen on this Unix socket, and mount through it when the transport is TCP (survives a host restart). */
   unixSocket?: boolean;
+  /** A quota for the volume (bytes, as `prism volume create --quota` takes it). */
+  quota?: string;
 }
 
 export async function mountedVolume(t: ExecutionContext, transport: TransportName, o: MountOptions = {}): Promise<MountedVolume> {
@@ -27,7 +29,7 @@ export async function mountedVolume(t: ExecutionContext, transport: TransportNam
   fs.chmodSync(dir, 0o755); // unprivileged users in the tests must reach the mount
   const store = path.join(dir, 'store');
   const vm = `t${process.pid}x${serial++}`;
-  const r = prism(store, ['volume', 'create', 'vol']);
+  const r = prism(store, ['volume', 'create', 'vol', ...(o.quota ? ['--quota', o.quota] : [])]);
   if (r.code !== 0) throw new Error(r.err);
   const sock = path.join(dir, 'host-vrpc.sock');
   const hostArgs = ['--vm', `${vm}=vol`, ...(o.unixSocket ? ['--tcp', `unix:${sock}`] : [])];

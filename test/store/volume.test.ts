@@ -209,3 +209,55 @@ test('removing a volume frees exactly the blocks no other volume uses', (t) => {
   t.is(store.stats().physicalBytes, 0);
   t.is(store.stats().blocks, 0);
 });
+
+test('copyRange shares aligned whole blocks (no new blocks stored) and copies unaligned edges', (t) => {
+  const { store } = open(t);
+  const v = store.createVolume('a');
+  const src = v.create(v.rootIno, 'src', 0o644, 0, 0);
+  const data = Buffer.alloc(4 * BLOCK_SIZE + 1000);
+  for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(i * 2654435761 >>> 0, i);
+  v.write(src.ino, 0, data);
+  store.commit();
+  const before = store.stats().blocks;
+  const dst = v.create(v.rootIno, 'dst', 0o644, 0, 0);
+  const r = v.copyRange(src.ino, BLOCK_SIZE, dst.ino, 0, 2 * BLOCK_SIZE);
+  t.is(r.copied, 2 * BLOCK_SIZE);
+  store.commit();
+  t.is(store.stats().blocks, before, 'aligned blocks are shared, not stored again');
+  t.deepEqual(v.read(dst.ino, 0, 2 * BLOCK_SIZE).data, data.subarray(BLOCK_SIZE, 3 * BLOCK_SIZE));
+  // Unaligned, and past the source's end: a short count, bytes copied.
+  const odd = v.create(v.rootIno, 'odd', 0o644, 0, 0);
+  const n = v.copyRange(src.ino, 100, odd.ino, 7, data.length).copied;
+  t.is(n, data.length - 100);
+  t.deepEqual(v.read(odd.ino, 7, n).data, data.subarray(100));
+  t.deepEqual(v.read(odd.ino, 0, 7).data, Buffer.alloc(7));
+  code(t, () => v.copyRange(src.ino, 0, src.ino, 10, 100), 'EINVAL');
+});
+
+test('seek finds data and holes at block granularity; fallocate extends, punches and zeroes', (t) => {
+  const { store } = open(t);
+  const v = store.createVolume('a');
+  const f = v.create(v.rootIno, 'sparse', 0o644, 0, 0);
+  v.write(f.ino, 10, Buffer.from('head'));
+  v.write(f.ino, 5 * BLOCK_SIZE + 3, Buffer.from('tail'));
+  t.is(v.seek(f.ino, 0, 'data'), 0);
+  t.is(v.seek(f.ino, 0, 'hole'), BLOCK_SIZE);
+  t.is(v.seek(f.ino, BLOCK_SIZE + 5, 'data'), 5 * BLOCK_SIZE);
+  t.is(v.seek(f.ino, 5 * BLOCK_SIZE, 'hole'), 5 * BLOCK_SIZE + 7);
+  code(t, () => v.seek(f.ino, 5 * BLOCK_SIZE + 7, 'data'), 'ENXIO');
+  store.commit(); // the same answers from stored blocks as from buffered ones
+  t.is(v.seek(f.ino, 1, 'hole'), BLOCK_SIZE);
+  t.is(v.seek(f.ino, BLOCK_SIZE, 'data'), 5 * BLOCK_SIZE);
+
+  const g = v.create(v.rootIno, 'g', 0o644, 0, 0);
+  v.write(g.ino, 0, Buffer.alloc(3 * BLOCK_SIZE, 9));
+  t.is(v.fallocate(g.ino, 0, 10 * BLOCK_SIZE, { keepSize: false, punchHole: false, zeroRange: false }).size, 10 * BLOCK_SIZE);
+  t.is(v.fallocate(g.ino, 0, 20 * BLOCK_SIZE, { keepSize: true, punchHole: false, zeroRange: false }).size, 10 * BLOCK_SIZE);
+  v.fallocate(g.ino, 100, 2 * BLOCK_SIZE, { keepSize: true, punchHole: true, zeroRange: false });
+  const back = v.read(g.ino, 0, 3 * BLOCK_SIZE).data;
+  t.true(back.subarray(0, 100).every((b) => b === 9));
+  t.true(back.subarray(100, 100 + 2 * BLOCK_SIZE).every((b) => b === 0));
+  t.true(back.subarray(100 + 2 * BLOCK_SIZE).every((b) => b === 9));
+  t.is(v.seek(g.ino, 0, 'hole'), BLOCK_SIZE, 'the wholly punched block is a hole');
+  code(t, () => v.fallocate(g.ino, 0, 10, { keepSize: false, punchHole: true, zeroRange: false }), 'ENOTSUP');
+});
