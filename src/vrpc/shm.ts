@@ -81,10 +81,10 @@ export class ShmChannel extends ChannelEvents implements Channel {
     this.transient = side === 'guest';
     // A guest attaching after another client: what is left in the response ring is not for it.
     if (side === 'guest') while (this.rx.read());
-    // The event loop cannot sleep on a futex: yield (setImmediate) for a few ms, then sleep in the
+    // The event loop cannot sleep on a futex: yield (setImmediate) for half a ms, then sleep in the
     // doorbell thread, or without one poll on timers backing off to idlePollMs. No synchronous spin:
     // it would hold up everything else on the loop (FUSE requests, other replies).
-    this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 0, maxPollMs: opts.idlePollMs ?? 8, yieldMs: 2 });
+    this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 0, maxPollMs: opts.idlePollMs ?? 8, yieldMs: 0.5 });
     void this.pump();
   }
 

@@ -13,8 +13,6 @@ const EINTR = 4;
 
 export type SessionOptions = Partial<P.CacheTimes>;
 
-/** Requests read in one go before the event loop gets a turn. */
-const MAX_BATCH = 64;
 
 /** Requests that change nothing: when the kernel interrupts one, it is answered EINTR at once. */
 const ABANDONABLE = new Set<number>([
@@ -49,25 +47,24 @@ export class Session {
   }
 
   /**
-   * Read every waiting request (the fd is non-blocking) and start handling each. Returns undefined
-   * to go on, null once unmounted, or an unexpected error.
+   * Read one waiting request (the fd is non-blocking) and start handling it. Returns undefined to go
+   * on, null once unmounted, or an unexpected error. One read per wake-up: the watch is
+   * level-triggered, so more requests call again, and no read is wasted on an empty queue (EAGAIN).
    */
   private drain(): Error | null | undefined {
-    for (let i = 0; i < MAX_BATCH; i++) {
-      const buf = this.pool.pop() ?? Buffer.allocUnsafe(P.BUFFER_SIZE);
-      let n: number;
-      try {
-        n = fs.readSync(this.fd, buf, 0, buf.length, null);
-      } catch (e) {
-        this.pool.push(buf);
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'EAGAIN') return undefined;
-        if (code === 'ENOENT' || code === 'EINTR') continue; // the request was interrupted meanwhile
-        return code === 'ENODEV' ? null : (e as Error);
-      }
-      if (n === 0) { this.pool.push(buf); return null; }
-      void this.handle(buf.subarray(0, n)).finally(() => { if (this.pool.length < 16) this.pool.push(buf); });
+    const buf = this.pool.pop() ?? Buffer.allocUnsafe(P.BUFFER_SIZE);
+    let n: number;
+    try {
+      n = fs.readSync(this.fd, buf, 0, buf.length, null);
+    } catch (e) {
+      this.pool.push(buf);
+      const code = (e as NodeJS.ErrnoException).code;
+      // EAGAIN: another wake-up took it; ENOENT/EINTR: the request was interrupted meanwhile.
+      if (code === 'EAGAIN' || code === 'ENOENT' || code === 'EINTR') return undefined;
+      return code === 'ENODEV' ? null : (e as Error);
     }
+    if (n === 0) { this.pool.push(buf); return null; }
+    void this.handle(buf.subarray(0, n)).finally(() => { if (this.pool.length < 16) this.pool.push(buf); });
     return undefined;
   }
 
