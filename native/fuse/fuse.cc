@@ -120,7 +120,14 @@ static Napi::Value WatchFd(const Napi::CallbackInfo& info) {
   });
 }
 
+// close(fd): the fd came from mount() (not from Node's fs, which would warn in a worker thread).
+static Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  ::close(info[0].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("close", Napi::Function::New(env, CloseFd));
   exports.Set("watch", Napi::Function::New(env, WatchFd));
   exports.Set("mount", Napi::Function::New(env, Mount));
   exports.Set("umount", Napi::Function::New(env, Umount));

@@ -2,14 +2,16 @@
 // until unmounted. SIGTERM/SIGINT unmount (lazily if the mount is busy, serving until it is released).
 import fs from 'node:fs';
 import path from 'node:path';
-import { PrismError } from '../errors.js';
+import { Worker } from 'node:worker_threads';
+import { PrismError, type PosixCode } from '../errors.js';
 import { log } from '../log.js';
 import { connectTcp } from '../vrpc/client.js';
-import { connectShm, openRegion } from '../vrpc/shm.js';
+import { openRegion } from '../vrpc/shm.js';
 import * as native from './fuse/native.js';
 import { mountAndServe } from './fuse/session.js';
 import { HostLink, type Dial } from './host-link.js';
 import { ivshmemBars } from './pci.js';
+import type { IoThreadData } from './io-thread.js';
 import { VrpcFs } from './vrpc-fs.js';
 
 const DEFAULT_TIMEOUT_MS = 60_000;
@@ -31,8 +33,6 @@ export interface AgentOptions {
 }
 
 export interface Mounted {
-  fs: VrpcFs;
-  link: HostLink;
   /** Settles when the volume is unmounted. */
   done: Promise<void>;
   unmount(): void;
@@ -45,7 +45,39 @@ export async function mountVolume(o: AgentOptions): Promise<Mounted> {
   const fuse = native.available();
   if (!fuse.ok) throw new PrismError('ENODEV', fuse.reason);
   if (process.getuid?.() !== 0) throw new PrismError('EPERM', 'mounting needs root (fusermount3 mounts are not supported yet)');
-  const link = await HostLink.open(dialer(o), { timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS });
+  const t = o.transport;
+  const m = 'tcp' in t ? await mountOverTcp(o, t, mp) : await mountInIoThread(o, mp);
+  setReadahead(mp, READAHEAD_KB);
+  log.info({ mountpoint: mp, volume: o.volume }, 'mounted');
+  return m;
+}
+
+/** Shared memory: an I/O thread connects, mounts and serves with blocking calls (io-thread.ts). */
+async function mountInIoThread(o: AgentOptions, mp: string): Promise<Mounted> {
+  const t = o.transport;
+  const region = 'shm' in t ? t.shm : regionBar();
+  const data: IoThreadData = {
+    region, wait: 'shm' in t ? 'futex' : 'poll', vm: o.vm ?? '', volume: o.volume, mountpoint: mp,
+    timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS, entrySec: o.entrySec, attrSec: o.attrSec,
+  };
+  const worker = new Worker(new URL('./io-thread.js', import.meta.url), { workerData: data });
+  let finished!: () => void;
+  const done = new Promise<void>((r) => { finished = r; });
+  await new Promise<void>((resolve, reject) => {
+    worker.on('message', (msg: { mounted?: true; error?: { code: string; message: string }; done?: true }) => {
+      if (msg.mounted) resolve();
+      else if (msg.error) reject(new PrismError(msg.error.code as PosixCode, msg.error.message));
+      else if (msg.done) finished();
+    });
+    worker.once('error', (e) => { reject(e); finished(); });
+    worker.once('exit', () => { reject(new PrismError('EIO', 'the I/O thread stopped before mounting')); finished(); });
+  });
+  return { done: done.then(() => worker.terminate()).then(() => undefined), unmount: () => unmount(mp, 'busy-lazy') };
+}
+
+/** TCP: the event loop serves FUSE requests and calls the host asynchronously (HostLink). */
+async function mountOverTcp(o: AgentOptions, t: { tcp: string; tokenFile: string }, mp: string): Promise<Mounted> {
+  const link = await HostLink.open(dialer(o, t), { timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS });
   let vfs: VrpcFs;
   try {
     vfs = await VrpcFs.attach(link, o.volume);
@@ -61,9 +93,7 @@ export async function mountVolume(o: AgentOptions): Promise<Mounted> {
     throw new PrismError('EIO', `cannot mount ${mp}: ${(e as Error).message}`);
   }
   const done = m.done.finally(() => link.close());
-  setReadahead(mp, READAHEAD_KB);
-  log.info({ mountpoint: mp, volume: o.volume }, 'mounted');
-  return { fs: vfs, link, done, unmount: () => unmount(mp, 'busy-lazy') };
+  return { done, unmount: () => unmount(mp, 'busy-lazy') };
 }
 
 /**
@@ -135,22 +165,17 @@ function checkMountpoint(mp: string): void {
   if (!st.isDirectory()) throw new PrismError('ENOTDIR', `mountpoint ${mp} is not a directory`);
 }
 
-/** How to (re)connect: each call dials the host once. */
-function dialer(o: AgentOptions): Dial {
-  const t = o.transport;
+/** How to (re)connect over TCP: each call dials the host once. */
+function dialer(o: AgentOptions, t: { tcp: string; tokenFile: string }): Dial {
   const opts = { timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS, handshakeMs: 5000 };
-  if ('tcp' in t) {
-    let token: string;
-    try {
-      token = fs.readFileSync(t.tokenFile, 'utf8').trim();
-    } catch (e) {
-      throw new PrismError('ENOENT', `cannot read the token file ${t.tokenFile}: ${(e as Error).message}`);
-    }
-    const vm = o.vm ?? path.basename(t.tokenFile).replace(/\.token$/, '');
-    return () => connectTcp(t.tcp, vm, token, opts);
+  let token: string;
+  try {
+    token = fs.readFileSync(t.tokenFile, 'utf8').trim();
+  } catch (e) {
+    throw new PrismError('ENOENT', `cannot read the token file ${t.tokenFile}: ${(e as Error).message}`);
   }
-  const file = 'shm' in t ? t.shm : regionBar();
-  return () => connectShm(file, o.vm ?? '', { ...opts, file });
+  const vm = o.vm ?? path.basename(t.tokenFile).replace(/\.token$/, '');
+  return () => connectTcp(t.tcp, vm, token, opts);
 }
 
 /** `--pci auto`: the first ivshmem BAR that holds a VRPC region. */

@@ -9,6 +9,12 @@ import { HostGone, type VrpcClient } from '../vrpc/client.js';
 /** Connect once; fails fast (a short handshake) when the host is not there. */
 export type Dial = () => Promise<VrpcClient>;
 
+/** What the file system needs of its connection (HostLink on the event loop, SyncLink in an I/O thread). */
+export interface Link {
+  call(proc: Proc, args?: unknown[]): Promise<unknown[]>;
+  call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): Promise<T>;
+}
+
 export interface HostLinkOptions {
   /** How long a call may wait for the host (including reconnects) before failing with EIO. */
   timeoutMs?: number;
@@ -16,7 +22,7 @@ export interface HostLinkOptions {
   maxBackoffMs?: number;
 }
 
-export class HostLink {
+export class HostLink implements Link {
   private client: VrpcClient | null;
   private dialing: Promise<VrpcClient> | null = null;
   private closed = false;

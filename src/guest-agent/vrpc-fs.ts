@@ -5,7 +5,7 @@ import { log } from '../log.js';
 import { Proc } from '../protocol/procs.js';
 import type { WireAttr, WireSetAttr, WireTime } from '../protocol/wire.js';
 import type { Attr, Ctx, DirEntry, Entry, FileSystem, SetAttrIn, StatFs, Time } from './fuse/fs.js';
-import type { HostLink } from './host-link.js';
+import type { Link } from './host-link.js';
 
 const ROOT_ID = 1n;
 const O_TRUNC = 0o1000;
@@ -35,12 +35,12 @@ export class VrpcFs implements FileSystem {
   private nextFh = 1n;
   readonly counters: VrpcFsCounters = { calls: 0, byProc: new Map() };
 
-  constructor(private readonly host: HostLink, rootFh: Buffer, private readonly rootIno: number) {
+  constructor(private readonly host: Link, rootFh: Buffer, private readonly rootIno: number) {
     this.nodes.set(ROOT_ID, { fh: rootFh, lookups: 1n << 62n });
   }
 
   /** Attach a volume: its root handle and inode number. */
-  static async attach(link: HostLink, volume: string): Promise<VrpcFs> {
+  static async attach(link: Link, volume: string): Promise<VrpcFs> {
     const [fh, attr] = await link.call(Proc.ATTACH, [volume]);
     return new VrpcFs(link, Buffer.from(fh as Uint8Array), (attr as WireAttr)[0]!);
   }

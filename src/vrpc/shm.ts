@@ -11,7 +11,7 @@ import {
   waitReadableAsync, writeBlocking, peekBlocking, type RingConsumer, type RingProducer, type Side,
 } from '../ring/index.js';
 import { ChannelEvents, type Channel } from './channel.js';
-import { VrpcClient, detach, handshake, type ClientOptions } from './client.js';
+import { HostGone, VrpcClient, detach, handshake, type ClientOptions } from './client.js';
 import { decodeHello } from './hello.js';
 
 /** Size of a VM's VRPC region: a power of two (QEMU's ivshmem wants one), room for 1 MiB replies. */
@@ -247,38 +247,65 @@ export async function connectShm(path: string, vm: string, opts: ClientOptions &
 
 /**
  * A blocking client over a region, for one thread that waits for each reply: spin, then sleep on a
- * futex ('futex') or poll with backoff ('poll').
+ * futex ('futex') or poll with backoff ('poll'). Used by the benchmark and by the agent's I/O thread.
+ * A host restart (the region's generation changes) or a host that stops fails calls with HostGone.
  */
 export class SyncShmClient {
-  private nextId = 1;
+  // Random start: a previous client's late replies on this region are not taken for ours.
+  private nextId = 1 + Math.floor(Math.random() * 0x7fff_0000);
   private readonly tx: RingProducer;
   private readonly rx: RingConsumer;
   private readonly wait: WaitStrategy;
   private readonly mapping: ReturnType<typeof openRegion>;
+  private readonly generation: number;
 
-  constructor(path: string, vm: string, mode: 'futex' | 'poll' = 'futex', private readonly timeoutMs = 30_000) {
+  constructor(path: string, vm: string, mode: 'futex' | 'poll' = 'futex', private readonly timeoutMs = 30_000, handshakeMs = 10_000) {
     this.mapping = openRegion(path, false);
-    const e = this.mapping.region.endpoints('guest', 0);
-    this.tx = e.tx;
-    this.rx = e.rx;
-    this.wait = new WaitStrategy({ mode, spinUs: 50, maxPollMs: 1 });
-    if (!writeBlocking(this.tx, encode(['prism-vrpc', PROTOCOL_VERSION, vm, '']), this.wait, timeoutMs)) throw new PrismError('EIO', 'host is not draining the ring');
-    const reply = readBlocking(this.rx, this.wait, timeoutMs);
-    if (!reply) throw new PrismError('EIO', 'host did not answer the handshake');
-    const h = decodeHello(reply);
-    if (!h.ok) throw new PrismError(h.code, h.message);
+    const region = this.mapping.region;
+    try {
+      if (region.liveness('host').state !== LIVE_UP) throw new PrismError('EIO', `no host is serving ${path}`);
+      this.generation = region.generation;
+      const e = region.endpoints('guest', 0);
+      this.tx = e.tx;
+      this.rx = e.rx;
+      while (this.rx.read()); // what a previous client left unread is not ours
+      this.wait = new WaitStrategy({ mode, spinUs: 50, maxPollMs: 1 });
+      if (!writeBlocking(this.tx, encode(['prism-vrpc', PROTOCOL_VERSION, vm, '']), this.wait, handshakeMs)) throw new PrismError('EIO', 'host is not draining the ring');
+      const deadline = Date.now() + handshakeMs;
+      for (;;) {
+        const reply = readBlocking(this.rx, this.wait, Math.max(0, deadline - Date.now()));
+        if (!reply) throw new PrismError('EIO', 'host did not answer the handshake');
+        let h;
+        try { h = decodeHello(reply); } catch { continue; } // a late reply to a previous client
+        if (!h.ok) throw new PrismError(h.code, h.message);
+        break;
+      }
+    } catch (e) {
+      this.mapping.close();
+      throw e;
+    }
   }
 
-  call(proc: Proc, args: unknown[] = []): unknown[] {
+  /** Call and wait; `take` sees the results in place (views of the ring), else they are copied. */
+  call(proc: Proc, args?: unknown[]): unknown[];
+  call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): T;
+  call(proc: Proc, args: unknown[] = [], take?: (r: unknown[]) => unknown): unknown {
     const id = this.nextId++;
-    if (!writeBlocking(this.tx, encodeRequest({ id, proc, args }), this.wait, this.timeoutMs)) throw new PrismError('EIO', 'host is not draining the ring');
+    if (this.nextId > 0xffff_ffff) this.nextId = 1;
+    const deadline = Date.now() + this.timeoutMs;
+    const msg = encodeRequest({ id, proc, args });
+    while (!writeBlocking(this.tx, msg, this.wait, SLICE_MS)) this.check(deadline);
     for (;;) {
-      const m = peekBlocking(this.rx, this.wait, this.timeoutMs);
-      if (!m) throw new PrismError('EIO', `no reply from the host in ${this.timeoutMs} ms`);
+      const m = peekBlocking(this.rx, this.wait, SLICE_MS);
+      if (!m) { this.check(deadline); continue; }
       let r;
       try {
         r = decodeResponse(asBuffer(m));
-        if (r.id === id && r.errno === 0) return detach(r.result) as unknown[]; // copy out of the ring before release
+        if (r.id === id && r.errno === 0) return take ? take(r.result as unknown[]) : detach(r.result); // before release
+      } catch (e) {
+        if (!(e instanceof PrismError)) throw e; // from take
+        if (r === undefined) throw new HostGone(`the host sent a malformed reply: ${e.message}`);
+        throw e;
       } finally {
         this.rx.release();
       }
@@ -287,9 +314,31 @@ export class SyncShmClient {
     }
   }
 
+  private beat = -1;
+  private beatSeen = 0;
+
+  /**
+   * Between waits: fail if the host restarted, stopped, or stopped beating (killed: its heartbeat
+   * moves every second while it lives), or the call is overdue.
+   */
+  private check(deadline: number): void {
+    const region = this.mapping.region;
+    if (region.generation !== this.generation) throw new HostGone('the host restarted or reset the region');
+    const live = region.liveness('host');
+    if (live.state !== LIVE_UP) throw new HostGone('the host stopped');
+    const now = Date.now();
+    if (live.heartbeat !== this.beat) { this.beat = live.heartbeat; this.beatSeen = now; }
+    else if (now - this.beatSeen > SILENT_HOST_MS) throw new HostGone(`the host has not beaten for ${SILENT_HOST_MS} ms`);
+    if (now >= deadline) throw new PrismError('EIO', `no reply from the host in ${this.timeoutMs} ms`);
+  }
+
   close(): void { this.mapping.close(); }
 }
 
+/** How long one blocking wait lasts before the host's state is checked again (ms). */
+const SLICE_MS = 100;
+/** A host whose heartbeat (bumped every second) has not moved for this long is taken as gone. */
+const SILENT_HOST_MS = 5000;
 
 /** A Buffer over the same bytes (cbor-x then decodes byte strings as Buffers, as over TCP). */
 function asBuffer(m: Uint8Array): Buffer {

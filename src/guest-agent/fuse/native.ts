@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 interface Addon {
   mount(mountpoint: string, fsname: string, options: string, nonblock: boolean): number;
   watch(fd: number, cb: () => void): () => void;
+  close(fd: number): void;
   umount(mountpoint: string, lazy: boolean): void;
 }
 
@@ -66,4 +67,9 @@ export function watch(fd: number, cb: () => void): () => void {
 
 export function umount(mountpoint: string, lazy = false): void {
   need().umount(mountpoint, lazy);
+}
+
+/** Close an fd that mount() returned. */
+export function close(fd: number): void {
+  need().close(fd);
 }

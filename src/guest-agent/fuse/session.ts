@@ -297,6 +297,6 @@ function need<T>(m: T | undefined): T {
 export function mountAndServe(mountpoint: string, filesystem: FileSystem, opts: SessionOptions & { fsname?: string } = {}): { session: Session; done: Promise<void> } {
   const fd = native.mount(mountpoint, opts.fsname ?? 'prism');
   const session = new Session(fd, filesystem, opts);
-  const done = session.serve().finally(() => fs.closeSync(fd));
+  const done = session.serve().finally(() => native.close(fd));
   return { session, done };
 }
