@@ -29,7 +29,7 @@ async function main(): Promise<void> {
   let link: SyncLink;
   let vfs: VrpcFs;
   try {
-    link = SyncLink.open(() => new SyncShmClient(d.region, d.vm, d.wait, d.timeoutMs, 5000), d.timeoutMs);
+    link = SyncLink.open((handshakeMs) => new SyncShmClient(d.region, d.vm, d.wait, d.timeoutMs, handshakeMs), d.timeoutMs);
     try {
       vfs = await VrpcFs.attach(link, d.volume);
     } catch (e) {

@@ -9,19 +9,21 @@ import { HostGone } from '../vrpc/client.js';
 import type { SyncShmClient } from '../vrpc/shm.js';
 import type { Link } from './host-link.js';
 
+const REDIAL_HANDSHAKE_MS = 200;
+
 export class SyncLink implements Link {
   private client: SyncShmClient | null;
   private dialing: Promise<SyncShmClient> | null = null;
   private closed = false;
   reconnects = 0;
 
-  private constructor(private readonly dial: () => SyncShmClient, first: SyncShmClient, readonly timeoutMs: number) {
+  private constructor(private readonly dial: (handshakeMs: number) => SyncShmClient, first: SyncShmClient, readonly timeoutMs: number) {
     this.client = first;
   }
 
-  /** Connect once (failing at once if the host is not there). */
-  static open(dial: () => SyncShmClient, timeoutMs: number): SyncLink {
-    return new SyncLink(dial, dial(), timeoutMs);
+  /** Connect once (failing at once if the host is not there). `dial` blocks for up to handshakeMs. */
+  static open(dial: (handshakeMs: number) => SyncShmClient, timeoutMs: number): SyncLink {
+    return new SyncLink(dial, dial(5000), timeoutMs);
   }
 
   /**
@@ -80,7 +82,8 @@ export class SyncLink implements Link {
     for (let pause = 50; ; pause = Math.min(pause * 2, 1000)) {
       if (this.closed) throw new PrismError('EIO', 'the agent is shutting down');
       try {
-        this.client = this.dial();
+        // A short handshake: a dead host's region still says "up", and this thread must not block long.
+        this.client = this.dial(REDIAL_HANDSHAKE_MS);
         this.reconnects++;
         log.warn({ reconnects: this.reconnects }, 'reconnected to the host');
         return this.client;

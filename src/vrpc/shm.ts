@@ -338,7 +338,7 @@ export class SyncShmClient {
 /** How long one blocking wait lasts before the host's state is checked again (ms). */
 const SLICE_MS = 100;
 /** A host whose heartbeat (bumped every second) has not moved for this long is taken as gone. */
-const SILENT_HOST_MS = 5000;
+const SILENT_HOST_MS = 3000;
 
 /** A Buffer over the same bytes (cbor-x then decodes byte strings as Buffers, as over TCP). */
 function asBuffer(m: Uint8Array): Buffer {
