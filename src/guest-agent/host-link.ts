@@ -13,6 +13,10 @@ export type Dial = () => Promise<VrpcClient>;
 export interface Link {
   call(proc: Proc, args?: unknown[]): Promise<unknown[]>;
   call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): Promise<T>;
+  /** Send without waiting for the reply (a blocking link: the reply is read later, see settle). */
+  post?(proc: Proc, args: unknown[]): Promise<void>;
+  /** Wait for every posted call's reply (blocking links only). */
+  settle?(): void;
 }
 
 export interface HostLinkOptions {

@@ -11,6 +11,8 @@ import type { Link } from './host-link.js';
 
 const REDIAL_HANDSHAKE_MS = 200;
 
+interface Posted { proc: Proc; args: unknown[]; resolve(): void; reject(e: Error): void; deadline: number }
+
 export class SyncLink implements Link {
   private client: SyncShmClient | null;
   private dialing: Promise<SyncShmClient> | null = null;
@@ -46,11 +48,60 @@ export class SyncLink implements Link {
     return this.callLater(proc, args, take, Date.now() + this.timeoutMs);
   }
 
+  /** Posted calls not answered yet: sent again (as calls) if their connection is lost. */
+  private readonly outstanding = new Set<Posted>();
+
+  /**
+   * Send a call without waiting for its reply (a write sent behind): the promise settles when the
+   * reply is read, by a later call or by settle().
+   */
+  post(proc: Proc, args: unknown[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const p: Posted = { proc, args, resolve, reject, deadline: Date.now() + this.timeoutMs };
+      const c = this.client;
+      if (c && !this.dialing) {
+        try {
+          this.outstanding.add(p);
+          c.post(proc, args, (err) => {
+            this.outstanding.delete(p);
+            if (err) reject(err); else resolve();
+          });
+          return;
+        } catch (e) {
+          this.outstanding.delete(p);
+          if (!(e instanceof HostGone) || this.closed) { reject(e); return; }
+          this.lost(c, e);
+        }
+      }
+      this.callLater(proc, args, undefined, p.deadline).then(() => resolve(), reject);
+    });
+  }
+
+  /** Wait (blocking) for the replies of every posted call. */
+  settle(): void {
+    const c = this.client;
+    if (!c || this.dialing) return; // being re-sent as calls: their promises settle on their own
+    try {
+      c.settle();
+    } catch (e) {
+      if (!(e instanceof HostGone) || this.closed) throw e;
+      this.lost(c, e);
+    }
+  }
+
+  /** Whether posted calls are waiting for replies. */
+  get posting(): boolean { return this.outstanding.size > 0; }
+
   private lost(c: SyncShmClient, e: Error): void {
     if (this.client !== c) return;
     log.warn({ err: e.message }, 'lost the host; reconnecting');
     c.close();
     this.client = null;
+    // What was posted on that connection is sent again once reconnected.
+    for (const p of [...this.outstanding]) {
+      this.outstanding.delete(p);
+      this.callLater(p.proc, p.args, undefined, p.deadline).then(() => p.resolve(), p.reject);
+    }
   }
 
   private async callLater(proc: Proc, args: unknown[], take: ((r: unknown[]) => unknown) | undefined, deadline: number): Promise<unknown> {

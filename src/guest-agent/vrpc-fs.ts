@@ -53,6 +53,14 @@ export class VrpcFs implements FileSystem {
     return take ? this.host.call(proc, args, take) : this.host.call(proc, args);
   }
 
+  /** A call whose reply nobody waits for now: posted on a blocking link, an ordinary call otherwise. */
+  private post(proc: Proc, args: unknown[]): Promise<unknown> {
+    if (!this.host.post) return this.call(proc, args);
+    this.counters.calls++;
+    this.counters.byProc.set(proc, (this.counters.byProc.get(proc) ?? 0) + 1);
+    return this.host.post(proc, args);
+  }
+
   // FUSE's root is node 1; the volume's root keeps its own inode number. The two trade places.
   private nodeId(ino: number): bigint {
     return ino === this.rootIno ? ROOT_ID : ino === 1 ? BigInt(this.rootIno) : BigInt(ino);
@@ -206,12 +214,13 @@ export class VrpcFs implements FileSystem {
     this.writes.set(id, w);
     this.takeError(id, w);
     while (this.writeBehindBytes > 0 && this.writeBehindBytes + data.byteLength > WRITE_BEHIND_BYTES) {
-      await new Promise<void>((r) => this.roomWaiters.push(r));
+      this.host.settle?.();
+      if (this.writeBehindBytes + data.byteLength > WRITE_BEHIND_BYTES) await new Promise<void>((r) => this.roomWaiters.push(r));
     }
     const copy = Buffer.from(data); // the request buffer is reused once this returns
     w.inFlight++;
     this.writeBehindBytes += copy.length;
-    this.call(Proc.WRITE, [fh, Number(offset), copy, 0])
+    this.post(Proc.WRITE, [fh, Number(offset), copy, 0])
       .catch((e: Error) => { w.error ??= e instanceof PrismError ? e : new PrismError('EIO', e.message); })
       .finally(() => {
         this.writeBehindBytes -= copy.length;
@@ -241,6 +250,7 @@ export class VrpcFs implements FileSystem {
   private async writesDone(id: bigint): Promise<void> {
     const w = this.writes.get(id);
     if (!w) return;
+    if (w.inFlight > 0) this.host.settle?.();
     if (w.inFlight > 0) await new Promise<void>((r) => w.waiters.push(r));
     this.takeError(id, w);
   }

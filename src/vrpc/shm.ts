@@ -290,11 +290,8 @@ export class SyncShmClient {
   call(proc: Proc, args?: unknown[]): unknown[];
   call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): T;
   call(proc: Proc, args: unknown[] = [], take?: (r: unknown[]) => unknown): unknown {
-    const id = this.nextId++;
-    if (this.nextId > 0xffff_ffff) this.nextId = 1;
+    const id = this.send(proc, args);
     const deadline = Date.now() + this.timeoutMs;
-    const msg = encodeRequest({ id, proc, args });
-    while (!writeBlocking(this.tx, msg, this.wait, SLICE_MS)) this.check(deadline);
     for (;;) {
       const m = peekBlocking(this.rx, this.wait, SLICE_MS);
       if (!m) { this.check(deadline); continue; }
@@ -309,9 +306,67 @@ export class SyncShmClient {
       } finally {
         this.rx.release();
       }
-      if (r.id !== id) continue; // a reply to an earlier, abandoned call
-      throw responseError(r);
+      if (r.id === id) throw responseError(r);
+      this.settlePosted(r); // a posted call's reply; or one to an earlier, abandoned call
     }
+  }
+
+  private send(proc: Proc, args: unknown[]): number {
+    const id = this.nextId++;
+    if (this.nextId > 0xffff_ffff) this.nextId = 1;
+    const deadline = Date.now() + this.timeoutMs;
+    const msg = encodeRequest({ id, proc, args });
+    while (!writeBlocking(this.tx, msg, this.wait, SLICE_MS)) this.check(deadline);
+    return id;
+  }
+
+  /** Calls sent without waiting (post), by id: told their outcome when their reply is read. */
+  private readonly posted = new Map<number, (err: Error | null) => void>();
+
+  /**
+   * Send a call and return at once; `done` is told the outcome when its reply is read, by a later
+   * call, post or settle(). Results are not kept (for WRITE, whose reply the caller does not need).
+   */
+  post(proc: Proc, args: unknown[], done: (err: Error | null) => void): void {
+    this.collect();
+    this.posted.set(this.send(proc, args), done);
+  }
+
+  /** Number of posted calls not yet answered. */
+  get postedCount(): number { return this.posted.size; }
+
+  /** Wait for the replies of every posted call. */
+  settle(): void {
+    const deadline = Date.now() + this.timeoutMs;
+    while (this.posted.size > 0) {
+      const m = peekBlocking(this.rx, this.wait, SLICE_MS);
+      if (!m) { this.check(deadline); continue; }
+      this.settleRecord(m);
+    }
+  }
+
+  /** Read the replies already there (no waiting). */
+  private collect(): void {
+    for (let m = this.rx.peek(); m && this.posted.size > 0; m = this.rx.peek()) this.settleRecord(m);
+  }
+
+  private settleRecord(m: Uint8Array): void {
+    let r;
+    try {
+      r = decodeResponse(asBuffer(m));
+    } catch (e) {
+      throw new HostGone(`the host sent a malformed reply: ${(e as Error).message}`);
+    } finally {
+      this.rx.release();
+    }
+    this.settlePosted(r);
+  }
+
+  private settlePosted(r: { id: number; errno: number; result: unknown }): void {
+    const done = this.posted.get(r.id);
+    if (!done) return;
+    this.posted.delete(r.id);
+    done(r.errno === 0 ? null : responseError(r as Parameters<typeof responseError>[0]));
   }
 
   private beat = -1;
