@@ -453,6 +453,9 @@ export class Volume {
     if (dst !== undefined && flags.noreplace) throw new PrismError('EEXIST', `${JSON.stringify(b.toString())} exists`);
     if (dst === src) return; // same inode (or same entry): POSIX says do nothing
     if (isDir(srec.mode)) this.checkNotAncestor(src, d2);
+    // A target that is a directory above the source (rename("d/x", "d")): Linux says ENOTEMPTY
+    // before it looks at types.
+    if (dst !== undefined && this.isWithin(d1, dst)) throw new PrismError('ENOTEMPTY', `${JSON.stringify(b.toString())} contains the source`);
     if (dst !== undefined) {
       const drec = this.inode(dst);
       if (isDir(drec.mode)) {
@@ -482,12 +485,17 @@ export class Volume {
 
   /** A directory cannot move below itself. */
   private checkNotAncestor(dir: number, target: number): void {
-    let cur = target;
+    if (this.isWithin(target, dir)) throw new PrismError('EINVAL', 'cannot move a directory into itself');
+  }
+
+  /** Whether directory `dir` is `ancestor` or below it. */
+  private isWithin(dir: number, ancestor: number): boolean {
+    let cur = dir;
     for (let depth = 0; depth < 100_000; depth++) {
-      if (cur === dir) throw new PrismError('EINVAL', 'cannot move a directory into itself');
-      if (cur === this.rec.root) return;
+      if (cur === ancestor) return true;
+      if (cur === this.rec.root) return false;
       const next = this.parentOf(cur, this.inode(cur));
-      if (next === cur) return;
+      if (next === cur) return false;
       cur = next;
     }
     throw new PrismError('ELOOP', 'directory parent chain too deep');

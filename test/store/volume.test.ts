@@ -261,3 +261,16 @@ test('seek finds data and holes at block granularity; fallocate extends, punches
   t.is(v.seek(g.ino, 0, 'hole'), BLOCK_SIZE, 'the wholly punched block is a hole');
   code(t, () => v.fallocate(g.ino, 0, 10, { keepSize: false, punchHole: true, zeroRange: false }), 'ENOTSUP');
 });
+
+test('rename onto a directory above the source is ENOTEMPTY, as Linux checks it before types', (t) => {
+  const { store } = open(t);
+  const v = store.createVolume('a');
+  const b = v.mkdir(v.rootIno, 'b', 0o755, 0, 0);
+  v.symlink(b.ino, 'a', 'a', 0, 0);
+  const c = v.mkdir(b.ino, 'c', 0o755, 0, 0);
+  code(t, () => v.rename(b.ino, 'a', v.rootIno, 'b'), 'ENOTEMPTY'); // a symlink onto its own parent
+  code(t, () => v.rename(c.ino, 'x', v.rootIno, 'b'), 'ENOENT');
+  code(t, () => v.rename(b.ino, 'c', v.rootIno, 'b'), 'ENOTEMPTY'); // a directory onto its parent
+  code(t, () => v.rename(v.rootIno, 'b', c.ino, 'b'), 'EINVAL'); // into itself
+  t.is(v.resolve('/b/a'), v.lookup(b.ino, 'a').ino);
+});
