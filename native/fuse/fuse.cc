@@ -1,13 +1,16 @@
-// The few syscalls JS cannot make for FUSE: mount(2)/umount2(2) of /dev/fuse, and a way to learn
-// that requests are waiting without blocking the event loop: watch() polls the (non-blocking) fd in
-// the loop itself (no thread hop per request); read() reads on a worker thread (blocking fds).
-// The protocol is parsed in TS.
+// The few syscalls JS cannot make for FUSE: mount(2)/umount2(2) of /dev/fuse (or fusermount3 for a
+// user, with the fd passed back over a socket), and a way to learn that requests are waiting without
+// blocking the event loop: watch() polls the non-blocking fd in the loop itself (no thread hop per
+// request). Reads and writes are plain read(2)/write(2) from JS; the protocol is parsed in TS.
 #include <napi.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <string>
 #include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <vector>
 #include <unistd.h>
 #include <uv.h>
 
@@ -37,47 +40,64 @@ static Napi::Value Mount(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+// mountUser(fusermount3 path, mountpoint, options) -> fd: for a user who may not call mount(2),
+// the setuid fusermount3 mounts and hands the /dev/fuse fd back over a socket (_FUSE_COMMFD).
+// Everything the child needs is prepared before fork: only async-signal-safe calls follow it.
+static Napi::Value MountUser(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string helper = info[0].As<Napi::String>();
+  std::string mp = info[1].As<Napi::String>();
+  std::string opts = info[2].As<Napi::String>();
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) throw errnoError(env, "socketpair", errno);
+  std::string commfd = "_FUSE_COMMFD=" + std::to_string(sv[1]);
+  std::vector<char*> argv = {const_cast<char*>(helper.c_str()), const_cast<char*>("-o"), const_cast<char*>(opts.c_str()),
+                             const_cast<char*>("--"), const_cast<char*>(mp.c_str()), nullptr};
+  std::vector<char*> envp = {const_cast<char*>(commfd.c_str()), const_cast<char*>("PATH=/usr/bin:/bin"), nullptr};
+  pid_t pid = fork();
+  if (pid < 0) {
+    int err = errno;
+    close(sv[0]);
+    close(sv[1]);
+    throw errnoError(env, "fork", err);
+  }
+  if (pid == 0) {
+    close(sv[0]);
+    execve(argv[0], argv.data(), envp.data());
+    _exit(127);
+  }
+  close(sv[1]);
+  char byte;
+  struct iovec iov = {&byte, 1};
+  char control[CMSG_SPACE(sizeof(int))];
+  struct msghdr msg = {};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  ssize_t n;
+  do n = recvmsg(sv[0], &msg, 0); while (n < 0 && errno == EINTR);
+  close(sv[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  struct cmsghdr* c = n > 0 ? CMSG_FIRSTHDR(&msg) : nullptr;
+  if (!c || c->cmsg_type != SCM_RIGHTS) {
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    throw Napi::Error::New(env, "fusermount3 did not mount (exit status " + std::to_string(code) + ")");
+  }
+  int fd;
+  memcpy(&fd, CMSG_DATA(c), sizeof(int));
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  return Napi::Number::New(env, fd);
+}
+
 static Napi::Value Umount(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string mp = info[0].As<Napi::String>();
   bool lazy = info.Length() > 1 && info[1].ToBoolean();
   if (umount2(mp.c_str(), lazy ? MNT_DETACH : 0) != 0) throw errnoError(env, "umount", errno);
   return env.Undefined();
-}
-
-// read(fd, buffer, callback(err, n)): one read(2) of /dev/fuse on the libuv pool.
-class ReadWorker : public Napi::AsyncWorker {
- public:
-  ReadWorker(Napi::Function cb, int fd, Napi::Buffer<uint8_t> buf)
-      : Napi::AsyncWorker(cb), fd_(fd), ref_(Napi::Persistent(buf)), data_(buf.Data()), len_(buf.Length()) {}
-  void Execute() override {
-    for (;;) {
-      n_ = ::read(fd_, data_, len_);
-      if (n_ >= 0) return;
-      err_ = errno;
-      if (err_ != EINTR) return;
-    }
-  }
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (n_ < 0) Callback().Call({errnoError(env, "read /dev/fuse", err_).Value(), env.Undefined()});
-    else Callback().Call({env.Null(), Napi::Number::New(env, static_cast<double>(n_))});
-  }
- private:
-  int fd_;
-  Napi::Reference<Napi::Buffer<uint8_t>> ref_;
-  uint8_t* data_;
-  size_t len_;
-  ssize_t n_ = -1;
-  int err_ = 0;
-};
-
-static Napi::Value Read(const Napi::CallbackInfo& info) {
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  auto buf = info[1].As<Napi::Buffer<uint8_t>>();
-  auto cb = info[2].As<Napi::Function>();
-  (new ReadWorker(cb, fd, buf))->Queue();
-  return info.Env().Undefined();
 }
 
 // watch(fd, callback()) -> stop(): calls back on the event loop whenever the fd is readable (or
@@ -128,10 +148,10 @@ static Napi::Value CloseFd(const Napi::CallbackInfo& info) {
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New(env, CloseFd));
+  exports.Set("mountUser", Napi::Function::New(env, MountUser));
   exports.Set("watch", Napi::Function::New(env, WatchFd));
   exports.Set("mount", Napi::Function::New(env, Mount));
   exports.Set("umount", Napi::Function::New(env, Umount));
-  exports.Set("read", Napi::Function::New(env, Read));
   return exports;
 }
 NODE_API_MODULE(prism_fuse, Init)

@@ -177,3 +177,32 @@ t('bad input at mount: one clear line, a non-zero exit, nothing mounted', async 
   tt.is(u.status, 22);
   tt.regex(u.stderr, /not a mount point/);
 });
+
+// fusermount3 opens /dev/fuse as the calling user: where the device is root-only (0600, as on these
+// test machines) no user can mount FUSE at all, and the test says so.
+const devFuseOpen = (() => { try { return (fs.statSync('/dev/fuse').mode & 0o006) === 0o006; } catch { return false; } })();
+const userReason = reason ?? (!devFuseOpen ? '/dev/fuse is not readable and writable by other users (mode 0600): unprivileged FUSE mounts are impossible here' : !fs.existsSync('/usr/bin/fusermount3') ? 'fusermount3 is missing' : undefined);
+if (userReason) console.error(`agent-host.test: user mount skipped: ${userReason}`);
+(userReason ? test.skip : test.serial)('an unprivileged user mounts over TCP through fusermount3 and unmounts', async (tt) => {
+  const m = await mountedVolume(tt, 'shm');
+  fs.writeFileSync(path.join(m.mp, 'shared'), 'from root');
+  fs.chmodSync(m.mp, 0o777);
+  await m.agent.umount();
+  const mp = path.join(m.dir, 'user-mnt');
+  fs.mkdirSync(mp);
+  fs.chownSync(mp, 65534, 65534);
+  const token = path.join(m.dir, 'user.token');
+  fs.copyFileSync(path.join(m.store, 'vms', `${m.vm}.token`), token);
+  fs.chownSync(token, 65534, 65534);
+  const as = (args: string[]) => spawnSync(process.execPath, [prismBin, ...args], { encoding: 'utf8', uid: 65534, gid: 65534, cwd: '/tmp' });
+  const r = as(['agent', 'mount', '--tcp', `127.0.0.1:${m.host.port}`, '--token-file', token, '--vm', m.vm, '--volume', 'vol', mp]);
+  tt.is(r.status, 0, r.stderr);
+  tt.true(mounted(mp));
+  const read = spawnSync('cat', [path.join(mp, 'shared')], { encoding: 'utf8', uid: 65534, gid: 65534 });
+  tt.is(read.stdout, 'from root');
+  const write = spawnSync('sh', ['-c', `echo mine > ${path.join(mp, 'mine')} && stat -c %u ${path.join(mp, 'mine')}`], { encoding: 'utf8', uid: 65534, gid: 65534 });
+  tt.is(write.stdout.trim(), '65534', write.stderr);
+  const u = as(['agent', 'umount', mp]);
+  tt.is(u.status, 0, u.stderr);
+  tt.false(mounted(mp));
+});

@@ -1,5 +1,6 @@
 // Typed access to the FUSE addon (native/fuse -> build/Release/prism_fuse.node): mount(2),
 // umount2(2) and a readiness watch of /dev/fuse on the event loop. Loading never throws: ask available().
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -9,6 +10,7 @@ interface Addon {
   mount(mountpoint: string, fsname: string, options: string, nonblock: boolean): number;
   watch(fd: number, cb: () => void): () => void;
   close(fd: number): void;
+  mountUser(helper: string, mountpoint: string, options: string): number;
   umount(mountpoint: string, lazy: boolean): void;
 }
 
@@ -55,9 +57,37 @@ function need(): Addon {
   return a;
 }
 
-/** Open /dev/fuse (non-blocking) and mount it on `mountpoint` (type fuse.prism); returns the fd. Root only. */
+/**
+ * Open /dev/fuse (non-blocking) and mount it on `mountpoint`; returns the fd. Root calls mount(2)
+ * (type fuse.prism); anyone else goes through the setuid fusermount3 (type fuse.prism too, with
+ * allow_other only if /etc/fuse.conf has user_allow_other).
+ */
 export function mount(mountpoint: string, fsname: string, options = ''): number {
-  return need().mount(mountpoint, fsname, options, true);
+  if (process.getuid?.() === 0) return need().mount(mountpoint, fsname, options, true);
+  const opts = [`fsname=${fsname}`, 'subtype=prism', 'default_permissions', 'max_read=1048576'];
+  if (userAllowOther()) opts.push('allow_other');
+  if (options) opts.push(options);
+  try {
+    return need().mountUser(fusermount(), mountpoint, opts.join(','));
+  } catch (e) {
+    throw Object.assign(new Error(`${(e as Error).message}: is ${mountpoint} yours, and /dev/fuse usable by you?`), { errno: 1 });
+  }
+}
+
+const HELPERS = ['/usr/bin/fusermount3', '/bin/fusermount3'];
+
+function fusermount(): string {
+  const found = HELPERS.find((h) => fs.existsSync(h));
+  if (!found) throw Object.assign(new Error('mounting as a user needs fusermount3 (package fuse3)'), { errno: 1 });
+  return found;
+}
+
+function userAllowOther(): boolean {
+  try {
+    return /^\s*user_allow_other\s*$/m.test(fs.readFileSync('/etc/fuse.conf', 'utf8'));
+  } catch {
+    return false;
+  }
 }
 
 /** Call `cb` on the event loop whenever the fd is readable; returns a function that stops watching. */
@@ -65,8 +95,14 @@ export function watch(fd: number, cb: () => void): () => void {
   return need().watch(fd, cb);
 }
 
+/** Unmount: umount2(2) as root, `fusermount3 -u` otherwise. Errors carry errno (EBUSY, EINVAL...). */
 export function umount(mountpoint: string, lazy = false): void {
-  need().umount(mountpoint, lazy);
+  if (process.getuid?.() === 0) { need().umount(mountpoint, lazy); return; }
+  const r = spawnSync(fusermount(), ['-u', ...(lazy ? ['-z'] : []), mountpoint], { encoding: 'utf8' });
+  if (r.status === 0) return;
+  const why = (r.stderr || r.error?.message || '').trim();
+  const errno = /busy/i.test(why) ? 16 : /not found|not mounted|invalid/i.test(why) ? 22 : /no such/i.test(why) ? 2 : 5;
+  throw Object.assign(new Error(`umount: ${why}`), { errno });
 }
 
 /** Close an fd that mount() returned. */
