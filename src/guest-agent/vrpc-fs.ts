@@ -30,7 +30,7 @@ export interface VrpcFsCounters { calls: number; byProc: Map<number, number> }
 
 export class VrpcFs implements FileSystem {
   private readonly nodes = new Map<bigint, Node>();
-  /** Open files per node: the host pins an inode from the first open to the last release. */
+  /** Open files per node (pinned on the host only when needed, see pinOpenFiles). */
   private readonly opens = new Map<bigint, number>();
   private nextFh = 1n;
   readonly counters: VrpcFsCounters = { calls: 0, byProc: new Map() };
@@ -48,17 +48,20 @@ export class VrpcFs implements FileSystem {
   private call(proc: Proc, args: unknown[]): Promise<unknown[]>;
   private call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): Promise<T>;
   private call(proc: Proc, args: unknown[], take?: (r: unknown[]) => unknown): Promise<unknown> {
-    this.counters.calls++;
-    this.counters.byProc.set(proc, (this.counters.byProc.get(proc) ?? 0) + 1);
+    this.count(proc);
     return take ? this.host.call(proc, args, take) : this.host.call(proc, args);
   }
 
   /** A call whose reply nobody waits for now: posted on a blocking link, an ordinary call otherwise. */
   private post(proc: Proc, args: unknown[]): Promise<unknown> {
     if (!this.host.post) return this.call(proc, args);
+    this.count(proc);
+    return this.host.post(proc, args);
+  }
+
+  private count(proc: Proc): void {
     this.counters.calls++;
     this.counters.byProc.set(proc, (this.counters.byProc.get(proc) ?? 0) + 1);
-    return this.host.post(proc, args);
   }
 
   // FUSE's root is node 1; the volume's root keeps its own inode number. The two trade places.
