@@ -16,6 +16,19 @@ export interface ClientOptions {
   maxInFlight?: number;
 }
 
+/**
+ * Call ids for one client: from a random start, so that a new client on a region where an old one
+ * left calls in flight does not take their late replies for its own; unsigned 32-bit, wrapping.
+ */
+export class CallIds {
+  private id = 1 + Math.floor(Math.random() * 0x7fff_0000);
+  next(): number {
+    const id = this.id;
+    this.id = id >= 0xffff_ffff ? 1 : id + 1;
+    return id;
+  }
+}
+
 /** The channel to the host closed or broke (as opposed to an error the host replied with). */
 export class HostGone extends PrismError {
   constructor(message: string) { super('EIO', message); }
@@ -30,9 +43,7 @@ interface Pending {
 }
 
 export class VrpcClient {
-  // A random start: a new client on a region where an old one left calls in flight must not take
-  // their late replies for its own.
-  private nextId = 1 + Math.floor(Math.random() * 0x7fff_0000);
+  private readonly ids = new CallIds();
   private pending = new Map<number, Pending>();
   private waiting: Array<() => void> = [];
   private closedWith: Error | null = null;
@@ -88,8 +99,7 @@ export class VrpcClient {
   async call(proc: Proc, args: unknown[] = [], take?: (r: unknown[]) => unknown): Promise<unknown> {
     while (this.pending.size >= this.maxInFlight && !this.closedWith) await new Promise<void>((r) => this.waiting.push(r));
     if (this.closedWith) throw this.closedWith;
-    const id = this.nextId++;
-    if (this.nextId > 0xffff_ffff) this.nextId = 1;
+    const id = this.ids.next();
     return new Promise<unknown>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);

@@ -4,14 +4,14 @@
 // on the futex instead: the lowest latency, used by the benchmark and by dedicated I/O threads.
 import { Worker } from 'node:worker_threads';
 import { PrismError } from '../errors.js';
-import { decodeResponse, encode, encodeRequest, responseError } from '../protocol/codec.js';
+import { decodeResponse, encode, encodeRequest, responseError, type Response } from '../protocol/codec.js';
 import { MAX_MESSAGE, PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
 import {
   LIVE_UP, Region, RingCorrupt, WaitStrategy, fitGeometry, map, nativeAvailable, readBlocking, unmap,
   waitReadableAsync, writeBlocking, peekBlocking, type RingConsumer, type RingProducer, type Side,
 } from '../ring/index.js';
 import { ChannelEvents, type Channel } from './channel.js';
-import { HostGone, VrpcClient, detach, handshake, type ClientOptions } from './client.js';
+import { CallIds, HostGone, VrpcClient, detach, handshake, type ClientOptions } from './client.js';
 import { decodeHello } from './hello.js';
 
 /** Size of a VM's VRPC region: a power of two (QEMU's ivshmem wants one), room for 1 MiB replies. */
@@ -42,6 +42,16 @@ export function openRegion(path: string, create: boolean): { region: Region; buf
     throw new PrismError('EINVAL', `${path} is not a Prism region: ${(e as Error).message}`);
   }
   return { region, buffer, close: () => { unmap(buffer); } };
+}
+
+/** Attach to a region a host is serving now (EIO if it says it is not). */
+function openServedRegion(path: string): ReturnType<typeof openRegion> {
+  const r = openRegion(path, false);
+  if (r.region.liveness('host').state !== LIVE_UP) {
+    r.close();
+    throw new PrismError('EIO', `no host is serving ${path}`);
+  }
+  return r;
 }
 
 export interface ShmChannelOptions {
@@ -111,14 +121,11 @@ export class ShmChannel extends ChannelEvents implements Channel {
         this.flush();
         if (n > 0) this.quietSince = performance.now();
         const quiet = performance.now() - this.quietSince;
-        if (this.expecting() && (quiet < EXPECT_POLL_MS || !this.doorbell)) {
+        if (this.expecting()) {
           // Replies are due (calls in flight): look on every turn of the event loop for a while;
           // a slow reply then waits in the doorbell, so that polling never starves other work.
-          await new Promise<void>((r) => setImmediate(r));
-          continue;
-        }
-        if (this.expecting() && this.doorbell) {
-          await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
+          if (quiet < EXPECT_POLL_MS || !this.doorbell) await new Promise<void>((r) => setImmediate(r));
+          else await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
           continue;
         }
         // With a doorbell, yield for a few ms (more work usually follows) and then sleep in it;
@@ -229,11 +236,7 @@ class Doorbell {
 
 /** Connect to a VM's region: the client (guest agent) side. */
 export async function connectShm(path: string, vm: string, opts: ClientOptions & ShmChannelOptions = {}): Promise<VrpcClient> {
-  const r = openRegion(path, false);
-  if (r.region.liveness('host').state !== LIVE_UP) {
-    r.close();
-    throw new PrismError('EIO', `no host is serving ${path}`);
-  }
+  const r = openServedRegion(path);
   const ch = new ShmChannel(r.region, 'guest', opts);
   ch.onClose(() => r.close());
   try {
@@ -251,8 +254,7 @@ export async function connectShm(path: string, vm: string, opts: ClientOptions &
  * A host restart (the region's generation changes) or a host that stops fails calls with HostGone.
  */
 export class SyncShmClient {
-  // Random start: a previous client's late replies on this region are not taken for ours.
-  private nextId = 1 + Math.floor(Math.random() * 0x7fff_0000);
+  private readonly ids = new CallIds();
   private readonly tx: RingProducer;
   private readonly rx: RingConsumer;
   private readonly wait: WaitStrategy;
@@ -260,10 +262,9 @@ export class SyncShmClient {
   private readonly generation: number;
 
   constructor(path: string, vm: string, mode: 'futex' | 'poll' = 'futex', private readonly timeoutMs = 30_000, handshakeMs = 10_000) {
-    this.mapping = openRegion(path, false);
+    this.mapping = openServedRegion(path);
     const region = this.mapping.region;
     try {
-      if (region.liveness('host').state !== LIVE_UP) throw new PrismError('EIO', `no host is serving ${path}`);
       this.generation = region.generation;
       const e = region.endpoints('guest', 0);
       this.tx = e.tx;
@@ -297,12 +298,8 @@ export class SyncShmClient {
       if (!m) { this.check(deadline); continue; }
       let r;
       try {
-        r = decodeResponse(asBuffer(m));
+        r = decodeReply(m);
         if (r.id === id && r.errno === 0) return take ? take(r.result as unknown[]) : detach(r.result); // before release
-      } catch (e) {
-        if (!(e instanceof PrismError)) throw e; // from take
-        if (r === undefined) throw new HostGone(`the host sent a malformed reply: ${e.message}`);
-        throw e;
       } finally {
         this.rx.release();
       }
@@ -312,8 +309,7 @@ export class SyncShmClient {
   }
 
   private send(proc: Proc, args: unknown[]): number {
-    const id = this.nextId++;
-    if (this.nextId > 0xffff_ffff) this.nextId = 1;
+    const id = this.ids.next();
     const deadline = Date.now() + this.timeoutMs;
     const msg = encodeRequest({ id, proc, args });
     while (!writeBlocking(this.tx, msg, this.wait, SLICE_MS)) this.check(deadline);
@@ -331,9 +327,6 @@ export class SyncShmClient {
     this.collect();
     this.posted.set(this.send(proc, args), done);
   }
-
-  /** Number of posted calls not yet answered. */
-  get postedCount(): number { return this.posted.size; }
 
   /** Wait for the replies of every posted call. */
   settle(): void {
@@ -353,20 +346,18 @@ export class SyncShmClient {
   private settleRecord(m: Uint8Array): void {
     let r;
     try {
-      r = decodeResponse(asBuffer(m));
-    } catch (e) {
-      throw new HostGone(`the host sent a malformed reply: ${(e as Error).message}`);
+      r = decodeReply(m);
     } finally {
       this.rx.release();
     }
     this.settlePosted(r);
   }
 
-  private settlePosted(r: { id: number; errno: number; result: unknown }): void {
+  private settlePosted(r: Response): void {
     const done = this.posted.get(r.id);
     if (!done) return;
     this.posted.delete(r.id);
-    done(r.errno === 0 ? null : responseError(r as Parameters<typeof responseError>[0]));
+    done(r.errno === 0 ? null : responseError(r));
   }
 
   private beat = -1;
@@ -394,6 +385,15 @@ export class SyncShmClient {
 const SLICE_MS = 100;
 /** A host whose heartbeat (bumped every second) has not moved for this long is taken as gone. */
 const SILENT_HOST_MS = 3000;
+
+/** A reply read from the ring; one that does not decode means the connection is unusable. */
+function decodeReply(m: Uint8Array): Response {
+  try {
+    return decodeResponse(asBuffer(m));
+  } catch (e) {
+    throw new HostGone(`the host sent a malformed reply: ${(e as Error).message}`);
+  }
+}
 
 /** A Buffer over the same bytes (cbor-x then decodes byte strings as Buffers, as over TCP). */
 function asBuffer(m: Uint8Array): Buffer {
