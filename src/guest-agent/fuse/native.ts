@@ -109,3 +109,8 @@ export function umount(mountpoint: string, lazy = false): void {
 export function close(fd: number): void {
   need().close(fd);
 }
+
+/** Whether something is mounted on `dir` (an absolute path, as /proc/self/mounts writes it). */
+export function isMounted(dir: string): boolean {
+  return fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === dir);
+}

@@ -87,6 +87,18 @@ export function encodeAttrOut(a: Attr, t: CacheTimes): Buffer {
   writeAttr(b, 16, a);
   return b;
 }
+/** fuse_write_out and fuse_getxattr_out: a u32 count, then padding. */
+export function encodeCount(n: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt32LE(n, 0);
+  return b;
+}
+/** fuse_lseek_out: the offset. */
+export function encodeOffset(off: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(off, 0);
+  return b;
+}
 export function encodeOpenOut(fh: bigint, openFlags = 0): Buffer {
   const b = Buffer.alloc(16);
   b.writeBigUInt64LE(fh, 0); b.writeUInt32LE(openFlags, 8);

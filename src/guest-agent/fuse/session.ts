@@ -1,5 +1,5 @@
-// The FUSE request loop: read requests from /dev/fuse (on worker threads), decode, call the
-// FileSystem, encode, write the reply. Requests are handled concurrently (many in flight).
+// The FUSE request loop: read requests from /dev/fuse as the event loop sees it readable, decode,
+// call the FileSystem, encode, write the reply. Requests are handled concurrently (many in flight).
 import fs from 'node:fs';
 import { PrismError } from '../../errors.js';
 import { log } from '../../log.js';
@@ -12,7 +12,6 @@ const EIO = 5;
 const EINTR = 4;
 
 export type SessionOptions = Partial<P.CacheTimes>;
-
 
 /** Requests that change nothing: when the kernel interrupts one, it is answered EINTR at once. */
 const ABANDONABLE = new Set<number>([
@@ -36,7 +35,7 @@ export class Session {
   serve(): Promise<void> {
     return new Promise((resolve, reject) => {
       const stop = native.watch(this.fd, () => {
-        const err = this.drain();
+        const err = this.readOne();
         if (err === undefined) return;
         stop();
         this.closed = true;
@@ -51,7 +50,7 @@ export class Session {
    * on, null once unmounted, or an unexpected error. One read per wake-up: the watch is
    * level-triggered, so more requests call again, and no read is wasted on an empty queue (EAGAIN).
    */
-  private drain(): Error | null | undefined {
+  private readOne(): Error | null | undefined {
     const buf = this.pool.pop() ?? Buffer.allocUnsafe(P.BUFFER_SIZE);
     let n: number;
     try {
@@ -175,7 +174,7 @@ export class Session {
       case P.Op.WRITE: {
         const size = b.readUInt32LE(16);
         const n = await need(f.write).call(f, ctx, ino, b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.subarray(40, 40 + size));
-        return writeOut(n);
+        return P.encodeCount(n);
       }
       case P.Op.FLUSH:
         if (f.flush) await f.flush(ctx, ino, b.readBigUInt64LE(0));
@@ -224,17 +223,14 @@ export class Session {
         await need(f.fallocate).call(f, ctx, ino, b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.readBigUInt64LE(16), b.readUInt32LE(24));
         return undefined;
       case P.Op.LSEEK: {
-        const off = await need(f.lseek).call(f, ctx, ino, b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.readUInt32LE(16));
-        const out = Buffer.alloc(8);
-        out.writeBigUInt64LE(off, 0);
-        return out;
+        return P.encodeOffset(await need(f.lseek).call(f, ctx, ino, b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.readUInt32LE(16)));
       }
       case P.Op.COPY_FILE_RANGE: {
         const n = await need(f.copyFileRange).call(f, ctx,
           { ino, fh: b.readBigUInt64LE(0), offset: b.readBigUInt64LE(8) },
           { ino: b.readBigUInt64LE(16), fh: b.readBigUInt64LE(24), offset: b.readBigUInt64LE(32) },
           b.readBigUInt64LE(40));
-        return writeOut(n);
+        return P.encodeCount(n);
       }
       default:
         throw new NoSys();
@@ -269,20 +265,9 @@ export class Session {
   }
 }
 
-/** fuse_write_out: the byte count. */
-function writeOut(n: number): Buffer {
-  const out = Buffer.alloc(8);
-  out.writeUInt32LE(n, 0);
-  return out;
-}
-
 /** An xattr reply: the size alone when asked with size 0, ERANGE when it does not fit. */
 function sized(value: Buffer, size: number): Buffer {
-  if (size === 0) {
-    const out = Buffer.alloc(8);
-    out.writeUInt32LE(value.length, 0);
-    return out;
-  }
+  if (size === 0) return P.encodeCount(value.length);
   if (value.length > size) throw new PrismError('ERANGE', 'buffer too small');
   return value;
 }
