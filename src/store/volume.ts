@@ -872,8 +872,8 @@ export class Volume {
     this.flushFile(src);
     const copyBytes = (from: number, to: number, len: number) => {
       for (let done = 0; done < len; done += BLOCK_SIZE) {
-        const chunk = this.read(src, from + done, Math.min(BLOCK_SIZE, len - done)).data;
-        this.write(dst, to + done, Buffer.from(chunk));
+        // A fresh buffer from read (no `into`): write copies it, no second copy needed.
+        this.write(dst, to + done, this.read(src, from + done, Math.min(BLOCK_SIZE, len - done)).data);
       }
     };
     const head = aligned ? Math.min(n, (BLOCK_SIZE - (srcOff % BLOCK_SIZE)) % BLOCK_SIZE) : n;
@@ -980,7 +980,7 @@ interface DirtyBlock { buf: Buffer; len: number }
 // sizes are slow (each is its own ArrayBuffer, and large ones fault pages on first use).
 const EMPTY = Buffer.alloc(0);
 const pools = new Map<number, Buffer[]>();
-function takeBuffer(size = BLOCK_SIZE): Buffer {
+function takeBuffer(size: number): Buffer {
   return pools.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size);
 }
 function giveBuffer(b: Buffer): void {
