@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { table } from '../src/cli/format.js';
+import { isMounted } from '../src/guest-agent/fuse/native.js';
 
 const prismBin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/prism.js');
 const DIRS = 200;
@@ -22,10 +23,6 @@ type Phases = Record<string, number>;
 function sh(cmd: string, args: string[]): void {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${(r.stderr || r.error?.message || '').trim()}`);
-}
-
-function mounted(dir: string): boolean {
-  return fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === dir);
 }
 
 async function waitFor(what: string, ok: () => boolean, child?: ChildProcess): Promise<void> {
@@ -83,7 +80,7 @@ async function prism(work: string, transport: 'shm' | 'tcp'): Promise<Target> {
   const port = /listening on [^:]+:(\d+)/.exec(out)![1]!;
   const how = transport === 'shm' ? ['--shm', `/dev/shm/prism-${vm}`] : ['--tcp', `127.0.0.1:${port}`, '--token-file', path.join(store, 'vms', `${vm}.token`)];
   const agent = spawn(process.execPath, [prismBin, 'agent', 'mount', '--foreground', '--volume', 'bench', ...how, mp], { stdio: 'inherit' });
-  await waitFor('agent mount', () => mounted(mp), agent);
+  await waitFor('agent mount', () => isMounted(mp), agent);
   return {
     name: `Prism over ${transport === 'shm' ? 'shared memory' : 'TCP'}`, mountpoint: mp,
     teardown: async () => {

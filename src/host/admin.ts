@@ -1,6 +1,7 @@
 // The host's admin socket (<store>/host.sock, 0600): while the host owns the store, the CLI asks it to
 // do what it would otherwise do on the store itself. One request per message:
-// ['admin', op, args] -> ['ok', result] | ['error', code, message].
+// ['admin', op, args] -> ['ok', result] | ['error', code, message]. Each operation is committed
+// before its reply.
 import { PrismError } from '../errors.js';
 import { decodeControl, encode } from '../protocol/codec.js';
 import type { Store } from '../store/store.js';
@@ -11,7 +12,7 @@ export const ADMIN_SOCKET = 'host.sock';
 /** The store operations the admin socket offers; results are plain data. */
 const OPS: Record<string, (s: Store, a: unknown[]) => unknown> = {
   create: (s, [name, quota]) => { s.createVolume(str(name), { quota: quota === null || quota === undefined ? undefined : num(quota) }); return null; },
-  clone: (s, [src, name]) => { s.clone(str(src), str(name)); s.commit(); return null; },
+  clone: (s, [src, name]) => { s.clone(str(src), str(name)); return null; },
   rm: (s, [name]) => { s.removeVolume(str(name)); return null; },
   ls: (s) => s.volumeNames().map((n) => s.info(n)),
 };

@@ -14,9 +14,7 @@ export function fuseSkipReason(): string | undefined {
   return undefined;
 }
 
-export function mounted(dir: string): boolean {
-  return fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === dir);
-}
+export const mounted = native.isMounted;
 
 export interface Agent { child: ChildProcess; mp: string; stderr(): string; umount(): Promise<void> }
 
