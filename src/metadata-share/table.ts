@@ -1,64 +1,101 @@
 // The metadata table a host shares read-only with a guest (issue 6): fixed-size slots holding
 // attributes by inode and directory entries by (directory, name), each guarded by a sequence counter
-// (a seqlock: odd while the host writes it), so a reader in another process never takes a torn entry.
-// Only the host writes; a full probe window evicts (the host decides what stays). Pure logic over a
-// buffer: mapping it is the caller's business. Layout, version 1 (docs/metadata-share.md):
-//
-//   header (4096 bytes): u32 magic "PMET", u32 version, u32 slots, u32 slotSize, u32 generation
-//   slot i at 4096 + i * 512:
-//     0  u32 seq          4 u8 kind (0 empty, 1 attr, 2 entry, 3 no such entry), u8 nameLen, u8 fhLen
-//     8  u32 volume id   12 u32 hash          16 f64 inode (kind 1) or directory inode (kinds 2, 3)
-//     24 f64 x 16 attr (the wire attr of docs/protocol.md)   152 handle (64)   216 name (255)
+// (a seqlock: odd while the host writes it), so a reader in another process never takes a torn entry;
+// and a log of changes the guest's kernel cache must forget. Only the host writes; a full probe
+// window evicts (the host decides what stays). Pure logic over a buffer: mapping it is the caller's
+// business. Layout, version 1: docs/metadata-share.md.
 import type { WireAttr } from '../protocol/wire.js';
 
 export const META_MAGIC = 0x54454d50; // bytes "PMET"
 export const META_VERSION = 1;
 export const HEADER_SIZE = 4096;
 export const SLOT_SIZE = 512;
+export const LOG_RECORD_SIZE = 320;
+/** Log records in a table of the default geometry. */
+export const LOG_RECORDS = 4096;
 /** Slots looked at for one key (open addressing, linear probing). */
 export const PROBE = 8;
 /** Longest name an entry can hold (longer ones are never shared: the reader asks the host). */
 export const MAX_SHARED_NAME = 255;
 
+// Header words (u32 index). The generation is a seqlock over the whole table: odd while the host
+// clears it (start, stop), so a reader that sees it move drops what it read.
+const H_MAGIC = 0, H_VERSION = 1, H_SLOTS = 2, H_SLOT_SIZE = 3, H_GENERATION = 4, H_LOG_RECORDS = 5, H_LOG_RECORD_SIZE = 6, H_SLOTS_AT = 7;
+/** Byte offset of the log head (records ever written): its own cache line, the word guests futex-wait on. */
+export const LOG_HEAD_OFFSET = 64;
+
 const KIND_EMPTY = 0, KIND_ATTR = 1, KIND_ENTRY = 2, KIND_NONE = 3;
 const ATTR_FIELDS = 16;
-const O_KIND = 4, O_NAMELEN = 5, O_FHLEN = 6, O_VOLUME = 8, O_HASH = 12, O_INO = 16, O_ATTR = 24, O_FH = 152, O_NAME = 216;
+const O_KIND = 4, O_NAMELEN = 5, O_FHLEN = 6, O_VOLUME = 8, O_HASH = 12, O_INO = 16, O_ATTR = 24, O_CHILD = 24, O_FH = 152, O_NAME = 216;
+// Log record: u32 seq (record number + 1 once complete, 0 while written), u8 kind, u8 name length,
+// u32 volume at 8, f64 inode at 16, name at 24.
+const L_KIND = 4, L_NAMELEN = 5, L_VOLUME = 8, L_INO = 16, L_NAME = 24;
 
-export interface SharedEntry { fh: Uint8Array; attr: WireAttr }
+/** A directory entry as shared: the child's VRPC handle and inode number (its attributes are a separate key). */
+export interface SharedEntry { fh: Uint8Array; ino: number }
+
+/** What a guest's kernel must forget: an inode's attributes (and with `data`, its cached pages), or a name. */
+export type Change =
+  | { kind: 'attr' | 'data'; volume: number; ino: number }
+  | { kind: 'entry'; volume: number; dir: number; name: Uint8Array };
+
+const CHANGE_KINDS = ['attr', 'data', 'entry'] as const;
 
 export class MetaTableError extends Error {}
 
+export interface Geometry { slots: number; logRecords: number; slotsAt: number }
+
 export class MetaTable {
   readonly slots: number;
+  readonly logRecords: number;
+  private readonly slotsAt: number;
   private readonly i32: Int32Array;
   private readonly view: DataView;
   private readonly bytes: Uint8Array;
   private evict = 0;
 
-  private constructor(buffer: ArrayBufferLike) {
+  private constructor(readonly buffer: ArrayBufferLike) {
     this.i32 = new Int32Array(buffer);
     this.view = new DataView(buffer);
     this.bytes = new Uint8Array(buffer);
-    this.slots = this.view.getUint32(8, true);
+    this.slots = this.view.getUint32(H_SLOTS * 4, true);
+    this.logRecords = this.view.getUint32(H_LOG_RECORDS * 4, true);
+    this.slotsAt = this.view.getUint32(H_SLOTS_AT * 4, true);
   }
 
-  /** Slots that fit in `size` bytes. */
-  static slotsFor(size: number): number {
-    return Math.floor((size - HEADER_SIZE) / SLOT_SIZE);
+  /** How a table of `size` bytes is laid out (the log takes at most 1/16 of it). */
+  static geometry(size: number, logRecords = LOG_RECORDS): Geometry {
+    const records = Math.max(16, Math.min(logRecords, Math.floor(size / 16 / LOG_RECORD_SIZE)));
+    const slotsAt = align4096(HEADER_SIZE + records * LOG_RECORD_SIZE);
+    return { slots: Math.max(0, Math.floor((size - slotsAt) / SLOT_SIZE)), logRecords: records, slotsAt };
   }
 
-  /** Initialize a table over a zeroed or reused buffer (host side); bumps the generation. */
-  static create(buffer: ArrayBufferLike): MetaTable {
+  /**
+   * Initialize a table over a zeroed buffer or the host's previous table (host side). A previous
+   * table is cleared slot by slot under the seqlocks, since a guest may be reading it right now.
+   */
+  static create(buffer: ArrayBufferLike, logRecords = LOG_RECORDS): MetaTable {
     const v = new DataView(buffer);
-    const slots = MetaTable.slotsFor(buffer.byteLength);
-    if (slots < PROBE) throw new MetaTableError(`a metadata table needs at least ${HEADER_SIZE + PROBE * SLOT_SIZE} bytes`);
-    const gen = v.getUint32(0, true) === META_MAGIC ? (v.getUint32(16, true) + 1) >>> 0 : 1;
-    new Uint8Array(buffer, HEADER_SIZE).fill(0);
-    v.setUint32(4, META_VERSION, true);
-    v.setUint32(8, slots, true);
-    v.setUint32(12, SLOT_SIZE, true);
-    v.setUint32(16, gen, true);
-    v.setUint32(0, META_MAGIC, true);
+    const g = MetaTable.geometry(buffer.byteLength, logRecords);
+    if (g.slots < PROBE) throw new MetaTableError(`a metadata table needs at least ${g.slotsAt + PROBE * SLOT_SIZE} bytes`);
+    const reused = v.getUint32(0, true) === META_MAGIC && v.getUint32(4, true) === META_VERSION;
+    if (reused) {
+      const old = new MetaTable(buffer);
+      old.beginReset();
+      const same = old.slots === g.slots && old.slotsAt === g.slotsAt && old.logRecords === g.logRecords;
+      if (same) { old.clearSlots(); old.endReset(); return old; }
+      // A new geometry: nothing of the old layout can be trusted, and the generation stays odd until set.
+      new Uint8Array(buffer, HEADER_SIZE).fill(0);
+    }
+    const gen = reused ? v.getUint32(H_GENERATION * 4, true) : 0;
+    v.setUint32(H_VERSION * 4, META_VERSION, true);
+    v.setUint32(H_SLOTS * 4, g.slots, true);
+    v.setUint32(H_SLOT_SIZE * 4, SLOT_SIZE, true);
+    v.setUint32(H_LOG_RECORDS * 4, g.logRecords, true);
+    v.setUint32(H_LOG_RECORD_SIZE * 4, LOG_RECORD_SIZE, true);
+    v.setUint32(H_SLOTS_AT * 4, g.slotsAt, true);
+    v.setUint32(H_GENERATION * 4, (gen | 1) + 1, true); // even: usable
+    v.setUint32(H_MAGIC * 4, META_MAGIC, true);
     return new MetaTable(buffer);
   }
 
@@ -66,16 +103,21 @@ export class MetaTable {
   static attach(buffer: ArrayBufferLike): MetaTable {
     if (buffer.byteLength < HEADER_SIZE) throw new MetaTableError('too small for a metadata table');
     const v = new DataView(buffer);
-    if (v.getUint32(0, true) !== META_MAGIC) throw new MetaTableError('not a metadata table (bad magic)');
-    if (v.getUint32(4, true) !== META_VERSION) throw new MetaTableError(`metadata table version ${v.getUint32(4, true)}, expected ${META_VERSION}`);
-    const slots = v.getUint32(8, true);
-    if (v.getUint32(12, true) !== SLOT_SIZE || slots < PROBE || HEADER_SIZE + slots * SLOT_SIZE > buffer.byteLength) {
+    const word = (i: number) => v.getUint32(i * 4, true);
+    if (word(H_MAGIC) !== META_MAGIC) throw new MetaTableError('not a metadata table (bad magic)');
+    if (word(H_VERSION) !== META_VERSION) throw new MetaTableError(`metadata table version ${word(H_VERSION)}, expected ${META_VERSION}`);
+    const slots = word(H_SLOTS), records = word(H_LOG_RECORDS), slotsAt = word(H_SLOTS_AT);
+    if (word(H_SLOT_SIZE) !== SLOT_SIZE || word(H_LOG_RECORD_SIZE) !== LOG_RECORD_SIZE || slots < PROBE || records < 1
+      || slotsAt < HEADER_SIZE + records * LOG_RECORD_SIZE || slotsAt + slots * SLOT_SIZE > buffer.byteLength) {
       throw new MetaTableError('metadata table geometry does not fit its buffer');
     }
     return new MetaTable(buffer);
   }
 
-  get generation(): number { return this.view.getUint32(16, true); }
+  get generation(): number { return Atomics.load(this.i32, H_GENERATION) >>> 0; }
+
+  /** Records ever appended to the change log. */
+  get logHead(): number { return Atomics.load(this.i32, LOG_HEAD_OFFSET >> 2) >>> 0; }
 
   // ---- writer (host) -------------------------------------------------------------------------
 
@@ -83,16 +125,29 @@ export class MetaTable {
     this.put(KIND_ATTR, volume, ino, EMPTY, attr, EMPTY);
   }
 
-  /** A directory entry and its child's handle and attributes; null: the name is known not to exist. */
+  /** Replace the attributes of an inode only if the table holds them (another VM's change). */
+  refreshAttr(volume: number, ino: number, attr: WireAttr | null): void {
+    if (this.find(KIND_ATTR, volume, ino, EMPTY, hashOf(volume, ino, EMPTY)) < 0) return;
+    if (attr) this.putAttr(volume, ino, attr);
+    else this.removeAttr(volume, ino);
+  }
+
+  /** A directory entry and its child's handle; null: the name is known not to exist. */
   putEntry(volume: number, dir: number, name: Uint8Array, value: SharedEntry | null): void {
     if (name.length === 0 || name.length > MAX_SHARED_NAME) return;
-    if (value) this.put(KIND_ENTRY, volume, dir, name, value.attr, value.fh);
+    if (value) this.put(KIND_ENTRY, volume, dir, name, [value.ino], value.fh);
     else this.put(KIND_NONE, volume, dir, name, null, EMPTY);
+  }
+
+  /** Whether the table holds anything (present or absent) for a name. */
+  hasEntry(volume: number, dir: number, name: Uint8Array): boolean {
+    const h = hashOf(volume, dir, name);
+    return this.find(KIND_ENTRY, volume, dir, name, h) >= 0 || this.find(KIND_NONE, volume, dir, name, h) >= 0;
   }
 
   removeAttr(volume: number, ino: number): void {
     const at = this.find(KIND_ATTR, volume, ino, EMPTY, hashOf(volume, ino, EMPTY));
-    if (at >= 0) this.write(at, () => { this.bytes[at + O_KIND] = KIND_EMPTY; });
+    if (at >= 0) this.empty(at);
   }
 
   /** Forget what is known of a name (present or absent). */
@@ -100,11 +155,55 @@ export class MetaTable {
     const h = hashOf(volume, dir, name);
     for (const kind of [KIND_ENTRY, KIND_NONE]) {
       const at = this.find(kind, volume, dir, name, h);
-      if (at >= 0) this.write(at, () => { this.bytes[at + O_KIND] = KIND_EMPTY; });
+      if (at >= 0) this.empty(at);
     }
   }
 
-  private put(kind: number, volume: number, ino: number, name: Uint8Array, attr: WireAttr | null, fh: Uint8Array): void {
+  /** Append changes to the log (the caller wakes the reader once per batch). */
+  appendLog(changes: readonly Change[]): void {
+    let head = this.logHead;
+    for (const c of changes) {
+      const at = HEADER_SIZE + (head % this.logRecords) * LOG_RECORD_SIZE;
+      Atomics.store(this.i32, at >> 2, 0);
+      const name = c.kind === 'entry' ? c.name.subarray(0, MAX_SHARED_NAME) : EMPTY;
+      this.bytes[at + L_KIND] = CHANGE_KINDS.indexOf(c.kind) + 1;
+      this.bytes[at + L_NAMELEN] = name.length;
+      this.view.setUint32(at + L_VOLUME, c.volume, true);
+      this.view.setFloat64(at + L_INO, c.kind === 'entry' ? c.dir : c.ino, true);
+      this.bytes.set(name, at + L_NAME);
+      head = (head + 1) >>> 0;
+      Atomics.store(this.i32, at >> 2, head); // record n is complete when its seq reads n + 1
+    }
+    Atomics.store(this.i32, LOG_HEAD_OFFSET >> 2, head);
+  }
+
+  /** Empty the table for a new host (start) or none (stop: left odd, so readers miss until the next start). */
+  reset(stopping = false): void {
+    this.beginReset();
+    this.clearSlots();
+    if (!stopping) this.endReset();
+  }
+
+  private beginReset(): void {
+    if ((this.generation & 1) === 0) Atomics.add(this.i32, H_GENERATION, 1);
+  }
+
+  private endReset(): void {
+    Atomics.add(this.i32, H_GENERATION, 1);
+  }
+
+  private clearSlots(): void {
+    for (let i = 0; i < this.slots; i++) {
+      const at = this.slotsAt + i * SLOT_SIZE;
+      if (this.bytes[at + O_KIND] !== KIND_EMPTY) this.empty(at);
+    }
+  }
+
+  private empty(at: number): void {
+    this.write(at, () => { this.bytes[at + O_KIND] = KIND_EMPTY; });
+  }
+
+  private put(kind: number, volume: number, ino: number, name: Uint8Array, values: readonly number[] | null, fh: Uint8Array): void {
     if (fh.length > 64) throw new MetaTableError('handle longer than 64 bytes');
     const h = hashOf(volume, ino, name);
     // The same key under either entry kind is replaced, so a name is never both present and absent.
@@ -119,7 +218,7 @@ export class MetaTable {
       v.setUint32(at + O_VOLUME, volume, true);
       v.setUint32(at + O_HASH, h, true);
       v.setFloat64(at + O_INO, ino, true);
-      for (let i = 0; i < ATTR_FIELDS; i++) v.setFloat64(at + O_ATTR + i * 8, attr ? attr[i] ?? 0 : 0, true);
+      if (values) for (let i = 0; i < values.length; i++) v.setFloat64(at + O_ATTR + i * 8, values[i] ?? 0, true);
       this.bytes.set(fh, at + O_FH);
       this.bytes.set(name, at + O_NAME);
     });
@@ -154,20 +253,33 @@ export class MetaTable {
 
   /** The attributes of an inode, or undefined when the table does not hold them. */
   getAttr(volume: number, ino: number): WireAttr | undefined {
-    const r = this.read(KIND_ATTR, volume, ino, EMPTY);
-    return r ? r.attr : undefined;
+    const gen = this.generation;
+    if (gen & 1) return undefined;
+    const at = this.read(KIND_ATTR, volume, ino, EMPTY);
+    if (at < 0) return undefined;
+    const attr = this.copy.slice(0, ATTR_FIELDS);
+    return this.generation === gen ? attr : undefined;
   }
 
-  /** The entry for a name: its handle and attributes, null if known not to exist, undefined if not held. */
+  /** The entry for a name: its handle and inode, null if known not to exist, undefined if not held. */
   getEntry(volume: number, dir: number, name: Uint8Array): SharedEntry | null | undefined {
     if (name.length === 0 || name.length > MAX_SHARED_NAME) return undefined;
-    const r = this.read(KIND_ENTRY, volume, dir, name) ?? this.read(KIND_NONE, volume, dir, name);
-    if (!r) return undefined;
-    return r.kind === KIND_NONE ? null : { fh: r.fh, attr: r.attr };
+    const gen = this.generation;
+    if (gen & 1) return undefined;
+    let r: SharedEntry | null | undefined;
+    if (this.read(KIND_ENTRY, volume, dir, name) >= 0) r = { fh: this.copyFh, ino: this.copy[0]! };
+    else if (this.read(KIND_NONE, volume, dir, name) >= 0) r = null;
+    return this.generation === gen ? r : undefined;
   }
 
-  private read(kind: number, volume: number, ino: number, name: Uint8Array): { kind: number; attr: WireAttr; fh: Uint8Array } | undefined {
+  /** What read() copied out of the last slot it matched. */
+  private copy: number[] = new Array<number>(ATTR_FIELDS).fill(0);
+  private copyFh: Uint8Array = EMPTY;
+
+  /** Find a key and copy its slot under the seqlock; -1 when absent (or always being rewritten). */
+  private read(kind: number, volume: number, ino: number, name: Uint8Array): number {
     const h = hashOf(volume, ino, name);
+    const fields = kind === KIND_ATTR ? ATTR_FIELDS : 1;
     for (let p = 0; p < PROBE; p++) {
       const at = this.slotAt(h, p);
       const seq = at >>> 2;
@@ -179,19 +291,33 @@ export class MetaTable {
           if (Atomics.load(this.i32, seq) === s1) break; // a stable non-match: next slot
           continue;
         }
-        const attr: WireAttr = new Array<number>(ATTR_FIELDS);
-        for (let i = 0; i < ATTR_FIELDS; i++) attr[i] = this.view.getFloat64(at + O_ATTR + i * 8, true);
-        const fhLen = Math.min(64, this.bytes[at + O_FHLEN]!);
-        const fh = this.bytes.slice(at + O_FH, at + O_FH + fhLen);
+        const copy = new Array<number>(fields);
+        for (let i = 0; i < fields; i++) copy[i] = this.view.getFloat64(at + O_ATTR + i * 8, true);
+        const fh = kind === KIND_ENTRY ? this.bytes.slice(at + O_FH, at + O_FH + Math.min(64, this.bytes[at + O_FHLEN]!)) : EMPTY;
         if (Atomics.load(this.i32, seq) !== s1) continue; // changed under us: read again
-        return { kind, attr, fh };
+        this.copy = copy;
+        this.copyFh = fh;
+        return at;
       }
     }
-    return undefined;
+    return -1;
+  }
+
+  /** Change log record `n` (counting from 0), or 'lost' if the host has written over it. */
+  readLog(n: number): Change | 'lost' {
+    const at = HEADER_SIZE + (n % this.logRecords) * LOG_RECORD_SIZE;
+    const want = (n + 1) >>> 0;
+    if (Atomics.load(this.i32, at >> 2) >>> 0 !== want) return 'lost';
+    const kind = CHANGE_KINDS[this.bytes[at + L_KIND]! - 1];
+    const volume = this.view.getUint32(at + L_VOLUME, true);
+    const ino = this.view.getFloat64(at + L_INO, true);
+    const name = this.bytes.slice(at + L_NAME, at + L_NAME + this.bytes[at + L_NAMELEN]!);
+    if (Atomics.load(this.i32, at >> 2) >>> 0 !== want || !kind) return 'lost';
+    return kind === 'entry' ? { kind, volume, dir: ino, name } : { kind, volume, ino };
   }
 
   private slotAt(h: number, probe: number): number {
-    return HEADER_SIZE + ((h + probe) % this.slots) * SLOT_SIZE;
+    return this.slotsAt + ((h + probe) % this.slots) * SLOT_SIZE;
   }
 
   private matches(at: number, kind: number, volume: number, ino: number, name: Uint8Array, h: number): boolean {
@@ -204,6 +330,10 @@ export class MetaTable {
 }
 
 const EMPTY = new Uint8Array(0);
+
+function align4096(n: number): number {
+  return Math.ceil(n / 4096) * 4096;
+}
 
 /** FNV-1a over (volume, inode, name). */
 export function hashOf(volume: number, ino: number, name: Uint8Array): number {

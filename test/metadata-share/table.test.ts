@@ -2,19 +2,23 @@
 // (or a miss, since it may evict); never another key's value, never a removed one.
 import test from 'ava';
 import fc from 'fast-check';
-import { MetaTable, MetaTableError, HEADER_SIZE, SLOT_SIZE, hashOf } from '../../src/metadata-share/table.js';
+import { MetaTable, MetaTableError, SLOT_SIZE, hashOf, type Change } from '../../src/metadata-share/table.js';
+
+/** A buffer for a table of about `slots` slots with a small log. */
+const sized = (slots: number): ArrayBuffer => new ArrayBuffer(MetaTable.geometry(1 << 20, 16).slotsAt + slots * SLOT_SIZE);
+const make = (slots: number): MetaTable => MetaTable.create(sized(slots), 16);
 
 const attrOf = (n: number): number[] => Array.from({ length: 16 }, (_, i) => n * 100 + i);
 
 test('attributes and entries read back; negative entries; remove; names and volumes kept apart', (t) => {
-  const m = MetaTable.create(new ArrayBuffer(HEADER_SIZE + 64 * SLOT_SIZE));
+  const m = make(64);
   const name = Buffer.from('hosts');
   m.putAttr(1, 42, attrOf(42));
-  m.putEntry(1, 7, name, { fh: Buffer.alloc(29, 5), attr: attrOf(43) });
+  m.putEntry(1, 7, name, { fh: Buffer.alloc(29, 5), ino: 43 });
   m.putEntry(1, 7, Buffer.from('missing'), null);
   t.deepEqual(m.getAttr(1, 42), attrOf(42));
   t.is(m.getAttr(2, 42), undefined, 'another volume');
-  t.deepEqual(m.getEntry(1, 7, name), { fh: new Uint8Array(Buffer.alloc(29, 5)), attr: attrOf(43) });
+  t.deepEqual(m.getEntry(1, 7, name), { fh: new Uint8Array(Buffer.alloc(29, 5)), ino: 43 });
   t.is(m.getEntry(1, 7, Buffer.from('missing')), null);
   t.is(m.getEntry(1, 7, Buffer.from('other')), undefined);
   t.is(m.getEntry(1, 8, name), undefined, 'another directory');
@@ -27,15 +31,42 @@ test('attributes and entries read back; negative entries; remove; names and volu
   t.is(m.getEntry(1, 7, Buffer.alloc(256, 97)), undefined, 'names over 255 bytes are not shared');
 });
 
-test('attach checks the header; create bumps the generation', (t) => {
-  const buf = new ArrayBuffer(HEADER_SIZE + 16 * SLOT_SIZE);
+test('attach checks the header; create clears a previous table and moves the generation on', (t) => {
+  const buf = sized(16);
   t.throws(() => MetaTable.attach(buf), { instanceOf: MetaTableError });
-  const g1 = MetaTable.create(buf).generation;
-  t.is(MetaTable.create(buf).generation, g1 + 1);
+  const m = MetaTable.create(buf, 16);
+  const g1 = m.generation;
+  t.is(g1 % 2, 0, 'even: usable');
+  m.putAttr(1, 5, attrOf(5));
+  const again = MetaTable.create(buf, 16);
+  t.is(again.generation, g1 + 2);
+  t.is(again.getAttr(1, 5), undefined, 'a new host starts empty');
   t.is(MetaTable.attach(buf).slots, 16);
+  again.putAttr(1, 5, attrOf(5));
+  again.reset(true);
+  t.is(again.generation % 2, 1, 'a stopped host leaves the table odd');
+  again.putAttr(1, 6, attrOf(6));
+  t.is(MetaTable.attach(buf).getAttr(1, 6), undefined, 'readers miss while the generation is odd');
   new DataView(buf).setUint32(8, 1000, true);
   t.throws(() => MetaTable.attach(buf), { message: /geometry/ });
-  t.throws(() => MetaTable.create(new ArrayBuffer(HEADER_SIZE + 2 * SLOT_SIZE)), { instanceOf: MetaTableError });
+  t.throws(() => MetaTable.create(new ArrayBuffer(8192)), { instanceOf: MetaTableError });
+});
+
+test('the change log reads back in order and reports records written over', (t) => {
+  const m = make(16);
+  const changes: Change[] = [
+    { kind: 'attr', volume: 3, ino: 9 },
+    { kind: 'entry', volume: 3, dir: 2, name: Buffer.from('x\xffy', 'latin1') },
+    { kind: 'data', volume: 4, ino: 2 ** 40 },
+  ];
+  m.appendLog(changes);
+  const reader = MetaTable.attach(m.buffer);
+  t.is(reader.logHead, 3);
+  t.deepEqual([0, 1, 2].map((n) => reader.readLog(n)), changes.map((c) => (c.kind === 'entry' ? { ...c, name: new Uint8Array(c.name) } : c)));
+  t.is(reader.readLog(3), 'lost', 'not written yet');
+  for (let i = 0; i < m.logRecords; i++) m.appendLog([{ kind: 'attr', volume: 1, ino: i }]);
+  t.is(reader.readLog(0), 'lost', 'written over');
+  t.deepEqual(reader.readLog(m.logRecords + 2), { kind: 'attr', volume: 1, ino: m.logRecords - 1 });
 });
 
 test('random puts and removes against a model: hits are always the latest value of that key', (t) => {
@@ -46,13 +77,13 @@ test('random puts and removes against a model: hits are always the latest value 
     fc.record({ k: fc.constant('rmentry' as const), vol: fc.nat(2), ino: fc.nat(5), name: fc.string({ minLength: 1, maxLength: 4 }) }),
   );
   fc.assert(fc.property(fc.array(op, { maxLength: 300 }), fc.integer({ min: 8, max: 40 }), (ops, slots) => {
-    const m = MetaTable.create(new ArrayBuffer(HEADER_SIZE + slots * SLOT_SIZE));
+    const m = make(slots);
     const model = new Map<string, number | null>();
     for (const o of ops) {
       const nameKey = 'name' in o ? Buffer.from(o.name) : Buffer.alloc(0);
       const key = `${o.k.includes('attr') ? 'a' : 'e'}:${o.vol}:${o.ino}:${nameKey.toString('hex')}`;
       if (o.k === 'attr') { m.putAttr(o.vol, o.ino, attrOf(o.v)); model.set(key, o.v); }
-      else if (o.k === 'entry') { m.putEntry(o.vol, o.ino, nameKey, o.v === null ? null : { fh: Buffer.from([o.v & 255]), attr: attrOf(o.v) }); model.set(key, o.v); }
+      else if (o.k === 'entry') { m.putEntry(o.vol, o.ino, nameKey, o.v === null ? null : { fh: Buffer.from([o.v & 255]), ino: o.v }); model.set(key, o.v); }
       else if (o.k === 'rmattr') { m.removeAttr(o.vol, o.ino); model.delete(key); }
       else { m.removeEntry(o.vol, o.ino, nameKey); model.delete(key); }
       // Every key the model knows: a hit must be right; a miss is allowed (eviction).
@@ -64,7 +95,7 @@ test('random puts and removes against a model: hits are always the latest value 
         } else {
           const got = m.getEntry(Number(vol), Number(ino), Buffer.from(hex!, 'hex'));
           if (got === undefined) continue;
-          if (v === null ? got !== null : got === null || got.attr[0] !== v * 100 || got.fh[0] !== (v & 255)) return false;
+          if (v === null ? got !== null : got === null || got.ino !== v || got.fh[0] !== (v & 255)) return false;
         }
       }
     }
