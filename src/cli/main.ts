@@ -12,6 +12,7 @@ import { importPath } from '../store/import.js';
 import { isDir, isLnk, S_IFREG } from '../store/layout.js';
 import { Store, type ComposeSource, type VolumeInfo } from '../store/store.js';
 import { viaHost } from './admin-client.js';
+import { putChunk } from '../host/admin.js';
 import { attrJson, bytes, isoTime, modeString, parseBytes, table } from './format.js';
 import { progress } from './progress.js';
 import { agentCommand } from './agent.js';
@@ -157,23 +158,30 @@ export function program(): Command {
   }));
 
   p.command('put <vol:path> <file>').description('write a file (FILE or - for stdin) into a volume')
-    .action(async (spec: string, file: string, _o: unknown, cmd: Command) => withStore(cmd, async (s) => {
+    .action(async (spec: string, file: string, _o: unknown, cmd: Command) => {
       const [vn, path] = volPath(spec);
-      const v = s.volume(vn);
-      const parts = path.split('/').filter(Boolean);
-      if (parts.length === 0) throw new PrismError('EISDIR', 'cannot put onto the root directory');
-      const dir = v.resolve('/' + parts.slice(0, -1).join('/'));
-      const input = file === '-' ? process.stdin : fs.createReadStream(file);
-      const a = v.create(dir, parts[parts.length - 1], 0o644, process.getuid?.() ?? 0, process.getgid?.() ?? 0, false);
-      if ((a.mode & 0o170000) !== S_IFREG) throw new PrismError('EINVAL', `${path} is not a regular file`);
-      v.setattr(a.ino, { size: 0 });
-      let off = 0;
-      for await (const chunk of input) {
-        v.write(a.ino, off, chunk as Buffer);
-        off += (chunk as Buffer).length;
-        s.maybeCommit();
+      const input = file === '-' ? process.stdin : fs.createReadStream(file, { highWaterMark: 1 << 20 });
+      const uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0;
+      // With a host running, the pieces go through it, so every VM mounting the volume sees the file at once.
+      if (await viaHost(storeDir(cmd), 'put', [vn, path, 0, Buffer.alloc(0), true, uid, gid])) {
+        let off = 0;
+        for await (const chunk of input) {
+          await viaHost(storeDir(cmd), 'put', [vn, path, off, chunk as Buffer, false, uid, gid]);
+          off += (chunk as Buffer).length;
+        }
+        return;
       }
-    }));
+      await withStore(cmd, async (s) => {
+        const v = s.volume(vn);
+        putChunk(v, path, 0, Buffer.alloc(0), true, uid, gid);
+        let off = 0;
+        for await (const chunk of input) {
+          putChunk(v, path, off, chunk as Buffer, false, uid, gid);
+          off += (chunk as Buffer).length;
+          s.maybeCommit();
+        }
+      });
+    });
 
   p.command('stat <vol:path>').option('--json', 'machine-readable output')
     .action(async (spec: string, o: { json?: boolean }, cmd: Command) => withStore(cmd, (s) => {
@@ -229,9 +237,11 @@ export function program(): Command {
   host.command('serve').description('serve volumes to VMs until SIGTERM or SIGINT')
     .option('--no-shm', 'do not serve over shared memory')
     .option('--shm-dir <dir>', 'where to create the regions', '/dev/shm')
+    .option('--no-meta', 'do not share metadata tables with the VMs (every LOOKUP and GETATTR is an RPC)')
+    .option('--meta-size <MiB>', "size of each VM's metadata table (a power of two)", '64')
     .option('--tcp <host:port>', 'also listen for TCP clients (127.0.0.1 unless a host is given; unix:/path for a Unix socket; repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .requiredOption('--vm <NAME=VOLUME[,VOLUME]>', 'a VM and the volumes it may attach (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-    .action(async (o: { tcp?: string[]; vm: string[]; shm: boolean; shmDir: string }, cmd: Command) => {
+    .action(async (o: { tcp?: string[]; vm: string[]; shm: boolean; shmDir: string; meta: boolean; metaSize: string }, cmd: Command) => {
       const vms = o.vm.map((spec) => {
         const [name, vols] = spec.split('=');
         if (!name || !vols) throw new PrismError('EINVAL', `expected --vm NAME=VOLUME, got ${JSON.stringify(spec)}`);
@@ -239,11 +249,14 @@ export function program(): Command {
       });
       const { HostServer } = await import('../host/server.js');
       const { tokenFile } = await import('../host/secrets.js');
-      const server = await HostServer.start({ storeDir: storeDir(cmd), vms, tcp: o.tcp, shm: o.shm ? undefined : false, shmDir: o.shmDir });
+      const server = await HostServer.start({
+        storeDir: storeDir(cmd), vms, tcp: o.tcp, shm: o.shm ? undefined : false, shmDir: o.shmDir, meta: o.meta, metaSize: Number(o.metaSize) * 2 ** 20,
+      });
       for (const addr of server.listenAddresses) print(`listening on ${addr}`);
       for (const vm of vms) {
         const shm = server.regions.get(vm.name);
-        print(`vm ${vm.name}: volumes ${vm.volumes.join(',')}${shm ? `, shared memory ${shm}` : ''}${server.listenAddresses.length ? `, token file ${tokenFile(server.store.dir, vm.name)}` : ''}`);
+        const meta = server.metaTables.get(vm.name);
+        print(`vm ${vm.name}: volumes ${vm.volumes.join(',')}${shm ? `, shared memory ${shm}` : ''}${meta ? `, metadata ${meta}` : ''}${server.listenAddresses.length ? `, token file ${tokenFile(server.store.dir, vm.name)}` : ''}`);
       }
       print('ready');
       await new Promise<void>((resolve) => {
@@ -255,12 +268,21 @@ export function program(): Command {
 
   p.command('qemu-args <vm>').description("the QEMU options that attach a VM's shared-memory region")
     .option('--shm-dir <dir>', 'where the host creates the regions', '/dev/shm')
-    .action(async (vm: string, o: { shmDir: string }) => {
+    .option('--no-meta', 'the host runs with --no-meta: no metadata table device')
+    .option('--meta-size <MiB>', 'the size the host gives metadata tables', '64')
+    .action(async (vm: string, o: { shmDir: string; meta: boolean; metaSize: string }) => {
       const { checkVolumeName } = await import('../store/names.js');
       const { shmPath, REGION_SIZE } = await import('../vrpc/shm.js');
+      const { checkMetaSize, metaPath } = await import('../metadata-share/file.js');
       checkVolumeName(vm);
       const id = `prism-${vm}`;
-      print(`-object memory-backend-file,size=${REGION_SIZE / 2 ** 20}M,share=on,mem-path=${shmPath(vm, o.shmDir)},id=${id} -device ivshmem-plain,memdev=${id}`);
+      const args = [`-object memory-backend-file,size=${REGION_SIZE / 2 ** 20}M,share=on,mem-path=${shmPath(vm, o.shmDir)},id=${id} -device ivshmem-plain,memdev=${id}`];
+      if (o.meta) {
+        checkMetaSize(Number(o.metaSize) * 2 ** 20);
+        // The guest maps the table read-only: a readonly=on backend, so not even its kernel can write it.
+        args.push(`-object memory-backend-file,size=${o.metaSize}M,share=on,readonly=on,mem-path=${metaPath(vm, o.shmDir)},id=${id}-meta -device ivshmem-plain,memdev=${id}-meta`);
+      }
+      print(args.join(' '));
     });
 
   agentCommand(p, print);

@@ -8,6 +8,7 @@ import { attrToWire, setAttrFromWire, type WireSetAttr } from '../protocol/wire.
 import { BLOCK_SIZE, MAX_FILE_SIZE, MAX_NAME } from '../store/layout.js';
 import type { Store } from '../store/store.js';
 import type { Volume } from '../store/volume.js';
+import type { MetaChanges, MetadataSink } from '../metadata-share/publisher.js';
 
 export interface VmConfig {
   name: string;
@@ -18,8 +19,8 @@ export interface VmConfig {
 export interface DispatchHooks {
   /** Make acknowledged writes durable (COMMIT, stable WRITE). */
   commit(): void;
-  /** Metadata changed (the metadata-share writer listens here later). */
-  changed?(volume: Volume, ino: number): void;
+  /** This VM's metadata table: warmed by what it asks, told of every change (src/metadata-share). */
+  meta?: MetadataSink;
 }
 
 const RENAME_NOREPLACE = 1;
@@ -56,9 +57,40 @@ export class Dispatcher {
     return this.key.make({ volumeId: v.rec.id, ino });
   }
 
-  /** Run one request; throws PrismError on failure. */
-  call(proc: number, rawArgs: unknown[]): unknown[] {
+  /** A change the reply must wait for: other VMs' kernels forgetting what it made stale. */
+  private pending: Promise<void> | undefined;
+
+  /**
+   * Run one request; throws PrismError on failure. The result is a promise only when the request
+   * changed metadata that another VM's kernel may cache: it settles once that VM has let go.
+   */
+  call(proc: number, rawArgs: unknown[]): unknown[] | Promise<unknown[]> {
+    this.pending = undefined;
+    const result = this.run(proc, rawArgs);
+    const pending = this.takePending();
+    return pending ? pending.then(() => result) : result;
+  }
+
+  private takePending(): Promise<void> | undefined {
+    const p = this.pending;
+    this.pending = undefined;
+    return p;
+  }
+
+  private changed(v: Volume, c: MetaChanges): void {
+    const p = this.hooks.meta?.changed(v, c);
+    if (p) this.pending = this.pending ? Promise.all([this.pending, p]).then(() => undefined) : p;
+  }
+
+  /** The inode a name points at now, if any (what a REMOVE or RENAME is about to change). */
+  private childOf(v: Volume, dir: number, name: Buffer): number | undefined {
+    if (!this.hooks.meta) return undefined;
+    try { return v.lookup(dir, name).ino; } catch { return undefined; }
+  }
+
+  private run(proc: number, rawArgs: unknown[]): unknown[] {
     const a = validateArgs(proc, rawArgs);
+    const meta = this.hooks.meta;
     const b = (i: number) => Buffer.from(a[i] as Uint8Array);
     const n = (i: number) => a[i] as number;
     switch (proc) {
@@ -67,19 +99,38 @@ export class Dispatcher {
         const name = a[0] as string;
         if (!this.vm.volumes.includes(name)) throw new PrismError('EACCES', `volume ${name} is not attached to VM ${this.vm.name}`);
         const v = this.store.volume(name);
-        return [this.fh(v, v.rootIno), attrToWire(v.getattr(v.rootIno))];
+        const attr = attrToWire(v.getattr(v.rootIno));
+        meta?.sawAttr(v, v.rootIno, attr);
+        return [this.fh(v, v.rootIno), attr];
       }
-      case Proc.GETATTR: { const { v, ino } = this.target(a[0]); return [attrToWire(v.getattr(ino))]; }
+      case Proc.GETATTR: {
+        const { v, ino } = this.target(a[0]);
+        const attr = attrToWire(v.getattr(ino));
+        meta?.sawAttr(v, ino, attr);
+        return [attr];
+      }
       case Proc.SETATTR: {
         const { v, ino } = this.target(a[0]);
-        const attr = v.setattr(ino, setAttrFromWire(a[1] as WireSetAttr));
-        this.hooks.changed?.(v, ino);
+        const s = a[1] as WireSetAttr;
+        const attr = v.setattr(ino, setAttrFromWire(s));
+        this.changed(v, s[3] === null ? { attrs: [ino] } : { data: [ino] });
         return [attrToWire(attr)];
       }
       case Proc.LOOKUP: {
         const { v, ino } = this.target(a[0]);
-        const attr = v.lookup(ino, b(1));
-        return [this.fh(v, attr.ino), attrToWire(attr)];
+        const name = b(1);
+        let attr;
+        try {
+          attr = v.lookup(ino, name);
+        } catch (e) {
+          if (e instanceof PrismError && e.code === 'ENOENT') meta?.sawEntry(v, ino, name, null);
+          throw e;
+        }
+        const fh = this.fh(v, attr.ino);
+        const wire = attrToWire(attr);
+        meta?.sawEntry(v, ino, name, { fh, ino: attr.ino });
+        meta?.sawAttr(v, attr.ino, wire);
+        return [fh, wire];
       }
       case Proc.ACCESS: { const { v, ino } = this.target(a[0]); v.access(ino, n(2), a[3] as number[], n(1)); return []; }
       case Proc.READLINK: { const { v, ino } = this.target(a[0]); return [v.readlink(ino)]; }
@@ -94,23 +145,30 @@ export class Dispatcher {
         const data = a[2] as Uint8Array;
         const attr = v.write(ino, n(1), Buffer.from(data.buffer, data.byteOffset, data.byteLength));
         if (n(3) > 0) this.hooks.commit();
-        this.hooks.changed?.(v, ino);
+        this.changed(v, { data: [ino] });
         return [attrToWire(attr), data.byteLength];
       }
-      case Proc.CREATE: return this.made(a[0], (v, d) => v.create(d, b(1), n(2), n(3), n(4), a[5] as boolean));
-      case Proc.MKDIR: return this.made(a[0], (v, d) => v.mkdir(d, b(1), n(2), n(3), n(4)));
-      case Proc.SYMLINK: return this.made(a[0], (v, d) => v.symlink(d, b(1), b(2), n(3), n(4)));
-      case Proc.MKNOD: return this.made(a[0], (v, d) => v.mknod(d, b(1), n(2), n(3), n(4), n(5)));
-      case Proc.REMOVE: { const { v, ino } = this.target(a[0]); v.unlink(ino, b(1)); this.hooks.changed?.(v, ino); return []; }
-      case Proc.RMDIR: { const { v, ino } = this.target(a[0]); v.rmdir(ino, b(1)); this.hooks.changed?.(v, ino); return []; }
+      case Proc.CREATE: return this.made(a[0], b(1), (v, d) => v.create(d, b(1), n(2), n(3), n(4), a[5] as boolean));
+      case Proc.MKDIR: return this.made(a[0], b(1), (v, d) => v.mkdir(d, b(1), n(2), n(3), n(4)));
+      case Proc.SYMLINK: return this.made(a[0], b(1), (v, d) => v.symlink(d, b(1), b(2), n(3), n(4)));
+      case Proc.MKNOD: return this.made(a[0], b(1), (v, d) => v.mknod(d, b(1), n(2), n(3), n(4), n(5)));
+      case Proc.REMOVE:
+      case Proc.RMDIR: {
+        const { v, ino } = this.target(a[0]);
+        const child = this.childOf(v, ino, b(1));
+        if (proc === Proc.REMOVE) v.unlink(ino, b(1));
+        else v.rmdir(ino, b(1));
+        this.changed(v, { attrs: child === undefined ? [ino] : [ino, child], entries: [[ino, b(1)]] });
+        return [];
+      }
       case Proc.RENAME: {
         const from = this.target(a[0]);
         const to = this.target(a[2]);
         if (from.v !== to.v) throw new PrismError('EXDEV', 'rename across volumes');
         const flags = n(4);
+        const moved = [this.childOf(from.v, from.ino, b(1)), this.childOf(to.v, to.ino, b(3))].filter((x): x is number => x !== undefined);
         from.v.rename(from.ino, b(1), to.ino, b(3), { noreplace: !!(flags & RENAME_NOREPLACE), exchange: !!(flags & RENAME_EXCHANGE) });
-        this.hooks.changed?.(from.v, from.ino);
-        this.hooks.changed?.(to.v, to.ino);
+        this.changed(from.v, { attrs: [from.ino, to.ino, ...moved], entries: [[from.ino, b(1)], [to.ino, b(3)]] });
         return [];
       }
       case Proc.LINK: {
@@ -118,7 +176,7 @@ export class Dispatcher {
         const dir = this.target(a[1]);
         if (src.v !== dir.v) throw new PrismError('EXDEV', 'link across volumes');
         const attr = src.v.link(src.ino, dir.ino, b(2));
-        this.hooks.changed?.(src.v, dir.ino);
+        this.changed(src.v, { attrs: [src.ino, dir.ino], entries: [[dir.ino, b(2)]] });
         return [attrToWire(attr)];
       }
       case Proc.READDIR:
@@ -130,7 +188,13 @@ export class Dispatcher {
         const eof = entries.length <= limit;
         const page = entries.slice(0, limit);
         if (proc === Proc.READDIR) return [page.map((e) => [e.name, e.ino, e.type]), eof];
-        return [page.map((e) => [e.name, this.fh(v, e.ino), attrToWire(v.getattr(e.ino))]), eof];
+        return [page.map((e) => {
+          const fh = this.fh(v, e.ino);
+          const attr = attrToWire(v.getattr(e.ino));
+          meta?.sawEntry(v, ino, e.name, { fh, ino: e.ino });
+          meta?.sawAttr(v, e.ino, attr);
+          return [e.name, fh, attr];
+        }), eof];
       }
       case Proc.FSSTAT: {
         const { v } = this.target(a[0]);
@@ -145,10 +209,11 @@ export class Dispatcher {
         const { v, ino } = this.target(a[0]);
         const how = n(3) === 1 ? 'create' : n(3) === 2 ? 'replace' : 'either';
         v.setxattr(ino, b(1), b(2), how);
+        this.changed(v, { attrs: [ino] });
         return [];
       }
       case Proc.LISTXATTR: { const { v, ino } = this.target(a[0]); return [v.listxattr(ino)]; }
-      case Proc.REMOVEXATTR: { const { v, ino } = this.target(a[0]); v.removexattr(ino, b(1)); return []; }
+      case Proc.REMOVEXATTR: { const { v, ino } = this.target(a[0]); v.removexattr(ino, b(1)); this.changed(v, { attrs: [ino] }); return []; }
       case Proc.OPEN: { const { v, ino } = this.target(a[0]); v.open(ino); return []; }
       case Proc.CLOSE: { const { v, ino } = this.target(a[0]); v.close(ino); return []; }
       case Proc.FALLOCATE: {
@@ -156,7 +221,7 @@ export class Dispatcher {
         const mode = n(3);
         if (mode & ~(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) throw new PrismError('ENOTSUP', `fallocate mode ${mode} is not supported`);
         const attr = v.fallocate(ino, n(1), n(2), { keepSize: !!(mode & FALLOC_KEEP_SIZE), punchHole: !!(mode & FALLOC_PUNCH_HOLE), zeroRange: !!(mode & FALLOC_ZERO_RANGE) });
-        this.hooks.changed?.(v, ino);
+        this.changed(v, { data: [ino] });
         return [attrToWire(attr)];
       }
       case Proc.SEEK: {
@@ -169,17 +234,17 @@ export class Dispatcher {
         const dst = this.target(a[2]);
         if (src.v !== dst.v) throw new PrismError('EXDEV', 'copy across volumes');
         const r = dst.v.copyRange(src.ino, n(1), dst.ino, n(3), n(4));
-        this.hooks.changed?.(dst.v, dst.ino);
+        this.changed(dst.v, { data: [dst.ino] });
         return [r.copied, attrToWire(r.attr)];
       }
       default: throw new PrismError('ENOSYS', `procedure ${proc} is not supported`);
     }
   }
 
-  private made(dirFh: unknown, make: (v: Volume, dir: number) => { ino: number }): unknown[] {
+  private made(dirFh: unknown, name: Buffer, make: (v: Volume, dir: number) => { ino: number }): unknown[] {
     const { v, ino } = this.target(dirFh);
     const attr = make(v, ino);
-    this.hooks.changed?.(v, ino);
+    this.changed(v, { attrs: [ino], entries: [[ino, name]] });
     return [this.fh(v, attr.ino), attrToWire(v.getattr(attr.ino))];
   }
 }

@@ -14,9 +14,12 @@ import { decodeHelloRequest } from '../vrpc/hello.js';
 import { serveChannel } from '../vrpc/server.js';
 import { TcpChannel, parseAddress } from '../vrpc/tcp.js';
 import { ShmChannel, openRegion, shmPath } from '../vrpc/shm.js';
-import { LIVE_STOPPING, LIVE_UP, nativeAvailable, type Region } from '../ring/index.js';
+import { LIVE_STOPPING, LIVE_UP, META_APPLIED_OFFSET, futexWait, futexWake, nativeAvailable, type Region } from '../ring/index.js';
+import { META_SIZE, metaPath, openMetaTable } from '../metadata-share/file.js';
+import { MetaPublisher } from '../metadata-share/publisher.js';
+import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
 import { ADMIN_SOCKET, serveAdmin } from './admin.js';
-import { Dispatcher, type VmConfig } from './dispatch.js';
+import { Dispatcher, type DispatchHooks, type VmConfig } from './dispatch.js';
 import { hostSecret, tokensEqual, vmToken } from './secrets.js';
 
 export interface HostOptions {
@@ -30,11 +33,20 @@ export interface HostOptions {
   shm?: boolean;
   /** Directory of the regions (default /dev/shm). */
   shmDir?: string;
+  /** Share metadata with each shm-served VM through a read-only table (default true with shm). */
+  meta?: boolean;
+  /** Bytes of each VM's metadata table (a power of two; default 64 MiB). */
+  metaSize?: number;
 }
 
 export class HostServer {
   readonly store: Store;
   private readonly dispatchers = new Map<string, Dispatcher>();
+  private readonly hooks = new Map<string, DispatchHooks>();
+  /** Keeps every VM's metadata table coherent (src/metadata-share). */
+  readonly meta = new MetaPublisher();
+  /** The metadata table file of each VM that has one. */
+  readonly metaTables = new Map<string, string>();
   private readonly channels = new Set<Channel>();
   private readonly servers: net.Server[] = [];
   /** Listeners not shown in listenAddresses (the admin socket). */
@@ -60,8 +72,9 @@ export class HostServer {
 
   private async init(): Promise<void> {
     const secret = hostSecret(this.store.dir);
-    const hooks = { commit: () => this.store.commit() };
     for (const vm of this.opts.vms) {
+      const hooks: DispatchHooks = { commit: () => this.store.commit() };
+      this.hooks.set(vm.name, hooks);
       checkVolumeName(vm.name);
       for (const v of vm.volumes) if (!this.store.has(v)) throw new PrismError('ENOENT', `no volume named ${JSON.stringify(v)} (for VM ${vm.name})`);
       if (this.dispatchers.has(vm.name)) throw new PrismError('EEXIST', `VM ${vm.name} given twice`);
@@ -73,7 +86,7 @@ export class HostServer {
     await this.listen(`unix:${path.join(this.store.dir, ADMIN_SOCKET)}`, (ch) => {
       this.channels.add(ch);
       ch.onClose(() => this.channels.delete(ch));
-      serveAdmin(ch, this.store);
+      serveAdmin(ch, this.store, this.meta.sink(null));
     }, false);
     this.timer = setInterval(() => this.commitSafely(), this.opts.commitIntervalMs ?? 1000);
     this.timer.unref();
@@ -119,8 +132,26 @@ export class HostServer {
       this.liveRegions.push(r.region);
       this.mappings.push(r.close);
       this.regions.set(name, file);
+      if (this.opts.meta !== false) this.shareMetadata(name, d, r.region, r.buffer);
       this.serveRegion(name, d, r.region, file);
     }
+  }
+
+  /** Give a VM its metadata table; its agent's listener words live in its VRPC region. */
+  private shareMetadata(name: string, d: Dispatcher, region: Region, regionBuffer: ArrayBuffer): void {
+    const file = metaPath(name, this.opts.shmDir);
+    const t = openMetaTable(file, this.opts.metaSize ?? META_SIZE);
+    this.mappings.push(t.close);
+    this.metaTables.set(name, file);
+    this.meta.add({
+      name, volumes: d.vm.volumes, key: d.key, table: t.table,
+      listener: {
+        read: () => region.metaListener(),
+        wait: (seen, ms) => { futexWait(regionBuffer, META_APPLIED_OFFSET, seen | 0, ms); },
+      },
+      wake: () => { futexWake(t.buffer, LOG_HEAD_OFFSET, 1); },
+    });
+    this.hooks.get(name)!.meta = this.meta.sink(name);
   }
 
   /** Serve one VM's region; if the guest corrupts its rings, reset the region and serve it afresh. */

@@ -5,7 +5,8 @@
 //   0    u32 magic 0x4D535250 ("PRSM")      64   u32 generation (bumped by every host init/reset)
 //   4    u32 version (1)                    128  host  liveness: u32 state, u32 heartbeat, u32 pid
 //   8    u32 headerSize (data starts here)  192  guest liveness: u32 state, u32 heartbeat, u32 pid
-//   12   u32 queuePairs N                   256  ring control blocks, 256 bytes each:
+//   12   u32 queuePairs N                   208  guest metadata listener: u32 applied, u32 leaseMs
+//                                           256  ring control blocks, 256 bytes each:
 //   16   u64 totalSize (lo, hi)                  ring 2q = request ring of queue pair q,
 //   24   u32 requestRingSize                     ring 2q+1 = its response ring
 //   28   u32 responseRingSize               headerSize = align4096(256 + 2N * 256)
@@ -38,6 +39,10 @@ const W_RESP_SIZE = 7;
 const W_GENERATION = 16;
 const W_HOST = 32;
 const W_GUEST = 48;
+const W_META_APPLIED = 52;
+const W_META_LEASE = 53;
+/** Byte offset of the guest's "metadata log records applied" word (futex-woken by the guest). */
+export const META_APPLIED_OFFSET = W_META_APPLIED * 4;
 const RINGS_OFFSET = 256;
 
 export type Side = 'host' | 'guest';
@@ -239,6 +244,20 @@ export class Region {
     const b = side === 'host' ? W_HOST : W_GUEST;
     if (pid !== undefined) Atomics.store(this.hdr, b + 2, pid | 0);
     Atomics.store(this.hdr, b, state | 0);
+  }
+
+  /** The guest agent's metadata listener (docs/metadata-share.md): log records applied, kernel cache lease (0: none). */
+  metaListener(): { applied: number; leaseMs: number } {
+    return { applied: Atomics.load(this.hdr, W_META_APPLIED) >>> 0, leaseMs: Atomics.load(this.hdr, W_META_LEASE) >>> 0 };
+  }
+
+  /** Guest side: announce the lease first (0 to stop listening), then each applied count as it moves. */
+  setMetaLease(leaseMs: number): void {
+    Atomics.store(this.hdr, W_META_LEASE, leaseMs | 0);
+  }
+
+  setMetaApplied(applied: number): void {
+    Atomics.store(this.hdr, W_META_APPLIED, applied | 0);
   }
 
   /** Bump a side's heartbeat counter (call it periodically while alive). */

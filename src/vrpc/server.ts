@@ -3,8 +3,11 @@
 import { decodeRequest, encodeResponse, encodeResponseParts, errorResponse, type Request } from '../protocol/codec.js';
 import type { Channel } from './channel.js';
 
-/** Runs a request. Byte strings in its result need only stay valid until the reply is sent. */
-export type Handler = (proc: number, args: unknown[]) => unknown[];
+/**
+ * Runs a request. Byte strings in its result need only stay valid until the reply is sent. A promise
+ * defers the reply (requests after it are served meanwhile; replies carry their call ids).
+ */
+export type Handler = (proc: number, args: unknown[]) => unknown[] | Promise<unknown[]>;
 
 export interface ServeOptions {
   /** Malformed messages tolerated before the channel is closed. */
@@ -29,18 +32,20 @@ export function serveChannel(ch: Channel, handler: Handler, opts: ServeOptions =
       return;
     }
     opts.onRequest?.(req);
-    let reply;
+    let result;
     try {
-      const result = handler(req.proc, req.args);
-      const parts = encodeResponseParts(req.id, result);
-      if (parts) {
-        ch.sendParts(parts);
-        return;
-      }
-      reply = { id: req.id, errno: 0, result };
+      result = handler(req.proc, req.args);
     } catch (e) {
-      reply = errorResponse(req.id, e);
+      ch.send(encodeResponse(errorResponse(req.id, e)));
+      return;
     }
-    ch.send(encodeResponse(reply));
+    if (result instanceof Promise) result.then((r) => reply(ch, req.id, r), (e) => ch.send(encodeResponse(errorResponse(req.id, e))));
+    else reply(ch, req.id, result);
   });
+}
+
+function reply(ch: Channel, id: number, result: unknown[]): void {
+  const parts = encodeResponseParts(id, result);
+  if (parts) ch.sendParts(parts);
+  else ch.send(encodeResponse({ id, errno: 0, result }));
 }

@@ -1,0 +1,87 @@
+// The file behind a VM's metadata table: /dev/shm/prism-NAME-meta, mapped read-write by the host and
+// read-only by the guest (directly, or in QEMU as a second ivshmem device with a readonly=on backend).
+import fs from 'node:fs';
+import { PrismError } from '../errors.js';
+import { map, unmap } from '../ring/index.js';
+import { MetaTable, MetaTableError } from './table.js';
+
+/** Default table size: about 130,000 slots (an entry and its attributes take two). */
+export const META_SIZE = 64 * 1024 * 1024;
+
+export function metaPath(vm: string, dir = '/dev/shm'): string {
+  return `${dir}/prism-${vm}-meta`;
+}
+
+export function checkMetaSize(size: number): void {
+  if (!Number.isSafeInteger(size) || size < 1 << 20 || size > 2 ** 32 || (size & (size - 1)) !== 0) {
+    throw new PrismError('EINVAL', `a metadata table size must be a power of two from 1 MiB to 4 GiB (QEMU maps it as a PCI BAR), not ${size}`);
+  }
+}
+
+export interface OpenTable { table: MetaTable; buffer: ArrayBuffer; close(): void }
+
+/**
+ * Create or take over a VM's table (host side). A file of another size is never resized under a
+ * guest that maps it: it is marked dead and replaced by a new file of the right size.
+ */
+export function openMetaTable(file: string, size: number): OpenTable {
+  checkMetaSize(size);
+  let existing = -1;
+  try { existing = fs.statSync(file).size; } catch { /* new */ }
+  if (existing >= 0 && existing !== size) {
+    retire(file);
+    const fresh = `${file}.new`;
+    fs.rmSync(fresh, { force: true });
+    unmap(initialize(fresh, size).buffer);
+    fs.renameSync(fresh, file);
+  }
+  const { table, buffer } = initialize(file, size);
+  return {
+    table, buffer,
+    close: () => { table.reset(true); unmap(buffer); },
+  };
+}
+
+function initialize(file: string, size: number): { table: MetaTable; buffer: ArrayBuffer } {
+  let buffer: ArrayBuffer;
+  try {
+    buffer = map(file, { size, create: true });
+  } catch (e) {
+    throw new PrismError('EIO', `cannot map ${file}: ${(e as Error).message}`);
+  }
+  try {
+    return { table: MetaTable.create(buffer), buffer };
+  } catch (e) {
+    unmap(buffer);
+    throw new PrismError('EINVAL', `${file}: ${(e as Error).message}`);
+  }
+}
+
+/** Leave an old table odd (readers miss) so a guest still mapping it asks the host instead. */
+function retire(file: string): void {
+  let buffer: ArrayBuffer | undefined;
+  try {
+    buffer = map(file, {});
+    MetaTable.attach(buffer).reset(true);
+  } catch (e) {
+    if (!(e instanceof MetaTableError)) throw new PrismError('EIO', `cannot retire ${file}: ${(e as Error).message}`);
+  } finally {
+    if (buffer) unmap(buffer);
+  }
+}
+
+/** Map a table read-only (guest side). */
+export function attachMetaTable(file: string): { table: MetaTable; close(): void } {
+  let buffer: ArrayBuffer;
+  try {
+    buffer = map(file, { readonly: true });
+  } catch (e) {
+    throw new PrismError('ENOENT', `cannot map the metadata table ${file}: ${(e as Error).message}`);
+  }
+  try {
+    return { table: MetaTable.attach(buffer), close: () => unmap(buffer) };
+  } catch (e) {
+    unmap(buffer);
+    throw new PrismError('EINVAL', `${file}: ${(e as Error).message}`);
+  }
+}

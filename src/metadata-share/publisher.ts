@@ -1,0 +1,176 @@
+// The host's side of metadata sharing: keeps each VM's table coherent with the store. Requests warm
+// the table of the VM that asked; every change is written into the table of every VM attaching that
+// volume before the request is answered, and logged for the other VMs' agents, whose kernels cache
+// entries and attributes: the answer waits until those agents say they have applied the log (or their
+// cache lease has run out). Pure logic over tables and listener words: no files, no sockets.
+import { PrismError } from '../errors.js';
+import type { HandleKey } from '../protocol/handles.js';
+import { attrToWire, type WireAttr } from '../protocol/wire.js';
+import type { Volume } from '../store/volume.js';
+import type { Change, MetaTable } from './table.js';
+
+/** What a guest's agent tells the host (words it writes in its VRPC region, docs/metadata-share.md). */
+export interface Listener {
+  /** Change-log records applied so far, and the longest time its kernel may cache an answer (0: not listening). */
+  read(): { applied: number; leaseMs: number };
+  /** Block up to `ms` for `applied` to move from `seen` (a futex on one machine; may return early). */
+  wait?(seen: number, ms: number): void;
+}
+
+export interface SharedVm {
+  name: string;
+  volumes: readonly string[];
+  key: HandleKey;
+  table: MetaTable;
+  listener?: Listener;
+  /** Wake the agent after log records were appended. */
+  wake?(): void;
+}
+
+/** What a request changed: inodes whose attributes (or data) changed, names that now point elsewhere. */
+export interface MetaChanges {
+  attrs?: number[];
+  data?: number[];
+  entries?: Array<[dir: number, name: Uint8Array]>;
+}
+
+/** The per-VM face of the publisher that a dispatcher uses. */
+export interface MetadataSink {
+  sawAttr(v: Volume, ino: number, attr: WireAttr): void;
+  sawEntry(v: Volume, dir: number, name: Uint8Array, child: { fh: Uint8Array; ino: number } | null): void;
+  /** Update every table; resolves when other VMs' kernels have forgotten what changed. */
+  changed(v: Volume, c: MetaChanges): Promise<void> | undefined;
+}
+
+/** How long the host first blocks for an agent on the same machine to acknowledge, before waiting asynchronously. */
+const SYNC_WAIT_MS = 2;
+const POLL_MS = 1;
+
+interface Lag { since: number }
+
+export class MetaPublisher {
+  private readonly vms = new Map<string, SharedVm>();
+  /** Agents that did not acknowledge within their lease: not waited for until they catch up. */
+  private readonly lagging = new Map<string, Lag>();
+
+  add(vm: SharedVm): void {
+    this.vms.set(vm.name, vm);
+  }
+
+  /** The sink for requests of VM `origin` (null: the host itself, e.g. `prism put`). */
+  sink(origin: string | null): MetadataSink {
+    const vm = origin === null ? undefined : this.vms.get(origin);
+    return {
+      sawAttr: (v, ino, attr) => vm?.table.putAttr(v.rec.id, ino, attr),
+      sawEntry: (v, dir, name, child) => { if (vm && shareable(name)) vm.table.putEntry(v.rec.id, dir, name, child); },
+      changed: (v, c) => this.changed(origin, v, c),
+    };
+  }
+
+  private changed(origin: string | null, v: Volume, c: MetaChanges): Promise<void> | undefined {
+    const id = v.rec.id;
+    const attrs = new Map<number, WireAttr | null>();
+    const fresh = (ino: number) => { if (!attrs.has(ino)) attrs.set(ino, tryAttr(v, ino)); };
+    for (const ino of c.attrs ?? []) fresh(ino);
+    for (const ino of c.data ?? []) fresh(ino);
+    const entries = (c.entries ?? []).filter(([, name]) => shareable(name)).map(([dir, name]) => {
+      const child = tryLookup(v, dir, name);
+      if (child !== null) fresh(child);
+      return { dir, name, child };
+    });
+    const log: Change[] = [
+      ...[...attrs.keys()].map((ino): Change => ({ kind: c.data?.includes(ino) ? 'data' : 'attr', volume: id, ino })),
+      ...entries.map(({ dir, name }): Change => ({ kind: 'entry', volume: id, dir, name })),
+    ];
+    const waits: Array<{ vm: SharedVm; head: number }> = [];
+    for (const vm of this.vms.values()) {
+      if (!vm.volumes.includes(v.name)) continue;
+      const t = vm.table;
+      const mine = vm.name === origin;
+      for (const [ino, attr] of attrs) {
+        if (mine && attr) t.putAttr(id, ino, attr);
+        else t.refreshAttr(id, ino, attr);
+      }
+      for (const e of entries) {
+        if (!mine && !t.hasEntry(id, e.dir, e.name)) continue;
+        t.putEntry(id, e.dir, e.name, e.child === null ? null : { fh: vm.key.make({ volumeId: id, ino: e.child }), ino: e.child });
+      }
+      // The agent that asked has its kernel told by the reply itself; the others learn from the log.
+      if (mine || log.length === 0) continue;
+      t.appendLog(log);
+      vm.wake?.();
+      waits.push({ vm, head: t.logHead });
+    }
+    return this.acknowledged(waits);
+  }
+
+  /** Wait until every listening agent has applied the log up to `head`, each at most its lease. */
+  private acknowledged(waits: Array<{ vm: SharedVm; head: number }>): Promise<void> | undefined {
+    const pending = waits.filter((w) => this.mustWait(w.vm, w.head));
+    if (pending.length === 0) return undefined;
+    // An agent on this machine answers within tens of microseconds: block briefly before going async.
+    const until = performance.now() + SYNC_WAIT_MS;
+    for (const w of pending) {
+      for (let s = w.vm.listener!.read(); behind(s.applied, w.head) && performance.now() < until; s = w.vm.listener!.read()) {
+        w.vm.listener!.wait?.(s.applied, Math.max(0.05, until - performance.now()));
+      }
+    }
+    const left = pending.filter((w) => this.mustWait(w.vm, w.head));
+    if (left.length === 0) return undefined;
+    const start = performance.now();
+    return new Promise((resolve) => {
+      const poll = () => {
+        const now = performance.now();
+        let waiting = false;
+        for (const w of left) {
+          if (!this.mustWait(w.vm, w.head)) continue;
+          if (now - start >= w.vm.listener!.read().leaseMs) this.lagging.set(w.vm.name, { since: w.head });
+          else waiting = true;
+        }
+        if (waiting) setTimeout(poll, POLL_MS);
+        else resolve();
+      };
+      setTimeout(poll, POLL_MS);
+    });
+  }
+
+  private mustWait(vm: SharedVm, head: number): boolean {
+    const s = vm.listener?.read();
+    if (!s || s.leaseMs === 0 || !behind(s.applied, head)) return false;
+    const lag = this.lagging.get(vm.name);
+    if (lag) {
+      // A lagging agent's kernel cache has expired by now; it is waited for again once it catches up.
+      if (behind(s.applied, lag.since)) return false;
+      this.lagging.delete(vm.name);
+    }
+    return true;
+  }
+}
+
+/** Names worth sharing: "." and ".." are answered by the guest's kernel and change with renames of the directory. */
+function shareable(name: Uint8Array): boolean {
+  return !(name.length === 1 && name[0] === 0x2e) && !(name.length === 2 && name[0] === 0x2e && name[1] === 0x2e);
+}
+
+/** Counters are free-running u32s. */
+function behind(applied: number, head: number): boolean {
+  return ((head - applied) | 0) > 0;
+}
+
+function tryAttr(v: Volume, ino: number): WireAttr | null {
+  try {
+    return attrToWire(v.getattr(ino));
+  } catch (e) {
+    if (e instanceof PrismError) return null; // gone (last link removed and not open)
+    throw e;
+  }
+}
+
+function tryLookup(v: Volume, dir: number, name: Uint8Array): number | null {
+  try {
+    return v.lookup(dir, Buffer.from(name.buffer, name.byteOffset, name.byteLength)).ino;
+  } catch (e) {
+    if (e instanceof PrismError) return null;
+    throw e;
+  }
+}
