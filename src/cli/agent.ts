@@ -13,7 +13,7 @@ const NOTIFY_ENV = 'PRISM_AGENT_NOTIFY_FD';
 
 interface MountFlags {
   shm?: string; pci?: string; tcp?: string; tokenFile?: string; vm?: string; volume: string;
-  timeout: string; attrTimeout: string; entryTimeout: string; foreground?: boolean; log?: string;
+  timeout: string; attrTimeout: string; entryTimeout: string; foreground?: boolean; log?: string; meta: boolean;
 }
 
 function seconds(v: string, what: string): number {
@@ -46,13 +46,14 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
     .option('--timeout <seconds>', 'how long a request waits for an absent host before failing with EIO', '60')
     .option('--attr-timeout <seconds>', 'how long the kernel caches attributes', '1')
     .option('--entry-timeout <seconds>', 'how long the kernel caches names', '1')
+    .option('--no-meta', "do not use the host's metadata table (every LOOKUP and GETATTR is an RPC)")
     .option('-f, --foreground', 'stay in the foreground')
     .option('--log <file>', 'where the daemon writes its log (default: nowhere)')
     .action(async (mountpoint: string, o: MountFlags) => {
       const opts: AgentOptions = {
         transport: transport(o), vm: o.vm, volume: o.volume, mountpoint: path.resolve(mountpoint),
         timeoutMs: seconds(o.timeout, '--timeout') * 1000,
-        attrSec: seconds(o.attrTimeout, '--attr-timeout'), entrySec: seconds(o.entryTimeout, '--entry-timeout'),
+        attrSec: seconds(o.attrTimeout, '--attr-timeout'), entrySec: seconds(o.entryTimeout, '--entry-timeout'), meta: o.meta,
       };
       if (!o.foreground) {
         const pid = await daemonize(o.log);
@@ -73,6 +74,23 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
         tell(e instanceof PrismError ? `error ${e.code} ${e.message.replace(/^[A-Z0-9]+: /, '')}` : `error EIO ${(e as Error).message}`);
         throw e;
       }
+    });
+
+  agent.command('stats <mountpoint>').description("an agent's counters: LOOKUPs and GETATTRs answered locally, misses, RPCs sent")
+    .option('--json', 'machine-readable output')
+    .action(async (mountpoint: string, o: { json?: boolean }) => {
+      const { queryStats } = await import('../guest-agent/stats.js');
+      const s = await queryStats(mountpoint);
+      if (o.json) { print(JSON.stringify(s, null, 2)); return; }
+      const c = s.counters;
+      const rows: Array<[string, string]> = [
+        ['volume', s.volume], ['metadata table', s.metaTable ?? 'none (every LOOKUP and GETATTR is an RPC)'],
+        ['lookups local / misses', `${c.lookupsLocal} / ${c.lookupMisses}`],
+        ['getattrs local / misses', `${c.getattrsLocal} / ${c.getattrMisses}`],
+        ['kernel cache invalidations', String(c.invalidations)],
+        ['RPCs sent', `${c.rpcs}${Object.keys(c.rpcsByProc).length ? ` (${Object.entries(c.rpcsByProc).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}`],
+      ];
+      for (const [k, v] of rows) print(`${k.padEnd(28)}${v}`);
     });
 
   agent.command('umount <mountpoint>').description('unmount a volume (the agent then exits)')

@@ -13,6 +13,9 @@ import { HostLink, type Dial } from './host-link.js';
 import { ivshmemBars } from './pci.js';
 import type { IoThreadData } from './io-thread.js';
 import { VrpcFs } from './vrpc-fs.js';
+import { AgentCounters } from './counters.js';
+import { serveStats } from './stats.js';
+import { attachMetaTable } from '../metadata-share/file.js';
 
 const DEFAULT_TIMEOUT_MS = 60_000;
 const READAHEAD_KB = 1024;
@@ -30,12 +33,17 @@ export interface AgentOptions {
   /** Kernel cache lifetimes (seconds). */
   entrySec?: number;
   attrSec?: number;
+  /** Use the host's metadata table when there is one (shared memory only; default true). */
+  meta?: boolean;
 }
 
 export interface Mounted {
   /** Settles when the volume is unmounted. */
   done: Promise<void>;
   unmount(): void;
+  counters: AgentCounters;
+  /** The metadata table in use, if any. */
+  metaFile?: string;
 }
 
 /** Connect, attach and mount; throws (with nothing mounted) if any step fails. */
@@ -55,9 +63,11 @@ export async function mountVolume(o: AgentOptions): Promise<Mounted> {
 async function mountInIoThread(o: AgentOptions, mp: string): Promise<Mounted> {
   const t = o.transport;
   const region = 'shm' in t ? t.shm : regionBar();
+  const metaFile = o.meta === false ? undefined : 'shm' in t ? localMetaFile(t.shm) : metaBar();
+  const counters = new AgentCounters();
   const data: IoThreadData = {
     region, wait: 'shm' in t ? 'futex' : 'poll', vm: o.vm ?? '', volume: o.volume, mountpoint: mp,
-    timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS, entrySec: o.entrySec, attrSec: o.attrSec,
+    timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS, entrySec: o.entrySec, attrSec: o.attrSec, metaFile, counters: counters.buffer,
   };
   const worker = new Worker(new URL('./io-thread.js', import.meta.url), { workerData: data });
   let finished!: () => void;
@@ -71,7 +81,7 @@ async function mountInIoThread(o: AgentOptions, mp: string): Promise<Mounted> {
     worker.once('error', (e) => { reject(e); finished(); });
     worker.once('exit', () => { reject(new PrismError('EIO', 'the I/O thread stopped before mounting')); finished(); });
   });
-  return { done: done.then(() => worker.terminate()).then(() => undefined), unmount: () => unmount(mp, 'busy-lazy') };
+  return { done: done.then(() => worker.terminate()).then(() => undefined), unmount: () => unmount(mp, 'busy-lazy'), counters, metaFile };
 }
 
 /** TCP: the event loop serves FUSE requests and calls the host asynchronously (HostLink). */
@@ -92,7 +102,7 @@ async function mountOverTcp(o: AgentOptions, t: { tcp: string; tokenFile: string
     throw new PrismError('EIO', `cannot mount ${mp}: ${(e as Error).message}`);
   }
   const done = m.done.finally(() => link.close());
-  return { done, unmount: () => unmount(mp, 'busy-lazy') };
+  return { done, unmount: () => unmount(mp, 'busy-lazy'), counters: vfs.counters };
 }
 
 /**
@@ -122,6 +132,9 @@ export function unmount(mountpoint: string, how: 'strict' | 'lazy' | 'busy-lazy'
 /** Run in the foreground until unmounted (by `prism agent umount`, umount(8) or a signal). */
 export async function runAgent(o: AgentOptions, onReady: () => void = () => {}): Promise<void> {
   const m = await mountVolume(o);
+  const closeStats = serveStats(o.mountpoint, () => ({
+    mountpoint: path.resolve(o.mountpoint), volume: o.volume, metaTable: m.metaFile ?? null, counters: m.counters.snapshot(),
+  }));
   const stop = (sig: string) => {
     log.info({ sig }, 'unmounting');
     try { m.unmount(); } catch (e) { log.error({ err: (e as Error).message }, 'unmount failed'); }
@@ -134,6 +147,7 @@ export async function runAgent(o: AgentOptions, onReady: () => void = () => {}):
   try {
     await m.done;
   } finally {
+    closeStats();
     process.off('SIGTERM', onTerm);
     process.off('SIGINT', onInt);
   }
@@ -175,6 +189,25 @@ function dialer(o: AgentOptions, t: { tcp: string; tokenFile: string }): Dial {
   }
   const vm = o.vm ?? path.basename(t.tokenFile).replace(/\.token$/, '');
   return () => connectTcp(t.tcp, vm, token, opts);
+}
+
+/** The host's table next to a region file (prism-NAME -> prism-NAME-meta), if it shares one. */
+function localMetaFile(region: string): string | undefined {
+  const file = `${region}-meta`;
+  return fs.existsSync(file) ? file : undefined;
+}
+
+/** `--pci auto`: the ivshmem BAR that holds a metadata table, if the VM has one. */
+function metaBar(): string | undefined {
+  for (const bar of ivshmemBars()) {
+    try {
+      attachMetaTable(bar).close();
+      return bar;
+    } catch (e) {
+      log.debug({ bar, err: (e as Error).message }, 'not a metadata table');
+    }
+  }
+  return undefined;
 }
 
 /** `--pci auto`: the first ivshmem BAR that holds a VRPC region. */

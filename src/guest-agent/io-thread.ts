@@ -1,11 +1,15 @@
 // The agent's I/O thread for shared memory: it connects, attaches the volume, mounts it and serves
 // FUSE requests in its own event loop, making blocking VRPC calls (SyncLink). Nothing else runs on
 // this loop, so a call blocks nothing that could have run; the main thread only handles signals.
-// Messages to the main thread: { mounted } once serving, { error: { code, message } } if it could not
-// mount, { done } when unmounted.
-import { parentPort, workerData } from 'node:worker_threads';
+// Messages to the main thread: { mounted, fuseFd, volumeId, rootIno } once serving, { error: { code,
+// message } } if it could not mount, { done } when unmounted.
+import { Worker, parentPort, workerData } from 'node:worker_threads';
+import type { NotifierData } from './cache-notifier.js';
 import { PrismError } from '../errors.js';
 import { SyncShmClient } from '../vrpc/shm.js';
+import { attachMetaTable } from '../metadata-share/file.js';
+import { AgentCounters } from './counters.js';
+import { umount } from './fuse/native.js';
 import { mountAndServe } from './fuse/session.js';
 import { SyncLink } from './sync-link.js';
 import { VrpcFs } from './vrpc-fs.js';
@@ -20,6 +24,9 @@ export interface IoThreadData {
   timeoutMs: number;
   entrySec?: number;
   attrSec?: number;
+  /** The VM's metadata table (read-only), if the host shares one. */
+  metaFile?: string;
+  counters: SharedArrayBuffer;
 }
 
 const d = workerData as IoThreadData;
@@ -28,12 +35,15 @@ const port = parentPort!;
 async function main(): Promise<void> {
   let link: SyncLink;
   let vfs: VrpcFs;
+  let meta: ReturnType<typeof attachMetaTable> | undefined;
   try {
     link = SyncLink.open((handshakeMs) => new SyncShmClient(d.region, d.vm, d.wait, d.timeoutMs, handshakeMs), d.timeoutMs);
     try {
-      vfs = await VrpcFs.attach(link, d.volume);
+      meta = d.metaFile ? attachMetaTable(d.metaFile) : undefined;
+      vfs = await VrpcFs.attach(link, d.volume, { shared: meta?.table, counters: new AgentCounters(d.counters) });
     } catch (e) {
       link.close();
+      meta?.close();
       throw e;
     }
   } catch (e) {
@@ -41,20 +51,61 @@ async function main(): Promise<void> {
     return;
   }
   let m;
+  let notifier: Notifier | undefined;
   try {
-    m = mountAndServe(d.mountpoint, vfs, { fsname: `prism:${d.volume}`, entrySec: d.entrySec, attrSec: d.attrSec });
+    m = mountAndServe(d.mountpoint, vfs, {
+      fsname: `prism:${d.volume}`, entrySec: d.entrySec, attrSec: d.attrSec,
+      beforeClose: () => notifier?.stop() ?? Promise.resolve(),
+    });
   } catch (e) {
     link.close();
+    meta?.close();
     port.postMessage({ error: { code: 'EIO', message: `cannot mount ${d.mountpoint}: ${(e as Error).message}` } });
     return;
+  }
+  if (d.metaFile) {
+    // The kernel may cache answers for the longer of the two times: that is the lease the host honours.
+    const leaseMs = Math.max(d.entrySec ?? 1, d.attrSec ?? 1) * 1000;
+    try {
+      notifier = await startNotifier({
+        metaFile: d.metaFile, regionFile: d.region, fuseFd: m.fd, volumeId: vfs.volumeId, rootIno: vfs.rootIno,
+        leaseMs, wait: d.wait, counters: d.counters, control: new SharedArrayBuffer(4),
+      });
+    } catch (e) {
+      // Without it the kernel's cache could go stale unseen: no mount rather than an incoherent one.
+      port.postMessage({ error: { code: 'EIO', message: `cannot follow the metadata table's changes: ${(e as Error).message}` } });
+      umount(d.mountpoint, true);
+      await m.done.catch(() => {});
+      link.close();
+      meta?.close();
+      return;
+    }
   }
   port.postMessage({ mounted: true });
   try {
     await m.done;
   } finally {
     link.close();
+    meta?.close();
     port.postMessage({ done: true });
   }
+}
+
+interface Notifier { stop(): Promise<void> }
+
+/** Start the cache notifier thread (cache-notifier.ts); resolves once it listens. */
+function startNotifier(data: NotifierData): Promise<Notifier> {
+  const w = new Worker(new URL('./cache-notifier.js', import.meta.url), { workerData: data });
+  const exited = new Promise<void>((r) => w.once('exit', () => r()));
+  const stop = async () => {
+    Atomics.store(new Int32Array(data.control), 0, 1);
+    await exited;
+  };
+  return new Promise((resolve, reject) => {
+    w.once('message', () => resolve({ stop }));
+    w.once('error', reject);
+    void exited.then(() => reject(new PrismError('EIO', 'the cache notifier stopped before it started')));
+  });
 }
 
 function describe(e: unknown): { code: string; message: string } {

@@ -5,6 +5,8 @@ import { log } from '../log.js';
 import { Proc } from '../protocol/procs.js';
 import type { WireAttr, WireSetAttr, WireTime } from '../protocol/wire.js';
 import type { Attr, Ctx, DirEntry, Entry, FileSystem, SetAttrIn, StatFs, Time } from './fuse/fs.js';
+import type { MetaTable } from '../metadata-share/table.js';
+import { AgentCounters } from './counters.js';
 import type { Link } from './host-link.js';
 
 const ROOT_ID = 1n;
@@ -26,23 +28,26 @@ interface Node {
 
 const CAPS = 'security.capability';
 
-export interface VrpcFsCounters { calls: number; byProc: Map<number, number> }
-
 export class VrpcFs implements FileSystem {
   private readonly nodes = new Map<bigint, Node>();
   /** Open files per node (pinned on the host only when needed, see pinOpenFiles). */
   private readonly opens = new Map<bigint, number>();
   private nextFh = 1n;
-  readonly counters: VrpcFsCounters = { calls: 0, byProc: new Map() };
+  /** The volume's id, as handles carry it (bytes 1-4): the metadata table's key. */
+  readonly volumeId: number;
 
-  constructor(private readonly host: Link, rootFh: Buffer, private readonly rootIno: number) {
+  constructor(private readonly host: Link, rootFh: Buffer, readonly rootIno: number, private readonly opts: VrpcFsOptions = {}) {
     this.nodes.set(ROOT_ID, { fh: rootFh, lookups: 1n << 62n });
+    this.volumeId = rootFh.readUInt32BE(1);
+    this.counters = opts.counters ?? new AgentCounters();
   }
 
+  readonly counters: AgentCounters;
+
   /** Attach a volume: its root handle and inode number. */
-  static async attach(link: Link, volume: string): Promise<VrpcFs> {
+  static async attach(link: Link, volume: string, opts: VrpcFsOptions = {}): Promise<VrpcFs> {
     const [fh, attr] = await link.call(Proc.ATTACH, [volume]);
-    return new VrpcFs(link, Buffer.from(fh as Uint8Array), (attr as WireAttr)[0]!);
+    return new VrpcFs(link, Buffer.from(fh as Uint8Array), (attr as WireAttr)[0]!, opts);
   }
 
   private call(proc: Proc, args: unknown[]): Promise<unknown[]>;
@@ -60,13 +65,16 @@ export class VrpcFs implements FileSystem {
   }
 
   private count(proc: Proc): void {
-    this.counters.calls++;
-    this.counters.byProc.set(proc, (this.counters.byProc.get(proc) ?? 0) + 1);
+    this.counters.rpc(proc);
   }
 
-  // FUSE's root is node 1; the volume's root keeps its own inode number. The two trade places.
   private nodeId(ino: number): bigint {
-    return ino === this.rootIno ? ROOT_ID : ino === 1 ? BigInt(this.rootIno) : BigInt(ino);
+    return nodeIdOf(ino, this.rootIno);
+  }
+
+  /** The host's inode number of a node (the inverse of nodeId). */
+  private inoOf(id: bigint): number {
+    return id === ROOT_ID ? this.rootIno : id === BigInt(this.rootIno) ? 1 : Number(id);
   }
 
   private fh(id: bigint): Buffer {
@@ -97,12 +105,44 @@ export class VrpcFs implements FileSystem {
   }
 
   async lookup(_c: Ctx, parent: bigint, name: string): Promise<Entry> {
-    const [fh, attr] = await this.call(Proc.LOOKUP, [this.fh(parent), bytes(name)]);
+    const dirFh = this.fh(parent);
+    const raw = bytes(name);
+    const table = this.opts.shared;
+    if (table) {
+      // Answered from the host's table when it holds both the name and the child's attributes.
+      const e = table.getEntry(this.volumeId, this.inoOf(parent), raw);
+      if (e === null) {
+        this.counters.add('lookupsLocal');
+        throw new PrismError('ENOENT', 'no such file or directory');
+      }
+      const attr = e && this.sharedAttr(this.nodeId(e.ino));
+      if (e && attr) {
+        this.counters.add('lookupsLocal');
+        return this.entry(e.fh, attr);
+      }
+      this.counters.add('lookupMisses');
+    }
+    const [fh, attr] = await this.call(Proc.LOOKUP, [dirFh, raw]);
     return this.entry(fh, attr);
   }
 
   async getattr(_c: Ctx, id: bigint): Promise<Attr> {
-    return toAttr((await this.call(Proc.GETATTR, [this.fh(id)]))[0] as WireAttr);
+    const fh = this.fh(id);
+    if (this.opts.shared) {
+      const attr = this.sharedAttr(id);
+      if (attr) {
+        this.counters.add('getattrsLocal');
+        return toAttr(attr);
+      }
+      this.counters.add('getattrMisses');
+    }
+    return toAttr((await this.call(Proc.GETATTR, [fh]))[0] as WireAttr);
+  }
+
+  /** A node's attributes from the table, unless writes of ours are still on their way (the table cannot know their size yet). */
+  private sharedAttr(id: bigint): WireAttr | undefined {
+    if (this.writes.has(id)) return undefined;
+    return this.opts.shared!.getAttr(this.volumeId, this.inoOf(id));
   }
 
   async setattr(_c: Ctx, id: bigint, s: SetAttrIn): Promise<Attr> {
@@ -351,6 +391,17 @@ export class VrpcFs implements FileSystem {
     const [copied] = await this.call(Proc.COPY_RANGE, [this.fh(src.ino), Number(src.offset), this.fh(dst.ino), Number(dst.offset), len]);
     return copied as number;
   }
+}
+
+export interface VrpcFsOptions {
+  /** The VM's metadata table, mapped read-only: LOOKUP and GETATTR answered without an RPC when it holds the answer. */
+  shared?: MetaTable;
+  counters?: AgentCounters;
+}
+
+// FUSE's root is node 1; the volume's root keeps its own inode number. The two trade places.
+export function nodeIdOf(ino: number, rootIno: number): bigint {
+  return ino === rootIno ? ROOT_ID : ino === 1 ? BigInt(rootIno) : BigInt(ino);
 }
 
 function bytes(s: string): Buffer {

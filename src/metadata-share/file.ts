@@ -71,7 +71,7 @@ function retire(file: string): void {
 }
 
 /** Map a table read-only (guest side). */
-export function attachMetaTable(file: string): { table: MetaTable; close(): void } {
+export function attachMetaTable(file: string): { table: MetaTable; buffer: ArrayBuffer; close(): void } {
   let buffer: ArrayBuffer;
   try {
     buffer = map(file, { readonly: true });
@@ -79,7 +79,7 @@ export function attachMetaTable(file: string): { table: MetaTable; close(): void
     throw new PrismError('ENOENT', `cannot map the metadata table ${file}: ${(e as Error).message}`);
   }
   try {
-    return { table: MetaTable.attach(buffer), close: () => unmap(buffer) };
+    return { table: MetaTable.attach(buffer), buffer, close: () => unmap(buffer) };
   } catch (e) {
     unmap(buffer);
     throw new PrismError('EINVAL', `${file}: ${(e as Error).message}`);

@@ -52,6 +52,8 @@ export class MetaPublisher {
   private readonly vms = new Map<string, SharedVm>();
   /** Agents that did not acknowledge within their lease: not waited for until they catch up. */
   private readonly lagging = new Map<string, Lag>();
+  /** VMs with an answer held back right now. Their agent is not waited for: it may itself be waiting on us. */
+  private readonly holding = new Map<string, number>();
 
   add(vm: SharedVm): void {
     this.vms.set(vm.name, vm);
@@ -101,7 +103,14 @@ export class MetaPublisher {
       vm.wake?.();
       waits.push({ vm, head: t.logHead });
     }
-    return this.acknowledged(waits);
+    const wait = this.acknowledged(waits);
+    if (!wait || origin === null) return wait;
+    this.holding.set(origin, (this.holding.get(origin) ?? 0) + 1);
+    return wait.finally(() => {
+      const n = this.holding.get(origin)! - 1;
+      if (n > 0) this.holding.set(origin, n);
+      else this.holding.delete(origin);
+    });
   }
 
   /** Wait until every listening agent has applied the log up to `head`, each at most its lease. */
@@ -137,6 +146,9 @@ export class MetaPublisher {
   private mustWait(vm: SharedVm, head: number): boolean {
     const s = vm.listener?.read();
     if (!s || s.leaseMs === 0 || !behind(s.applied, head)) return false;
+    // Its agent may be blocked in a request of its own that waits for the very VM waiting here
+    // (and its notifier behind a directory lock that request holds): not waiting breaks the cycle.
+    if (this.holding.has(vm.name)) return false;
     const lag = this.lagging.get(vm.name);
     if (lag) {
       // A lagging agent's kernel cache has expired by now; it is waited for again once it catches up.

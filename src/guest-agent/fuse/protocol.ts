@@ -140,3 +140,33 @@ export function encodeStatfs(s: { blocks: bigint; bfree: bigint; bavail: bigint;
   b.writeUInt32LE(s.namelen, 44); b.writeUInt32LE(s.bsize, 48);
   return b;
 }
+
+// Notifications: messages the file system writes to /dev/fuse unasked (unique 0, the code in the
+// error field), telling the kernel to drop what it cached.
+const NOTIFY_INVAL_INODE = 2;
+const NOTIFY_INVAL_ENTRY = 3;
+
+function notifyHeader(code: number, bodyLength: number): Buffer {
+  const out = Buffer.alloc(OUT_HEADER + bodyLength);
+  out.writeUInt32LE(OUT_HEADER + bodyLength, 0);
+  out.writeInt32LE(code, 4);
+  return out;
+}
+
+/** Forget a node's attributes; with `pages`, also its cached data (offset 0, length 0: all of it). */
+export function encodeInvalInode(node: bigint, pages: boolean): Buffer {
+  const b = notifyHeader(NOTIFY_INVAL_INODE, 24);
+  b.writeBigUInt64LE(node, OUT_HEADER);
+  b.writeBigInt64LE(pages ? 0n : -1n, OUT_HEADER + 8);
+  b.writeBigInt64LE(0n, OUT_HEADER + 16);
+  return b;
+}
+
+/** Forget a name in a directory (positive or negative dentry). */
+export function encodeInvalEntry(parent: bigint, name: Uint8Array): Buffer {
+  const b = notifyHeader(NOTIFY_INVAL_ENTRY, 16 + name.length + 1);
+  b.writeBigUInt64LE(parent, OUT_HEADER);
+  b.writeUInt32LE(name.length, OUT_HEADER + 8);
+  b.set(name, OUT_HEADER + 16);
+  return b;
+}

@@ -279,9 +279,15 @@ function need<T>(m: T | undefined): T {
 }
 
 /** Mount `filesystem` on `mountpoint` and start serving; `done` settles when it is unmounted. */
-export function mountAndServe(mountpoint: string, filesystem: FileSystem, opts: SessionOptions & { fsname?: string } = {}): { session: Session; done: Promise<void> } {
+export interface MountOptions extends SessionOptions {
+  fsname?: string;
+  /** Runs once the kernel has let go of the mount, before its /dev/fuse descriptor is closed. */
+  beforeClose?(): Promise<void>;
+}
+
+export function mountAndServe(mountpoint: string, filesystem: FileSystem, opts: MountOptions = {}): { session: Session; fd: number; done: Promise<void> } {
   const fd = native.mount(mountpoint, opts.fsname ?? 'prism');
   const session = new Session(fd, filesystem, opts);
-  const done = session.serve().finally(() => native.close(fd));
-  return { session, done };
+  const done = session.serve().finally(() => opts.beforeClose?.()).finally(() => native.close(fd));
+  return { session, fd, done };
 }

@@ -1,0 +1,47 @@
+// What an agent counts, in shared memory so every thread of the agent can add to it and
+// `prism agent stats` can be answered without stopping the I/O thread.
+import { PROC_NAMES } from '../protocol/procs.js';
+
+export const COUNTER_NAMES = [
+  'lookupsLocal', 'lookupMisses', 'getattrsLocal', 'getattrMisses', 'rpcs', 'invalidations', 'logRecordsLost',
+] as const;
+export type CounterName = (typeof COUNTER_NAMES)[number];
+
+const PROCS = 64;
+
+export interface CounterSnapshot extends Record<CounterName, number> {
+  /** RPCs sent, by procedure name. */
+  rpcsByProc: Record<string, number>;
+}
+
+export class AgentCounters {
+  private readonly f: Float64Array;
+
+  /** Counters over `buffer` (shared between threads), or fresh ones. */
+  constructor(readonly buffer: SharedArrayBuffer = new SharedArrayBuffer((COUNTER_NAMES.length + PROCS) * 8)) {
+    this.f = new Float64Array(buffer);
+  }
+
+  add(name: CounterName, n = 1): void {
+    this.f[COUNTER_NAMES.indexOf(name)]! += n;
+  }
+
+  rpc(proc: number): void {
+    this.f[COUNTER_NAMES.indexOf('rpcs')]! += 1;
+    if (proc >= 0 && proc < PROCS) this.f[COUNTER_NAMES.length + proc]! += 1;
+  }
+
+  get(name: CounterName): number {
+    return this.f[COUNTER_NAMES.indexOf(name)]!;
+  }
+
+  snapshot(): CounterSnapshot {
+    const s = Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, this.f[i]!])) as Record<CounterName, number>;
+    const rpcsByProc: Record<string, number> = {};
+    for (let p = 0; p < PROCS; p++) {
+      const n = this.f[COUNTER_NAMES.length + p]!;
+      if (n > 0) rpcsByProc[PROC_NAMES[p] ?? String(p)] = n;
+    }
+    return { ...s, rpcsByProc };
+  }
+}
