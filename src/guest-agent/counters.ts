@@ -7,7 +7,7 @@ export const COUNTER_NAMES = [
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 
-const PROCS = 64;
+const PROCS = 128;
 
 export interface CounterSnapshot extends Record<CounterName, number> {
   /** RPCs sent, by procedure name. */

@@ -61,10 +61,10 @@ export class MetaPublisher {
 
   /** The sink for requests of VM `origin` (null: the host itself, e.g. `prism put`). */
   sink(origin: string | null): MetadataSink {
-    const vm = origin === null ? undefined : this.vms.get(origin);
+    const table = () => (origin === null ? undefined : this.vms.get(origin)?.table);
     return {
-      sawAttr: (v, ino, attr) => vm?.table.putAttr(v.rec.id, ino, attr),
-      sawEntry: (v, dir, name, child) => { if (vm && shareable(name)) vm.table.putEntry(v.rec.id, dir, name, child); },
+      sawAttr: (v, ino, attr) => table()?.putAttr(v.rec.id, ino, attr),
+      sawEntry: (v, dir, name, child) => { if (shareable(name)) table()?.putEntry(v.rec.id, dir, name, child); },
       changed: (v, c) => this.changed(origin, v, c),
     };
   }

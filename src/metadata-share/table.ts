@@ -303,6 +303,16 @@ export class MetaTable {
     return -1;
   }
 
+  /** The volume ids that have anything in the table (a scan: for checks and diagnostics). */
+  heldVolumes(): Set<number> {
+    const ids = new Set<number>();
+    for (let i = 0; i < this.slots; i++) {
+      const at = this.slotsAt + i * SLOT_SIZE;
+      if (this.bytes[at + O_KIND] !== KIND_EMPTY) ids.add(this.view.getUint32(at + O_VOLUME, true));
+    }
+    return ids;
+  }
+
   /** Change log record `n` (counting from 0), or 'lost' if the host has written over it. */
   readLog(n: number): Change | 'lost' {
     const at = HEADER_SIZE + (n % this.logRecords) * LOG_RECORD_SIZE;
