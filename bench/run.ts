@@ -15,6 +15,7 @@ const suites: Record<string, () => Promise<Omit<BenchReport, 'date' | 'machine' 
   store: async () => (await import('./store.js')).run(),
   vrpc: async () => (await import('./vrpc.js')).run(),
   fs: async () => (await import('./fs.js')).run(),
+  metadata: async () => (await import('./metadata.js')).run(),
 };
 
 async function main(): Promise<void> {

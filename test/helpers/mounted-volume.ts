@@ -51,6 +51,7 @@ export async function mountedVolume(t: ExecutionContext, transport: TransportNam
     await m.agent.umount();
     await m.host.stop();
     fs.rmSync(region, { force: true });
+    fs.rmSync(`${region}-meta`, { force: true });
   });
   return m;
 }
