@@ -6,16 +6,14 @@ import { Worker } from 'node:worker_threads';
 import { PrismError, type PosixCode } from '../errors.js';
 import { log } from '../log.js';
 import { connectTcp } from '../vrpc/client.js';
-import { openRegion } from '../vrpc/shm.js';
 import * as native from './fuse/native.js';
 import { mountAndServe } from './fuse/session.js';
 import { HostLink, type Dial } from './host-link.js';
-import { ivshmemBars } from './pci.js';
+import { barHolding, ivshmemBars } from './pci.js';
 import type { IoThreadData } from './io-thread.js';
 import { VrpcFs } from './vrpc-fs.js';
 import { AgentCounters } from './counters.js';
 import { serveStats } from './stats.js';
-import { attachMetaTable } from '../metadata-share/file.js';
 
 const DEFAULT_TIMEOUT_MS = 60_000;
 const READAHEAD_KB = 1024;
@@ -197,30 +195,16 @@ function localMetaFile(region: string): string | undefined {
   return fs.existsSync(file) ? file : undefined;
 }
 
-/** `--pci auto`: the ivshmem BAR that holds a metadata table, if the VM has one. */
-function metaBar(): string | undefined {
-  for (const bar of ivshmemBars()) {
-    try {
-      attachMetaTable(bar).close();
-      return bar;
-    } catch (e) {
-      log.debug({ bar, err: (e as Error).message }, 'not a metadata table');
-    }
-  }
-  return undefined;
-}
-
-/** `--pci auto`: the first ivshmem BAR that holds a VRPC region. */
+/** `--pci auto`: the ivshmem device holding the VRPC region. */
 function regionBar(): string {
   const bars = ivshmemBars();
   if (bars.length === 0) throw new PrismError('ENODEV', 'no ivshmem device (PCI 1af4:1110): start the VM with the options `prism qemu-args` prints');
-  for (const bar of bars) {
-    try {
-      openRegion(bar, false).close();
-      return bar;
-    } catch (e) {
-      log.debug({ bar, err: (e as Error).message }, 'not a VRPC region');
-    }
-  }
-  throw new PrismError('ENODEV', `no ivshmem device holds a Prism region (${bars.join(', ')}): is the host serving this VM?`);
+  const bar = barHolding('region', bars);
+  if (!bar) throw new PrismError('ENODEV', `no ivshmem device holds a Prism region (${bars.join(', ')}): is the host serving this VM?`);
+  return bar;
+}
+
+/** `--pci auto`: the ivshmem device holding the metadata table, if the VM has one. */
+function metaBar(): string | undefined {
+  return barHolding('meta', ivshmemBars());
 }

@@ -45,6 +45,8 @@ export interface MetadataSink {
 /** How long the host first blocks for an agent on the same machine to acknowledge, before waiting asynchronously. */
 const SYNC_WAIT_MS = 2;
 const POLL_MS = 1;
+/** The longest a guest can make the host wait (the lease is the guest's word: a hostile one could claim hours). */
+export const MAX_LEASE_MS = 60_000;
 
 interface Lag { since: number }
 
@@ -133,7 +135,7 @@ export class MetaPublisher {
         let waiting = false;
         for (const w of left) {
           if (!this.mustWait(w.vm, w.head)) continue;
-          if (now - start >= w.vm.listener!.read().leaseMs) this.lagging.set(w.vm.name, { since: w.head });
+          if (now - start >= Math.min(w.vm.listener!.read().leaseMs, MAX_LEASE_MS)) this.lagging.set(w.vm.name, { since: w.head });
           else waiting = true;
         }
         if (waiting) setTimeout(poll, POLL_MS);

@@ -4,7 +4,8 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ivshmemBars } from '../../src/guest-agent/pci.js';
+import { barHolding, ivshmemBars } from '../../src/guest-agent/pci.js';
+import { openMetaTable } from '../../src/metadata-share/file.js';
 import { nativeAvailable } from '../../src/ring/index.js';
 import { openRegion } from '../../src/vrpc/shm.js';
 import { tmpDir } from '../helpers/tmp.js';
@@ -33,5 +34,20 @@ const native = nativeAvailable();
   t.true(r.region.generation >= 1);
   r.close();
   t.deepEqual(ivshmemBars(path.join(dir, 'none')), []);
+});
+
+(native.ok ? test : test.skip)('with the metadata table as a second device, the region and the table are told apart by their headers', (t) => {
+  const dir = tmpDir(t);
+  const root = path.join(dir, 'devices');
+  const region = path.join(dir, 'region');
+  const meta = path.join(dir, 'meta');
+  openRegion(region, true).close();
+  openMetaTable(meta, 1 << 20).close();
+  device(root, '0000:00:04.0', '0x1af4', '0x1110', meta); // the table comes first in bus order
+  device(root, '0000:00:05.0', '0x1af4', '0x1110', region);
+  const bars = ivshmemBars(root);
+  t.is(barHolding('region', bars), path.join(root, '0000:00:05.0', 'resource2'));
+  t.is(barHolding('meta', bars), path.join(root, '0000:00:04.0', 'resource2'));
+  t.is(barHolding('meta', [bars[1]!]), undefined, 'no table: the agent asks the host for everything');
 });
 if (!native.ok) console.error(`pci.test: skipped: ${native.reason}`);
