@@ -71,3 +71,18 @@ test('bad input: one line on stderr and the errno as exit status', (t) => {
   const vols = JSON.parse(prism(s, ['volume', 'ls', '--json']).out) as Array<{ name: string }>;
   t.deepEqual(vols.map((v) => v.name), ['ok', 'q'], 'failed commands created nothing');
 });
+
+test('qemu-args: the region, and the metadata table as a read-only second device', (t) => {
+  const s = tmpDir(t);
+  const both = prism(s, ['qemu-args', 'web']);
+  t.is(both.code, 0);
+  t.is(both.out.match(/-device ivshmem-plain/g)?.length, 2);
+  t.regex(both.out, /mem-path=\/dev\/shm\/prism-web,/);
+  t.regex(both.out, /size=64M,share=on,readonly=on,mem-path=\/dev\/shm\/prism-web-meta,/);
+  const one = prism(s, ['qemu-args', 'web', '--no-meta']);
+  t.is(one.out.match(/-device ivshmem-plain/g)?.length, 1);
+  t.notRegex(one.out, /readonly/);
+  const bad = prism(s, ['qemu-args', 'web', '--meta-size', '3']);
+  t.is(bad.code, 22);
+  t.regex(bad.err, /power of two/);
+});
