@@ -24,7 +24,7 @@ export interface NotifierData {
   /** futex: the host shares our kernel and wakes us; poll: a VM guest, so look every millisecond. */
   wait: 'futex' | 'poll';
   counters: SharedArrayBuffer;
-  /** Int32 [stop]: set by the agent when unmounting. */
+  /** Int32 [stop]: set (and notified) by the agent when unmounting. */
   control: SharedArrayBuffer;
 }
 
@@ -49,14 +49,20 @@ function notify(b: Buffer): void {
 function acknowledge(applied: number): void {
   region.setMetaLease(d.leaseMs); // again each time: a restarted host has cleared it
   region.setMetaApplied(applied);
-  futexWake(regionBuffer, META_APPLIED_OFFSET, 1);
+  // A host on our kernel sleeps on this word; across a VM boundary (a PCI BAR) nothing can be woken.
+  if (d.wait === 'futex') futexWake(regionBuffer, META_APPLIED_OFFSET, 1);
+}
+
+/** Sleep until the host appends to the log (a futex on one machine) or a poll interval passes (in a VM). */
+function sleep(head: number): void {
+  if (d.wait === 'futex') futexWait(meta.buffer, LOG_HEAD_OFFSET, head | 0, 200);
+  else Atomics.wait(control, 0, 0, 1);
 }
 
 // Changes made before this mount are nothing the kernel has cached: start at the head.
 let applied = meta.table.logHead;
 acknowledge(applied);
 parentPort!.postMessage({ ready: true });
-const sleepMs = d.wait === 'poll' ? 1 : 200;
 while (Atomics.load(control, 0) === 0) {
   const head = meta.table.logHead;
   for (; applied !== head; applied = (applied + 1) >>> 0) {
@@ -67,7 +73,7 @@ while (Atomics.load(control, 0) === 0) {
     else notify(encodeInvalInode(nodeIdOf(c.ino, d.rootIno), c.kind === 'data'));
   }
   acknowledge(applied);
-  futexWait(meta.buffer, LOG_HEAD_OFFSET, head | 0, sleepMs);
+  sleep(head);
 }
 region.setMetaLease(0); // unmounted: nothing to wait for
 meta.close();

@@ -98,7 +98,9 @@ function startNotifier(data: NotifierData): Promise<Notifier> {
   const w = new Worker(new URL('./cache-notifier.js', import.meta.url), { workerData: data });
   const exited = new Promise<void>((r) => w.once('exit', () => r()));
   const stop = async () => {
-    Atomics.store(new Int32Array(data.control), 0, 1);
+    const control = new Int32Array(data.control);
+    Atomics.store(control, 0, 1);
+    Atomics.notify(control, 0);
     await exited;
   };
   return new Promise((resolve, reject) => {
