@@ -1,8 +1,10 @@
 // The agent's I/O thread for shared memory: it connects, attaches the volume, mounts it and serves
 // FUSE requests in its own event loop, making blocking VRPC calls (SyncLink). Nothing else runs on
 // this loop, so a call blocks nothing that could have run; the main thread only handles signals.
-// Messages to the main thread: { mounted, fuseFd, volumeId, rootIno } once serving, { error: { code,
-// message } } if it could not mount, { done } when unmounted.
+// With a metadata table it also runs the cache notifier thread (cache-notifier.ts), stopped before the
+// /dev/fuse descriptor it writes to is closed. Messages to the main thread: { mounted } once serving
+// (and the notifier listening), { error: { code, message } } if it could not mount, { done } when
+// unmounted.
 import { Worker, parentPort, workerData } from 'node:worker_threads';
 import type { NotifierData } from './cache-notifier.js';
 import { PrismError } from '../errors.js';

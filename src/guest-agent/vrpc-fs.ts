@@ -35,14 +35,13 @@ export class VrpcFs implements FileSystem {
   private nextFh = 1n;
   /** The volume's id, as handles carry it (bytes 1-4): the metadata table's key. */
   readonly volumeId: number;
+  readonly counters: AgentCounters;
 
   constructor(private readonly host: Link, rootFh: Buffer, readonly rootIno: number, private readonly opts: VrpcFsOptions = {}) {
     this.nodes.set(ROOT_ID, { fh: rootFh, lookups: 1n << 62n });
     this.volumeId = rootFh.readUInt32BE(1);
     this.counters = opts.counters ?? new AgentCounters();
   }
-
-  readonly counters: AgentCounters;
 
   /** Attach a volume: its root handle and inode number. */
   static async attach(link: Link, volume: string, opts: VrpcFsOptions = {}): Promise<VrpcFs> {
