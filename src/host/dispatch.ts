@@ -125,6 +125,8 @@ export class Dispatcher {
         } catch (e) {
           if (e instanceof PrismError && e.code === 'ENOENT') meta?.sawEntry(v, ino, name, null);
           throw e;
+        } finally {
+          meta?.sawDir(v, ino);
         }
         const fh = this.fh(v, attr.ino);
         const wire = attrToWire(attr);

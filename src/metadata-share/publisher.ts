@@ -38,9 +38,16 @@ export interface MetaChanges {
 export interface MetadataSink {
   sawAttr(v: Volume, ino: number, attr: WireAttr): void;
   sawEntry(v: Volume, dir: number, name: Uint8Array, child: { fh: Uint8Array; ino: number } | null): void;
+  /** A name was looked up in `dir`: share the rest of the directory too, once (its neighbours are likely next). */
+  sawDir(v: Volume, dir: number): void;
   /** Update every table; resolves when other VMs' kernels have forgotten what changed. */
   changed(v: Volume, c: MetaChanges): Promise<void> | undefined;
 }
+
+/** Entries of one directory shared ahead of their lookups (at most). */
+const WARM_ENTRIES = 4096;
+/** Directories remembered as shared ahead, per VM, before the memory is dropped. */
+const WARM_DIRS = 65536;
 
 /** How long the host first blocks for an agent on the same machine to acknowledge, before waiting asynchronously. */
 const SYNC_WAIT_MS = 2;
@@ -56,6 +63,8 @@ export class MetaPublisher {
   private readonly lagging = new Map<string, Lag>();
   /** VMs with an answer held back right now. Their agent is not waited for: it may itself be waiting on us. */
   private readonly holding = new Map<string, number>();
+  /** Per VM: directories already shared ahead ("volume:inode"). */
+  private readonly warmed = new Map<string, Set<string>>();
 
   add(vm: SharedVm): void {
     this.vms.set(vm.name, vm);
@@ -67,8 +76,39 @@ export class MetaPublisher {
     return {
       sawAttr: (v, ino, attr) => table()?.putAttr(v.rec.id, ino, attr),
       sawEntry: (v, dir, name, child) => { if (shareable(name)) table()?.putEntry(v.rec.id, dir, name, child); },
+      sawDir: (v, dir) => { if (origin !== null) this.warmDir(origin, v, dir); },
       changed: (v, c) => this.changed(origin, v, c),
     };
+  }
+
+  /**
+   * Put a directory's entries and their attributes into a VM's table ahead of its lookups: a program
+   * that looks up one name of a directory (stat by path, git status) usually looks up its neighbours
+   * next. Kept coherent like any other key; done once per directory (until the memory is dropped).
+   */
+  private warmDir(origin: string, v: Volume, dir: number): void {
+    const vm = this.vms.get(origin);
+    if (!vm) return;
+    let seen = this.warmed.get(origin);
+    if (!seen) this.warmed.set(origin, (seen = new Set()));
+    const key = `${v.rec.id}:${dir}`;
+    if (seen.has(key)) return;
+    if (seen.size >= WARM_DIRS) seen.clear();
+    seen.add(key);
+    const id = v.rec.id;
+    let entries;
+    try {
+      entries = v.readdir(dir, null, WARM_ENTRIES);
+    } catch (e) {
+      if (e instanceof PrismError) return; // not a directory (any more): the lookup says so itself
+      throw e;
+    }
+    for (const e of entries) {
+      const attr = tryAttr(v, e.ino);
+      if (!attr) continue;
+      vm.table.putEntry(id, dir, e.name, { fh: vm.key.make({ volumeId: id, ino: e.ino }), ino: e.ino });
+      vm.table.putAttr(id, e.ino, attr);
+    }
   }
 
   private changed(origin: string | null, v: Volume, c: MetaChanges): Promise<void> | undefined {
