@@ -13,7 +13,7 @@ const NOTIFY_ENV = 'PRISM_AGENT_NOTIFY_FD';
 
 interface MountFlags {
   shm?: string; pci?: string; tcp?: string; tokenFile?: string; vm?: string; volume: string;
-  timeout: string; attrTimeout: string; entryTimeout: string; foreground?: boolean; log?: string; meta: boolean;
+  timeout: string; attrTimeout?: string; entryTimeout?: string; foreground?: boolean; log?: string; meta: boolean;
 }
 
 function seconds(v: string, what: string): number {
@@ -44,8 +44,8 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
     .option('--token-file <file>', "the VM's token (with --tcp; the VM name defaults to the file name)")
     .option('--vm <name>', "the VM's name (needed over TCP only)")
     .option('--timeout <seconds>', 'how long a request waits for an absent host before failing with EIO', '60')
-    .option('--attr-timeout <seconds>', 'how long the kernel caches attributes', '1')
-    .option('--entry-timeout <seconds>', 'how long the kernel caches names', '1')
+    .option('--attr-timeout <seconds>', 'how long the kernel caches attributes (default 10 with a metadata table, else 1)')
+    .option('--entry-timeout <seconds>', 'how long the kernel caches names (default 10 with a metadata table, else 1)')
     .option('--no-meta', "do not use the host's metadata table (every LOOKUP and GETATTR is an RPC)")
     .option('-f, --foreground', 'stay in the foreground')
     .option('--log <file>', 'where the daemon writes its log (default: nowhere)')
@@ -53,7 +53,8 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
       const opts: AgentOptions = {
         transport: transport(o), vm: o.vm, volume: o.volume, mountpoint: path.resolve(mountpoint),
         timeoutMs: seconds(o.timeout, '--timeout') * 1000,
-        attrSec: seconds(o.attrTimeout, '--attr-timeout'), entrySec: seconds(o.entryTimeout, '--entry-timeout'), meta: o.meta,
+        attrSec: o.attrTimeout === undefined ? undefined : seconds(o.attrTimeout, '--attr-timeout'),
+        entrySec: o.entryTimeout === undefined ? undefined : seconds(o.entryTimeout, '--entry-timeout'), meta: o.meta,
       };
       if (!o.foreground) {
         const pid = await daemonize(o.log);

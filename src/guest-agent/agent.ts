@@ -14,8 +14,16 @@ import type { IoThreadData } from './io-thread.js';
 import { VrpcFs } from './vrpc-fs.js';
 import { AgentCounters } from './counters.js';
 import { serveStats } from './stats.js';
+import { MAX_LEASE_MS } from '../metadata-share/publisher.js';
 
 const DEFAULT_TIMEOUT_MS = 60_000;
+/** Kernel cache times (s) without a metadata table: how stale another VM's change may be seen. */
+const CACHE_SEC = 1;
+/**
+ * With a table, another VM's change reaches the kernel's cache as an invalidation before that VM gets
+ * its reply, so the cache may keep answers longer (docs/benchmarks.md measured 1, 10 and 0 s).
+ */
+const COHERENT_CACHE_SEC = 10;
 const READAHEAD_KB = 1024;
 
 export type Transport = { shm: string } | { pci: 'auto' } | { tcp: string; tokenFile: string };
@@ -28,7 +36,7 @@ export interface AgentOptions {
   mountpoint: string;
   /** How long a request waits for an absent host before it fails with EIO. */
   timeoutMs?: number;
-  /** Kernel cache lifetimes (seconds). */
+  /** Kernel cache lifetimes (seconds; default 10 with a metadata table, 1 without). */
   entrySec?: number;
   attrSec?: number;
   /** Use the host's metadata table when there is one (shared memory only; default true). */
@@ -63,9 +71,14 @@ async function mountInIoThread(o: AgentOptions, mp: string): Promise<Mounted> {
   const region = 'shm' in t ? t.shm : regionBar();
   const metaFile = o.meta === false ? undefined : 'shm' in t ? localMetaFile(t.shm) : metaBar();
   const counters = new AgentCounters();
+  const cache = metaFile ? COHERENT_CACHE_SEC : CACHE_SEC;
+  const entrySec = o.entrySec ?? cache, attrSec = o.attrSec ?? cache;
+  if (metaFile && Math.max(entrySec, attrSec) * 1000 > MAX_LEASE_MS) {
+    throw new PrismError('EINVAL', `kernel cache times above ${MAX_LEASE_MS / 1000} s are not kept coherent (the host waits at most that long for invalidations): lower them or use --no-meta`);
+  }
   const data: IoThreadData = {
     region, wait: 'shm' in t ? 'futex' : 'poll', vm: o.vm ?? '', volume: o.volume, mountpoint: mp,
-    timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS, entrySec: o.entrySec, attrSec: o.attrSec, metaFile, counters: counters.buffer,
+    timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS, entrySec, attrSec, metaFile, counters: counters.buffer,
   };
   const worker = new Worker(new URL('./io-thread.js', import.meta.url), { workerData: data });
   let finished!: () => void;
@@ -94,7 +107,7 @@ async function mountOverTcp(o: AgentOptions, t: { tcp: string; tokenFile: string
   }
   let m;
   try {
-    m = mountAndServe(mp, vfs, { fsname: `prism:${o.volume}`, entrySec: o.entrySec, attrSec: o.attrSec });
+    m = mountAndServe(mp, vfs, { fsname: `prism:${o.volume}`, entrySec: o.entrySec ?? CACHE_SEC, attrSec: o.attrSec ?? CACHE_SEC });
   } catch (e) {
     link.close();
     throw new PrismError('EIO', `cannot mount ${mp}: ${(e as Error).message}`);

@@ -24,8 +24,8 @@ export interface IoThreadData {
   volume: string;
   mountpoint: string;
   timeoutMs: number;
-  entrySec?: number;
-  attrSec?: number;
+  entrySec: number;
+  attrSec: number;
   /** The VM's metadata table (read-only), if the host shares one. */
   metaFile?: string;
   counters: SharedArrayBuffer;
@@ -67,7 +67,7 @@ async function main(): Promise<void> {
   }
   if (d.metaFile) {
     // The kernel may cache answers for the longer of the two times: that is the lease the host honours.
-    const leaseMs = Math.max(d.entrySec ?? 1, d.attrSec ?? 1) * 1000;
+    const leaseMs = Math.max(d.entrySec, d.attrSec) * 1000;
     try {
       notifier = await startNotifier({
         metaFile: d.metaFile, regionFile: d.region, fuseFd: m.fd, volumeId: vfs.volumeId, rootIno: vfs.rootIno,
