@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Builds what a QEMU guest needs to run the Prism agent: a Debian cloud kernel (plus its fuse.ko)
+# and an initramfs holding busybox, this machine's node with its libraries, the project's dist/src,
+# bin/, build/Release addons and runtime node_modules, and the guest scripts (init.sh, steps.sh).
+#
+#   scripts/qemu-guest/build.sh            # prints KERNEL=... and INITRD=... (paths in the cache)
+#   PRISM_QEMU_CACHE=/var/tmp/prism-qemu   # where everything goes (default; outside the repo)
+#
+# Needs (Debian): qemu-system-x86 busybox-static cpio, and `npx tsc -p tsconfig.json` done.
+# The kernel is fetched once with `apt-get download`; the initramfs is rebuilt when its inputs change.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cache="${PRISM_QEMU_CACHE:-/var/tmp/prism-qemu}"
+mkdir -p "$cache"
+
+need() { command -v "$1" >/dev/null || { echo "build.sh: $1 is missing (apt-get install $2)" >&2; exit 1; }; }
+need busybox busybox-static
+need cpio cpio
+need qemu-system-x86_64 qemu-system-x86
+[ -f "$root/dist/src/cli/main.js" ] || { echo "build.sh: dist/ is not built (npx tsc -p tsconfig.json)" >&2; exit 1; }
+for a in prism_fuse prism_ivshmem; do
+  [ -f "$root/build/Release/$a.node" ] || { echo "build.sh: build/Release/$a.node is missing (npm run build:native)" >&2; exit 1; }
+done
+
+# --- kernel: the package linux-image-cloud-amd64 depends on (e.g. linux-image-6.1.0-56-cloud-amd64)
+kdir="$cache/kernel"
+if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/fuse.ko" ]; then
+  pkg="$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ { print $2; exit }')"
+  [ -n "$pkg" ] || { echo "build.sh: cannot tell which kernel linux-image-cloud-amd64 depends on (apt-get update?)" >&2; exit 1; }
+  rm -rf "$kdir" && mkdir -p "$kdir/dl" "$kdir/x"
+  (cd "$kdir/dl" && apt-get download "$pkg" >/dev/null 2>&1) || { echo "build.sh: apt-get download $pkg failed" >&2; exit 1; }
+  dpkg-deb -x "$kdir"/dl/*.deb "$kdir/x"
+  cp "$kdir"/x/boot/vmlinuz-* "$kdir/vmlinuz.tmp"
+  ko="$(find "$kdir/x/lib/modules" -path '*/kernel/fs/fuse/fuse.ko*' | head -1)"
+  case "$ko" in
+    *.ko) cp "$ko" "$kdir/fuse.ko" ;;
+    *.ko.xz) xz -dc "$ko" >"$kdir/fuse.ko" ;;
+    *.ko.zst) zstd -dc "$ko" >"$kdir/fuse.ko" ;;
+    *) echo "build.sh: no fuse.ko in $pkg" >&2; exit 1 ;;
+  esac
+  echo "$pkg" >"$kdir/package"
+  rm -rf "$kdir/x" "$kdir/dl"
+  mv "$kdir/vmlinuz.tmp" "$kdir/vmlinuz"
+fi
+
+# --- what goes into the initramfs, and a stamp of it (rebuild only when something changed)
+node_bin="$(command -v node)"
+mapfile -t deps < <(cd "$root" && npm ls --omit=dev --all --parseable 2>/dev/null | tail -n +2 | sed "s|^$root/||" | sort -u)
+[ "${#deps[@]}" -gt 0 ] || { echo "build.sh: npm ls found no runtime dependencies" >&2; exit 1; }
+stamp="$( {
+  echo "$node_bin $(stat -c '%s %Y' "$node_bin") $(cat "$kdir/package")"
+  cat "$here/init.sh" "$here/steps.sh" "$here/build.sh" "$here"/*.cjs "$root/package.json"
+  (cd "$root" && find dist/src bin build/Release -type f \( -name '*.js' -o -name '*.node' \) -printf '%p %s %T@\n' | sort)
+  printf '%s\n' "${deps[@]}"
+} | sha256sum | cut -c1-16)"
+initrd="$cache/initrd-$stamp.cpio"
+if [ ! -f "$initrd" ]; then
+  t0=$(date +%s.%N)
+  work="$(mktemp -d "$cache/rootfs.XXXXXX")"
+  trap 'rm -rf "$work"' EXIT
+  mkdir -p "$work"/{bin,sbin,dev,proc,sys,tmp,run,mnt,etc,root,usr/bin,lib/modules,prism/build/Release,prism/node_modules}
+  cp "$(command -v busybox)" "$work/bin/busybox"
+  for app in $(busybox --list); do [ -e "$work/bin/$app" ] || ln -s busybox "$work/bin/$app"; done
+  cp "$node_bin" "$work/usr/bin/node"
+  # node's and the addons' shared libraries, at the paths ldd gives
+  for lib in $( { ldd "$node_bin"; ldd "$root"/build/Release/*.node; } | grep -o '/[^ ]*' | grep -v ':$' | sort -u); do
+    mkdir -p "$work$(dirname "$lib")" && cp -L "$lib" "$work$lib"
+  done
+  cp "$kdir/fuse.ko" "$work/lib/modules/fuse.ko"
+  cp "$root/package.json" "$root/binding.gyp" "$work/prism/" 2>/dev/null || cp "$root/package.json" "$work/prism/"
+  cp -r "$root/bin" "$work/prism/bin"
+  mkdir -p "$work/prism/dist" && cp -r "$root/dist/src" "$work/prism/dist/src"
+  find "$work/prism/dist" -name '*.map' -delete
+  cp "$root"/build/Release/*.node "$work/prism/build/Release/"
+  for d in "${deps[@]}"; do
+    mkdir -p "$work/prism/$(dirname "$d")"
+    # nested node_modules of a package are copied on their own when they are runtime dependencies
+    (cd "$root" && tar cf - --exclude="$d/node_modules" "$d") | (cd "$work/prism" && tar xf -)
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\n' >"$work/etc/passwd"
+  printf 'root:x:0:\n' >"$work/etc/group"
+  printf '#!/bin/sh\nexec /usr/bin/node /prism/bin/prism.js "$@"\n' >"$work/usr/bin/prism" && chmod 0755 "$work/usr/bin/prism"
+  ln -s /bin/busybox "$work/usr/bin/env"
+  install -m 0755 "$here/init.sh" "$work/init"
+  install -m 0755 "$here/steps.sh" "$work/steps.sh"
+  install -m 0644 "$here/ivshmem-guest-shim.cjs" "$here/fuse-writev-shim.cjs" "$work/prism/"
+  # Uncompressed: the kernel unpacks it faster than it would gunzip ~140 MB under TCG.
+  (cd "$work" && find . | cpio -o -H newc --quiet) >"$initrd.tmp"
+  mv "$initrd.tmp" "$initrd"
+  # keep only the newest initramfs
+  find "$cache" -maxdepth 1 -name 'initrd-*.cpio' ! -name "$(basename "$initrd")" -delete
+  echo "build.sh: initramfs $(du -h "$initrd" | cut -f1) built in $(echo "$(date +%s.%N) - $t0" | bc 2>/dev/null || echo '?') s" >&2
+fi
+echo "KERNEL=$kdir/vmlinuz"
+echo "INITRD=$initrd"

@@ -1,0 +1,25 @@
+#!/bin/sh
+# /init of the Prism test guest (busybox). Mounts the pseudo file systems, loads fuse.ko, then runs
+# /steps.sh (the scenario test/qemu/agent-in-guest.test.ts drives over the serial console) and powers
+# off. Kernel command line: prism.volume=VOL (default vol), prism.shell=1 for a shell instead.
+/bin/busybox --install -s /bin 2>/dev/null
+export PATH=/bin:/sbin:/usr/bin HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+echo "PRISM UP $(cut -d' ' -f1 /proc/uptime)"
+
+arg() { sed -n "s/.*\bprism\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+if [ "$(arg shell)" = 1 ]; then
+  insmod /lib/modules/fuse.ko
+  echo "Prism guest shell: prism agent mount --pci auto --volume VOL /mnt"
+  setsid cttyhack sh
+else
+  PRISM_VOLUME="$(arg volume)" sh /steps.sh </dev/null   # only SYNC reads the console
+fi
+echo "PRISM OFF $(cut -d' ' -f1 /proc/uptime)"
+sync
+poweroff -f

@@ -1,0 +1,331 @@
+// The agent in a real QEMU guest (TCG): `prism agent mount --pci auto` inside the guest mounts a volume
+// served by `prism host serve` on this machine, through the two ivshmem devices `prism qemu-args`
+// prints (the VRPC region and the read-only metadata table). The guest runs scripts/qemu-guest/steps.sh
+// from its initramfs (built by scripts/qemu-guest/build.sh) and reports over the serial console; at its
+// SYNC points this test does the host's part: reads the guest's files through a second VM's agent on
+// this machine, writes one through it, `prism put`s files, checks the table file is unchanged.
+//
+// Slow (a few minutes under TCG) and needs root, /dev/fuse, qemu-system-x86_64, busybox-static, cpio:
+// it runs only with PRISM_QEMU=1 (`npm run test:qemu`); `npm test` lists it as skipped.
+import test, { type ExecutionContext } from 'ava';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const prismBin = path.join(root, 'bin', 'prism.js');
+const enabled = process.env.PRISM_QEMU === '1';
+const GUEST_TIMEOUT_MS = 10 * 60_000;
+
+interface Step { ok: boolean; detail: string }
+interface Run {
+  steps: Map<string, Step>;
+  /** PRISM TIME name ms */
+  times: Map<string, number>;
+  data: Map<string, string[]>;
+  blocks: Map<string, string>;
+  /** What the host checked at the SYNC points and afterwards. */
+  host: Map<string, Step>;
+  bootMs?: number;
+  guestUptimeAtInit?: number;
+  totalMs: number;
+  console: string;
+  consoleFile: string;
+  error?: string;
+}
+
+function md5(b: Buffer | string): string {
+  return crypto.createHash('md5').update(b).digest('hex');
+}
+
+function prism(store: string, args: string[], input?: string): { code: number | null; out: string; err: string } {
+  const r = spawnSync(process.execPath, [prismBin, '--store', store, ...args], { encoding: 'utf8', input, timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+function startHost(store: string, vms: string[]): Promise<{ child: ChildProcess; stop(): Promise<number | null>; log(): string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [prismBin, '--store', store, 'host', 'serve', ...vms.flatMap((v) => ['--vm', v])], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (d) => { out += d; if (/^ready$/m.test(out)) resolve({ child, log: () => out, stop }); });
+    child.stderr!.on('data', (d) => { out += d; });
+    child.once('exit', (code) => reject(new Error(`host exited with ${code}: ${out}`)));
+    function stop(): Promise<number | null> {
+      return new Promise((res) => {
+        if (child.exitCode !== null || child.signalCode !== null) { res(child.exitCode); return; }
+        child.once('exit', (code) => res(code));
+        child.kill('SIGTERM');
+      });
+    }
+  });
+}
+
+/** Build the guest, start the host, boot the guest, answer its SYNCs, then check the store offline. */
+async function runScenario(): Promise<Run> {
+  const t0 = Date.now();
+  const run: Run = { steps: new Map(), times: new Map(), data: new Map(), blocks: new Map(), host: new Map(), totalMs: 0, console: '', consoleFile: '' };
+  const hostCheck = (name: string, ok: boolean, detail = '') => { run.host.set(name, { ok, detail }); };
+
+  const built = spawnSync('bash', [path.join(root, 'scripts', 'qemu-guest', 'build.sh')], { encoding: 'utf8' });
+  if (built.status !== 0) throw new Error(`scripts/qemu-guest/build.sh failed: ${built.stderr}`);
+  const kernel = /^KERNEL=(.*)$/m.exec(built.stdout)![1]!;
+  const initrd = /^INITRD=(.*)$/m.exec(built.stdout)![1]!;
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prism-qemu-'));
+  const store = path.join(dir, 'store');
+  const otherMnt = path.join(dir, 'other');
+  fs.mkdirSync(otherMnt);
+  run.consoleFile = path.join(dir, 'console.log');
+  const vm = `qg${process.pid}`, other = `qo${process.pid}`, vol = 'vol';
+  const metaFile = `/dev/shm/prism-${vm}-meta`;
+
+  let r = prism(store, ['volume', 'create', vol]);
+  if (r.code !== 0) throw new Error(`volume create: ${r.err}`);
+  r = prism(store, ['put', `${vol}:/pre.txt`, '-'], 'put before the host started\n');
+  if (r.code !== 0) throw new Error(`put: ${r.err}`);
+
+  const host = await startHost(store, [`${vm}=${vol}`, `${other}=${vol}`]);
+  let qemu: ChildProcess | undefined;
+  let otherMounted = false;
+  try {
+    const qa = prism(store, ['qemu-args', vm]);
+    if (qa.code !== 0) throw new Error(`qemu-args: ${qa.err}`);
+    const metaHead = Buffer.alloc(64);
+    const fd = fs.openSync(metaFile, 'r');
+    fs.readSync(fd, metaHead, 0, 64, 0);
+    fs.closeSync(fd);
+
+    const args = [
+      '-accel', 'tcg,thread=multi', '-smp', '2', '-cpu', 'max', '-m', '1024', '-nographic', '-no-reboot',
+      '-kernel', kernel, '-initrd', initrd, '-append', `console=ttyS0 quiet panic=-1 prism.volume=${vol}`,
+      ...qa.out.trim().split(/\s+/),
+    ];
+    const bootStart = Date.now();
+    qemu = spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const consoleOut = fs.createWriteStream(run.consoleFile);
+    let pending = '';
+    let block: { name: string; lines: string[] } | undefined;
+    let chain = Promise.resolve();
+
+    const onSync = async (name: string) => {
+      if (name === 'written') {
+        // (1) the guest's writes are in the volume: read them through another VM's agent
+        const m = prism(store, ['agent', 'mount', '--shm', `/dev/shm/prism-${other}`, '--volume', vol, otherMnt]);
+        otherMounted = m.code === 0;
+        hostCheck('other-agent-mount', otherMounted, m.err.trim());
+        if (otherMounted) {
+          const read = (f: string) => { try { return fs.readFileSync(path.join(otherMnt, f)); } catch (e) { return Buffer.from(`(${(e as Error).message})`); } };
+          const hello = read('hello.txt').toString();
+          hostCheck('guest-write-hello', hello === 'hello from the guest\n', JSON.stringify(hello));
+          const b = read('dir/b.txt').toString();
+          hostCheck('guest-write-rename', b === 'line one\nline two\nappended\n', JSON.stringify(b));
+          const small = Buffer.concat(Array.from({ length: 100 }, (_, i) => read(`small/f${i + 1}`)));
+          hostCheck('guest-write-small', md5(small) === run.data.get('small-md5')?.[0], `md5 ${md5(small)} vs guest ${run.data.get('small-md5')?.[0]}`);
+          const big = read('big');
+          hostCheck('guest-write-big', md5(big) === run.data.get('big-md5')?.[0], `${big.length} bytes, md5 ${md5(big)} vs guest ${run.data.get('big-md5')?.[0]}`);
+          try {
+            fs.writeFileSync(path.join(otherMnt, 'other.txt'), 'written by the other VM\n');
+            hostCheck('other-vm-write', true);
+          } catch (e) { hostCheck('other-vm-write', false, (e as Error).message); }
+        }
+        // (2) files put by the host while it runs (through its admin socket)
+        const p1 = prism(store, ['put', `${vol}:/from-host.txt`, '-'], 'put by the host\n');
+        const p2 = prism(store, ['put', `${vol}:/hello.txt`, '-'], 'hello, replaced by the host\n');
+        hostCheck('host-put', p1.code === 0 && p2.code === 0, `${p1.err}${p2.err}`.trim());
+      } else if (name === 'meta-written') {
+        // (4) the guest tried to write the table: the host's file must not have changed there
+        const now = Buffer.alloc(64);
+        const f = fs.openSync(metaFile, 'r');
+        fs.readSync(f, now, 0, 64, 0);
+        fs.closeSync(f);
+        hostCheck('meta-unchanged', now.subarray(0, 8).equals(metaHead.subarray(0, 8)) && !now.includes('GUESTWR!') && !now.subarray(0, 4).equals(Buffer.from('EWR!')),
+          `first 8 bytes before ${metaHead.subarray(0, 8).toString('hex')}, after ${now.subarray(0, 8).toString('hex')}`);
+      }
+      qemu!.stdin!.write('go\n');
+    };
+
+    const onLine = (line: string) => {
+      if (block) {
+        if (line === `PRISM END ${block.name}`) { run.blocks.set(block.name, block.lines.join('\n')); block = undefined; } else block.lines.push(line);
+        return;
+      }
+      // a marker may follow the console's escape sequences or a kernel message on the same line
+      const at = line.indexOf('PRISM ');
+      const m = at < 0 ? null : /^PRISM (\S+)(?: (\S+))?(?: (.*))?$/.exec(line.slice(at));
+      if (!m) return;
+      const [, kind, name = '', rest = ''] = m;
+      if (kind === 'UP') { run.bootMs = Date.now() - bootStart; run.guestUptimeAtInit = Number(name) * 1000; } else if (kind === 'STEP') {
+        run.steps.set(name, { ok: rest.startsWith('ok'), detail: rest.replace(/^(ok|fail) ?/, '') });
+      } else if (kind === 'TIME') run.times.set(name, Number(rest));
+      else if (kind === 'DATA') run.data.set(name, rest.split(' '));
+      else if (kind === 'BEGIN') block = { name, lines: [] };
+      else if (kind === 'SYNC') chain = chain.then(() => onSync(name)).catch((e) => { hostCheck(`sync-${name}`, false, String(e)); qemu!.stdin!.write('go\n'); });
+    };
+
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => { run.error = `the guest did not finish within ${GUEST_TIMEOUT_MS / 1000} s`; qemu!.kill('SIGKILL'); }, GUEST_TIMEOUT_MS);
+      const take = (d: Buffer) => {
+        const s = d.toString('latin1');
+        consoleOut.write(d);
+        run.console += s;
+        pending += s;
+        let nl;
+        while ((nl = pending.indexOf('\n')) >= 0) {
+          onLine(pending.slice(0, nl).replace(/\r/g, ''));
+          pending = pending.slice(nl + 1);
+        }
+      };
+      qemu!.stdout!.on('data', take);
+      qemu!.stderr!.on('data', take);
+      qemu!.once('error', (e) => { clearTimeout(timer); reject(e); });
+      qemu!.once('exit', (code, sig) => {
+        clearTimeout(timer);
+        consoleOut.end();
+        if (!/^PRISM DONE$/m.test(run.console.replace(/\r/g, ''))) run.error ??= `qemu exited (${code ?? sig}) before the guest said PRISM DONE`;
+        resolve();
+      });
+    });
+    await chain;
+  } finally {
+    if (qemu && qemu.exitCode === null && qemu.signalCode === null) qemu.kill('SIGKILL');
+    if (otherMounted) {
+      const u = prism(store, ['agent', 'umount', otherMnt]);
+      if (u.code !== 0) prism(store, ['agent', 'umount', '--lazy', otherMnt]);
+    }
+    await new Promise((res) => setTimeout(res, 500));
+    const code = await host.stop();
+    hostCheck('host-stopped-cleanly', code === 0, `exit ${code}; log: ${host.log().slice(-2000)}`);
+  }
+
+  // (1) again, offline: the store itself holds what the guest wrote
+  const cat = (f: string) => { const c = prism(store, ['cat', `${vol}:${f}`]); return c.code === 0 ? c.out : `(exit ${c.code}: ${c.err.trim()})`; };
+  hostCheck('offline-hello', cat('/hello.txt') === 'hello, replaced by the host\n', JSON.stringify(cat('/hello.txt')));
+  hostCheck('offline-rename', cat('/dir/b.txt') === 'line one\nline two\nappended\n', JSON.stringify(cat('/dir/b.txt')));
+  hostCheck('offline-other', cat('/other.txt') === 'written by the other VM\n', JSON.stringify(cat('/other.txt')));
+  const bigOut = spawnSync(process.execPath, [prismBin, '--store', store, 'cat', `${vol}:/big`], { maxBuffer: 64 << 20 });
+  hostCheck('offline-big', md5(bigOut.stdout) === run.data.get('big-md5')?.[0], `${bigOut.stdout.length} bytes`);
+  const ls = prism(store, ['ls', `${vol}:/small`]);
+  hostCheck('offline-small', ls.code === 0 && ls.out.trim().split('\n').length === 100, `${ls.out.trim().split('\n').length} names`);
+  const fsck = prism(store, ['fsck']);
+  hostCheck('fsck', fsck.code === 0, (fsck.out + fsck.err).trim().slice(-500));
+  run.totalMs = Date.now() - t0;
+  const summary = {
+    bootMs: run.bootMs, guestUptimeAtInitMs: run.guestUptimeAtInit, times: Object.fromEntries(run.times), totalMs: run.totalMs,
+    steps: Object.fromEntries(run.steps), host: Object.fromEntries(run.host), error: run.error, console: run.consoleFile,
+  };
+  fs.writeFileSync(path.join(dir, 'summary.json'), JSON.stringify(summary, null, 2));
+  // keep the console log and the summary; the store and the VMs' shared-memory files go
+  fs.rmSync(store, { recursive: true, force: true });
+  for (const f of [vm, other].flatMap((n) => [`/dev/shm/prism-${n}`, `/dev/shm/prism-${n}-meta`])) fs.rmSync(f, { force: true });
+  return run;
+}
+
+const why = (() => {
+  if (!enabled) return 'set PRISM_QEMU=1 (npm run test:qemu): boots a QEMU guest, minutes under TCG';
+  if (process.getuid?.() !== 0) return 'needs root (FUSE mounts, /dev/shm regions)';
+  if (!fs.existsSync('/dev/fuse')) return 'needs /dev/fuse';
+  if (spawnSync('qemu-system-x86_64', ['--version']).status !== 0) return 'needs qemu-system-x86_64 (apt-get install qemu-system-x86)';
+  return undefined;
+})();
+
+if (why) test.skip(`agent in a QEMU guest: ${why}`, () => {});
+
+let scenario: Promise<Run> | undefined;
+function scenarioOnce(t: ExecutionContext): Promise<Run> {
+  t.timeout(GUEST_TIMEOUT_MS + 5 * 60_000);
+  scenario ??= runScenario();
+  return scenario;
+}
+
+/** One ava test per guest step or host check; the whole run happens once. */
+function check(title: string, pick: (r: Run) => Step | undefined, opts: { knownFailure?: string } = {}): void {
+  if (why) return; // one skipped test says why (below)
+  const fn = async (t: ExecutionContext) => {
+    const run = await scenarioOnce(t);
+    const s = pick(run);
+    if (run.error) t.log(`scenario: ${run.error} (console: ${run.consoleFile})`);
+    if (!s) { t.fail(`not reached (console: ${run.consoleFile}): ${run.console.slice(-3000)}`); return; }
+    if (s.detail) t.log(s.detail);
+    t.true(s.ok, s.detail);
+  };
+  if (opts.knownFailure) test.serial.failing(`${title} [known failure: ${opts.knownFailure}]`, fn);
+  else test.serial(title, fn);
+}
+
+const step = (name: string) => (r: Run) => r.steps.get(name);
+const hostSaw = (name: string) => (r: Run) => r.host.get(name);
+
+check('guest: fuse.ko loads and /dev/fuse exists', step('fuse'));
+check('guest: sees the two ivshmem devices of prism qemu-args', step('pci'));
+check('guest: node runs', step('node'));
+// Known failure (found by this test): in the guest the agent's I/O thread polls ('poll' mode), but its
+// rings still wake a host asleep on its futex (src/ring/wake.ts wakePeer, from RingEnd.wakeSleeper in
+// src/ring/ring.ts, rings made by SyncShmClient in src/vrpc/shm.ts without { wake: false }): futex(2)
+// on the PCI BAR mapping fails with EFAULT, the handshake throws "futexWake: Bad address" and the mount
+// fails with EIO. steps.sh then mounts again with scripts/qemu-guest/ivshmem-guest-shim.cjs (that wake
+// made a no-op) so the rest of the scenario runs; the steps below are with that shim when it was needed.
+check('guest: prism agent mount --pci auto mounts the volume', step('mount'),
+  { knownFailure: 'futexWake on the PCI BAR mapping fails with EFAULT ("futexWake: Bad address")' });
+check('guest: the mount works once that futex wake is a no-op (test shim), or without it', (r) =>
+  r.steps.get('mount')?.ok ? r.steps.get('mount') : r.steps.get('mount-shim'));
+// Known failure (found by this test): READ replies are written to /dev/fuse straight from the ring
+// (src/guest-agent/fuse/session.ts reply(): writevSync(fd, [header, body]), body a view of the ring).
+// On a PCI BAR mapping (VM_IO|VM_PFNMAP) the kernel cannot pin those pages for the /dev/fuse write:
+// writev fails with EFAULT (swallowed by reply()) and the kernel ends the READ with EIO. steps.sh logs
+// it (scripts/qemu-guest/fuse-writev-shim.cjs, PRISM_SHIM_WRITEV=log), then remounts with the shim
+// copying the data first; the steps below run with that copy.
+check('guest: reads a file put before the host started', step('read-pre'),
+  { knownFailure: 'READ data written to /dev/fuse from the PCI BAR mapping: writev EFAULT, the read gets EIO' });
+check('guest: reads it once READ data is copied out of the BAR (test shim), or without it', (r) =>
+  r.steps.get('read-pre')?.ok ? r.steps.get('read-pre') : r.steps.get('read-pre-shim'));
+check('guest: writes, appends, renames, symlinks and reads back', step('write-read'));
+check('guest: 100 small files written and read back', step('small-files'));
+check('guest: a 16 MiB file written and read back', step('big-file'));
+check('host: a second agent (other VM, same volume) mounts on this machine', hostSaw('other-agent-mount'));
+check('host: sees the guest\'s file through the other VM', hostSaw('guest-write-hello'));
+check('host: sees the guest\'s rename and append', hostSaw('guest-write-rename'));
+check('host: sees the guest\'s 100 small files', hostSaw('guest-write-small'));
+check('host: sees the guest\'s 16 MiB file', hostSaw('guest-write-big'));
+check('host: prism put through the running host', hostSaw('host-put'));
+check('guest: a new file put by the host is readable at once', step('host-put-new'));
+check('guest: a file replaced by the host is read anew at once (30 s kernel caches)', step('host-put-replace'));
+check('guest: a file written by the other VM is readable at once', step('other-vm-write'));
+check('guest: prism agent stats shows the metadata table (a PCI BAR) in use', step('meta-used'));
+check('guest: lookups and getattrs answered locally from the table', (r) => {
+  const text = r.blocks.get('stats');
+  if (text === undefined) return undefined;
+  try {
+    const s = JSON.parse(text) as { metaTable: string | null; counters: { lookupsLocal: number; getattrsLocal: number; rpcs: number } };
+    const c = s.counters;
+    return { ok: !!s.metaTable && c.lookupsLocal > 0, detail: `metaTable ${s.metaTable}, lookupsLocal ${c.lookupsLocal}, getattrsLocal ${c.getattrsLocal}, rpcs ${c.rpcs}` };
+  } catch (e) { return { ok: false, detail: `stats output is not JSON: ${text}` }; }
+});
+check('host: the guest\'s writes to the metadata table BAR left the table file unchanged', hostSaw('meta-unchanged'));
+check('guest: still works after trying to write the table', step('meta-after-write'));
+check('guest: prism agent umount', step('umount'));
+check('host: stops cleanly after the guest is gone', hostSaw('host-stopped-cleanly'));
+check('offline: the store holds the guest\'s and the host\'s writes', (r) => {
+  const names = ['offline-hello', 'offline-rename', 'offline-other', 'offline-big', 'offline-small'];
+  const bad = names.filter((n) => !r.host.get(n)?.ok);
+  return { ok: bad.length === 0, detail: bad.map((n) => `${n}: ${r.host.get(n)?.detail}`).join('; ') };
+});
+check('offline: prism fsck is clean', hostSaw('fsck'));
+
+if (!why) {
+  test.serial('figures: boot, mount and I/O times in the guest', async (t) => {
+    const run = await scenarioOnce(t);
+    const ms = (n: string) => (run.times.has(n) ? `${run.times.get(n)} ms` : 'n/a');
+    t.log(`guest boot to /init: ${run.bootMs} ms (host clock; guest uptime ${run.guestUptimeAtInit} ms)`);
+    t.log(`node start ${ms('node-start')}, prism --help ${ms('prism-help')}, agent mount ${ms('mount')}${run.times.has('mount-shim') ? ` (failed), again with the futex shim ${ms('mount-shim')}` : ''}${run.times.has('mount-shim-copy') ? `, with the READ copy shim too ${ms('mount-shim-copy')}` : ''}`);
+    t.log(`shims used: ${run.data.get('shims')?.join(' ') ?? 'n/a'}`);
+    if (run.blocks.has('read-diagnosis')) t.log(`read diagnosis (agent log with the writev shim logging):\n${run.blocks.get('read-diagnosis')}`);
+    if (run.blocks.has('mount-diagnosis')) t.log(`mount diagnosis:\n${run.blocks.get('mount-diagnosis')}`);
+    t.log(`100 x 1 KiB files: write ${ms('small-write')}, read ${ms('small-read')}; 16 MiB: write+sync ${ms('big-write')}, read ${ms('big-read')}`);
+    t.log(`metadata table: ${run.steps.get('meta-used')?.ok ? 'used' : 'not used'}; whole scenario ${run.totalMs} ms; console ${run.consoleFile}`);
+    for (const n of ['meta-mmap-write', 'meta-devmem-write']) if (run.blocks.has(n)) t.log(`${n}: ${run.blocks.get(n)}`);
+    t.truthy(run.bootMs);
+  });
+}
