@@ -85,7 +85,6 @@ if [ ! -f "$initrd" ]; then
   ln -s /bin/busybox "$work/usr/bin/env"
   install -m 0755 "$here/init.sh" "$work/init"
   install -m 0755 "$here/steps.sh" "$work/steps.sh"
-  install -m 0644 "$here/ivshmem-guest-shim.cjs" "$here/fuse-writev-shim.cjs" "$work/prism/"
   # Uncompressed: the kernel unpacks it faster than it would gunzip ~140 MB under TCG.
   (cd "$work" && find . | cpio -o -H newc --quiet) >"$initrd.tmp"
   mv "$initrd.tmp" "$initrd"

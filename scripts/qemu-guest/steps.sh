@@ -64,43 +64,13 @@ else
     console.log('region BAR', bar, 'meta BAR', barHolding('meta', ivshmemBars()));
     try { new SyncShmClient(bar, '', 'poll', 10000, 10000); console.log('handshake ok'); }
     catch (e) { console.log(e.stack); }"
-  case "$out" in
-  *"futexWake: Bad address"*)
-    # Known: futex(2) on the BAR mapping gives EFAULT. Go on with the wake made a no-op (a test shim).
-    export PRISM_IVSHMEM_ADDON=/prism/ivshmem-guest-shim.cjs
-    mount_agent
-    echo "PRISM TIME mount-shim $((t1 - t0))"
-    if [ $rc = 0 ]; then ok mount-shim "$out"; else fail mount-shim "exit $rc: $out"; block agent-log cat /tmp/agent.log; done_; fi
-    ;;
-  *) done_ ;;
-  esac
+  done_
 fi
 block mounts grep fuse /proc/mounts
 
 # --- a file the host put before it started: the first READ, answered from the ring
 read_pre() { v=$(cat $MNT/pre.txt 2>&1); [ "$v" = "put before the host started" ]; }
-if read_pre; then
-  ok read-pre
-else
-  fail read-pre "got: $v"
-  if [ -z "$PRISM_SHIM_WRITEV" ]; then
-    # Find out why with the writev shim logging, then go on with it copying READ data out of the BAR.
-    prism agent umount $MNT
-    export NODE_OPTIONS="--require /prism/fuse-writev-shim.cjs" PRISM_SHIM_WRITEV=log
-    : >/tmp/agent.log
-    mount_agent
-    read_pre
-    echo "PRISM DATA read-pre-logged $v"
-    block read-diagnosis cat /tmp/agent.log
-    prism agent umount $MNT
-    export PRISM_SHIM_WRITEV=copy
-    mount_agent
-    echo "PRISM TIME mount-shim-copy $((t1 - t0))"
-    if [ $rc != 0 ]; then fail mount-shim-copy "exit $rc: $out"; done_; fi
-    if read_pre; then ok read-pre-shim "with READ data copied out of the BAR"; else fail read-pre-shim "got: $v"; fi
-  fi
-fi
-echo "PRISM DATA shims ivshmem=${PRISM_IVSHMEM_ADDON:-none} writev=${PRISM_SHIM_WRITEV:-none}"
+if read_pre; then ok read-pre; else fail read-pre "got: $v"; fi
 
 # --- write, read back, ls -l, stat
 e=""

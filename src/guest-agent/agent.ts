@@ -9,7 +9,7 @@ import { connectTcp } from '../vrpc/client.js';
 import * as native from './fuse/native.js';
 import { mountAndServe } from './fuse/session.js';
 import { HostLink, type Dial } from './host-link.js';
-import { barHolding, ivshmemBars } from './pci.js';
+import { barHolding, isDeviceMemory, ivshmemBars } from './pci.js';
 import type { IoThreadData } from './io-thread.js';
 import { VrpcFs } from './vrpc-fs.js';
 import { AgentCounters } from './counters.js';
@@ -69,7 +69,8 @@ export async function mountVolume(o: AgentOptions): Promise<Mounted> {
 async function mountInIoThread(o: AgentOptions, mp: string): Promise<Mounted> {
   const t = o.transport;
   const region = 'shm' in t ? t.shm : regionBar();
-  const metaFile = o.meta === false ? undefined : 'shm' in t ? localMetaFile(t.shm) : metaBar();
+  const device = isDeviceMemory(region);
+  const metaFile = o.meta === false ? undefined : device ? metaBar() : localMetaFile(region);
   const counters = new AgentCounters();
   const cache = metaFile ? COHERENT_CACHE_SEC : CACHE_SEC;
   const entrySec = o.entrySec ?? cache, attrSec = o.attrSec ?? cache;
@@ -77,7 +78,7 @@ async function mountInIoThread(o: AgentOptions, mp: string): Promise<Mounted> {
     throw new PrismError('EINVAL', `kernel cache times above ${MAX_LEASE_MS / 1000} s are not kept coherent (the host waits at most that long for invalidations): lower them or use --no-meta`);
   }
   const data: IoThreadData = {
-    region, wait: 'shm' in t ? 'futex' : 'poll', vm: o.vm ?? '', volume: o.volume, mountpoint: mp,
+    region, wait: device ? 'poll' : 'futex', vm: o.vm ?? '', volume: o.volume, mountpoint: mp,
     timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS, entrySec, attrSec, metaFile, counters: counters.buffer,
   };
   const worker = new Worker(new URL('./io-thread.js', import.meta.url), { workerData: data });

@@ -18,7 +18,7 @@ import { VrpcFs } from './vrpc-fs.js';
 
 export interface IoThreadData {
   region: string;
-  /** futex: the host shares our kernel and wakes us; poll: a VM guest, nobody can wake us. */
+  /** futex: the host shares our kernel and wakes us; poll: a VM guest (the region is a PCI BAR), nobody can wake us. */
   wait: 'futex' | 'poll';
   vm: string;
   volume: string;
@@ -42,7 +42,7 @@ async function main(): Promise<void> {
     link = SyncLink.open((handshakeMs) => new SyncShmClient(d.region, d.vm, d.wait, d.timeoutMs, handshakeMs), d.timeoutMs);
     try {
       meta = d.metaFile ? attachMetaTable(d.metaFile) : undefined;
-      vfs = await VrpcFs.attach(link, d.volume, { shared: meta?.table, counters: new AgentCounters(d.counters) });
+      vfs = await VrpcFs.attach(link, d.volume, { shared: meta?.table, counters: new AgentCounters(d.counters), deviceMemory: d.wait === 'poll' });
     } catch (e) {
       link.close();
       meta?.close();

@@ -18,6 +18,7 @@ export const SLEEP_ATOMICS = 2;
 export type WakeFn = (word: SharedWord, how: number) => void;
 
 const hasSab = typeof SharedArrayBuffer === 'function';
+const noFutex = new WeakSet<ArrayBufferLike>();
 
 /**
  * Wake whoever sleeps on `word` the way `how` (the peer's sleeping flag) says: a shared futex wake
@@ -28,7 +29,14 @@ export function wakePeer(word: SharedWord, how: number): void {
   const buf = word.i32.buffer;
   if (how === SLEEP_FUTEX) {
     const addon = nativeAddon();
-    if (addon && !(hasSab && buf instanceof SharedArrayBuffer)) addon.futexWake(buf as ArrayBuffer, word.byteOffset, 1);
+    if (!addon || (hasSab && buf instanceof SharedArrayBuffer) || noFutex.has(buf)) return;
+    try {
+      addon.futexWake(buf as ArrayBuffer, word.byteOffset, 1);
+    } catch {
+      // A device mapping (a PCI BAR in a guest) has no futexes (EFAULT), and a peer in another
+      // kernel could not be woken anyway: it polls. Not tried again on this buffer.
+      noFutex.add(buf);
+    }
   } else if (how === SLEEP_ATOMICS) {
     if (hasSab && buf instanceof SharedArrayBuffer) Atomics.notify(word.i32, word.index, 1);
   }

@@ -1,7 +1,7 @@
 // A thread that sleeps on the futex of a ring's head word while the channel's event loop is idle, and
 // tells it when a record arrives. A producer on the same kernel wakes it at once (it sets the ring's
-// consumer-sleeping flag); a guest in a VM cannot, so the futex wait times out every POLL_MS and the
-// head is checked then. Either way an idle channel costs almost no CPU (Node timers are not cheap).
+// consumer-sleeping flag); a guest in a VM cannot, so the futex wait times out (every 0.25 ms after a
+// record, backing off to pollMs) and the head is checked then. Either way an idle channel costs almost no CPU (Node timers are not cheap).
 import { parentPort, workerData } from 'node:worker_threads';
 import { futexWait, map } from '../ring/native.js';
 import { SLEEP_FUTEX, SLEEP_NONE } from '../ring/wake.js';
@@ -16,6 +16,11 @@ const flag = d.flagOffset / 4;
 // control[0]: 0 = the channel is busy (sleep here), 1 = armed with control[1] = head seen, 2 = stop
 const control = new Int32Array(d.control);
 
+// A guest in a VM that just sent a request is likely to send the next soon: right after a record the
+// poll interval starts short and doubles up to pollMs while nothing comes (a few wake-ups per burst).
+const FIRST_POLL_MS = 0.25;
+let pollMs = FIRST_POLL_MS;
+
 for (;;) {
   const state = Atomics.load(control, 0);
   if (state === 2) break;
@@ -23,7 +28,12 @@ for (;;) {
   const seen = Atomics.load(control, 1);
   Atomics.store(words, flag, SLEEP_FUTEX);
   const now = Atomics.load(words, head);
-  if (now === seen) futexWait(buf, d.headOffset, seen, d.pollMs);
+  const r = now === seen ? futexWait(buf, d.headOffset, seen, pollMs) : 'not-equal';
   Atomics.store(words, flag, SLEEP_NONE);
-  if (Atomics.load(words, head) !== seen && Atomics.compareExchange(control, 0, 1, 0) === 1) parentPort!.postMessage(0);
+  if (Atomics.load(words, head) !== seen) {
+    pollMs = FIRST_POLL_MS;
+    if (Atomics.compareExchange(control, 0, 1, 0) === 1) parentPort!.postMessage(0);
+  } else if (r === 'timed-out') {
+    pollMs = Math.min(d.pollMs, pollMs * 2);
+  }
 }

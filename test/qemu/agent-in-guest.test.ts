@@ -261,26 +261,10 @@ const hostSaw = (name: string) => (r: Run) => r.host.get(name);
 check('guest: fuse.ko loads and /dev/fuse exists', step('fuse'));
 check('guest: sees the two ivshmem devices of prism qemu-args', step('pci'));
 check('guest: node runs', step('node'));
-// Known failure (found by this test): in the guest the agent's I/O thread polls ('poll' mode), but its
-// rings still wake a host asleep on its futex (src/ring/wake.ts wakePeer, from RingEnd.wakeSleeper in
-// src/ring/ring.ts, rings made by SyncShmClient in src/vrpc/shm.ts without { wake: false }): futex(2)
-// on the PCI BAR mapping fails with EFAULT, the handshake throws "futexWake: Bad address" and the mount
-// fails with EIO. steps.sh then mounts again with scripts/qemu-guest/ivshmem-guest-shim.cjs (that wake
-// made a no-op) so the rest of the scenario runs; the steps below are with that shim when it was needed.
-check('guest: prism agent mount --pci auto mounts the volume', step('mount'),
-  { knownFailure: 'futexWake on the PCI BAR mapping fails with EFAULT ("futexWake: Bad address")' });
-check('guest: the mount works once that futex wake is a no-op (test shim), or without it', (r) =>
-  r.steps.get('mount')?.ok ? r.steps.get('mount') : r.steps.get('mount-shim'));
-// Known failure (found by this test): READ replies are written to /dev/fuse straight from the ring
-// (src/guest-agent/fuse/session.ts reply(): writevSync(fd, [header, body]), body a view of the ring).
-// On a PCI BAR mapping (VM_IO|VM_PFNMAP) the kernel cannot pin those pages for the /dev/fuse write:
-// writev fails with EFAULT (swallowed by reply()) and the kernel ends the READ with EIO. steps.sh logs
-// it (scripts/qemu-guest/fuse-writev-shim.cjs, PRISM_SHIM_WRITEV=log), then remounts with the shim
-// copying the data first; the steps below run with that copy.
-check('guest: reads a file put before the host started', step('read-pre'),
-  { knownFailure: 'READ data written to /dev/fuse from the PCI BAR mapping: writev EFAULT, the read gets EIO' });
-check('guest: reads it once READ data is copied out of the BAR (test shim), or without it', (r) =>
-  r.steps.get('read-pre')?.ok ? r.steps.get('read-pre') : r.steps.get('read-pre-shim'));
+// Both once failed here, found by this test: a futex wake on the PCI BAR mapping (EFAULT) broke the
+// handshake, and READ data written to /dev/fuse straight from the BAR failed (EFAULT, the read EIO).
+check('guest: prism agent mount --pci auto mounts the volume', step('mount'));
+check('guest: reads a file put before the host started', step('read-pre'));
 check('guest: writes, appends, renames, symlinks and reads back', step('write-read'));
 check('guest: 100 small files written and read back', step('small-files'));
 check('guest: a 16 MiB file written and read back', step('big-file'));
@@ -319,9 +303,7 @@ if (!why) {
     const run = await scenarioOnce(t);
     const ms = (n: string) => (run.times.has(n) ? `${run.times.get(n)} ms` : 'n/a');
     t.log(`guest boot to /init: ${run.bootMs} ms (host clock; guest uptime ${run.guestUptimeAtInit} ms)`);
-    t.log(`node start ${ms('node-start')}, prism --help ${ms('prism-help')}, agent mount ${ms('mount')}${run.times.has('mount-shim') ? ` (failed), again with the futex shim ${ms('mount-shim')}` : ''}${run.times.has('mount-shim-copy') ? `, with the READ copy shim too ${ms('mount-shim-copy')}` : ''}`);
-    t.log(`shims used: ${run.data.get('shims')?.join(' ') ?? 'n/a'}`);
-    if (run.blocks.has('read-diagnosis')) t.log(`read diagnosis (agent log with the writev shim logging):\n${run.blocks.get('read-diagnosis')}`);
+    t.log(`node start ${ms('node-start')}, prism --help ${ms('prism-help')}, agent mount ${ms('mount')}`);
     if (run.blocks.has('mount-diagnosis')) t.log(`mount diagnosis:\n${run.blocks.get('mount-diagnosis')}`);
     t.log(`100 x 1 KiB files: write ${ms('small-write')}, read ${ms('small-read')}; 16 MiB: write+sync ${ms('big-write')}, read ${ms('big-read')}`);
     t.log(`metadata table: ${run.steps.get('meta-used')?.ok ? 'used' : 'not used'}; whole scenario ${run.totalMs} ms; console ${run.consoleFile}`);
