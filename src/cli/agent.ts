@@ -88,6 +88,7 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
         ['volume', s.volume], ['metadata table', s.metaTable ?? 'none (every LOOKUP and GETATTR is an RPC)'],
         ['lookups local / misses', `${c.lookupsLocal} / ${c.lookupMisses}`],
         ['getattrs local / misses', `${c.getattrsLocal} / ${c.getattrMisses}`],
+        ['xattr requests local', String(c.xattrsLocal)],
         ['kernel cache invalidations', String(c.invalidations)],
         ['RPCs sent', `${c.rpcs}${Object.keys(c.rpcsByProc).length ? ` (${Object.entries(c.rpcsByProc).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}`],
       ];

@@ -347,9 +347,16 @@ export class VrpcFs implements FileSystem {
     await this.call(Proc.ACCESS, [this.fh(id), mask & 7, c.uid, [c.gid]]);
   }
 
+  /** The table says the node has no extended attributes (`ls -l` asks for some on every file). */
+  private sharedNoXattrs(id: bigint): boolean {
+    if (!this.opts.shared?.noXattrs(this.volumeId, this.inoOf(id))) return false;
+    this.counters.add('xattrsLocal');
+    return true;
+  }
+
   async getxattr(_c: Ctx, id: bigint, name: string): Promise<Buffer> {
     const node = this.nodes.get(id);
-    if (name === CAPS && node?.noCaps) throw new PrismError('ENODATA', 'no such attribute');
+    if ((name === CAPS && node?.noCaps) || this.sharedNoXattrs(id)) throw new PrismError('ENODATA', 'no such attribute');
     try {
       return Buffer.from((await this.call(Proc.GETXATTR, [this.fh(id), xname(name)]))[0] as Uint8Array);
     } catch (e) {
@@ -359,7 +366,9 @@ export class VrpcFs implements FileSystem {
   }
 
   async listxattr(_c: Ctx, id: bigint): Promise<string[]> {
-    const [names] = await this.call(Proc.LISTXATTR, [this.fh(id)]);
+    const fh = this.fh(id);
+    if (this.sharedNoXattrs(id)) return [];
+    const [names] = await this.call(Proc.LISTXATTR, [fh]);
     return (names as Uint8Array[]).map((n) => Buffer.from(n).toString('latin1'));
   }
 

@@ -74,7 +74,7 @@ export class MetaPublisher {
   sink(origin: string | null): MetadataSink {
     const table = () => (origin === null ? undefined : this.vms.get(origin)?.table);
     return {
-      sawAttr: (v, ino, attr) => table()?.putAttr(v.rec.id, ino, attr),
+      sawAttr: (v, ino, attr) => table()?.putAttr(v.rec.id, ino, attr, v.hasXattrs(ino)),
       sawEntry: (v, dir, name, child) => { if (shareable(name)) table()?.putEntry(v.rec.id, dir, name, child); },
       sawDir: (v, dir) => { if (origin !== null) this.warmDir(origin, v, dir); },
       changed: (v, c) => this.changed(origin, v, c),
@@ -104,17 +104,17 @@ export class MetaPublisher {
       throw e;
     }
     for (const e of entries) {
-      const attr = tryAttr(v, e.ino);
-      if (!attr) continue;
+      const s = snapshot(v, e.ino);
+      if (!s) continue;
       vm.table.putEntry(id, dir, e.name, { fh: vm.key.make({ volumeId: id, ino: e.ino }), ino: e.ino });
-      vm.table.putAttr(id, e.ino, attr);
+      vm.table.putAttr(id, e.ino, s.attr, s.xattrs);
     }
   }
 
   private changed(origin: string | null, v: Volume, c: MetaChanges): Promise<void> | undefined {
     const id = v.rec.id;
-    const attrs = new Map<number, WireAttr | null>();
-    const fresh = (ino: number) => { if (!attrs.has(ino)) attrs.set(ino, tryAttr(v, ino)); };
+    const attrs = new Map<number, Snapshot | null>();
+    const fresh = (ino: number) => { if (!attrs.has(ino)) attrs.set(ino, snapshot(v, ino)); };
     for (const ino of c.attrs ?? []) fresh(ino);
     for (const ino of c.data ?? []) fresh(ino);
     const entries = (c.entries ?? []).filter(([, name]) => shareable(name)).map(([dir, name]) => {
@@ -131,9 +131,9 @@ export class MetaPublisher {
       if (!vm.volumes.includes(v.name)) continue;
       const t = vm.table;
       const mine = vm.name === origin;
-      for (const [ino, attr] of attrs) {
-        if (mine && attr) t.putAttr(id, ino, attr);
-        else t.refreshAttr(id, ino, attr);
+      for (const [ino, s] of attrs) {
+        if (mine && s) t.putAttr(id, ino, s.attr, s.xattrs);
+        else t.refreshAttr(id, ino, s?.attr ?? null, s?.xattrs);
       }
       for (const e of entries) {
         if (!mine && !t.hasEntry(id, e.dir, e.name)) continue;
@@ -211,9 +211,12 @@ function behind(applied: number, head: number): boolean {
   return ((head - applied) | 0) > 0;
 }
 
-function tryAttr(v: Volume, ino: number): WireAttr | null {
+/** What a table holds of an inode: its attributes and whether it has extended attributes. */
+interface Snapshot { attr: WireAttr; xattrs: boolean }
+
+function snapshot(v: Volume, ino: number): Snapshot | null {
   try {
-    return attrToWire(v.getattr(ino));
+    return { attr: attrToWire(v.getattr(ino)), xattrs: v.hasXattrs(ino) };
   } catch (e) {
     if (e instanceof PrismError) return null; // gone (last link removed and not open)
     throw e;

@@ -14,7 +14,7 @@ export const LOG_RECORD_SIZE = 320;
 /** Log records in a table of the default geometry. */
 export const LOG_RECORDS = 4096;
 /** Slots looked at for one key (open addressing, linear probing). */
-export const PROBE = 8;
+export const PROBE = 16;
 /** Longest name an entry can hold (longer ones are never shared: the reader asks the host). */
 export const MAX_SHARED_NAME = 255;
 
@@ -26,7 +26,10 @@ export const LOG_HEAD_OFFSET = 64;
 
 const KIND_EMPTY = 0, KIND_ATTR = 1, KIND_ENTRY = 2, KIND_NONE = 3;
 const ATTR_FIELDS = 16;
-const O_KIND = 4, O_NAMELEN = 5, O_FHLEN = 6, O_VOLUME = 8, O_HASH = 12, O_INO = 16, O_ATTR = 24, O_CHILD = 24, O_FH = 152, O_NAME = 216;
+const O_KIND = 4, O_NAMELEN = 5, O_FHLEN = 6, O_VOLUME = 8, O_HASH = 12, O_INO = 16, O_ATTR = 24, O_FH = 152, O_NAME = 216;
+/** Attribute slots: whether the inode has extended attributes, where entries keep the handle. */
+const O_XATTRS = O_FH;
+const XATTRS_UNKNOWN = 0, XATTRS_NONE = 1, XATTRS_SOME = 2;
 // Log record: u32 seq (record number + 1 once complete, 0 while written), u8 kind, u8 name length,
 // u32 volume at 8, f64 inode at 16, name at 24.
 const L_KIND = 4, L_NAMELEN = 5, L_VOLUME = 8, L_INO = 16, L_NAME = 24;
@@ -121,14 +124,15 @@ export class MetaTable {
 
   // ---- writer (host) -------------------------------------------------------------------------
 
-  putAttr(volume: number, ino: number, attr: WireAttr): void {
-    this.put(KIND_ATTR, volume, ino, EMPTY, attr, EMPTY);
+  /** An inode's attributes, and whether it has extended attributes (undefined: not said). */
+  putAttr(volume: number, ino: number, attr: WireAttr, xattrs?: boolean): void {
+    this.put(KIND_ATTR, volume, ino, EMPTY, attr, xattrs === undefined ? XATTRS_UNKNOWN_BYTE : xattrs ? XATTRS_SOME_BYTE : XATTRS_NONE_BYTE);
   }
 
   /** Replace the attributes of an inode only if the table holds them (another VM's change). */
-  refreshAttr(volume: number, ino: number, attr: WireAttr | null): void {
+  refreshAttr(volume: number, ino: number, attr: WireAttr | null, xattrs?: boolean): void {
     if (this.find(KIND_ATTR, volume, ino, EMPTY, hashOf(volume, ino, EMPTY)) < 0) return;
-    if (attr) this.putAttr(volume, ino, attr);
+    if (attr) this.putAttr(volume, ino, attr, xattrs);
     else this.removeAttr(volume, ino);
   }
 
@@ -261,6 +265,13 @@ export class MetaTable {
     return this.generation === gen ? attr : undefined;
   }
 
+  /** True when the table holds an inode and says it has no extended attributes (`ls -l` asks for some on every file). */
+  noXattrs(volume: number, ino: number): boolean {
+    const gen = this.generation;
+    if (gen & 1 || this.read(KIND_ATTR, volume, ino, EMPTY) < 0) return false;
+    return this.copyFh[0] === XATTRS_NONE && this.generation === gen;
+  }
+
   /** The entry for a name: its handle and inode, null if known not to exist, undefined if not held. */
   getEntry(volume: number, dir: number, name: Uint8Array): SharedEntry | null | undefined {
     if (name.length === 0 || name.length > MAX_SHARED_NAME) return undefined;
@@ -293,7 +304,8 @@ export class MetaTable {
         }
         const copy = new Array<number>(fields);
         for (let i = 0; i < fields; i++) copy[i] = this.view.getFloat64(at + O_ATTR + i * 8, true);
-        const fh = kind === KIND_ENTRY ? this.bytes.slice(at + O_FH, at + O_FH + Math.min(64, this.bytes[at + O_FHLEN]!)) : EMPTY;
+        const fh = kind === KIND_ENTRY ? this.bytes.slice(at + O_FH, at + O_FH + Math.min(64, this.bytes[at + O_FHLEN]!))
+          : kind === KIND_ATTR ? this.bytes.slice(at + O_XATTRS, at + O_XATTRS + 1) : EMPTY;
         if (Atomics.load(this.i32, seq) !== s1) continue; // changed under us: read again
         this.copy = copy;
         this.copyFh = fh;
@@ -340,6 +352,9 @@ export class MetaTable {
 }
 
 const EMPTY = new Uint8Array(0);
+const XATTRS_UNKNOWN_BYTE = Uint8Array.of(XATTRS_UNKNOWN);
+const XATTRS_NONE_BYTE = Uint8Array.of(XATTRS_NONE);
+const XATTRS_SOME_BYTE = Uint8Array.of(XATTRS_SOME);
 
 function align4096(n: number): number {
   return Math.ceil(n / 4096) * 4096;

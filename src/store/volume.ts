@@ -936,6 +936,12 @@ export class Volume {
     return out;
   }
 
+  /** Whether an inode has any extended attribute (one range probe; the inode is not checked). */
+  hasXattrs(ino: number): boolean {
+    const [lo, hi] = kindRange(localOf(ino), Kind.Xattr);
+    return this.host.tree.first(this.root(layerOf(ino)), lo, hi) !== undefined;
+  }
+
   removexattr(ino: number, name: Name): void {
     const n = xattrName(name);
     const key = xattrKey(localOf(ino), n);

@@ -82,6 +82,10 @@ t('two VMs on one volume see each other\'s changes at once, through kernel cache
       tt.is(stat(`${B}/d/sub`), 'ENOENT');
       tt.regex(stat(`${B}/d/sub2`), /^40755 \d+ 2$/);
     }],
+    ['an extended attribute on a file b knows has none', () => {
+      tt.throws(() => run('getfattr', ['-n', 'user.k', `${B}/d/f10`]), { message: /No such attribute/ });
+      run('setfattr', ['-n', 'user.k', '-v', 'v1', `${A}/d/f10`]);
+    }, () => tt.is(run('getfattr', ['--only-values', '-n', 'user.k', `${B}/d/f10`]), 'v1')],
     ['b changes, a sees', () => { stat(`${A}/d/f9`); fs.writeFileSync(`${B}/d/f9`, 'from b, longer\n'); }, () => tt.is(fs.readFileSync(`${A}/d/f9`, 'utf8'), 'from b, longer\n')],
     ['prism put through the host', () => { stat(`${A}/d/put`); run(process.execPath, [prismBin, '--store', store, 'put', 'vol:/d/put', '-'], { input: 'put by the host\n' }); }, () => {
       tt.is(fs.readFileSync(`${A}/d/put`, 'utf8'), 'put by the host\n');
@@ -95,6 +99,7 @@ t('two VMs on one volume see each other\'s changes at once, through kernel cache
   }
   const b = await statsOf(agents.b);
   tt.true(b.counters.invalidations > 10, `${b.counters.invalidations} invalidations applied by b`);
+  tt.true(b.counters.xattrsLocal > 0, 'xattr requests answered from the table');
   tt.true(b.metaTable?.endsWith('prism-b-meta'));
 });
 

@@ -92,6 +92,12 @@ test('random changes from two VMs: what a table answers is what the RPC answers'
           const again = vm.table.getAttr(v.rec.id, shared.ino);
           const g = call(vm, Proc.GETATTR, [fh(vm, shared.ino)]);
           if (again && (typeof g === 'string' || JSON.stringify(again) !== JSON.stringify(g[0]))) return false;
+          // "No extended attributes" is only said when true.
+          if (vm.table.noXattrs(v.rec.id, shared.ino)) {
+            checked++;
+            const l = call(vm, Proc.LISTXATTR, [fh(vm, shared.ino)]);
+            if (typeof l === 'string' || (l[0] as unknown[]).length !== 0) return false;
+          }
         }
       }
       return true;

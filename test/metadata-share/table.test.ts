@@ -2,7 +2,7 @@
 // (or a miss, since it may evict); never another key's value, never a removed one.
 import test from 'ava';
 import fc from 'fast-check';
-import { MetaTable, MetaTableError, SLOT_SIZE, hashOf, type Change } from '../../src/metadata-share/table.js';
+import { MetaTable, MetaTableError, PROBE, SLOT_SIZE, hashOf, type Change } from '../../src/metadata-share/table.js';
 
 /** A buffer for a table of about `slots` slots with a small log. */
 const sized = (slots: number): ArrayBuffer => new ArrayBuffer(MetaTable.geometry(1 << 20, 16).slotsAt + slots * SLOT_SIZE);
@@ -76,7 +76,7 @@ test('random puts and removes against a model: hits are always the latest value 
     fc.record({ k: fc.constant('rmattr' as const), vol: fc.nat(2), ino: fc.nat(40) }),
     fc.record({ k: fc.constant('rmentry' as const), vol: fc.nat(2), ino: fc.nat(5), name: fc.string({ minLength: 1, maxLength: 4 }) }),
   );
-  fc.assert(fc.property(fc.array(op, { maxLength: 300 }), fc.integer({ min: 8, max: 40 }), (ops, slots) => {
+  fc.assert(fc.property(fc.array(op, { maxLength: 300 }), fc.integer({ min: PROBE, max: 60 }), (ops, slots) => {
     const m = make(slots);
     const model = new Map<string, number | null>();
     for (const o of ops) {
@@ -108,4 +108,16 @@ test('the hash spreads volumes, inodes and names', (t) => {
   const seen = new Set<number>();
   for (let v = 0; v < 4; v++) for (let i = 0; i < 250; i++) seen.add(hashOf(v, i, Buffer.from(`n${i}`)) % 1024);
   t.true(seen.size > 600, `${seen.size} distinct buckets of 1024 for 1000 keys`);
+});
+
+test('an attribute slot says whether the inode has extended attributes, only when told', (t) => {
+  const m = make(64);
+  m.putAttr(1, 5, attrOf(5));
+  t.false(m.noXattrs(1, 5), 'not said: unknown');
+  m.putAttr(1, 5, attrOf(5), false);
+  t.true(m.noXattrs(1, 5));
+  t.deepEqual(m.getAttr(1, 5), attrOf(5));
+  m.refreshAttr(1, 5, attrOf(6), true);
+  t.false(m.noXattrs(1, 5));
+  t.false(m.noXattrs(1, 6), 'not held');
 });
