@@ -16,8 +16,9 @@ const flag = d.flagOffset / 4;
 // control[0]: 0 = the channel is busy (sleep here), 1 = armed with control[1] = head seen, 2 = stop
 const control = new Int32Array(d.control);
 
-// A guest in a VM that just sent a request is likely to send the next soon: right after a record the
-// poll interval starts short and doubles up to pollMs while nothing comes (a few wake-ups per burst).
+// A guest in a VM that just sent a request is likely to send the next soon: after a record found by
+// polling, the interval starts short and doubles up to pollMs while nothing comes (a few wake-ups per
+// burst). A peer that wakes us (same kernel) is not polled for.
 const FIRST_POLL_MS = 0.25;
 let pollMs = FIRST_POLL_MS;
 
@@ -31,7 +32,8 @@ for (;;) {
   const r = now === seen ? futexWait(buf, d.headOffset, seen, pollMs) : 'not-equal';
   Atomics.store(words, flag, SLEEP_NONE);
   if (Atomics.load(words, head) !== seen) {
-    pollMs = FIRST_POLL_MS;
+    // Found by polling: the peer cannot wake us, so poll often for its next record. Woken: no need.
+    pollMs = r === 'timed-out' ? FIRST_POLL_MS : d.pollMs;
     if (Atomics.compareExchange(control, 0, 1, 0) === 1) parentPort!.postMessage(0);
   } else if (r === 'timed-out') {
     pollMs = Math.min(d.pollMs, pollMs * 2);
