@@ -10,6 +10,7 @@ import { AgentCounters } from './counters.js';
 import type { Link } from './host-link.js';
 
 const ROOT_ID = 1n;
+const DOTDOT = Buffer.from('..');
 const O_TRUNC = 0o1000;
 const O_EXCL = 0o200;
 const READDIR_PAGE = 1024;
@@ -314,8 +315,11 @@ export class VrpcFs implements FileSystem {
 
   async readdir(_c: Ctx, id: bigint, _fh: bigint, plus: boolean): Promise<DirEntry[]> {
     const fh = this.fh(id);
-    // ".." needs its inode number: asked for alongside the first page.
-    const dotdot = id === ROOT_ID ? Promise.resolve([null, [this.rootIno]]) : this.call(Proc.LOOKUP, [fh, bytes('..')]);
+    // ".." needs its inode number: from the table, or asked for alongside the first page.
+    const shared = id === ROOT_ID ? undefined : this.opts.shared?.getEntry(this.volumeId, this.inoOf(id), DOTDOT);
+    if (shared) this.counters.add('lookupsLocal');
+    const dotdot = id === ROOT_ID ? Promise.resolve([null, [this.rootIno]])
+      : shared ? Promise.resolve([null, [shared.ino]]) : this.call(Proc.LOOKUP, [fh, DOTDOT]);
     const out: DirEntry[] = [];
     let cookie: Uint8Array = Buffer.alloc(0);
     for (;;) {

@@ -23,6 +23,7 @@ export interface DispatchHooks {
   meta?: MetadataSink;
 }
 
+const DOTDOT = Buffer.from('..');
 const RENAME_NOREPLACE = 1;
 const RENAME_EXCHANGE = 2;
 const FALLOC_KEEP_SIZE = 1;
@@ -160,7 +161,8 @@ export class Dispatcher {
         const child = this.childOf(v, ino, b(1));
         if (proc === Proc.REMOVE) v.unlink(ino, b(1));
         else v.rmdir(ino, b(1));
-        this.changed(v, { attrs: child === undefined ? [ino] : [ino, child], entries: [[ino, b(1)]] });
+        const gone: Array<[number, Buffer]> = proc === Proc.RMDIR && child !== undefined ? [[child, DOTDOT]] : [];
+        this.changed(v, { attrs: child === undefined ? [ino] : [ino, child], entries: [[ino, b(1)], ...gone] });
         return [];
       }
       case Proc.RENAME: {
@@ -170,7 +172,9 @@ export class Dispatcher {
         const flags = n(4);
         const moved = [this.childOf(from.v, from.ino, b(1)), this.childOf(to.v, to.ino, b(3))].filter((x): x is number => x !== undefined);
         from.v.rename(from.ino, b(1), to.ino, b(3), { noreplace: !!(flags & RENAME_NOREPLACE), exchange: !!(flags & RENAME_EXCHANGE) });
-        this.changed(from.v, { attrs: [from.ino, to.ino, ...moved], entries: [[from.ino, b(1)], [to.ino, b(3)]] });
+        // A directory moved to another parent has a new "..".
+        const parents: Array<[number, Buffer]> = from.ino === to.ino ? [] : moved.map((m) => [m, DOTDOT]);
+        this.changed(from.v, { attrs: [from.ino, to.ino, ...moved], entries: [[from.ino, b(1)], [to.ino, b(3)], ...parents] });
         return [];
       }
       case Proc.LINK: {

@@ -124,7 +124,8 @@ export class MetaPublisher {
     });
     const log: Change[] = [
       ...[...attrs.keys()].map((ino): Change => ({ kind: c.data?.includes(ino) ? 'data' : 'attr', volume: id, ino })),
-      ...entries.map(({ dir, name }): Change => ({ kind: 'entry', volume: id, dir, name })),
+      // A kernel keeps no dentry named "..": nothing to tell it about those.
+      ...entries.filter((e) => !isDotDot(e.name)).map(({ dir, name }): Change => ({ kind: 'entry', volume: id, dir, name })),
     ];
     const waits: Array<{ vm: SharedVm; head: number }> = [];
     for (const vm of this.vms.values()) {
@@ -137,6 +138,8 @@ export class MetaPublisher {
       }
       for (const e of entries) {
         if (!mine && !t.hasEntry(id, e.dir, e.name)) continue;
+        // A directory always has "..": none means the directory is gone (or is not one).
+        if (e.child === null && isDotDot(e.name)) { t.removeEntry(id, e.dir, e.name); continue; }
         t.putEntry(id, e.dir, e.name, e.child === null ? null : { fh: vm.key.make({ volumeId: id, ino: e.child }), ino: e.child });
       }
       // The agent that asked has its kernel told by the reply itself; the others learn from the log.
@@ -201,9 +204,13 @@ export class MetaPublisher {
   }
 }
 
-/** Names worth sharing: "." and ".." are answered by the guest's kernel and change with renames of the directory. */
+/** Names worth sharing: all but "." (the kernel answers it). ".." is kept right by RENAME and RMDIR, which name it. */
 function shareable(name: Uint8Array): boolean {
-  return !(name.length === 1 && name[0] === 0x2e) && !(name.length === 2 && name[0] === 0x2e && name[1] === 0x2e);
+  return !(name.length === 1 && name[0] === 0x2e);
+}
+
+function isDotDot(name: Uint8Array): boolean {
+  return name.length === 2 && name[0] === 0x2e && name[1] === 0x2e;
 }
 
 /** Counters are free-running u32s. */

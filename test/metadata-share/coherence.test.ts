@@ -16,6 +16,7 @@ import { PrismError } from '../../src/errors.js';
 import { Store } from '../../src/store/store.js';
 
 const NAMES = ['a', 'b', 'c', 'd'].map((n) => Buffer.from(n));
+const DOTDOT = Buffer.from('..');
 
 interface Vm { name: string; d: Dispatcher; table: MetaTable }
 
@@ -76,16 +77,18 @@ test('random changes from two VMs: what a table answers is what the RPC answers'
       return ino === undefined ? undefined : [fh(vm, ino), NAMES[n]!];
     };
     // Read phase: for each VM, each directory and name: the table first, then the RPC.
+    // Every directory ever seen, wherever it has moved since (its ".." must follow it), even removed.
+    const known = new Set<number>();
     const compare = (vm: Vm): boolean => {
-      for (const dir of dirs()) {
-        if (dir === undefined) continue;
-        for (const name of NAMES) {
+      for (const d of dirs()) if (d !== undefined) known.add(d);
+      for (const dir of known) {
+        for (const name of [...NAMES, DOTDOT]) {
           const shared = vm.table.getEntry(v.rec.id, dir, name);
           const sharedAttr = shared ? vm.table.getAttr(v.rec.id, shared.ino) : undefined;
           const r = call(vm, Proc.LOOKUP, [fh(vm, dir), name]);
           if (shared === undefined) continue;
           checked++;
-          if (shared === null) { if (r !== 'ENOENT') return false; continue; }
+          if (shared === null) { if (typeof r !== 'string') return false; continue; } // ENOENT (ESTALE in a removed directory)
           if (typeof r === 'string') return false;
           if (!Buffer.from(r[0] as Uint8Array).equals(Buffer.from(shared.fh)) || (r[1] as number[])[0] !== shared.ino) return false;
           if (sharedAttr && JSON.stringify(sharedAttr) !== JSON.stringify(r[1])) return false;
@@ -177,4 +180,20 @@ test('a change waits for the other VM to apply the log; a VM that never does is 
   t.true(waited >= 90 && waited < 1000, `waited ${waited.toFixed(0)} ms for a lease of 100 ms`);
   const again = a.d.call(Proc.RMDIR, [fh(a, v.rootIno), Buffer.from('d')]);
   t.false(again instanceof Promise, 'a lagging VM is not waited for again until it catches up');
+});
+
+test('".." follows a directory moved by another VM, and goes with a removed one', (t) => {
+  const { v, vms, fh } = setup(t);
+  const a = vms.get('a')!, b = vms.get('b')!;
+  const mk = (vm: Vm, dir: number, name: string) => (call(vm, Proc.MKDIR, [fh(vm, dir), Buffer.from(name), 0o755, 0, 0]) as unknown[])[1] as number[];
+  const da = mk(a, v.rootIno, 'a')[0]!, db = mk(a, v.rootIno, 'b')[0]!, dc = mk(a, da, 'c')[0]!;
+  call(b, Proc.LOOKUP, [fh(b, dc), DOTDOT]);
+  t.is(b.table.getEntry(v.rec.id, dc, DOTDOT)?.ino, da, 'b has seen c/.. = a');
+  call(a, Proc.RENAME, [fh(a, da), Buffer.from('c'), fh(a, db), Buffer.from('c'), 0]);
+  const after = b.table.getEntry(v.rec.id, dc, DOTDOT);
+  t.true(after === undefined || after?.ino === db, `c/.. in b's table after the move: ${after?.ino} (b is ${db})`);
+  call(a, Proc.LOOKUP, [fh(a, dc), DOTDOT]);
+  call(a, Proc.RMDIR, [fh(a, db), Buffer.from('c')]);
+  t.is(a.table.getEntry(v.rec.id, dc, DOTDOT), undefined, 'a removed directory has no ".."');
+  t.is(b.table.getEntry(v.rec.id, dc, DOTDOT), undefined);
 });
