@@ -65,7 +65,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ op: fc.constantFrom('chmod' as const, 'truncate' as const, 'write' as const, 'setxattr' as const), dir: fc.nat(3), name: fc.nat(3), n: fc.nat(70000) }),
 );
 
-test('random changes from two VMs: what a table answers is what the RPC answers', (t) => {
+// Serial: the lease test measures waits that a property run on the same event loop would stretch.
+test.serial('random changes from two VMs: what a table answers is what the RPC answers', (t) => {
   let checked = 0;
   fc.assert(fc.property(fc.array(fc.tuple(fc.constantFrom('a', 'b'), opArb), { minLength: 1, maxLength: 40 }), (ops) => {
     const { v, vms, fh } = setup(t);
@@ -147,7 +148,7 @@ test('random changes from two VMs: what a table answers is what the RPC answers'
   t.true(checked > 500, `${checked} table answers compared with the RPC`);
 });
 
-test('a change waits for the other VM to apply the log; a VM that never does is waited for one lease, then not', async (t) => {
+test.serial('a change waits for the other VM to apply the log; a VM that never does is waited for one lease, then not', async (t) => {
   const listeners = new Map<string, { applied: number; leaseMs: number }>();
   const { v, vms, fh } = setup(t, (vm) => {
     const s = { applied: 0, leaseMs: 0 };
@@ -155,7 +156,7 @@ test('a change waits for the other VM to apply the log; a VM that never does is 
     return { read: () => ({ ...s }) };
   });
   const a = vms.get('a')!, b = vms.get('b')!;
-  listeners.get('b')!.leaseMs = 300;
+  listeners.get('b')!.leaseMs = 10_000; // long: only the acknowledgement can end this wait
   // b caches a name; a creates it: the reply waits until b has applied the log records.
   const r = a.d.call(Proc.CREATE, [fh(a, v.rootIno), Buffer.from('f'), 0o644, 0, 0, false]);
   t.true(r instanceof Promise, 'a change b may cache is held back');
@@ -177,12 +178,12 @@ test('a change waits for the other VM to apply the log; a VM that never does is 
   const t0 = performance.now();
   await a.d.call(Proc.REMOVE, [fh(a, v.rootIno), Buffer.from('f')]);
   const waited = performance.now() - t0;
-  t.true(waited >= 90 && waited < 1000, `waited ${waited.toFixed(0)} ms for a lease of 100 ms`);
+  t.true(waited >= 90 && waited < 5000, `waited ${waited.toFixed(0)} ms for a lease of 100 ms`);
   const again = a.d.call(Proc.RMDIR, [fh(a, v.rootIno), Buffer.from('d')]);
   t.false(again instanceof Promise, 'a lagging VM is not waited for again until it catches up');
 });
 
-test('".." follows a directory moved by another VM, and goes with a removed one', (t) => {
+test.serial('".." follows a directory moved by another VM, and goes with a removed one', (t) => {
   const { v, vms, fh } = setup(t);
   const a = vms.get('a')!, b = vms.get('b')!;
   const mk = (vm: Vm, dir: number, name: string) => (call(vm, Proc.MKDIR, [fh(vm, dir), Buffer.from(name), 0o755, 0, 0]) as unknown[])[1] as number[];
