@@ -2,7 +2,7 @@
 // read-only by the guest (directly, or in QEMU as a second ivshmem device with a readonly=on backend).
 import fs from 'node:fs';
 import { PrismError } from '../errors.js';
-import { map, unmap } from '../ring/index.js';
+import { allocateFile, map, unmap } from '../ring/index.js';
 import { MetaTable, MetaTableError } from './table.js';
 
 /** Default table size: about 130,000 slots (an entry and its attributes take two). */
@@ -30,8 +30,16 @@ export function openMetaTable(file: string, size: number): OpenTable {
   try { existing = fs.statSync(file).size; } catch { /* new */ }
   if (existing !== size) {
     if (existing >= 0) retire(file);
+    // Written out in full: ENOSPC now rather than SIGBUS later, and no page faults under requests
+    // (a first write into each page of a sparse table cost ~15 us).
     const fresh = `${file}.new`;
-    allocate(fresh, size);
+    fs.rmSync(fresh, { force: true });
+    try {
+      allocateFile(fresh, size);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code === 'ENOSPC' ? 'ENOSPC' : 'EIO';
+      throw new PrismError(code, `cannot make the metadata table ${file} (${size >> 20} MiB): ${(e as Error).message}; free space there or give a smaller --meta-size`);
+    }
     fs.renameSync(fresh, file);
   }
   const { table, buffer } = initialize(file, size);
@@ -39,25 +47,6 @@ export function openMetaTable(file: string, size: number): OpenTable {
     table, buffer,
     close: () => { table.reset(true); unmap(buffer); },
   };
-}
-
-/**
- * Write the file out in full before it is mapped: a full /dev/shm is then a clear ENOSPC here rather
- * than a SIGBUS at the first write into a hole, and the table's pages exist (a first write into each
- * page of a sparse table cost ~15 us in faults, on every request of a new host).
- */
-function allocate(file: string, size: number): void {
-  const zeros = Buffer.alloc(1 << 20);
-  const fd = fs.openSync(file, 'w', 0o600);
-  try {
-    for (let off = 0; off < size; off += zeros.length) fs.writeSync(fd, zeros, 0, Math.min(zeros.length, size - off), off);
-  } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(file, { force: true });
-    const code = (e as NodeJS.ErrnoException).code === 'ENOSPC' ? 'ENOSPC' : 'EIO';
-    throw new PrismError(code, `cannot make the metadata table ${file} (${size >> 20} MiB): ${(e as Error).message}; free space there or give a smaller --meta-size`);
-  }
-  fs.closeSync(fd);
 }
 
 function initialize(file: string, size: number): { table: MetaTable; buffer: ArrayBuffer } {

@@ -79,6 +79,26 @@ export function map(file: string, opts: MapOptions = {}): ArrayBuffer {
   return need().map(file, opts);
 }
 
+/**
+ * Create `file` with `size` bytes written out (zeros) before it is mapped: a full file system
+ * (/dev/shm) is then an error here (ENOSPC) rather than a SIGBUS at the first write into a hole of
+ * the mapping, and no page fault allocates a page under a request later. An existing file is left
+ * as it is (a restarted host keeps what its peers map).
+ */
+export function allocateFile(file: string, size: number): void {
+  if (fs.existsSync(file)) return;
+  const zeros = Buffer.alloc(1 << 20);
+  const fd = fs.openSync(file, 'w', 0o600);
+  try {
+    for (let off = 0; off < size; off += zeros.length) fs.writeSync(fd, zeros, 0, Math.min(zeros.length, size - off), off);
+  } catch (e) {
+    fs.closeSync(fd);
+    fs.rmSync(file, { force: true });
+    throw e;
+  }
+  fs.closeSync(fd);
+}
+
 /** Unmap now (the buffer is detached: its length becomes 0). Otherwise GC unmaps it. */
 export function unmap(buf: ArrayBuffer): boolean {
   return need().unmap(buf);

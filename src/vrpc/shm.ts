@@ -7,7 +7,7 @@ import { PrismError } from '../errors.js';
 import { decodeResponse, encode, encodeRequest, responseError, type Response } from '../protocol/codec.js';
 import { MAX_MESSAGE, PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
 import {
-  LIVE_UP, Region, RingCorrupt, WaitStrategy, fitGeometry, map, nativeAvailable, readBlocking, unmap,
+  LIVE_UP, Region, RingCorrupt, WaitStrategy, allocateFile, fitGeometry, map, nativeAvailable, readBlocking, unmap,
   waitReadableAsync, writeBlocking, peekBlocking, type RingConsumer, type RingProducer, type Side,
 } from '../ring/index.js';
 import { ChannelEvents, type Channel } from './channel.js';
@@ -30,9 +30,11 @@ export function openRegion(path: string, create: boolean): { region: Region; buf
   if (!n.ok) throw new PrismError('ENOSYS', `shared memory is unavailable: ${n.reason}`);
   let buffer: ArrayBuffer;
   try {
+    if (create) allocateFile(path, REGION_SIZE); // ENOSPC here, not SIGBUS later
     buffer = create ? map(path, { size: REGION_SIZE, create: true }) : map(path, {});
   } catch (e) {
-    throw new PrismError(create ? 'EIO' : 'ENOENT', `cannot map ${path}: ${(e as Error).message}`);
+    const code = (e as NodeJS.ErrnoException).code === 'ENOSPC' ? 'ENOSPC' : create ? 'EIO' : 'ENOENT';
+    throw new PrismError(code, `cannot map ${path}: ${(e as Error).message}`);
   }
   let region: Region;
   try {

@@ -2,6 +2,7 @@
 // than the host): async and blocking clients, large payloads, and a hostile guest writing garbage
 // into the rings.
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { encodeRequest } from '../../src/protocol/codec.js';
@@ -97,4 +98,30 @@ shmTest('a hostile guest: garbage records and corrupted ring words reset the reg
   tc.close();
   t.is(await host.stop(), 0);
   t.regex(host.stderr(), /shared-memory rings reset/, 'the reset was logged');
+});
+
+const asRoot = process.getuid?.() === 0;
+if (!asRoot) console.error('host-shm.test: full-tmpfs test skipped: mounting a small tmpfs needs root');
+(asRoot && !noShm ? test.serial : test.skip)('a full shared-memory file system: the host refuses to start with ENOSPC, nothing half made', async (t) => {
+  const store = path.join(tmpDir(t), 'store');
+  t.is(prism(store, ['volume', 'create', 'vol1']).code, 0);
+  const dir = tmpDir(t, 'prism-small-shm-');
+  const mount = (size: string) => { const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]); if (r.status !== 0) throw new Error(String(r.stderr)); };
+  const umount = () => spawnSync('umount', [dir]);
+  // Room for the 16 MiB region, not for a 64 MiB metadata table.
+  mount('20m');
+  t.teardown(umount);
+  const noTable = prism(store, ['host', 'serve', '--shm-dir', dir, '--vm', 'vm1=vol1']);
+  t.is(noTable.code, 28, noTable.err);
+  t.regex(noTable.err, /ENOSPC: cannot make the metadata table .*--meta-size/);
+  t.deepEqual(fs.readdirSync(dir).filter((f) => f.endsWith('.new')), [], 'no half-written table left');
+  umount();
+  // Not even room for the region.
+  mount('8m');
+  const noRegion = prism(store, ['host', 'serve', '--shm-dir', dir, '--vm', 'vm1=vol1']);
+  t.is(noRegion.code, 28, noRegion.err);
+  t.regex(noRegion.err, /ENOSPC/);
+  t.deepEqual(fs.readdirSync(dir), [], 'no half-written region left');
+  // The store is untouched and opens fine.
+  t.is(prism(store, ['volume', 'ls']).code, 0);
 });
