@@ -90,7 +90,7 @@ async function prism(work: string, transport: 'shm' | 'tcp'): Promise<Target> {
       const stopped = new Promise((r) => host.once('exit', r));
       host.kill('SIGTERM');
       await stopped;
-      fs.rmSync(`/dev/shm/prism-${vm}`, { force: true });
+      for (const f of [`/dev/shm/prism-${vm}`, `/dev/shm/prism-${vm}-meta`]) fs.rmSync(f, { force: true });
       fs.rmSync(base, { recursive: true, force: true });
     },
   };

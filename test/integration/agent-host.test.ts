@@ -143,7 +143,7 @@ t('bad input at mount: one clear line, a non-zero exit, nothing mounted', async 
   prism(store, ['volume', 'create', 'vol']);
   const vm = `bad${process.pid}`;
   const host = await startHost(store, ['--vm', `${vm}=vol`]);
-  tt.teardown(async () => { await host.stop(); fs.rmSync(`/dev/shm/prism-${vm}`, { force: true }); });
+  tt.teardown(async () => { await host.stop(); for (const f of [`/dev/shm/prism-${vm}`, `/dev/shm/prism-${vm}-meta`]) fs.rmSync(f, { force: true }); });
   const mp = path.join(dir, 'mnt');
   fs.mkdirSync(mp);
   const token = path.join(store, 'vms', `${vm}.token`);
