@@ -27,7 +27,7 @@ export const LOG_HEAD_OFFSET = 64;
 const KIND_EMPTY = 0, KIND_ATTR = 1, KIND_ENTRY = 2, KIND_NONE = 3;
 const ATTR_FIELDS = 16;
 const O_KIND = 4, O_NAMELEN = 5, O_FHLEN = 6, O_VOLUME = 8, O_HASH = 12, O_INO = 16, O_ATTR = 24, O_FH = 152, O_NAME = 216;
-/** Attribute slots: whether the inode has extended attributes, where entries keep the handle. */
+/** Attribute slots keep there, where entries keep the handle, whether the inode has extended attributes. */
 const O_XATTRS = O_FH;
 const XATTRS_UNKNOWN = 0, XATTRS_NONE = 1, XATTRS_SOME = 2;
 // Log record: u32 seq (record number + 1 once complete, 0 while written), u8 kind, u8 name length,
@@ -126,7 +126,7 @@ export class MetaTable {
 
   /** An inode's attributes, and whether it has extended attributes (undefined: not said). */
   putAttr(volume: number, ino: number, attr: WireAttr, xattrs?: boolean): void {
-    this.put(KIND_ATTR, volume, ino, EMPTY, attr, xattrs === undefined ? XATTRS_UNKNOWN_BYTE : xattrs ? XATTRS_SOME_BYTE : XATTRS_NONE_BYTE);
+    this.put(KIND_ATTR, volume, ino, EMPTY, attr, EMPTY, xattrs === undefined ? XATTRS_UNKNOWN : xattrs ? XATTRS_SOME : XATTRS_NONE);
   }
 
   /** Replace the attributes of an inode only if the table holds them (another VM's change). */
@@ -207,7 +207,7 @@ export class MetaTable {
     this.write(at, () => { this.bytes[at + O_KIND] = KIND_EMPTY; });
   }
 
-  private put(kind: number, volume: number, ino: number, name: Uint8Array, values: readonly number[] | null, fh: Uint8Array): void {
+  private put(kind: number, volume: number, ino: number, name: Uint8Array, values: readonly number[] | null, fh: Uint8Array, xattrs = XATTRS_UNKNOWN): void {
     if (fh.length > 64) throw new MetaTableError('handle longer than 64 bytes');
     const h = hashOf(volume, ino, name);
     // The same key under either entry kind is replaced, so a name is never both present and absent.
@@ -223,7 +223,8 @@ export class MetaTable {
       v.setUint32(at + O_HASH, h, true);
       v.setFloat64(at + O_INO, ino, true);
       if (values) for (let i = 0; i < values.length; i++) v.setFloat64(at + O_ATTR + i * 8, values[i] ?? 0, true);
-      this.bytes.set(fh, at + O_FH);
+      if (kind === KIND_ATTR) this.bytes[at + O_XATTRS] = xattrs;
+      else this.bytes.set(fh, at + O_FH);
       this.bytes.set(name, at + O_NAME);
     });
   }
@@ -259,17 +260,15 @@ export class MetaTable {
   getAttr(volume: number, ino: number): WireAttr | undefined {
     const gen = this.generation;
     if (gen & 1) return undefined;
-    const at = this.read(KIND_ATTR, volume, ino, EMPTY);
-    if (at < 0) return undefined;
-    const attr = this.copy.slice(0, ATTR_FIELDS);
-    return this.generation === gen ? attr : undefined;
+    const slot = this.read(KIND_ATTR, volume, ino, EMPTY);
+    return this.generation === gen ? slot?.values : undefined;
   }
 
   /** True when the table holds an inode and says it has no extended attributes (`ls -l` asks for some on every file). */
   noXattrs(volume: number, ino: number): boolean {
     const gen = this.generation;
-    if (gen & 1 || this.read(KIND_ATTR, volume, ino, EMPTY) < 0) return false;
-    return this.copyFh[0] === XATTRS_NONE && this.generation === gen;
+    if (gen & 1) return false;
+    return this.read(KIND_ATTR, volume, ino, EMPTY)?.xattrs === XATTRS_NONE && this.generation === gen;
   }
 
   /** The entry for a name: its handle and inode, null if known not to exist, undefined if not held. */
@@ -277,18 +276,13 @@ export class MetaTable {
     if (name.length === 0 || name.length > MAX_SHARED_NAME) return undefined;
     const gen = this.generation;
     if (gen & 1) return undefined;
-    let r: SharedEntry | null | undefined;
-    if (this.read(KIND_ENTRY, volume, dir, name) >= 0) r = { fh: this.copyFh, ino: this.copy[0]! };
-    else if (this.read(KIND_NONE, volume, dir, name) >= 0) r = null;
+    const entry = this.read(KIND_ENTRY, volume, dir, name);
+    const r = entry ? { fh: entry.fh, ino: entry.values[0]! } : this.read(KIND_NONE, volume, dir, name) ? null : undefined;
     return this.generation === gen ? r : undefined;
   }
 
-  /** What read() copied out of the last slot it matched. */
-  private copy: number[] = new Array<number>(ATTR_FIELDS).fill(0);
-  private copyFh: Uint8Array = EMPTY;
-
-  /** Find a key and copy its slot under the seqlock; -1 when absent (or always being rewritten). */
-  private read(kind: number, volume: number, ino: number, name: Uint8Array): number {
+  /** Find a key and copy its slot under the seqlock; undefined when absent (or always being rewritten). */
+  private read(kind: number, volume: number, ino: number, name: Uint8Array): SlotCopy | undefined {
     const h = hashOf(volume, ino, name);
     const fields = kind === KIND_ATTR ? ATTR_FIELDS : 1;
     for (let p = 0; p < PROBE; p++) {
@@ -302,17 +296,15 @@ export class MetaTable {
           if (Atomics.load(this.i32, seq) === s1) break; // a stable non-match: next slot
           continue;
         }
-        const copy = new Array<number>(fields);
-        for (let i = 0; i < fields; i++) copy[i] = this.view.getFloat64(at + O_ATTR + i * 8, true);
-        const fh = kind === KIND_ENTRY ? this.bytes.slice(at + O_FH, at + O_FH + Math.min(64, this.bytes[at + O_FHLEN]!))
-          : kind === KIND_ATTR ? this.bytes.slice(at + O_XATTRS, at + O_XATTRS + 1) : EMPTY;
+        const values = new Array<number>(fields);
+        for (let i = 0; i < fields; i++) values[i] = this.view.getFloat64(at + O_ATTR + i * 8, true);
+        const fh = kind === KIND_ENTRY ? this.bytes.slice(at + O_FH, at + O_FH + Math.min(64, this.bytes[at + O_FHLEN]!)) : EMPTY;
+        const xattrs = this.bytes[at + O_XATTRS]!;
         if (Atomics.load(this.i32, seq) !== s1) continue; // changed under us: read again
-        this.copy = copy;
-        this.copyFh = fh;
-        return at;
+        return { values, fh, xattrs };
       }
     }
-    return -1;
+    return undefined;
   }
 
   /** The volume ids that have anything in the table (a scan: for checks and diagnostics). */
@@ -352,9 +344,9 @@ export class MetaTable {
 }
 
 const EMPTY = new Uint8Array(0);
-const XATTRS_UNKNOWN_BYTE = Uint8Array.of(XATTRS_UNKNOWN);
-const XATTRS_NONE_BYTE = Uint8Array.of(XATTRS_NONE);
-const XATTRS_SOME_BYTE = Uint8Array.of(XATTRS_SOME);
+
+/** A slot as read under its seqlock: attributes (or the child's inode), the handle, the xattr byte. */
+interface SlotCopy { values: number[]; fh: Uint8Array; xattrs: number }
 
 function align4096(n: number): number {
   return Math.ceil(n / 4096) * 4096;
