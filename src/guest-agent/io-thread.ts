@@ -42,7 +42,7 @@ async function main(): Promise<void> {
     link = SyncLink.open((handshakeMs) => new SyncShmClient(d.region, d.vm, d.wait, d.timeoutMs, handshakeMs), d.timeoutMs);
     try {
       meta = d.metaFile ? attachMetaTable(d.metaFile) : undefined;
-      vfs = await VrpcFs.attach(link, d.volume, { shared: meta?.table, counters: new AgentCounters(d.counters), deviceMemory: d.wait === 'poll' });
+      vfs = await VrpcFs.attach(link, d.volume, { shared: meta?.table, counters: new AgentCounters(d.counters) });
     } catch (e) {
       link.close();
       meta?.close();

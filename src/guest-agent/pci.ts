@@ -37,15 +37,3 @@ export function barHolding(what: 'region' | 'meta', bars: string[]): string | un
   }
   return undefined;
 }
-
-/**
- * Whether a region file is device memory (a PCI BAR in sysfs) rather than a shared-memory file: no
- * futexes work there (the host is another kernel: poll), and /dev/fuse cannot write from its pages.
- */
-export function isDeviceMemory(file: string): boolean {
-  try {
-    return fs.realpathSync(file).startsWith('/sys/');
-  } catch {
-    return false;
-  }
-}

@@ -244,9 +244,7 @@ export class VrpcFs implements FileSystem {
   }
 
   async read(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, size: number, send: (d: Uint8Array) => void): Promise<void> {
-    // Straight from the ring, unless the ring is device memory: /dev/fuse cannot take its pages (EFAULT).
-    const copy = this.opts.deviceMemory;
-    await this.call(Proc.READ, [this.fh(id), Number(offset), size], (r) => send(copy ? Buffer.from(r[0] as Uint8Array) : r[0] as Uint8Array));
+    await this.call(Proc.READ, [this.fh(id), Number(offset), size], (r) => send(r[0] as Uint8Array));
   }
 
   // Writes are sent behind (as NFS clients do): the kernel gets its reply at once, the WRITE goes
@@ -411,8 +409,6 @@ export interface VrpcFsOptions {
   /** The VM's metadata table, mapped read-only: LOOKUP and GETATTR answered without an RPC when it holds the answer. */
   shared?: MetaTable;
   counters?: AgentCounters;
-  /** The link's ring is a device mapping (a PCI BAR in a guest): data read from it is copied before it goes to the kernel. */
-  deviceMemory?: boolean;
 }
 
 // FUSE's root is node 1; the volume's root keeps its own inode number. The two trade places.

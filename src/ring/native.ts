@@ -99,6 +99,19 @@ export function allocateFile(file: string, size: number): void {
   fs.closeSync(fd);
 }
 
+/**
+ * Whether a file is device memory (a PCI BAR in sysfs, as a guest sees ivshmem) rather than a
+ * shared-memory file: no futexes work on its mapping (the peer is another kernel: poll), and the
+ * kernel cannot take its pages as a write(2) buffer (EFAULT), so data in it is copied out first.
+ */
+export function isDeviceMemory(file: string): boolean {
+  try {
+    return fs.realpathSync(file).startsWith('/sys/');
+  } catch {
+    return false;
+  }
+}
+
 /** Unmap now (the buffer is detached: its length becomes 0). Otherwise GC unmaps it. */
 export function unmap(buf: ArrayBuffer): boolean {
   return need().unmap(buf);

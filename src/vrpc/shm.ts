@@ -7,7 +7,7 @@ import { PrismError } from '../errors.js';
 import { decodeResponse, encode, encodeRequest, responseError, type Response } from '../protocol/codec.js';
 import { MAX_MESSAGE, PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
 import {
-  LIVE_UP, Region, RingCorrupt, WaitStrategy, allocateFile, fitGeometry, map, nativeAvailable, readBlocking, unmap,
+  LIVE_UP, Region, RingCorrupt, WaitStrategy, allocateFile, fitGeometry, isDeviceMemory, map, nativeAvailable, readBlocking, unmap,
   waitReadableAsync, writeBlocking, peekBlocking, type RingConsumer, type RingProducer, type Side,
 } from '../ring/index.js';
 import { ChannelEvents, type Channel } from './channel.js';
@@ -262,9 +262,12 @@ export class SyncShmClient {
   private readonly wait: WaitStrategy;
   private readonly mapping: ReturnType<typeof openRegion>;
   private readonly generation: number;
+  /** The region is device memory (a PCI BAR): results are copied out before `take` sees them. */
+  private readonly device: boolean;
 
   constructor(path: string, vm: string, mode: 'futex' | 'poll' = 'futex', private readonly timeoutMs = 30_000, handshakeMs = 10_000) {
     this.mapping = openServedRegion(path);
+    this.device = isDeviceMemory(path);
     const region = this.mapping.region;
     try {
       this.generation = region.generation;
@@ -289,7 +292,10 @@ export class SyncShmClient {
     }
   }
 
-  /** Call and wait; `take` sees the results in place (views of the ring), else they are copied. */
+  /**
+   * Call and wait; `take` sees the results in place (views of the ring; copies when the ring is
+   * device memory, whose pages the kernel cannot take for a write), else they are copied.
+   */
   call(proc: Proc, args?: unknown[]): unknown[];
   call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): T;
   call(proc: Proc, args: unknown[] = [], take?: (r: unknown[]) => unknown): unknown {
@@ -301,7 +307,10 @@ export class SyncShmClient {
       let r;
       try {
         r = decodeReply(m);
-        if (r.id === id && r.errno === 0) return take ? take(r.result as unknown[]) : detach(r.result); // before release
+        if (r.id === id && r.errno === 0) { // before release: views of the ring are valid until then
+          if (!take) return detach(r.result);
+          return take((this.device ? detach(r.result) : r.result) as unknown[]);
+        }
       } finally {
         this.rx.release();
       }
