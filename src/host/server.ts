@@ -42,7 +42,6 @@ export interface HostOptions {
 export class HostServer {
   readonly store: Store;
   private readonly dispatchers = new Map<string, Dispatcher>();
-  private readonly hooks = new Map<string, DispatchHooks>();
   /** Keeps every VM's metadata table coherent (src/metadata-share). */
   readonly meta = new MetaPublisher();
   /** The metadata table file of each VM that has one. */
@@ -73,8 +72,8 @@ export class HostServer {
   private async init(): Promise<void> {
     const secret = hostSecret(this.store.dir);
     for (const vm of this.opts.vms) {
-      const hooks: DispatchHooks = { commit: () => this.store.commit() };
-      this.hooks.set(vm.name, hooks);
+      // Every VM's changes reach the tables of the VMs that have one, whatever its own transport.
+      const hooks: DispatchHooks = { commit: () => this.store.commit(), meta: this.opts.meta === false ? undefined : this.meta.sink(vm.name) };
       checkVolumeName(vm.name);
       for (const v of vm.volumes) if (!this.store.has(v)) throw new PrismError('ENOENT', `no volume named ${JSON.stringify(v)} (for VM ${vm.name})`);
       if (this.dispatchers.has(vm.name)) throw new PrismError('EEXIST', `VM ${vm.name} given twice`);
@@ -151,7 +150,6 @@ export class HostServer {
       },
       wake: () => { futexWake(t.buffer, LOG_HEAD_OFFSET, 1); },
     });
-    this.hooks.get(name)!.meta = this.meta.sink(name);
   }
 
   /** Serve one VM's region; if the guest corrupts its rings, reset the region and serve it afresh. */
