@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fuseSkipReason, run } from '../helpers/agent.js';
 import { mountedVolume, type TransportName } from '../helpers/mounted-volume.js';
+import { missingProgramsReason } from '../helpers/programs.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -15,8 +16,7 @@ const repo = path.resolve(here, '../../..');
 const probe = path.resolve(here, '../fixtures/posix-probe.js');
 const cProject = path.join(repo, 'test/fixtures/c-project');
 
-const missing = ['git', 'tar', 'sqlite3', 'make', 'cc', 'rsync', 'python3', 'setfattr', 'diff'].filter((c) => spawnSync('sh', ['-c', `command -v ${c}`]).status !== 0);
-const reason = fuseSkipReason() ?? (missing.length ? `missing programs: ${missing.join(', ')} (scripts/install-system-deps.sh installs them)` : undefined);
+const reason = fuseSkipReason() ?? missingProgramsReason(['git', 'tar', 'sqlite3', 'make', 'cc', 'rsync', 'python3', 'setfattr', 'getfattr', 'mkfifo', 'diff']);
 const t = reason ? test.skip : test.serial;
 if (reason) console.error(`agent.test: skipped: ${reason}`);
 

@@ -8,9 +8,10 @@ import { attachMetaTable } from '../../src/metadata-share/file.js';
 import type { AgentStats } from '../../src/guest-agent/stats.js';
 import { fuseSkipReason, mountAgent, run, type Agent } from '../helpers/agent.js';
 import { prism, prismBin, startHost, type RunningHost } from '../helpers/host.js';
+import { missingProgramsReason } from '../helpers/programs.js';
 import { tmpDir } from '../helpers/tmp.js';
 
-const skip = fuseSkipReason();
+const skip = fuseSkipReason() ?? missingProgramsReason(['getfattr', 'setfattr']);
 const t = skip ? test.skip : test.serial;
 if (skip) console.error(`metadata-share.test: skipped: ${skip}`);
 
