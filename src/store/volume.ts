@@ -86,9 +86,23 @@ function nameBuf(name: Name): Buffer {
   return b;
 }
 
+/**
+ * Most pins (OPENs not yet closed) one owner may hold on one volume: each costs the host memory, and a
+ * pinned file unlinked stays allocated. Past it, open() fails with ENOSPC (docs/store-limits.md).
+ */
+export const MAX_PINS_PER_OWNER = 65536;
+
+/** The owner of pins taken by the store's own tools (CLI, import): not a VM. */
+export const LOCAL_OWNER = '';
+
 export class Volume {
-  /** Open counts per inode, so an unlinked open file lives until its last close. */
-  private opens = new Map<number, number>();
+  /**
+   * Pins per inode and per owner (a VM's name), so an unlinked open file lives until its last close,
+   * and an owner can only release the pins it took.
+   */
+  private pins = new Map<number, Map<string, number>>();
+  /** Pins held per owner, over all inodes (bounded by MAX_PINS_PER_OWNER). */
+  private pinsHeld = new Map<string, number>();
   /** Partially written blocks, not yet hashed: ino -> block index -> BLOCK_SIZE buffer. */
   private dirty = new Map<number, Map<number, DirtyBlock>>();
 
@@ -389,7 +403,7 @@ export class Volume {
   }
 
   private freeOrOrphan(ino: number, rec: InodeRec): void {
-    if (this.opens.get(ino)) {
+    if (this.pins.has(ino)) {
       this.putInode(ino, rec);
       if (!this.rec.orphans.includes(ino)) this.rec.orphans.push(ino);
       this.host.changed(this);
@@ -415,7 +429,7 @@ export class Volume {
     u.inodes -= 1;
     u.bytes -= rec.bytes ?? 0;
     this.orphanDrop(ino);
-    this.opens.delete(ino);
+    this.unpinAll(ino);
     this.host.changed(this);
   }
 
@@ -531,17 +545,48 @@ export class Volume {
 
   // ---- open files ----------------------------------------------------------------------------
 
-  open(ino: number): void {
+  /** Pin an inode for owner (a VM's name): while pinned, unlinking it keeps it alive. */
+  open(ino: number, owner: string = LOCAL_OWNER): void {
     this.inode(ino);
-    this.opens.set(ino, (this.opens.get(ino) ?? 0) + 1);
+    const held = this.pinsHeld.get(owner) ?? 0;
+    if (held >= MAX_PINS_PER_OWNER) throw new PrismError('ENOSPC', `${owner || 'this process'} holds ${held} open files on volume ${this.name} (the limit)`);
+    let byOwner = this.pins.get(ino);
+    if (!byOwner) { byOwner = new Map(); this.pins.set(ino, byOwner); }
+    byOwner.set(owner, (byOwner.get(owner) ?? 0) + 1);
+    this.pinsHeld.set(owner, held + 1);
   }
 
-  close(ino: number): void {
-    const n = (this.opens.get(ino) ?? 0) - 1;
-    if (n > 0) { this.opens.set(ino, n); return; }
-    this.opens.delete(ino);
+  /** Release one of owner's pins; the last pin of an unlinked inode frees it. EBADF if owner holds none. */
+  close(ino: number, owner: string = LOCAL_OWNER): void {
+    const byOwner = this.pins.get(ino);
+    const n = byOwner?.get(owner) ?? 0;
+    if (!byOwner || n === 0) throw new PrismError('EBADF', `inode ${ino} is not open by ${owner || 'this process'}`);
+    if (n > 1) byOwner.set(owner, n - 1);
+    else byOwner.delete(owner);
+    this.dropHeld(owner, 1);
+    if (byOwner.size > 0) return;
+    this.pins.delete(ino);
     if (this.rec.orphans.includes(ino)) this.freeInode(ino);
     else this.flushFile(ino);
+  }
+
+  /** Pins an owner holds on this volume (for status and tests). */
+  pinsOf(owner: string): number {
+    return this.pinsHeld.get(owner) ?? 0;
+  }
+
+  private dropHeld(owner: string, n: number): void {
+    const left = (this.pinsHeld.get(owner) ?? 0) - n;
+    if (left > 0) this.pinsHeld.set(owner, left);
+    else this.pinsHeld.delete(owner);
+  }
+
+  /** The inode is gone: every owner's pins on it go too. */
+  private unpinAll(ino: number): void {
+    const byOwner = this.pins.get(ino);
+    if (!byOwner) return;
+    for (const [owner, n] of byOwner) this.dropHeld(owner, n);
+    this.pins.delete(ino);
   }
 
   // ---- file data -------------------------------------------------------------------------------
