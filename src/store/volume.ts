@@ -680,9 +680,14 @@ export class Volume {
       if (m?.has(idx) || this.storedBlock(ino, idx)) continue;
       grow += Math.min(BLOCK_SIZE, end - idx * BLOCK_SIZE);
     }
-    if (grow > 0 && this.host.usage(this).bytes + this.dirtyTotal() + grow > quota) {
+    if (grow > 0 && this.used() + this.dirtyTotal() + grow > quota) {
       throw new PrismError('EDQUOT', `volume ${this.name} is over its quota of ${quota} bytes`);
     }
+  }
+
+  /** Bytes charged to the quota. */
+  private used(): number {
+    return this.host.usage(this).bytes;
   }
 
   private dirtyTotal(): number {
@@ -749,6 +754,46 @@ export class Volume {
     this.host.usage(this).bytes += delta;
   }
 
+  /**
+   * Make blocks [first, first + count) of a regular file hold `blocks` (indexes relative to first,
+   * content already in the block index) and holes elsewhere: copy_file_range's shared path. Work is
+   * bounded by the blocks given and the blocks the destination has there, not by count.
+   */
+  private shareBlocks(ino: number, first: number, count: number, blocks: Array<[number, Buffer]>): void {
+    const rec = this.regInode(ino);
+    const quota = this.rec.quota;
+    if (quota !== undefined) {
+      let grow = 0;
+      const m = this.dirty.get(ino);
+      for (const [i, h] of blocks) if (!m?.has(first + i) && !this.storedBlock(ino, first + i)) grow += this.host.blocks.length(h);
+      if (grow > 0 && this.used() + this.dirtyTotal() + grow > quota) {
+        throw new PrismError('EDQUOT', `volume ${this.name} is over its quota of ${quota} bytes`);
+      }
+    }
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
+    const given = new Set(blocks.map(([i]) => first + i));
+    const m = this.dirty.get(ino);
+    if (m) for (const idx of [...m.keys()]) if (idx >= first && idx < first + count) this.dropDirtyBlock(ino, idx);
+    const layer = layerOf(ino);
+    const local = localOf(ino);
+    let delta = 0;
+    for (const [idx, old] of this.storedBlocks(ino, first, first + count)) {
+      if (given.has(idx)) continue;
+      this.tdel(layer, blockKey(local, idx));
+      delta -= this.host.blocks.length(old);
+    }
+    for (const [i, h] of blocks) {
+      const key = blockKey(local, first + i);
+      const old = this.tget(layer, key) as Buffer | undefined;
+      if (old && old.equals(h)) continue;
+      this.tput(layer, key, h);
+      delta += this.host.blocks.length(h) - (old ? this.host.blocks.length(old) : 0);
+    }
+    const t = now();
+    this.putInode(ino, { ...this.inode(ino), bytes: (rec.bytes ?? 0) + delta, mtime: t, ctime: t });
+    this.host.usage(this).bytes += delta;
+  }
+
   private dropDirtyBlock(ino: number, idx: number): void {
     const m = this.dirty.get(ino);
     const d = m?.get(idx);
@@ -800,14 +845,7 @@ export class Volume {
       return;
     }
     const keep = Math.ceil(size / BLOCK_SIZE);
-    const m = this.dirty.get(ino);
-    if (m) for (const idx of [...m.keys()]) if (idx >= keep) this.dropDirtyBlock(ino, idx);
-    const layer = layerOf(ino);
-    const local = localOf(ino);
-    const doomed: number[] = [];
-    const [, hi] = kindRange(local, Kind.Block);
-    this.host.tree.each(this.root(layer), blockKey(local, keep), hi, (k) => { doomed.push(blockIndexOfKey(k)); });
-    for (const idx of doomed) this.setBlock(ino, idx, null);
+    this.dropBlocks(ino, keep, Infinity);
     if (size % BLOCK_SIZE !== 0) {
       const idx = keep - 1;
       const cut = size - idx * BLOCK_SIZE;
@@ -822,6 +860,25 @@ export class Volume {
       }
     }
     this.update(ino, { size });
+  }
+
+  /**
+   * Stored blocks of a file with first <= index < last, in order: found by walking the keys that
+   * exist, so the work is bounded by what is stored, never by the range a request names.
+   */
+  private storedBlocks(ino: number, first: number, last: number): Array<[number, Buffer]> {
+    const local = localOf(ino);
+    const hi = last === Infinity || last > MAX_BLOCK_INDEX ? kindRange(local, Kind.Block)[1] : blockKey(local, last);
+    const out: Array<[number, Buffer]> = [];
+    this.host.tree.each(this.root(layerOf(ino)), blockKey(local, first), hi, (k, v) => { out.push([blockIndexOfKey(k), v as Buffer]); });
+    return out;
+  }
+
+  /** Make blocks [first, last) holes: drops the dirty and stored ones there are, nothing else. */
+  private dropBlocks(ino: number, first: number, last: number): void {
+    const m = this.dirty.get(ino);
+    if (m) for (const idx of [...m.keys()]) if (idx >= first && idx < last) this.dropDirtyBlock(ino, idx);
+    for (const [idx] of this.storedBlocks(ino, first, last)) this.setBlock(ino, idx, null);
   }
 
   /** The first block index >= from (below limit, else limit) that holds data, or that is a hole. */
@@ -895,7 +952,7 @@ export class Volume {
     const overwrite = (a: number, b: number) => { if (b > a) this.write(ino, a, Buffer.alloc(b - a)); };
     if (first > last) { overwrite(from, to); return; }
     overwrite(from, first * BLOCK_SIZE);
-    for (let idx = first; idx < last; idx++) { this.dropDirtyBlock(ino, idx); this.setBlock(ino, idx, null); }
+    this.dropBlocks(ino, first, last);
     overwrite(last * BLOCK_SIZE, to);
     this.update(ino, { size }); // the partial writes must not have grown it
   }
@@ -926,14 +983,7 @@ export class Volume {
     copyBytes(srcOff, dstOff, head);
     if (whole > 0) {
       const firstSrc = (srcOff + head) / BLOCK_SIZE;
-      const hashes: Array<Buffer | null> = [];
-      const lengths: number[] = [];
-      for (let i = 0; i < whole; i++) {
-        const h = this.storedBlock(src, firstSrc + i) ?? null;
-        hashes.push(h);
-        lengths.push(h ? this.host.blocks.length(h) : BLOCK_SIZE);
-      }
-      this.writeBlocks(dst, (dstOff + head) / BLOCK_SIZE, hashes, lengths);
+      this.shareBlocks(dst, (dstOff + head) / BLOCK_SIZE, whole, this.storedBlocks(src, firstSrc, firstSrc + whole).map(([i, h]) => [i - firstSrc, h]));
     }
     const tail = head + whole * BLOCK_SIZE;
     // A short stored block (left by a truncate) or a trailing hole does not carry the size along.
@@ -1020,6 +1070,8 @@ function xattrName(name: Name): Buffer {
 /** Most bytes one copyRange call handles: shared whole blocks are cheap, byte copies are not. */
 const COPY_CHUNK_SHARED = 1 << 30;
 const COPY_CHUNK_BYTES = 8 << 20;
+/** Block indexes fit the 6 bytes of a block key. */
+const MAX_BLOCK_INDEX = 2 ** 48 - 1;
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 
 /** A partially written block: bytes [0, len) are valid, the rest reads as zeros. */
