@@ -14,6 +14,7 @@
 //   node-missing*  node-refs  node-leaked  node-refs-stray  node-id-ahead
 //   block-missing*  block-refs  block-leaked  block-corrupt*
 //   dirent-dangling (the entry is removed)  dirent-type  dir-links*  nlink  parent  file-bytes
+//   inode-type (a mode that is no file type: made an empty regular file)
 //   inode-leaked (freed)  keys-stray (removed)  orphan-missing  usage  volume-unreadable*
 //   segment-stats  block-totals
 //
@@ -24,7 +25,7 @@
 import { isPrismError } from '../errors.js';
 import { sha256, type BlockRec, type SegmentStat } from './blocks.js';
 import {
-  Kind, S_IFMT, direntKey, inodeKey, inodeRange, inoOf, isDir, isReg, keyKind, keyLocal, kindRange, layerOf, localOf,
+  Kind, S_IFMT, S_IFREG, direntKey, isFileType, inodeKey, inodeRange, inoOf, isDir, isReg, keyKind, keyLocal, kindRange, layerOf, localOf,
   type Dirent, type InodeRec, type TreeValue,
 } from './layout.js';
 import { HEADER_SIZE } from './segments.js';
@@ -303,6 +304,7 @@ function checkVolume(store: Store, v: Volume, repair: boolean, report: Report): 
   const subdirs = new Map<number, number>(); // directory -> entries naming a directory
   const stack = [root];
   const seenDirs = new Set([root]);
+  const badType = new Set<number>();
   while (stack.length) {
     const dir = stack.pop()!;
     let sub = 0;
@@ -313,6 +315,24 @@ function checkVolume(store: Store, v: Volume, repair: boolean, report: Report): 
       if (!child) {
         if (repair) tdel(layerOf(dir), key);
         report('dirent-dangling', `${label} names inode ${e.ino}, which does not exist`, repair);
+        continue;
+      }
+      if (!isFileType(child.mode)) {
+        // A type that does not exist (an older version let MKNOD make them): an empty regular file
+        // keeps the name and permissions and loses nothing readable.
+        const fixed: InodeRec = { ...child, mode: S_IFREG | (child.mode & 0o7777), size: 0, bytes: child.bytes ?? 0 };
+        delete fixed.rdev;
+        delete fixed.target;
+        if (!badType.has(e.ino)) {
+          badType.add(e.ino);
+          report('inode-type', `${label}: inode ${e.ino} has mode 0o${child.mode.toString(8)}, which is no file type`, repair);
+        }
+        if (repair) {
+          tput(layerOf(e.ino), inodeKey(localOf(e.ino)), fixed);
+          recs.set(e.ino, fixed);
+          tput(layerOf(dir), key, [layerOf(e.ino) - layerOf(dir), localOf(e.ino), S_IFREG] satisfies Dirent);
+        }
+        links.set(e.ino, (links.get(e.ino) ?? 0) + 1);
         continue;
       }
       const type = child.mode & S_IFMT;

@@ -9,7 +9,7 @@ import { now } from './clock.js';
 import {
   BLOCK_SIZE, Kind, MAX_FILE_SIZE, MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, S_IFDIR, S_IFLNK, S_IFMT, S_ISGID,
   S_IFREG, blockIndexOfKey, blockKey, direntKey, inoOf, inodeKey, inodeRange, isDir, isLnk, isReg, keySuffix,
-  kindRange, layerOf, localOf, xattrKey,
+  isNodeType, kindRange, layerOf, localOf, xattrKey,
   type Dirent, type InodeRec, type Time, type TreeValue, type XattrValue,
 } from './layout.js';
 
@@ -334,7 +334,7 @@ export class Volume {
 
   mknod(dir: number, name: Name, mode: number, rdev: number, uid: number, gid: number): Attr {
     const type = mode & S_IFMT;
-    if (type === S_IFDIR || type === S_IFLNK) throw new PrismError('EINVAL', 'mknod cannot make directories or symlinks');
+    if (!isNodeType(type) || mode > 0o177777 || mode < 0) throw new PrismError('EINVAL', `mknod cannot make type 0o${type.toString(8)} (regular files, devices, fifos and sockets only)`);
     const extra: Partial<InodeRec> = type === S_IFREG || type === 0 ? { bytes: 0 } : { rdev };
     return this.addChild(dir, nameBuf(name), (type || S_IFREG) | (mode & 0o7777), uid, gid, extra);
   }
