@@ -102,7 +102,9 @@ export class Store implements VolumeHost {
   static open(dir: string, options: StoreOptions = {}): Store {
     const abs = path.resolve(dir);
     if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) throw new PrismError('ENOTDIR', `${abs} is not a directory`);
-    fs.mkdirSync(abs, { recursive: true });
+    fs.mkdirSync(path.dirname(abs), { recursive: true });
+    try { fs.mkdirSync(abs, 0o700); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e; }
+    makePrivate(abs);
     const dbFile = path.join(abs, 'meta.mdb');
     if (!fs.existsSync(dbFile) && fs.readdirSync(abs).some((f) => f !== 'LOCK' && f !== 'segments')) {
       throw new PrismError('EINVAL', `${abs} is not empty and holds no Prism store`);
@@ -125,6 +127,7 @@ export class Store implements VolumeHost {
         unlock,
         { dirtyDataLimit: options.dirtyDataLimit ?? 64 * 1024 * 1024, pendingLimit: options.pendingLimit ?? 200_000 },
       );
+      makePrivate(abs); // what LMDB and the segments just made (under the umask)
       store.recoverOrphans();
       return store;
     } catch (e) {
@@ -473,6 +476,25 @@ export function normalizePath(p: string): string {
   const parts = p.split('/').filter((x) => x && x !== '.');
   if (parts.includes('..')) throw new PrismError('EINVAL', `path ${p} must not contain ..`);
   return '/' + parts.join('/');
+}
+
+/**
+ * The store holds every VM's names, attributes and data: its directory is 0700 and what is in it
+ * 0600 (directories 0700), two levels down (segments/, vms/). Stores made by older versions, or files
+ * LMDB creates under the umask, are tightened here; what another user owns is left alone (not ours
+ * to change) and symlinks are not followed.
+ */
+function makePrivate(dir: string): void {
+  const uid = process.getuid?.();
+  const fix = (p: string, depth: number): void => {
+    let st: fs.Stats;
+    try { st = fs.lstatSync(p); } catch { return; } // removed meanwhile
+    if (st.isSymbolicLink() || (uid !== undefined && st.uid !== uid)) return;
+    const want = st.isDirectory() ? 0o700 : 0o600;
+    if ((st.mode & 0o7777) !== want) fs.chmodSync(p, want);
+    if (st.isDirectory() && depth < 2) for (const f of fs.readdirSync(p)) fix(path.join(p, f), depth + 1);
+  };
+  fix(dir, 0);
 }
 
 function fileSize(p: string): number {
