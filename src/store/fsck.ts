@@ -305,6 +305,7 @@ function checkVolume(store: Store, v: Volume, repair: boolean, report: Report): 
   const stack = [root];
   const seenDirs = new Set([root]);
   const badType = new Set<number>();
+  let meta = 0; // entry names, symlink targets, extended attributes: what the quota charges besides data
   while (stack.length) {
     const dir = stack.pop()!;
     let sub = 0;
@@ -312,6 +313,7 @@ function checkVolume(store: Store, v: Volume, repair: boolean, report: Report): 
       const label = `volume ${name}: entry ${JSON.stringify(e.name.toString())} of directory ${dir}`;
       const key = direntKey(localOf(dir), e.name);
       const child = inodeOf(e.ino);
+      if (child || !repair) meta += e.name.length; // a dangling entry is charged until it is removed
       if (!child) {
         if (repair) tdel(layerOf(dir), key);
         report('dirent-dangling', `${label} names inode ${e.ino}, which does not exist`, repair);
@@ -358,6 +360,7 @@ function checkVolume(store: Store, v: Volume, repair: boolean, report: Report): 
     const rec = inodeOf(ino)!;
     const fix: Partial<InodeRec> = {};
     const label = `volume ${name}: inode ${ino}`;
+    meta += v.metaBytesOf(ino, rec);
     if (isDir(rec.mode)) {
       const want = 2 + (subdirs.get(ino) ?? 0);
       if (rec.nlink !== want) {
@@ -411,6 +414,7 @@ function checkVolume(store: Store, v: Volume, repair: boolean, report: Report): 
     }
     orphanCount++;
     if (isReg(rec.mode)) bytes += rec.bytes ?? 0;
+    meta += v.metaBytesOf(ino, rec);
   }
 
   // Leaked inodes: present in the tree, reached by no path. Only plain volumes (one layer) are exact.
@@ -443,16 +447,17 @@ function checkVolume(store: Store, v: Volume, repair: boolean, report: Report): 
   // Usage counters (null until first needed after compose: nothing to compare).
   const u = v.rec.usage;
   const inodes = links.size + orphanCount;
-  if (u && composed && (u.bytes !== bytes || u.inodes !== inodes)) {
+  const differs = u && (u.bytes !== bytes || u.inodes !== inodes || u.meta !== meta);
+  if (differs && composed) {
     // Expected: unlinking the visible link of a file whose other links lie outside the selection keeps
     // the inode (and its usage) while no path reaches it. Recount quietly; it is not damage.
-    v.rec.usage = { bytes, inodes };
+    v.rec.usage = { bytes, inodes, meta };
     store.changed(v);
     changed = true;
-  } else if (u && (u.bytes !== bytes || u.inodes !== inodes)) {
-    report('usage', `volume ${name}: usage is recorded as ${u.bytes} bytes in ${u.inodes} inodes, but is ${bytes} in ${inodes}`, repair);
+  } else if (u && differs) {
+    report('usage', `volume ${name}: usage is recorded as ${u.bytes} bytes + ${u.meta} of metadata in ${u.inodes} inodes, but is ${bytes} + ${meta} in ${inodes}`, repair);
     if (repair) {
-      v.rec.usage = { bytes, inodes };
+      v.rec.usage = { bytes, inodes, meta };
       store.changed(v);
       changed = true;
     }

@@ -15,7 +15,11 @@ import {
 
 export interface LayerRec { root: number; next: number }
 
-export interface Usage { bytes: number; inodes: number }
+/**
+ * What a volume holds, as its quota counts it: bytes of file data, inodes, and bytes of metadata a
+ * guest chooses the size of (entry names, extended attribute names and values, symlink targets).
+ */
+export interface Usage { bytes: number; inodes: number; meta: number }
 
 export interface VolumeRec {
   name: string;
@@ -24,7 +28,8 @@ export interface VolumeRec {
   origin: 'create' | 'clone' | 'compose';
   parent?: string; // clone source
   sources?: string[]; // compose sources
-  quota?: number; // bytes
+  quota?: number; // bytes: data plus metadata (Usage.meta)
+  inodeQuota?: number; // inodes
   layers: LayerRec[];
   root: number; // inode number of the root directory
   /** null after compose until first needed: computing it walks the tree. */
@@ -156,14 +161,83 @@ export class Volume {
     return d ? inoOf(layer + d[0], d[1]) : undefined;
   }
 
-  private putEntry(dir: number, name: Buffer, child: number, mode: number): void {
+  /**
+   * Add or replace an entry; a new name is charged (callers check room first: checkRoom). Compose
+   * grafts without charging: it recounts the whole volume when first needed.
+   */
+  private putEntry(dir: number, name: Buffer, child: number, mode: number, charged = true): void {
     const layer = layerOf(dir);
     const d: Dirent = [layerOf(child) - layer, localOf(child), mode & S_IFMT];
-    this.tput(layer, direntKey(localOf(dir), name), d);
+    const key = direntKey(localOf(dir), name);
+    const fresh = this.tget(layer, key) === undefined;
+    this.tput(layer, key, d);
+    if (fresh && charged) this.charge(name.length);
   }
 
   private delEntry(dir: number, name: Buffer): void {
-    this.tdel(layerOf(dir), direntKey(localOf(dir), name));
+    const key = direntKey(localOf(dir), name);
+    if (this.tget(layerOf(dir), key) === undefined) return;
+    this.tdel(layerOf(dir), key);
+    this.charge(-name.length);
+  }
+
+  // ---- quota -------------------------------------------------------------------------------------
+
+  /** EDQUOT unless `grow` more bytes (data or metadata) fit the volume's quota. */
+  private checkRoom(grow: number): void {
+    const quota = this.rec.quota;
+    if (quota === undefined || grow <= 0) return;
+    if (this.used() + this.dirtyTotal() + grow > quota) {
+      throw new PrismError('EDQUOT', `volume ${this.name} is over its quota of ${quota} bytes`);
+    }
+  }
+
+  /** Metadata bytes held change by delta (checked beforehand with checkRoom). */
+  private charge(delta: number): void {
+    if (delta !== 0) this.host.usage(this).meta += delta;
+  }
+
+  /** Bytes charged to the quota: data and metadata. */
+  private used(): number {
+    const u = this.host.usage(this);
+    return u.bytes + u.meta;
+  }
+
+  /** Metadata bytes an inode holds besides its names: symlink target, extended attributes. */
+  metaBytesOf(ino: number, rec: InodeRec): number {
+    let n = rec.target?.length ?? 0;
+    const [lo, hi] = kindRange(localOf(ino), Kind.Xattr);
+    this.host.tree.each(this.root(layerOf(ino)), lo, hi, (k, v) => { n += k.length - 7 + (v as XattrValue).x.length; });
+    return n;
+  }
+
+  /**
+   * Count what the volume holds by walking it (after compose, or for a volume recorded before
+   * metadata was charged): every directory once, every inode once, and open-unlinked ones.
+   */
+  countUsage(): Usage {
+    const u: Usage = { bytes: 0, inodes: 0, meta: 0 };
+    const seen = new Set<number>();
+    const add = (ino: number) => {
+      if (seen.has(ino)) return;
+      seen.add(ino);
+      const rec = this.inode(ino);
+      u.inodes++;
+      if (isReg(rec.mode)) u.bytes += rec.bytes ?? 0;
+      u.meta += this.metaBytesOf(ino, rec);
+    };
+    add(this.rec.root);
+    const stack = [this.rec.root];
+    const dirs = new Set(stack);
+    while (stack.length) {
+      for (const e of this.readdir(stack.pop()!)) {
+        u.meta += e.name.length;
+        add(e.ino);
+        if (e.type === S_IFDIR && !dirs.has(e.ino)) { dirs.add(e.ino); stack.push(e.ino); }
+      }
+    }
+    for (const ino of this.rec.orphans) add(ino);
+    return u;
   }
 
   private dirInode(ino: number): InodeRec {
@@ -195,7 +269,7 @@ export class Volume {
     const drec = this.dirInode(dir);
     if (this.entry(dir, n) !== undefined) throw new PrismError('EEXIST', `${JSON.stringify(n.toString())} exists`);
     const rec = this.inode(ino);
-    this.putEntry(dir, n, ino, rec.mode);
+    this.putEntry(dir, n, ino, rec.mode, false);
     if (isDir(rec.mode)) {
       this.setParent(ino, dir);
       this.update(dir, { nlink: drec.nlink + 1 });
@@ -281,14 +355,19 @@ export class Volume {
 
   // ---- namespace -------------------------------------------------------------------------------
 
+  /** A new inode; its symlink target is charged (room checked by the caller). EDQUOT past the inode quota. */
   private newInode(mode: number, uid: number, gid: number, extra: Partial<InodeRec> = {}): [number, InodeRec] {
-    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
+    const before = this.host.usage(this); // materialize before the change (compose leaves it uncounted)
+    if (this.rec.inodeQuota !== undefined && before.inodes >= this.rec.inodeQuota) {
+      throw new PrismError('EDQUOT', `volume ${this.name} is at its quota of ${this.rec.inodeQuota} inodes`);
+    }
     const t = now();
     const ino = this.allocIno();
     const rec: InodeRec = { mode, uid, gid, size: 0, nlink: 1, atime: t, mtime: t, ctime: t, btime: t, ...extra };
     this.putInode(ino, rec);
     const u = this.host.usage(this);
     u.inodes += 1;
+    u.meta += rec.target?.length ?? 0;
     return [ino, rec];
   }
 
@@ -301,6 +380,7 @@ export class Volume {
       gid = drec.gid;
       if (isDir(mode)) mode |= S_ISGID;
     }
+    this.checkRoom(name.length + (extra.target?.length ?? 0));
     const [ino, rec] = this.newInode(mode, uid, gid, extra);
     this.putEntry(dir, name, ino, mode);
     const t = rec.ctime;
@@ -354,6 +434,7 @@ export class Volume {
     if (this.entry(dir, n) !== undefined) throw new PrismError('EEXIST', `${JSON.stringify(n.toString())} exists`);
     if (isDir(rec.mode)) throw new PrismError('EPERM', 'cannot hard-link a directory');
     if (rec.nlink >= 65000) throw new PrismError('EMLINK', 'too many links');
+    this.checkRoom(n.length);
     const t = now();
     this.putEntry(dir, n, ino, rec.mode);
     this.update(dir, { mtime: t, ctime: t });
@@ -420,6 +501,7 @@ export class Volume {
   /** Remove every key of an inode, releasing its blocks. */
   freeInode(ino: number, rec: InodeRec = this.inode(ino)): void {
     this.host.usage(this); // materialize before the change (compose leaves it uncounted)
+    const meta = this.metaBytesOf(ino, rec);
     const layer = layerOf(ino);
     const [lo, hi] = inodeRange(localOf(ino));
     const l = this.rec.layers[layer];
@@ -428,6 +510,7 @@ export class Volume {
     const u = this.host.usage(this);
     u.inodes -= 1;
     u.bytes -= rec.bytes ?? 0;
+    u.meta -= meta;
     this.orphanDrop(ino);
     this.unpinAll(ino);
     this.host.changed(this);
@@ -466,6 +549,7 @@ export class Volume {
     }
     if (dst !== undefined && flags.noreplace) throw new PrismError('EEXIST', `${JSON.stringify(b.toString())} exists`);
     if (dst === src) return; // same inode (or same entry): POSIX says do nothing
+    if (dst === undefined) this.checkRoom(b.length - a.length);
     if (isDir(srec.mode)) this.checkNotAncestor(src, d2);
     // A target that is a directory above the source (rename("d/x", "d")): Linux says ENOTEMPTY
     // before it looks at types.
@@ -683,11 +767,6 @@ export class Volume {
     if (grow > 0 && this.used() + this.dirtyTotal() + grow > quota) {
       throw new PrismError('EDQUOT', `volume ${this.name} is over its quota of ${quota} bytes`);
     }
-  }
-
-  /** Bytes charged to the quota. */
-  private used(): number {
-    return this.host.usage(this).bytes;
   }
 
   private dirtyTotal(): number {
@@ -1016,10 +1095,13 @@ export class Volume {
     if (value.length > MAX_XATTR_VALUE) throw new PrismError('E2BIG', 'attribute value too large');
     this.inode(ino);
     const key = xattrKey(localOf(ino), n);
-    const exists = this.tget(layerOf(ino), key) !== undefined;
-    if (how === 'create' && exists) throw new PrismError('EEXIST', `attribute ${n.toString()} exists`);
-    if (how === 'replace' && !exists) throw new PrismError('ENODATA', `no attribute ${n.toString()}`);
+    const old = this.tget(layerOf(ino), key) as XattrValue | undefined;
+    if (how === 'create' && old) throw new PrismError('EEXIST', `attribute ${n.toString()} exists`);
+    if (how === 'replace' && !old) throw new PrismError('ENODATA', `no attribute ${n.toString()}`);
+    const delta = old ? value.length - old.x.length : n.length + value.length;
+    this.checkRoom(delta);
     this.tput(layerOf(ino), key, { x: Buffer.from(value) });
+    this.charge(delta);
     this.update(ino, { ctime: now() });
   }
 
@@ -1040,8 +1122,10 @@ export class Volume {
   removexattr(ino: number, name: Name): void {
     const n = xattrName(name);
     const key = xattrKey(localOf(ino), n);
-    if (this.tget(layerOf(ino), key) === undefined) { this.inode(ino); throw new PrismError('ENODATA', `no attribute ${n.toString()}`); }
+    const old = this.tget(layerOf(ino), key) as XattrValue | undefined;
+    if (!old) { this.inode(ino); throw new PrismError('ENODATA', `no attribute ${n.toString()}`); }
     this.tdel(layerOf(ino), key);
+    this.charge(-(n.length + old.x.length));
     this.update(ino, { ctime: now() });
   }
 
