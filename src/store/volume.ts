@@ -426,6 +426,7 @@ export class Volume {
   }
 
   link(ino: number, dir: number, name: Name): Attr {
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     const n = nameBuf(name);
     const rec = this.inode(ino);
     const drec = this.dirInode(dir);
@@ -1099,6 +1100,7 @@ export class Volume {
     if (how === 'create' && old) throw new PrismError('EEXIST', `attribute ${n.toString()} exists`);
     if (how === 'replace' && !old) throw new PrismError('ENODATA', `no attribute ${n.toString()}`);
     const delta = old ? value.length - old.x.length : n.length + value.length;
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     this.checkRoom(delta);
     this.tput(layerOf(ino), key, { x: Buffer.from(value) });
     this.charge(delta);
@@ -1124,6 +1126,7 @@ export class Volume {
     const key = xattrKey(localOf(ino), n);
     const old = this.tget(layerOf(ino), key) as XattrValue | undefined;
     if (!old) { this.inode(ino); throw new PrismError('ENODATA', `no attribute ${n.toString()}`); }
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     this.tdel(layerOf(ino), key);
     this.charge(-(n.length + old.x.length));
     this.update(ino, { ctime: now() });

@@ -137,3 +137,25 @@ test('usage of a store made before metadata was charged is recounted when the st
   const w = s2.volume('v');
   t.throws(() => w.setxattr(f, 'user.b', Buffer.alloc(1000)), { message: /EDQUOT/ }, 'what was there before counts');
 });
+
+test('a composed volume counts its metadata once, whatever the first change is', (t) => {
+  const dir = path.join(tmpDir(t), 'store');
+  const store = Store.open(dir);
+  t.teardown(() => store.abandon());
+  const a = store.createVolume('a');
+  const d = a.mkdir(a.rootIno, 'd', 0o755, 0, 0).ino;
+  const f = a.create(d, 'file', 0o644, 0, 0).ino;
+  a.setxattr(f, 'user.k', Buffer.alloc(100));
+  a.symlink(d, 'ln', 'target', 0, 0);
+  for (const first of ['link', 'setxattr', 'removexattr'] as const) {
+    const c = store.compose(`c-${first}`, [{ volume: 'a', path: '/d', dest: '/' }]);
+    t.is(c.rec.usage, null, 'not counted yet');
+    const file = c.resolve('/file');
+    if (first === 'link') c.link(file, c.rootIno, 'again');
+    else if (first === 'setxattr') c.setxattr(file, 'user.new', Buffer.alloc(10));
+    else c.removexattr(file, 'user.k');
+    const recorded = { ...c.rec.usage! };
+    c.rec.usage = null;
+    t.deepEqual(store.info(c.name).metadataBytes, recorded.meta, `${first}: the change was counted once`);
+  }
+});
