@@ -16,6 +16,13 @@ export function parseBytes(s: string): number {
   return Math.round(Number(m[1]) * mult);
 }
 
+/** "1000", "1k", "2M" -> a count (decimal units, as inode counts are usually given). */
+export function parseCount(s: string): number {
+  const m = /^(\d+)\s*([kmg]?)$/i.exec(s.trim());
+  if (!m) throw new Error(`not a count: ${JSON.stringify(s)} (use e.g. 100000, 100k, 2M)`);
+  return Number(m[1]) * { '': 1, k: 1e3, m: 1e6, g: 1e9 }[m[2].toLowerCase() as '' | 'k'];
+}
+
 export function table(rows: string[][]): string {
   if (rows.length === 0) return '';
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)));

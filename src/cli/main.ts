@@ -13,7 +13,7 @@ import { isDir, isLnk, S_IFREG } from '../store/layout.js';
 import { Store, type ComposeSource, type VolumeInfo } from '../store/store.js';
 import { viaHost } from './admin-client.js';
 import { putChunk } from '../host/admin.js';
-import { attrJson, bytes, isoTime, modeString, parseBytes, table } from './format.js';
+import { attrJson, bytes, isoTime, modeString, parseBytes, parseCount, table } from './format.js';
 import { progress } from './progress.js';
 import { agentCommand } from './agent.js';
 import { tour } from './tour.js';
@@ -65,11 +65,13 @@ export function program(): Command {
 
   const volume = p.command('volume').description('create, copy and inspect volumes');
 
-  volume.command('create <name>').option('--quota <bytes>', 'limit on bytes stored (e.g. 10G)')
-    .action(async (name: string, o: { quota?: string }, cmd: Command) => {
+  volume.command('create <name>').option('--quota <bytes>', 'limit on bytes stored, data and metadata (e.g. 10G)')
+    .option('--quota-inodes <n>', 'limit on the number of inodes')
+    .action(async (name: string, o: { quota?: string; quotaInodes?: string }, cmd: Command) => {
       const quota = o.quota === undefined ? undefined : parseBytes(o.quota);
-      if (await viaHost(storeDir(cmd), 'create', [name, quota ?? null])) return;
-      await withStore(cmd, (s) => { s.createVolume(name, { quota }); });
+      const inodeQuota = o.quotaInodes === undefined ? undefined : parseCount(o.quotaInodes);
+      if (await viaHost(storeDir(cmd), 'create', [name, quota ?? null, inodeQuota ?? null])) return;
+      await withStore(cmd, (s) => { s.createVolume(name, { quota, inodeQuota }); });
     });
 
   volume.command('ls').option('--json', 'machine-readable output')
@@ -88,8 +90,10 @@ export function program(): Command {
   });
 
   volume.command('quota <name> <bytes>').description('set a quota ("none" removes it)')
-    .action(async (name: string, q: string, _o: unknown, cmd: Command) => withStore(cmd, (s) => {
-      s.setQuota(name, q === 'none' ? undefined : parseBytes(q));
+    .option('--inodes <n>', 'also set the inode quota ("none" removes it)')
+    .action(async (name: string, q: string, o: { inodes?: string }, cmd: Command) => withStore(cmd, (s) => {
+      const inodes = o.inodes === undefined ? undefined : o.inodes === 'none' ? null : parseCount(o.inodes);
+      s.setQuota(name, q === 'none' ? undefined : parseBytes(q), inodes);
     }));
 
   volume.command('import <name> <src>').description('import a directory or a .tar (creates the volume if needed)')

@@ -14,7 +14,11 @@ export const ADMIN_SOCKET = 'host.sock';
 
 /** The store operations the admin socket offers; results are plain data. */
 const OPS: Record<string, (s: Store, a: unknown[], meta: MetadataSink) => unknown> = {
-  create: (s, [name, quota]) => { s.createVolume(str(name), { quota: quota === null || quota === undefined ? undefined : num(quota) }); return null; },
+  create: (s, [name, quota, inodes]) => {
+    const opt = (x: unknown) => (x === null || x === undefined ? undefined : num(x));
+    s.createVolume(str(name), { quota: opt(quota), inodeQuota: opt(inodes) });
+    return null;
+  },
   clone: (s, [src, name]) => { s.clone(str(src), str(name)); return null; },
   rm: (s, [name]) => { s.removeVolume(str(name)); return null; },
   ls: (s) => s.volumeNames().map((n) => s.info(n)),

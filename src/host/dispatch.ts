@@ -220,8 +220,9 @@ export class Dispatcher {
       }
       case Proc.LISTXATTR: { const { v, ino } = this.target(a[0]); return [v.listxattr(ino)]; }
       case Proc.REMOVEXATTR: { const { v, ino } = this.target(a[0]); v.removexattr(ino, b(1)); this.changed(v, { attrs: [ino] }); return []; }
-      case Proc.OPEN: { const { v, ino } = this.target(a[0]); v.open(ino); return []; }
-      case Proc.CLOSE: { const { v, ino } = this.target(a[0]); v.close(ino); return []; }
+      // Pins are this VM's: another VM's CLOSE cannot release them (docs/store-limits.md).
+      case Proc.OPEN: { const { v, ino } = this.target(a[0]); v.open(ino, this.vm.name); return []; }
+      case Proc.CLOSE: { const { v, ino } = this.target(a[0]); v.close(ino, this.vm.name); return []; }
       case Proc.FALLOCATE: {
         const { v, ino } = this.target(a[0]);
         const mode = n(3);

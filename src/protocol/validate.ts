@@ -1,12 +1,12 @@
 // The trust boundary: every request argument is checked for type, range and length before the host
 // acts on it. Arguments the store receives are then well-formed; the store checks semantics.
 import { PrismError } from '../errors.js';
-import { MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, MAX_FILE_SIZE } from '../store/layout.js';
+import { MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, MAX_FILE_SIZE, S_IFMT, isNodeType } from '../store/layout.js';
 import { MAX_HANDLE, MAX_IO, Proc } from './procs.js';
 
 type Field =
   | 'fh' | 'name' | 'lookupName' | 'u32' | 'u53' | 'offset' | 'count' | 'bool' | 'data' | 'target' | 'setattr'
-  | 'gids' | 'cookie' | 'xname' | 'xvalue' | 'volume' | 'small';
+  | 'gids' | 'cookie' | 'xname' | 'xvalue' | 'volume' | 'small' | 'perm' | 'nodeMode';
 
 const ARGS: Partial<Record<Proc, Field[]>> = {
   [Proc.NULL]: [],
@@ -17,10 +17,10 @@ const ARGS: Partial<Record<Proc, Field[]>> = {
   [Proc.READLINK]: ['fh'],
   [Proc.READ]: ['fh', 'offset', 'count'],
   [Proc.WRITE]: ['fh', 'offset', 'data', 'small'],
-  [Proc.CREATE]: ['fh', 'name', 'u32', 'u32', 'u32', 'bool'],
-  [Proc.MKDIR]: ['fh', 'name', 'u32', 'u32', 'u32'],
+  [Proc.CREATE]: ['fh', 'name', 'perm', 'u32', 'u32', 'bool'],
+  [Proc.MKDIR]: ['fh', 'name', 'perm', 'u32', 'u32'],
   [Proc.SYMLINK]: ['fh', 'name', 'target', 'u32', 'u32'],
-  [Proc.MKNOD]: ['fh', 'name', 'u32', 'u32', 'u32', 'u32'],
+  [Proc.MKNOD]: ['fh', 'name', 'nodeMode', 'u32', 'u32', 'u32'],
   [Proc.REMOVE]: ['fh', 'name'],
   [Proc.RMDIR]: ['fh', 'name'],
   [Proc.RENAME]: ['fh', 'name', 'fh', 'name', 'small'],
@@ -73,6 +73,8 @@ function check(f: Field, x: unknown, i: number): void {
     case 'u32': if (!isU(x, 0xffffffff)) bad(i, 'must be a 32-bit unsigned integer'); return;
     case 'u53': if (!isU(x, Number.MAX_SAFE_INTEGER)) bad(i, 'must be a non-negative integer'); return;
     case 'small': if (!isU(x, 255)) bad(i, 'must be a small flag value'); return;
+    case 'perm': if (!isU(x, 0o7777)) bad(i, 'mode must be permission bits (0-0o7777)'); return;
+    case 'nodeMode': if (!isU(x, 0o177777) || !isNodeType(x & S_IFMT)) bad(i, 'mknod makes regular files, devices, fifos and sockets only'); return;
     case 'offset': if (!isU(x, MAX_FILE_SIZE)) bad(i, 'offset out of range'); return;
     case 'count': if (!isU(x, MAX_IO)) bad(i, `count must be at most ${MAX_IO}`); return;
     case 'bool': if (typeof x !== 'boolean') bad(i, 'must be a boolean'); return;

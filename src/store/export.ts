@@ -1,6 +1,7 @@
 // Export a volume (or a directory of it) to a directory or a tar archive: files, directories, symlinks,
 // hard links, devices, fifos and sockets, with modes, owners (when run as root) and times. Sparse
-// files stay sparse: only the blocks a file has are written.
+// files stay sparse: only the blocks a file has are written, to a directory at their offsets (holes
+// are left unwritten), to a tar as PAX 1.0 sparse entries (which GNU tar and bsdtar extract sparse).
 //
 // Times: Node sets file times through a double and libuv keeps microseconds, so a directory export
 // has the volume's times to the microsecond (truncated). A tar keeps nanoseconds in pax headers.
@@ -290,7 +291,6 @@ async function toTar(store: Store, v: Volume, items: Item[], dest: string, p: Pr
         header.linkname = v.readlink(a.ino).toString();
         await entry(pack, header);
       } else if (type === S_IFREG) {
-        header.size = a.size;
         await fileEntry(store, v, pack, header, a, p);
       } else {
         header.type = type === S_IFIFO ? 'fifo' : type === S_IFCHR ? 'character-device' : 'block-device';
@@ -313,34 +313,88 @@ function entry(pack: tar.Pack, header: tar.Header): Promise<void> {
   return new Promise((resolve, reject) => { pack.entry(header, (err) => (err ? reject(err) : resolve())); });
 }
 
-/** A regular file's data, holes as zeros, streamed into the archive in runs of up to 1 MiB. */
-async function fileEntry(store: Store, v: Volume, pack: tar.Pack, header: tar.Header, a: Attr, p: Progress): Promise<void> {
+/** A run of stored data in a file: `len` bytes at `at`, from consecutive blocks. */
+interface Extent { at: number; len: number; blocks: Array<[Buffer, number]> } // [hash, bytes used]
+
+/**
+ * The data of a file as extents: runs of stored blocks (a short block ends a run: the rest of it is a
+ * hole). Built from the blocks that exist, so a 2^50-byte sparse file costs what it stores.
+ */
+function extents(store: Store, v: Volume, a: Attr): Extent[] {
+  const out: Extent[] = [];
+  let cur: Extent | null = null;
+  for (const [idx, hash] of v.blockList(a.ino)) {
+    const at = idx * BLOCK_SIZE;
+    if (at >= a.size) break;
+    const len = Math.min(store.blocks.length(hash), a.size - at);
+    if (len === 0) continue;
+    if (!cur || cur.at + cur.len !== at) { cur = { at, len: 0, blocks: [] }; out.push(cur); }
+    cur.blocks.push([hash, len]);
+    cur.len += len;
+    if (len < BLOCK_SIZE) cur = null; // the rest of this block is a hole: the next data starts a new run
+  }
+  return out;
+}
+
+/**
+ * The map that starts the data of a PAX 1.0 sparse entry (GNU tar's format 1.0): the number of
+ * extents, then offset and length of each, one decimal number a line, zero-padded to 512 bytes. A file
+ * that ends in a hole gets a last, empty extent at its size (GNU tar sets the size from it).
+ */
+function sparseMap(ext: Extent[], size: number): Buffer {
+  const pairs = ext.map((e) => [e.at, e.len]);
+  const end = ext.length ? ext[ext.length - 1].at + ext[ext.length - 1].len : 0;
+  if (end < size || pairs.length === 0) pairs.push([size, 0]);
+  const text = `${pairs.length}\n${pairs.map(([o, n]) => `${o}\n${n}\n`).join('')}`;
+  const map = Buffer.alloc(Math.ceil(text.length / 512) * 512);
+  map.write(text, 'latin1');
+  return map;
+}
+
+/**
+ * A regular file's entry. A file with holes is written as a PAX 1.0 sparse entry (its map, then only
+ * its data), so an archive never holds more than the volume stores; a file without holes as a plain
+ * entry. Data is streamed in runs of up to 1 MiB.
+ */
+async function fileEntry(store: Store, v: Volume, pack: tar.Pack, header: tar.Header & { pax?: Record<string, string> }, a: Attr, p: Progress): Promise<void> {
+  const ext = extents(store, v, a);
+  const dataBytes = ext.reduce((n, e) => n + e.len, 0);
+  let map: Buffer | null = null;
+  if (dataBytes < a.size) {
+    map = sparseMap(ext, a.size);
+    const slash = header.name.lastIndexOf('/');
+    const dir = slash < 0 ? '.' : header.name.slice(0, slash);
+    header.pax = {
+      ...header.pax,
+      'GNU.sparse.major': '1', 'GNU.sparse.minor': '0',
+      'GNU.sparse.name': header.name, 'GNU.sparse.realsize': String(a.size),
+    };
+    header.name = `${dir}/GNUSparseFile.0/${header.name.slice(slash + 1)}`;
+    header.size = map.length + dataBytes;
+  } else {
+    header.size = a.size;
+  }
   let finished!: Promise<void>;
   const sink = (() => {
     let s!: ReturnType<tar.Pack['entry']>;
     finished = new Promise((resolve, reject) => { s = pack.entry(header, (err) => (err ? reject(err) : resolve())); });
     return s;
   })();
-  const blocks = new Map(v.blockList(a.ino));
-  const zero = Buffer.alloc(BLOCK_SIZE);
-  let chunk: Buffer[] = [];
+  let chunk: Buffer[] = map ? [map] : [];
   let chunkBytes = 0;
-  for (let at = 0, idx = 0; at < a.size; at += BLOCK_SIZE, idx++) {
-    const len = Math.min(BLOCK_SIZE, a.size - at);
-    const h = blocks.get(idx);
-    let data = h ? store.blocks.read(h) : zero;
-    if (data.length > len) data = data.subarray(0, len);
-    if (data.length < len) data = Buffer.concat([data, zero.subarray(0, len - data.length)]);
+  const put = async (data: Buffer) => {
     chunk.push(data);
-    chunkBytes += len;
-    p.bytes += len;
-    if (chunkBytes >= 1024 * 1024) {
-      const ok = sink.write(Buffer.concat(chunk));
-      chunk = []; chunkBytes = 0;
-      if (!ok) await new Promise<void>((resolve) => sink.once('drain', () => resolve()));
-    }
+    chunkBytes += data.length;
+    if (chunkBytes < 1024 * 1024) return;
+    const ok = sink.write(Buffer.concat(chunk));
+    chunk = []; chunkBytes = 0;
+    if (!ok) await new Promise<void>((resolve) => sink.once('drain', () => resolve()));
+  };
+  for (const e of ext) {
+    for (const [hash, len] of e.blocks) await put(store.blocks.read(hash).subarray(0, len));
   }
-  sink.end(chunkBytes ? Buffer.concat(chunk) : undefined);
+  p.bytes += a.size;
+  sink.end(chunk.length ? Buffer.concat(chunk) : undefined);
   await finished;
 }
 

@@ -14,6 +14,7 @@
 //   node-missing*  node-refs  node-leaked  node-refs-stray  node-id-ahead
 //   block-missing*  block-refs  block-leaked  block-corrupt*
 //   dirent-dangling (the entry is removed)  dirent-type  dir-links*  nlink  parent  file-bytes
+//   inode-type (a mode that is no file type: made an empty regular file)
 //   inode-leaked (freed)  keys-stray (removed)  orphan-missing  usage  volume-unreadable*
 //   segment-stats  block-totals
 //
@@ -24,7 +25,7 @@
 import { isPrismError } from '../errors.js';
 import { sha256, type BlockRec, type SegmentStat } from './blocks.js';
 import {
-  Kind, S_IFMT, direntKey, inodeKey, inodeRange, inoOf, isDir, isReg, keyKind, keyLocal, kindRange, layerOf, localOf,
+  Kind, S_IFMT, S_IFREG, direntKey, isFileType, inodeKey, inodeRange, inoOf, isDir, isReg, keyKind, keyLocal, kindRange, layerOf, localOf,
   type Dirent, type InodeRec, type TreeValue,
 } from './layout.js';
 import { HEADER_SIZE } from './segments.js';
@@ -303,6 +304,8 @@ function checkVolume(store: Store, v: Volume, repair: boolean, report: Report): 
   const subdirs = new Map<number, number>(); // directory -> entries naming a directory
   const stack = [root];
   const seenDirs = new Set([root]);
+  const badType = new Set<number>();
+  let meta = 0; // entry names, symlink targets, extended attributes: what the quota charges besides data
   while (stack.length) {
     const dir = stack.pop()!;
     let sub = 0;
@@ -310,9 +313,28 @@ function checkVolume(store: Store, v: Volume, repair: boolean, report: Report): 
       const label = `volume ${name}: entry ${JSON.stringify(e.name.toString())} of directory ${dir}`;
       const key = direntKey(localOf(dir), e.name);
       const child = inodeOf(e.ino);
+      if (child || !repair) meta += e.name.length; // a dangling entry is charged until it is removed
       if (!child) {
         if (repair) tdel(layerOf(dir), key);
         report('dirent-dangling', `${label} names inode ${e.ino}, which does not exist`, repair);
+        continue;
+      }
+      if (!isFileType(child.mode)) {
+        // A type that does not exist (an older version let MKNOD make them): an empty regular file
+        // keeps the name and permissions and loses nothing readable.
+        const fixed: InodeRec = { ...child, mode: S_IFREG | (child.mode & 0o7777), size: 0, bytes: child.bytes ?? 0 };
+        delete fixed.rdev;
+        delete fixed.target;
+        if (!badType.has(e.ino)) {
+          badType.add(e.ino);
+          report('inode-type', `${label}: inode ${e.ino} has mode 0o${child.mode.toString(8)}, which is no file type`, repair);
+        }
+        if (repair) {
+          tput(layerOf(e.ino), inodeKey(localOf(e.ino)), fixed);
+          recs.set(e.ino, fixed);
+          tput(layerOf(dir), key, [layerOf(e.ino) - layerOf(dir), localOf(e.ino), S_IFREG] satisfies Dirent);
+        }
+        links.set(e.ino, (links.get(e.ino) ?? 0) + 1);
         continue;
       }
       const type = child.mode & S_IFMT;
@@ -338,6 +360,7 @@ function checkVolume(store: Store, v: Volume, repair: boolean, report: Report): 
     const rec = inodeOf(ino)!;
     const fix: Partial<InodeRec> = {};
     const label = `volume ${name}: inode ${ino}`;
+    meta += v.metaBytesOf(ino, rec);
     if (isDir(rec.mode)) {
       const want = 2 + (subdirs.get(ino) ?? 0);
       if (rec.nlink !== want) {
@@ -391,6 +414,7 @@ function checkVolume(store: Store, v: Volume, repair: boolean, report: Report): 
     }
     orphanCount++;
     if (isReg(rec.mode)) bytes += rec.bytes ?? 0;
+    meta += v.metaBytesOf(ino, rec);
   }
 
   // Leaked inodes: present in the tree, reached by no path. Only plain volumes (one layer) are exact.
@@ -423,16 +447,17 @@ function checkVolume(store: Store, v: Volume, repair: boolean, report: Report): 
   // Usage counters (null until first needed after compose: nothing to compare).
   const u = v.rec.usage;
   const inodes = links.size + orphanCount;
-  if (u && composed && (u.bytes !== bytes || u.inodes !== inodes)) {
+  const differs = u && (u.bytes !== bytes || u.inodes !== inodes || u.meta !== meta);
+  if (differs && composed) {
     // Expected: unlinking the visible link of a file whose other links lie outside the selection keeps
     // the inode (and its usage) while no path reaches it. Recount quietly; it is not damage.
-    v.rec.usage = { bytes, inodes };
+    v.rec.usage = { bytes, inodes, meta };
     store.changed(v);
     changed = true;
-  } else if (u && (u.bytes !== bytes || u.inodes !== inodes)) {
-    report('usage', `volume ${name}: usage is recorded as ${u.bytes} bytes in ${u.inodes} inodes, but is ${bytes} in ${inodes}`, repair);
+  } else if (u && differs) {
+    report('usage', `volume ${name}: usage is recorded as ${u.bytes} bytes + ${u.meta} of metadata in ${u.inodes} inodes, but is ${bytes} + ${meta} in ${inodes}`, repair);
     if (repair) {
-      v.rec.usage = { bytes, inodes };
+      v.rec.usage = { bytes, inodes, meta };
       store.changed(v);
       changed = true;
     }

@@ -14,7 +14,7 @@ import tar from 'tar-stream';
 import { PrismError, isPrismError, type PosixCode } from '../errors.js';
 import { timeFromMs, timeFromNs } from './clock.js';
 import { F, STAT_FIELDS, type HashResult, type HashTask, type ListTask, type Listing, type Piece } from './hash-worker.js';
-import { BLOCK_SIZE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, isDir, type Time } from './layout.js';
+import { BLOCK_SIZE, MAX_FILE_SIZE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, isDir, type Time } from './layout.js';
 import { normalizePath, type Store } from './store.js';
 import type { Attr, Volume } from './volume.js';
 
@@ -439,7 +439,8 @@ class Importer {
       for await (const entry of extract) {
         const h = entry.header;
         const type = h.type ?? 'file';
-        const parts = tarPath(h.name);
+        const sparse = sparseOf(h, file);
+        const parts = tarPath(sparse ? sparse.name : h.name);
         if (parts === null || (parts.length === 0 && type !== 'directory')) { entry.resume(); continue; }
         const rel = parts.join('/');
         const parentRel = parts.slice(0, -1).join('/');
@@ -447,7 +448,10 @@ class Importer {
         const m = tarMeta(h);
         const parent = () => this.tarDir(dirs, parentRel);
         if (type !== 'directory') this.totalFiles++;
-        if (type === 'file' || type === 'contiguous-file') {
+        if (sparse && (type === 'file' || type === 'contiguous-file')) {
+          m.size = sparse.size;
+          await this.tarSparseFile(entry as unknown as AsyncIterable<Buffer>, m, parent, name, file);
+        } else if (type === 'file' || type === 'contiguous-file') {
           await this.tarFile(entry as unknown as AsyncIterable<Buffer>, m, parent, name, file);
         } else if (type === 'directory') {
           entry.resume();
@@ -518,6 +522,40 @@ class Importer {
       }
     }
     if (off < size) throw new PrismError('EIO', `${file}: the archive ends inside a file`);
+  }
+
+  /**
+   * A PAX 1.0 sparse member (GNU tar --sparse, or prism's export): a map of [offset, length] runs,
+   * zero-padded to 512 bytes, then the runs' data. Written in order on the main thread once all that
+   * was queued before it is in; only the runs are written, so holes cost nothing.
+   */
+  private async tarSparseFile(entry: AsyncIterable<Buffer>, m: Meta, parent: () => number, name: string, file: string): Promise<void> {
+    const bad = (why: string) => new PrismError('EINVAL', `${file}: sparse member ${name}: ${why}`);
+    this.submit();
+    await this.drain(true);
+    const ino = this.make(parent(), name, m);
+    const map = new SparseMapReader(m.size, bad);
+    let run = 0, done = 0, sinceCommit = 0;
+    for await (const chunk of entry) {
+      let at = map.feed(chunk);
+      while (at < chunk.length) {
+        const r = map.runs[run];
+        if (!r) throw bad('more data than its map says');
+        const take = Math.min(chunk.length - at, r[1] - done);
+        if (take > 0) this.v.write(ino, r[0] + done, chunk.subarray(at, at + take));
+        at += take;
+        done += take;
+        sinceCommit += take;
+        if (done === r[1]) { run++; done = 0; }
+      }
+      if (sinceCommit >= 64 * 1024 * 1024) { sinceCommit = 0; this.store.maybeCommit(); }
+    }
+    if (!map.complete) throw bad('the archive ends inside its map');
+    while (run < map.runs.length && map.runs[run][1] === 0) run++;
+    if (run < map.runs.length) throw new PrismError('EIO', `${file}: the archive ends inside the file ${name}`);
+    if (this.v.getattr(ino).size < m.size) this.v.setattr(ino, { size: m.size });
+    this.bytes += m.size;
+    this.setTimes(ino, m);
   }
 
   /** The volume directory for a path in the archive, made (0755) if the archive has not had it yet. */
@@ -656,6 +694,85 @@ function join(dir: string | Uint8Array, name: string | Uint8Array): string | Uin
 
 function show(p: string | Uint8Array): string {
   return typeof p === 'string' ? p : Buffer.from(p).toString();
+}
+
+/**
+ * The real name and size of a GNU sparse member (PAX 1.0 format), null for an ordinary member. Older
+ * GNU sparse formats (0.0, 0.1, and the old 'S' type) are refused rather than imported as their
+ * packed data.
+ */
+function sparseOf(h: tar.Header, file: string): { name: string; size: number } | null {
+  const pax = (h.pax ?? {}) as Record<string, string | undefined>;
+  const major = pax['GNU.sparse.major'];
+  if (major === undefined && pax['GNU.sparse.size'] === undefined && pax['GNU.sparse.numblocks'] === undefined) return null;
+  if (major !== '1' || pax['GNU.sparse.minor'] !== '0') {
+    throw new PrismError('EINVAL', `${file}: ${h.name} is in a GNU sparse format other than 1.0 (make the archive with --sparse-version=1.0)`);
+  }
+  const name = pax['GNU.sparse.name'];
+  const size = num(pax['GNU.sparse.realsize']);
+  if (!name || size === undefined || size > MAX_FILE_SIZE) throw new PrismError('EINVAL', `${file}: ${h.name} has a bad sparse name or size`);
+  return { name, size };
+}
+
+/**
+ * Reads the map at the start of a PAX 1.0 sparse member: a count, then offset and length of each run,
+ * decimal, one a line, padded with zeros to 512 bytes. Runs must be in order, not overlap, and lie
+ * within the file's size.
+ */
+class SparseMapReader {
+  readonly runs: Array<[number, number]> = [];
+  complete = false;
+  private count = -1;
+  private line = '';
+  private pending: number | null = null;
+  private consumed = 0;
+  private padTo = 0;
+
+  constructor(private readonly size: number, private readonly bad: (why: string) => Error) {}
+
+  /** Take the map's bytes from the front of chunk; returns where the data starts in it. */
+  feed(chunk: Buffer): number {
+    let i = 0;
+    while (!this.complete && i < chunk.length) {
+      if (this.padTo) {
+        const skip = Math.min(chunk.length - i, this.padTo - this.consumed);
+        i += skip;
+        this.consumed += skip;
+        if (this.consumed === this.padTo) this.complete = true;
+        continue;
+      }
+      const c = chunk[i++];
+      this.consumed++;
+      if (c !== 0x0a) {
+        if (c < 0x30 || c > 0x39 || this.line.length >= 16) throw this.bad('its map is not decimal numbers');
+        this.line += String.fromCharCode(c);
+        continue;
+      }
+      if (this.line === '') throw this.bad('its map has an empty line');
+      this.number(Number(this.line));
+      this.line = '';
+      if (this.count === this.runs.length && this.pending === null) {
+        this.padTo = Math.ceil(this.consumed / 512) * 512;
+        if (this.padTo === this.consumed) this.complete = true;
+      }
+    }
+    return i;
+  }
+
+  private number(n: number): void {
+    if (this.count < 0) {
+      // Each run takes at least 4 bytes of map; the map is part of the member, so this bounds it too.
+      if (n > 1 << 24) throw this.bad(`its map has ${n} runs`);
+      this.count = n;
+      return;
+    }
+    if (this.pending === null) { this.pending = n; return; }
+    const at = this.pending, len = n;
+    this.pending = null;
+    const prev = this.runs[this.runs.length - 1];
+    if (at + len > this.size || (prev && at < prev[0] + prev[1])) throw this.bad('its map has runs out of order or beyond its size');
+    this.runs.push([at, len]);
+  }
 }
 
 /** The parts of a member's path; null for a path that would leave the destination. */

@@ -29,7 +29,7 @@ export class Segments {
   private staged = 0;
 
   constructor(private readonly dir: string, public active: number, public end: number) {
-    fs.mkdirSync(dir, { recursive: true });
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 }); // private, as the whole store (store.ts)
     // Bytes past the committed end belong to no committed block (a crash between append and commit).
     const p = this.file(active);
     if (fs.existsSync(p) && fs.statSync(p).size > end) fs.truncateSync(p, end);

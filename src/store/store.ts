@@ -34,7 +34,10 @@ export interface VolumeInfo {
   sources?: string[];
   created: string;
   quota?: number;
+  inodeQuota?: number;
   logicalBytes: number;
+  /** Bytes of names, extended attributes and symlink targets (charged to the quota with the data). */
+  metadataBytes: number;
   files: number;
   uniqueBytes: number;
 }
@@ -102,7 +105,9 @@ export class Store implements VolumeHost {
   static open(dir: string, options: StoreOptions = {}): Store {
     const abs = path.resolve(dir);
     if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) throw new PrismError('ENOTDIR', `${abs} is not a directory`);
-    fs.mkdirSync(abs, { recursive: true });
+    fs.mkdirSync(path.dirname(abs), { recursive: true });
+    try { fs.mkdirSync(abs, 0o700); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e; }
+    makePrivate(abs);
     const dbFile = path.join(abs, 'meta.mdb');
     if (!fs.existsSync(dbFile) && fs.readdirSync(abs).some((f) => f !== 'LOCK' && f !== 'segments')) {
       throw new PrismError('EINVAL', `${abs} is not empty and holds no Prism store`);
@@ -125,12 +130,31 @@ export class Store implements VolumeHost {
         unlock,
         { dirtyDataLimit: options.dirtyDataLimit ?? 64 * 1024 * 1024, pendingLimit: options.pendingLimit ?? 200_000 },
       );
+      makePrivate(abs); // what LMDB and the segments just made (under the umask)
+      store.countOldUsage();
       store.recoverOrphans();
       return store;
     } catch (e) {
       unlock();
       throw e;
     }
+  }
+
+  /**
+   * Volumes recorded before metadata was charged (usage without `meta`) are counted once, here at
+   * open rather than in the middle of a guest's request, and committed.
+   */
+  private countOldUsage(): void {
+    let any = false;
+    for (const name of this.volumeNames()) {
+      const v = this.volume(name);
+      const u = v.rec.usage as Partial<Usage> | null;
+      if (!u || u.meta !== undefined) continue;
+      v.rec.usage = v.countUsage();
+      this.changed(v);
+      any = true;
+    }
+    if (any) this.commit();
   }
 
   /** Files unlinked while open when the last process stopped: no one can reach them now. */
@@ -159,13 +183,7 @@ export class Store implements VolumeHost {
   usage(v: Volume): Usage {
     if (!v.rec.usage) {
       // After compose: count what is reachable, once.
-      const u: Usage = { bytes: 0, inodes: 0 };
-      for (const ino of v.reachable().keys()) {
-        const rec = v.inode(ino);
-        u.inodes++;
-        if (isReg(rec.mode)) u.bytes += rec.bytes ?? 0;
-      }
-      v.rec.usage = u;
+      v.rec.usage = v.countUsage();
       this.changed(v);
     }
     return v.rec.usage;
@@ -210,9 +228,10 @@ export class Store implements VolumeHost {
     if (this.has(name)) throw new PrismError('EEXIST', `volume ${JSON.stringify(name)} already exists`);
   }
 
-  createVolume(name: string, opts: { quota?: number; uid?: number; gid?: number; mode?: number } = {}): Volume {
+  createVolume(name: string, opts: { quota?: number; inodeQuota?: number; uid?: number; gid?: number; mode?: number } = {}): Volume {
     this.checkNew(name);
-    if (opts.quota !== undefined && (!Number.isSafeInteger(opts.quota) || opts.quota < 0)) throw new PrismError('EINVAL', 'quota must be a byte count');
+    checkQuota(opts.quota, 'quota must be a byte count');
+    checkQuota(opts.inodeQuota, 'inode quota must be a count');
     const t = now();
     const rootRec: InodeRec = {
       mode: S_IFDIR | (opts.mode ?? 0o755), uid: opts.uid ?? 0, gid: opts.gid ?? 0, size: 0, nlink: 2,
@@ -220,8 +239,8 @@ export class Store implements VolumeHost {
     };
     const root = this.tree.put(0, inodeKey(ROOT_LOCAL), rootRec);
     return this.register({
-      name, id: this.nextVolumeId++, created: Date.now(), origin: 'create', quota: opts.quota,
-      layers: [{ root, next: ROOT_LOCAL + 1 }], root: inoOf(0, ROOT_LOCAL), usage: { bytes: 0, inodes: 1 }, orphans: [],
+      name, id: this.nextVolumeId++, created: Date.now(), origin: 'create', quota: opts.quota, inodeQuota: opts.inodeQuota,
+      layers: [{ root, next: ROOT_LOCAL + 1 }], root: inoOf(0, ROOT_LOCAL), usage: { bytes: 0, inodes: 1, meta: 0 }, orphans: [],
     });
   }
 
@@ -232,7 +251,7 @@ export class Store implements VolumeHost {
     s.flush();
     for (const l of s.rec.layers) this.tree.retain(l.root);
     const v = this.register({
-      name, id: this.nextVolumeId++, created: Date.now(), origin: 'clone', parent: src, quota: s.rec.quota,
+      name, id: this.nextVolumeId++, created: Date.now(), origin: 'clone', parent: src, quota: s.rec.quota, inodeQuota: s.rec.inodeQuota,
       layers: s.rec.layers.map((l) => ({ ...l })), root: s.rec.root,
       usage: s.rec.usage ? { ...s.rec.usage } : null, orphans: [],
     });
@@ -317,9 +336,13 @@ export class Store implements VolumeHost {
     this.changedVolumes.add(name);
   }
 
-  setQuota(name: string, quota: number | undefined): void {
+  /** Set the byte quota (undefined removes it) and, unless undefined, the inode quota (null removes it). */
+  setQuota(name: string, quota: number | undefined, inodeQuota?: number | null): void {
+    checkQuota(quota, 'quota must be a byte count');
+    checkQuota(inodeQuota ?? undefined, 'inode quota must be a count');
     const v = this.volume(name);
     v.rec.quota = quota;
+    if (inodeQuota !== undefined) v.rec.inodeQuota = inodeQuota ?? undefined;
     this.changed(v);
   }
 
@@ -328,8 +351,8 @@ export class Store implements VolumeHost {
     const u = this.usage(v);
     return {
       name, origin: v.rec.origin, parent: v.rec.parent, sources: v.rec.sources,
-      created: new Date(v.rec.created).toISOString(), quota: v.rec.quota,
-      logicalBytes: u.bytes, files: u.inodes, uniqueBytes: this.uniqueBytes(v),
+      created: new Date(v.rec.created).toISOString(), quota: v.rec.quota, inodeQuota: v.rec.inodeQuota,
+      logicalBytes: u.bytes, metadataBytes: u.meta, files: u.inodes, uniqueBytes: this.uniqueBytes(v),
     };
   }
 
@@ -363,11 +386,12 @@ export class Store implements VolumeHost {
     const toBlocks = (bytes: number) => Math.floor(bytes / bsize);
     const hostFree = host.bavail * host.bsize;
     const total = v.rec.quota ?? host.blocks * host.bsize;
-    const free = v.rec.quota === undefined ? hostFree : Math.min(hostFree, Math.max(0, v.rec.quota - u.bytes));
-    const ffree = Math.max(0, LAYER_SPAN - v.rec.layers[0].next);
+    const free = v.rec.quota === undefined ? hostFree : Math.min(hostFree, Math.max(0, v.rec.quota - u.bytes - u.meta));
+    const numbers = Math.max(0, LAYER_SPAN - v.rec.layers[0].next);
+    const ffree = v.rec.inodeQuota === undefined ? numbers : Math.min(numbers, Math.max(0, v.rec.inodeQuota - u.inodes));
     return {
       bsize, blocks: toBlocks(total), bfree: toBlocks(free), bavail: toBlocks(free),
-      files: u.inodes + ffree, ffree, namemax: MAX_NAME,
+      files: v.rec.inodeQuota ?? u.inodes + ffree, ffree, namemax: MAX_NAME,
     };
   }
 
@@ -473,6 +497,29 @@ export function normalizePath(p: string): string {
   const parts = p.split('/').filter((x) => x && x !== '.');
   if (parts.includes('..')) throw new PrismError('EINVAL', `path ${p} must not contain ..`);
   return '/' + parts.join('/');
+}
+
+/**
+ * The store holds every VM's names, attributes and data: its directory is 0700 and what is in it
+ * 0600 (directories 0700), two levels down (segments/, vms/). Stores made by older versions, or files
+ * LMDB creates under the umask, are tightened here; what another user owns is left alone (not ours
+ * to change) and symlinks are not followed.
+ */
+function makePrivate(dir: string): void {
+  const uid = process.getuid?.();
+  const fix = (p: string, depth: number): void => {
+    let st: fs.Stats;
+    try { st = fs.lstatSync(p); } catch { return; } // removed meanwhile
+    if (st.isSymbolicLink() || (uid !== undefined && st.uid !== uid)) return;
+    const want = st.isDirectory() ? 0o700 : 0o600;
+    if ((st.mode & 0o7777) !== want) fs.chmodSync(p, want);
+    if (st.isDirectory() && depth < 2) for (const f of fs.readdirSync(p)) fix(path.join(p, f), depth + 1);
+  };
+  fix(dir, 0);
+}
+
+function checkQuota(q: number | undefined, why: string): void {
+  if (q !== undefined && (!Number.isSafeInteger(q) || q < 0)) throw new PrismError('EINVAL', why);
 }
 
 function fileSize(p: string): number {

@@ -9,13 +9,17 @@ import { now } from './clock.js';
 import {
   BLOCK_SIZE, Kind, MAX_FILE_SIZE, MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, S_IFDIR, S_IFLNK, S_IFMT, S_ISGID,
   S_IFREG, blockIndexOfKey, blockKey, direntKey, inoOf, inodeKey, inodeRange, isDir, isLnk, isReg, keySuffix,
-  kindRange, layerOf, localOf, xattrKey,
+  isNodeType, kindRange, layerOf, localOf, xattrKey,
   type Dirent, type InodeRec, type Time, type TreeValue, type XattrValue,
 } from './layout.js';
 
 export interface LayerRec { root: number; next: number }
 
-export interface Usage { bytes: number; inodes: number }
+/**
+ * What a volume holds, as its quota counts it: bytes of file data, inodes, and bytes of metadata a
+ * guest chooses the size of (entry names, extended attribute names and values, symlink targets).
+ */
+export interface Usage { bytes: number; inodes: number; meta: number }
 
 export interface VolumeRec {
   name: string;
@@ -24,7 +28,8 @@ export interface VolumeRec {
   origin: 'create' | 'clone' | 'compose';
   parent?: string; // clone source
   sources?: string[]; // compose sources
-  quota?: number; // bytes
+  quota?: number; // bytes: data plus metadata (Usage.meta)
+  inodeQuota?: number; // inodes
   layers: LayerRec[];
   root: number; // inode number of the root directory
   /** null after compose until first needed: computing it walks the tree. */
@@ -86,9 +91,23 @@ function nameBuf(name: Name): Buffer {
   return b;
 }
 
+/**
+ * Most pins (OPENs not yet closed) one owner may hold on one volume: each costs the host memory, and a
+ * pinned file unlinked stays allocated. Past it, open() fails with ENOSPC (docs/store-limits.md).
+ */
+export const MAX_PINS_PER_OWNER = 65536;
+
+/** The owner of pins taken by the store's own tools (CLI, import): not a VM. */
+export const LOCAL_OWNER = '';
+
 export class Volume {
-  /** Open counts per inode, so an unlinked open file lives until its last close. */
-  private opens = new Map<number, number>();
+  /**
+   * Pins per inode and per owner (a VM's name), so an unlinked open file lives until its last close,
+   * and an owner can only release the pins it took.
+   */
+  private pins = new Map<number, Map<string, number>>();
+  /** Pins held per owner, over all inodes (bounded by MAX_PINS_PER_OWNER). */
+  private pinsHeld = new Map<string, number>();
   /** Partially written blocks, not yet hashed: ino -> block index -> BLOCK_SIZE buffer. */
   private dirty = new Map<number, Map<number, DirtyBlock>>();
 
@@ -142,14 +161,83 @@ export class Volume {
     return d ? inoOf(layer + d[0], d[1]) : undefined;
   }
 
-  private putEntry(dir: number, name: Buffer, child: number, mode: number): void {
+  /**
+   * Add or replace an entry; a new name is charged (callers check room first: checkRoom). Compose
+   * grafts without charging: it recounts the whole volume when first needed.
+   */
+  private putEntry(dir: number, name: Buffer, child: number, mode: number, charged = true): void {
     const layer = layerOf(dir);
     const d: Dirent = [layerOf(child) - layer, localOf(child), mode & S_IFMT];
-    this.tput(layer, direntKey(localOf(dir), name), d);
+    const key = direntKey(localOf(dir), name);
+    const fresh = this.tget(layer, key) === undefined;
+    this.tput(layer, key, d);
+    if (fresh && charged) this.charge(name.length);
   }
 
   private delEntry(dir: number, name: Buffer): void {
-    this.tdel(layerOf(dir), direntKey(localOf(dir), name));
+    const key = direntKey(localOf(dir), name);
+    if (this.tget(layerOf(dir), key) === undefined) return;
+    this.tdel(layerOf(dir), key);
+    this.charge(-name.length);
+  }
+
+  // ---- quota -------------------------------------------------------------------------------------
+
+  /** EDQUOT unless `grow` more bytes (data or metadata) fit the volume's quota. */
+  private checkRoom(grow: number): void {
+    const quota = this.rec.quota;
+    if (quota === undefined || grow <= 0) return;
+    if (this.used() + this.dirtyTotal() + grow > quota) {
+      throw new PrismError('EDQUOT', `volume ${this.name} is over its quota of ${quota} bytes`);
+    }
+  }
+
+  /** Metadata bytes held change by delta (checked beforehand with checkRoom). */
+  private charge(delta: number): void {
+    if (delta !== 0) this.host.usage(this).meta += delta;
+  }
+
+  /** Bytes charged to the quota: data and metadata. */
+  private used(): number {
+    const u = this.host.usage(this);
+    return u.bytes + u.meta;
+  }
+
+  /** Metadata bytes an inode holds besides its names: symlink target, extended attributes. */
+  metaBytesOf(ino: number, rec: InodeRec): number {
+    let n = rec.target?.length ?? 0;
+    const [lo, hi] = kindRange(localOf(ino), Kind.Xattr);
+    this.host.tree.each(this.root(layerOf(ino)), lo, hi, (k, v) => { n += k.length - 7 + (v as XattrValue).x.length; });
+    return n;
+  }
+
+  /**
+   * Count what the volume holds by walking it (after compose, or for a volume recorded before
+   * metadata was charged): every directory once, every inode once, and open-unlinked ones.
+   */
+  countUsage(): Usage {
+    const u: Usage = { bytes: 0, inodes: 0, meta: 0 };
+    const seen = new Set<number>();
+    const add = (ino: number) => {
+      if (seen.has(ino)) return;
+      seen.add(ino);
+      const rec = this.inode(ino);
+      u.inodes++;
+      if (isReg(rec.mode)) u.bytes += rec.bytes ?? 0;
+      u.meta += this.metaBytesOf(ino, rec);
+    };
+    add(this.rec.root);
+    const stack = [this.rec.root];
+    const dirs = new Set(stack);
+    while (stack.length) {
+      for (const e of this.readdir(stack.pop()!)) {
+        u.meta += e.name.length;
+        add(e.ino);
+        if (e.type === S_IFDIR && !dirs.has(e.ino)) { dirs.add(e.ino); stack.push(e.ino); }
+      }
+    }
+    for (const ino of this.rec.orphans) add(ino);
+    return u;
   }
 
   private dirInode(ino: number): InodeRec {
@@ -181,7 +269,7 @@ export class Volume {
     const drec = this.dirInode(dir);
     if (this.entry(dir, n) !== undefined) throw new PrismError('EEXIST', `${JSON.stringify(n.toString())} exists`);
     const rec = this.inode(ino);
-    this.putEntry(dir, n, ino, rec.mode);
+    this.putEntry(dir, n, ino, rec.mode, false);
     if (isDir(rec.mode)) {
       this.setParent(ino, dir);
       this.update(dir, { nlink: drec.nlink + 1 });
@@ -267,14 +355,19 @@ export class Volume {
 
   // ---- namespace -------------------------------------------------------------------------------
 
+  /** A new inode; its symlink target is charged (room checked by the caller). EDQUOT past the inode quota. */
   private newInode(mode: number, uid: number, gid: number, extra: Partial<InodeRec> = {}): [number, InodeRec] {
-    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
+    const before = this.host.usage(this); // materialize before the change (compose leaves it uncounted)
+    if (this.rec.inodeQuota !== undefined && before.inodes >= this.rec.inodeQuota) {
+      throw new PrismError('EDQUOT', `volume ${this.name} is at its quota of ${this.rec.inodeQuota} inodes`);
+    }
     const t = now();
     const ino = this.allocIno();
     const rec: InodeRec = { mode, uid, gid, size: 0, nlink: 1, atime: t, mtime: t, ctime: t, btime: t, ...extra };
     this.putInode(ino, rec);
     const u = this.host.usage(this);
     u.inodes += 1;
+    u.meta += rec.target?.length ?? 0;
     return [ino, rec];
   }
 
@@ -287,6 +380,7 @@ export class Volume {
       gid = drec.gid;
       if (isDir(mode)) mode |= S_ISGID;
     }
+    this.checkRoom(name.length + (extra.target?.length ?? 0));
     const [ino, rec] = this.newInode(mode, uid, gid, extra);
     this.putEntry(dir, name, ino, mode);
     const t = rec.ctime;
@@ -320,7 +414,7 @@ export class Volume {
 
   mknod(dir: number, name: Name, mode: number, rdev: number, uid: number, gid: number): Attr {
     const type = mode & S_IFMT;
-    if (type === S_IFDIR || type === S_IFLNK) throw new PrismError('EINVAL', 'mknod cannot make directories or symlinks');
+    if (!isNodeType(type) || mode > 0o177777 || mode < 0) throw new PrismError('EINVAL', `mknod cannot make type 0o${type.toString(8)} (regular files, devices, fifos and sockets only)`);
     const extra: Partial<InodeRec> = type === S_IFREG || type === 0 ? { bytes: 0 } : { rdev };
     return this.addChild(dir, nameBuf(name), (type || S_IFREG) | (mode & 0o7777), uid, gid, extra);
   }
@@ -332,6 +426,7 @@ export class Volume {
   }
 
   link(ino: number, dir: number, name: Name): Attr {
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     const n = nameBuf(name);
     const rec = this.inode(ino);
     const drec = this.dirInode(dir);
@@ -340,6 +435,7 @@ export class Volume {
     if (this.entry(dir, n) !== undefined) throw new PrismError('EEXIST', `${JSON.stringify(n.toString())} exists`);
     if (isDir(rec.mode)) throw new PrismError('EPERM', 'cannot hard-link a directory');
     if (rec.nlink >= 65000) throw new PrismError('EMLINK', 'too many links');
+    this.checkRoom(n.length);
     const t = now();
     this.putEntry(dir, n, ino, rec.mode);
     this.update(dir, { mtime: t, ctime: t });
@@ -389,7 +485,7 @@ export class Volume {
   }
 
   private freeOrOrphan(ino: number, rec: InodeRec): void {
-    if (this.opens.get(ino)) {
+    if (this.pins.has(ino)) {
       this.putInode(ino, rec);
       if (!this.rec.orphans.includes(ino)) this.rec.orphans.push(ino);
       this.host.changed(this);
@@ -406,6 +502,7 @@ export class Volume {
   /** Remove every key of an inode, releasing its blocks. */
   freeInode(ino: number, rec: InodeRec = this.inode(ino)): void {
     this.host.usage(this); // materialize before the change (compose leaves it uncounted)
+    const meta = this.metaBytesOf(ino, rec);
     const layer = layerOf(ino);
     const [lo, hi] = inodeRange(localOf(ino));
     const l = this.rec.layers[layer];
@@ -414,8 +511,9 @@ export class Volume {
     const u = this.host.usage(this);
     u.inodes -= 1;
     u.bytes -= rec.bytes ?? 0;
+    u.meta -= meta;
     this.orphanDrop(ino);
-    this.opens.delete(ino);
+    this.unpinAll(ino);
     this.host.changed(this);
   }
 
@@ -452,6 +550,7 @@ export class Volume {
     }
     if (dst !== undefined && flags.noreplace) throw new PrismError('EEXIST', `${JSON.stringify(b.toString())} exists`);
     if (dst === src) return; // same inode (or same entry): POSIX says do nothing
+    if (dst === undefined) this.checkRoom(b.length - a.length);
     if (isDir(srec.mode)) this.checkNotAncestor(src, d2);
     // A target that is a directory above the source (rename("d/x", "d")): Linux says ENOTEMPTY
     // before it looks at types.
@@ -531,17 +630,48 @@ export class Volume {
 
   // ---- open files ----------------------------------------------------------------------------
 
-  open(ino: number): void {
+  /** Pin an inode for owner (a VM's name): while pinned, unlinking it keeps it alive. */
+  open(ino: number, owner: string = LOCAL_OWNER): void {
     this.inode(ino);
-    this.opens.set(ino, (this.opens.get(ino) ?? 0) + 1);
+    const held = this.pinsHeld.get(owner) ?? 0;
+    if (held >= MAX_PINS_PER_OWNER) throw new PrismError('ENOSPC', `${owner || 'this process'} holds ${held} open files on volume ${this.name} (the limit)`);
+    let byOwner = this.pins.get(ino);
+    if (!byOwner) { byOwner = new Map(); this.pins.set(ino, byOwner); }
+    byOwner.set(owner, (byOwner.get(owner) ?? 0) + 1);
+    this.pinsHeld.set(owner, held + 1);
   }
 
-  close(ino: number): void {
-    const n = (this.opens.get(ino) ?? 0) - 1;
-    if (n > 0) { this.opens.set(ino, n); return; }
-    this.opens.delete(ino);
+  /** Release one of owner's pins; the last pin of an unlinked inode frees it. EBADF if owner holds none. */
+  close(ino: number, owner: string = LOCAL_OWNER): void {
+    const byOwner = this.pins.get(ino);
+    const n = byOwner?.get(owner) ?? 0;
+    if (!byOwner || n === 0) throw new PrismError('EBADF', `inode ${ino} is not open by ${owner || 'this process'}`);
+    if (n > 1) byOwner.set(owner, n - 1);
+    else byOwner.delete(owner);
+    this.dropHeld(owner, 1);
+    if (byOwner.size > 0) return;
+    this.pins.delete(ino);
     if (this.rec.orphans.includes(ino)) this.freeInode(ino);
     else this.flushFile(ino);
+  }
+
+  /** Pins an owner holds on this volume (for status and tests). */
+  pinsOf(owner: string): number {
+    return this.pinsHeld.get(owner) ?? 0;
+  }
+
+  private dropHeld(owner: string, n: number): void {
+    const left = (this.pinsHeld.get(owner) ?? 0) - n;
+    if (left > 0) this.pinsHeld.set(owner, left);
+    else this.pinsHeld.delete(owner);
+  }
+
+  /** The inode is gone: every owner's pins on it go too. */
+  private unpinAll(ino: number): void {
+    const byOwner = this.pins.get(ino);
+    if (!byOwner) return;
+    for (const [owner, n] of byOwner) this.dropHeld(owner, n);
+    this.pins.delete(ino);
   }
 
   // ---- file data -------------------------------------------------------------------------------
@@ -635,7 +765,7 @@ export class Volume {
       if (m?.has(idx) || this.storedBlock(ino, idx)) continue;
       grow += Math.min(BLOCK_SIZE, end - idx * BLOCK_SIZE);
     }
-    if (grow > 0 && this.host.usage(this).bytes + this.dirtyTotal() + grow > quota) {
+    if (grow > 0 && this.used() + this.dirtyTotal() + grow > quota) {
       throw new PrismError('EDQUOT', `volume ${this.name} is over its quota of ${quota} bytes`);
     }
   }
@@ -704,6 +834,46 @@ export class Volume {
     this.host.usage(this).bytes += delta;
   }
 
+  /**
+   * Make blocks [first, first + count) of a regular file hold `blocks` (indexes relative to first,
+   * content already in the block index) and holes elsewhere: copy_file_range's shared path. Work is
+   * bounded by the blocks given and the blocks the destination has there, not by count.
+   */
+  private shareBlocks(ino: number, first: number, count: number, blocks: Array<[number, Buffer]>): void {
+    const rec = this.regInode(ino);
+    const quota = this.rec.quota;
+    if (quota !== undefined) {
+      let grow = 0;
+      const m = this.dirty.get(ino);
+      for (const [i, h] of blocks) if (!m?.has(first + i) && !this.storedBlock(ino, first + i)) grow += this.host.blocks.length(h);
+      if (grow > 0 && this.used() + this.dirtyTotal() + grow > quota) {
+        throw new PrismError('EDQUOT', `volume ${this.name} is over its quota of ${quota} bytes`);
+      }
+    }
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
+    const given = new Set(blocks.map(([i]) => first + i));
+    const m = this.dirty.get(ino);
+    if (m) for (const idx of [...m.keys()]) if (idx >= first && idx < first + count) this.dropDirtyBlock(ino, idx);
+    const layer = layerOf(ino);
+    const local = localOf(ino);
+    let delta = 0;
+    for (const [idx, old] of this.storedBlocks(ino, first, first + count)) {
+      if (given.has(idx)) continue;
+      this.tdel(layer, blockKey(local, idx));
+      delta -= this.host.blocks.length(old);
+    }
+    for (const [i, h] of blocks) {
+      const key = blockKey(local, first + i);
+      const old = this.tget(layer, key) as Buffer | undefined;
+      if (old && old.equals(h)) continue;
+      this.tput(layer, key, h);
+      delta += this.host.blocks.length(h) - (old ? this.host.blocks.length(old) : 0);
+    }
+    const t = now();
+    this.putInode(ino, { ...this.inode(ino), bytes: (rec.bytes ?? 0) + delta, mtime: t, ctime: t });
+    this.host.usage(this).bytes += delta;
+  }
+
   private dropDirtyBlock(ino: number, idx: number): void {
     const m = this.dirty.get(ino);
     const d = m?.get(idx);
@@ -755,14 +925,7 @@ export class Volume {
       return;
     }
     const keep = Math.ceil(size / BLOCK_SIZE);
-    const m = this.dirty.get(ino);
-    if (m) for (const idx of [...m.keys()]) if (idx >= keep) this.dropDirtyBlock(ino, idx);
-    const layer = layerOf(ino);
-    const local = localOf(ino);
-    const doomed: number[] = [];
-    const [, hi] = kindRange(local, Kind.Block);
-    this.host.tree.each(this.root(layer), blockKey(local, keep), hi, (k) => { doomed.push(blockIndexOfKey(k)); });
-    for (const idx of doomed) this.setBlock(ino, idx, null);
+    this.dropBlocks(ino, keep, Infinity);
     if (size % BLOCK_SIZE !== 0) {
       const idx = keep - 1;
       const cut = size - idx * BLOCK_SIZE;
@@ -777,6 +940,25 @@ export class Volume {
       }
     }
     this.update(ino, { size });
+  }
+
+  /**
+   * Stored blocks of a file with first <= index < last, in order: found by walking the keys that
+   * exist, so the work is bounded by what is stored, never by the range a request names.
+   */
+  private storedBlocks(ino: number, first: number, last: number): Array<[number, Buffer]> {
+    const local = localOf(ino);
+    const hi = last === Infinity || last > MAX_BLOCK_INDEX ? kindRange(local, Kind.Block)[1] : blockKey(local, last);
+    const out: Array<[number, Buffer]> = [];
+    this.host.tree.each(this.root(layerOf(ino)), blockKey(local, first), hi, (k, v) => { out.push([blockIndexOfKey(k), v as Buffer]); });
+    return out;
+  }
+
+  /** Make blocks [first, last) holes: drops the dirty and stored ones there are, nothing else. */
+  private dropBlocks(ino: number, first: number, last: number): void {
+    const m = this.dirty.get(ino);
+    if (m) for (const idx of [...m.keys()]) if (idx >= first && idx < last) this.dropDirtyBlock(ino, idx);
+    for (const [idx] of this.storedBlocks(ino, first, last)) this.setBlock(ino, idx, null);
   }
 
   /** The first block index >= from (below limit, else limit) that holds data, or that is a hole. */
@@ -850,7 +1032,7 @@ export class Volume {
     const overwrite = (a: number, b: number) => { if (b > a) this.write(ino, a, Buffer.alloc(b - a)); };
     if (first > last) { overwrite(from, to); return; }
     overwrite(from, first * BLOCK_SIZE);
-    for (let idx = first; idx < last; idx++) { this.dropDirtyBlock(ino, idx); this.setBlock(ino, idx, null); }
+    this.dropBlocks(ino, first, last);
     overwrite(last * BLOCK_SIZE, to);
     this.update(ino, { size }); // the partial writes must not have grown it
   }
@@ -881,14 +1063,7 @@ export class Volume {
     copyBytes(srcOff, dstOff, head);
     if (whole > 0) {
       const firstSrc = (srcOff + head) / BLOCK_SIZE;
-      const hashes: Array<Buffer | null> = [];
-      const lengths: number[] = [];
-      for (let i = 0; i < whole; i++) {
-        const h = this.storedBlock(src, firstSrc + i) ?? null;
-        hashes.push(h);
-        lengths.push(h ? this.host.blocks.length(h) : BLOCK_SIZE);
-      }
-      this.writeBlocks(dst, (dstOff + head) / BLOCK_SIZE, hashes, lengths);
+      this.shareBlocks(dst, (dstOff + head) / BLOCK_SIZE, whole, this.storedBlocks(src, firstSrc, firstSrc + whole).map(([i, h]) => [i - firstSrc, h]));
     }
     const tail = head + whole * BLOCK_SIZE;
     // A short stored block (left by a truncate) or a trailing hole does not carry the size along.
@@ -921,10 +1096,14 @@ export class Volume {
     if (value.length > MAX_XATTR_VALUE) throw new PrismError('E2BIG', 'attribute value too large');
     this.inode(ino);
     const key = xattrKey(localOf(ino), n);
-    const exists = this.tget(layerOf(ino), key) !== undefined;
-    if (how === 'create' && exists) throw new PrismError('EEXIST', `attribute ${n.toString()} exists`);
-    if (how === 'replace' && !exists) throw new PrismError('ENODATA', `no attribute ${n.toString()}`);
+    const old = this.tget(layerOf(ino), key) as XattrValue | undefined;
+    if (how === 'create' && old) throw new PrismError('EEXIST', `attribute ${n.toString()} exists`);
+    if (how === 'replace' && !old) throw new PrismError('ENODATA', `no attribute ${n.toString()}`);
+    const delta = old ? value.length - old.x.length : n.length + value.length;
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
+    this.checkRoom(delta);
     this.tput(layerOf(ino), key, { x: Buffer.from(value) });
+    this.charge(delta);
     this.update(ino, { ctime: now() });
   }
 
@@ -945,8 +1124,11 @@ export class Volume {
   removexattr(ino: number, name: Name): void {
     const n = xattrName(name);
     const key = xattrKey(localOf(ino), n);
-    if (this.tget(layerOf(ino), key) === undefined) { this.inode(ino); throw new PrismError('ENODATA', `no attribute ${n.toString()}`); }
+    const old = this.tget(layerOf(ino), key) as XattrValue | undefined;
+    if (!old) { this.inode(ino); throw new PrismError('ENODATA', `no attribute ${n.toString()}`); }
+    this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     this.tdel(layerOf(ino), key);
+    this.charge(-(n.length + old.x.length));
     this.update(ino, { ctime: now() });
   }
 
@@ -975,6 +1157,8 @@ function xattrName(name: Name): Buffer {
 /** Most bytes one copyRange call handles: shared whole blocks are cheap, byte copies are not. */
 const COPY_CHUNK_SHARED = 1 << 30;
 const COPY_CHUNK_BYTES = 8 << 20;
+/** Block indexes fit the 6 bytes of a block key. */
+const MAX_BLOCK_INDEX = 2 ** 48 - 1;
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
 
 /** A partially written block: bytes [0, len) are valid, the rest reads as zeros. */

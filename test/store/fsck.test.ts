@@ -273,7 +273,7 @@ test('fsck frees a leaked inode, fixes usage and segment statistics', (t) => {
   t.throws(() => v.inode(lost), { instanceOf: PrismError });
   t.is(store.blocks.get(lostHash), undefined, 'its blocks were released');
   t.is(store.blocksDb.getCount(), blocksBefore - 2); // 130,000 bytes: two blocks
-  t.deepEqual(v.rec.usage, { bytes: keep.length, inodes: 2 });
+  t.deepEqual(v.rec.usage, { bytes: keep.length, inodes: 2, meta: 'keep'.length });
   t.true(readPath(v, '/keep').equals(keep));
   t.deepEqual(fsck(store).problems, []);
 });
