@@ -69,9 +69,14 @@ function retire(file: string): void {
   let buffer: ArrayBuffer | undefined;
   try {
     buffer = map(file, {});
-    MetaTable.attach(buffer).reset(true);
+    try {
+      MetaTable.attach(buffer).reset(true);
+    } catch (e) {
+      if (!(e instanceof MetaTableError)) throw e;
+      MetaTable.retire(buffer); // another version's (or a broken) table: at least its readers miss
+    }
   } catch (e) {
-    if (!(e instanceof MetaTableError)) throw new PrismError('EIO', `cannot retire ${file}: ${(e as Error).message}`);
+    throw new PrismError('EIO', `cannot retire ${file}: ${(e as Error).message}`);
   } finally {
     if (buffer) unmap(buffer);
   }
