@@ -254,6 +254,7 @@ export class MetaPublisher {
   private fence(vm: SharedVm, waited: number): void {
     if (vm.table.fenced) return;
     vm.table.setFence(true);
+    vm.wake?.(); // an agent that is merely slow sees the fence at once, revalidates and is waited for again
     const c = this.count(vm.name);
     c.fenced++;
     // Once per VM per minute at most: a guest that keeps missing must not flood the host's log.
