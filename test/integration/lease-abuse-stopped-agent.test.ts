@@ -91,7 +91,7 @@ t('a stopped VM does not hold another VM\'s changes for its lease; continued, it
   // b's kernel caches the directory, the file's name, attributes and pages for 30 s.
   tt.deepEqual(fs.readdirSync(`${B}/d`), ['f']);
   tt.is(content(`${B}/d/f`), 'one\n');
-  tt.false(fenced(shm, 'b'));
+  tt.not(fenced(shm, 'b'), true);
 
   b.child.kill('SIGSTOP');
   let waits: number[];
