@@ -89,7 +89,7 @@ export class MetaPublisher {
   private readonly vms = new Map<string, SharedVm>();
   private readonly ackMs: number;
   private readonly pollAckMs: number;
-  /** Fences and recoveries so far, per VM (host status, tests). */
+  /** Fences and recoveries so far, per VM (for tests and, later, host status). */
   readonly fences = new Map<string, FenceCount>();
   /** VMs with an answer held back right now. Their agent is not waited for: it may itself be waiting on us. */
   private readonly holding = new Map<string, number>();
