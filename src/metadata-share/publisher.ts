@@ -81,14 +81,33 @@ export interface PublisherOptions {
   ackMs?: number;
   /** Deadline for agents that poll (VM guests), ms. */
   pollAckMs?: number;
+  /**
+   * Probation after a repeated fence, ms (default 1000): the second fence in a row keeps the VM fenced
+   * at least this long, each further one twice as long (up to a minute). A VM that revalidates and
+   * misses again, over and over, then costs the others one deadline per probation, not per change.
+   */
+  probationMs?: number;
 }
 
-interface FenceCount { fenced: number; recovered: number; loggedAt: number }
+interface FenceCount {
+  fenced: number;
+  recovered: number;
+  loggedAt: number;
+  /** Fences in a row, each within FENCE_MEMORY_MS of the previous one, and when the last one was. */
+  streak: number;
+  lastAt: number;
+  /** Not unfenced before this time (performance.now()). */
+  probationUntil: number;
+}
+
+/** A VM fenced again within this long keeps its streak (and a longer probation); after it, a clean slate. */
+const FENCE_MEMORY_MS = 60_000;
 
 export class MetaPublisher {
   private readonly vms = new Map<string, SharedVm>();
   private readonly ackMs: number;
   private readonly pollAckMs: number;
+  private readonly probationMs: number;
   /** Fences and recoveries so far, per VM (for tests and, later, host status). */
   readonly fences = new Map<string, FenceCount>();
   /** VMs with an answer held back right now. Their agent is not waited for: it may itself be waiting on us. */
@@ -99,6 +118,7 @@ export class MetaPublisher {
   constructor(o: PublisherOptions = {}) {
     this.ackMs = deadline(o.ackMs ?? ACK_MS, 'ackMs');
     this.pollAckMs = deadline(o.pollAckMs ?? POLL_ACK_MS, 'pollAckMs');
+    this.probationMs = deadline(o.probationMs ?? 1000, 'probationMs');
   }
 
   /** A VM's table; a fence left by a previous host stays until its agent acknowledges it. */
@@ -256,9 +276,12 @@ export class MetaPublisher {
     vm.table.setFence(true);
     vm.wake?.(); // an agent that is merely slow sees the fence at once, revalidates and is waited for again
     const c = this.count(vm.name);
-    c.fenced++;
-    // Once per VM per minute at most: a guest that keeps missing must not flood the host's log.
     const now = performance.now();
+    c.fenced++;
+    c.streak = now - c.lastAt > FENCE_MEMORY_MS ? 1 : c.streak + 1;
+    c.lastAt = now;
+    c.probationUntil = c.streak < 2 ? 0 : now + Math.min(this.probationMs * 2 ** (c.streak - 2), MAX_LEASE_MS);
+    // Once per VM per minute at most: a guest that keeps missing must not flood the host's log.
     if (c.fenced === 1 || now - c.loggedAt >= 60_000) {
       c.loggedAt = now;
       log.warn({ vm: vm.name, waitedMs: Math.round(waited), fences: c.fenced, recovered: c.recovered }, 'metadata listener missed its deadline: fenced (not waited for until it revalidates)');
@@ -270,6 +293,7 @@ export class MetaPublisher {
     const fence = vm.table.fence;
     if ((fence & 1) === 0) return true;
     if (!s || s.fenceAck !== fence) return false;
+    if (performance.now() < this.count(vm.name).probationUntil) return false;
     vm.table.setFence(false);
     this.count(vm.name).recovered++;
     log.debug({ vm: vm.name, fence }, 'metadata listener revalidated: unfenced');
@@ -278,7 +302,7 @@ export class MetaPublisher {
 
   private count(vm: string): FenceCount {
     let c = this.fences.get(vm);
-    if (!c) this.fences.set(vm, (c = { fenced: 0, recovered: 0, loggedAt: 0 }));
+    if (!c) this.fences.set(vm, (c = { fenced: 0, recovered: 0, loggedAt: 0, streak: 0, lastAt: -Infinity, probationUntil: 0 }));
     return c;
   }
 }

@@ -19,13 +19,13 @@ const ACK_MS = 20;
 
 interface Vm { d: Dispatcher; table: MetaTable; words: ListenerWords }
 
-function setup(t: { teardown(fn: () => void): void }, ackMs = ACK_MS) {
+function setup(t: { teardown(fn: () => void): void }, ackMs = ACK_MS, probationMs?: number) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prism-fence-'));
   const store = Store.open(dir);
   t.teardown(() => { store.close(); fs.rmSync(dir, { recursive: true, force: true }); });
   store.createVolume('shared');
   const secret = crypto.randomBytes(32);
-  const publisher = new MetaPublisher({ ackMs, pollAckMs: ackMs * 5 });
+  const publisher = new MetaPublisher({ ackMs, pollAckMs: ackMs * 5, probationMs });
   const vms: Record<'a' | 'b', Vm> = {} as Record<'a' | 'b', Vm>;
   for (const name of ['a', 'b'] as const) {
     const table = MetaTable.create(new ArrayBuffer(MetaTable.geometry(1 << 20, 64).slotsAt + 1024 * SLOT_SIZE), 64);
@@ -97,6 +97,44 @@ test.serial('a VM whose agent polls (a QEMU guest) gets the longer deadline, and
   const waited = await timed(a, Proc.CREATE, [fh(a, v.rootIno), Buffer.from('x'), 0o644, 0, 0, false]);
   t.true(waited >= 45 && waited < 2000, `held ${waited.toFixed(1)} ms for a polling agent (deadline 50 ms)`);
   t.true(b.table.fenced);
+});
+
+test.serial('a VM that revalidates and misses again, over and over, is kept fenced longer each time: it costs one deadline per probation, not per change', async (t) => {
+  const { v, a, b, fh } = setup(t, ACK_MS, 150);
+  const root = v.rootIno;
+  const revalidate = async () => {
+    b.words.applied = b.table.logHead;
+    b.words.fenceAck = b.table.fence;
+    await b.d.call(Proc.GETATTR, [fh(b, root)]);
+  };
+  // First miss: fenced; revalidating lifts it at once (a healthy VM that was merely slow once).
+  await b.d.call(Proc.GETATTR, [fh(b, root)]);
+  await a.d.call(Proc.MKDIR, [fh(a, root), Buffer.from('m0'), 0o755, 0, 0]);
+  t.true(b.table.fenced);
+  await revalidate();
+  t.false(b.table.fenced, 'a first fence is lifted as soon as the VM revalidates');
+  // Second miss in a row: on probation (150 ms) even though it revalidates.
+  await a.d.call(Proc.MKDIR, [fh(a, root), Buffer.from('m1'), 0o755, 0, 0]);
+  await revalidate();
+  t.true(b.table.fenced, 'a second fence in a row is not lifted at once');
+  await new Promise((res) => setTimeout(res, 200));
+  await revalidate();
+  t.false(b.table.fenced, 'lifted once its probation is over');
+  // A hostile b that revalidates after every change and never acknowledges one: a's changes are
+  // held only when b is unfenced, which probation makes rarer and rarer.
+  let held = 0;
+  const n = 40;
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) {
+    const r = a.d.call(Proc.MKDIR, [fh(a, root), Buffer.from(`h${i}`), 0o755, 0, 0]);
+    if (r instanceof Promise) { held++; await r; }
+    await revalidate();
+    await new Promise((res) => setTimeout(res, 5));
+  }
+  // Probations from here on: 300 ms, 600 ms, ...: at most one held change per probation that fits (a loaded machine runs slower).
+  let allowed = 1;
+  for (let left = performance.now() - t0, p = 300; left >= p; left -= p, p *= 2) allowed++;
+  t.true(held >= 1 && held <= allowed && held < n / 4, `${held} of ${n} changes held (one deadline each; at most ${allowed} for the time taken)`);
 });
 
 // Random behaviour of b's agent (on time, silent, revalidating) against a's changes. Whatever b does:
