@@ -243,9 +243,11 @@ export function program(): Command {
     .option('--shm-dir <dir>', 'where to create the regions', '/dev/shm')
     .option('--no-meta', 'do not share metadata tables with the VMs (every LOOKUP and GETATTR is an RPC)')
     .option('--meta-size <MiB>', "size of each VM's metadata table (a power of two)", '64')
+    .option('--meta-ack-ms <ms>', "how long a change waits for another VM's agent (on this machine) to acknowledge it before that VM is fenced", '10')
+    .option('--meta-ack-poll-ms <ms>', 'the same for agents that poll (VM guests)', '50')
     .option('--tcp <host:port>', 'also listen for TCP clients (127.0.0.1 unless a host is given; unix:/path for a Unix socket; repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .requiredOption('--vm <NAME=VOLUME[,VOLUME]>', 'a VM and the volumes it may attach (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-    .action(async (o: { tcp?: string[]; vm: string[]; shm: boolean; shmDir: string; meta: boolean; metaSize: string }, cmd: Command) => {
+    .action(async (o: { tcp?: string[]; vm: string[]; shm: boolean; shmDir: string; meta: boolean; metaSize: string; metaAckMs: string; metaAckPollMs: string }, cmd: Command) => {
       const vms = o.vm.map((spec) => {
         const [name, vols] = spec.split('=');
         if (!name || !vols) throw new PrismError('EINVAL', `expected --vm NAME=VOLUME, got ${JSON.stringify(spec)}`);
@@ -255,6 +257,7 @@ export function program(): Command {
       const { tokenFile } = await import('../host/secrets.js');
       const server = await HostServer.start({
         storeDir: storeDir(cmd), vms, tcp: o.tcp, shm: o.shm ? undefined : false, shmDir: o.shmDir, meta: o.meta, metaSize: Number(o.metaSize) * 2 ** 20,
+        metaAckMs: Number(o.metaAckMs), metaPollAckMs: Number(o.metaAckPollMs),
       });
       for (const addr of server.listenAddresses) print(`listening on ${addr}`);
       for (const vm of vms) {

@@ -76,7 +76,7 @@ async function mountInIoThread(o: AgentOptions, mp: string): Promise<Mounted> {
   const cache = metaFile ? COHERENT_CACHE_SEC : CACHE_SEC;
   const entrySec = o.entrySec ?? cache, attrSec = o.attrSec ?? cache;
   if (metaFile && Math.max(entrySec, attrSec) * 1000 > MAX_LEASE_MS) {
-    throw new PrismError('EINVAL', `kernel cache times above ${MAX_LEASE_MS / 1000} s are not kept coherent (the host waits at most that long for invalidations): lower them or use --no-meta`);
+    throw new PrismError('EINVAL', `kernel cache times above ${MAX_LEASE_MS / 1000} s are not allowed with a metadata table (the lease an agent may announce): lower them or use --no-meta`);
   }
   const data: IoThreadData = {
     region, wait: device ? 'poll' : 'futex', vm: o.vm ?? '', volume: o.volume, mountpoint: mp,

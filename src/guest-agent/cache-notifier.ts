@@ -2,15 +2,17 @@
 // kernel to forget the entries and attributes other VMs (or the host) changed, then acknowledges in
 // the VRPC region, where the host waits for it before it answers the change (docs/metadata-share.md).
 // Its own thread, so it never waits behind a FUSE request, nor a FUSE request behind it.
+// When the host has fenced this VM (it acknowledged too late), or log records were written over
+// before they were applied, it makes the kernel forget what it may hold before acknowledging again.
 import fs from 'node:fs';
-import { parentPort, workerData } from 'node:worker_threads';
-import { Region, futexWait, futexWake, map, META_APPLIED_OFFSET, unmap } from '../ring/index.js';
+import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { Region, futexWait, futexWake, map, META_APPLIED_OFFSET, META_POLLS, unmap } from '../ring/index.js';
 import { attachMetaTable } from '../metadata-share/file.js';
 import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
 import { log } from '../log.js';
 import { AgentCounters } from './counters.js';
-import { encodeInvalEntry, encodeInvalInode } from './fuse/protocol.js';
-import { nodeIdOf } from './vrpc-fs.js';
+import { encodeIncEpoch, encodeInvalEntry, encodeInvalInode } from './fuse/protocol.js';
+import { nodeIdOf, type KernelCacheKeys } from './vrpc-fs.js';
 
 export interface NotifierData {
   metaFile: string;
@@ -24,9 +26,15 @@ export interface NotifierData {
   /** futex: the host shares our kernel and wakes us; poll: a VM guest, so look every millisecond. */
   wait: 'futex' | 'poll';
   counters: SharedArrayBuffer;
-  /** Int32 [stop]: set (and notified) by the agent when unmounting. */
+  /** Int32 [stop, drop]: stop is set (and notified) by the agent when unmounting; drop by the I/O thread when it answered a DropRequest. */
   control: SharedArrayBuffer;
+  /** To the I/O thread, which knows what the kernel may cache (DropRequest, answered with a DropReply). */
+  port: MessagePort;
 }
+
+/** Asked of the I/O thread: what the kernel may cache, to make it forget all of it. */
+export interface DropRequest { drop: number }
+export interface DropReply extends KernelCacheKeys { drop: number }
 
 const d = workerData as NotifierData;
 const counters = new AgentCounters(d.counters);
@@ -35,19 +43,56 @@ const meta = attachMetaTable(d.metaFile);
 const regionBuffer = map(d.regionFile, {});
 const region = Region.attach(regionBuffer);
 
-/** Tell the kernel; a node or name it no longer caches is not an error. */
-function notify(b: Buffer): void {
+/** Tell the kernel; a node or name it no longer caches is not an error. False if the kernel does not know the message. */
+function notify(b: Buffer): boolean {
   try {
     fs.writeSync(d.fuseFd, b);
     counters.add('invalidations');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EINVAL') return false;
     if (code !== 'ENOENT' && code !== 'ENOTDIR') log.debug({ err: (e as Error).message }, 'cache invalidation refused');
   }
+  return true;
 }
+
+/** Whether the kernel takes FUSE_NOTIFY_INC_EPOCH (one message drops every name); learnt at the first try. */
+let epochs = true;
+let drops = 0;
+
+/**
+ * Make the kernel forget everything it may hold from this mount: every name (one epoch, or each name
+ * the I/O thread handed out on kernels without epochs) and every node's attributes and pages. The I/O
+ * thread lists them; this thread writes the notifications (an invalidation of pages may wait for a
+ * read that the I/O thread must answer). False if the agent is stopping meanwhile.
+ */
+function dropKernelCache(): boolean {
+  const seq = ++drops;
+  d.port.postMessage({ drop: seq } satisfies DropRequest);
+  let reply: DropReply | undefined;
+  while (!reply) {
+    if (Atomics.load(control, 0) !== 0) return false;
+    const m = receiveMessageOnPort(d.port);
+    if (m && (m.message as DropReply).drop === seq) reply = m.message as DropReply;
+    else if (!m) Atomics.wait(control, 1, Atomics.load(control, 1), 100);
+  }
+  if (epochs) {
+    epochs = notify(encodeIncEpoch());
+    if (!epochs) log.info('the kernel has no FUSE_NOTIFY_INC_EPOCH (Linux < 6.16): names are invalidated one by one');
+  }
+  if (!epochs) for (const [parent, name] of reply.names) notify(encodeInvalEntry(parent, name));
+  for (const node of reply.nodes) notify(encodeInvalInode(node, true));
+  counters.add('cacheDrops');
+  log.info({ nodes: reply.nodes.length, names: epochs ? 'epoch' : reply.names.length }, 'kernel cache dropped');
+  return true;
+}
+
+/** The last fence of the table this agent recovered from (docs/metadata-share.md, "Fencing"). */
+let fenceAck = 0;
 
 function acknowledge(applied: number): void {
   region.setMetaLease(d.leaseMs); // again each time: a restarted host has cleared it
+  region.setMetaFenceAck(fenceAck, d.wait === 'poll' ? META_POLLS : 0);
   region.setMetaApplied(applied);
   // A host on our kernel sleeps on this word; across a VM boundary (a PCI BAR) nothing can be woken.
   if (d.wait === 'futex') futexWake(regionBuffer, META_APPLIED_OFFSET, 1);
@@ -59,18 +104,37 @@ function sleep(head: number): void {
   else Atomics.wait(control, 0, 0, 1);
 }
 
-// Changes made before this mount are nothing the kernel has cached: start at the head.
+// Changes made before this mount are nothing the kernel has cached: start at the head, and a fence
+// left from before (a previous agent of this VM) is recovered from already.
 let applied = meta.table.logHead;
+if (meta.table.fenced) fenceAck = meta.table.fence;
 acknowledge(applied);
 parentPort!.postMessage({ ready: true });
 while (Atomics.load(control, 0) === 0) {
+  // The fence before the head: every record the host appended before fencing is then below `head`.
+  const fence = meta.table.fence;
   const head = meta.table.logHead;
+  let lost = 0;
+  if (((head - applied) >>> 0) > meta.table.logRecords) { // far behind (stopped a long time): skip what is gone
+    lost = ((head - applied) >>> 0) - meta.table.logRecords;
+    applied = (head - meta.table.logRecords) >>> 0;
+  }
   for (; applied !== head; applied = (applied + 1) >>> 0) {
     const c = meta.table.readLog(applied);
-    if (c === 'lost') { counters.add('logRecordsLost'); continue; }
+    if (c === 'lost') { lost++; continue; }
     if (c.volume !== d.volumeId) continue;
     if (c.kind === 'entry') notify(encodeInvalEntry(nodeIdOf(c.dir, d.rootIno), c.name));
     else notify(encodeInvalInode(nodeIdOf(c.ino, d.rootIno), c.kind === 'data'));
+  }
+  // A change we never saw may be cached: forget everything before saying we are up to date.
+  if (lost > 0) {
+    counters.add('logRecordsLost', lost);
+    if (!dropKernelCache()) break;
+  }
+  // Fenced: every record up to the fence is applied (or everything dropped): the kernel holds nothing stale.
+  if ((fence & 1) === 1 && fence !== fenceAck) {
+    fenceAck = fence;
+    counters.add('fencesRecovered');
   }
   acknowledge(applied);
   sleep(head);

@@ -5,8 +5,8 @@
 // /dev/fuse descriptor it writes to is closed. Messages to the main thread: { mounted } once serving
 // (and the notifier listening), { error: { code, message } } if it could not mount, { done } when
 // unmounted.
-import { Worker, parentPort, workerData } from 'node:worker_threads';
-import type { NotifierData } from './cache-notifier.js';
+import { MessageChannel, Worker, parentPort, workerData } from 'node:worker_threads';
+import type { DropReply, DropRequest, NotifierData } from './cache-notifier.js';
 import { PrismError } from '../errors.js';
 import { SyncShmClient } from '../vrpc/shm.js';
 import { attachMetaTable } from '../metadata-share/file.js';
@@ -68,10 +68,20 @@ async function main(): Promise<void> {
   if (d.metaFile) {
     // The kernel may cache answers for the longer of the two times: that is the lease the host honours.
     const leaseMs = Math.max(d.entrySec, d.attrSec) * 1000;
+    // The notifier asks here, on a port of its own, what the kernel may cache when it must drop it all.
+    const { port1, port2 } = new MessageChannel();
+    const control = new SharedArrayBuffer(8);
+    port1.on('message', (req: DropRequest) => {
+      port1.postMessage({ drop: req.drop, ...vfs.kernelCacheKeys() } satisfies DropReply);
+      const c = new Int32Array(control);
+      Atomics.store(c, 1, req.drop);
+      Atomics.notify(c, 1);
+    });
+    port1.unref();
     try {
       notifier = await startNotifier({
         metaFile: d.metaFile, regionFile: d.region, fuseFd: m.fd, volumeId: vfs.volumeId, rootIno: vfs.rootIno,
-        leaseMs, wait: d.wait, counters: d.counters, control: new SharedArrayBuffer(4),
+        leaseMs, wait: d.wait, counters: d.counters, control, port: port2,
       });
     } catch (e) {
       // Without it the kernel's cache could go stale unseen: no mount rather than an incoherent one.
@@ -97,7 +107,7 @@ interface Notifier { stop(): Promise<void> }
 
 /** Start the cache notifier thread (cache-notifier.ts); resolves once it listens. */
 function startNotifier(data: NotifierData): Promise<Notifier> {
-  const w = new Worker(new URL('./cache-notifier.js', import.meta.url), { workerData: data });
+  const w = new Worker(new URL('./cache-notifier.js', import.meta.url), { workerData: data, transferList: [data.port] });
   const exited = new Promise<void>((r) => w.once('exit', () => r()));
   const stop = async () => {
     const control = new Int32Array(data.control);

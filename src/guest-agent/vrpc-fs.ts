@@ -25,7 +25,15 @@ interface Node {
   noCaps?: boolean;
   /** Open here and pinned on the host (OPEN sent, CLOSE due at the last release). */
   pinned?: boolean;
+  /** Names the kernel got this node under (parent, name), so a fenced agent can make it forget them all. */
+  names?: Array<[parent: bigint, name: Buffer]>;
 }
+
+/** Names remembered per node (hard links beyond this are forgotten oldest first). */
+const NAMES_PER_NODE = 8;
+
+/** What the kernel may cache from this agent: its nodes (attributes, pages) and the names it got them under. */
+export interface KernelCacheKeys { nodes: bigint[]; names: Array<[parent: bigint, name: Uint8Array]> }
 
 const CAPS = 'security.capability';
 
@@ -83,13 +91,31 @@ export class VrpcFs implements FileSystem {
     return n.fh;
   }
 
-  /** Turn a [fh, attr] result into an entry; `count` records the kernel's new lookup on it. */
-  private entry(fh: unknown, w: unknown, count = true): Entry {
+  /** Turn a [fh, attr] result found as `name` in `parent` into an entry; `count` records the kernel's new lookup on it. */
+  private entry(fh: unknown, w: unknown, parent: bigint, name: Buffer, count = true): Entry {
     const attr = toAttr(w as WireAttr);
     const id = this.nodeId(Number(attr.ino));
-    const n = this.nodes.get(id);
-    if (n) { if (count) n.lookups++; } else this.nodes.set(id, { fh: Buffer.from(fh as Uint8Array), lookups: count ? 1n : 0n });
+    let n = this.nodes.get(id);
+    if (n) { if (count) n.lookups++; } else this.nodes.set(id, (n = { fh: Buffer.from(fh as Uint8Array), lookups: count ? 1n : 0n }));
+    const names = (n.names ??= []);
+    if (!names.some(([p, x]) => p === parent && x.equals(name))) {
+      if (names.push([parent, name]) > NAMES_PER_NODE) names.shift();
+    }
     return { ino: id, attr };
+  }
+
+  /**
+   * Everything the kernel may cache from this agent, for a fenced agent that lost change-log records
+   * and must make its kernel forget it all. What this agent itself assumed (no capabilities) goes too.
+   */
+  kernelCacheKeys(): KernelCacheKeys {
+    const out: KernelCacheKeys = { nodes: [], names: [] };
+    for (const [id, n] of this.nodes) {
+      n.noCaps = undefined;
+      out.nodes.push(id);
+      for (const x of n.names ?? []) out.names.push(x);
+    }
+    return out;
   }
 
   remember(e: Entry): void {
@@ -118,12 +144,12 @@ export class VrpcFs implements FileSystem {
       const attr = e && this.sharedAttr(this.nodeId(e.ino));
       if (e && attr) {
         this.counters.add('lookupsLocal');
-        return this.entry(e.fh, attr);
+        return this.entry(e.fh, attr, parent, raw);
       }
       this.counters.add('lookupMisses');
     }
     const [fh, attr] = await this.call(Proc.LOOKUP, [dirFh, raw]);
-    return this.entry(fh, attr);
+    return this.entry(fh, attr, parent, raw);
   }
 
   async getattr(_c: Ctx, id: bigint): Promise<Attr> {
@@ -156,21 +182,22 @@ export class VrpcFs implements FileSystem {
     return Buffer.from((await this.call(Proc.READLINK, [this.fh(id)]))[0] as Uint8Array).toString('latin1');
   }
 
-  private async made(proc: Proc, args: unknown[]): Promise<Entry> {
-    const [fh, attr] = await this.call(proc, args);
-    return this.entry(fh, attr);
+  private async made(proc: Proc, parent: bigint, name: string, rest: unknown[]): Promise<Entry> {
+    const raw = bytes(name);
+    const [fh, attr] = await this.call(proc, [this.fh(parent), raw, ...rest]);
+    return this.entry(fh, attr, parent, raw);
   }
 
   symlink(c: Ctx, parent: bigint, name: string, target: string): Promise<Entry> {
-    return this.made(Proc.SYMLINK, [this.fh(parent), bytes(name), bytes(target), c.uid, c.gid]);
+    return this.made(Proc.SYMLINK, parent, name, [bytes(target), c.uid, c.gid]);
   }
 
   mknod(c: Ctx, parent: bigint, name: string, mode: number, rdev: number): Promise<Entry> {
-    return this.made(Proc.MKNOD, [this.fh(parent), bytes(name), mode, rdev, c.uid, c.gid]);
+    return this.made(Proc.MKNOD, parent, name, [mode, rdev, c.uid, c.gid]);
   }
 
   mkdir(c: Ctx, parent: bigint, name: string, mode: number): Promise<Entry> {
-    return this.made(Proc.MKDIR, [this.fh(parent), bytes(name), mode & 0o7777, c.uid, c.gid]);
+    return this.made(Proc.MKDIR, parent, name, [mode & 0o7777, c.uid, c.gid]);
   }
 
   async unlink(_c: Ctx, parent: bigint, name: string): Promise<void> {
@@ -191,8 +218,9 @@ export class VrpcFs implements FileSystem {
 
   async link(_c: Ctx, id: bigint, newParent: bigint, newName: string): Promise<Entry> {
     const fh = this.fh(id);
-    const [attr] = await this.call(Proc.LINK, [fh, this.fh(newParent), bytes(newName)]);
-    return this.entry(fh, attr);
+    const raw = bytes(newName);
+    const [attr] = await this.call(Proc.LINK, [fh, this.fh(newParent), raw]);
+    return this.entry(fh, attr, newParent, raw);
   }
 
   async open(_c: Ctx, id: bigint, flags: number): Promise<bigint> {
@@ -203,8 +231,9 @@ export class VrpcFs implements FileSystem {
   }
 
   async create(c: Ctx, parent: bigint, name: string, mode: number, flags: number): Promise<{ entry: Entry; fh: bigint }> {
-    const [fh, attr] = await this.call(Proc.CREATE, [this.fh(parent), bytes(name), mode & 0o7777, c.uid, c.gid, (flags & O_EXCL) !== 0]);
-    let entry = this.entry(fh, attr);
+    const raw = bytes(name);
+    const [fh, attr] = await this.call(Proc.CREATE, [this.fh(parent), raw, mode & 0o7777, c.uid, c.gid, (flags & O_EXCL) !== 0]);
+    let entry = this.entry(fh, attr, parent, raw);
     const node = this.nodes.get(entry.ino);
     if (node && entry.attr.size === 0n && entry.attr.nlink === 1) node.noCaps ??= true; // just made (or empty): no capabilities
     if (flags & O_TRUNC && entry.attr.size > 0n) entry = { ino: entry.ino, attr: await this.setattr(c, entry.ino, { size: 0n }) };
@@ -323,9 +352,10 @@ export class VrpcFs implements FileSystem {
     for (;;) {
       const [page, eof] = await this.call(plus ? Proc.READDIRPLUS : Proc.READDIR, [fh, cookie, READDIR_PAGE]) as [unknown[][], boolean];
       for (const e of page) {
-        const name = Buffer.from(e[0] as Uint8Array).toString('latin1');
+        const raw = Buffer.from(e[0] as Uint8Array);
+        const name = raw.toString('latin1');
         if (plus) {
-          const entry = this.entry(e[1], e[2], false);
+          const entry = this.entry(e[1], e[2], id, raw, false);
           out.push({ name, ino: entry.attr.ino, type: (entry.attr.mode >> 12) & 15, entry });
         } else {
           out.push({ name, ino: BigInt(e[1] as number), type: e[2] as number });

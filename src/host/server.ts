@@ -37,13 +37,16 @@ export interface HostOptions {
   meta?: boolean;
   /** Bytes of each VM's metadata table (a power of two; default 64 MiB). */
   metaSize?: number;
+  /** How long a change waits for another VM's agent to acknowledge it before fencing that VM (ms; futex-woken agents, polling ones). */
+  metaAckMs?: number;
+  metaPollAckMs?: number;
 }
 
 export class HostServer {
   readonly store: Store;
   private readonly dispatchers = new Map<string, Dispatcher>();
   /** Keeps every VM's metadata table coherent (src/metadata-share). */
-  readonly meta = new MetaPublisher();
+  readonly meta: MetaPublisher;
   /** The metadata table file of each VM that has one. */
   readonly metaTables = new Map<string, string>();
   private readonly channels = new Set<Channel>();
@@ -54,6 +57,7 @@ export class HostServer {
   private stopped = false;
 
   private constructor(private readonly opts: HostOptions) {
+    this.meta = new MetaPublisher({ ackMs: opts.metaAckMs, pollAckMs: opts.metaPollAckMs });
     this.store = Store.open(opts.storeDir);
   }
 

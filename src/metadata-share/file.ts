@@ -27,7 +27,12 @@ export interface OpenTable { table: MetaTable; buffer: ArrayBuffer; close(): voi
 export function openMetaTable(file: string, size: number): OpenTable {
   checkMetaSize(size);
   let existing = -1;
-  try { existing = fs.statSync(file).size; } catch { /* new */ }
+  let st: fs.Stats | undefined;
+  try { st = fs.lstatSync(file); } catch { /* new */ }
+  if (st) {
+    checkOurs(file, st);
+    existing = st.size;
+  }
   if (existing !== size) {
     if (existing >= 0) retire(file);
     // Written out in full: ENOSPC now rather than SIGBUS later, and no page faults under requests
@@ -47,6 +52,19 @@ export function openMetaTable(file: string, size: number): OpenTable {
     table, buffer,
     close: () => { table.reset(true); unmap(buffer); },
   };
+}
+
+/**
+ * A table file someone else made or can write is not adopted: its writer could feed this VM's agent
+ * any answer, or truncate it under the host's mapping (SIGBUS). Not a symlink either (root would
+ * map and write whatever it points to).
+ */
+function checkOurs(file: string, st: fs.Stats): void {
+  const uid = process.geteuid?.();
+  if (!st.isFile() || (uid !== undefined && st.uid !== uid) || (st.mode & 0o002) !== 0) {
+    const what = st.isSymbolicLink() ? 'a symbolic link' : !st.isFile() ? 'not a regular file' : st.uid !== uid ? `owned by uid ${st.uid}` : 'writable by anyone';
+    throw new PrismError('EPERM', `refusing the metadata table ${file}: ${what}, not this host's; remove it`);
+  }
 }
 
 function initialize(file: string, size: number): { table: MetaTable; buffer: ArrayBuffer } {
@@ -69,9 +87,14 @@ function retire(file: string): void {
   let buffer: ArrayBuffer | undefined;
   try {
     buffer = map(file, {});
-    MetaTable.attach(buffer).reset(true);
+    try {
+      MetaTable.attach(buffer).reset(true);
+    } catch (e) {
+      if (!(e instanceof MetaTableError)) throw e;
+      MetaTable.retire(buffer); // another version's (or a broken) table: at least its readers miss
+    }
   } catch (e) {
-    if (!(e instanceof MetaTableError)) throw new PrismError('EIO', `cannot retire ${file}: ${(e as Error).message}`);
+    throw new PrismError('EIO', `cannot retire ${file}: ${(e as Error).message}`);
   } finally {
     if (buffer) unmap(buffer);
   }

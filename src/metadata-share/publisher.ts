@@ -1,18 +1,31 @@
 // The host's side of metadata sharing: keeps each VM's table coherent with the store. Requests warm
 // the table of the VM that asked; every change is written into the table of every VM attaching that
 // volume before the request is answered, and logged for the other VMs' agents, whose kernels cache
-// entries and attributes: the answer waits until those agents say they have applied the log (or their
-// cache lease has run out). Pure logic over tables and listener words: no files, no sockets.
+// entries and attributes: the answer waits until those agents say they have applied the log, for a
+// short deadline at most. An agent that misses it is fenced (its table answers nothing) until it says
+// it has revalidated its kernel's cache, so a late or hostile VM never holds the others' changes
+// (issue 11). Pure logic over tables and listener words: no files, no sockets.
 import { PrismError } from '../errors.js';
+import { log } from '../log.js';
 import type { HandleKey } from '../protocol/handles.js';
 import { attrToWire, type WireAttr } from '../protocol/wire.js';
 import type { Volume } from '../store/volume.js';
 import type { Change, MetaTable } from './table.js';
 
-/** What a guest's agent tells the host (words it writes in its VRPC region, docs/metadata-share.md). */
+/** What a guest's agent says (words it writes in its VRPC region, docs/metadata-share.md): the guest's word, never trusted. */
+export interface ListenerWords {
+  /** Change-log records applied to its kernel so far (free-running). */
+  applied: number;
+  /** The longest time its kernel may cache an answer (0: not listening, never waited for). */
+  leaseMs: number;
+  /** The last fence (odd value of its table's fence word) it has recovered from. */
+  fenceAck: number;
+  /** It polls the log (a VM guest: nothing can wake it), so it gets the longer deadline. */
+  polls: boolean;
+}
+
 export interface Listener {
-  /** Change-log records applied so far, and the longest time its kernel may cache an answer (0: not listening). */
-  read(): { applied: number; leaseMs: number };
+  read(): ListenerWords;
   /** Block up to `ms` for `applied` to move from `seen` (a futex on one machine; may return early). */
   wait?(seen: number, ms: number): void;
 }
@@ -52,27 +65,75 @@ const WARM_DIRS = 65536;
 /** How long the host first blocks for an agent on the same machine to acknowledge, before waiting asynchronously. */
 const SYNC_WAIT_MS = 2;
 const POLL_MS = 1;
-/** The longest a guest can make the host wait (the lease is the guest's word: a hostile one could claim hours). */
+/** The longest kernel cache time an agent may announce as its lease (the guest's word: a hostile one could claim hours). */
 export const MAX_LEASE_MS = 60_000;
+/**
+ * Acknowledgement deadlines (docs/metadata-share.md, "Fencing"). An agent on the host's own kernel is
+ * woken by a futex and acknowledges in tens of microseconds; 10 ms leaves room for a loaded host's
+ * scheduler. An agent in a VM guest polls every millisecond and its vCPU may not be running: 50 ms.
+ * A miss costs the late VM its table until it revalidates, never another VM more than this.
+ */
+export const ACK_MS = 10;
+export const POLL_ACK_MS = 50;
 
-interface Lag { since: number }
+export interface PublisherOptions {
+  /** Deadline for agents woken by a futex (same machine), ms. */
+  ackMs?: number;
+  /** Deadline for agents that poll (VM guests), ms. */
+  pollAckMs?: number;
+  /**
+   * Probation after a repeated fence, ms (default 1000): the second fence in a row keeps the VM fenced
+   * at least this long, each further one twice as long (up to a minute). A VM that revalidates and
+   * misses again, over and over, then costs the others one deadline per probation, not per change.
+   */
+  probationMs?: number;
+}
+
+interface FenceCount {
+  fenced: number;
+  recovered: number;
+  loggedAt: number;
+  /** Fences in a row, each within FENCE_MEMORY_MS of the previous one, and when the last one was. */
+  streak: number;
+  lastAt: number;
+  /** Not unfenced before this time (performance.now()). */
+  probationUntil: number;
+}
+
+/** A VM fenced again within this long keeps its streak (and a longer probation); after it, a clean slate. */
+const FENCE_MEMORY_MS = 60_000;
 
 export class MetaPublisher {
   private readonly vms = new Map<string, SharedVm>();
-  /** Agents that did not acknowledge within their lease: not waited for until they catch up. */
-  private readonly lagging = new Map<string, Lag>();
+  private readonly ackMs: number;
+  private readonly pollAckMs: number;
+  private readonly probationMs: number;
+  /** Fences and recoveries so far, per VM (for tests and, later, host status). */
+  readonly fences = new Map<string, FenceCount>();
   /** VMs with an answer held back right now. Their agent is not waited for: it may itself be waiting on us. */
   private readonly holding = new Map<string, number>();
   /** Per VM: directories already shared ahead ("volume:inode"). */
   private readonly warmed = new Map<string, Set<string>>();
 
+  constructor(o: PublisherOptions = {}) {
+    this.ackMs = deadline(o.ackMs ?? ACK_MS, 'ackMs');
+    this.pollAckMs = deadline(o.pollAckMs ?? POLL_ACK_MS, 'pollAckMs');
+    this.probationMs = deadline(o.probationMs ?? 1000, 'probationMs');
+  }
+
+  /** A VM's table; a fence left by a previous host stays until its agent acknowledges it. */
   add(vm: SharedVm): void {
     this.vms.set(vm.name, vm);
   }
 
   /** The sink for requests of VM `origin` (null: the host itself, e.g. `prism put`). */
   sink(origin: string | null): MetadataSink {
-    const table = () => (origin === null ? undefined : this.vms.get(origin)?.table);
+    const table = () => {
+      const vm = origin === null ? undefined : this.vms.get(origin);
+      // A fenced VM asks the host for what its table no longer answers: a cheap moment to see whether it recovered.
+      if (vm?.table.fenced) this.recover(vm);
+      return vm?.table;
+    };
     return {
       sawAttr: (v, ino, attr) => table()?.putAttr(v.rec.id, ino, attr, v.hasXattrs(ino)),
       sawEntry: (v, dir, name, child) => { if (shareable(name)) table()?.putEntry(v.rec.id, dir, name, child); },
@@ -158,12 +219,16 @@ export class MetaPublisher {
     });
   }
 
-  /** Wait until every listening agent has applied the log up to `head`, each at most its lease. */
+  /**
+   * Wait until every listening agent has applied the log up to `head`: each at most its deadline (or
+   * its lease, if shorter: past it its kernel has forgotten anyway). One that misses it is fenced.
+   */
   private acknowledged(waits: Array<{ vm: SharedVm; head: number }>): Promise<void> | undefined {
+    const start = performance.now();
     const pending = waits.filter((w) => this.mustWait(w.vm, w.head));
     if (pending.length === 0) return undefined;
     // An agent on this machine answers within tens of microseconds: block briefly before going async.
-    const until = performance.now() + SYNC_WAIT_MS;
+    const until = start + Math.min(SYNC_WAIT_MS, ...pending.map((w) => this.deadlineOf(w.vm)));
     for (const w of pending) {
       for (let s = w.vm.listener!.read(); behind(s.applied, w.head) && performance.now() < until; s = w.vm.listener!.read()) {
         w.vm.listener!.wait?.(s.applied, Math.max(0.05, until - performance.now()));
@@ -171,14 +236,13 @@ export class MetaPublisher {
     }
     const left = pending.filter((w) => this.mustWait(w.vm, w.head));
     if (left.length === 0) return undefined;
-    const start = performance.now();
     return new Promise((resolve) => {
       const poll = () => {
-        const now = performance.now();
+        const waited = performance.now() - start;
         let waiting = false;
         for (const w of left) {
           if (!this.mustWait(w.vm, w.head)) continue;
-          if (now - start >= Math.min(w.vm.listener!.read().leaseMs, MAX_LEASE_MS)) this.lagging.set(w.vm.name, { since: w.head });
+          if (waited >= this.deadlineOf(w.vm)) this.fence(w.vm, waited);
           else waiting = true;
         }
         if (waiting) setTimeout(poll, POLL_MS);
@@ -188,20 +252,64 @@ export class MetaPublisher {
     });
   }
 
+  /** How long a change may wait for this VM's agent (its words are read afresh: they are the guest's). */
+  private deadlineOf(vm: SharedVm): number {
+    const s = vm.listener?.read();
+    if (!s) return 0;
+    return Math.min(s.polls ? this.pollAckMs : this.ackMs, s.leaseMs);
+  }
+
   private mustWait(vm: SharedVm, head: number): boolean {
     const s = vm.listener?.read();
     if (!s || s.leaseMs === 0 || !behind(s.applied, head)) return false;
     // Its agent may be blocked in a request of its own that waits for the very VM waiting here
     // (and its notifier behind a directory lock that request holds): not waiting breaks the cycle.
+    // Records it misses meanwhile may be overwritten: its agent then drops its kernel's whole cache.
     if (this.holding.has(vm.name)) return false;
-    const lag = this.lagging.get(vm.name);
-    if (lag) {
-      // A lagging agent's kernel cache has expired by now; it is waited for again once it catches up.
-      if (behind(s.applied, lag.since)) return false;
-      this.lagging.delete(vm.name);
+    // A fenced VM is not waited for until it has revalidated (then it is, like any other).
+    return !vm.table.fenced || this.recover(vm, s);
+  }
+
+  /** Stop waiting for a VM that missed its deadline: its table answers nothing until it revalidates. */
+  private fence(vm: SharedVm, waited: number): void {
+    if (vm.table.fenced) return;
+    vm.table.setFence(true);
+    vm.wake?.(); // an agent that is merely slow sees the fence at once, revalidates and is waited for again
+    const c = this.count(vm.name);
+    const now = performance.now();
+    c.fenced++;
+    c.streak = now - c.lastAt > FENCE_MEMORY_MS ? 1 : c.streak + 1;
+    c.lastAt = now;
+    c.probationUntil = c.streak < 2 ? 0 : now + Math.min(this.probationMs * 2 ** (c.streak - 2), MAX_LEASE_MS);
+    // Once per VM per minute at most: a guest that keeps missing must not flood the host's log.
+    if (c.fenced === 1 || now - c.loggedAt >= 60_000) {
+      c.loggedAt = now;
+      log.warn({ vm: vm.name, waitedMs: Math.round(waited), fences: c.fenced, recovered: c.recovered }, 'metadata listener missed its deadline: fenced (not waited for until it revalidates)');
     }
+  }
+
+  /** Unfence a VM whose agent acknowledged the current fence (it revalidated its kernel's cache); true if not fenced. */
+  private recover(vm: SharedVm, s: ListenerWords | undefined = vm.listener?.read()): boolean {
+    const fence = vm.table.fence;
+    if ((fence & 1) === 0) return true;
+    if (!s || s.fenceAck !== fence) return false;
+    if (performance.now() < this.count(vm.name).probationUntil) return false;
+    vm.table.setFence(false);
+    this.count(vm.name).recovered++;
+    log.debug({ vm: vm.name, fence }, 'metadata listener revalidated: unfenced');
     return true;
   }
+
+  private count(vm: string): FenceCount {
+    let c = this.fences.get(vm);
+    if (!c) this.fences.set(vm, (c = { fenced: 0, recovered: 0, loggedAt: 0, streak: 0, lastAt: -Infinity, probationUntil: 0 }));
+    return c;
+  }
+}
+
+function deadline(ms: number, what: string): number {
+  if (!Number.isFinite(ms) || ms <= 0 || ms > MAX_LEASE_MS) throw new PrismError('EINVAL', `${what} must be a number of milliseconds in (0, ${MAX_LEASE_MS}], not ${ms}`);
+  return ms;
 }
 
 /** Names worth sharing: all but "." (the kernel answers it). ".." is kept right by RENAME and RMDIR, which name it. */

@@ -2,12 +2,13 @@
 // attributes by inode and directory entries by (directory, name), each guarded by a sequence counter
 // (a seqlock: odd while the host writes it), so a reader in another process never takes a torn entry;
 // and a log of changes the guest's kernel cache must forget. Only the host writes; a full probe
-// window evicts (the host decides what stays). Pure logic over a buffer: mapping it is the caller's
-// business. Layout, version 1: docs/metadata-share.md.
+// window evicts (the host decides what stays). A fence word says the host has stopped waiting for
+// this VM's acknowledgements: its reader answers nothing until the agent has revalidated (issue 11).
+// Pure logic over a buffer: mapping it is the caller's business. Layout, version 2: docs/metadata-share.md.
 import type { WireAttr } from '../protocol/wire.js';
 
 export const META_MAGIC = 0x54454d50; // bytes "PMET"
-export const META_VERSION = 1;
+export const META_VERSION = 2;
 export const HEADER_SIZE = 4096;
 export const SLOT_SIZE = 512;
 export const LOG_RECORD_SIZE = 320;
@@ -23,6 +24,13 @@ export const MAX_SHARED_NAME = 255;
 const H_MAGIC = 0, H_VERSION = 1, H_SLOTS = 2, H_SLOT_SIZE = 3, H_GENERATION = 4, H_LOG_RECORDS = 5, H_LOG_RECORD_SIZE = 6, H_SLOTS_AT = 7;
 /** Byte offset of the log head (records ever written): its own cache line, the word guests futex-wait on. */
 export const LOG_HEAD_OFFSET = 64;
+/**
+ * Byte offset of the fence (its own cache line): odd while the host does not wait for this VM's
+ * acknowledgements (it missed a deadline), so its kernel may hold what other VMs changed; a reader
+ * answers nothing then. The agent acknowledges the odd value once it has revalidated its kernel's
+ * cache (docs/metadata-share.md, "Fencing"); the host then makes it even again.
+ */
+export const FENCE_OFFSET = 128;
 
 const KIND_EMPTY = 0, KIND_ATTR = 1, KIND_ENTRY = 2, KIND_NONE = 3;
 const ATTR_FIELDS = 16;
@@ -81,7 +89,14 @@ export class MetaTable {
     const v = new DataView(buffer);
     const g = MetaTable.geometry(buffer.byteLength, logRecords);
     if (g.slots < PROBE) throw new MetaTableError(`a metadata table needs at least ${g.slotsAt + PROBE * SLOT_SIZE} bytes`);
-    const reused = v.getUint32(0, true) === META_MAGIC && v.getUint32(4, true) === META_VERSION;
+    const ours = v.getUint32(0, true) === META_MAGIC;
+    if (ours && v.getUint32(4, true) !== META_VERSION) {
+      // Another version's table: its readers miss while the generation is odd; nothing of it is kept.
+      MetaTable.retire(buffer);
+      new Uint8Array(buffer, HEADER_SIZE).fill(0);
+      v.setUint32(FENCE_OFFSET, 0, true);
+    }
+    const reused = ours && v.getUint32(4, true) === META_VERSION;
     if (reused) {
       const old = new MetaTable(buffer);
       old.beginReset();
@@ -90,7 +105,7 @@ export class MetaTable {
       // A new geometry: nothing of the old layout can be trusted, and the generation stays odd until set.
       new Uint8Array(buffer, HEADER_SIZE).fill(0);
     }
-    const gen = reused ? v.getUint32(H_GENERATION * 4, true) : 0;
+    const gen = ours ? v.getUint32(H_GENERATION * 4, true) : 0; // never back to a value a reader saw
     v.setUint32(H_VERSION * 4, META_VERSION, true);
     v.setUint32(H_SLOTS * 4, g.slots, true);
     v.setUint32(H_SLOT_SIZE * 4, SLOT_SIZE, true);
@@ -100,6 +115,17 @@ export class MetaTable {
     v.setUint32(H_GENERATION * 4, (gen | 1) + 1, true); // even: usable
     v.setUint32(H_MAGIC * 4, META_MAGIC, true);
     return new MetaTable(buffer);
+  }
+
+  /**
+   * Leave a table of any version dead for its readers (generation odd, the word every version keeps
+   * at byte 16), so an agent still mapping it asks the host instead.
+   */
+  static retire(buffer: ArrayBufferLike): void {
+    if (buffer.byteLength < HEADER_SIZE) return;
+    const i32 = new Int32Array(buffer, 0, HEADER_SIZE >> 2);
+    if (Atomics.load(i32, H_MAGIC) >>> 0 !== META_MAGIC) return;
+    if ((Atomics.load(i32, H_GENERATION) & 1) === 0) Atomics.add(i32, H_GENERATION, 1);
   }
 
   /** Use a table the host made (guest side, typically over a read-only mapping). */
@@ -121,6 +147,12 @@ export class MetaTable {
 
   /** Records ever appended to the change log. */
   get logHead(): number { return Atomics.load(this.i32, LOG_HEAD_OFFSET >> 2) >>> 0; }
+
+  /** The fence word: odd while fenced (free-running; each fence has its own odd value). */
+  get fence(): number { return Atomics.load(this.i32, FENCE_OFFSET >> 2) >>> 0; }
+
+  /** Fenced: the host no longer waits for this VM's acknowledgements, and its reader answers nothing. */
+  get fenced(): boolean { return (this.fence & 1) === 1; }
 
   // ---- writer (host) -------------------------------------------------------------------------
 
@@ -179,6 +211,11 @@ export class MetaTable {
       Atomics.store(this.i32, at >> 2, head); // record n is complete when its seq reads n + 1
     }
     Atomics.store(this.i32, LOG_HEAD_OFFSET >> 2, head);
+  }
+
+  /** Fence (host): stop answering from this table until the agent acknowledges the new odd value. */
+  setFence(on: boolean): void {
+    if (this.fenced !== on) Atomics.add(this.i32, FENCE_OFFSET >> 2, 1);
   }
 
   /** Empty the table for a new host (start) or none (stop: left odd, so readers miss until the next start). */
@@ -258,27 +295,33 @@ export class MetaTable {
 
   /** The attributes of an inode, or undefined when the table does not hold them. */
   getAttr(volume: number, ino: number): WireAttr | undefined {
-    const gen = this.generation;
-    if (gen & 1) return undefined;
+    const gen = this.usable();
+    if (gen < 0) return undefined;
     const slot = this.read(KIND_ATTR, volume, ino, EMPTY);
     return this.generation === gen ? slot?.values : undefined;
   }
 
   /** True when the table holds an inode and says it has no extended attributes (`ls -l` asks for some on every file). */
   noXattrs(volume: number, ino: number): boolean {
-    const gen = this.generation;
-    if (gen & 1) return false;
+    const gen = this.usable();
+    if (gen < 0) return false;
     return this.read(KIND_ATTR, volume, ino, EMPTY)?.xattrs === XATTRS_NONE && this.generation === gen;
   }
 
   /** The entry for a name: its handle and inode, null if known not to exist, undefined if not held. */
   getEntry(volume: number, dir: number, name: Uint8Array): SharedEntry | null | undefined {
     if (name.length === 0 || name.length > MAX_SHARED_NAME) return undefined;
-    const gen = this.generation;
-    if (gen & 1) return undefined;
+    const gen = this.usable();
+    if (gen < 0) return undefined;
     const entry = this.read(KIND_ENTRY, volume, dir, name);
     const r = entry ? { fh: entry.fh, ino: entry.values[0]! } : this.read(KIND_NONE, volume, dir, name) ? null : undefined;
     return this.generation === gen ? r : undefined;
+  }
+
+  /** The generation when the table may answer; -1 while it is being cleared, dead, or this VM is fenced. */
+  private usable(): number {
+    const gen = this.generation;
+    return (gen & 1) === 1 || this.fenced ? -1 : gen;
   }
 
   /** Find a key and copy its slot under the seqlock; undefined when absent (or always being rewritten). */

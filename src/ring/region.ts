@@ -5,7 +5,8 @@
 //   0    u32 magic 0x4D535250 ("PRSM")      64   u32 generation (bumped by every host init/reset)
 //   4    u32 version (1)                    128  host  liveness: u32 state, u32 heartbeat, u32 pid
 //   8    u32 headerSize (data starts here)  192  guest liveness: u32 state, u32 heartbeat, u32 pid
-//   12   u32 queuePairs N                   208  guest metadata listener: u32 applied, u32 leaseMs
+//   12   u32 queuePairs N                   208  guest metadata listener: u32 applied, u32 leaseMs,
+//                                                u32 fenceAck, u32 flags (bit 0: the agent polls)
 //                                           256  ring control blocks, 256 bytes each:
 //   16   u64 totalSize (lo, hi)                  ring 2q = request ring of queue pair q,
 //   24   u32 requestRingSize                     ring 2q+1 = its response ring
@@ -41,6 +42,10 @@ const W_HOST = 32;
 const W_GUEST = 48;
 const W_META_APPLIED = 52;
 const W_META_LEASE = 53;
+const W_META_FENCE_ACK = 54;
+const W_META_FLAGS = 55;
+/** Listener flag: the agent polls the change log (a VM guest, nothing can wake it) rather than sleeping on a futex. */
+export const META_POLLS = 1;
 /** Byte offset of the guest's "metadata log records applied" word (futex-woken by the guest). */
 export const META_APPLIED_OFFSET = W_META_APPLIED * 4;
 const RINGS_OFFSET = 256;
@@ -247,8 +252,19 @@ export class Region {
   }
 
   /** The guest agent's metadata listener (docs/metadata-share.md): log records applied, kernel cache lease (0: none). */
-  metaListener(): { applied: number; leaseMs: number } {
-    return { applied: Atomics.load(this.hdr, W_META_APPLIED) >>> 0, leaseMs: Atomics.load(this.hdr, W_META_LEASE) >>> 0 };
+  metaListener(): { applied: number; leaseMs: number; fenceAck: number; polls: boolean } {
+    return {
+      applied: Atomics.load(this.hdr, W_META_APPLIED) >>> 0,
+      leaseMs: Atomics.load(this.hdr, W_META_LEASE) >>> 0,
+      fenceAck: Atomics.load(this.hdr, W_META_FENCE_ACK) >>> 0,
+      polls: (Atomics.load(this.hdr, W_META_FLAGS) & META_POLLS) !== 0,
+    };
+  }
+
+  /** Guest side: the last fence of its metadata table it has recovered from, and how it listens. */
+  setMetaFenceAck(fence: number, flags: number): void {
+    Atomics.store(this.hdr, W_META_FLAGS, flags | 0);
+    Atomics.store(this.hdr, W_META_FENCE_ACK, fence | 0);
   }
 
   /** Guest side: announce the lease first (0 to stop listening), then each applied count as it moves. */

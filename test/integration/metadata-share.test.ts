@@ -23,7 +23,8 @@ async function setup(tt: ExecutionContext, cacheArgs: Record<'a' | 'b' | 'c', st
   const shm = fs.mkdtempSync('/dev/shm/prism-test-meta-');
   tt.teardown(() => fs.rmSync(shm, { recursive: true, force: true }));
   for (const v of ['vol', 'other']) if (prism(store, ['volume', 'create', v]).code !== 0) throw new Error('volume create failed');
-  const host = await startHost(store, ['--shm-dir', shm, '--vm', 'a=vol', '--vm', 'b=vol', '--vm', 'c=other']);
+  // Live agents' coherence is tested here, not the deadline (late-ack tests): a loaded machine must not get one fenced.
+  const host = await startHost(store, ['--shm-dir', shm, '--meta-ack-ms', '2000', '--vm', 'a=vol', '--vm', 'b=vol', '--vm', 'c=other']);
   tt.teardown(async () => { await host.stop(); });
   const agents = {} as Record<'a' | 'b' | 'c', Agent>;
   for (const vm of ['a', 'b', 'c'] as const) {
@@ -38,7 +39,12 @@ async function setup(tt: ExecutionContext, cacheArgs: Record<'a' | 'b' | 'c', st
 
 async function statsOf(a: Agent): Promise<AgentStats> {
   for (let i = 0; ; i++) {
-    const r = run(process.execPath, [prismBin, 'agent', 'stats', a.mp, '--json']).trim();
+    let r = '';
+    try {
+      r = run(process.execPath, [prismBin, 'agent', 'stats', a.mp, '--json']).trim();
+    } catch (e) {
+      if (i > 100) throw e; // its stats socket comes up just after the mount
+    }
     if (r) return JSON.parse(r) as AgentStats;
     if (i > 100) throw new Error('no stats');
     await new Promise((res) => setTimeout(res, 50));

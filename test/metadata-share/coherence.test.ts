@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { Dispatcher } from '../../src/host/dispatch.js';
-import { MetaPublisher } from '../../src/metadata-share/publisher.js';
+import { ACK_MS, MetaPublisher, type Listener, type ListenerWords } from '../../src/metadata-share/publisher.js';
 import { MetaTable, SLOT_SIZE } from '../../src/metadata-share/table.js';
 import { Proc } from '../../src/protocol/procs.js';
 import { PrismError } from '../../src/errors.js';
@@ -20,7 +20,7 @@ const DOTDOT = Buffer.from('..');
 
 interface Vm { name: string; d: Dispatcher; table: MetaTable }
 
-function setup(t: { teardown(fn: () => void): void }, listen?: (vm: string) => { read(): { applied: number; leaseMs: number } }) {
+function setup(t: { teardown(fn: () => void): void }, listen?: (vm: string) => Listener) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'prism-meta-'));
   const store = Store.open(dir);
   t.teardown(() => { store.close(); fs.rmSync(dir, { recursive: true, force: true }); });
@@ -148,21 +148,22 @@ test.serial('random changes from two VMs: what a table answers is what the RPC a
   t.true(checked > 500, `${checked} table answers compared with the RPC`);
 });
 
-test.serial('a change waits for the other VM to apply the log; a VM that never does is waited for one lease, then not', async (t) => {
-  const listeners = new Map<string, { applied: number; leaseMs: number }>();
+test.serial('a change waits for the other VM to apply the log; a VM that never does is waited for its deadline, then not', async (t) => {
+  const listeners = new Map<string, ListenerWords>();
   const { v, vms, fh } = setup(t, (vm) => {
-    const s = { applied: 0, leaseMs: 0 };
+    const s = { applied: 0, leaseMs: 0, fenceAck: 0, polls: false };
     listeners.set(vm, s);
     return { read: () => ({ ...s }) };
   });
   const a = vms.get('a')!, b = vms.get('b')!;
-  listeners.get('b')!.leaseMs = 10_000; // long: only the acknowledgement can end this wait
+  listeners.get('b')!.leaseMs = 10_000; // long, and polling: only the acknowledgement can end a wait this short
+  listeners.get('b')!.polls = true;
   // b caches a name; a creates it: the reply waits until b has applied the log records.
   const r = a.d.call(Proc.CREATE, [fh(a, v.rootIno), Buffer.from('f'), 0o644, 0, 0, false]);
   t.true(r instanceof Promise, 'a change b may cache is held back');
   let answered = false;
   void (r as Promise<unknown>).then(() => { answered = true; });
-  await new Promise((res) => setTimeout(res, 30));
+  await new Promise((res) => setTimeout(res, 5));
   t.false(answered, 'not before b applies the log');
   const log = MetaTable.attach(b.table.buffer);
   const records = Array.from({ length: log.logHead }, (_, n) => log.readLog(n));
@@ -173,14 +174,16 @@ test.serial('a change waits for the other VM to apply the log; a VM that never d
   // Nothing b's kernel can hold: a's own VM is never waited for, b with lease 0 neither.
   listeners.get('b')!.leaseMs = 0;
   t.false(a.d.call(Proc.MKDIR, [fh(a, v.rootIno), Buffer.from('d'), 0o755, 0, 0]) instanceof Promise);
-  // A b that stops acknowledging: waited for one lease, then taken as lagging.
-  listeners.get('b')!.leaseMs = 100;
+  // A b that stops acknowledging: waited for its deadline (not its lease), then fenced.
+  listeners.get('b')!.leaseMs = 10_000;
+  listeners.get('b')!.polls = false;
   const t0 = performance.now();
   await a.d.call(Proc.REMOVE, [fh(a, v.rootIno), Buffer.from('f')]);
   const waited = performance.now() - t0;
-  t.true(waited >= 90 && waited < 5000, `waited ${waited.toFixed(0)} ms for a lease of 100 ms`);
+  t.true(waited >= ACK_MS * 0.9 && waited < 5000, `waited ${waited.toFixed(0)} ms with a deadline of ${ACK_MS} ms (lease 10 s)`);
+  t.true(b.table.fenced);
   const again = a.d.call(Proc.RMDIR, [fh(a, v.rootIno), Buffer.from('d')]);
-  t.false(again instanceof Promise, 'a lagging VM is not waited for again until it catches up');
+  t.false(again instanceof Promise, 'a fenced VM is not waited for again until it revalidates');
 });
 
 test.serial('".." follows a directory moved by another VM, and goes with a removed one', (t) => {

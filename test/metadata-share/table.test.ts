@@ -121,3 +121,34 @@ test('an attribute slot says whether the inode has extended attributes, only whe
   t.false(m.noXattrs(1, 5));
   t.false(m.noXattrs(1, 6), 'not held');
 });
+
+test('a fence: readers answer nothing while it is odd; it outlives a host restart; a table of another version is cleared', (t) => {
+  const buf = new ArrayBuffer(MetaTable.geometry(1 << 20).slotsAt + 64 * SLOT_SIZE);
+  const host = MetaTable.create(buf);
+  const guest = MetaTable.attach(buf);
+  const attr = Array.from({ length: 16 }, (_, i) => i + 1);
+  host.putAttr(1, 5, attr);
+  t.deepEqual(guest.getAttr(1, 5), attr);
+  host.setFence(true);
+  const fence = guest.fence;
+  t.true(guest.fenced && (fence & 1) === 1);
+  t.is(guest.getAttr(1, 5), undefined, 'a fenced reader misses');
+  host.setFence(true);
+  t.is(guest.fence, fence, 'fencing a fenced table changes nothing (the agent acknowledges one value)');
+  // A host restart keeps the fence: the agent it fenced has not revalidated yet.
+  const again = MetaTable.create(buf);
+  t.true(again.fenced);
+  again.setFence(false);
+  t.false(guest.fenced);
+  again.putAttr(1, 5, attr);
+  t.deepEqual(guest.getAttr(1, 5), attr);
+  again.setFence(true);
+  t.not(guest.fence, fence, 'each fence has its own value');
+  // A version-1 table (an older host): its slots go, and so does its generation's evenness meanwhile.
+  new DataView(buf).setUint32(4, 1, true);
+  const gen = new DataView(buf).getUint32(16, true);
+  const upgraded = MetaTable.create(buf);
+  t.is(upgraded.getAttr(1, 5), undefined, "nothing of another version's table is kept");
+  t.false(upgraded.fenced);
+  t.true(upgraded.generation > gen && (upgraded.generation & 1) === 0, 'the generation moves on, never back');
+});

@@ -145,6 +145,7 @@ export function encodeStatfs(s: { blocks: bigint; bfree: bigint; bavail: bigint;
 // error field), telling the kernel to drop what it cached.
 const NOTIFY_INVAL_INODE = 2;
 const NOTIFY_INVAL_ENTRY = 3;
+const NOTIFY_INC_EPOCH = 8;
 
 function notifyHeader(code: number, bodyLength: number): Buffer {
   const out = Buffer.alloc(OUT_HEADER + bodyLength);
@@ -160,6 +161,14 @@ export function encodeInvalInode(node: bigint, pages: boolean): Buffer {
   b.writeBigInt64LE(pages ? 0n : -1n, OUT_HEADER + 8);
   b.writeBigInt64LE(0n, OUT_HEADER + 16);
   return b;
+}
+
+/**
+ * Make every name the kernel cached stale at once (FUSE_NOTIFY_INC_EPOCH, Linux 6.16 and later: each is
+ * looked up again before use). Older kernels refuse it with EINVAL.
+ */
+export function encodeIncEpoch(): Buffer {
+  return notifyHeader(NOTIFY_INC_EPOCH, 0);
 }
 
 /** Forget a name in a directory (positive or negative dentry). */
