@@ -3,7 +3,7 @@
 import { PROC_NAMES } from '../protocol/procs.js';
 
 export const COUNTER_NAMES = [
-  'lookupsLocal', 'lookupMisses', 'getattrsLocal', 'getattrMisses', 'xattrsLocal', 'rpcs', 'invalidations', 'logRecordsLost',
+  'lookupsLocal', 'lookupMisses', 'getattrsLocal', 'getattrMisses', 'xattrsLocal', 'rpcs', 'invalidations', 'logRecordsLost', 'replays',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 
