@@ -17,6 +17,8 @@ export interface Unstable {
   /** Order of the change among all the agent's changes. */
   seq: number;
   answered: boolean;
+  /** Order of its (latest) answer among all answers: a COMMIT covers only answers it was sent after. */
+  answeredAt: number;
   /** The verifier of the host that applied it (null: none known then). */
   verf: Buffer | null;
 }
@@ -41,6 +43,7 @@ export function verifierOf(x: unknown): Buffer {
 export class UnstableData {
   private readonly files = new Map<string, FileLog>();
   private seq = 0;
+  private answers = 0;
   /** Bytes held, answered or not. */
   bytes = 0;
   /** The verifier of the last WRITE or COMMIT reply. */
@@ -59,14 +62,25 @@ export class UnstableData {
     return f;
   }
 
+  /** The file's log, if it has one. */
+  peek(fh: Buffer): FileLog | undefined {
+    return this.files.get(fh.toString('latin1'));
+  }
+
   get logs(): FileLog[] { return [...this.files.values()]; }
 
-  /** The seq of the newest change: a COMMIT sent now covers at most the changes up to it. */
+  /** The seq of the newest change: what an fsync starting now must see covered. */
   get cutoff(): number { return this.seq; }
+
+  /**
+   * Taken just before a COMMIT is sent: it can cover only changes answered by then. (A change sent
+   * again after the COMMIT went out may be answered by the same host instance after the COMMIT ran.)
+   */
+  get answerCut(): number { return this.answers; }
 
   /** Keep a change; answered ones (a SETATTR already replied) take the current verifier. */
   add(f: FileLog, proc: Proc, args: unknown[], bytes: number, answered: boolean): Unstable {
-    const e: Unstable = { proc, args, bytes, seq: ++this.seq, answered, verf: answered ? this.verifier : null };
+    const e: Unstable = { proc, args, bytes, seq: ++this.seq, answered, answeredAt: answered ? ++this.answers : 0, verf: answered ? this.verifier : null };
     f.entries.push(e);
     this.bytes += bytes;
     if (!answered) f.unanswered++;
@@ -76,6 +90,7 @@ export class UnstableData {
   answered(f: FileLog, e: Unstable, verf: Buffer | null): void {
     if (verf) this.saw(verf);
     e.verf = verf;
+    e.answeredAt = ++this.answers;
     if (!e.answered) {
       e.answered = true;
       this.settledOne(f);
@@ -108,20 +123,27 @@ export class UnstableData {
   }
 
   /**
-   * A COMMIT sent when the newest change was `cutoff` was answered with `verf`: in each file, the
-   * changes up to the first one it does not cover are durable and let go.
+   * A COMMIT sent when the answers so far were `answerCut` was answered with `verf`: it covers the
+   * changes answered before it was sent by that same host instance. In each file, the changes up to
+   * the first one it does not cover are durable and let go.
    */
-  covered(verf: Buffer, cutoff: number): void {
+  covered(verf: Buffer, answerCut: number): void {
     this.saw(verf);
     for (const f of this.files.values()) {
       let n = 0;
       while (n < f.entries.length) {
         const e = f.entries[n];
-        if (e.seq > cutoff || !e.answered || !e.verf?.equals(verf)) break;
+        if (!e.answered || e.answeredAt > answerCut || !e.verf?.equals(verf)) break;
         n++;
       }
       if (n > 0) this.remove(f, f.entries.slice(0, n));
+      else this.prune(f);
     }
+  }
+
+  /** Forget a file's log once nothing is kept, sent or being sent again. */
+  private prune(f: FileLog): void {
+    if (f.entries.length === 0 && f.unanswered === 0 && !f.replaying && this.files.get(f.key) === f) this.files.delete(f.key);
   }
 
   /** Changes up to cutoff that are answered but not yet covered. */
@@ -143,7 +165,7 @@ export class UnstableData {
       freed += e.bytes;
     }
     this.bytes -= freed;
-    if (f.entries.length === 0 && f.unanswered === 0 && !f.replaying) this.files.delete(f.key);
+    this.prune(f);
     if (freed > 0 || gone.length > 0) this.onRelease();
   }
 }

@@ -169,8 +169,17 @@ export class VrpcFs implements FileSystem {
   /** A change of data other than WRITE, sent in order with the file's writes and kept until committed. */
   private async dataChange<T>(fh: Buffer, proc: Proc, args: unknown[], take: (r: unknown[]) => T): Promise<T> {
     await this.notReplaying(fh);
-    const r = await this.call(proc, args);
-    this.unstable.add(this.unstable.file(fh), proc, args, 0, true);
+    // Kept from before it is sent, so its place among the file's writes is the order they went out.
+    const log = this.unstable.file(fh);
+    const e = this.unstable.add(log, proc, args, 0, false);
+    let r: unknown[];
+    try {
+      r = await this.call(proc, args);
+    } catch (err) {
+      this.unstable.failed(log, e);
+      throw err;
+    }
+    this.unstable.answered(log, e, this.unstable.verifier);
     return take(r);
   }
 
@@ -338,10 +347,12 @@ export class VrpcFs implements FileSystem {
   private async commitCovering(fh: Buffer | null): Promise<void> {
     for (let round = 0; round < MAX_COMMIT_ROUNDS; round++) {
       const cutoff = this.unstable.cutoff;
-      const logs = fh ? [this.unstable.file(fh)] : this.unstable.logs;
+      const one = fh && this.unstable.peek(fh);
+      const logs = fh ? (one ? [one] : []) : this.unstable.logs;
       for (const f of logs) await this.replayIfStale(f);
+      const answerCut = this.unstable.answerCut;
       const [v] = await this.call(Proc.COMMIT, [fh ?? this.rootFh]);
-      this.unstable.covered(verifierOf(v), cutoff);
+      this.unstable.covered(verifierOf(v), answerCut);
       if (!logs.some((f) => this.unstable.uncovered(f, cutoff))) return;
     }
     throw new PrismError('EIO', `the host restarted during each of ${MAX_COMMIT_ROUNDS} COMMITs: unstable data is not durable`);
