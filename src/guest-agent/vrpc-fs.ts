@@ -349,7 +349,7 @@ export class VrpcFs implements FileSystem {
       const cutoff = this.unstable.cutoff;
       const one = fh && this.unstable.peek(fh);
       const logs = fh ? (one ? [one] : []) : this.unstable.logs;
-      for (const f of logs) await this.replayIfStale(f);
+      for (const f of logs) await this.replayIfStale(f, fh !== null);
       const answerCut = this.unstable.answerCut;
       const [v] = await this.call(Proc.COMMIT, [fh ?? this.rootFh]);
       this.unstable.covered(verifierOf(v), answerCut);
@@ -358,8 +358,12 @@ export class VrpcFs implements FileSystem {
     throw new PrismError('EIO', `the host restarted during each of ${MAX_COMMIT_ROUNDS} COMMITs: unstable data is not durable`);
   }
 
-  /** Send a file's kept changes again, in order, if a past host instance acknowledged some. */
-  private async replayIfStale(f: FileLog): Promise<void> {
+  /**
+   * Send a file's kept changes again, in order, if a past host instance acknowledged some. A file
+   * the host no longer has is let go; for an fsync (`strict`) that is an error, not a success: the
+   * host lost the file itself (made less than a commit before it was killed).
+   */
+  private async replayIfStale(f: FileLog, strict: boolean): Promise<void> {
     while (f.replaying) await f.replaying;
     if (!this.unstable.stale(f)) return;
     let finished!: () => void;
@@ -375,7 +379,11 @@ export class VrpcFs implements FileSystem {
           const r = await this.call(e.proc, e.args);
           this.unstable.answered(f, e, e.proc === Proc.WRITE ? verifierOf(r[2]) : this.unstable.verifier);
         } catch (err) {
-          if (err instanceof PrismError && err.code === 'ESTALE') { this.unstable.drop(f); return; } // the file is gone
+          if (err instanceof PrismError && err.code === 'ESTALE') { // the file is gone
+            this.unstable.drop(f);
+            if (strict) throw new PrismError('EIO', 'the host restarted and lost this file: its data could not be sent again');
+            return;
+          }
           this.unstable.failed(f, e);
           throw err;
         }
