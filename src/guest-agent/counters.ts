@@ -3,7 +3,7 @@
 import { PROC_NAMES } from '../protocol/procs.js';
 
 export const COUNTER_NAMES = [
-  'lookupsLocal', 'lookupMisses', 'getattrsLocal', 'getattrMisses', 'xattrsLocal', 'rpcs', 'invalidations', 'logRecordsLost',
+  'lookupsLocal', 'lookupMisses', 'getattrsLocal', 'getattrMisses', 'xattrsLocal', 'rpcs', 'invalidations', 'logRecordsLost', 'replays',
   // Fences of the metadata table recovered from (the host stopped waiting for us), and whole kernel caches dropped.
   'fencesRecovered', 'cacheDrops',
 ] as const;

@@ -14,7 +14,7 @@ export interface Link {
   call(proc: Proc, args?: unknown[]): Promise<unknown[]>;
   call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): Promise<T>;
   /** Send without waiting for the reply (a blocking link: the reply is read later, see settle). */
-  post?(proc: Proc, args: unknown[]): Promise<void>;
+  post?(proc: Proc, args: unknown[]): Promise<unknown[]>;
   /** Wait for every posted call's reply (blocking links only). */
   settle?(): void;
 }

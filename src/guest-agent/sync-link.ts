@@ -11,7 +11,7 @@ import { Reconnector } from './reconnector.js';
 
 const REDIAL_HANDSHAKE_MS = 200;
 
-interface Posted { proc: Proc; args: unknown[]; resolve(): void; reject(e: Error): void; deadline: number }
+interface Posted { proc: Proc; args: unknown[]; resolve(r: unknown[]): void; reject(e: Error): void; deadline: number }
 
 export class SyncLink implements Link {
   private readonly conn: Reconnector<SyncShmClient>;
@@ -53,16 +53,16 @@ export class SyncLink implements Link {
    * Send a call without waiting for its reply (a write sent behind): the promise settles when the
    * reply is read, by a later call or by settle().
    */
-  post(proc: Proc, args: unknown[]): Promise<void> {
+  post(proc: Proc, args: unknown[]): Promise<unknown[]> {
     return new Promise((resolve, reject) => {
       const p: Posted = { proc, args, resolve, reject, deadline: Date.now() + this.timeoutMs };
       const c = this.conn.current;
       if (c) {
         try {
           this.outstanding.add(p);
-          c.post(proc, args, (err) => {
+          c.post(proc, args, (err, result) => {
             this.outstanding.delete(p);
-            if (err) reject(err); else resolve();
+            if (err) reject(err); else resolve(result ?? []);
           });
           return;
         } catch (e) {
@@ -71,7 +71,7 @@ export class SyncLink implements Link {
           this.lost(c, e);
         }
       }
-      this.callLater(proc, args, undefined, p.deadline).then(() => resolve(), reject);
+      this.callLater(proc, args, undefined, p.deadline).then((r) => resolve(r as unknown[]), reject);
     });
   }
 
@@ -92,7 +92,7 @@ export class SyncLink implements Link {
     this.conn.lost(c, e);
     for (const p of [...this.outstanding]) {
       this.outstanding.delete(p);
-      this.callLater(p.proc, p.args, undefined, p.deadline).then(() => p.resolve(), p.reject);
+      this.callLater(p.proc, p.args, undefined, p.deadline).then((r) => p.resolve(r as unknown[]), p.reject);
     }
   }
 

@@ -8,6 +8,7 @@ import type { Attr, Ctx, DirEntry, Entry, FileSystem, SetAttrIn, StatFs, Time } 
 import type { MetaTable } from '../metadata-share/table.js';
 import { AgentCounters } from './counters.js';
 import type { Link } from './host-link.js';
+import { UnstableData, verifierOf, type FileLog } from './unstable.js';
 
 const ROOT_ID = 1n;
 const DOTDOT = Buffer.from('..');
@@ -15,8 +16,15 @@ const O_TRUNC = 0o1000;
 const O_EXCL = 0o200;
 const READDIR_PAGE = 1024;
 const MAX_COPY = 2 ** 40;
-/** Write-behind: most bytes of WRITEs sent but not yet answered. */
+/**
+ * Most bytes of written data held: sent and not answered yet, or answered but not yet covered by a
+ * COMMIT (kept to be sent again if the host restarts: unstable.ts). Past half of it, a COMMIT is sent.
+ */
 const WRITE_BEHIND_BYTES = 64 << 20;
+/** Unstable data is committed at least this often (ms), as NFS clients write back. */
+const COMMIT_EVERY_MS = 5000;
+/** COMMITs answered by a new host instance in a row before fsync gives up (a host restarting in a loop). */
+const MAX_COMMIT_ROUNDS = 8;
 
 interface Node {
   fh: Buffer;
@@ -50,7 +58,11 @@ export class VrpcFs implements FileSystem {
     this.nodes.set(ROOT_ID, { fh: rootFh, lookups: 1n << 62n });
     this.volumeId = rootFh.readUInt32BE(1);
     this.counters = opts.counters ?? new AgentCounters();
+    this.rootFh = rootFh;
+    setInterval(() => { if (this.unstable.bytes > 0 || this.unstable.logs.length > 0) this.commitBehind(); }, COMMIT_EVERY_MS).unref();
   }
+
+  private readonly rootFh: Buffer;
 
   /** Attach a volume: its root handle and inode number. */
   static async attach(link: Link, volume: string, opts: VrpcFsOptions = {}): Promise<VrpcFs> {
@@ -66,7 +78,7 @@ export class VrpcFs implements FileSystem {
   }
 
   /** A call whose reply nobody waits for now: posted on a blocking link, an ordinary call otherwise. */
-  private post(proc: Proc, args: unknown[]): Promise<unknown> {
+  private post(proc: Proc, args: unknown[]): Promise<unknown[]> {
     if (!this.host.post) return this.call(proc, args);
     this.count(proc);
     return this.host.post(proc, args);
@@ -175,7 +187,31 @@ export class VrpcFs implements FileSystem {
     const t = (x: Time | 'now' | undefined): WireTime => (x === undefined ? null : x === 'now' ? true : [x[0], x[1]]);
     const w: WireSetAttr = [s.mode === undefined ? null : s.mode & 0o7777, s.uid ?? null, s.gid ?? null,
       s.size === undefined ? null : Number(s.size), t(s.atime), t(s.mtime)];
-    return toAttr((await this.call(Proc.SETATTR, [this.fh(id), w]))[0] as WireAttr);
+    if (w[3] === null) return toAttr((await this.call(Proc.SETATTR, [this.fh(id), w]))[0] as WireAttr);
+    // A truncation changes data: kept, like a write, until committed (a resend must not undo it).
+    return this.dataChange(this.fh(id), Proc.SETATTR, [this.fh(id), w], (r) => toAttr(r[0] as WireAttr));
+  }
+
+  /** A change of data other than WRITE, sent in order with the file's writes and kept until committed. */
+  private async dataChange<T>(fh: Buffer, proc: Proc, args: unknown[], take: (r: unknown[]) => T): Promise<T> {
+    await this.notReplaying(fh);
+    // Kept from before it is sent, so its place among the file's writes is the order they went out.
+    const log = this.unstable.file(fh);
+    const e = this.unstable.add(log, proc, args, 0, false);
+    let r: unknown[];
+    try {
+      r = await this.call(proc, args);
+    } catch (err) {
+      this.unstable.failed(log, e);
+      throw err;
+    }
+    this.unstable.answered(log, e, this.unstable.verifier);
+    return take(r);
+  }
+
+  /** Wait while the file's kept changes are being sent again (a new change must come after them). */
+  private async notReplaying(fh: Buffer): Promise<void> {
+    for (let f = this.unstable.file(fh); f.replaying; f = this.unstable.file(fh)) await f.replaying;
   }
 
   async readlink(_c: Ctx, id: bigint): Promise<string> {
@@ -225,7 +261,7 @@ export class VrpcFs implements FileSystem {
 
   async open(_c: Ctx, id: bigint, flags: number): Promise<bigint> {
     const fh = this.fh(id);
-    if (flags & O_TRUNC) await this.call(Proc.SETATTR, [fh, [null, null, null, 0, null, null]]);
+    if (flags & O_TRUNC) await this.dataChange(fh, Proc.SETATTR, [fh, [null, null, null, 0, null, null]], () => undefined);
     this.pin(id);
     return this.nextFh++;
   }
@@ -279,35 +315,113 @@ export class VrpcFs implements FileSystem {
   // Writes are sent behind (as NFS clients do): the kernel gets its reply at once, the WRITE goes
   // out in order on the channel (so any later request of this agent sees it), and its outcome is
   // collected by the next write, flush (close), fsync or release of the file, where an error such as
-  // EDQUOT is reported. A bound on bytes in flight keeps memory in check.
+  // EDQUOT is reported. Its data is kept until a COMMIT covers it (unstable.ts). A bound on the bytes
+  // held keeps memory in check.
   async write(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, data: Uint8Array): Promise<number> {
     const fh = this.fh(id);
     const w = this.writes.get(id) ?? { inFlight: 0, error: null, waiters: [] };
     this.writes.set(id, w);
     this.takeError(id, w);
-    while (this.writeBehindBytes > 0 && this.writeBehindBytes + data.byteLength > WRITE_BEHIND_BYTES) {
+    while (this.unstable.bytes > 0 && this.unstable.bytes + data.byteLength > WRITE_BEHIND_BYTES) {
       this.host.settle?.();
-      if (this.writeBehindBytes + data.byteLength > WRITE_BEHIND_BYTES) await new Promise<void>((r) => this.roomWaiters.push(r));
+      this.commitBehind();
+      if (this.unstable.bytes + data.byteLength > WRITE_BEHIND_BYTES) await new Promise<void>((r) => this.roomWaiters.push(r));
     }
+    await this.notReplaying(fh);
     const copy = Buffer.from(data); // the request buffer is reused once this returns
+    const args = [fh, Number(offset), copy, 0];
+    const log = this.unstable.file(fh);
+    const e = this.unstable.add(log, Proc.WRITE, args, copy.length, false);
     w.inFlight++;
-    this.writeBehindBytes += copy.length;
-    this.post(Proc.WRITE, [fh, Number(offset), copy, 0])
-      .catch((e: Error) => { w.error ??= e instanceof PrismError ? e : new PrismError('EIO', e.message); })
+    this.post(Proc.WRITE, args)
+      .then((r) => this.unstable.answered(log, e, verifierOf(r[2])), (err: Error) => {
+        w.error ??= err instanceof PrismError ? err : new PrismError('EIO', err.message);
+        this.unstable.failed(log, e);
+      })
       .finally(() => {
-        this.writeBehindBytes -= copy.length;
-        for (const wake of this.roomWaiters.splice(0)) wake();
         if (--w.inFlight > 0) return;
         for (const wake of w.waiters.splice(0)) wake();
         if (!w.error) this.writes.delete(id);
       });
+    if (this.unstable.bytes > WRITE_BEHIND_BYTES / 2) this.commitBehind();
     return copy.length;
   }
 
   /** Write-behind state per file: WRITEs in flight, the first error not yet reported, who waits. */
   private readonly writes = new Map<bigint, { inFlight: number; error: PrismError | null; waiters: Array<() => void> }>();
-  private writeBehindBytes = 0;
   private roomWaiters: Array<() => void> = [];
+  /** Data the host acknowledged and may still lose (until a COMMIT with its verifier covers it). */
+  private readonly unstable = new UnstableData(
+    () => { for (const wake of this.roomWaiters.splice(0)) wake(); },
+    () => { setImmediate(() => this.commitBehind()); }, // the host restarted: send again what it may have lost
+  );
+  private behind: Promise<void> | null = null;
+
+  /** Commit in the background (memory, a host restart, the timer): one at a time; failures are retried later. */
+  private commitBehind(): void {
+    if (this.behind) return;
+    this.behind = this.commitCovering(null)
+      .catch((e: Error) => {
+        log.warn({ err: e.message }, 'background COMMIT failed');
+        for (const wake of this.roomWaiters.splice(0)) wake(); // writers waiting for room try again
+      })
+      .finally(() => { this.behind = null; });
+  }
+
+  /**
+   * Make the kept changes durable: of one file (fsync) or all. Files whose changes a past host
+   * instance acknowledged are sent again first, then COMMIT; a COMMIT whose verifier does not match
+   * what it should cover (the host restarted meanwhile) goes round again.
+   */
+  private async commitCovering(fh: Buffer | null): Promise<void> {
+    for (let round = 0; round < MAX_COMMIT_ROUNDS; round++) {
+      const cutoff = this.unstable.cutoff;
+      const one = fh && this.unstable.peek(fh);
+      const logs = fh ? (one ? [one] : []) : this.unstable.logs;
+      for (const f of logs) await this.replayIfStale(f, fh !== null);
+      const answerCut = this.unstable.answerCut;
+      const [v] = await this.call(Proc.COMMIT, [fh ?? this.rootFh]);
+      this.unstable.covered(verifierOf(v), answerCut);
+      if (!logs.some((f) => this.unstable.uncovered(f, cutoff))) return;
+    }
+    throw new PrismError('EIO', `the host restarted during each of ${MAX_COMMIT_ROUNDS} COMMITs: unstable data is not durable`);
+  }
+
+  /**
+   * Send a file's kept changes again, in order, if a past host instance acknowledged some. A file
+   * the host no longer has is let go; for an fsync (`strict`) that is an error, not a success: the
+   * host lost the file itself (made less than a commit before it was killed).
+   */
+  private async replayIfStale(f: FileLog, strict: boolean): Promise<void> {
+    while (f.replaying) await f.replaying;
+    if (!this.unstable.stale(f)) return;
+    let finished!: () => void;
+    f.replaying = new Promise<void>((r) => { finished = r; });
+    try {
+      // What was sent before is applied before what is sent again: wait for its answers first.
+      if (f.unanswered > 0) this.host.settle?.();
+      while (f.unanswered > 0) await new Promise<void>((r) => f.waiters.push(r));
+      this.counters.add('replays');
+      for (const e of [...f.entries]) {
+        if (!f.entries.includes(e)) continue;
+        try {
+          const r = await this.call(e.proc, e.args);
+          this.unstable.answered(f, e, e.proc === Proc.WRITE ? verifierOf(r[2]) : this.unstable.verifier);
+        } catch (err) {
+          if (err instanceof PrismError && err.code === 'ESTALE') { // the file is gone
+            this.unstable.drop(f);
+            if (strict) throw new PrismError('EIO', 'the host restarted and lost this file: its data could not be sent again');
+            return;
+          }
+          this.unstable.failed(f, e);
+          throw err;
+        }
+      }
+    } finally {
+      f.replaying = null;
+      finished();
+    }
+  }
 
   /** Report (once) an error of an earlier write. */
   private takeError(id: bigint, w: { inFlight: number; error: PrismError | null }): void {
@@ -331,9 +445,11 @@ export class VrpcFs implements FileSystem {
     await this.writesDone(id);
   }
 
+  // fsync succeeds only once a COMMIT answered with the verifier of every kept change of the file
+  // covers it: if the host restarted since it acknowledged them, they are sent again first.
   async fsync(_c: Ctx, id: bigint): Promise<void> {
     await this.writesDone(id);
-    await this.call(Proc.COMMIT, [this.fh(id)]);
+    await this.commitCovering(this.fh(id));
   }
 
   async opendir(): Promise<bigint> {
@@ -420,7 +536,8 @@ export class VrpcFs implements FileSystem {
   }
 
   async fallocate(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, length: bigint, mode: number): Promise<void> {
-    await this.call(Proc.FALLOCATE, [this.fh(id), Number(offset), Number(length), mode]);
+    const fh = this.fh(id);
+    await this.dataChange(fh, Proc.FALLOCATE, [fh, Number(offset), Number(length), mode], () => undefined);
   }
 
   async lseek(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, whence: number): Promise<bigint> {

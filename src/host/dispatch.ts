@@ -17,8 +17,13 @@ export interface VmConfig {
 }
 
 export interface DispatchHooks {
-  /** Make acknowledged writes durable (COMMIT, stable WRITE). */
-  commit(): void;
+  /** Make acknowledged writes durable (COMMIT, stable WRITE): settles once they are (group commit). */
+  commit(): Promise<void>;
+  /**
+   * The write verifier: 8 bytes that change whenever this host may have lost acknowledged unstable
+   * writes (a new one each start). WRITE and COMMIT replies carry it, as in NFSv3.
+   */
+  verifier: Uint8Array;
   /** This VM's metadata table: warmed by what it asks, told of every change (src/metadata-share). */
   meta?: MetadataSink;
 }
@@ -80,7 +85,12 @@ export class Dispatcher {
 
   private changed(v: Volume, c: MetaChanges): void {
     const p = this.hooks.meta?.changed(v, c);
-    if (p) this.pending = this.pending ? Promise.all([this.pending, p]).then(() => undefined) : p;
+    if (p) this.waitFor(p);
+  }
+
+  /** The reply waits for p too (a metadata lease, a commit). */
+  private waitFor(p: Promise<void>): void {
+    this.pending = this.pending ? Promise.all([this.pending, p]).then(() => undefined) : p;
   }
 
   /** The inode a name points at now, if any (what a REMOVE or RENAME is about to change). */
@@ -147,9 +157,9 @@ export class Dispatcher {
         const { v, ino } = this.target(a[0]);
         const data = a[2] as Uint8Array;
         const attr = v.write(ino, n(1), Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-        if (n(3) > 0) this.hooks.commit();
+        if (n(3) > 0) this.waitFor(this.hooks.commit());
         this.changed(v, { data: [ino] });
-        return [attrToWire(attr), data.byteLength];
+        return [attrToWire(attr), data.byteLength, this.hooks.verifier];
       }
       case Proc.CREATE: return this.made(a[0], b(1), (v, d) => v.create(d, b(1), n(2), n(3), n(4), a[5] as boolean));
       case Proc.MKDIR: return this.made(a[0], b(1), (v, d) => v.mkdir(d, b(1), n(2), n(3), n(4)));
@@ -209,7 +219,7 @@ export class Dispatcher {
       }
       case Proc.FSINFO: this.target(a[0]); return [MAX_IO, MAX_IO, MAX_FILE_SIZE, BLOCK_SIZE];
       case Proc.PATHCONF: this.target(a[0]); return [65000, MAX_NAME];
-      case Proc.COMMIT: this.target(a[0]); this.hooks.commit(); return [];
+      case Proc.COMMIT: this.target(a[0]); this.waitFor(this.hooks.commit()); return [this.hooks.verifier];
       case Proc.GETXATTR: { const { v, ino } = this.target(a[0]); return [v.getxattr(ino, b(1))]; }
       case Proc.SETXATTR: {
         const { v, ino } = this.target(a[0]);

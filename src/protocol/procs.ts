@@ -1,7 +1,7 @@
 // The VRPC procedures: every NFSv3 procedure (same numbers as RFC 1813) plus what a POSIX mount
 // needs beyond it. Arguments and results are positional CBOR arrays, documented in docs/protocol.md.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 export const enum Proc {
   NULL = 0,

@@ -14,6 +14,13 @@ export interface BlockRec {
 
 export interface SegmentStat { live: number; blocks: number }
 
+/** Index changes handed to one commit (see LmdbNodeStore.cut): never changed after the cut. */
+export interface FrozenBlocks {
+  readonly dirty: Map<string, BlockRec>;
+  /** Blocks first stored since the previous cut (not in the index yet). */
+  readonly fresh: Set<string>;
+}
+
 export function sha256(data: Buffer): Buffer {
   return crypto.createHash('sha256').update(data).digest();
 }
@@ -25,6 +32,8 @@ export class Blocks {
   private cacheBytes = 0;
   private dirty = new Map<string, BlockRec>();
   private fresh = new Set<string>();
+  /** Cut but not yet committed, oldest first. */
+  private frozen: FrozenBlocks[] = [];
   /** Totals over committed blocks: physical bytes of block data and number of blocks. */
   physical = 0;
   count = 0;
@@ -36,7 +45,17 @@ export class Blocks {
   ) {}
 
   get(hash: Buffer): BlockRec | undefined {
-    return this.dirty.get(hash.toString('latin1')) ?? this.db.get(hash);
+    return this.pendingRec(hash.toString('latin1')) ?? this.db.get(hash);
+  }
+
+  private pendingRec(k: string): BlockRec | undefined {
+    const d = this.dirty.get(k);
+    if (d) return d;
+    for (let i = this.frozen.length - 1; i >= 0; i--) {
+      const f = this.frozen[i].dirty.get(k);
+      if (f) return f;
+    }
+    return undefined;
   }
 
   /** Store content once; returns its hash. A new block has no references until a tree leaf retains it. */
@@ -97,7 +116,8 @@ export class Blocks {
     const k = hash.toString('latin1');
     let rec = this.dirty.get(k);
     if (!rec) {
-      const stored = this.db.get(hash);
+      // A frozen record is copied, never changed: a commit in progress writes it as it was cut.
+      const stored = this.pendingRec(k) ?? this.db.get(hash);
       if (!stored) throw new PrismError('EIO', `reference to unknown block ${hash.toString('hex').slice(0, 16)}`);
       rec = { ...stored };
       this.dirty.set(k, rec);
@@ -116,17 +136,36 @@ export class Blocks {
     return this.dirty.size;
   }
 
-  /** Write pending changes; must run inside the store's write transaction. Unreferenced blocks are dropped. */
-  commit(): void {
+  /** Freeze the changes so far for a commit; new changes collect apart from them. */
+  cut(): FrozenBlocks {
+    const f: FrozenBlocks = { dirty: this.dirty, fresh: this.fresh };
+    this.frozen.push(f);
+    this.dirty = new Map();
+    this.fresh = new Set();
+    return f;
+  }
+
+  /** After f is durable (or its commit failed: its changes are pending again, under newer ones). */
+  settled(f: FrozenBlocks, ok: boolean): void {
+    const i = this.frozen.indexOf(f);
+    if (i < 0) return;
+    this.frozen.splice(i, 1);
+    if (ok) return;
+    for (const [k, rec] of f.dirty) if (!this.dirty.has(k)) this.dirty.set(k, rec);
+    for (const k of f.fresh) this.fresh.add(k);
+  }
+
+  /** Write frozen changes; must run inside the store's write transaction. Unreferenced blocks are dropped. */
+  write(f: FrozenBlocks): void {
     const segDelta = new Map<number, SegmentStat>();
     const bump = (s: number, bytes: number, blocks: number) => {
       const d = segDelta.get(s) ?? { live: 0, blocks: 0 };
       d.live += bytes; d.blocks += blocks;
       segDelta.set(s, d);
     };
-    for (const [k, rec] of this.dirty) {
+    for (const [k, rec] of f.dirty) {
       const hash = Buffer.from(k, 'latin1');
-      const isFresh = this.fresh.has(k);
+      const isFresh = f.fresh.has(k);
       const before = isFresh ? undefined : this.db.get(hash);
       if (before && (before.s !== rec.s || before.o !== rec.o)) {
         bump(before.s, -(before.n + HEADER_SIZE), -1);
@@ -150,7 +189,5 @@ export class Blocks {
       if (next.blocks <= 0) this.segStats.remove(s);
       else this.segStats.put(s, next);
     }
-    this.dirty.clear();
-    this.fresh.clear();
   }
 }

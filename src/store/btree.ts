@@ -11,6 +11,11 @@ export type Node<V> = LeafNode<V> | InnerNode;
 
 export interface NodeStore<V> {
   get(id: number): Node<V>;
+  /**
+   * An owned node, to be changed in place and put back. It may be a copy of what get() returns: a
+   * commit in progress may be writing that one (src/store/nodes.ts).
+   */
+  edit(id: number): Node<V>;
   /** Record that an owned node changed (it was mutated in place). */
   put(id: number, node: Node<V>): void;
   alloc(node: Node<V>): number;
@@ -184,7 +189,7 @@ export class CowTree<V> {
 
   private insert(id: number, key: Buffer, val: V): InsertResult {
     id = this.own(id);
-    const n = this.ns.get(id);
+    const n = this.ns.edit(id);
     if (n.l === 1) {
       const i = search(n.k, key);
       if (i >= 0) {
@@ -223,7 +228,7 @@ export class CowTree<V> {
   /** Remove key below id; returns the node's new id, or 0 if it became empty and was freed. */
   private remove(id: number, key: Buffer): number {
     id = this.own(id);
-    const n = this.ns.get(id);
+    const n = this.ns.edit(id);
     if (n.l === 1) {
       const i = search(n.k, key);
       if (i < 0) return id;
@@ -259,6 +264,7 @@ export class MemoryNodeStore<V> implements NodeStore<V> {
     if (!n) throw new Error(`node ${id} missing`);
     return n;
   }
+  edit(id: number): Node<V> { return this.get(id); }
   put(id: number, node: Node<V>): void { this.nodes.set(id, node); }
   alloc(node: Node<V>): number { const id = this.next++; this.nodes.set(id, node); return id; }
   free(id: number): void { this.nodes.delete(id); this.rc.delete(id); }

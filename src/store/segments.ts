@@ -162,9 +162,53 @@ export class Segments {
 
   /** Make every append so far durable (before the metadata commit that references it). */
   sync(): void {
+    this.syncNow(this.cut());
+  }
+
+  /** fdatasync calls made so far (by sync, syncNow and syncAsync). */
+  dataSyncs = 0;
+
+  /**
+   * Write the staged records and hand over the segments appended to since the last cut: a later
+   * fdatasync of each covers every record written before this returned.
+   */
+  cut(): number[] {
     this.flushStage();
-    for (const s of this.unsynced) fs.fdatasyncSync(this.fd(s));
+    const segs = [...this.unsynced];
     this.unsynced.clear();
+    return segs;
+  }
+
+  /** fdatasync the segments, blocking. */
+  syncNow(segs: Iterable<number>): void {
+    for (const s of segs) {
+      this.dataSyncs++;
+      try { fs.fdatasyncSync(this.fd(s)); } catch (e) { throw ioError(e, `sync segment ${s}`); }
+    }
+  }
+
+  /**
+   * fdatasync the segments on libuv's thread pool, off the event loop. Each file is opened anew, so a
+   * segment closed meanwhile (roll, close) cannot turn the sync into one of a reused descriptor.
+   */
+  async syncAsync(segs: Iterable<number>): Promise<void> {
+    await Promise.all([...segs].map(async (s) => {
+      this.dataSyncs++;
+      let h;
+      try {
+        h = await fs.promises.open(this.file(s), 'r');
+        await h.datasync();
+      } catch (e) {
+        throw ioError(e, `sync segment ${s}`);
+      } finally {
+        await h?.close();
+      }
+    }));
+  }
+
+  /** A commit that took segments from cut() failed: they still need their fdatasync. */
+  unsyncedAgain(segs: Iterable<number>): void {
+    for (const s of segs) this.unsynced.add(s);
   }
 
   private roll(): void {

@@ -1,20 +1,24 @@
 // The store: volumes over shared copy-on-write trees (LMDB) and content-addressed blocks (segment files).
 //
 // Transactions: every public method runs synchronously and leaves memory consistent; nothing reaches
-// disk until commit(), which writes everything changed since the last commit in one LMDB transaction,
+// disk until a commit, which writes everything changed since the last one in one LMDB transaction,
 // after making the segment data it references durable. A crash therefore loses only uncommitted
 // changes and never leaves a half-made volume. Methods that may block on disk say so.
+//
+// Two ways to commit. commit() blocks until durable (tools, close). commitDurable() is the server's:
+// a group commit whose fsyncs run off the event loop; see the argument above Store.commitDurable and
+// docs/durability.md.
 import fs from 'node:fs';
 import path from 'node:path';
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
 import { PrismError } from '../errors.js';
-import { Blocks, type BlockRec, type SegmentStat } from './blocks.js';
+import { Blocks, type BlockRec, type FrozenBlocks, type SegmentStat } from './blocks.js';
 import { CowTree, type Node } from './btree.js';
 import { now } from './clock.js';
 import { BLOCK_SIZE, MAX_NAME, FORMAT_VERSION, ROOT_LOCAL, S_IFDIR, inoOf, isDir, isReg, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
 import { acquireLock } from './lock.js';
 import { checkVolumeName } from './names.js';
-import { LmdbNodeStore } from './nodes.js';
+import { LmdbNodeStore, type FrozenNodes } from './nodes.js';
 import { Segments } from './segments.js';
 import { Volume, type Usage, type VolumeHost, type VolumeRec } from './volume.js';
 
@@ -66,6 +70,33 @@ export interface StoreStats {
 
 type Meta = Record<string, number>;
 
+/** Everything one commit writes, cut at one instant (see commitDurable). */
+interface Cut {
+  nodes: FrozenNodes<TreeValue>;
+  blocks: FrozenBlocks;
+  /** Changed volumes as they were at the cut; null: removed. */
+  volumes: Map<string, VolumeRec | null>;
+  /** Their names, in cutVolumes until the cut is settled. */
+  names: Set<string>;
+  meta: Meta;
+  /** Segments appended to before the cut: their fdatasync must precede the metadata. */
+  segments: number[];
+  /** Its metadata was put in an LMDB transaction (from then on only LMDB orders it). */
+  written: boolean;
+  /** A blocking commit() wrote it first: nothing left to do. */
+  superseded: boolean;
+}
+
+/** What commits have cost: for tests and `prism host status`. */
+export interface CommitCounters {
+  /** Calls to commitDurable (each a COMMIT, stable WRITE, timer tick or admin change). */
+  requests: number;
+  /** Store commits made (blocking or not): LMDB transactions. */
+  commits: number;
+  /** fdatasync calls on segment files. */
+  dataSyncs: number;
+}
+
 export class Store implements VolumeHost {
   readonly tree: CowTree<TreeValue>;
   readonly blocks: Blocks;
@@ -75,6 +106,14 @@ export class Store implements VolumeHost {
   private dirtyBytes = 0;
   private nextVolumeId: number;
   private closed = false;
+  /** Volumes changed in a commit in progress (removed ones are not in `volumes`, nor in LMDB's past). */
+  private readonly cutVolumes: Array<Set<string>> = [];
+  /** The commit in progress (commitDurable), and the one the callers arriving meanwhile share. */
+  private inFlight: { cut: Cut; done: Promise<void> } | null = null;
+  private next: Promise<void> | null = null;
+  /** Set when a commit failed after its metadata reached LMDB: memory and disk may disagree. */
+  private broken: Error | null = null;
+  private readonly counts = { requests: 0, commits: 0 };
 
   private constructor(
     readonly dir: string,
@@ -195,12 +234,17 @@ export class Store implements VolumeHost {
     const names = new Set<string>();
     for (const { key } of this.volumesDb.getRange()) names.add(key);
     for (const n of this.volumes.keys()) names.add(n);
-    return [...names].filter((n) => this.volumes.has(n) || !this.changedVolumes.has(n)).sort();
+    return [...names].filter((n) => this.volumes.has(n) || !this.uncommitted(n)).sort();
+  }
+
+  /** Changed (so, if not loaded, removed) since the last commit that reached LMDB. */
+  private uncommitted(name: string): boolean {
+    return this.changedVolumes.has(name) || this.cutVolumes.some((s) => s.has(name));
   }
 
   has(name: string): boolean {
     if (this.volumes.has(name)) return true;
-    if (this.changedVolumes.has(name)) return false; // removed, not yet committed
+    if (this.uncommitted(name)) return false; // removed, not yet committed
     return this.volumesDb.get(name) !== undefined;
   }
 
@@ -208,7 +252,7 @@ export class Store implements VolumeHost {
     this.assertOpen();
     let v = this.volumes.get(name);
     if (v) return v;
-    const rec = this.changedVolumes.has(name) ? undefined : this.volumesDb.get(name);
+    const rec = this.uncommitted(name) ? undefined : this.volumesDb.get(name);
     if (!rec) throw new PrismError('ENOENT', `no volume named ${JSON.stringify(name)}`);
     v = new Volume(structuredClone(rec), this);
     this.volumes.set(name, v);
@@ -416,29 +460,156 @@ export class Store implements VolumeHost {
     for (const v of this.volumes.values()) v.flush();
   }
 
-  /** Make every change so far durable, atomically. Blocks on fsync. */
+  /** Freeze everything changed so far for one commit; later changes collect apart (see commitDurable). */
+  private cut(): Cut {
+    this.flushAll();
+    const segments = this.segments.cut();
+    const volumes = new Map<string, VolumeRec | null>();
+    for (const name of this.changedVolumes) {
+      const v = this.volumes.get(name);
+      volumes.set(name, v ? structuredClone(v.rec) : null);
+    }
+    const names = new Set(this.changedVolumes);
+    this.cutVolumes.push(names);
+    this.changedVolumes.clear();
+    return {
+      nodes: this.nodes.cut(), blocks: this.blocks.cut(), volumes, names, segments, written: false, superseded: false,
+      meta: { nextNode: this.nodes.nextId, nextVolumeId: this.nextVolumeId, segActive: this.segments.active, segEnd: this.segments.end },
+    };
+  }
+
+  /** Put a cut's metadata in the current LMDB write transaction. */
+  private writeCut(c: Cut): void {
+    c.written = true;
+    this.nodes.write(c.nodes);
+    this.blocks.write(c.blocks);
+    for (const [name, rec] of c.volumes) {
+      if (rec) this.volumesDb.put(name, rec);
+      else this.volumesDb.remove(name);
+    }
+    const meta: Meta = { ...c.meta, physical: this.blocks.physical, blocks: this.blocks.count };
+    for (const [k, val] of Object.entries(meta)) this.metaDb.put(k, val);
+  }
+
+  /** A cut is durable (ok) or its commit failed before LMDB took it (its changes are pending again). */
+  private settle(c: Cut, ok: boolean): void {
+    const i = this.cutVolumes.indexOf(c.names);
+    if (i >= 0) this.cutVolumes.splice(i, 1);
+    if (ok) {
+      this.nodes.settled(c.nodes);
+      this.blocks.settled(c.blocks, true);
+      return;
+    }
+    this.nodes.failed(c.nodes);
+    this.blocks.settled(c.blocks, false);
+    for (const n of c.names) this.changedVolumes.add(n);
+    this.segments.unsyncedAgain(c.segments);
+  }
+
+  /**
+   * Make every change so far durable, atomically. Blocks on fsync. A commitDurable in progress whose
+   * metadata is not in LMDB yet is taken over (written first, in the same transaction); one already
+   * in LMDB is ordered before this one by LMDB itself.
+   */
   commit(): void {
     this.assertOpen();
-    this.flushAll();
-    this.segments.sync();
-    const meta: Meta = {
-      nextNode: this.nodes.nextId, nextVolumeId: this.nextVolumeId,
-      segActive: this.segments.active, segEnd: this.segments.end,
-    };
-    this.env.transactionSync(() => {
-      this.nodes.commit();
-      this.blocks.commit();
-      meta.physical = this.blocks.physical;
-      meta.blocks = this.blocks.count;
-      for (const name of this.changedVolumes) {
-        const v = this.volumes.get(name);
-        if (v) this.volumesDb.put(name, v.rec);
-        else this.volumesDb.remove(name);
-      }
-      for (const [k, val] of Object.entries(meta)) this.metaDb.put(k, val);
+    if (this.broken) throw new PrismError('EIO', `the store could not commit: ${this.broken.message}`);
+    const prior = this.inFlight && !this.inFlight.cut.written && !this.inFlight.cut.superseded ? this.inFlight.cut : null;
+    if (prior) prior.superseded = true;
+    const c = this.cut();
+    try {
+      this.segments.syncNow(prior ? [...new Set([...prior.segments, ...c.segments])] : c.segments);
+      this.env.transactionSync(() => {
+        if (prior) this.writeCut(prior);
+        this.writeCut(c);
+      });
+    } catch (e) {
+      if (prior) prior.superseded = false;
+      this.settle(c, false);
+      throw e;
+    }
+    this.counts.commits++;
+    if (prior) this.settle(prior, true);
+    this.settle(c, true);
+  }
+
+  /**
+   * Make every change so far durable, without blocking the event loop: the server's COMMIT.
+   *
+   * Group commit: one commit is in progress at a time; every caller that arrives meanwhile shares the
+   * next one, which starts when it ends. So N COMMITs waiting cost one set of fsyncs, not N.
+   *
+   * Why metadata never becomes durable before the data it references, although the store keeps
+   * changing while the fsyncs run:
+   *  1. The cut (cut(), synchronous) writes every buffered block to its segment file (write(2)
+   *     returned) and freezes the metadata changed so far: tree nodes, block records, volume records,
+   *     the segment end. Later changes go to fresh maps; a frozen node or record is copied, never
+   *     changed (LmdbNodeStore.edit, Blocks.adjust), so the cut stays exactly the state at that
+   *     instant. Readers see live changes, then frozen ones, then LMDB.
+   *  2. fdatasync of every segment appended to before the cut, on the thread pool. It starts after
+   *     those writes returned, so it covers them. Blocks appended after the cut are not in it.
+   *  3. Only when every fdatasync has succeeded is the cut handed to LMDB (an asynchronous write
+   *     transaction: committed and flushed by lmdb-js's writer thread; we wait for `flushed`).
+   *     Segment data is append-only and gc, which deletes segments, never runs beside a server.
+   *  So the metadata that becomes durable references only data already durable. A blocking commit()
+   *  meanwhile takes over a cut not yet in LMDB (writes it first, superseding it), and one already in
+   *  LMDB is ordered by LMDB; a failure before LMDB puts the cut's changes back as pending.
+   */
+  commitDurable(): Promise<void> {
+    this.counts.requests++;
+    if (!this.inFlight) return this.startCommit();
+    this.next ??= this.inFlight.done.catch(() => undefined).then(() => {
+      this.next = null;
+      return this.startCommit();
     });
-    this.nodes.committed();
-    this.changedVolumes.clear();
+    return this.next;
+  }
+
+  private startCommit(): Promise<void> {
+    if (this.closed) return Promise.reject(new PrismError('EBADF', 'store is closed'));
+    if (this.broken) return Promise.reject(new PrismError('EIO', `the store could not commit: ${this.broken.message}`));
+    if (this.pendingChanges === 0 && !this.hasBufferedData()) return Promise.resolve();
+    const c = this.cut();
+    const done = (async () => {
+      try {
+        await this.segments.syncAsync(c.segments);
+      } catch (e) {
+        if (!c.superseded) this.settle(c, false);
+        throw e;
+      }
+      if (c.superseded) return;
+      try {
+        await this.env.transaction(() => { if (!c.superseded) this.writeCut(c); });
+        await this.env.flushed;
+      } catch (e) {
+        if (c.written) {
+          // LMDB may or may not hold it: the memory state can no longer be trusted to match.
+          this.broken = e as Error;
+        } else {
+          this.settle(c, false);
+        }
+        throw e;
+      }
+      if (c.superseded) return;
+      this.counts.commits++;
+      this.settle(c, true);
+    })().finally(() => { if (this.inFlight?.cut === c) this.inFlight = null; });
+    this.inFlight = { cut: c, done };
+    return done;
+  }
+
+  /** Volumes hold partial blocks in memory until flushed. */
+  private hasBufferedData(): boolean {
+    return this.dirtyBytes > 0;
+  }
+
+  /** Resolves once no commitDurable is in progress or waiting (errors are the callers'). */
+  async idle(): Promise<void> {
+    while (this.inFlight || this.next) await (this.next ?? this.inFlight!.done).catch(() => undefined);
+  }
+
+  get commitCounters(): CommitCounters {
+    return { ...this.counts, dataSyncs: this.segments.dataSyncs };
   }
 
   /** Between operations: flush buffered data or commit when enough is pending to bound memory. */

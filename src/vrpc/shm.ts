@@ -311,6 +311,7 @@ export class SyncShmClient {
           if (!take) return detach(r.result);
           return take((this.device ? detach(r.result) : r.result) as unknown[]);
         }
+        r = this.owned(r);
       } finally {
         this.rx.release();
       }
@@ -328,13 +329,13 @@ export class SyncShmClient {
   }
 
   /** Calls sent without waiting (post), by id: told their outcome when their reply is read. */
-  private readonly posted = new Map<number, (err: Error | null) => void>();
+  private readonly posted = new Map<number, (err: Error | null, result?: unknown[]) => void>();
 
   /**
-   * Send a call and return at once; `done` is told the outcome when its reply is read, by a later
-   * call, post or settle(). Results are not kept (for WRITE, whose reply the caller does not need).
+   * Send a call and return at once; `done` is told the outcome (and the results, copied out of the
+   * ring) when its reply is read, by a later call, post or settle().
    */
-  post(proc: Proc, args: unknown[], done: (err: Error | null) => void): void {
+  post(proc: Proc, args: unknown[], done: (err: Error | null, result?: unknown[]) => void): void {
     this.collect();
     this.posted.set(this.send(proc, args), done);
   }
@@ -357,18 +358,24 @@ export class SyncShmClient {
   private settleRecord(m: Uint8Array): void {
     let r;
     try {
-      r = decodeReply(m);
+      r = this.owned(decodeReply(m));
     } finally {
       this.rx.release();
     }
     this.settlePosted(r);
   }
 
+  /** A posted call's reply with its results copied out of the ring (valid after release). */
+  private owned(r: Response): Response {
+    return r.errno === 0 && this.posted.has(r.id) ? { ...r, result: detach(r.result) as unknown[] } : r;
+  }
+
   private settlePosted(r: Response): void {
     const done = this.posted.get(r.id);
     if (!done) return;
     this.posted.delete(r.id);
-    done(r.errno === 0 ? null : responseError(r));
+    if (r.errno === 0) done(null, r.result as unknown[]);
+    else done(responseError(r));
   }
 
   private beat = -1;

@@ -31,7 +31,7 @@ function setup(t: { teardown(fn: () => void): void }, listen?: (vm: string) => L
   const vms = new Map<string, Vm>();
   for (const [name, volumes] of [['a', ['shared']], ['b', ['shared']], ['c', ['other']]] as const) {
     const table = MetaTable.create(new ArrayBuffer(MetaTable.geometry(1 << 20, 64).slotsAt + 4096 * SLOT_SIZE), 64);
-    const hooks = { commit: () => {}, meta: publisher.sink(name) };
+    const hooks = { commit: () => Promise.resolve(), verifier: new Uint8Array(8), meta: publisher.sink(name) };
     const d = new Dispatcher(store, { name, volumes: [...volumes] }, secret, hooks);
     publisher.add({ name, volumes, key: d.key, table, listener: listen?.(name) });
     vms.set(name, { name, d, table });

@@ -1,0 +1,171 @@
+// The agent's copy of unstable data, as an NFSv3 client keeps it: every change of a file's data the
+// host acknowledged (WRITE with stable 0, a truncation, a FALLOCATE) is kept, with the host's write
+// verifier from the reply, until a COMMIT answered with that same verifier covers it. A COMMIT with
+// another verifier means the host restarted and may have lost them: the file's kept changes are sent
+// again, in their order, and committed again (vrpc-fs.ts does the sending; docs/durability.md).
+import { PrismError } from '../errors.js';
+import type { Proc } from '../protocol/procs.js';
+
+/** The verifier's length on the wire (NFSv3's writeverf3). */
+export const VERIFIER_BYTES = 8;
+
+export interface Unstable {
+  proc: Proc;
+  args: unknown[];
+  /** Bytes of data held (what counts against the agent's bound). */
+  bytes: number;
+  /** Order of the change among all the agent's changes. */
+  seq: number;
+  answered: boolean;
+  /** Order of its (latest) answer among all answers: a COMMIT covers only answers it was sent after. */
+  answeredAt: number;
+  /** The verifier of the host that applied it (null: none known then). */
+  verf: Buffer | null;
+}
+
+export interface FileLog {
+  readonly key: string;
+  readonly fh: Buffer;
+  readonly entries: Unstable[];
+  /** Sent, not answered yet. */
+  unanswered: number;
+  waiters: Array<() => void>;
+  /** Set while its changes are being sent again: new changes wait, so order is kept. */
+  replaying: Promise<void> | null;
+}
+
+/** A verifier from a reply; a host that sends none cannot promise anything. */
+export function verifierOf(x: unknown): Buffer {
+  if (!(x instanceof Uint8Array) || x.length !== VERIFIER_BYTES) throw new PrismError('EIO', 'the host sent no write verifier');
+  return Buffer.from(x);
+}
+
+export class UnstableData {
+  private readonly files = new Map<string, FileLog>();
+  private seq = 0;
+  private answers = 0;
+  /** Bytes held, answered or not. */
+  bytes = 0;
+  /** The verifier of the last WRITE or COMMIT reply. */
+  verifier: Buffer | null = null;
+
+  /** `onRelease`: bytes were let go; `onRestart`: a reply showed a new host instance. */
+  constructor(private readonly onRelease: () => void, private readonly onRestart: () => void) {}
+
+  file(fh: Buffer): FileLog {
+    const key = fh.toString('latin1');
+    let f = this.files.get(key);
+    if (!f) {
+      f = { key, fh, entries: [], unanswered: 0, waiters: [], replaying: null };
+      this.files.set(key, f);
+    }
+    return f;
+  }
+
+  /** The file's log, if it has one. */
+  peek(fh: Buffer): FileLog | undefined {
+    return this.files.get(fh.toString('latin1'));
+  }
+
+  get logs(): FileLog[] { return [...this.files.values()]; }
+
+  /** The seq of the newest change: what an fsync starting now must see covered. */
+  get cutoff(): number { return this.seq; }
+
+  /**
+   * Taken just before a COMMIT is sent: it can cover only changes answered by then. (A change sent
+   * again after the COMMIT went out may be answered by the same host instance after the COMMIT ran.)
+   */
+  get answerCut(): number { return this.answers; }
+
+  /** Keep a change; answered ones (a SETATTR already replied) take the current verifier. */
+  add(f: FileLog, proc: Proc, args: unknown[], bytes: number, answered: boolean): Unstable {
+    const e: Unstable = { proc, args, bytes, seq: ++this.seq, answered, answeredAt: answered ? ++this.answers : 0, verf: answered ? this.verifier : null };
+    f.entries.push(e);
+    this.bytes += bytes;
+    if (!answered) f.unanswered++;
+    return e;
+  }
+
+  answered(f: FileLog, e: Unstable, verf: Buffer | null): void {
+    if (verf) this.saw(verf);
+    e.verf = verf;
+    e.answeredAt = ++this.answers;
+    if (!e.answered) {
+      e.answered = true;
+      this.settledOne(f);
+    }
+  }
+
+  /** The host refused it (EDQUOT, ...): the error is reported; there is nothing to send again. */
+  failed(f: FileLog, e: Unstable): void {
+    if (!e.answered) {
+      e.answered = true;
+      this.settledOne(f);
+    }
+    this.remove(f, [e]);
+  }
+
+  private settledOne(f: FileLog): void {
+    if (--f.unanswered === 0) for (const wake of f.waiters.splice(0)) wake();
+  }
+
+  /** A verifier seen in a reply. */
+  saw(verf: Buffer): void {
+    const restarted = this.verifier !== null && !this.verifier.equals(verf);
+    this.verifier = verf;
+    if (restarted) this.onRestart();
+  }
+
+  /** Some answered change may have been lost: applied by another host instance than the current one. */
+  stale(f: FileLog): boolean {
+    return f.entries.some((e) => e.answered && (e.verf === null || this.verifier === null || !e.verf.equals(this.verifier)));
+  }
+
+  /**
+   * A COMMIT sent when the answers so far were `answerCut` was answered with `verf`: it covers the
+   * changes answered before it was sent by that same host instance. In each file, the changes up to
+   * the first one it does not cover are durable and let go.
+   */
+  covered(verf: Buffer, answerCut: number): void {
+    this.saw(verf);
+    for (const f of this.files.values()) {
+      let n = 0;
+      while (n < f.entries.length) {
+        const e = f.entries[n];
+        if (!e.answered || e.answeredAt > answerCut || !e.verf?.equals(verf)) break;
+        n++;
+      }
+      if (n > 0) this.remove(f, f.entries.slice(0, n));
+      else this.prune(f);
+    }
+  }
+
+  /** Forget a file's log once nothing is kept, sent or being sent again. */
+  private prune(f: FileLog): void {
+    if (f.entries.length === 0 && f.unanswered === 0 && !f.replaying && this.files.get(f.key) === f) this.files.delete(f.key);
+  }
+
+  /** Changes up to cutoff that are answered but not yet covered. */
+  uncovered(f: FileLog, cutoff: number): boolean {
+    return f.entries.some((e) => e.seq <= cutoff && e.answered);
+  }
+
+  /** The file is gone on the host: its changes can never be applied. */
+  drop(f: FileLog): void {
+    this.remove(f, [...f.entries]);
+  }
+
+  private remove(f: FileLog, gone: Unstable[]): void {
+    let freed = 0;
+    for (const e of gone) {
+      const i = f.entries.indexOf(e);
+      if (i < 0) continue;
+      f.entries.splice(i, 1);
+      freed += e.bytes;
+    }
+    this.bytes -= freed;
+    this.prune(f);
+    if (freed > 0 || gone.length > 0) this.onRelease();
+  }
+}

@@ -1,0 +1,61 @@
+// The agent's kept unstable data: what a COMMIT's verifier covers and what must be sent again.
+import test from 'ava';
+import { Proc } from '../../src/protocol/procs.js';
+import { UnstableData } from '../../src/guest-agent/unstable.js';
+
+const V1 = Buffer.alloc(8, 1), V2 = Buffer.alloc(8, 2);
+const fh = (n: number) => Buffer.from([1, 0, 0, 0, n]);
+
+test('a COMMIT with the same verifier lets go of what it covers; another verifier keeps it, stale', (t) => {
+  let restarts = 0, releases = 0;
+  const u = new UnstableData(() => { releases++; }, () => { restarts++; });
+  const a = u.file(fh(1));
+  const w1 = u.add(a, Proc.WRITE, [], 100, false);
+  const w2 = u.add(a, Proc.WRITE, [], 50, false);
+  t.is(u.bytes, 150);
+  u.answered(a, w1, V1);
+  u.answered(a, w2, V1);
+  t.false(u.stale(a));
+  const cutoff = u.answerCut;
+  const late = u.add(a, Proc.WRITE, [], 10, false); // after the COMMIT was sent: not covered
+  u.answered(a, late, V1);
+  u.covered(V2, cutoff); // the host restarted: nothing is covered
+  t.is(restarts, 1);
+  t.is(u.bytes, 160);
+  t.true(u.stale(a), 'acknowledged by a past instance: to be sent again');
+  // Sent again and answered by the new instance after that COMMIT went out: not covered by it.
+  const resent = u.answerCut;
+  for (const e of [w1, w2]) u.answered(a, e, V2);
+  u.covered(V2, resent);
+  t.is(u.bytes, 160, 'answers that came after the COMMIT was sent are not covered by it');
+  u.answered(a, late, V2);
+  t.false(u.stale(a));
+  const now = u.answerCut;
+  const later = u.add(a, Proc.WRITE, [], 5, false);
+  u.answered(a, later, V2);
+  u.covered(V2, now);
+  t.is(u.bytes, 5, 'only what was answered after the COMMIT was sent stays');
+  t.true(u.uncovered(a, u.cutoff));
+  u.covered(V2, u.answerCut);
+  t.is(u.bytes, 0);
+  t.is(u.peek(fh(1)), undefined, 'an empty log is forgotten');
+  t.true(releases > 0);
+});
+
+test('a COMMIT covers a prefix per file: nothing after a change it does not cover', (t) => {
+  const u = new UnstableData(() => {}, () => {});
+  u.saw(V1);
+  const a = u.file(fh(1)), b = u.file(fh(2));
+  const a1 = u.add(a, Proc.WRITE, [], 1, false);
+  const a2 = u.add(a, Proc.WRITE, [], 1, false);
+  const b1 = u.add(b, Proc.WRITE, [], 1, false);
+  u.answered(a, a1, V1);
+  u.answered(b, b1, V1);
+  // a2 unanswered: a1 can go, a2 stays; b1 goes.
+  u.covered(V1, u.answerCut);
+  t.is(a.entries.length, 1);
+  t.is(a.entries[0], a2);
+  t.is(u.peek(fh(2)), undefined);
+  u.failed(a, a2); // refused by the host: nothing to keep
+  t.is(u.bytes, 0);
+});

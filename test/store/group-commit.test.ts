@@ -1,0 +1,97 @@
+// Store.commitDurable: a group commit whose fsyncs run off the event loop while the store keeps
+// changing. What it makes durable is exactly the state at its cut; changes made meanwhile wait for
+// the next commit; a blocking commit() meanwhile takes the cut over; waiting callers share commits.
+import test from 'ava';
+import path from 'node:path';
+import { fsck } from '../../src/store/fsck.js';
+import { Store } from '../../src/store/store.js';
+import { tmpDir } from '../helpers/tmp.js';
+
+function reopen(dir: string, s: Store): Store {
+  s.abandon(); // as a kill -9 would leave it: nothing more is written
+  return Store.open(dir);
+}
+
+const read = (s: Store, p: string) => {
+  const v = s.volume('v');
+  return v.read(v.resolve(p), 0, 1 << 20).data.toString();
+};
+
+test('a commit in flight makes exactly its cut durable; changes made meanwhile are the next commit\'s', async (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  let s = Store.open(dir);
+  const v = s.createVolume('v');
+  // Enough files that the tree has inner nodes shared by all of them.
+  for (let i = 0; i < 300; i++) v.write(v.create(v.rootIno, `f${i}`, 0o644, 0, 0).ino, 0, Buffer.from(`one ${i}`));
+  s.commit();
+  for (let i = 0; i < 300; i += 7) v.write(v.resolve(`/f${i}`), 0, Buffer.from(`two ${i}`));
+  const p = s.commitDurable();
+  // While it is in flight: change the very nodes it is writing, add and remove things.
+  for (let i = 0; i < 300; i += 7) v.write(v.resolve(`/f${i}`), 0, Buffer.from(`three ${i}`));
+  v.create(v.rootIno, 'late', 0o644, 0, 0);
+  s.createVolume('w');
+  t.is(read(s, '/f7'), 'three 7', 'readers see the newest state meanwhile');
+  await p;
+  s = reopen(dir, s);
+  t.is(read(s, '/f7'), 'two 7', 'the cut, not what changed after it');
+  t.is(read(s, '/f8'), 'one 8');
+  t.false(s.volume('v').readdir(s.volume('v').rootIno).some((e) => e.name.toString() === 'late'));
+  t.false(s.has('w'));
+  t.deepEqual(fsck(s, { verifyData: true }).problems, []);
+  s.close();
+});
+
+test('changes made during a commit are durable after the next one', async (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  let s = Store.open(dir);
+  const v = s.createVolume('v');
+  v.write(v.create(v.rootIno, 'a', 0o644, 0, 0).ino, 0, Buffer.alloc(200_000, 1));
+  const p1 = s.commitDurable();
+  v.write(v.create(v.rootIno, 'b', 0o644, 0, 0).ino, 0, Buffer.alloc(200_000, 2));
+  s.removeVolume('v'); // removed while the first commit is in flight
+  t.false(s.has('v'));
+  const p2 = s.commitDurable();
+  await Promise.all([p1, p2]);
+  s = reopen(dir, s);
+  t.false(s.has('v'), 'the removal is durable');
+  t.deepEqual(fsck(s, { verifyData: true }).problems, []);
+  s.close();
+});
+
+test('a blocking commit() during a commitDurable writes both, in order', async (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  let s = Store.open(dir);
+  const v = s.createVolume('v');
+  const a = v.create(v.rootIno, 'a', 0o644, 0, 0).ino;
+  v.write(a, 0, Buffer.from('first'));
+  const p = s.commitDurable();
+  v.write(a, 0, Buffer.from('second'));
+  v.write(v.create(v.rootIno, 'b', 0o644, 0, 0).ino, 0, Buffer.from('b'));
+  s.commit();
+  await p;
+  s = reopen(dir, s);
+  t.is(read(s, '/a'), 'second');
+  t.is(read(s, '/b'), 'b');
+  t.deepEqual(fsck(s, { verifyData: true }).problems, []);
+  s.close();
+});
+
+test('callers arriving while a commit is in flight share the next one', async (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  const s = Store.open(dir);
+  t.teardown(() => s.close());
+  const v = s.createVolume('v');
+  const f = v.create(v.rootIno, 'f', 0o644, 0, 0).ino;
+  const before = s.commitCounters;
+  const waits: Array<Promise<void>> = [];
+  for (let i = 0; i < 20; i++) {
+    v.write(f, i * 65536, Buffer.alloc(65536, i + 1));
+    waits.push(s.commitDurable());
+  }
+  await Promise.all(waits);
+  const after = s.commitCounters;
+  t.is(after.requests - before.requests, 20);
+  t.true(after.commits - before.commits <= 2, `${after.commits - before.commits} store commits for 20 requests`);
+  t.true(after.dataSyncs - before.dataSyncs <= 2);
+  t.is(s.pendingChanges, 0);
+});
