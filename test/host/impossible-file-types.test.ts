@@ -17,7 +17,7 @@ function setup(t: Parameters<typeof tmpDir>[0]) {
   const store = Store.open(path.join(tmpDir(t), 'store'));
   t.teardown(() => store.abandon());
   const v = store.createVolume('v');
-  const d = new Dispatcher(store, { name: 'vm', volumes: ['v'] }, crypto.randomBytes(32), { commit: () => {} });
+  const d = new Dispatcher(store, { name: 'vm', volumes: ['v'] }, crypto.randomBytes(32), { commit: () => Promise.resolve(), verifier: new Uint8Array(8) });
   const root = d.key.make({ volumeId: v.rec.id, ino: v.rootIno });
   const code = (proc: Proc, args: unknown[]): PosixCode | 'ok' => {
     try { d.call(proc, args); return 'ok'; } catch (e) { if (e instanceof PrismError) return e.code; throw e; }

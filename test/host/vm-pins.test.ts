@@ -15,7 +15,7 @@ function setup(t: Parameters<typeof tmpDir>[0]) {
   t.teardown(() => store.abandon());
   const v = store.createVolume('shared');
   const secret = crypto.randomBytes(32);
-  const vm = (name: string) => new Dispatcher(store, { name, volumes: ['shared'] }, secret, { commit: () => {} });
+  const vm = (name: string) => new Dispatcher(store, { name, volumes: ['shared'] }, secret, { commit: () => Promise.resolve(), verifier: new Uint8Array(8) });
   const a = vm('a'), b = vm('b');
   const fh = (d: Dispatcher, ino: number) => d.key.make({ volumeId: v.rec.id, ino });
   const call = (d: Dispatcher, proc: Proc, args: unknown[]): unknown[] => {

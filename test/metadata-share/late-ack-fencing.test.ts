@@ -29,7 +29,7 @@ function setup(t: { teardown(fn: () => void): void }, ackMs = ACK_MS, probationM
   const vms: Record<'a' | 'b', Vm> = {} as Record<'a' | 'b', Vm>;
   for (const name of ['a', 'b'] as const) {
     const table = MetaTable.create(new ArrayBuffer(MetaTable.geometry(1 << 20, 64).slotsAt + 1024 * SLOT_SIZE), 64);
-    const d = new Dispatcher(store, { name, volumes: ['shared'] }, secret, { commit: () => {}, meta: publisher.sink(name) });
+    const d = new Dispatcher(store, { name, volumes: ['shared'] }, secret, { commit: () => Promise.resolve(), verifier: new Uint8Array(8), meta: publisher.sink(name) });
     // A long lease: only the deadline (or an acknowledgement) can end a wait.
     const words: ListenerWords = { applied: table.logHead, leaseMs: 30_000, fenceAck: 0, polls: false };
     publisher.add({ name, volumes: ['shared'], key: d.key, table, listener: { read: () => ({ ...words }) } });

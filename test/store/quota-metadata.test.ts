@@ -20,7 +20,7 @@ function setup(t: Parameters<typeof tmpDir>[0], opts: { quota?: number; inodeQuo
   const store = Store.open(dir);
   t.teardown(() => store.abandon());
   const v = store.createVolume('v', opts);
-  const d = new Dispatcher(store, { name: 'vm', volumes: ['v'] }, crypto.randomBytes(32), { commit: () => store.commit() });
+  const d = new Dispatcher(store, { name: 'vm', volumes: ['v'] }, crypto.randomBytes(32), { commit: () => store.commitDurable(), verifier: new Uint8Array(8) });
   const fh = (ino: number) => d.key.make({ volumeId: v.rec.id, ino });
   const code = (proc: Proc, args: unknown[]): PosixCode | 'ok' => {
     try { d.call(proc, args); return 'ok'; } catch (e) { if (e instanceof PrismError) return e.code; throw e; }

@@ -23,7 +23,7 @@ function setup(t: ExecutionContext) {
   const store = Store.open(path.join(dir, 'store'));
   t.teardown(() => store.abandon());
   const v = store.createVolume('v');
-  const d = new Dispatcher(store, { name: 'vm', volumes: ['v'] }, crypto.randomBytes(32), { commit: () => {} });
+  const d = new Dispatcher(store, { name: 'vm', volumes: ['v'] }, crypto.randomBytes(32), { commit: () => Promise.resolve(), verifier: new Uint8Array(8) });
   const fh = (ino: number) => d.key.make({ volumeId: v.rec.id, ino });
   // Count descents into the tree; past the budget, throw out of the loop that is running away.
   let work = 0;
