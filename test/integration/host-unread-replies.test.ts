@@ -50,6 +50,7 @@ async function underAttack(host: RunningHost, vm2: VrpcClient, attack: () => boo
   const before = rssMiB(pid);
   const nulls: number[] = [];
   let stop = false, peak = before;
+  const end = Date.now() + ATTACK_MS;
   const prober = (async () => {
     while (!stop) {
       const t0 = performance.now();
@@ -58,9 +59,10 @@ async function underAttack(host: RunningHost, vm2: VrpcClient, attack: () => boo
       await new Promise((r) => setTimeout(r, 20));
     }
   })();
-  const end = Date.now() + ATTACK_MS;
   while (Date.now() < end) {
+    // Yield every step: this process also times vm2's calls.
     if (!attack()) await new Promise((r) => setTimeout(r, 2));
+    else await new Promise((r) => setImmediate(r));
     peak = Math.max(peak, rssMiB(pid));
     if (peak - before > MAX_GROWTH_MIB) break;
   }
@@ -72,14 +74,16 @@ async function underAttack(host: RunningHost, vm2: VrpcClient, attack: () => boo
 function check(t: ExecutionContext, host: RunningHost, o: Outcome): void {
   const sorted = [...o.nulls].sort((a, b) => a - b);
   const p50 = sorted[Math.floor(sorted.length / 2)] ?? Infinity;
+  const p95 = sorted[Math.floor(sorted.length * 0.95)] ?? Infinity;
   const max = sorted[sorted.length - 1] ?? Infinity;
-  t.log(`host grew ${o.growth.toFixed(0)} MiB; vm2 NULL x${sorted.length}: p50 ${p50.toFixed(2)} ms, max ${max.toFixed(1)} ms`);
+  t.log(`host grew ${o.growth.toFixed(0)} MiB; vm2 NULL x${sorted.length}: p50 ${p50.toFixed(2)} ms, p95 ${p95.toFixed(2)} ms, max ${max.toFixed(1)} ms`);
   t.is(host.child.exitCode, null, 'the host lives');
   t.true(o.growth < MAX_GROWTH_MIB, `host memory grew by ${o.growth.toFixed(0)} MiB`);
   t.true(sorted.length >= 20, 'vm2 was answered throughout');
-  // Generous for a loaded 2-core machine: the unfixed host took seconds.
+  // Generous for a loaded 2-core machine (a lone outlier is the machine, not the host): the unfixed
+  // host took seconds for most calls.
   t.true(p50 < 50, `vm2 NULL p50 ${p50.toFixed(1)} ms`);
-  t.true(max < 1000, `vm2 NULL max ${max.toFixed(0)} ms`);
+  t.true(p95 < 250, `vm2 NULL p95 ${p95.toFixed(1)} ms`);
 }
 
 test('a TCP client that never reads its replies cannot grow the host; other VMs are still served', async (t) => {
