@@ -17,6 +17,8 @@ export interface BudgetLimits {
   maxQueuedBytes: number;
   /** Requests taken from one VM in one turn of the event loop before the other VMs get theirs. */
   sliceRequests: number;
+  /** Time (ms) the VM's requests may hold the event loop in one turn before the other VMs get theirs. */
+  sliceMs: number;
   /** TCP connections one VM may hold at once (a shared-memory region is one channel). */
   maxConnections: number;
   /** A request that holds the event loop longer than this (ms) is logged (work per request is bounded by the store). */
@@ -28,6 +30,7 @@ export const DEFAULT_BUDGET: Readonly<BudgetLimits> = {
   // Room for several 1 MiB READ replies in flight to a VM that reads at its own pace.
   maxQueuedBytes: 8 * 1024 * 1024,
   sliceRequests: 64,
+  sliceMs: 2,
   maxConnections: 16,
   slowRequestMs: 100,
 };
@@ -63,6 +66,7 @@ export class VmBudget {
   private paused = false;
   /** Requests taken this turn of the event loop, and the callback that ends the turn. */
   private burst = 0;
+  private turnMs = 0;
   private turn: NodeJS.Immediate | undefined;
   private readonly slowLog = new RateLimitedLog();
   readonly stats: BudgetStats = { inFlight: 0, queuedBytes: 0, pauses: 0, peakInFlight: 0, peakQueuedBytes: 0, slowRequests: 0 };
@@ -98,7 +102,7 @@ export class VmBudget {
     if (this.inFlight > this.stats.peakInFlight) this.stats.peakInFlight = this.inFlight;
     // A turn ends when the event loop comes round: then the VM may take another slice.
     this.burst++;
-    this.turn ??= setImmediate(() => { this.turn = undefined; this.burst = 0; this.check(); });
+    this.turn ??= setImmediate(() => { this.turn = undefined; this.burst = 0; this.turnMs = 0; this.check(); });
     if (this.inFlight >= this.limits.maxInFlight || this.burst >= this.limits.sliceRequests) this.check();
   }
 
@@ -108,6 +112,8 @@ export class VmBudget {
   }
 
   private spent(proc: number, ms: number): void {
+    this.turnMs += ms;
+    if (this.turnMs >= this.limits.sliceMs && !this.paused) this.check();
     if (ms < this.limits.slowRequestMs) return;
     this.stats.slowRequests++;
     this.slowLog.warn({ vm: this.vm, proc, ms: Math.round(ms) }, 'a request held the event loop');
@@ -126,7 +132,7 @@ export class VmBudget {
     const L = this.limits;
     if (!this.paused) {
       const full = this.inFlight >= L.maxInFlight || queued >= L.maxQueuedBytes;
-      if (!full && this.burst < L.sliceRequests) return;
+      if (!full && !this.turnSpent()) return;
       this.paused = true;
       if (full) {
         this.stats.pauses++;
@@ -136,9 +142,14 @@ export class VmBudget {
       return;
     }
     // Resume with room to spare (half the queue), so a VM at the edge does not flap every reply.
-    if (this.inFlight >= L.maxInFlight || queued > L.maxQueuedBytes / 2 || this.burst >= L.sliceRequests) return;
+    if (this.inFlight >= L.maxInFlight || queued > L.maxQueuedBytes / 2 || this.turnSpent()) return;
     this.paused = false;
     for (const ch of this.channels) ch.resume();
+  }
+
+  /** The VM has had its share of this turn of the event loop. */
+  private turnSpent(): boolean {
+    return this.burst >= this.limits.sliceRequests || this.turnMs >= this.limits.sliceMs;
   }
 
   /** What the VM holds now. */
