@@ -30,7 +30,7 @@ export const DEFAULT_BUDGET: Readonly<BudgetLimits> = {
   // Room for several 1 MiB READ replies in flight to a VM that reads at its own pace.
   maxQueuedBytes: 8 * 1024 * 1024,
   sliceRequests: 64,
-  sliceMs: 2,
+  sliceMs: 1,
   maxConnections: 16,
   slowRequestMs: 100,
 };
