@@ -23,6 +23,11 @@ export interface BudgetLimits {
   maxConnections: number;
   /** A request that holds the event loop longer than this (ms) is logged (work per request is bounded by the store). */
   slowRequestMs: number;
+  /**
+   * Share of the event loop (over LoopShare's window) a VM may take while other VMs are being
+   * served; then it waits for the next window. A VM alone may take it all.
+   */
+  maxLoopShare: number;
 }
 
 export const DEFAULT_BUDGET: Readonly<BudgetLimits> = {
@@ -33,6 +38,7 @@ export const DEFAULT_BUDGET: Readonly<BudgetLimits> = {
   sliceMs: 1,
   maxConnections: 16,
   slowRequestMs: 100,
+  maxLoopShare: 0.5,
 };
 
 export interface PreAuthLimits {
@@ -55,6 +61,44 @@ export interface BudgetStats {
   peakInFlight: number;
   peakQueuedBytes: number;
   slowRequests: number;
+  /** Turns the VM waited for because it had had more than its share of the loop. */
+  holds: number;
+}
+
+/**
+ * Host-wide: how much of the event loop each VM has had in the current window, so that a VM that
+ * keeps the loop busy cannot keep it from the others (time it holds the loop: decode, handler, reply).
+ */
+export class LoopShare {
+  private start = performance.now();
+  private used = new Map<VmBudget, number>();
+  /** VMs served in the previous window (so "others are active" does not flicker at a window's start). */
+  private before = new Set<VmBudget>();
+
+  constructor(readonly windowMs = 50) {}
+
+  private roll(now: number): void {
+    if (now - this.start < this.windowMs) return;
+    this.before = new Set(this.used.keys());
+    this.used.clear();
+    this.start = now;
+  }
+
+  record(vm: VmBudget, ms: number): void {
+    this.roll(performance.now());
+    this.used.set(vm, (this.used.get(vm) ?? 0) + ms);
+  }
+
+  /** How long (ms) `vm` must wait before its next turn: 0 unless it is over its share while others are served. */
+  holdMs(vm: VmBudget, maxShare: number): number {
+    const now = performance.now();
+    this.roll(now);
+    if ((this.used.get(vm) ?? 0) <= maxShare * this.windowMs) return 0;
+    let others = false;
+    for (const v of this.used.keys()) if (v !== vm) { others = true; break; }
+    if (!others) for (const v of this.before) if (v !== vm) { others = true; break; }
+    return others ? Math.max(0, this.start + this.windowMs - now) : 0;
+  }
 }
 
 /** One VM's budget, shared by every channel it is served on. */
@@ -67,11 +111,11 @@ export class VmBudget {
   /** Requests taken this turn of the event loop, and the callback that ends the turn. */
   private burst = 0;
   private turnMs = 0;
-  private turn: NodeJS.Immediate | undefined;
+  private turn: NodeJS.Immediate | NodeJS.Timeout | undefined;
   private readonly slowLog = new RateLimitedLog();
-  readonly stats: BudgetStats = { inFlight: 0, queuedBytes: 0, pauses: 0, peakInFlight: 0, peakQueuedBytes: 0, slowRequests: 0 };
+  readonly stats: BudgetStats = { inFlight: 0, queuedBytes: 0, pauses: 0, peakInFlight: 0, peakQueuedBytes: 0, slowRequests: 0, holds: 0 };
 
-  constructor(readonly vm: string, limits: Partial<BudgetLimits> = {}) {
+  constructor(readonly vm: string, limits: Partial<BudgetLimits> = {}, private readonly share?: LoopShare) {
     this.limits = { ...DEFAULT_BUDGET, ...limits };
   }
 
@@ -102,8 +146,22 @@ export class VmBudget {
     if (this.inFlight > this.stats.peakInFlight) this.stats.peakInFlight = this.inFlight;
     // A turn ends when the event loop comes round: then the VM may take another slice.
     this.burst++;
-    this.turn ??= setImmediate(() => { this.turn = undefined; this.burst = 0; this.turnMs = 0; this.check(); });
+    this.turn ??= setImmediate(() => this.endTurn());
     if (this.inFlight >= this.limits.maxInFlight || this.burst >= this.limits.sliceRequests) this.check();
+  }
+
+  /** The event loop came round: a new slice, unless the VM has had more than its share of late. */
+  private endTurn(): void {
+    const hold = this.share?.holdMs(this, this.limits.maxLoopShare) ?? 0;
+    if (hold > 0) {
+      this.stats.holds++;
+      this.turn = setTimeout(() => this.endTurn(), hold);
+      return;
+    }
+    this.turn = undefined;
+    this.burst = 0;
+    this.turnMs = 0;
+    this.check();
   }
 
   private end(): void {
@@ -113,6 +171,7 @@ export class VmBudget {
 
   private spent(proc: number, ms: number): void {
     this.turnMs += ms;
+    this.share?.record(this, ms);
     if (this.turnMs >= this.limits.sliceMs && !this.paused) this.check();
     if (ms < this.limits.slowRequestMs) return;
     this.stats.slowRequests++;

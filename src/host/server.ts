@@ -19,7 +19,7 @@ import { META_SIZE, metaPath, openMetaTable } from '../metadata-share/file.js';
 import { MetaPublisher } from '../metadata-share/publisher.js';
 import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
 import { ADMIN_SOCKET, serveAdmin } from './admin.js';
-import { PreAuthGate, VmBudget, type BudgetLimits, type PreAuthLimits } from './budget.js';
+import { LoopShare, PreAuthGate, VmBudget, type BudgetLimits, type PreAuthLimits } from './budget.js';
 import { Dispatcher, type DispatchHooks, type VmConfig } from './dispatch.js';
 import { hostSecret, tokensEqual, vmToken } from './secrets.js';
 
@@ -50,6 +50,8 @@ export class HostServer {
   /** Each VM's resource budget, shared by all its channels. */
   readonly budgets = new Map<string, VmBudget>();
   private readonly gate: PreAuthGate;
+  /** How much of the event loop each VM has had lately (no VM may keep it from the others). */
+  private readonly loopShare = new LoopShare();
   /** Guests and strangers choose how often these happen: logged at most once a second each. */
   private readonly refusals = new RateLimitedLog();
   private readonly garbage = new RateLimitedLog();
@@ -90,7 +92,7 @@ export class HostServer {
       for (const v of vm.volumes) if (!this.store.has(v)) throw new PrismError('ENOENT', `no volume named ${JSON.stringify(v)} (for VM ${vm.name})`);
       if (this.dispatchers.has(vm.name)) throw new PrismError('EEXIST', `VM ${vm.name} given twice`);
       this.dispatchers.set(vm.name, new Dispatcher(this.store, vm, secret, hooks));
-      this.budgets.set(vm.name, new VmBudget(vm.name, this.opts.budget));
+      this.budgets.set(vm.name, new VmBudget(vm.name, this.opts.budget, this.loopShare));
       vmToken(this.store.dir, vm.name);
     }
     if (this.opts.shm !== false) this.openRegions();

@@ -16,7 +16,7 @@ export type Handler = (proc: number, args: unknown[]) => unknown[] | Promise<unk
 export interface ServeBudget {
   begin(): void;
   end(): void;
-  /** How long the handler ran synchronously (ms). */
+  /** How long the request held the event loop (ms): decode, handler, reply when it is not deferred. */
   spent(proc: number, ms: number): void;
 }
 
@@ -35,6 +35,7 @@ export function serveChannel(ch: Channel, handler: Handler, opts: ServeOptions =
   const maxGarbage = opts.maxGarbage ?? 16;
   const budget = opts.budget;
   ch.onMessage((m) => {
+    const t0 = budget ? performance.now() : 0;
     let req: Request;
     try {
       req = decodeRequest(m);
@@ -46,19 +47,19 @@ export function serveChannel(ch: Channel, handler: Handler, opts: ServeOptions =
     }
     opts.onRequest?.(req);
     budget?.begin();
-    const t0 = budget ? performance.now() : 0;
     let result;
     try {
       result = handler(req.proc, req.args);
     } catch (e) {
       result = e instanceof Error ? e : new Error(String(e));
     }
-    budget?.spent(req.proc, performance.now() - t0);
     if (result instanceof Promise) {
+      budget?.spent(req.proc, performance.now() - t0);
       // Deferred: in flight (and counted) until it settles.
       result.then((r: unknown[]) => reply(ch, req.id, r), (e: unknown) => reply(ch, req.id, e)).finally(() => budget?.end());
     } else {
       reply(ch, req.id, result);
+      budget?.spent(req.proc, performance.now() - t0); // decode, run and reply: the time it held the loop
       budget?.end();
     }
   });

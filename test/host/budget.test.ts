@@ -1,7 +1,7 @@
 // The per-VM budget and the pre-authentication gate (src/host/budget.ts) over fake channels: when a
 // VM is paused and resumed, deferred replies counted as in flight, turn slices, connection caps.
 import test from 'ava';
-import { PreAuthGate, VmBudget, type GatedChannel } from '../../src/host/budget.js';
+import { LoopShare, PreAuthGate, VmBudget, type GatedChannel } from '../../src/host/budget.js';
 import { MAX_MESSAGE } from '../../src/protocol/procs.js';
 
 class FakeChannel implements GatedChannel {
@@ -120,4 +120,26 @@ test('pre-auth gate: small frames, the oldest waiting connection makes room, the
   t.deepEqual(expired, [4], 'only the one still waiting ran out of time');
   t.false(chans[2].closed);
   t.is(gate.dropped, 3);
+});
+
+test('a VM over its share of the loop while another VM is served waits for the next window; alone it is not held', async (t) => {
+  const share = new LoopShare(40);
+  const hog = new VmBudget('hog', { sliceRequests: 1000, sliceMs: 1, maxLoopShare: 0.5 }, share);
+  const other = new VmBudget('other', {}, share);
+  const h = new FakeChannel(), o = new FakeChannel();
+  const sh = hog.attach(h, true)!, so = other.attach(o, true)!;
+  // Alone: 30 ms of a 40 ms window is fine, the next turn resumes it.
+  sh.begin(); sh.spent(1, 30); sh.end();
+  t.true(h.paused, 'its slice is spent');
+  await nextTurn();
+  t.false(h.paused, 'alone, it is not held');
+  // Another VM is served now: the hog is over half the window, so it waits for the window to end.
+  so.begin(); so.spent(1, 0.1); so.end();
+  sh.begin(); sh.spent(1, 5); sh.end();
+  await nextTurn();
+  t.true(h.paused, 'held while the other VM is served');
+  t.is(hog.snapshot().holds, 1);
+  await new Promise((r) => setTimeout(r, 60));
+  t.false(h.paused, 'resumed in the next window');
+  t.false(o.paused);
 });

@@ -83,7 +83,7 @@ function check(t: ExecutionContext, host: RunningHost, o: Outcome): void {
   // Generous for a loaded 2-core machine (a lone outlier is the machine, not the host): the unfixed
   // host took seconds for most calls.
   t.true(p50 < 50, `vm2 NULL p50 ${p50.toFixed(1)} ms`);
-  t.true(p95 < 250, `vm2 NULL p95 ${p95.toFixed(1)} ms`);
+  t.true(p95 < 500, `vm2 NULL p95 ${p95.toFixed(1)} ms`);
 }
 
 test('a TCP client that never reads its replies cannot grow the host; other VMs are still served', async (t) => {
