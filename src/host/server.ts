@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { PrismError } from '../errors.js';
-import { log } from '../log.js';
+import { RateLimitedLog, log } from '../log.js';
 import { encode } from '../protocol/codec.js';
 import { PROTOCOL_VERSION } from '../protocol/procs.js';
 import { Store } from '../store/store.js';
@@ -21,6 +21,7 @@ import { META_SIZE, metaPath, openMetaTable } from '../metadata-share/file.js';
 import { MetaPublisher } from '../metadata-share/publisher.js';
 import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
 import { ADMIN_SOCKET, serveAdmin } from './admin.js';
+import { LoopShare, PreAuthGate, VmBudget, type BudgetLimits, type PreAuthLimits } from './budget.js';
 import { Dispatcher, type DispatchHooks, type VmConfig } from './dispatch.js';
 import { hostSecret, tokensEqual, vmToken } from './secrets.js';
 
@@ -42,11 +43,23 @@ export interface HostOptions {
   /** How long a change waits for another VM's agent to acknowledge it before fencing that VM (ms; futex-woken agents, polling ones). */
   metaAckMs?: number;
   metaPollAckMs?: number;
+  /** Each VM's resource budget (src/host/budget.ts has the defaults, docs/resource-model.md the why). */
+  budget?: Partial<BudgetLimits>;
+  /** Limits on TCP connections that have not authenticated yet. */
+  preAuth?: Partial<PreAuthLimits>;
 }
 
 export class HostServer {
   readonly store: Store;
   private readonly dispatchers = new Map<string, Dispatcher>();
+  /** Each VM's resource budget, shared by all its channels. */
+  readonly budgets = new Map<string, VmBudget>();
+  private readonly gate: PreAuthGate;
+  /** How much of the event loop each VM has had lately (no VM may keep it from the others). */
+  private readonly loopShare = new LoopShare();
+  /** Guests and strangers choose how often these happen: logged at most once a second each. */
+  private readonly refusals = new RateLimitedLog();
+  private readonly garbage = new RateLimitedLog();
   /** Keeps every VM's metadata table coherent (src/metadata-share). */
   readonly meta: MetaPublisher;
   /** The metadata table file of each VM that has one. */
@@ -63,6 +76,7 @@ export class HostServer {
   private constructor(private readonly opts: HostOptions) {
     this.meta = new MetaPublisher({ ackMs: opts.metaAckMs, pollAckMs: opts.metaPollAckMs });
     this.store = Store.open(opts.storeDir);
+    this.gate = new PreAuthGate(opts.preAuth);
   }
 
   static async start(opts: HostOptions): Promise<HostServer> {
@@ -89,6 +103,7 @@ export class HostServer {
       for (const v of vm.volumes) if (!this.store.has(v)) throw new PrismError('ENOENT', `no volume named ${JSON.stringify(v)} (for VM ${vm.name})`);
       if (this.dispatchers.has(vm.name)) throw new PrismError('EEXIST', `VM ${vm.name} given twice`);
       this.dispatchers.set(vm.name, new Dispatcher(this.store, vm, secret, hooks));
+      this.budgets.set(vm.name, new VmBudget(vm.name, this.opts.budget, this.loopShare));
       vmToken(this.store.dir, vm.name);
     }
     if (this.opts.shm !== false) this.openRegions();
@@ -187,7 +202,7 @@ export class HostServer {
     serveChannel(ch, (proc, args) => {
       if (!greeted) throw new PrismError('EACCES', 'handshake first');
       return d.call(proc, args);
-    }, { onControl: hello, onGarbage: (e) => log.warn({ vm: name, err: e.message }, 'malformed request') });
+    }, { onControl: hello, onGarbage: (e) => log.warn({ vm: name, err: e.message }, 'malformed request'), budget: this.budgets.get(name)!.attach(ch, false)! });
   }
 
   private listen(address: string, onConnection: (ch: TcpChannel, peer: string) => void, announce = true): Promise<void> {
@@ -205,33 +220,35 @@ export class HostServer {
     });
   }
 
-  /** A new TCP connection: the first message must be a hello with the VM's token. */
+  /**
+   * A new TCP connection: the first message must be a hello with the VM's token. Until then it is
+   * held to the pre-authentication limits (small frames, little time, few at once: budget.ts).
+   */
   private accept(ch: TcpChannel, peer: string): void {
     this.channels.add(ch);
     ch.onClose(() => this.channels.delete(ch));
     const refuse = (code: string, message: string) => {
-      log.warn({ peer, code, message }, 'connection refused');
+      this.refusals.warn({ peer, code, message }, 'connection refused');
+      ch.pause(); // nothing more is read from it
       ch.send(encode(['error', code, message]));
       setTimeout(() => ch.close(), 50).unref();
     };
-    const timeout = setTimeout(() => refuse('EACCES', 'no handshake'), 10_000);
-    timeout.unref();
+    this.gate.admit(ch, peer, () => refuse('EACCES', `no handshake in ${this.gate.limits.handshakeMs} ms`));
     ch.onMessage((m) => {
-      clearTimeout(timeout);
       let hello;
       try { hello = decodeHelloRequest(m); } catch (e) { refuse('EINVAL', (e as Error).message); return; }
       const d = this.dispatchers.get(hello.vm);
       if (!d || !tokensEqual(hello.token, this.tokenOf(hello.vm))) { refuse('EACCES', 'unknown VM or wrong token'); return; }
       if (hello.version !== PROTOCOL_VERSION) { refuse('EINVAL', `protocol version ${hello.version} is not ${PROTOCOL_VERSION}`); return; }
+      const budget = this.budgets.get(hello.vm)!.attach(ch, true);
+      if (!budget) { refuse('EBUSY', `VM ${hello.vm} has ${this.budgets.get(hello.vm)!.limits.maxConnections} connections already`); return; }
+      this.gate.authenticated(ch);
       log.info({ peer, vm: hello.vm }, 'VM connected over TCP');
       ch.send(encode(['ok', PROTOCOL_VERSION]));
-      this.serve(ch, d);
-    });
-  }
-
-  private serve(ch: Channel, d: Dispatcher): void {
-    serveChannel(ch, (proc, args) => d.call(proc, args), {
-      onGarbage: (e) => log.warn({ vm: d.vm.name, err: e.message }, 'malformed request'),
+      serveChannel(ch, (proc, args) => d.call(proc, args), {
+        onGarbage: (e) => this.garbage.warn({ vm: d.vm.name, err: e.message }, 'malformed request'),
+        budget,
+      });
     });
   }
 

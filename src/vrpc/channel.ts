@@ -15,17 +15,35 @@ export interface Channel {
   expecting?: () => boolean;
   onClose(cb: (err?: Error) => void): void;
   close(): void;
+  /**
+   * Back-pressure (the host's per-VM budget, src/host/budget.ts): while paused no message is
+   * delivered and the peer's bytes stay where it wrote them (its ring, or the socket), so a peer
+   * that keeps sending fills its own side and stops. Replies are still sent.
+   */
+  pause(): void;
+  resume(): void;
+  /** Bytes accepted by send() that the peer has not taken yet, held in this process. */
+  readonly queuedBytes: number;
+  /** Told when queued bytes have gone down (the peer took some). */
+  onDrain(cb: () => void): void;
 }
 
 /** The callback plumbing every channel shares. */
 export abstract class ChannelEvents {
   protected msgCb: (m: Uint8Array) => void = () => {};
   private closeCbs: Array<(err?: Error) => void> = [];
+  private drainCbs: Array<() => void> = [];
   protected closed = false;
+  protected paused = false;
   readonly transient: boolean = false;
 
   onMessage(cb: (msg: Uint8Array) => void): void { this.msgCb = cb; }
   onClose(cb: (err?: Error) => void): void { this.closeCbs.push(cb); }
+  onDrain(cb: () => void): void { this.drainCbs.push(cb); }
+
+  protected drained(): void {
+    for (const cb of this.drainCbs) cb();
+  }
 
   /** Mark closed and tell every listener, once. */
   protected finish(err?: Error): void {

@@ -9,6 +9,17 @@ import type { Channel } from './channel.js';
  */
 export type Handler = (proc: number, args: unknown[]) => unknown[] | Promise<unknown[]>;
 
+/**
+ * Counts a peer's requests for its resource budget (src/host/budget.ts decides what to do with them).
+ * begin() when a request is taken, end() once its reply is queued (or it can have none).
+ */
+export interface ServeBudget {
+  begin(): void;
+  end(): void;
+  /** How long the request held the event loop (ms): decode, handler, reply when it is not deferred. */
+  spent(proc: number, ms: number): void;
+}
+
 export interface ServeOptions {
   /** Malformed messages tolerated before the channel is closed. */
   maxGarbage?: number;
@@ -16,12 +27,15 @@ export interface ServeOptions {
   /** A message that is not a request: return true if it was a control message (a new handshake). */
   onControl?(m: Uint8Array): boolean;
   onRequest?(req: Request): void;
+  budget?: ServeBudget;
 }
 
 export function serveChannel(ch: Channel, handler: Handler, opts: ServeOptions = {}): void {
   let garbage = 0;
   const maxGarbage = opts.maxGarbage ?? 16;
+  const budget = opts.budget;
   ch.onMessage((m) => {
+    const t0 = budget ? performance.now() : 0;
     let req: Request;
     try {
       req = decodeRequest(m);
@@ -32,20 +46,33 @@ export function serveChannel(ch: Channel, handler: Handler, opts: ServeOptions =
       return;
     }
     opts.onRequest?.(req);
+    budget?.begin();
     let result;
     try {
       result = handler(req.proc, req.args);
     } catch (e) {
-      ch.send(encodeResponse(errorResponse(req.id, e)));
-      return;
+      result = e instanceof Error ? e : new Error(String(e));
     }
-    if (result instanceof Promise) result.then((r) => reply(ch, req.id, r), (e) => ch.send(encodeResponse(errorResponse(req.id, e))));
-    else reply(ch, req.id, result);
+    if (result instanceof Promise) {
+      budget?.spent(req.proc, performance.now() - t0);
+      // Deferred: in flight (and counted) until it settles.
+      result.then((r: unknown[]) => reply(ch, req.id, r), (e: unknown) => reply(ch, req.id, e)).finally(() => budget?.end());
+    } else {
+      reply(ch, req.id, result);
+      budget?.spent(req.proc, performance.now() - t0); // decode, run and reply: the time it held the loop
+      budget?.end();
+    }
   });
 }
 
-function reply(ch: Channel, id: number, result: unknown[]): void {
-  const parts = encodeResponseParts(id, result);
-  if (parts) ch.sendParts(parts);
-  else ch.send(encodeResponse({ id, errno: 0, result }));
+/** Send a result or an error; never throws (a reply that cannot be encoded or sent becomes an error reply). */
+function reply(ch: Channel, id: number, result: unknown[] | unknown): void {
+  try {
+    if (!Array.isArray(result)) throw result;
+    const parts = encodeResponseParts(id, result);
+    if (parts) ch.sendParts(parts);
+    else ch.send(encodeResponse({ id, errno: 0, result }));
+  } catch (e) {
+    try { ch.send(encodeResponse(errorResponse(id, e))); } catch { /* the channel is gone */ }
+  }
 }

@@ -72,6 +72,10 @@ export class ShmChannel extends ChannelEvents implements Channel {
   private readonly rx: RingConsumer;
   private readonly wait: WaitStrategy;
   private outbox: Uint8Array[] = [];
+  /** Bytes in the outbox (replies the peer has had no room for yet). */
+  private outboxBytes = 0;
+  /** While paused: wakes the pump when resumed or closed. */
+  private unpause: (() => void) | null = null;
 
   private readonly doorbell?: Doorbell;
 
@@ -105,8 +109,14 @@ export class ShmChannel extends ChannelEvents implements Channel {
       try {
         // The host reinitialized the region (restart or reset): these rings are gone.
         if (this.side === 'guest' && this.region.generation !== this.generation) throw new RingCorrupt('the host restarted or reset the region');
+        if (this.paused) {
+          // Back-pressure: the peer's requests stay in its ring; only the outbox moves.
+          this.flush();
+          await this.pausedWait();
+          continue;
+        }
         let n = 0;
-        for (let m = this.rx.peek(); m; m = this.rx.peek()) {
+        for (let m = this.rx.peek(); m && !this.paused; m = this.rx.peek()) {
           if (this.scratch) {
             // The host copies before it looks: the guest could change the bytes under it.
             const copy = this.scratch.subarray(0, m.byteLength);
@@ -130,10 +140,16 @@ export class ShmChannel extends ChannelEvents implements Channel {
           else await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
           continue;
         }
+        if (this.outbox.length) {
+          // Replies wait for room: poll on timers (backing off) for a request or for room, never
+          // spin; a peer that keeps its ring full costs a timer now and then.
+          await this.wait.waitAsync(() => this.rx.hasRecord() || this.canFlush(), this.rx.headWord, this.rx.consumerFlag, 1000);
+          continue;
+        }
         // With a doorbell, yield for a few ms (more work usually follows) and then sleep in it;
         // without one, poll on timers.
         if (await waitReadableAsync(this.rx, this.wait, this.doorbell ? this.wait.yieldMs : 1000)) continue;
-        if (this.doorbell && !this.outbox.length) await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
+        if (this.doorbell && !this.outbox.length && !this.paused) await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
       } catch (e) {
         this.finish(e instanceof RingCorrupt ? new PrismError('EIO', e.message) : (e as Error));
         return;
@@ -142,14 +158,53 @@ export class ShmChannel extends ChannelEvents implements Channel {
   }
 
   private flush(): void {
+    const before = this.outboxBytes;
     while (this.outbox.length) {
       const m = this.outbox[0];
       const view = this.tx.reserve(m.byteLength);
-      if (!view) return;
+      if (!view) break;
       view.set(m);
       this.tx.commit();
       this.outbox.shift();
+      this.outboxBytes -= m.byteLength;
     }
+    if (this.outboxBytes < before) this.drained();
+  }
+
+  private canFlush(): boolean {
+    return this.outbox.length > 0 && this.tx.canReserve(this.outbox[0].byteLength);
+  }
+
+  /** Until resumed or closed; while replies wait for room, also wake to move them (timer backoff). */
+  private pausedWait(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = () => { if (timer) clearTimeout(timer); this.unpause = null; resolve(); };
+      this.unpause = done;
+      if (this.outbox.length) {
+        this.pausePollMs = Math.min(this.pausePollMs * 2, 16);
+        timer = setTimeout(done, this.pausePollMs);
+      } else {
+        this.pausePollMs = 0.5;
+      }
+    });
+  }
+  private pausePollMs = 0.5;
+
+  pause(): void { this.paused = true; }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.pausePollMs = 0.5;
+    this.unpause?.();
+  }
+
+  get queuedBytes(): number { return this.outboxBytes; }
+
+  private enqueue(msg: Uint8Array): void {
+    this.outbox.push(msg);
+    this.outboxBytes += msg.byteLength;
   }
 
   /** Whether replies are awaited (set by the client): then the channel never sleeps. */
@@ -163,7 +218,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
       const view = this.tx.reserve(msg.byteLength);
       if (view) { view.set(msg); this.tx.commit(); return true; }
     }
-    this.outbox.push(Uint8Array.from(msg)); // ring full: keep it until the peer drains
+    this.enqueue(Uint8Array.from(msg)); // ring full: keep it until the peer drains
     return true;
   }
 
@@ -173,7 +228,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
     const len = parts.reduce((n, p) => n + p.byteLength, 0);
     if (len > MAX_MESSAGE) throw new PrismError('E2BIG', 'message too large');
     const view = this.outbox.length === 0 ? this.tx.reserve(len) : null;
-    if (!view) return this.send(Buffer.concat(parts));
+    if (!view) { this.enqueue(Buffer.concat(parts, len)); return true; } // one copy, kept until the peer drains
     let at = 0;
     for (const p of parts) { view.set(p, at); at += p.byteLength; }
     this.tx.commit();
@@ -184,6 +239,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
   protected override finish(err?: Error): void {
     this.doorbell?.stop();
     super.finish(err);
+    this.unpause?.();
   }
 
   close(): void { this.finish(); }

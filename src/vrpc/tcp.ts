@@ -6,32 +6,64 @@ import { MAX_MESSAGE } from '../protocol/procs.js';
 import { ChannelEvents, type Channel } from './channel.js';
 
 export class TcpChannel extends ChannelEvents implements Channel {
-  private buf: Buffer = Buffer.alloc(0);
+  /** Bytes received and not yet delivered: whole chunks, joined only when a frame is complete. */
+  private chunks: Buffer[] = [];
+  private have = 0;
 
-  constructor(readonly socket: net.Socket, private readonly maxMessage = MAX_MESSAGE) {
+  constructor(readonly socket: net.Socket, private maxMessage = MAX_MESSAGE) {
     super();
     socket.setNoDelay(true);
     socket.on('data', (d: Buffer) => this.receive(d));
+    socket.on('drain', () => this.drained());
     socket.on('error', (e) => this.finish(e));
     socket.on('close', () => this.finish());
   }
 
-  private receive(d: Buffer): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-    while (this.buf.length >= 4) {
-      const len = this.buf.readUInt32BE(0);
+  /** The largest frame accepted from now on (the host raises it once a peer has authenticated). */
+  setMaxMessage(n: number): void { this.maxMessage = n; }
+
+  private receive(d?: Buffer): void {
+    if (d) { this.chunks.push(d); this.have += d.length; }
+    while (!this.paused && !this.closed && this.have >= 4) {
+      if (this.chunks[0].length < 4) this.join();
+      const len = this.chunks[0].readUInt32BE(0);
       if (len > this.maxMessage) {
         this.finish(new PrismError('E2BIG', `frame of ${len} bytes exceeds ${this.maxMessage}`));
         this.socket.destroy();
         return;
       }
-      if (this.buf.length < 4 + len) return;
-      const msg = this.buf.subarray(4, 4 + len);
-      this.buf = this.buf.subarray(4 + len);
+      if (this.have < 4 + len) return;
+      if (this.chunks[0].length < 4 + len) this.join();
+      const first = this.chunks[0];
+      const msg = first.subarray(4, 4 + len);
+      if (first.length > 4 + len) this.chunks[0] = first.subarray(4 + len);
+      else this.chunks.shift();
+      this.have -= 4 + len;
       this.msgCb(msg);
-      if (this.closed) return;
     }
   }
+
+  /** One buffer of everything received (once per frame that spans chunks, not once per chunk). */
+  private join(): void {
+    this.chunks = [Buffer.concat(this.chunks, this.have)];
+  }
+
+  pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.socket.pause(); // the peer's further bytes wait in the kernel, then in the peer
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    if (this.closed) return;
+    this.socket.resume();
+    // Frames already received are delivered on a later turn, not inside the caller's.
+    setImmediate(() => this.receive());
+  }
+
+  get queuedBytes(): number { return this.socket.writableLength; }
 
   send(msg: Uint8Array): boolean {
     if (this.closed) return false;

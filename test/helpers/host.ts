@@ -1,5 +1,6 @@
 // Start `prism host serve` as a real child process and wait until it listens.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -34,4 +35,11 @@ export function startHost(store: string, args: string[]): Promise<RunningHost> {
     });
     child.once('exit', (code) => reject(new Error(`host exited with ${code}: ${err}`)));
   });
+}
+
+/** Resident memory of a process in MiB (from /proc; Linux only). */
+export function rssMiB(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]) / 1024;
 }
