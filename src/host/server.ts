@@ -22,6 +22,11 @@ import { ADMIN_SOCKET, serveAdmin } from './admin.js';
 import { Dispatcher, type DispatchHooks, type VmConfig } from './dispatch.js';
 import { hostSecret, tokensEqual, vmToken } from './secrets.js';
 
+/** Resets of one VM's rings closer together than this count as "keeps corrupting them". */
+const RESET_QUIET_MS = 1000;
+/** The longest pause before a VM whose rings keep breaking is served again. */
+const RESET_BACKOFF_MAX_MS = 1000;
+
 export interface HostOptions {
   storeDir: string;
   vms: VmConfig[];
@@ -152,16 +157,30 @@ export class HostServer {
     });
   }
 
-  /** Serve one VM's region; if the guest corrupts its rings, reset the region and serve it afresh. */
+  /** Per VM: how often its rings were reset lately, and the pending re-serve (see serveRegion). */
+  private readonly resets = new Map<string, { last: number; delayMs: number; logged: number; timer?: NodeJS.Timeout }>();
+
+  /**
+   * Serve one VM's region; if the guest corrupts its rings, reset the region and serve it afresh.
+   * A guest that keeps doing it is served again after a growing pause (up to RESET_BACKOFF_MAX_MS):
+   * a reset costs the host a channel and a doorbell thread, and other VMs must not pay for it.
+   */
   private serveRegion(name: string, d: Dispatcher, region: Region, file: string): void {
-    const ch = new ShmChannel(region, 'host', { file });
+    let ch: ShmChannel;
+    try {
+      ch = new ShmChannel(region, 'host', { file });
+    } catch (e) {
+      // Nothing a guest writes makes this throw (ring constructors record bad words instead), but a
+      // failure here must cost this VM its service, not the host its life.
+      log.error({ vm: name, err: (e as Error).message }, 'cannot serve the shared-memory region');
+      this.reserveLater(name, d, region, file, e as Error);
+      return;
+    }
     this.channels.add(ch);
     ch.onClose((err) => {
       this.channels.delete(ch);
       if (this.stopped) return;
-      log.warn({ vm: name, err: err?.message }, 'shared-memory rings reset');
-      region.reset();
-      this.serveRegion(name, d, region, file);
+      this.reserveLater(name, d, region, file, err);
     });
     let greeted = false;
     const hello = (m: Uint8Array): boolean => {
@@ -181,6 +200,24 @@ export class HostServer {
       if (!greeted) throw new PrismError('EACCES', 'handshake first');
       return d.call(proc, args);
     }, { onControl: hello, onGarbage: (e) => log.warn({ vm: name, err: e.message }, 'malformed request') });
+  }
+
+  /** Reset a VM's rings and serve them again: at once, or after a pause if it keeps breaking them. */
+  private reserveLater(name: string, d: Dispatcher, region: Region, file: string, err?: Error): void {
+    const now = Date.now();
+    const r = this.resets.get(name) ?? { last: 0, delayMs: 0, logged: 0 };
+    this.resets.set(name, r);
+    r.delayMs = now - r.last < RESET_QUIET_MS ? Math.min(RESET_BACKOFF_MAX_MS, Math.max(1, r.delayMs * 2)) : 0;
+    r.last = now;
+    region.reset();
+    // One line per reset, at most one a second: a guest must not flood the host's log either.
+    if (now - r.logged >= 1000) {
+      r.logged = now;
+      log.warn({ vm: name, err: err?.message, pauseMs: r.delayMs }, r.delayMs ? 'shared-memory rings reset again: the guest keeps corrupting them; serving it after a pause' : 'shared-memory rings reset');
+    }
+    const serve = () => { r.timer = undefined; if (!this.stopped) this.serveRegion(name, d, region, file); };
+    if (r.delayMs === 0) serve();
+    else { r.timer = setTimeout(serve, r.delayMs); r.timer.unref(); }
   }
 
   private listen(address: string, onConnection: (ch: TcpChannel, peer: string) => void, announce = true): Promise<void> {
@@ -233,6 +270,7 @@ export class HostServer {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    for (const r of this.resets.values()) clearTimeout(r.timer);
     const closed = Promise.all([...this.servers, ...this.quietServers].map((srv) => new Promise<void>((r) => srv.close(() => r()))));
     for (const ch of this.channels) ch.close();
     await closed;

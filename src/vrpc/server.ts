@@ -36,16 +36,33 @@ export function serveChannel(ch: Channel, handler: Handler, opts: ServeOptions =
     try {
       result = handler(req.proc, req.args);
     } catch (e) {
-      ch.send(encodeResponse(errorResponse(req.id, e)));
+      replyError(ch, req.id, e);
       return;
     }
-    if (result instanceof Promise) result.then((r) => reply(ch, req.id, r), (e) => ch.send(encodeResponse(errorResponse(req.id, e))));
+    if (result instanceof Promise) result.then((r) => reply(ch, req.id, r), (e) => replyError(ch, req.id, e));
     else reply(ch, req.id, result);
   });
 }
 
+/**
+ * Send a result. Never throws: it runs in promise callbacks nobody awaits, where a throw would be an
+ * unhandled rejection (the end of the host). A reply that cannot be sent (too large, say) becomes an
+ * error reply; a channel that cannot take even that has closed itself.
+ */
 function reply(ch: Channel, id: number, result: unknown[]): void {
-  const parts = encodeResponseParts(id, result);
-  if (parts) ch.sendParts(parts);
-  else ch.send(encodeResponse({ id, errno: 0, result }));
+  try {
+    const parts = encodeResponseParts(id, result);
+    if (parts) ch.sendParts(parts);
+    else ch.send(encodeResponse({ id, errno: 0, result }));
+  } catch (e) {
+    replyError(ch, id, e);
+  }
+}
+
+function replyError(ch: Channel, id: number, err: unknown): void {
+  try {
+    ch.send(encodeResponse(errorResponse(id, err)));
+  } catch {
+    ch.close();
+  }
 }

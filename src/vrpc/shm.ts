@@ -4,6 +4,7 @@
 // on the futex instead: the lowest latency, used by the benchmark and by dedicated I/O threads.
 import { Worker } from 'node:worker_threads';
 import { PrismError } from '../errors.js';
+import { log } from '../log.js';
 import { decodeResponse, encode, encodeRequest, responseError, type Response } from '../protocol/codec.js';
 import { MAX_MESSAGE, PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
 import {
@@ -97,14 +98,27 @@ export class ShmChannel extends ChannelEvents implements Channel {
     // doorbell thread, or without one poll on timers backing off to idlePollMs. No synchronous spin:
     // it would hold up everything else on the loop (FUSE requests, other replies).
     this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 0, maxPollMs: opts.idlePollMs ?? 8, yieldMs: 0.5 });
-    void this.pump();
+    // pump() catches everything itself; this is the last line, so that nothing a peer writes can
+    // ever surface as an unhandled rejection (which ends the process).
+    void this.pump().catch((e: unknown) => {
+      log.error({ err: (e as Error).message }, 'shared-memory channel failed');
+      this.finish(new PrismError('EIO', (e as Error).message));
+    });
+  }
+
+  /** Whether the host reinitialized the region (restart or reset) since these rings were made. */
+  private regionChanged(): boolean {
+    return this.side === 'guest' && this.region.generation !== this.generation;
   }
 
   private async pump(): Promise<void> {
+    // Not a single ring word is read before the constructor has returned and the owner has had a
+    // chance to listen (onClose): rings a guest broke already would otherwise close unseen.
+    await Promise.resolve();
     while (!this.closed) {
       try {
-        // The host reinitialized the region (restart or reset): these rings are gone.
-        if (this.side === 'guest' && this.region.generation !== this.generation) throw new RingCorrupt('the host restarted or reset the region');
+        // Checked before any ring word is trusted: after a reset the old counters mean nothing.
+        if (this.regionChanged()) throw new RingCorrupt('the host restarted or reset the region');
         let n = 0;
         for (let m = this.rx.peek(); m; m = this.rx.peek()) {
           if (this.scratch) {
@@ -132,6 +146,9 @@ export class ShmChannel extends ChannelEvents implements Channel {
         }
         // With a doorbell, yield for a few ms (more work usually follows) and then sleep in it;
         // without one, poll on timers.
+        // Idle: look at the peer's counter of our send ring too, so that rings a guest broke while
+        // nothing was being sent are reset now, not when the next client stumbles on them.
+        if (this.side === 'host') this.tx.freeBytes();
         if (await waitReadableAsync(this.rx, this.wait, this.doorbell ? this.wait.yieldMs : 1000)) continue;
         if (this.doorbell && !this.outbox.length) await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
       } catch (e) {
@@ -141,10 +158,25 @@ export class ShmChannel extends ChannelEvents implements Channel {
     }
   }
 
+  /**
+   * Reserve in the send ring; a ring the peer broke (or a region reset under a guest) closes the
+   * channel instead of throwing, since send() runs in reply callbacks that nothing awaits.
+   */
+  private reserve(len: number): Uint8Array | null {
+    try {
+      if (this.regionChanged()) throw new RingCorrupt('the host restarted or reset the region');
+      return this.tx.reserve(len);
+    } catch (e) {
+      if (!(e instanceof RingCorrupt)) throw e;
+      this.finish(new PrismError('EIO', e.message));
+      return null;
+    }
+  }
+
   private flush(): void {
     while (this.outbox.length) {
       const m = this.outbox[0];
-      const view = this.tx.reserve(m.byteLength);
+      const view = this.reserve(m.byteLength);
       if (!view) return;
       view.set(m);
       this.tx.commit();
@@ -160,8 +192,9 @@ export class ShmChannel extends ChannelEvents implements Channel {
     if (this.side === 'guest') this.doorbell?.interrupt();
     if (msg.byteLength > MAX_MESSAGE) throw new PrismError('E2BIG', 'message too large');
     if (this.outbox.length === 0) {
-      const view = this.tx.reserve(msg.byteLength);
+      const view = this.reserve(msg.byteLength);
       if (view) { view.set(msg); this.tx.commit(); return true; }
+      if (this.closed) return false;
     }
     this.outbox.push(Uint8Array.from(msg)); // ring full: keep it until the peer drains
     return true;
@@ -172,7 +205,8 @@ export class ShmChannel extends ChannelEvents implements Channel {
     if (this.side === 'guest') this.doorbell?.interrupt();
     const len = parts.reduce((n, p) => n + p.byteLength, 0);
     if (len > MAX_MESSAGE) throw new PrismError('E2BIG', 'message too large');
-    const view = this.outbox.length === 0 ? this.tx.reserve(len) : null;
+    const view = this.outbox.length === 0 ? this.reserve(len) : null;
+    if (this.closed) return false;
     if (!view) return this.send(Buffer.concat(parts));
     let at = 0;
     for (const p of parts) { view.set(p, at); at += p.byteLength; }
@@ -239,7 +273,14 @@ class Doorbell {
 /** Connect to a VM's region: the client (guest agent) side. */
 export async function connectShm(path: string, vm: string, opts: ClientOptions & ShmChannelOptions = {}): Promise<VrpcClient> {
   const r = openServedRegion(path);
-  const ch = new ShmChannel(r.region, 'guest', opts);
+  let ch: ShmChannel;
+  try {
+    ch = new ShmChannel(r.region, 'guest', opts);
+  } catch (e) {
+    // The rings are broken (by an earlier client of this VM): the host resets them when it notices.
+    r.close();
+    throw e instanceof RingCorrupt ? new PrismError('EIO', e.message) : e;
+  }
   ch.onClose(() => r.close());
   try {
     await handshake(ch, vm, '', opts.handshakeMs);
