@@ -329,7 +329,7 @@ export class SyncShmClient {
       }
     } catch (e) {
       this.mapping.close();
-      throw e;
+      throw e instanceof RingCorrupt ? new PrismError('EIO', `${path}: ${e.message}`) : e;
     }
   }
 
@@ -340,6 +340,25 @@ export class SyncShmClient {
   call(proc: Proc, args?: unknown[]): unknown[];
   call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): T;
   call(proc: Proc, args: unknown[] = [], take?: (r: unknown[]) => unknown): unknown {
+    return this.guarded(() => this.callNow(proc, args, take));
+  }
+
+  /**
+   * Run ring operations only on rings of the current generation, and take broken rings as the host
+   * gone: a host that restarted (cleanly or killed) zeroed the counters under our idle client, and
+   * a stale counter read as "ring corrupt" must lead to a reconnect, never to EIO for good.
+   */
+  private guarded<T>(op: () => T): T {
+    if (this.mapping.region.generation !== this.generation) throw new HostGone('the host restarted or reset the region');
+    try {
+      return op();
+    } catch (e) {
+      if (e instanceof RingCorrupt) throw new HostGone(`the rings changed under this client (${e.message}): the host restarted or reset them`);
+      throw e;
+    }
+  }
+
+  private callNow(proc: Proc, args: unknown[], take?: (r: unknown[]) => unknown): unknown {
     const id = this.send(proc, args);
     const deadline = Date.now() + this.timeoutMs;
     for (;;) {
@@ -376,12 +395,18 @@ export class SyncShmClient {
    * call, post or settle(). Results are not kept (for WRITE, whose reply the caller does not need).
    */
   post(proc: Proc, args: unknown[], done: (err: Error | null) => void): void {
-    this.collect();
-    this.posted.set(this.send(proc, args), done);
+    this.guarded(() => {
+      this.collect();
+      this.posted.set(this.send(proc, args), done);
+    });
   }
 
   /** Wait for the replies of every posted call. */
   settle(): void {
+    this.guarded(() => this.settleNow());
+  }
+
+  private settleNow(): void {
     const deadline = Date.now() + this.timeoutMs;
     while (this.posted.size > 0) {
       const m = peekBlocking(this.rx, this.wait, SLICE_MS);
