@@ -13,8 +13,8 @@ import type { Channel } from '../vrpc/channel.js';
 import { decodeHelloRequest } from '../vrpc/hello.js';
 import { serveChannel } from '../vrpc/server.js';
 import { TcpChannel, parseAddress } from '../vrpc/tcp.js';
-import { ShmChannel, openRegion, shmPath } from '../vrpc/shm.js';
-import { LIVE_STOPPING, LIVE_UP, META_APPLIED_OFFSET, futexWait, futexWake, nativeAvailable, type Region } from '../ring/index.js';
+import { ShmChannel, openRegion, shmPath, type OpenRegion } from '../vrpc/shm.js';
+import { LIVE_STOPPING, LIVE_UP, META_APPLIED_OFFSET, futexWait, futexWake, nativeAvailable, type FileProblem, type Region } from '../ring/index.js';
 import { META_SIZE, metaPath, openMetaTable } from '../metadata-share/file.js';
 import { MetaPublisher } from '../metadata-share/publisher.js';
 import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
@@ -42,6 +42,18 @@ export interface HostOptions {
   meta?: boolean;
   /** Bytes of each VM's metadata table (a power of two; default 64 MiB). */
   metaSize?: number;
+  /** A group that may map the regions and tables too (QEMU running as another user): mode 0660. */
+  shmGroup?: number;
+}
+
+interface ShmVm {
+  region: OpenRegion;
+  /** The checks of its files (region, metadata table), run on the heartbeat. */
+  checks: Array<() => FileProblem | undefined>;
+  ch?: ShmChannel;
+  /** Why it is no longer served over shared memory. */
+  detached?: string;
+  warnedRemoved?: boolean;
 }
 
 export class HostServer {
@@ -97,6 +109,7 @@ export class HostServer {
   }
 
   private commitSafely(): void {
+    this.checkFiles();
     for (const r of this.liveRegions) r.heartbeat('host');
     try {
       if (this.store.pendingChanges > 0) this.store.commit();
@@ -121,6 +134,8 @@ export class HostServer {
   readonly regions = new Map<string, string>();
   private readonly mappings: Array<() => void> = [];
   private readonly liveRegions: Region[] = [];
+  /** Per VM served over shared memory: its files, its channel now, and why it was detached if it was. */
+  private readonly shm = new Map<string, ShmVm>();
 
   private openRegions(): void {
     const n = nativeAvailable();
@@ -131,20 +146,48 @@ export class HostServer {
     }
     for (const [name, d] of this.dispatchers) {
       const file = shmPath(name, this.opts.shmDir);
-      const r = openRegion(file, true);
+      const r = openRegion(file, true, { group: this.opts.shmGroup });
+      this.mappings.push(r.close);
       r.region.setLiveness('host', LIVE_UP, process.pid);
       this.liveRegions.push(r.region);
-      this.mappings.push(r.close);
       this.regions.set(name, file);
-      if (this.opts.meta !== false) this.shareMetadata(name, d, r.region, r.buffer);
+      const vm: ShmVm = { region: r, checks: [() => r.problem?.()] };
+      this.shm.set(name, vm);
+      if (this.opts.meta !== false) vm.checks.push(this.shareMetadata(name, d, r.region, r.buffer));
       this.serveRegion(name, d, r.region, file);
     }
   }
 
-  /** Give a VM its metadata table; its agent's listener words live in its VRPC region. */
-  private shareMetadata(name: string, d: Dispatcher, region: Region, regionBuffer: ArrayBuffer): void {
+  /**
+   * Whether each VM's files are still the ones the host made (on the heartbeat). One truncated (its
+   * mapping is zero pages now: the addon caught the SIGBUS), or replaced by another file, stops that
+   * VM's shared-memory service with a log line; the host and the other VMs go on.
+   */
+  private checkFiles(): void {
+    for (const [name, vm] of this.shm) {
+      if (vm.detached) continue;
+      for (const check of vm.checks) {
+        const p = check();
+        if (!p) continue;
+        if (p.kind === 'removed') {
+          // The VM still maps the file and is served; only a restarted QEMU would not find it.
+          if (!vm.warnedRemoved) log.warn({ vm: name, problem: p.message }, 'a shared-memory file of this VM was removed');
+          vm.warnedRemoved = true;
+          continue;
+        }
+        vm.detached = p.message;
+        log.error({ vm: name, problem: p.message }, 'stopped serving this VM over shared memory: its file is not the one the host made');
+        vm.region.region.setLiveness('host', LIVE_STOPPING, process.pid); // its agent stops waiting for us
+        vm.ch?.close();
+        break;
+      }
+    }
+  }
+
+  /** Give a VM its metadata table; its agent's listener words live in its VRPC region. Returns the table file's check. */
+  private shareMetadata(name: string, d: Dispatcher, region: Region, regionBuffer: ArrayBuffer): () => FileProblem | undefined {
     const file = metaPath(name, this.opts.shmDir);
-    const t = openMetaTable(file, this.opts.metaSize ?? META_SIZE);
+    const t = openMetaTable(file, this.opts.metaSize ?? META_SIZE, { group: this.opts.shmGroup });
     this.mappings.push(t.close);
     this.metaTables.set(name, file);
     this.meta.add({
@@ -155,6 +198,7 @@ export class HostServer {
       },
       wake: () => { futexWake(t.buffer, LOG_HEAD_OFFSET, 1); },
     });
+    return () => t.problem();
   }
 
   /** Per VM: how often its rings were reset lately, and the pending re-serve (see serveRegion). */
@@ -166,9 +210,11 @@ export class HostServer {
    * a reset costs the host a channel and a doorbell thread, and other VMs must not pay for it.
    */
   private serveRegion(name: string, d: Dispatcher, region: Region, file: string): void {
+    const vm = this.shm.get(name);
+    if (vm?.detached) return;
     let ch: ShmChannel;
     try {
-      ch = new ShmChannel(region, 'host', { file });
+      ch = new ShmChannel(region, 'host', { file, fileIno: vm?.region.ino });
     } catch (e) {
       // Nothing a guest writes makes this throw (ring constructors record bad words instead), but a
       // failure here must cost this VM its service, not the host its life.
@@ -177,9 +223,10 @@ export class HostServer {
       return;
     }
     this.channels.add(ch);
+    if (vm) vm.ch = ch;
     ch.onClose((err) => {
       this.channels.delete(ch);
-      if (this.stopped) return;
+      if (this.stopped || vm?.detached) return;
       this.reserveLater(name, d, region, file, err);
     });
     let greeted = false;

@@ -2,14 +2,15 @@
 // blocked for long: after each burst the channel spins briefly for more, then polls on timers with
 // backoff (a futex cannot be awaited). SyncShmClient, for a thread that may block, spins then sleeps
 // on the futex instead: the lowest latency, used by the benchmark and by dedicated I/O threads.
+import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { PrismError } from '../errors.js';
 import { log } from '../log.js';
 import { decodeResponse, encode, encodeRequest, responseError, type Response } from '../protocol/codec.js';
 import { MAX_MESSAGE, PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
 import {
-  LIVE_UP, Region, RingCorrupt, WaitStrategy, allocateFile, fitGeometry, isDeviceMemory, map, nativeAvailable, readBlocking, unmap,
-  waitReadableAsync, writeBlocking, peekBlocking, type RingConsumer, type RingProducer, type Side,
+  LIVE_STOPPING, LIVE_UP, PID_OFFSET, Region, RingCorrupt, WaitStrategy, fitGeometry, isDeviceMemory, map, nativeAvailable, openServedFile, ownFile,
+  readBlocking, unmap, waitReadableAsync, writeBlocking, peekBlocking, type FileProblem, type RingConsumer, type RingProducer, type Side,
 } from '../ring/index.js';
 import { ChannelEvents, type Channel } from './channel.js';
 import { CallIds, HostGone, VrpcClient, detach, handshake, type ClientOptions } from './client.js';
@@ -25,21 +26,55 @@ export function shmPath(vm: string, dir = '/dev/shm'): string {
   return `${dir}/prism-${vm}`;
 }
 
-/** Map a region file; the host creates and initializes it, a client attaches to it. */
-export function openRegion(path: string, create: boolean): { region: Region; buffer: ArrayBuffer; close(): void } {
+export interface OpenRegion {
+  region: Region;
+  buffer: ArrayBuffer;
+  close(): void;
+  /** Host side: what happened to the file since (truncated, replaced, removed), if anything. */
+  problem?(): FileProblem | undefined;
+  /** Host side: the file's inode, for threads that map it again by name (they check it is the same file). */
+  ino?: number;
+}
+
+export interface CreateRegionOptions {
+  /** A group that may map the region too (QEMU running as another user): mode 0660 instead of 0600. */
+  group?: number;
+}
+
+/**
+ * Map a region file; the host creates (or takes over its own leftover), locks and initializes it, a
+ * client attaches to it. See ownFile for what the host refuses.
+ */
+export function openRegion(path: string, create: boolean, opts: CreateRegionOptions = {}): OpenRegion {
   const n = nativeAvailable();
   if (!n.ok) throw new PrismError('ENOSYS', `shared memory is unavailable: ${n.reason}`);
+  if (create) {
+    const f = ownFile(path, {
+      size: REGION_SIZE, group: opts.group,
+      holder: (fd) => pidWord(fd, PID_OFFSET.host, 'host'),
+      // A region of another size (an older build): whoever still maps it is told the host left.
+      retire: (old) => { try { Region.attach(old).setLiveness('host', LIVE_STOPPING); } catch { /* not a region */ } },
+    });
+    try {
+      const region = Region.create(f.buffer, fitGeometry(REGION_SIZE, 1));
+      return { region, buffer: f.buffer, close: () => f.close(), problem: () => f.problem(), ino: fs.fstatSync(f.fd).ino };
+    } catch (e) {
+      f.close();
+      throw new PrismError('EINVAL', `${path} is not a Prism region: ${(e as Error).message}`);
+    }
+  }
   let buffer: ArrayBuffer;
+  const fd = openServedFile(path, true);
   try {
-    if (create) allocateFile(path, REGION_SIZE); // ENOSPC here, not SIGBUS later
-    buffer = create ? map(path, { size: REGION_SIZE, create: true }) : map(path, {});
+    buffer = map(fd, {});
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code === 'ENOSPC' ? 'ENOSPC' : create ? 'EIO' : 'ENOENT';
-    throw new PrismError(code, `cannot map ${path}: ${(e as Error).message}`);
+    throw new PrismError('ENOENT', `cannot map ${path}: ${(e as Error).message}`);
+  } finally {
+    fs.closeSync(fd);
   }
   let region: Region;
   try {
-    region = create ? Region.create(buffer, fitGeometry(REGION_SIZE, 1)) : Region.attach(buffer);
+    region = Region.attach(buffer);
   } catch (e) {
     unmap(buffer);
     throw new PrismError('EINVAL', `${path} is not a Prism region: ${(e as Error).message}`);
@@ -47,8 +82,17 @@ export function openRegion(path: string, create: boolean): { region: Region; buf
   return { region, buffer, close: () => { unmap(buffer); } };
 }
 
+/** "pid N", as a side's liveness word in a region file says (for messages only: a guest may write it). */
+export function pidWord(fd: number, offset: number, side: string): string {
+  const b = Buffer.alloc(4);
+  try {
+    if (fs.readSync(fd, b, 0, 4, offset) === 4 && b.readUInt32LE(0) !== 0) return `${side} pid ${b.readUInt32LE(0)}`;
+  } catch { /* unreadable: no name */ }
+  return `${side} pid unknown`;
+}
+
 /** Attach to a region a host is serving now (EIO if it says it is not). */
-function openServedRegion(path: string): ReturnType<typeof openRegion> {
+function openServedRegion(path: string): OpenRegion {
   const r = openRegion(path, false);
   if (r.region.liveness('host').state !== LIVE_UP) {
     r.close();
@@ -66,6 +110,8 @@ export interface ShmChannelOptions {
   idlePollMs?: number;
   /** The region's file: when given, an idle channel sleeps in a doorbell thread instead of polling. */
   file?: string;
+  /** The file's inode: the doorbell thread maps `file` only if it is still this file. */
+  fileIno?: number;
 }
 
 export class ShmChannel extends ChannelEvents implements Channel {
@@ -85,7 +131,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
 
   constructor(readonly region: Region, private readonly side: Side, opts: ShmChannelOptions = {}) {
     super();
-    if (opts.file) this.doorbell = new Doorbell(opts.file, region, side);
+    if (opts.file) this.doorbell = new Doorbell(opts.file, opts.fileIno, region, side);
     const e = region.endpoints(side, 0, opts.wakePeer === false ? { wake: false } : {});
     this.tx = e.tx;
     this.rx = e.rx;
@@ -229,10 +275,10 @@ class Doorbell {
   private readonly worker: Worker;
   private wakeup: (() => void) | null = null;
 
-  constructor(file: string, region: Region, side: Side) {
+  constructor(file: string, ino: number | undefined, region: Region, side: Side) {
     const rx = region.consumer(0, side === 'host' ? 'request' : 'response');
     this.worker = new Worker(new URL('./doorbell-worker.js', import.meta.url), {
-      workerData: { file, headOffset: rx.headWord.byteOffset, flagOffset: rx.consumerFlag.byteOffset, control: this.control.buffer, pollMs: 20 },
+      workerData: { file, ino, headOffset: rx.headWord.byteOffset, flagOffset: rx.consumerFlag.byteOffset, control: this.control.buffer, pollMs: 20 },
     });
     this.worker.unref();
     this.worker.on('message', () => { const w = this.wakeup; this.wakeup = null; w?.(); });
@@ -288,6 +334,7 @@ export async function connectShm(path: string, vm: string, opts: ClientOptions &
     ch.close();
     throw e;
   }
+  r.region.setLiveness('guest', LIVE_UP, process.pid);
   return new VrpcClient(ch, opts);
 }
 
@@ -301,7 +348,7 @@ export class SyncShmClient {
   private readonly tx: RingProducer;
   private readonly rx: RingConsumer;
   private readonly wait: WaitStrategy;
-  private readonly mapping: ReturnType<typeof openRegion>;
+  private readonly mapping: OpenRegion;
   private readonly generation: number;
   /** The region is device memory (a PCI BAR): results are copied out before `take` sees them. */
   private readonly device: boolean;
@@ -327,6 +374,7 @@ export class SyncShmClient {
         if (!h.ok) throw new PrismError(h.code, h.message);
         break;
       }
+      region.setLiveness('guest', LIVE_UP, process.pid); // names us if a second agent tries this region
     } catch (e) {
       this.mapping.close();
       throw e instanceof RingCorrupt ? new PrismError('EIO', `${path}: ${e.message}`) : e;
