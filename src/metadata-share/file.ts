@@ -71,7 +71,7 @@ export function attachMetaTable(file: string): { table: MetaTable; buffer: Array
   let buffer: ArrayBuffer;
   const fd = openServedFile(file, false);
   try {
-    buffer = map(fd, { readonly: true });
+    buffer = map(fd, { readonly: true, guard: true });
   } catch (e) {
     throw new PrismError('ENOENT', `cannot map the metadata table ${file}: ${(e as Error).message}`);
   } finally {

@@ -66,7 +66,7 @@ export function openRegion(path: string, create: boolean, opts: CreateRegionOpti
   let buffer: ArrayBuffer;
   const fd = openServedFile(path, true);
   try {
-    buffer = map(fd, {});
+    buffer = map(fd, { guard: true }); // a file truncated under us reads as zeros (a changed generation), not SIGBUS
   } catch (e) {
     throw new PrismError('ENOENT', `cannot map ${path}: ${(e as Error).message}`);
   } finally {
