@@ -10,7 +10,7 @@ import { Proc } from '../../src/protocol/procs.js';
 import { nativeAvailable } from '../../src/ring/index.js';
 import { connect } from '../../src/vrpc/index.js';
 import { shmPath } from '../../src/vrpc/shm.js';
-import { prism, startHost } from '../helpers/host.js';
+import { prism, prismBin, startHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 const native = nativeAvailable();
@@ -32,7 +32,11 @@ function setup(t: import('ava').ExecutionContext): { store: string; dir: string 
   return { store, dir };
 }
 
-const serve = (store: string, dir: string, ...extra: string[]) => prism(store, ['host', 'serve', '--shm-dir', dir, '--meta-size', '1', '--vm', 'vm1=vol1', ...extra]);
+/** `prism host serve`, expected to refuse at once (bounded: a host that accepts would serve forever). */
+function serve(store: string, dir: string): { code: number | null; err: string } {
+  const r = spawnSync(process.execPath, [prismBin, '--store', store, 'host', 'serve', '--shm-dir', dir, '--meta-size', '1', '--vm', 'vm1=vol1'], { encoding: 'utf8', timeout: 15_000 });
+  return { code: r.status, err: r.stderr };
+}
 
 rootTest('a region file pre-created by another user (mode 0666) is refused, not adopted', (t) => {
   const { store, dir } = setup(t);

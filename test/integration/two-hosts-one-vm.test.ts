@@ -30,9 +30,10 @@ if (fuseSkip) console.error(`two-hosts-one-vm.test: some tests skipped: ${fuseSk
   const [root] = await c.call(Proc.ATTACH, ['vol']) as [Buffer];
   await c.call(Proc.CREATE, [root, Buffer.from('from-a'), 0o644, 0, 0, true]);
 
-  const second = prism(storeB, ['host', 'serve', '--shm-dir', dir, '--meta-size', '1', '--vm', 'vm1=vol']);
-  t.is(second.code, 16, second.err); // EBUSY
-  t.regex(second.err, new RegExp(`prism-vm1 is in use by another host \\(host pid ${first.child.pid}\\)`));
+  // Bounded: a host that is not refused would serve forever.
+  const second = spawnSync(process.execPath, [prismBin, '--store', storeB, 'host', 'serve', '--shm-dir', dir, '--meta-size', '1', '--vm', 'vm1=vol'], { encoding: 'utf8', timeout: 15_000 });
+  t.is(second.status, 16, second.stderr); // EBUSY
+  t.regex(second.stderr, new RegExp(`prism-vm1 is in use by another host \\(host pid ${first.child.pid}\\)`));
 
   // The first host's region was not touched: the same client goes on, on store A.
   for (let i = 0; i < 40; i++) await c.call(Proc.LOOKUP, [root, Buffer.from('from-a')]);
