@@ -241,13 +241,14 @@ export function program(): Command {
   host.command('serve').description('serve volumes to VMs until SIGTERM or SIGINT')
     .option('--no-shm', 'do not serve over shared memory')
     .option('--shm-dir <dir>', 'where to create the regions', '/dev/shm')
+    .option('--shm-group <group>', 'a group (name or id) that may map the regions too, e.g. the one QEMU runs as (mode 0660 instead of 0600)')
     .option('--no-meta', 'do not share metadata tables with the VMs (every LOOKUP and GETATTR is an RPC)')
     .option('--meta-size <MiB>', "size of each VM's metadata table (a power of two)", '64')
     .option('--meta-ack-ms <ms>', "how long a change waits for another VM's agent (on this machine) to acknowledge it before that VM is fenced", '10')
     .option('--meta-ack-poll-ms <ms>', 'the same for agents that poll (VM guests)', '50')
     .option('--tcp <host:port>', 'also listen for TCP clients (127.0.0.1 unless a host is given; unix:/path for a Unix socket; repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .requiredOption('--vm <NAME=VOLUME[,VOLUME]>', 'a VM and the volumes it may attach (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-    .action(async (o: { tcp?: string[]; vm: string[]; shm: boolean; shmDir: string; meta: boolean; metaSize: string; metaAckMs: string; metaAckPollMs: string }, cmd: Command) => {
+    .action(async (o: { tcp?: string[]; vm: string[]; shm: boolean; shmDir: string; shmGroup?: string; meta: boolean; metaSize: string; metaAckMs: string; metaAckPollMs: string }, cmd: Command) => {
       const vms = o.vm.map((spec) => {
         const [name, vols] = spec.split('=');
         if (!name || !vols) throw new PrismError('EINVAL', `expected --vm NAME=VOLUME, got ${JSON.stringify(spec)}`);
@@ -258,6 +259,7 @@ export function program(): Command {
       const server = await HostServer.start({
         storeDir: storeDir(cmd), vms, tcp: o.tcp, shm: o.shm ? undefined : false, shmDir: o.shmDir, meta: o.meta, metaSize: Number(o.metaSize) * 2 ** 20,
         metaAckMs: Number(o.metaAckMs), metaPollAckMs: Number(o.metaAckPollMs),
+        shmGroup: o.shmGroup === undefined ? undefined : groupId(o.shmGroup),
       });
       for (const addr of server.listenAddresses) print(`listening on ${addr}`);
       for (const vm of vms) {
@@ -317,4 +319,14 @@ export async function main(argv: string[]): Promise<void> {
     process.stderr.write(`prism: ${(e as Error).message ?? e}\n`);
     process.exitCode = 1;
   }
+}
+
+/** A group id from a number or a name in /etc/group. */
+function groupId(g: string): number {
+  if (/^\d+$/.test(g)) return Number(g);
+  let lines: string[] = [];
+  try { lines = fs.readFileSync('/etc/group', 'utf8').split('\n'); } catch { /* none */ }
+  const entry = lines.map((l) => l.split(':')).find((f) => f[0] === g);
+  if (!entry || !/^\d+$/.test(entry[2] ?? '')) throw new PrismError('EINVAL', `no group named ${JSON.stringify(g)} (give a name from /etc/group or a number)`);
+  return Number(entry[2]);
 }

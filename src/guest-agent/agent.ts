@@ -10,7 +10,8 @@ import * as native from './fuse/native.js';
 import { mountAndServe } from './fuse/session.js';
 import { HostLink, type Dial } from './host-link.js';
 import { barHolding, ivshmemBars } from './pci.js';
-import { isDeviceMemory } from '../ring/index.js';
+import { PID_OFFSET, isDeviceMemory, lockAsAgent } from '../ring/index.js';
+import { pidWord } from '../vrpc/shm.js';
 import type { IoThreadData } from './io-thread.js';
 import { VrpcFs } from './vrpc-fs.js';
 import { AgentCounters } from './counters.js';
@@ -71,6 +72,18 @@ async function mountInIoThread(o: AgentOptions, mp: string): Promise<Mounted> {
   const t = o.transport;
   const region = 'shm' in t ? t.shm : regionBar();
   const device = isDeviceMemory(region);
+  // One agent per region file (a PCI BAR is one device per VM): a second is refused, naming the first.
+  const lock = device ? undefined : lockAsAgent(region, (fd) => pidWord(fd, PID_OFFSET.guest, 'agent'));
+  try {
+    const m = await startIoThread(o, mp, region, device);
+    return { ...m, done: m.done.finally(() => lock?.close()) };
+  } catch (e) {
+    lock?.close();
+    throw e;
+  }
+}
+
+async function startIoThread(o: AgentOptions, mp: string, region: string, device: boolean): Promise<Mounted> {
   const metaFile = o.meta === false ? undefined : device ? metaBar() : localMetaFile(region);
   const counters = new AgentCounters();
   const cache = metaFile ? COHERENT_CACHE_SEC : CACHE_SEC;

@@ -15,8 +15,8 @@ import type { Channel } from '../vrpc/channel.js';
 import { decodeHelloRequest } from '../vrpc/hello.js';
 import { serveChannel } from '../vrpc/server.js';
 import { TcpChannel, parseAddress } from '../vrpc/tcp.js';
-import { ShmChannel, openRegion, shmPath } from '../vrpc/shm.js';
-import { LIVE_STOPPING, LIVE_UP, META_APPLIED_OFFSET, futexWait, futexWake, nativeAvailable, type Region } from '../ring/index.js';
+import { ShmChannel, openRegion, shmPath, type OpenRegion } from '../vrpc/shm.js';
+import { LIVE_STOPPING, LIVE_UP, META_APPLIED_OFFSET, futexWait, futexWake, nativeAvailable, type FileProblem, type Region } from '../ring/index.js';
 import { META_SIZE, metaPath, openMetaTable } from '../metadata-share/file.js';
 import { MetaPublisher } from '../metadata-share/publisher.js';
 import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
@@ -24,6 +24,11 @@ import { ADMIN_SOCKET, serveAdmin } from './admin.js';
 import { LoopShare, PreAuthGate, VmBudget, type BudgetLimits, type PreAuthLimits } from './budget.js';
 import { Dispatcher, type DispatchHooks, type VmConfig } from './dispatch.js';
 import { hostSecret, tokensEqual, vmToken } from './secrets.js';
+
+/** Resets of one VM's rings closer together than this count as "keeps corrupting them". */
+const RESET_QUIET_MS = 1000;
+/** The longest pause before a VM whose rings keep breaking is served again. */
+const RESET_BACKOFF_MAX_MS = 1000;
 
 export interface HostOptions {
   storeDir: string;
@@ -47,6 +52,18 @@ export interface HostOptions {
   budget?: Partial<BudgetLimits>;
   /** Limits on TCP connections that have not authenticated yet. */
   preAuth?: Partial<PreAuthLimits>;
+  /** A group that may map the regions and tables too (QEMU running as another user): mode 0660. */
+  shmGroup?: number;
+}
+
+interface ShmVm {
+  region: OpenRegion;
+  /** The checks of its files (region, metadata table), run on the heartbeat. */
+  checks: Array<() => FileProblem | undefined>;
+  ch?: ShmChannel;
+  /** Why it is no longer served over shared memory. */
+  detached?: string;
+  warnedRemoved?: boolean;
 }
 
 export class HostServer {
@@ -118,6 +135,7 @@ export class HostServer {
   }
 
   private commitSafely(): void {
+    this.checkFiles();
     for (const r of this.liveRegions) r.heartbeat('host');
     if (this.store.pendingChanges > 0) this.store.commitDurable().catch((e: unknown) => log.error({ err: e }, 'commit failed'));
   }
@@ -138,6 +156,8 @@ export class HostServer {
   readonly regions = new Map<string, string>();
   private readonly mappings: Array<() => void> = [];
   private readonly liveRegions: Region[] = [];
+  /** Per VM served over shared memory: its files, its channel now, and why it was detached if it was. */
+  private readonly shm = new Map<string, ShmVm>();
 
   private openRegions(): void {
     const n = nativeAvailable();
@@ -148,20 +168,48 @@ export class HostServer {
     }
     for (const [name, d] of this.dispatchers) {
       const file = shmPath(name, this.opts.shmDir);
-      const r = openRegion(file, true);
+      const r = openRegion(file, true, { group: this.opts.shmGroup });
+      this.mappings.push(r.close);
       r.region.setLiveness('host', LIVE_UP, process.pid);
       this.liveRegions.push(r.region);
-      this.mappings.push(r.close);
       this.regions.set(name, file);
-      if (this.opts.meta !== false) this.shareMetadata(name, d, r.region, r.buffer);
+      const vm: ShmVm = { region: r, checks: [() => r.problem?.()] };
+      this.shm.set(name, vm);
+      if (this.opts.meta !== false) vm.checks.push(this.shareMetadata(name, d, r.region, r.buffer));
       this.serveRegion(name, d, r.region, file);
     }
   }
 
-  /** Give a VM its metadata table; its agent's listener words live in its VRPC region. */
-  private shareMetadata(name: string, d: Dispatcher, region: Region, regionBuffer: ArrayBuffer): void {
+  /**
+   * Whether each VM's files are still the ones the host made (on the heartbeat). One truncated (its
+   * mapping is zero pages now: the addon caught the SIGBUS), or replaced by another file, stops that
+   * VM's shared-memory service with a log line; the host and the other VMs go on.
+   */
+  private checkFiles(): void {
+    for (const [name, vm] of this.shm) {
+      if (vm.detached) continue;
+      for (const check of vm.checks) {
+        const p = check();
+        if (!p) continue;
+        if (p.kind === 'removed') {
+          // The VM still maps the file and is served; only a restarted QEMU would not find it.
+          if (!vm.warnedRemoved) log.warn({ vm: name, problem: p.message }, 'a shared-memory file of this VM was removed');
+          vm.warnedRemoved = true;
+          continue;
+        }
+        vm.detached = p.message;
+        log.error({ vm: name, problem: p.message }, 'stopped serving this VM over shared memory: its file is not the one the host made');
+        vm.region.region.setLiveness('host', LIVE_STOPPING, process.pid); // its agent stops waiting for us
+        vm.ch?.close();
+        break;
+      }
+    }
+  }
+
+  /** Give a VM its metadata table; its agent's listener words live in its VRPC region. Returns the table file's check. */
+  private shareMetadata(name: string, d: Dispatcher, region: Region, regionBuffer: ArrayBuffer): () => FileProblem | undefined {
     const file = metaPath(name, this.opts.shmDir);
-    const t = openMetaTable(file, this.opts.metaSize ?? META_SIZE);
+    const t = openMetaTable(file, this.opts.metaSize ?? META_SIZE, { group: this.opts.shmGroup });
     this.mappings.push(t.close);
     this.metaTables.set(name, file);
     this.meta.add({
@@ -172,18 +220,36 @@ export class HostServer {
       },
       wake: () => { futexWake(t.buffer, LOG_HEAD_OFFSET, 1); },
     });
+    return () => t.problem();
   }
 
-  /** Serve one VM's region; if the guest corrupts its rings, reset the region and serve it afresh. */
+  /** Per VM: how often its rings were reset lately, and the pending re-serve (see serveRegion). */
+  private readonly resets = new Map<string, { last: number; delayMs: number; logged: number; timer?: NodeJS.Timeout }>();
+
+  /**
+   * Serve one VM's region; if the guest corrupts its rings, reset the region and serve it afresh.
+   * A guest that keeps doing it is served again after a growing pause (up to RESET_BACKOFF_MAX_MS):
+   * a reset costs the host a channel and a doorbell thread, and other VMs must not pay for it.
+   */
   private serveRegion(name: string, d: Dispatcher, region: Region, file: string): void {
-    const ch = new ShmChannel(region, 'host', { file });
+    const vm = this.shm.get(name);
+    if (vm?.detached) return;
+    let ch: ShmChannel;
+    try {
+      ch = new ShmChannel(region, 'host', { file, fileIno: vm?.region.ino });
+    } catch (e) {
+      // Nothing a guest writes makes this throw (ring constructors record bad words instead), but a
+      // failure here must cost this VM its service, not the host its life.
+      log.error({ vm: name, err: (e as Error).message }, 'cannot serve the shared-memory region');
+      this.reserveLater(name, d, region, file, e as Error);
+      return;
+    }
     this.channels.add(ch);
+    if (vm) vm.ch = ch;
     ch.onClose((err) => {
       this.channels.delete(ch);
-      if (this.stopped) return;
-      log.warn({ vm: name, err: err?.message }, 'shared-memory rings reset');
-      region.reset();
-      this.serveRegion(name, d, region, file);
+      if (this.stopped || vm?.detached) return;
+      this.reserveLater(name, d, region, file, err);
     });
     let greeted = false;
     const hello = (m: Uint8Array): boolean => {
@@ -203,6 +269,24 @@ export class HostServer {
       if (!greeted) throw new PrismError('EACCES', 'handshake first');
       return d.call(proc, args);
     }, { onControl: hello, onGarbage: (e) => log.warn({ vm: name, err: e.message }, 'malformed request'), budget: this.budgets.get(name)!.attach(ch, false)! });
+  }
+
+  /** Reset a VM's rings and serve them again: at once, or after a pause if it keeps breaking them. */
+  private reserveLater(name: string, d: Dispatcher, region: Region, file: string, err?: Error): void {
+    const now = Date.now();
+    const r = this.resets.get(name) ?? { last: 0, delayMs: 0, logged: 0 };
+    this.resets.set(name, r);
+    r.delayMs = now - r.last < RESET_QUIET_MS ? Math.min(RESET_BACKOFF_MAX_MS, Math.max(1, r.delayMs * 2)) : 0;
+    r.last = now;
+    region.reset();
+    // One line per reset, at most one a second: a guest must not flood the host's log either.
+    if (now - r.logged >= 1000) {
+      r.logged = now;
+      log.warn({ vm: name, err: err?.message, pauseMs: r.delayMs }, r.delayMs ? 'shared-memory rings reset again: the guest keeps corrupting them; serving it after a pause' : 'shared-memory rings reset');
+    }
+    const serve = () => { r.timer = undefined; if (!this.stopped) this.serveRegion(name, d, region, file); };
+    if (r.delayMs === 0) serve();
+    else { r.timer = setTimeout(serve, r.delayMs); r.timer.unref(); }
   }
 
   private listen(address: string, onConnection: (ch: TcpChannel, peer: string) => void, announce = true): Promise<void> {
@@ -257,6 +341,7 @@ export class HostServer {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    for (const r of this.resets.values()) clearTimeout(r.timer);
     const closed = Promise.all([...this.servers, ...this.quietServers].map((srv) => new Promise<void>((r) => srv.close(() => r()))));
     for (const ch of this.channels) ch.close();
     await closed;

@@ -97,3 +97,8 @@ export function validateArgs(proc: number, args: unknown[]): unknown[] {
   fields.forEach((f, i) => check(f, args[i], i));
   return args;
 }
+
+/** The kinds of a procedure's arguments, in order (for fuzzers and docs); undefined for unknown procedures. */
+export function argFields(proc: number): readonly string[] | undefined {
+  return ARGS[proc as Proc];
+}

@@ -4,4 +4,5 @@ export * from './ring.js';
 export * from './region.js';
 export * from './wait.js';
 export { wakePeer } from './wake.js';
-export { nativeAvailable, allocateFile, isDeviceMemory, map, unmap, futexWait, futexWake, type MapOptions, type FutexWaitResult } from './native.js';
+export { nativeAvailable, isDeviceMemory, map, unmap, futexWait, futexWake, lockByte, mappingLost, type MapOptions, type FutexWaitResult } from './native.js';
+export * from './region-file.js';

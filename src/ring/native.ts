@@ -13,12 +13,19 @@ export interface MapOptions {
   create?: boolean;
   /** Map PROT_READ only. Writing to such a buffer from JS kills the process (SIGSEGV). */
   readonly?: boolean;
+  /**
+   * Survive the file being truncated under the mapping (by whoever may write it): the addon's SIGBUS
+   * handler swaps in zero pages and mappingLost() turns true, instead of the process dying.
+   */
+  guard?: boolean;
 }
 
 export type FutexWaitResult = 'ok' | 'not-equal' | 'timed-out';
 
 interface Addon {
-  map(path: string, opts?: MapOptions): ArrayBuffer;
+  map(pathOrFd: string | number, opts?: MapOptions): ArrayBuffer;
+  lock(fd: number, byte: number, exclusive: boolean): boolean;
+  lost(buf: ArrayBuffer): boolean;
   unmap(buf: ArrayBuffer): boolean;
   futexWait(buf: ArrayBuffer, byteOffset: number, expected: number, timeoutMs: number): FutexWaitResult;
   futexWake(buf: ArrayBuffer, byteOffset: number, count: number): number;
@@ -75,28 +82,22 @@ export function nativeAvailable(): { ok: true } | { ok: false; reason: string } 
  * and return an ArrayBuffer over it. Atomics work on it (as on any ArrayBuffer); it cannot be
  * posted to a worker: a worker maps the same file itself.
  */
-export function map(file: string, opts: MapOptions = {}): ArrayBuffer {
+export function map(file: string | number, opts: MapOptions = {}): ArrayBuffer {
   return need().map(file, opts);
 }
 
 /**
- * Create `file` with `size` bytes written out (zeros) before it is mapped: a full file system
- * (/dev/shm) is then an error here (ENOSPC) rather than a SIGBUS at the first write into a hole of
- * the mapping, and no page fault allocates a page under a request later. An existing file is left
- * as it is (a restarted host keeps what its peers map).
+ * Take an open-file-description lock (F_OFD_SETLK) on one byte of an open file: true when taken,
+ * false when another open of the file holds a conflicting one. Released when the last descriptor
+ * and mapping of this open go (a killed process releases it).
  */
-export function allocateFile(file: string, size: number): void {
-  if (fs.existsSync(file)) return;
-  const zeros = Buffer.alloc(1 << 20);
-  const fd = fs.openSync(file, 'w', 0o600);
-  try {
-    for (let off = 0; off < size; off += zeros.length) fs.writeSync(fd, zeros, 0, Math.min(zeros.length, size - off), off);
-  } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(file, { force: true });
-    throw e;
-  }
-  fs.closeSync(fd);
+export function lockByte(fd: number, byte: number, exclusive: boolean): boolean {
+  return need().lock(fd, byte, exclusive);
+}
+
+/** Whether a mapping made with `guard` lost its file (truncated under it): it now holds zeros of its own. */
+export function mappingLost(buf: ArrayBuffer): boolean {
+  return need().lost(buf);
 }
 
 /**

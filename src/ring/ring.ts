@@ -124,6 +124,15 @@ abstract class RingEnd {
     throw this.broken;
   }
 
+  /**
+   * Constructors record bad counters instead of throwing: they run where the peer's words are first
+   * seen (right after a reset, inside a close callback), and the peer must never make that throw.
+   * The first operation on the ring then throws, where callers expect RingCorrupt.
+   */
+  protected markBroken(message: string): void {
+    this.broken ??= new RingCorrupt(`ring corrupt: ${message}`);
+  }
+
   protected check(): void {
     if (this.broken) throw this.broken;
   }
@@ -151,7 +160,7 @@ export class RingProducer extends RingEnd {
     this.head = head;
     this.tailSeen = tail;
     if ((head & 7) !== 0 || (tail & 7) !== 0 || ((head - tail) >>> 0) > this.size) {
-      this.fail(`counters head=${head} tail=${tail} do not describe a ring of ${this.size} bytes`);
+      this.markBroken(`counters head=${head} tail=${tail} do not describe a ring of ${this.size} bytes`);
     }
   }
 
@@ -287,8 +296,9 @@ export class RingConsumer extends RingEnd {
     const tail = Atomics.load(this.ctrl, TAIL) >>> 0;
     this.tail = tail;
     this.headSeen = tail;
-    if ((tail & 7) !== 0) this.fail(`tail ${tail} is not 8-aligned`);
-    this.refreshHead(head);
+    if ((tail & 7) !== 0) this.markBroken(`tail ${tail} is not 8-aligned`);
+    else if (!this.validHead(head)) this.markBroken(`head ${head} with tail at ${tail} in a ring of ${this.size}`);
+    else this.headSeen = head;
   }
 
   /** Whether a record is waiting (peeks it: skips a PAD, refreshes the producer's head if needed). */
@@ -360,11 +370,13 @@ export class RingConsumer extends RingEnd {
 
   private refreshHead(h: number): void {
     if (h === this.headSeen) return;
-    // The head moves forward, stays 8-aligned, and never laps the tail.
-    const free = this.size - ((this.headSeen - this.tail) >>> 0);
-    if ((h & 7) !== 0 || ((h - this.headSeen) >>> 0) > free) {
-      this.fail(`head moved from ${this.headSeen} to ${h} with tail at ${this.tail} in a ring of ${this.size}`);
-    }
+    if (!this.validHead(h)) this.fail(`head moved from ${this.headSeen} to ${h} with tail at ${this.tail} in a ring of ${this.size}`);
     this.headSeen = h;
+  }
+
+  /** The head moves forward, stays 8-aligned, and never laps the tail. */
+  private validHead(h: number): boolean {
+    const free = this.size - ((this.headSeen - this.tail) >>> 0);
+    return (h & 7) === 0 && ((h - this.headSeen) >>> 0) <= free;
   }
 }

@@ -1,5 +1,6 @@
 // A channel carries whole messages (frames) both ways. The shared-memory channel and the TCP channel
 // implement it; the client and server above them do not know which one they use.
+import { log } from '../log.js';
 export interface Channel {
   /** Queue one message; false when the channel is closed. */
   send(msg: Uint8Array): boolean;
@@ -45,10 +46,19 @@ export abstract class ChannelEvents {
     for (const cb of this.drainCbs) cb();
   }
 
-  /** Mark closed and tell every listener, once. */
+  /**
+   * Mark closed and tell every listener, once. A listener that throws is logged and the others still
+   * run: finish() is called from transport loops (a socket event, a ring's pump) that must not throw.
+   */
   protected finish(err?: Error): void {
     if (this.closed) return;
     this.closed = true;
-    for (const cb of this.closeCbs) cb(err);
+    for (const cb of this.closeCbs) {
+      try {
+        cb(err);
+      } catch (e) {
+        log.error({ err: (e as Error).message }, 'a channel close listener failed');
+      }
+    }
   }
 }

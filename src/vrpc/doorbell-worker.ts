@@ -2,14 +2,27 @@
 // tells it when a record arrives. A producer on the same kernel wakes it at once (it sets the ring's
 // consumer-sleeping flag); a guest in a VM cannot, so the futex wait times out (every 0.25 ms after a
 // record, backing off to pollMs) and the head is checked then. Either way an idle channel costs almost no CPU (Node timers are not cheap).
+import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { futexWait, map } from '../ring/native.js';
 import { SLEEP_FUTEX, SLEEP_NONE } from '../ring/wake.js';
 
-interface Data { file: string; headOffset: number; flagOffset: number; control: SharedArrayBuffer; pollMs: number }
+interface Data { file: string; ino?: number; headOffset: number; flagOffset: number; control: SharedArrayBuffer; pollMs: number }
 
 const d = workerData as Data;
-const buf = map(d.file, {});
+
+/** The channel's file, if the name still holds it (never a link, nor another file put in its place). */
+function mapChannelFile(): ArrayBuffer {
+  const fd = fs.openSync(d.file, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  try {
+    if (d.ino !== undefined && fs.fstatSync(fd).ino !== d.ino) throw new Error(`${d.file} is no longer the channel's file`);
+    return map(fd, { guard: true });
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+const buf = mapChannelFile();
 const words = new Int32Array(buf);
 const head = d.headOffset / 4;
 const flag = d.flagOffset / 4;

@@ -73,6 +73,6 @@ function reply(ch: Channel, id: number, result: unknown[] | unknown): void {
     if (parts) ch.sendParts(parts);
     else ch.send(encodeResponse({ id, errno: 0, result }));
   } catch (e) {
-    try { ch.send(encodeResponse(errorResponse(id, e))); } catch { /* the channel is gone */ }
+    try { ch.send(encodeResponse(errorResponse(id, e))); } catch { ch.close(); /* it cannot take even an error reply */ }
   }
 }

@@ -2,13 +2,15 @@
 // blocked for long: after each burst the channel spins briefly for more, then polls on timers with
 // backoff (a futex cannot be awaited). SyncShmClient, for a thread that may block, spins then sleeps
 // on the futex instead: the lowest latency, used by the benchmark and by dedicated I/O threads.
+import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { PrismError } from '../errors.js';
+import { log } from '../log.js';
 import { decodeResponse, encode, encodeRequest, responseError, type Response } from '../protocol/codec.js';
 import { MAX_MESSAGE, PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
 import {
-  LIVE_UP, Region, RingCorrupt, WaitStrategy, allocateFile, fitGeometry, isDeviceMemory, map, nativeAvailable, readBlocking, unmap,
-  waitReadableAsync, writeBlocking, peekBlocking, type RingConsumer, type RingProducer, type Side,
+  LIVE_STOPPING, LIVE_UP, PID_OFFSET, Region, RingCorrupt, WaitStrategy, fitGeometry, isDeviceMemory, map, nativeAvailable, openServedFile, ownFile,
+  readBlocking, unmap, waitReadableAsync, writeBlocking, peekBlocking, type FileProblem, type RingConsumer, type RingProducer, type Side,
 } from '../ring/index.js';
 import { ChannelEvents, type Channel } from './channel.js';
 import { CallIds, HostGone, VrpcClient, detach, handshake, type ClientOptions } from './client.js';
@@ -24,21 +26,55 @@ export function shmPath(vm: string, dir = '/dev/shm'): string {
   return `${dir}/prism-${vm}`;
 }
 
-/** Map a region file; the host creates and initializes it, a client attaches to it. */
-export function openRegion(path: string, create: boolean): { region: Region; buffer: ArrayBuffer; close(): void } {
+export interface OpenRegion {
+  region: Region;
+  buffer: ArrayBuffer;
+  close(): void;
+  /** Host side: what happened to the file since (truncated, replaced, removed), if anything. */
+  problem?(): FileProblem | undefined;
+  /** Host side: the file's inode, for threads that map it again by name (they check it is the same file). */
+  ino?: number;
+}
+
+export interface CreateRegionOptions {
+  /** A group that may map the region too (QEMU running as another user): mode 0660 instead of 0600. */
+  group?: number;
+}
+
+/**
+ * Map a region file; the host creates (or takes over its own leftover), locks and initializes it, a
+ * client attaches to it. See ownFile for what the host refuses.
+ */
+export function openRegion(path: string, create: boolean, opts: CreateRegionOptions = {}): OpenRegion {
   const n = nativeAvailable();
   if (!n.ok) throw new PrismError('ENOSYS', `shared memory is unavailable: ${n.reason}`);
+  if (create) {
+    const f = ownFile(path, {
+      size: REGION_SIZE, group: opts.group,
+      holder: (fd) => pidWord(fd, PID_OFFSET.host, 'host'),
+      // A region of another size (an older build): whoever still maps it is told the host left.
+      retire: (old) => { try { Region.attach(old).setLiveness('host', LIVE_STOPPING); } catch { /* not a region */ } },
+    });
+    try {
+      const region = Region.create(f.buffer, fitGeometry(REGION_SIZE, 1));
+      return { region, buffer: f.buffer, close: () => f.close(), problem: () => f.problem(), ino: fs.fstatSync(f.fd).ino };
+    } catch (e) {
+      f.close();
+      throw new PrismError('EINVAL', `${path} is not a Prism region: ${(e as Error).message}`);
+    }
+  }
   let buffer: ArrayBuffer;
+  const fd = openServedFile(path, true);
   try {
-    if (create) allocateFile(path, REGION_SIZE); // ENOSPC here, not SIGBUS later
-    buffer = create ? map(path, { size: REGION_SIZE, create: true }) : map(path, {});
+    buffer = map(fd, { guard: true }); // a file truncated under us reads as zeros (a changed generation), not SIGBUS
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code === 'ENOSPC' ? 'ENOSPC' : create ? 'EIO' : 'ENOENT';
-    throw new PrismError(code, `cannot map ${path}: ${(e as Error).message}`);
+    throw new PrismError('ENOENT', `cannot map ${path}: ${(e as Error).message}`);
+  } finally {
+    fs.closeSync(fd);
   }
   let region: Region;
   try {
-    region = create ? Region.create(buffer, fitGeometry(REGION_SIZE, 1)) : Region.attach(buffer);
+    region = Region.attach(buffer);
   } catch (e) {
     unmap(buffer);
     throw new PrismError('EINVAL', `${path} is not a Prism region: ${(e as Error).message}`);
@@ -46,8 +82,17 @@ export function openRegion(path: string, create: boolean): { region: Region; buf
   return { region, buffer, close: () => { unmap(buffer); } };
 }
 
+/** "pid N", as a side's liveness word in a region file says (for messages only: a guest may write it). */
+export function pidWord(fd: number, offset: number, side: string): string {
+  const b = Buffer.alloc(4);
+  try {
+    if (fs.readSync(fd, b, 0, 4, offset) === 4 && b.readUInt32LE(0) !== 0) return `${side} pid ${b.readUInt32LE(0)}`;
+  } catch { /* unreadable: no name */ }
+  return `${side} pid unknown`;
+}
+
 /** Attach to a region a host is serving now (EIO if it says it is not). */
-function openServedRegion(path: string): ReturnType<typeof openRegion> {
+function openServedRegion(path: string): OpenRegion {
   const r = openRegion(path, false);
   if (r.region.liveness('host').state !== LIVE_UP) {
     r.close();
@@ -65,6 +110,8 @@ export interface ShmChannelOptions {
   idlePollMs?: number;
   /** The region's file: when given, an idle channel sleeps in a doorbell thread instead of polling. */
   file?: string;
+  /** The file's inode: the doorbell thread maps `file` only if it is still this file. */
+  fileIno?: number;
 }
 
 export class ShmChannel extends ChannelEvents implements Channel {
@@ -88,7 +135,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
 
   constructor(readonly region: Region, private readonly side: Side, opts: ShmChannelOptions = {}) {
     super();
-    if (opts.file) this.doorbell = new Doorbell(opts.file, region, side);
+    if (opts.file) this.doorbell = new Doorbell(opts.file, opts.fileIno, region, side);
     const e = region.endpoints(side, 0, opts.wakePeer === false ? { wake: false } : {});
     this.tx = e.tx;
     this.rx = e.rx;
@@ -101,14 +148,27 @@ export class ShmChannel extends ChannelEvents implements Channel {
     // doorbell thread, or without one poll on timers backing off to idlePollMs. No synchronous spin:
     // it would hold up everything else on the loop (FUSE requests, other replies).
     this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 0, maxPollMs: opts.idlePollMs ?? 8, yieldMs: 0.5 });
-    void this.pump();
+    // pump() catches everything itself; this is the last line, so that nothing a peer writes can
+    // ever surface as an unhandled rejection (which ends the process).
+    void this.pump().catch((e: unknown) => {
+      log.error({ err: (e as Error).message }, 'shared-memory channel failed');
+      this.finish(new PrismError('EIO', (e as Error).message));
+    });
+  }
+
+  /** Whether the host reinitialized the region (restart or reset) since these rings were made. */
+  private regionChanged(): boolean {
+    return this.side === 'guest' && this.region.generation !== this.generation;
   }
 
   private async pump(): Promise<void> {
+    // Not a single ring word is read before the constructor has returned and the owner has had a
+    // chance to listen (onClose): rings a guest broke already would otherwise close unseen.
+    await Promise.resolve();
     while (!this.closed) {
       try {
-        // The host reinitialized the region (restart or reset): these rings are gone.
-        if (this.side === 'guest' && this.region.generation !== this.generation) throw new RingCorrupt('the host restarted or reset the region');
+        // Checked before any ring word is trusted: after a reset the old counters mean nothing.
+        if (this.regionChanged()) throw new RingCorrupt('the host restarted or reset the region');
         if (this.paused) {
           // Back-pressure: the peer's requests stay in its ring; only the outbox moves.
           this.flush();
@@ -148,6 +208,9 @@ export class ShmChannel extends ChannelEvents implements Channel {
         }
         // With a doorbell, yield for a few ms (more work usually follows) and then sleep in it;
         // without one, poll on timers.
+        // Idle: look at the peer's counter of our send ring too, so that rings a guest broke while
+        // nothing was being sent are reset now, not when the next client stumbles on them.
+        if (this.side === 'host') this.tx.freeBytes();
         if (await waitReadableAsync(this.rx, this.wait, this.doorbell ? this.wait.yieldMs : 1000)) continue;
         if (this.doorbell && !this.outbox.length && !this.paused) await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
       } catch (e) {
@@ -157,11 +220,26 @@ export class ShmChannel extends ChannelEvents implements Channel {
     }
   }
 
+  /**
+   * Reserve in the send ring; a ring the peer broke (or a region reset under a guest) closes the
+   * channel instead of throwing, since send() runs in reply callbacks that nothing awaits.
+   */
+  private reserve(len: number): Uint8Array | null {
+    try {
+      if (this.regionChanged()) throw new RingCorrupt('the host restarted or reset the region');
+      return this.tx.reserve(len);
+    } catch (e) {
+      if (!(e instanceof RingCorrupt)) throw e;
+      this.finish(new PrismError('EIO', e.message));
+      return null;
+    }
+  }
+
   private flush(): void {
     const before = this.outboxBytes;
     while (this.outbox.length) {
       const m = this.outbox[0];
-      const view = this.tx.reserve(m.byteLength);
+      const view = this.reserve(m.byteLength);
       if (!view) break;
       view.set(m);
       this.tx.commit();
@@ -215,8 +293,9 @@ export class ShmChannel extends ChannelEvents implements Channel {
     if (this.side === 'guest') this.doorbell?.interrupt();
     if (msg.byteLength > MAX_MESSAGE) throw new PrismError('E2BIG', 'message too large');
     if (this.outbox.length === 0) {
-      const view = this.tx.reserve(msg.byteLength);
+      const view = this.reserve(msg.byteLength);
       if (view) { view.set(msg); this.tx.commit(); return true; }
+      if (this.closed) return false;
     }
     this.enqueue(Uint8Array.from(msg)); // ring full: keep it until the peer drains
     return true;
@@ -227,7 +306,8 @@ export class ShmChannel extends ChannelEvents implements Channel {
     if (this.side === 'guest') this.doorbell?.interrupt();
     const len = parts.reduce((n, p) => n + p.byteLength, 0);
     if (len > MAX_MESSAGE) throw new PrismError('E2BIG', 'message too large');
-    const view = this.outbox.length === 0 ? this.tx.reserve(len) : null;
+    const view = this.outbox.length === 0 ? this.reserve(len) : null;
+    if (this.closed) return false;
     if (!view) { this.enqueue(Buffer.concat(parts, len)); return true; } // one copy, kept until the peer drains
     let at = 0;
     for (const p of parts) { view.set(p, at); at += p.byteLength; }
@@ -251,10 +331,10 @@ class Doorbell {
   private readonly worker: Worker;
   private wakeup: (() => void) | null = null;
 
-  constructor(file: string, region: Region, side: Side) {
+  constructor(file: string, ino: number | undefined, region: Region, side: Side) {
     const rx = region.consumer(0, side === 'host' ? 'request' : 'response');
     this.worker = new Worker(new URL('./doorbell-worker.js', import.meta.url), {
-      workerData: { file, headOffset: rx.headWord.byteOffset, flagOffset: rx.consumerFlag.byteOffset, control: this.control.buffer, pollMs: 20 },
+      workerData: { file, ino, headOffset: rx.headWord.byteOffset, flagOffset: rx.consumerFlag.byteOffset, control: this.control.buffer, pollMs: 20 },
     });
     this.worker.unref();
     this.worker.on('message', () => { const w = this.wakeup; this.wakeup = null; w?.(); });
@@ -295,7 +375,14 @@ class Doorbell {
 /** Connect to a VM's region: the client (guest agent) side. */
 export async function connectShm(path: string, vm: string, opts: ClientOptions & ShmChannelOptions = {}): Promise<VrpcClient> {
   const r = openServedRegion(path);
-  const ch = new ShmChannel(r.region, 'guest', opts);
+  let ch: ShmChannel;
+  try {
+    ch = new ShmChannel(r.region, 'guest', opts);
+  } catch (e) {
+    // The rings are broken (by an earlier client of this VM): the host resets them when it notices.
+    r.close();
+    throw e instanceof RingCorrupt ? new PrismError('EIO', e.message) : e;
+  }
   ch.onClose(() => r.close());
   try {
     await handshake(ch, vm, '', opts.handshakeMs);
@@ -303,6 +390,7 @@ export async function connectShm(path: string, vm: string, opts: ClientOptions &
     ch.close();
     throw e;
   }
+  r.region.setLiveness('guest', LIVE_UP, process.pid);
   return new VrpcClient(ch, opts);
 }
 
@@ -316,7 +404,7 @@ export class SyncShmClient {
   private readonly tx: RingProducer;
   private readonly rx: RingConsumer;
   private readonly wait: WaitStrategy;
-  private readonly mapping: ReturnType<typeof openRegion>;
+  private readonly mapping: OpenRegion;
   private readonly generation: number;
   /** The region is device memory (a PCI BAR): results are copied out before `take` sees them. */
   private readonly device: boolean;
@@ -342,9 +430,10 @@ export class SyncShmClient {
         if (!h.ok) throw new PrismError(h.code, h.message);
         break;
       }
+      region.setLiveness('guest', LIVE_UP, process.pid); // names us if a second agent tries this region
     } catch (e) {
       this.mapping.close();
-      throw e;
+      throw e instanceof RingCorrupt ? new PrismError('EIO', `${path}: ${e.message}`) : e;
     }
   }
 
@@ -355,6 +444,25 @@ export class SyncShmClient {
   call(proc: Proc, args?: unknown[]): unknown[];
   call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): T;
   call(proc: Proc, args: unknown[] = [], take?: (r: unknown[]) => unknown): unknown {
+    return this.guarded(() => this.callNow(proc, args, take));
+  }
+
+  /**
+   * Run ring operations only on rings of the current generation, and take broken rings as the host
+   * gone: a host that restarted (cleanly or killed) zeroed the counters under our idle client, and
+   * a stale counter read as "ring corrupt" must lead to a reconnect, never to EIO for good.
+   */
+  private guarded<T>(op: () => T): T {
+    if (this.mapping.region.generation !== this.generation) throw new HostGone('the host restarted or reset the region');
+    try {
+      return op();
+    } catch (e) {
+      if (e instanceof RingCorrupt) throw new HostGone(`the rings changed under this client (${e.message}): the host restarted or reset them`);
+      throw e;
+    }
+  }
+
+  private callNow(proc: Proc, args: unknown[], take?: (r: unknown[]) => unknown): unknown {
     const id = this.send(proc, args);
     const deadline = Date.now() + this.timeoutMs;
     for (;;) {
@@ -392,12 +500,18 @@ export class SyncShmClient {
    * ring) when its reply is read, by a later call, post or settle().
    */
   post(proc: Proc, args: unknown[], done: (err: Error | null, result?: unknown[]) => void): void {
-    this.collect();
-    this.posted.set(this.send(proc, args), done);
+    this.guarded(() => {
+      this.collect();
+      this.posted.set(this.send(proc, args), done);
+    });
   }
 
   /** Wait for the replies of every posted call. */
   settle(): void {
+    this.guarded(() => this.settleNow());
+  }
+
+  private settleNow(): void {
     const deadline = Date.now() + this.timeoutMs;
     while (this.posted.size > 0) {
       const m = peekBlocking(this.rx, this.wait, SLICE_MS);

@@ -290,8 +290,14 @@ test('garbage counters are RingCorrupt', (t) => {
   corruptCase(t, 'unaligned tail', (c) => (c[TAIL] = 4), 'producer');
   const { buffer, loc } = makeRing(4096);
   new Int32Array(buffer)[HEAD] = 5000;
-  t.throws(() => new RingConsumer(buffer, loc), { instanceOf: RingCorrupt });
-  t.throws(() => new RingProducer(buffer, loc), { instanceOf: RingCorrupt });
+  // Constructing never throws (it runs where a guest's words are first read, e.g. right after a
+  // reset): the ring is born broken and its first operation throws.
+  const c = new RingConsumer(buffer, loc);
+  const p = new RingProducer(buffer, loc);
+  t.true(c.corrupt instanceof RingCorrupt);
+  t.throws(() => c.peek(), { instanceOf: RingCorrupt });
+  t.throws(() => p.reserve(8), { instanceOf: RingCorrupt });
+  t.throws(() => c.hasRecord(), { instanceOf: RingCorrupt });
 });
 
 test('fuzz: random garbage anywhere in the ring never crashes nor hangs, only RingCorrupt', (t) => {
