@@ -3,6 +3,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import * as native from '../../src/guest-agent/fuse/native.js';
+import type { AgentStats } from '../../src/guest-agent/stats.js';
 import { prismBin } from './host.js';
 
 /** Why FUSE mounts cannot be tested here, or undefined when they can. */
@@ -49,4 +50,19 @@ export function run(cmd: string, args: string[], opts: { cwd?: string; uid?: num
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr}${r.error ?? ''}`);
   return r.stdout;
+}
+
+/** `prism agent stats --json` of a mount; its stats socket comes up just after the mount, so retry a while. */
+export async function agentStats(a: Agent): Promise<AgentStats> {
+  for (let i = 0; ; i++) {
+    let r = '';
+    try {
+      r = run(process.execPath, [prismBin, 'agent', 'stats', a.mp, '--json']).trim();
+    } catch (e) {
+      if (i > 100) throw e;
+    }
+    if (r) return JSON.parse(r) as AgentStats;
+    if (i > 100) throw new Error('no stats');
+    await new Promise((res) => setTimeout(res, 50));
+  }
 }

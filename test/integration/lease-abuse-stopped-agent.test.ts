@@ -7,9 +7,8 @@ import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { attachMetaTable } from '../../src/metadata-share/file.js';
-import type { AgentStats } from '../../src/guest-agent/stats.js';
-import { fuseSkipReason, mountAgent, run, type Agent } from '../helpers/agent.js';
-import { prism, prismBin, startHost, type RunningHost } from '../helpers/host.js';
+import { agentStats as statsOf, fuseSkipReason, mountAgent, run, type Agent } from '../helpers/agent.js';
+import { prism, startHost, type RunningHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 const skip = fuseSkipReason();
@@ -41,19 +40,6 @@ async function setup(tt: ExecutionContext, hostArgs: string[] = []): Promise<Set
   return { shm, host, a: agents[0]!, b: agents[1]! };
 }
 
-async function statsOf(a: Agent): Promise<AgentStats> {
-  for (let i = 0; ; i++) {
-    let r = '';
-    try {
-      r = run(process.execPath, [prismBin, 'agent', 'stats', a.mp, '--json']).trim();
-    } catch (e) {
-      if (i > 100) throw e; // its stats socket comes up just after the mount
-    }
-    if (r) return JSON.parse(r) as AgentStats;
-    if (i > 100) throw new Error('no stats');
-    await new Promise((res) => setTimeout(res, 50));
-  }
-}
 
 /** Poll until `ok` (the agent needs a moment once continued); the last value either way. */
 async function until<T>(get: () => Promise<T> | T, ok: (v: T) => boolean, ms = 10_000): Promise<T> {

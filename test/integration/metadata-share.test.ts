@@ -5,8 +5,7 @@ import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { attachMetaTable } from '../../src/metadata-share/file.js';
-import type { AgentStats } from '../../src/guest-agent/stats.js';
-import { fuseSkipReason, mountAgent, run, type Agent } from '../helpers/agent.js';
+import { agentStats as statsOf, fuseSkipReason, mountAgent, run, type Agent } from '../helpers/agent.js';
 import { prism, prismBin, startHost, type RunningHost } from '../helpers/host.js';
 import { missingProgramsReason } from '../helpers/programs.js';
 import { tmpDir } from '../helpers/tmp.js';
@@ -37,19 +36,6 @@ async function setup(tt: ExecutionContext, cacheArgs: Record<'a' | 'b' | 'c', st
   return { store, shm, host, agents };
 }
 
-async function statsOf(a: Agent): Promise<AgentStats> {
-  for (let i = 0; ; i++) {
-    let r = '';
-    try {
-      r = run(process.execPath, [prismBin, 'agent', 'stats', a.mp, '--json']).trim();
-    } catch (e) {
-      if (i > 100) throw e; // its stats socket comes up just after the mount
-    }
-    if (r) return JSON.parse(r) as AgentStats;
-    if (i > 100) throw new Error('no stats');
-    await new Promise((res) => setTimeout(res, 50));
-  }
-}
 
 const long = ['--attr-timeout', '30', '--entry-timeout', '30'];
 
