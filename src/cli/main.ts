@@ -267,11 +267,12 @@ export function program(): Command {
         const meta = server.metaTables.get(vm.name);
         print(`vm ${vm.name}: volumes ${vm.volumes.join(',')}${shm ? `, shared memory ${shm}` : ''}${meta ? `, metadata ${meta}` : ''}${server.listenAddresses.length ? `, token file ${tokenFile(server.store.dir, vm.name)}` : ''}`);
       }
-      print('ready');
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => { log.info({ sig }, 'stopping'); server.stop().then(resolve, (e) => { log.error({ err: e }, 'stop failed'); resolve(); }); };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
+        // Only now: whoever reads "ready" may stop the host at once, and must find the handlers there.
+        print('ready');
       });
     });
 
