@@ -121,7 +121,7 @@ export class HostServer {
       if (this.dispatchers.has(vm.name)) throw new PrismError('EEXIST', `VM ${vm.name} given twice`);
       this.dispatchers.set(vm.name, new Dispatcher(this.store, vm, secret, hooks));
       this.budgets.set(vm.name, new VmBudget(vm.name, this.opts.budget, this.loopShare));
-      vmToken(this.store.dir, vm.name);
+      this.tokens.set(vm.name, vmToken(this.store.dir, vm.name));
     }
     if (this.opts.shm !== false) this.openRegions();
     for (const address of this.opts.tcp ?? []) await this.listen(address, (ch, peer) => this.accept(ch, peer));
@@ -137,7 +137,14 @@ export class HostServer {
   private commitSafely(): void {
     this.checkFiles();
     for (const r of this.liveRegions) r.heartbeat('host');
-    if (this.store.pendingChanges > 0) this.store.commitDurable().catch((e: unknown) => log.error({ err: e }, 'commit failed'));
+    // A full or failing disk can throw before the commit's promise exists: from a timer callback that
+    // would end the host.
+    const failed = (e: unknown) => log.error({ err: e }, 'commit failed');
+    try {
+      if (this.store.pendingChanges > 0) this.store.commitDurable().catch(failed);
+    } catch (e) {
+      failed(e);
+    }
   }
 
   /** The addresses actually bound (after port 0). */
@@ -148,8 +155,13 @@ export class HostServer {
     });
   }
 
+  /** Each VM's TCP token, read once at start: a hello costs no file I/O (nor an I/O error thrown from a socket callback). */
+  private readonly tokens = new Map<string, string>();
+
   tokenOf(vm: string): string {
-    return vmToken(this.store.dir, vm);
+    const t = this.tokens.get(vm);
+    if (t === undefined) throw new PrismError('ENOENT', `no VM named ${JSON.stringify(vm)} is served`);
+    return t;
   }
 
   /** The region file of each VM served over shared memory. */
@@ -276,7 +288,9 @@ export class HostServer {
     const now = Date.now();
     const r = this.resets.get(name) ?? { last: 0, delayMs: 0, logged: 0 };
     this.resets.set(name, r);
-    r.delayMs = now - r.last < RESET_QUIET_MS ? Math.min(RESET_BACKOFF_MAX_MS, Math.max(1, r.delayMs * 2)) : 0;
+    // Quiet is counted from when the VM was served again, not from the last reset: a guest that breaks
+    // its rings as soon as the longest pause ends stays at that pause.
+    r.delayMs = now - (r.last + r.delayMs) < RESET_QUIET_MS ? Math.min(RESET_BACKOFF_MAX_MS, Math.max(1, r.delayMs * 2)) : 0;
     r.last = now;
     region.reset();
     // One line per reset, at most one a second: a guest must not flood the host's log either.
@@ -322,7 +336,8 @@ export class HostServer {
       let hello;
       try { hello = decodeHelloRequest(m); } catch (e) { refuse('EINVAL', (e as Error).message); return; }
       const d = this.dispatchers.get(hello.vm);
-      if (!d || !tokensEqual(hello.token, this.tokenOf(hello.vm))) { refuse('EACCES', 'unknown VM or wrong token'); return; }
+      const token = this.tokens.get(hello.vm);
+      if (!d || token === undefined || !tokensEqual(hello.token, token)) { refuse('EACCES', 'unknown VM or wrong token'); return; }
       if (hello.version !== PROTOCOL_VERSION) { refuse('EINVAL', `protocol version ${hello.version} is not ${PROTOCOL_VERSION}`); return; }
       const budget = this.budgets.get(hello.vm)!.attach(ch, true);
       if (!budget) { refuse('EBUSY', `VM ${hello.vm} has ${this.budgets.get(hello.vm)!.limits.maxConnections} connections already`); return; }

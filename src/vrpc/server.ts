@@ -20,6 +20,9 @@ export interface ServeBudget {
   spent(proc: number, ms: number): void;
 }
 
+/** The procedure number a control message (hello) is counted under. */
+const CONTROL = -1;
+
 export interface ServeOptions {
   /** Malformed messages tolerated before the channel is closed. */
   maxGarbage?: number;
@@ -40,7 +43,15 @@ export function serveChannel(ch: Channel, handler: Handler, opts: ServeOptions =
     try {
       req = decodeRequest(m);
     } catch (e) {
-      if (opts.onControl?.(m)) return;
+      // A control message (a hello) is answered too: it counts against the budget like a request, or
+      // a guest could queue replies without limit by sending nothing but hellos.
+      budget?.begin();
+      let control = false;
+      try { control = opts.onControl?.(m) ?? false; } finally {
+        budget?.spent(CONTROL, performance.now() - t0);
+        budget?.end();
+      }
+      if (control) return;
       opts.onGarbage?.(e as Error);
       if (++garbage > maxGarbage) ch.close();
       return;

@@ -19,6 +19,12 @@ import { decodeHello } from './hello.js';
 /** Size of a VM's VRPC region: a power of two (QEMU's ivshmem wants one), room for 1 MiB replies. */
 export const REGION_SIZE = 16 * 1024 * 1024;
 
+/**
+ * What a queued reply costs the host besides its bytes (the array and its entry), counted against the
+ * VM's budget: a flood of tiny replies must not hold much more than the budget says.
+ */
+const QUEUED_OVERHEAD = 128;
+
 /** How long (ms) a guest with calls in flight polls for their replies before it sleeps in the doorbell. */
 const EXPECT_POLL_MS = 0.5;
 
@@ -170,13 +176,15 @@ export class ShmChannel extends ChannelEvents implements Channel {
         // Checked before any ring word is trusted: after a reset the old counters mean nothing.
         if (this.regionChanged()) throw new RingCorrupt('the host restarted or reset the region');
         if (this.paused) {
-          // Back-pressure: the peer's requests stay in its ring; only the outbox moves.
+          // Back-pressure: the peer's requests stay in its ring; only the outbox moves. Moving it may
+          // resume the channel (the budget hears of the drain): then read again at once, not wait.
           this.flush();
-          await this.pausedWait();
+          if (this.paused && !this.closed) await this.pausedWait();
           continue;
         }
         let n = 0;
-        for (let m = this.rx.peek(); m && !this.paused; m = this.rx.peek()) {
+        // Closed or paused during a yield below: not one more request from this ring.
+        for (let m = this.rx.peek(); m && !this.paused && !this.closed; m = this.rx.peek()) {
           if (this.scratch) {
             // The host copies before it looks: the guest could change the bytes under it.
             const copy = this.scratch.subarray(0, m.byteLength);
@@ -190,6 +198,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
           if (this.closed) return;
           if (++n % 64 === 0) await new Promise<void>((r) => setImmediate(r)); // let other work in
         }
+        if (this.closed) return;
         this.flush();
         if (n > 0) this.quietSince = performance.now();
         const quiet = performance.now() - this.quietSince;
@@ -244,7 +253,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
       view.set(m);
       this.tx.commit();
       this.outbox.shift();
-      this.outboxBytes -= m.byteLength;
+      this.outboxBytes -= m.byteLength + QUEUED_OVERHEAD;
     }
     if (this.outboxBytes < before) this.drained();
   }
@@ -282,7 +291,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
 
   private enqueue(msg: Uint8Array): void {
     this.outbox.push(msg);
-    this.outboxBytes += msg.byteLength;
+    this.outboxBytes += msg.byteLength + QUEUED_OVERHEAD;
   }
 
   /** Whether replies are awaited (set by the client): then the channel never sleeps. */

@@ -113,7 +113,8 @@ test('a TCP client that never reads its replies cannot grow the host; other VMs 
   vm2.close();
 });
 
-shmTest('a shm guest that never releases its response ring cannot grow the host; other VMs are still served', async (t) => {
+/** A host serving vm1 and vm2 over shm, vm1's handle of a 1 MiB file, a client of vm2, and vm1's request ring. */
+async function shmSetup(t: ExecutionContext) {
   const native = nativeAvailable();
   if (!native.ok) throw new Error(`the native addon is not built: ${native.reason}`);
   const store = path.join(tmpDir(t), 'store');
@@ -126,16 +127,54 @@ shmTest('a shm guest that never releases its response ring cannot grow the host;
   const fh = await bigFile(c1);
   c1.close();
   const vm2 = await connect({ shm: shmPath('vm2', dir), vm: 'vm2' });
+  t.teardown(() => vm2.close());
   // The hostile guest writes requests into its request ring and never touches the response ring.
   const buf = map(shmPath('vm1', dir), {});
   t.teardown(() => unmap(buf));
-  const tx = Region.attach(buf).producer(0, 'request');
+  const region = Region.attach(buf);
+  const tx = region.producer(0, 'request');
   t.true(tx.write(encode(['prism-vrpc', PROTOCOL_VERSION, 'vm1', ''])));
+  return { host, dir, fh, vm2, region, tx };
+}
+
+shmTest('a shm guest that never releases its response ring cannot grow the host; other VMs are still served', async (t) => {
+  const { host, fh, vm2, tx } = await shmSetup(t);
   let id = 1;
   const o = await underAttack(host, vm2, () => {
     for (let i = 0; i < 64; i++) if (!tx.write(encodeRequest({ id: id++, proc: Proc.READ, args: [fh, 0, 1 << 20] }))) return false;
     return true;
   });
   check(t, host, o);
-  vm2.close();
+});
+
+// A hello is not a request, but it is answered: it must count against the budget too.
+shmTest('a shm guest sending nothing but hellos, never releasing its response ring, cannot grow the host', async (t) => {
+  const { host, vm2, tx } = await shmSetup(t);
+  // Valid hellos, for this VM (answered "ok") and for another (answered with an error).
+  const hellos = ['vm1', 'vm2'].map((vm) => encode(['prism-vrpc', PROTOCOL_VERSION, vm, '']));
+  const o = await underAttack(host, vm2, () => {
+    for (let i = 0; i < 64; i++) if (!tx.write(hellos[i & 1]!)) return false;
+    return true;
+  });
+  check(t, host, o);
+});
+
+// Back-pressure must let go: a VM paused for its queued replies is read again once it takes them,
+// also when the last of them leave the host's queue all at once.
+shmTest('a shm guest that withheld its response ring and then takes its replies is served again', async (t) => {
+  const { host, dir, fh, region, tx } = await shmSetup(t);
+  // 100 READs of 1 MiB: far more than the 8 MiB of replies the host queues before it stops reading.
+  for (let id = 1; id <= 100; id++) t.true(tx.write(encodeRequest({ id, proc: Proc.READ, args: [fh, 0, 1 << 20] })));
+  await new Promise((r) => setTimeout(r, 1000));
+  // Take every reply until none has come for a second.
+  const rx = region.consumer(0, 'response');
+  let taken = 0;
+  for (let quietSince = Date.now(); Date.now() - quietSince < 1000;) {
+    if (rx.read()) { taken++; quietSince = Date.now(); } else await new Promise((r) => setTimeout(r, 1));
+  }
+  t.is(taken, 101, 'every reply came (the hello\'s and 100 READs\')');
+  const c1 = await connect({ shm: shmPath('vm1', dir), vm: 'vm1', timeoutMs: 10_000 });
+  t.teardown(() => c1.close());
+  await c1.call(Proc.NULL);
+  t.is(host.child.exitCode, null, 'the host lives');
 });
