@@ -553,7 +553,8 @@ export class Store implements VolumeHost {
    *     Segment data is append-only and gc, which deletes segments, never runs beside a server.
    *  So the metadata that becomes durable references only data already durable. A blocking commit()
    *  meanwhile takes over a cut not yet in LMDB (writes it first, superseding it), and one already in
-   *  LMDB is ordered by LMDB; a failure before LMDB puts the cut's changes back as pending.
+   *  LMDB is ordered by LMDB (and settling the blocking commit's cut forgets the older one too, see
+   *  LmdbNodeStore.settled); a failure before LMDB puts the cut's changes back as pending.
    */
   commitDurable(): Promise<void> {
     this.counts.requests++;
