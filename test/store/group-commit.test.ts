@@ -179,3 +179,51 @@ test('an older cut dropped when a newer one settles leaves no stale reference co
   t.deepEqual(fsck(s, { verifyData: true }).problems, []);
   s.close();
 });
+
+/** Make the next put to the store's volume records throw, inside a commit's LMDB transaction. */
+function failNextVolumePut(s: Store): void {
+  const db = (s as unknown as { volumesDb: { put: unknown } }).volumesDb;
+  db.put = () => {
+    delete (db as { put?: unknown }).put;
+    throw new Error('injected failure');
+  };
+}
+
+test('a commit whose LMDB transaction aborts leaves the block totals as they were', (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  let s = Store.open(dir);
+  const v = s.createVolume('v');
+  s.commit();
+  const before = { physical: s.blocks.physical, count: s.blocks.count };
+  v.write(v.create(v.rootIno, 'f', 0o644, 0, 0).ino, 0, Buffer.alloc(65536, 3));
+  failNextVolumePut(s);
+  t.throws(() => s.commit(), { message: /injected failure/ });
+  t.deepEqual({ physical: s.blocks.physical, count: s.blocks.count }, before, 'nothing was committed');
+  s.commit(); // the same changes, pending again
+  t.deepEqual({ physical: s.blocks.physical, count: s.blocks.count }, { physical: before.physical + 65536, count: before.count + 1 });
+  s = reopen(dir, s);
+  t.deepEqual({ physical: s.blocks.physical, count: s.blocks.count }, { physical: before.physical + 65536, count: before.count + 1 });
+  t.deepEqual(fsck(s, { verifyData: true }).problems, []);
+  s.close();
+});
+
+test('a blocking commit() that took over a commitDurable and aborted leaves it to be taken over again', async (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  let s = Store.open(dir);
+  const v = s.createVolume('v');
+  const a = v.create(v.rootIno, 'a', 0o644, 0, 0).ino;
+  v.write(a, 0, Buffer.from('one'));
+  s.commit();
+  v.write(a, 0, Buffer.from('two'));
+  const p = s.commitDurable(); // cut A, syncing its segments: not in LMDB yet
+  failNextVolumePut(s);
+  t.throws(() => s.commit(), { message: /injected failure/ }); // took A over, aborted
+  v.write(a, 0, Buffer.from('three'));
+  s.commit(); // must take A over again (A is still not in LMDB), or A would be written after it
+  await p;
+  t.is(read(s, '/a'), 'three');
+  s = reopen(dir, s);
+  t.is(read(s, '/a'), 'three');
+  t.deepEqual(fsck(s, { verifyData: true }).problems, []);
+  s.close();
+});
