@@ -149,8 +149,10 @@ export class Blocks {
   settled(f: FrozenBlocks, ok: boolean): void {
     const i = this.frozen.indexOf(f);
     if (i < 0) return;
+    // Older cuts still frozen are in LMDB already, before f (see LmdbNodeStore.settled): forget them
+    // too, or reads would prefer their records to f's. No record cache to fix: get() reads LMDB.
+    if (ok) { this.frozen.splice(0, i + 1); return; }
     this.frozen.splice(i, 1);
-    if (ok) return;
     for (const [k, rec] of f.dirty) if (!this.dirty.has(k)) this.dirty.set(k, rec);
     for (const k of f.fresh) this.fresh.add(k);
   }

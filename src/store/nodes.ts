@@ -128,11 +128,21 @@ export class LmdbNodeStore<V> implements NodeStore<V> {
     }
   }
 
-  /** After f is durable: keep its nodes cached (unless a newer commit already settled), forget it. */
+  /**
+   * After f is durable: forget it and every older cut still frozen, keeping their nodes and counts
+   * cached (unless a newer commit already settled). The older ones are in LMDB already, ordered before
+   * f (a commit async in flight, written but not yet flushed, overtaken by a blocking commit()): left
+   * frozen, reads would prefer their versions to f's newer ones. They are settled as if they had
+   * settled first, so the cache, which may still hold what preceded them, ends as LMDB holds it; their
+   * own settled() later finds nothing to do.
+   */
   settled(f: FrozenNodes<V>): void {
     const i = this.frozen.indexOf(f);
     if (i < 0) return;
-    this.frozen.splice(i, 1);
+    for (const g of this.frozen.splice(0, i + 1)) this.forget(g);
+  }
+
+  private forget(f: FrozenNodes<V>): void {
     const newer = f.gen < this.settledGen;
     this.settledGen = Math.max(this.settledGen, f.gen);
     for (const [id, n] of f.dirty) {

@@ -517,6 +517,8 @@ export class Store implements VolumeHost {
     const prior = this.inFlight && !this.inFlight.cut.written && !this.inFlight.cut.superseded ? this.inFlight.cut : null;
     if (prior) prior.superseded = true;
     const c = this.cut();
+    // Blocks.write counts the block totals as it writes: an aborted transaction must not keep them.
+    const totals = { physical: this.blocks.physical, count: this.blocks.count };
     try {
       this.segments.syncNow(prior ? [...new Set([...prior.segments, ...c.segments])] : c.segments);
       this.env.transactionSync(() => {
@@ -524,7 +526,11 @@ export class Store implements VolumeHost {
         this.writeCut(c);
       });
     } catch (e) {
-      if (prior) prior.superseded = false;
+      this.blocks.physical = totals.physical;
+      this.blocks.count = totals.count;
+      // prior is not in LMDB after all: the next commit() must take it over again, and a failure of
+      // its own transaction before it wrote anything is not one after LMDB took it.
+      if (prior) { prior.superseded = false; prior.written = false; }
       this.settle(c, false);
       throw e;
     }
@@ -553,7 +559,8 @@ export class Store implements VolumeHost {
    *     Segment data is append-only and gc, which deletes segments, never runs beside a server.
    *  So the metadata that becomes durable references only data already durable. A blocking commit()
    *  meanwhile takes over a cut not yet in LMDB (writes it first, superseding it), and one already in
-   *  LMDB is ordered by LMDB; a failure before LMDB puts the cut's changes back as pending.
+   *  LMDB is ordered by LMDB (and settling the blocking commit's cut forgets the older one too, see
+   *  LmdbNodeStore.settled); a failure before LMDB puts the cut's changes back as pending.
    */
   commitDurable(): Promise<void> {
     this.counts.requests++;

@@ -3,6 +3,7 @@
 // the next commit; a blocking commit() meanwhile takes the cut over; waiting callers share commits.
 import test from 'ava';
 import path from 'node:path';
+import { sha256 } from '../../src/store/blocks.js';
 import { fsck } from '../../src/store/fsck.js';
 import { Store } from '../../src/store/store.js';
 import { tmpDir } from '../helpers/tmp.js';
@@ -94,4 +95,135 @@ test('callers arriving while a commit is in flight share the next one', async (t
   t.true(after.commits - before.commits <= 2, `${after.commits - before.commits} store commits for 20 requests`);
   t.true(after.dataSyncs - before.dataSyncs <= 2);
   t.is(s.pendingChanges, 0);
+});
+
+/**
+ * Hold the store's next `env.flushed` until release(): a commitDurable's cut is then in LMDB
+ * (committed, written = true) but not settled, as while lmdb-js's writer thread fsyncs.
+ */
+function holdFlush(s: Store): { reached: Promise<void>; release: () => void } {
+  const env = (s as unknown as { env: object }).env;
+  let reach!: () => void;
+  let release!: () => void;
+  const reached = new Promise<void>((r) => { reach = r; });
+  const gate = new Promise<void>((r) => { release = r; });
+  Object.defineProperty(env, 'flushed', {
+    configurable: true,
+    get() {
+      reach();
+      return gate.then(() => { delete (env as { flushed?: unknown }).flushed; return (env as { flushed: PromiseLike<unknown> }).flushed; });
+    },
+  });
+  return { reached, release };
+}
+
+const names = (s: Store) => { const v = s.volume('v'); return v.readdir(v.rootIno).map((e) => e.name.toString()).sort(); };
+
+test('a blocking commit() after a commitDurable reached LMDB: reads see the newer commit, not the older cut', async (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  let s = Store.open(dir);
+  const v = s.createVolume('v');
+  const data = Buffer.alloc(65536, 7);
+  s.commit();
+  v.create(v.rootIno, 'a', 0o644, 0, 0);
+  v.write(v.create(v.rootIno, 'f', 0o644, 0, 0).ino, 0, data); // a new block, r = 1 in cut A
+  const hold = holdFlush(s);
+  const p = s.commitDurable(); // cut A
+  await hold.reached; // A is in LMDB, waiting for its flush
+  v.create(v.rootIno, 'b', 0o644, 0, 0); // the directory's nodes, copied from A's
+  v.write(v.create(v.rootIno, 'g', 0o644, 0, 0).ino, 0, data); // the same block: r = 2
+  s.commit(); // cut c, written after A and settled before it
+  t.deepEqual(names(s), ['a', 'b', 'f', 'g'], 'the directory as c left it');
+  t.is(s.blocks.get(sha256(data))?.r, 2, 'the block record as c left it');
+  // What the next commit is made of: edits of what reads return.
+  v.create(v.rootIno, 'c', 0o644, 0, 0);
+  v.unlink(v.rootIno, Buffer.from('g'));
+  s.commit();
+  hold.release();
+  await p;
+  t.deepEqual(names(s), ['a', 'b', 'c', 'f']);
+  s = reopen(dir, s);
+  t.deepEqual(names(s), ['a', 'b', 'c', 'f']);
+  t.is(s.blocks.get(sha256(data))?.r, 1);
+  t.is(read(s, '/f'), data.toString());
+  t.deepEqual(fsck(s, { verifyData: true }).problems, []);
+  s.close();
+});
+
+test('an older cut dropped when a newer one settles leaves no stale reference count behind', async (t) => {
+  // The count of v's root was read (and cached) before the clone; the clone's new count is only in
+  // cut A. Once a newer commit has settled, reads must still see 2, or v's next write would change
+  // the shared root in place, under the clone.
+  const dir = path.join(tmpDir(t), 's');
+  let s = Store.open(dir);
+  const v = s.createVolume('v');
+  const a = v.create(v.rootIno, 'a', 0o644, 0, 0).ino;
+  v.write(a, 0, Buffer.from('one'));
+  s.commit();
+  s.clone('v', 'w');
+  const hold = holdFlush(s);
+  const p = s.commitDurable(); // cut A: the clone
+  await hold.reached;
+  s.createVolume('x'); // cut c touches nothing of v's
+  s.commit();
+  v.write(a, 0, Buffer.from('two'));
+  const w = s.volume('w');
+  t.is(w.read(w.resolve('/a'), 0, 10).data.toString(), 'one', 'the clone is unchanged');
+  s.commit();
+  hold.release();
+  await p;
+  s = reopen(dir, s);
+  t.is(read(s, '/a'), 'two');
+  const w2 = s.volume('w');
+  t.is(w2.read(w2.resolve('/a'), 0, 10).data.toString(), 'one');
+  t.deepEqual(fsck(s, { verifyData: true }).problems, []);
+  s.close();
+});
+
+/** Make the next put to the store's volume records throw, inside a commit's LMDB transaction. */
+function failNextVolumePut(s: Store): void {
+  const db = (s as unknown as { volumesDb: { put: unknown } }).volumesDb;
+  db.put = () => {
+    delete (db as { put?: unknown }).put;
+    throw new Error('injected failure');
+  };
+}
+
+test('a commit whose LMDB transaction aborts leaves the block totals as they were', (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  let s = Store.open(dir);
+  const v = s.createVolume('v');
+  s.commit();
+  const before = { physical: s.blocks.physical, count: s.blocks.count };
+  v.write(v.create(v.rootIno, 'f', 0o644, 0, 0).ino, 0, Buffer.alloc(65536, 3));
+  failNextVolumePut(s);
+  t.throws(() => s.commit(), { message: /injected failure/ });
+  t.deepEqual({ physical: s.blocks.physical, count: s.blocks.count }, before, 'nothing was committed');
+  s.commit(); // the same changes, pending again
+  t.deepEqual({ physical: s.blocks.physical, count: s.blocks.count }, { physical: before.physical + 65536, count: before.count + 1 });
+  s = reopen(dir, s);
+  t.deepEqual({ physical: s.blocks.physical, count: s.blocks.count }, { physical: before.physical + 65536, count: before.count + 1 });
+  t.deepEqual(fsck(s, { verifyData: true }).problems, []);
+  s.close();
+});
+
+test('a blocking commit() that took over a commitDurable and aborted leaves it to be taken over again', async (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  let s = Store.open(dir);
+  const v = s.createVolume('v');
+  const a = v.create(v.rootIno, 'a', 0o644, 0, 0).ino;
+  v.write(a, 0, Buffer.from('one'));
+  s.commit();
+  v.write(a, 0, Buffer.from('two'));
+  const p = s.commitDurable(); // cut A, syncing its segments: not in LMDB yet
+  failNextVolumePut(s);
+  t.throws(() => s.commit(), { message: /injected failure/ }); // took A over, aborted
+  v.write(a, 0, Buffer.from('three'));
+  s.commit(); // must take A over again (A is still not in LMDB), or A would be written after it
+  await p;
+  t.is(read(s, '/a'), 'three');
+  s = reopen(dir, s);
+  t.is(read(s, '/a'), 'three');
+  t.deepEqual(fsck(s, { verifyData: true }).problems, []);
+  s.close();
 });
