@@ -92,8 +92,10 @@ let fenceAck = 0;
 
 function acknowledge(applied: number): void {
   region.setMetaLease(d.leaseMs); // again each time: a restarted host has cleared it
-  region.setMetaFenceAck(fenceAck, d.wait === 'poll' ? META_POLLS : 0);
+  // Applied before the fence's acknowledgement (the host reads them the other way round): a host that
+  // sees the acknowledgement also sees the records applied with it, and does not fence us again.
   region.setMetaApplied(applied);
+  region.setMetaFenceAck(fenceAck, d.wait === 'poll' ? META_POLLS : 0);
   // A host on our kernel sleeps on this word; across a VM boundary (a PCI BAR) nothing can be woken.
   if (d.wait === 'futex') futexWake(regionBuffer, META_APPLIED_OFFSET, 1);
 }

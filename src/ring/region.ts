@@ -255,10 +255,13 @@ export class Region {
 
   /** The guest agent's metadata listener (docs/metadata-share.md): log records applied, kernel cache lease (0: none). */
   metaListener(): { applied: number; leaseMs: number; fenceAck: number; polls: boolean } {
+    // The fence acknowledgement first: the guest writes it after `applied`, so what is read here is
+    // at least as new as what it acknowledged the fence with.
+    const fenceAck = Atomics.load(this.hdr, W_META_FENCE_ACK) >>> 0;
     return {
       applied: Atomics.load(this.hdr, W_META_APPLIED) >>> 0,
       leaseMs: Atomics.load(this.hdr, W_META_LEASE) >>> 0,
-      fenceAck: Atomics.load(this.hdr, W_META_FENCE_ACK) >>> 0,
+      fenceAck,
       polls: (Atomics.load(this.hdr, W_META_FLAGS) & META_POLLS) !== 0,
     };
   }
