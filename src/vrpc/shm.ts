@@ -130,7 +130,8 @@ export class ShmChannel extends ChannelEvents implements Channel {
   /** While paused: wakes the pump when resumed or closed. */
   private unpause: (() => void) | null = null;
 
-  private readonly doorbell?: Doorbell;
+  /** Dropped (back to polling on timers) if its thread fails, e.g. the file was removed meanwhile. */
+  private doorbell?: Doorbell;
 
   private readonly generation: number;
   /** When the last message arrived (performance.now()). */
@@ -141,7 +142,12 @@ export class ShmChannel extends ChannelEvents implements Channel {
 
   constructor(readonly region: Region, private readonly side: Side, opts: ShmChannelOptions = {}) {
     super();
-    if (opts.file) this.doorbell = new Doorbell(opts.file, opts.fileIno, region, side);
+    if (opts.file) {
+      this.doorbell = new Doorbell(opts.file, opts.fileIno, region, side, (err) => {
+        log.warn({ file: opts.file, err: err.message }, 'doorbell thread failed: polling this region on timers');
+        this.doorbell = undefined;
+      });
+    }
     const e = region.endpoints(side, 0, opts.wakePeer === false ? { wake: false } : {});
     this.tx = e.tx;
     this.rx = e.rx;
@@ -340,14 +346,14 @@ class Doorbell {
   private readonly worker: Worker;
   private wakeup: (() => void) | null = null;
 
-  constructor(file: string, ino: number | undefined, region: Region, side: Side) {
+  constructor(file: string, ino: number | undefined, region: Region, side: Side, onError: (err: Error) => void) {
     const rx = region.consumer(0, side === 'host' ? 'request' : 'response');
     this.worker = new Worker(new URL('./doorbell-worker.js', import.meta.url), {
       workerData: { file, ino, headOffset: rx.headWord.byteOffset, flagOffset: rx.consumerFlag.byteOffset, control: this.control.buffer, pollMs: 20 },
     });
     this.worker.unref();
     this.worker.on('message', () => { const w = this.wakeup; this.wakeup = null; w?.(); });
-    this.worker.on('error', () => { const w = this.wakeup; this.wakeup = null; w?.(); });
+    this.worker.on('error', (err) => { onError(err); const w = this.wakeup; this.wakeup = null; w?.(); });
   }
 
   /** Wait until the head word moves from what it is now, or ready() (or a second passes). */
