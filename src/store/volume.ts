@@ -765,9 +765,7 @@ export class Volume {
       if (m?.has(idx) || this.storedBlock(ino, idx)) continue;
       grow += Math.min(BLOCK_SIZE, end - idx * BLOCK_SIZE);
     }
-    if (grow > 0 && this.used() + this.dirtyTotal() + grow > quota) {
-      throw new PrismError('EDQUOT', `volume ${this.name} is over its quota of ${quota} bytes`);
-    }
+    this.checkRoom(grow);
   }
 
   private dirtyTotal(): number {
@@ -846,9 +844,7 @@ export class Volume {
       let grow = 0;
       const m = this.dirty.get(ino);
       for (const [i, h] of blocks) if (!m?.has(first + i) && !this.storedBlock(ino, first + i)) grow += this.host.blocks.length(h);
-      if (grow > 0 && this.used() + this.dirtyTotal() + grow > quota) {
-        throw new PrismError('EDQUOT', `volume ${this.name} is over its quota of ${quota} bytes`);
-      }
+      this.checkRoom(grow);
     }
     this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     const given = new Set(blocks.map(([i]) => first + i));
@@ -1132,20 +1128,6 @@ export class Volume {
     this.update(ino, { ctime: now() });
   }
 
-  /** Every inode number reachable from the root, with how many entries link to it. */
-  reachable(): Map<number, number> {
-    const links = new Map<number, number>([[this.rec.root, 1]]);
-    const stack = [this.rec.root];
-    while (stack.length) {
-      const dir = stack.pop()!;
-      for (const e of this.readdir(dir)) {
-        const seen = links.get(e.ino);
-        links.set(e.ino, (seen ?? 0) + 1);
-        if (seen === undefined && e.type === S_IFDIR) stack.push(e.ino);
-      }
-    }
-    return links;
-  }
 }
 
 function xattrName(name: Name): Buffer {
