@@ -714,6 +714,9 @@ function sparseOf(h: tar.Header, file: string): { name: string; size: number } |
   return { name, size };
 }
 
+/** Most runs one sparse member's map may have. */
+const MAX_SPARSE_RUNS = 1 << 20;
+
 /**
  * Reads the map at the start of a PAX 1.0 sparse member: a count, then offset and length of each run,
  * decimal, one a line, padded with zeros to 512 bytes. Runs must be in order, not overlap, and lie
@@ -761,8 +764,9 @@ class SparseMapReader {
 
   private number(n: number): void {
     if (this.count < 0) {
-      // Each run takes at least 4 bytes of map; the map is part of the member, so this bounds it too.
-      if (n > 1 << 24) throw this.bad(`its map has ${n} runs`);
+      // Each run is held in memory until the member is written (~60 bytes of heap): a crafted map of
+      // millions of empty runs must not exhaust it. A million runs is far beyond real sparse files.
+      if (n > MAX_SPARSE_RUNS) throw this.bad(`its map has ${n} runs (at most ${MAX_SPARSE_RUNS})`);
       this.count = n;
       return;
     }
