@@ -113,7 +113,8 @@ export class VmBudget {
   private turnMs = 0;
   private turn: NodeJS.Immediate | NodeJS.Timeout | undefined;
   private readonly slowLog = new RateLimitedLog();
-  readonly stats: BudgetStats = { inFlight: 0, queuedBytes: 0, pauses: 0, peakInFlight: 0, peakQueuedBytes: 0, slowRequests: 0, holds: 0 };
+  /** What it has done so far; what it holds now is added by snapshot(). */
+  private readonly stats: BudgetStats = { inFlight: 0, queuedBytes: 0, pauses: 0, peakInFlight: 0, peakQueuedBytes: 0, slowRequests: 0, holds: 0 };
 
   constructor(readonly vm: string, limits: Partial<BudgetLimits> = {}, private readonly share?: LoopShare) {
     this.limits = { ...DEFAULT_BUDGET, ...limits };
