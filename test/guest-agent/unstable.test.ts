@@ -77,7 +77,7 @@ test('a COMMIT covering 100k changes lets them go at once (not one splice each)'
   const ms = performance.now() - t0;
   t.is(u.bytes, 0);
   t.is(u.peek(fh(1)), undefined);
-  t.true(ms < 500, `took ${ms.toFixed(0)} ms`);
+  t.true(ms < 2000, `took ${ms.toFixed(0)} ms`);
 });
 
 test('changes without data (truncations, FALLOCATE) count against the bound too', (t) => {
