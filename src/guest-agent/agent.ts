@@ -124,10 +124,11 @@ async function mountOverTcp(o: AgentOptions, t: { tcp: string; tokenFile: string
   try {
     m = mountAndServe(mp, vfs, { fsname: `prism:${o.volume}`, entrySec: o.entrySec ?? CACHE_SEC, attrSec: o.attrSec ?? CACHE_SEC });
   } catch (e) {
+    vfs.close();
     link.close();
     throw new PrismError('EIO', `cannot mount ${mp}: ${(e as Error).message}`);
   }
-  const done = m.done.finally(() => link.close());
+  const done = m.done.finally(() => { vfs.close(); link.close(); });
   return { done, unmount: () => unmount(mp, 'busy-lazy'), counters: vfs.counters };
 }
 

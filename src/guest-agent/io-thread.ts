@@ -60,6 +60,7 @@ async function main(): Promise<void> {
       beforeClose: () => notifier?.stop() ?? Promise.resolve(),
     });
   } catch (e) {
+    vfs.close();
     link.close();
     meta?.close();
     port.postMessage({ error: { code: 'EIO', message: `cannot mount ${d.mountpoint}: ${(e as Error).message}` } });
@@ -88,6 +89,7 @@ async function main(): Promise<void> {
       port.postMessage({ error: { code: 'EIO', message: `cannot follow the metadata table's changes: ${(e as Error).message}` } });
       umount(d.mountpoint, true);
       await m.done.catch(() => {});
+      vfs.close();
       link.close();
       meta?.close();
       return;
@@ -97,6 +99,7 @@ async function main(): Promise<void> {
   try {
     await m.done;
   } finally {
+    vfs.close();
     link.close();
     meta?.close();
     port.postMessage({ done: true });

@@ -8,12 +8,19 @@ import type { Proc } from '../protocol/procs.js';
 
 /** The verifier's length on the wire (NFSv3's writeverf3). */
 export const VERIFIER_BYTES = 8;
+/**
+ * What a kept change costs beyond its data (the entry, its arguments): counted against the bound, so
+ * that many small changes (a truncation or FALLOCATE holds no data) cannot pile up without limit.
+ */
+export const ENTRY_BYTES = 256;
 
 export interface Unstable {
   proc: Proc;
   args: unknown[];
-  /** Bytes of data held (what counts against the agent's bound). */
+  /** Bytes held: its data plus ENTRY_BYTES (what counts against the agent's bound). */
   bytes: number;
+  /** Let go (covered, failed or dropped): a replay in progress skips it. */
+  gone: boolean;
   /** Order of the change among all the agent's changes. */
   seq: number;
   answered: boolean;
@@ -32,6 +39,12 @@ export interface FileLog {
   waiters: Array<() => void>;
   /** Set while its changes are being sent again: new changes wait, so order is kept. */
   replaying: Promise<void> | null;
+  /**
+   * Kept changes that could not be made durable (sent again to a restarted host that no longer has
+   * the file, or refused then): reported by the file's next write, flush or fsync, as an NFS client's
+   * sticky write error. The log is kept while it holds one.
+   */
+  error: PrismError | null;
 }
 
 /** A verifier from a reply; a host that sends none cannot promise anything. */
@@ -56,7 +69,7 @@ export class UnstableData {
     const key = fh.toString('latin1');
     let f = this.files.get(key);
     if (!f) {
-      f = { key, fh, entries: [], unanswered: 0, waiters: [], replaying: null };
+      f = { key, fh, entries: [], unanswered: 0, waiters: [], replaying: null, error: null };
       this.files.set(key, f);
     }
     return f;
@@ -78,9 +91,10 @@ export class UnstableData {
    */
   get answerCut(): number { return this.answers; }
 
-  /** Keep a change; answered ones (a SETATTR already replied) take the current verifier. */
-  add(f: FileLog, proc: Proc, args: unknown[], bytes: number, answered: boolean): Unstable {
-    const e: Unstable = { proc, args, bytes, seq: ++this.seq, answered, answeredAt: answered ? ++this.answers : 0, verf: answered ? this.verifier : null };
+  /** Keep a change of `data` bytes; answered ones (a SETATTR already replied) take the current verifier. */
+  add(f: FileLog, proc: Proc, args: unknown[], data: number, answered: boolean): Unstable {
+    const bytes = data + ENTRY_BYTES;
+    const e: Unstable = { proc, args, bytes, gone: false, seq: ++this.seq, answered, answeredAt: answered ? ++this.answers : 0, verf: answered ? this.verifier : null };
     f.entries.push(e);
     this.bytes += bytes;
     if (!answered) f.unanswered++;
@@ -136,14 +150,44 @@ export class UnstableData {
         if (!e.answered || e.answeredAt > answerCut || !e.verf?.equals(verf)) break;
         n++;
       }
-      if (n > 0) this.remove(f, f.entries.slice(0, n));
+      if (n > 0) this.removeFirst(f, n);
       else this.prune(f);
     }
   }
 
-  /** Forget a file's log once nothing is kept, sent or being sent again. */
+  /** Forget a file's log once nothing is kept, sent or being sent again, and no error waits to be reported. */
   private prune(f: FileLog): void {
-    if (f.entries.length === 0 && f.unanswered === 0 && !f.replaying && this.files.get(f.key) === f) this.files.delete(f.key);
+    if (f.entries.length === 0 && f.unanswered === 0 && !f.replaying && !f.error && this.files.get(f.key) === f) this.files.delete(f.key);
+  }
+
+  /** Record an error for the file's next write, flush or fsync (the first one stays). */
+  fail(f: FileLog, err: PrismError): void {
+    f.error ??= err;
+    if (this.files.get(f.key) !== f) this.files.set(f.key, f);
+  }
+
+  /** The file's sticky error, if any: returned once, then cleared. */
+  takeError(fh: Buffer): PrismError | null {
+    const f = this.peek(fh);
+    const err = f?.error ?? null;
+    if (f && err) {
+      f.error = null;
+      this.prune(f);
+    }
+    return err;
+  }
+
+  /**
+   * Changes up to cutoff answered by another host instance than the one that answered a COMMIT with
+   * `verf`: it may have lost them; they are to be sent again and committed. (Ones answered by that
+   * instance after the COMMIT went out are not covered by it, but not lost either: a later COMMIT covers them.)
+   */
+  lost(f: FileLog, cutoff: number, verf: Buffer): boolean {
+    for (const e of f.entries) {
+      if (e.seq > cutoff) return false; // in the order they were made
+      if (e.answered && !e.verf?.equals(verf)) return true;
+    }
+    return false;
   }
 
   /** Changes up to cutoff that are answered but not yet covered. */
@@ -153,19 +197,37 @@ export class UnstableData {
 
   /** The file is gone on the host: its changes can never be applied. */
   drop(f: FileLog): void {
-    this.remove(f, [...f.entries]);
+    this.removeFirst(f, f.entries.length);
+  }
+
+  /** Let go of the file's first n changes, in one splice (a COMMIT can cover 100k of them). */
+  private removeFirst(f: FileLog, n: number): void {
+    let freed = 0;
+    for (let i = 0; i < n; i++) {
+      const e = f.entries[i]!;
+      e.gone = true;
+      freed += e.bytes;
+    }
+    f.entries.splice(0, n);
+    this.released(f, freed);
   }
 
   private remove(f: FileLog, gone: Unstable[]): void {
     let freed = 0;
     for (const e of gone) {
-      const i = f.entries.indexOf(e);
+      if (e.gone) continue;
+      const i = f.entries.lastIndexOf(e); // a WRITE in flight fails: near the end
       if (i < 0) continue;
       f.entries.splice(i, 1);
+      e.gone = true;
       freed += e.bytes;
     }
+    this.released(f, freed);
+  }
+
+  private released(f: FileLog, freed: number): void {
     this.bytes -= freed;
     this.prune(f);
-    if (freed > 0 || gone.length > 0) this.onRelease();
+    if (freed > 0) this.onRelease();
   }
 }

@@ -8,7 +8,7 @@ import type { Attr, Ctx, DirEntry, Entry, FileSystem, SetAttrIn, StatFs, Time } 
 import type { MetaTable } from '../metadata-share/table.js';
 import { AgentCounters } from './counters.js';
 import type { Link } from './host-link.js';
-import { UnstableData, verifierOf, type FileLog } from './unstable.js';
+import { ENTRY_BYTES, UnstableData, verifierOf, type FileLog } from './unstable.js';
 
 const ROOT_ID = 1n;
 const DOTDOT = Buffer.from('..');
@@ -59,7 +59,16 @@ export class VrpcFs implements FileSystem {
     this.volumeId = rootFh.readUInt32BE(1);
     this.counters = opts.counters ?? new AgentCounters();
     this.rootFh = rootFh;
-    setInterval(() => { if (this.unstable.bytes > 0 || this.unstable.logs.length > 0) this.commitBehind(); }, COMMIT_EVERY_MS).unref();
+    // Every kept change counts ENTRY_BYTES at least: bytes > 0 whenever anything is kept or in flight.
+    this.timer = setInterval(() => { if (this.unstable.bytes > 0) this.commitBehind(); }, COMMIT_EVERY_MS);
+    this.timer.unref();
+  }
+
+  private readonly timer: NodeJS.Timeout;
+
+  /** The mount ended: no more background COMMITs. */
+  close(): void {
+    clearInterval(this.timer);
   }
 
   private readonly rootFh: Buffer;
@@ -194,10 +203,12 @@ export class VrpcFs implements FileSystem {
 
   /** A change of data other than WRITE, sent in order with the file's writes and kept until committed. */
   private async dataChange<T>(fh: Buffer, proc: Proc, args: unknown[], take: (r: unknown[]) => T): Promise<T> {
+    await this.waitForRoom(0);
     await this.notReplaying(fh);
     // Kept from before it is sent, so its place among the file's writes is the order they went out.
     const log = this.unstable.file(fh);
     const e = this.unstable.add(log, proc, args, 0, false);
+    if (this.unstable.bytes > WRITE_BEHIND_BYTES / 2) this.commitBehind();
     let r: unknown[];
     try {
       r = await this.call(proc, args);
@@ -295,7 +306,7 @@ export class VrpcFs implements FileSystem {
   }
 
   async release(_c: Ctx, id: bigint): Promise<void> {
-    await this.writesDone(id).catch(() => { /* reported at flush; release cannot fail */ });
+    await this.writesDone(id, false).catch(() => { /* reported at flush; release cannot fail */ });
     const n = this.opens.get(id) ?? 0;
     if (n > 1) { this.opens.set(id, n - 1); return; }
     this.opens.delete(id);
@@ -319,22 +330,22 @@ export class VrpcFs implements FileSystem {
   // held keeps memory in check.
   async write(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, data: Uint8Array): Promise<number> {
     const fh = this.fh(id);
+    const prev = this.writes.get(id);
+    if (prev) this.takeError(id, prev);
+    this.stickyError(fh);
+    await this.waitForRoom(data.byteLength);
+    await this.notReplaying(fh);
     const w = this.writes.get(id) ?? { inFlight: 0, error: null, waiters: [] };
     this.writes.set(id, w);
-    this.takeError(id, w);
-    while (this.unstable.bytes > 0 && this.unstable.bytes + data.byteLength > WRITE_BEHIND_BYTES) {
-      this.host.settle?.();
-      this.commitBehind();
-      if (this.unstable.bytes + data.byteLength > WRITE_BEHIND_BYTES) await new Promise<void>((r) => this.roomWaiters.push(r));
-    }
-    await this.notReplaying(fh);
     const copy = Buffer.from(data); // the request buffer is reused once this returns
     const args = [fh, Number(offset), copy, 0];
     const log = this.unstable.file(fh);
     const e = this.unstable.add(log, Proc.WRITE, args, copy.length, false);
     w.inFlight++;
     this.post(Proc.WRITE, args)
-      .then((r) => this.unstable.answered(log, e, verifierOf(r[2])), (err: Error) => {
+      // A bad reply (no verifier) throws in the first handler: caught by the next, like a failed WRITE.
+      .then((r) => { this.unstable.answered(log, e, verifierOf(r[2])); })
+      .catch((err: Error) => {
         w.error ??= err instanceof PrismError ? err : new PrismError('EIO', err.message);
         this.unstable.failed(log, e);
       })
@@ -349,23 +360,54 @@ export class VrpcFs implements FileSystem {
 
   /** Write-behind state per file: WRITEs in flight, the first error not yet reported, who waits. */
   private readonly writes = new Map<bigint, { inFlight: number; error: PrismError | null; waiters: Array<() => void> }>();
-  private roomWaiters: Array<() => void> = [];
+  /** Changes waiting for room: woken with null when bytes are let go, with an error when a background COMMIT failed. */
+  private roomWaiters: Array<(err: PrismError | null) => void> = [];
+  /** Times bytes were let go (a background COMMIT that saw some wakes the waiters again when it ends). */
+  private releases = 0;
   /** Data the host acknowledged and may still lose (until a COMMIT with its verifier covers it). */
   private readonly unstable = new UnstableData(
-    () => { for (const wake of this.roomWaiters.splice(0)) wake(); },
+    () => { this.releases++; this.wakeRoom(null); },
     () => { setImmediate(() => this.commitBehind()); }, // the host restarted: send again what it may have lost
   );
-  private behind: Promise<void> | null = null;
+  /** The background COMMIT in progress: resolves to its failure (EIO), or null. */
+  private behind: Promise<PrismError | null> | null = null;
+
+  private wakeRoom(err: PrismError | null): void {
+    for (const wake of this.roomWaiters.splice(0)) wake(err);
+  }
+
+  /**
+   * Wait until a change of `data` bytes fits in the bound, committing in the background meanwhile.
+   * A background COMMIT that fails (the host unreachable until its deadline) fails the waiting
+   * changes with EIO rather than letting them wait for ever.
+   */
+  private async waitForRoom(data: number): Promise<void> {
+    const full = () => this.unstable.bytes > 0 && this.unstable.bytes + data + ENTRY_BYTES > WRITE_BEHIND_BYTES;
+    while (full()) {
+      this.host.settle?.();
+      void this.commitBehind();
+      if (!full()) break;
+      const err = await new Promise<PrismError | null>((r) => this.roomWaiters.push(r));
+      if (err && full()) throw err;
+    }
+  }
 
   /** Commit in the background (memory, a host restart, the timer): one at a time; failures are retried later. */
-  private commitBehind(): void {
-    if (this.behind) return;
-    this.behind = this.commitCovering(null)
-      .catch((e: Error) => {
-        log.warn({ err: e.message }, 'background COMMIT failed');
-        for (const wake of this.roomWaiters.splice(0)) wake(); // writers waiting for room try again
-      })
-      .finally(() => { this.behind = null; });
+  private commitBehind(): Promise<PrismError | null> {
+    if (this.behind) return this.behind;
+    const releases = this.releases;
+    const behind = this.commitCovering(null).then(() => null, (e: Error) => {
+      log.warn({ err: e.message }, 'background COMMIT failed');
+      return new PrismError('EIO', `the data held could not be committed: ${e.message}`);
+    }).then((err) => {
+      // Cleared first, so that a woken writer can start the next one.
+      this.behind = null;
+      // Writers woken by a release meanwhile found this one running: they try again now.
+      if (err || this.releases !== releases) this.wakeRoom(err);
+      return err;
+    });
+    this.behind = behind;
+    return behind;
   }
 
   /**
@@ -374,25 +416,46 @@ export class VrpcFs implements FileSystem {
    * what it should cover (the host restarted meanwhile) goes round again.
    */
   private async commitCovering(fh: Buffer | null): Promise<void> {
+    // The changes made so far (read once: changes made while it runs are a later commit's).
+    const cutoff = this.unstable.cutoff;
     for (let round = 0; round < MAX_COMMIT_ROUNDS; round++) {
-      const cutoff = this.unstable.cutoff;
       const one = fh && this.unstable.peek(fh);
       const logs = fh ? (one ? [one] : []) : this.unstable.logs;
-      for (const f of logs) await this.replayIfStale(f, fh !== null);
+      for (const f of logs) await this.replayIfStale(f);
+      if (fh) this.stickyError(fh);
+      // Replies already here are taken first, so that this COMMIT covers them.
+      await this.collectReplies();
       const answerCut = this.unstable.answerCut;
       const [v] = await this.call(Proc.COMMIT, [fh ?? this.rootFh]);
-      this.unstable.covered(verifierOf(v), answerCut);
-      if (!logs.some((f) => this.unstable.uncovered(f, cutoff))) return;
+      const verf = verifierOf(v);
+      this.unstable.covered(verf, answerCut);
+      if (fh) this.stickyError(fh);
+      // Again only if another host instance answered some of them (a restart): they are sent again.
+      if (!logs.some((f) => this.unstable.lost(f, cutoff, verf))) return;
     }
     throw new PrismError('EIO', `the host restarted during each of ${MAX_COMMIT_ROUNDS} COMMITs: unstable data is not durable`);
   }
 
+  /** On a blocking link, read the replies of posted WRITEs and let their handlers run. */
+  private async collectReplies(): Promise<void> {
+    if (!this.host.settle) return;
+    this.host.settle();
+    await new Promise<void>((r) => setImmediate(r));
+  }
+
+  /** Report (once) the file's sticky error: kept changes that could not be made durable. */
+  private stickyError(fh: Buffer): void {
+    const err = this.unstable.takeError(fh);
+    if (err) throw err;
+  }
+
   /**
    * Send a file's kept changes again, in order, if a past host instance acknowledged some. A file
-   * the host no longer has is let go; for an fsync (`strict`) that is an error, not a success: the
-   * host lost the file itself (made less than a commit before it was killed).
+   * the host no longer has (made less than a commit before it was killed) is let go, and a change the
+   * host refuses now (EDQUOT, ...) too: either is the file's sticky error, reported by its next
+   * write, flush or fsync (an fsync running now included), never a success.
    */
-  private async replayIfStale(f: FileLog, strict: boolean): Promise<void> {
+  private async replayIfStale(f: FileLog): Promise<void> {
     while (f.replaying) await f.replaying;
     if (!this.unstable.stale(f)) return;
     let finished!: () => void;
@@ -403,18 +466,20 @@ export class VrpcFs implements FileSystem {
       while (f.unanswered > 0) await new Promise<void>((r) => f.waiters.push(r));
       this.counters.add('replays');
       for (const e of [...f.entries]) {
-        if (!f.entries.includes(e)) continue;
+        if (e.gone) continue; // let go meanwhile (covered, failed)
         try {
           const r = await this.call(e.proc, e.args);
           this.unstable.answered(f, e, e.proc === Proc.WRITE ? verifierOf(r[2]) : this.unstable.verifier);
         } catch (err) {
           if (err instanceof PrismError && err.code === 'ESTALE') { // the file is gone
+            this.unstable.fail(f, new PrismError('EIO', 'the host restarted and lost this file: its data could not be sent again'));
             this.unstable.drop(f);
-            if (strict) throw new PrismError('EIO', 'the host restarted and lost this file: its data could not be sent again');
             return;
           }
+          // Recorded, then let go; the rest is sent again by a later round or commit.
+          this.unstable.fail(f, err instanceof PrismError ? err : new PrismError('EIO', (err as Error).message));
           this.unstable.failed(f, e);
-          throw err;
+          return;
         }
       }
     } finally {
@@ -432,13 +497,16 @@ export class VrpcFs implements FileSystem {
     throw e;
   }
 
-  /** Wait for this file's writes in flight; throw the first error among them. */
-  private async writesDone(id: bigint): Promise<void> {
+  /** Wait for this file's writes in flight; throw the first error among them, or else its sticky error (`sticky`). */
+  private async writesDone(id: bigint, sticky = true): Promise<void> {
     const w = this.writes.get(id);
-    if (!w) return;
-    if (w.inFlight > 0) this.host.settle?.();
-    if (w.inFlight > 0) await new Promise<void>((r) => w.waiters.push(r));
-    this.takeError(id, w);
+    if (w) {
+      if (w.inFlight > 0) this.host.settle?.();
+      if (w.inFlight > 0) await new Promise<void>((r) => w.waiters.push(r));
+      this.takeError(id, w);
+    }
+    const fh = this.nodes.get(id)?.fh;
+    if (sticky && fh) this.stickyError(fh);
   }
 
   async flush(_c: Ctx, id: bigint): Promise<void> {

@@ -1,7 +1,11 @@
 // The agent's kept unstable data: what a COMMIT's verifier covers and what must be sent again.
 import test from 'ava';
 import { Proc } from '../../src/protocol/procs.js';
-import { UnstableData } from '../../src/guest-agent/unstable.js';
+import * as unstable from '../../src/guest-agent/unstable.js';
+
+const { UnstableData } = unstable;
+/** What an entry costs beyond its data (0 before it was counted). */
+const E = (unstable as { ENTRY_BYTES?: number }).ENTRY_BYTES ?? 0;
 
 const V1 = Buffer.alloc(8, 1), V2 = Buffer.alloc(8, 2);
 const fh = (n: number) => Buffer.from([1, 0, 0, 0, n]);
@@ -12,7 +16,7 @@ test('a COMMIT with the same verifier lets go of what it covers; another verifie
   const a = u.file(fh(1));
   const w1 = u.add(a, Proc.WRITE, [], 100, false);
   const w2 = u.add(a, Proc.WRITE, [], 50, false);
-  t.is(u.bytes, 150);
+  t.is(u.bytes, 150 + 2 * E);
   u.answered(a, w1, V1);
   u.answered(a, w2, V1);
   t.false(u.stale(a));
@@ -21,20 +25,20 @@ test('a COMMIT with the same verifier lets go of what it covers; another verifie
   u.answered(a, late, V1);
   u.covered(V2, cutoff); // the host restarted: nothing is covered
   t.is(restarts, 1);
-  t.is(u.bytes, 160);
+  t.is(u.bytes, 160 + 3 * E);
   t.true(u.stale(a), 'acknowledged by a past instance: to be sent again');
   // Sent again and answered by the new instance after that COMMIT went out: not covered by it.
   const resent = u.answerCut;
   for (const e of [w1, w2]) u.answered(a, e, V2);
   u.covered(V2, resent);
-  t.is(u.bytes, 160, 'answers that came after the COMMIT was sent are not covered by it');
+  t.is(u.bytes, 160 + 3 * E, 'answers that came after the COMMIT was sent are not covered by it');
   u.answered(a, late, V2);
   t.false(u.stale(a));
   const now = u.answerCut;
   const later = u.add(a, Proc.WRITE, [], 5, false);
   u.answered(a, later, V2);
   u.covered(V2, now);
-  t.is(u.bytes, 5, 'only what was answered after the COMMIT was sent stays');
+  t.is(u.bytes, 5 + E, 'only what was answered after the COMMIT was sent stays');
   t.true(u.uncovered(a, u.cutoff));
   u.covered(V2, u.answerCut);
   t.is(u.bytes, 0);
@@ -58,4 +62,28 @@ test('a COMMIT covers a prefix per file: nothing after a change it does not cove
   t.is(u.peek(fh(2)), undefined);
   u.failed(a, a2); // refused by the host: nothing to keep
   t.is(u.bytes, 0);
+});
+
+test('a COMMIT covering 100k changes lets them go at once (not one splice each)', (t) => {
+  const u = new UnstableData(() => {}, () => {});
+  u.saw(V1);
+  const a = u.file(fh(1));
+  const n = 100_000;
+  const all = [];
+  for (let i = 0; i < n; i++) all.push(u.add(a, Proc.WRITE, [], 10, false));
+  for (const e of all) u.answered(a, e, V1);
+  const t0 = performance.now();
+  u.covered(V1, u.answerCut);
+  const ms = performance.now() - t0;
+  t.is(u.bytes, 0);
+  t.is(u.peek(fh(1)), undefined);
+  t.true(ms < 2000, `took ${ms.toFixed(0)} ms`);
+});
+
+test('changes without data (truncations, FALLOCATE) count against the bound too', (t) => {
+  const u = new UnstableData(() => {}, () => {});
+  const a = u.file(fh(1));
+  u.add(a, Proc.SETATTR, [], 0, false);
+  u.add(a, Proc.FALLOCATE, [], 0, false);
+  t.true(u.bytes >= 2 * 64, `${u.bytes} bytes counted for two entries`);
 });
