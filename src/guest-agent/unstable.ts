@@ -45,6 +45,14 @@ export interface FileLog {
    * sticky write error. The log is kept while it holds one.
    */
   error: PrismError | null;
+  /** When the host made the file (its birth time, from a reply): tells it from a later file given its handle. */
+  born?: string;
+}
+
+/** A file's birth time from a wire attribute (btime, seconds and nanoseconds). */
+export function bornOf(attr: unknown): string | undefined {
+  const w = attr as number[] | undefined;
+  return Array.isArray(w) && w.length >= 16 ? `${w[14]}.${w[15]}` : undefined;
 }
 
 /** A verifier from a reply; a host that sends none cannot promise anything. */
@@ -193,6 +201,19 @@ export class UnstableData {
   /** Changes up to cutoff that are answered but not yet covered. */
   uncovered(f: FileLog, cutoff: number): boolean {
     return f.entries.some((e) => e.seq <= cutoff && e.answered);
+  }
+
+  /**
+   * The host answered a create with this handle, for a file born at `born` (undefined: surely a new
+   * one): what is kept under the handle for a file born otherwise belonged to an earlier file (its
+   * inode number reused by a host that restarted without it), never to be sent to this one.
+   */
+  forget(fh: Buffer, born?: string): void {
+    const f = this.peek(fh);
+    if (!f || (born !== undefined && (f.born === undefined || f.born === born))) return;
+    this.drop(f);
+    f.error = null;
+    this.prune(f);
   }
 
   /** The file is gone on the host: its changes can never be applied. */

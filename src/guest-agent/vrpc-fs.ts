@@ -8,7 +8,7 @@ import type { Attr, Ctx, DirEntry, Entry, FileSystem, SetAttrIn, StatFs, Time } 
 import type { MetaTable } from '../metadata-share/table.js';
 import { AgentCounters } from './counters.js';
 import type { Link } from './host-link.js';
-import { ENTRY_BYTES, UnstableData, verifierOf, type FileLog } from './unstable.js';
+import { ENTRY_BYTES, UnstableData, bornOf, verifierOf, type FileLog } from './unstable.js';
 
 const ROOT_ID = 1n;
 const DOTDOT = Buffer.from('..');
@@ -232,6 +232,7 @@ export class VrpcFs implements FileSystem {
   private async made(proc: Proc, parent: bigint, name: string, rest: unknown[]): Promise<Entry> {
     const raw = bytes(name);
     const [fh, attr] = await this.call(proc, [this.fh(parent), raw, ...rest]);
+    this.unstable.forget(Buffer.from(fh as Uint8Array));
     return this.entry(fh, attr, parent, raw);
   }
 
@@ -280,6 +281,8 @@ export class VrpcFs implements FileSystem {
   async create(c: Ctx, parent: bigint, name: string, mode: number, flags: number): Promise<{ entry: Entry; fh: bigint }> {
     const raw = bytes(name);
     const [fh, attr] = await this.call(Proc.CREATE, [this.fh(parent), raw, mode & 0o7777, c.uid, c.gid, (flags & O_EXCL) !== 0]);
+    // An existing file (a create that is not exclusive) keeps what is kept for it; a file born since does not.
+    this.unstable.forget(Buffer.from(fh as Uint8Array), bornOf(attr));
     let entry = this.entry(fh, attr, parent, raw);
     const node = this.nodes.get(entry.ino);
     if (node && entry.attr.size === 0n && entry.attr.nlink === 1) node.noCaps ??= true; // just made (or empty): no capabilities
@@ -344,7 +347,7 @@ export class VrpcFs implements FileSystem {
     w.inFlight++;
     this.post(Proc.WRITE, args)
       // A bad reply (no verifier) throws in the first handler: caught by the next, like a failed WRITE.
-      .then((r) => { this.unstable.answered(log, e, verifierOf(r[2])); })
+      .then((r) => { log.born ??= bornOf(r[0]); this.unstable.answered(log, e, verifierOf(r[2])); })
       .catch((err: Error) => {
         w.error ??= err instanceof PrismError ? err : new PrismError('EIO', err.message);
         this.unstable.failed(log, e);

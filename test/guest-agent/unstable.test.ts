@@ -1,5 +1,6 @@
 // The agent's kept unstable data: what a COMMIT's verifier covers and what must be sent again.
 import test from 'ava';
+import { PrismError } from '../../src/errors.js';
 import { Proc } from '../../src/protocol/procs.js';
 import * as unstable from '../../src/guest-agent/unstable.js';
 
@@ -86,4 +87,26 @@ test('changes without data (truncations, FALLOCATE) count against the bound too'
   u.add(a, Proc.SETATTR, [], 0, false);
   u.add(a, Proc.FALLOCATE, [], 0, false);
   t.true(u.bytes >= 2 * 64, `${u.bytes} bytes counted for two entries`);
+});
+
+// Hazard: a host killed before it committed a new file comes back without it and gives its inode
+// number, so its handle, to the next file made. What the agent kept for the lost file (and its sticky
+// error) must not be sent to the new one, nor reported by it; a create that opens the same file keeps it.
+test('a create answered for a file born since forgets what was kept under its handle; the same file keeps it', (t) => {
+  const u = new UnstableData(() => {}, () => {});
+  const a = u.file(fh(7));
+  a.born = unstable.bornOf([7, 0o100644, 1, 0, 0, 0, 5, 1, 0, 0, 0, 0, 0, 0, 1000, 5]);
+  t.is(a.born, '1000.5');
+  const w = u.add(a, Proc.WRITE, [], 100, false);
+  u.answered(a, w, V1);
+  u.forget(fh(7), '1000.5');
+  t.is(u.peek(fh(7)), a, 'the same file (same birth): kept');
+  t.is(a.entries.length, 1);
+  u.forget(fh(7), '2000.1');
+  t.is(u.peek(fh(7)), undefined, 'another file with that handle: forgotten');
+  t.is(u.bytes, 0);
+  const b = u.file(fh(8));
+  u.fail(b, new PrismError('EIO', 'lost'));
+  u.forget(fh(8)); // a MKDIR/MKNOD/SYMLINK: surely a new file
+  t.is(u.takeError(fh(8)), null, 'no sticky error of an earlier file');
 });
