@@ -24,6 +24,8 @@ export interface HostLinkOptions {
   timeoutMs?: number;
 }
 
+interface Outstanding { seq: number; sentOn: VrpcClient | null }
+
 export class HostLink implements Link {
   private readonly conn: Reconnector<VrpcClient>;
   readonly timeoutMs: number;
@@ -43,16 +45,62 @@ export class HostLink implements Link {
   call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): Promise<T>;
   async call(proc: Proc, args: unknown[] = [], take?: (r: unknown[]) => unknown): Promise<unknown> {
     const deadline = Date.now() + this.timeoutMs;
-    for (;;) {
-      const c = await this.conn.connected(deadline);
-      try {
-        return await (take ? c.call(proc, args, take) : c.call(proc, args));
-      } catch (e) {
-        if (!(e instanceof HostGone) || this.conn.isClosed) throw e;
-        this.conn.lost(c, e);
-        if (Date.now() >= deadline) throw new PrismError('EIO', `the host is unreachable: ${e.message}`);
+    const me: Outstanding = { seq: this.nextSeq++, sentOn: null };
+    this.outstanding.set(me.seq, me);
+    try {
+      for (;;) {
+        const c = await this.conn.connected(deadline);
+        await this.inTurn(me, c, deadline);
+        try {
+          const reply = take ? c.call(proc, args, take) : c.call(proc, args);
+          me.sentOn = c; // written to the connection now (the client sends before it returns)
+          this.wake();
+          return await reply;
+        } catch (e) {
+          if (!(e instanceof HostGone) || this.conn.isClosed) throw e;
+          this.conn.lost(c, e);
+          if (Date.now() >= deadline) throw new PrismError('EIO', `the host is unreachable: ${e.message}`);
+        }
       }
+    } finally {
+      this.outstanding.delete(me.seq);
+      this.wake();
     }
+  }
+
+  /**
+   * Calls not answered yet, in the order they were made. On a new connection none is sent before every
+   * earlier one has been sent on it again: two WRITEs to one block in flight when the host went away
+   * must reach the new host in their order, or the older data lands last and a later COMMIT makes it
+   * durable in place of the newer (found by the crash test).
+   */
+  private readonly outstanding = new Map<number, Outstanding>();
+  private nextSeq = 0;
+  private turnWaiters: Array<() => boolean> = [];
+
+  private inTurn(me: Outstanding, c: VrpcClient, deadline: number): Promise<void> {
+    const ready = () => {
+      for (const o of this.outstanding.values()) {
+        if (o.seq >= me.seq) return true;
+        if (o.sentOn !== c && !c.closed) return false;
+      }
+      return true;
+    };
+    if (ready()) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => { this.turnWaiters = this.turnWaiters.filter((w) => w !== check); reject(new PrismError('EIO', 'the host is unreachable: earlier calls were not sent again in time')); }, Math.max(0, deadline - Date.now()));
+      const check = () => {
+        if (!ready()) return false;
+        clearTimeout(timer);
+        resolve();
+        return true;
+      };
+      this.turnWaiters.push(check);
+    });
+  }
+
+  private wake(): void {
+    if (this.turnWaiters.length) this.turnWaiters = this.turnWaiters.filter((check) => !check());
   }
 
   close(): void {
