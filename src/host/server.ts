@@ -137,14 +137,7 @@ export class HostServer {
   private commitSafely(): void {
     this.checkFiles();
     for (const r of this.liveRegions) r.heartbeat('host');
-    // A full or failing disk can throw before the commit's promise exists: from a timer callback that
-    // would end the host.
-    const failed = (e: unknown) => log.error({ err: e }, 'commit failed');
-    try {
-      if (this.store.pendingChanges > 0) this.store.commitDurable().catch(failed);
-    } catch (e) {
-      failed(e);
-    }
+    if (this.store.pendingChanges > 0) this.store.commitDurable().catch((e: unknown) => log.error({ err: e }, 'commit failed'));
   }
 
   /** The addresses actually bound (after port 0). */

@@ -15,7 +15,7 @@ import { PrismError } from '../errors.js';
 import { Blocks, type BlockRec, type FrozenBlocks, type SegmentStat } from './blocks.js';
 import { CowTree, type Node } from './btree.js';
 import { now } from './clock.js';
-import { BLOCK_SIZE, MAX_NAME, FORMAT_VERSION, ROOT_LOCAL, S_IFDIR, inoOf, isDir, isReg, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
+import { BLOCK_SIZE, MAX_NAME, FORMAT_VERSION, ROOT_LOCAL, S_IFDIR, inoOf, isDir, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
 import { acquireLock } from './lock.js';
 import { checkVolumeName } from './names.js';
 import { LmdbNodeStore, type FrozenNodes } from './nodes.js';
@@ -576,7 +576,12 @@ export class Store implements VolumeHost {
     if (this.closed) return Promise.reject(new PrismError('EBADF', 'store is closed'));
     if (this.broken) return Promise.reject(new PrismError('EIO', `the store could not commit: ${this.broken.message}`));
     if (this.pendingChanges === 0 && !this.hasBufferedData()) return Promise.resolve();
-    const c = this.cut();
+    let c: Cut;
+    try {
+      c = this.cut(); // writes buffered data out: a full or failing disk fails the promise, never the caller
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const done = (async () => {
       try {
         await this.segments.syncAsync(c.segments);

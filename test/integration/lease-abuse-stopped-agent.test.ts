@@ -7,7 +7,7 @@ import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { attachMetaTable } from '../../src/metadata-share/file.js';
-import { agentStats as statsOf, fuseSkipReason, mountAgent, run, type Agent } from '../helpers/agent.js';
+import { agentStats as statsOf, fuseSkipReason, mountAgent, type Agent } from '../helpers/agent.js';
 import { prism, startHost, type RunningHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 
