@@ -1,6 +1,7 @@
 // Wire forms of the values procedures carry: positional arrays (small and fast to encode), laid out
 // as docs/protocol.md says. Code on either side uses the named forms (Attr, SetAttr, DirEntry); this
 // file is the one place that knows the positions.
+import { PrismError } from '../errors.js';
 import type { Attr, DirEntry, SetAttr } from '../store/volume.js';
 import type { Time } from '../store/layout.js';
 
@@ -71,4 +72,13 @@ export function direntFromWire(w: WireDirent): DirEntry {
 /** Copies the byte strings (they may be views of shared memory). */
 export function direntPlusFromWire(w: WireDirentPlus): DirEntryPlus {
   return { name: Buffer.from(w[0]), fh: Buffer.from(w[1]), attr: attrFromWire(w[2]) };
+}
+
+/** The write verifier's length (NFSv3's writeverf3). */
+export const VERIFIER_BYTES = 8;
+
+/** A verifier from a WRITE or COMMIT reply, copied; a host that sends none cannot promise anything. */
+export function verifierFromWire(x: unknown): Buffer {
+  if (!(x instanceof Uint8Array) || x.length !== VERIFIER_BYTES) throw new PrismError('EIO', 'the host sent no write verifier');
+  return Buffer.from(x);
 }
