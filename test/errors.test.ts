@@ -1,4 +1,5 @@
 import test from 'ava';
+import fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import {
   POSIX_CODES, PrismError, codeOfErrno, codeOfName, errnoOf, fromName, fromNodeError, fromWire,
@@ -106,4 +107,10 @@ test('control messages carry the name and the detail; an unknown name is EIO', (
   t.regex(odd.detail, /EBOGUS/);
   t.is(fromName('toString', 'x').code, 'EIO', 'names are looked up in the table only');
   t.is(fromName(42, 'x').code, 'EIO');
+});
+
+test('docs/protocol.md lists the table as it is', (t) => {
+  const doc = fs.readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8');
+  const listed = [...doc.matchAll(/\| (E[A-Z0-9]+) \| (\d+) /g)].map((m) => `${m[1]} ${m[2]}`).sort();
+  t.deepEqual(listed, POSIX_CODES.map((c) => `${c} ${errnoOf(c)}`).sort());
 });
