@@ -211,7 +211,7 @@ function dialer(o: AgentOptions, t: { tcp: string; tokenFile: string }): Dial {
   try {
     token = fs.readFileSync(t.tokenFile, 'utf8').trim();
   } catch (e) {
-    throw new PrismError('ENOENT', `cannot read the token file ${t.tokenFile}: ${(e as Error).message}`);
+    throw fromNodeError(e, `cannot read the token file ${t.tokenFile}`);
   }
   const vm = o.vm ?? path.basename(t.tokenFile).replace(/\.token$/, '');
   return () => connectTcp(t.tcp, vm, token, opts);

@@ -428,7 +428,7 @@ class Importer {
     const input = fs.createReadStream(file, { highWaterMark: 1024 * 1024 });
     input.on('data', (c) => { archiveBytes += c.length; });
     const extract = tar.extract();
-    const fail = (e: Error) => extract.destroy(new PrismError('EIO', `${file}: ${e.message}`));
+    const fail = (e: Error) => extract.destroy(fromNodeError(e, file));
     input.on('error', fail);
     if (gz) input.pipe(zlib.createGunzip()).on('error', fail).pipe(extract);
     else input.pipe(extract);
@@ -480,8 +480,7 @@ class Importer {
       }
     } catch (e) {
       input.destroy();
-      if (e instanceof PrismError) throw e;
-      throw new PrismError('EIO', `${file}: ${(e as Error).message}`);
+      throw fromNodeError(e, file); // a PrismError as it is
     }
   }
 
