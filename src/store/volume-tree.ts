@@ -2,7 +2,8 @@
 // per layer), the quota those records count against, and the attributes of an inode. The concerns
 // built on it (xattrs.ts, file-data.ts, namespace.ts) each extend it in turn, ending in Volume
 // (volume.ts): layers of one class rather than objects calling each other, so a request costs no
-// extra call or allocation for the split. Each layer uses only this base's members.
+// extra call or allocation for the split. Those three use only this base's members (their order in
+// the chain means nothing); Volume joins them (setattr truncates, close flushes or frees).
 import { PrismError } from '../errors.js';
 import type { Blocks } from './blocks.js';
 import type { CowTree } from './btree.js';
