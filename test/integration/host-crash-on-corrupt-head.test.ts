@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Proc } from '../../src/protocol/procs.js';
-import { nativeAvailable } from '../../src/ring/index.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
 import { connect } from '../../src/vrpc/index.js';
 import { shmPath } from '../../src/vrpc/shm.js';
 import { prism, startHost } from '../helpers/host.js';

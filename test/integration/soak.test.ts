@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Proc } from '../../src/protocol/procs.js';
-import { nativeAvailable } from '../../src/ring/index.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
 import { connectTcp, type VrpcClient } from '../../src/vrpc/client.js';
 import { connect } from '../../src/vrpc/index.js';
 import { shmPath } from '../../src/vrpc/shm.js';

@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Proc } from '../../src/protocol/procs.js';
-import { nativeAvailable } from '../../src/ring/index.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
 import { connect } from '../../src/vrpc/index.js';
 import { shmPath } from '../../src/vrpc/shm.js';
 import { fuseSkipReason, mounted } from '../helpers/agent.js';

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import { PrismError } from '../../errors.js';
 import { log } from '../../log.js';
 import type { Ctx, DirEntry, FileSystem, SetAttrIn, Time } from './fs.js';
-import * as native from './native.js';
+import * as native from '../../native/mount.js';
 import * as P from './protocol.js';
 
 const ENOSYS = 38;
