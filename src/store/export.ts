@@ -11,11 +11,11 @@ import tar from 'tar-stream';
 import { PrismError } from '../errors.js';
 import { mknod } from '../native/files.js';
 import { devMajor, devMinor } from './import.js';
-import {
-  BLOCK_SIZE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, isDir, type Time,
-} from './layout.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, isDir } from '../posix/mode.js';
+import type { Attr, Time } from '../posix/types.js';
+import { BLOCK_SIZE } from './layout.js';
 import { normalizePath, type Store } from './store.js';
-import type { Attr, Volume } from './volume.js';
+import type { Volume } from './volume.js';
 
 export interface ExportProgress { files: number; totalFiles: number; bytes: number; totalBytes: number }
 

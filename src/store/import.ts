@@ -14,9 +14,12 @@ import tar from 'tar-stream';
 import { PrismError, isPrismError, type PosixCode } from '../errors.js';
 import { timeFromMs, timeFromNs } from './clock.js';
 import { F, STAT_FIELDS, type HashResult, type HashTask, type ListTask, type Listing, type Piece } from './hash-worker.js';
-import { BLOCK_SIZE, MAX_FILE_SIZE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, isDir, type Time } from './layout.js';
+import { MAX_FILE_SIZE } from '../posix/limits.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, isDir } from '../posix/mode.js';
+import type { Attr, Time } from '../posix/types.js';
+import { BLOCK_SIZE } from './layout.js';
 import { normalizePath, type Store } from './store.js';
-import type { Attr, Volume } from './volume.js';
+import type { Volume } from './volume.js';
 
 export interface ImportProgress {
   /** Entries other than directories made so far, of totalFiles. */

@@ -6,11 +6,12 @@ import { PrismError } from '../errors.js';
 import type { Blocks } from './blocks.js';
 import type { CowTree } from './btree.js';
 import { now } from './clock.js';
+import { MAX_FILE_SIZE, MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE } from '../posix/limits.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_ISGID, S_IFREG, isDir, isLnk, isReg, isNodeType } from '../posix/mode.js';
+import type { Attr, DirEntry, SetAttr, Time } from '../posix/types.js';
 import {
-  BLOCK_SIZE, Kind, MAX_FILE_SIZE, MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, S_IFDIR, S_IFLNK, S_IFMT, S_ISGID,
-  S_IFREG, blockIndexOfKey, blockKey, direntKey, inoOf, inodeKey, inodeRange, isDir, isLnk, isReg, keySuffix,
-  isNodeType, kindRange, layerOf, localOf, xattrKey,
-  type Dirent, type InodeRec, type Time, type TreeValue, type XattrValue,
+  BLOCK_SIZE, Kind, blockIndexOfKey, blockKey, direntKey, inoOf, inodeKey, inodeRange, keySuffix, kindRange, layerOf, localOf,
+  xattrKey, type Dirent, type InodeRec, type TreeValue, type XattrValue,
 } from './layout.js';
 
 export interface LayerRec { root: number; next: number }
@@ -37,34 +38,6 @@ export interface VolumeRec {
   /** Inodes unlinked while open; freed when closed, or at the next open of the store after a crash. */
   orphans: number[];
 }
-
-export interface Attr {
-  ino: number;
-  mode: number;
-  nlink: number;
-  uid: number;
-  gid: number;
-  rdev: number;
-  size: number;
-  blocks: number; // 512-byte units
-  blksize: number;
-  atime: Time;
-  mtime: Time;
-  ctime: Time;
-  btime: Time;
-}
-
-export interface SetAttr {
-  mode?: number; // permission bits only
-  uid?: number;
-  gid?: number;
-  size?: number;
-  atime?: Time | 'now';
-  mtime?: Time | 'now';
-  ctime?: Time;
-}
-
-export interface DirEntry { name: Buffer; ino: number; type: number }
 
 export interface RenameFlags { noreplace?: boolean; exchange?: boolean }
 

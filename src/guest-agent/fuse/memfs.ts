@@ -1,9 +1,9 @@
 // A tiny in-memory FileSystem: the reference backend and test subject for the FUSE session.
 import { PrismError } from '../../errors.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../../posix/mode.js';
 import type { Attr, Ctx, DirEntry, Entry, FileSystem, SetAttrIn, Time } from './fs.js';
 
 interface Node { attr: Attr; data: Buffer; children?: Map<string, bigint>; target?: string }
-const S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFLNK = 0o120000;
 
 export class MemFs implements FileSystem {
   private nodes = new Map<bigint, Node>();
@@ -34,7 +34,7 @@ export class MemFs implements FileSystem {
     const n = this.mk(ino, mode, (mode & S_IFDIR) === S_IFDIR ? 2 : 1, ctx);
     this.nodes.set(ino, n);
     d.set(name, ino);
-    if ((mode & 0o170000) === S_IFDIR) { n.children = new Map(); this.get(parent).attr.nlink++; }
+    if ((mode & S_IFMT) === S_IFDIR) { n.children = new Map(); this.get(parent).attr.nlink++; }
     return n;
   }
   async lookup(_c: Ctx, parent: bigint, name: string): Promise<Entry> {
@@ -45,7 +45,7 @@ export class MemFs implements FileSystem {
   async getattr(_c: Ctx, ino: bigint): Promise<Attr> { return { ...this.get(ino).attr }; }
   async setattr(_c: Ctx, ino: bigint, s: SetAttrIn): Promise<Attr> {
     const n = this.get(ino);
-    if (s.mode !== undefined) n.attr.mode = (n.attr.mode & 0o170000) | (s.mode & 0o7777);
+    if (s.mode !== undefined) n.attr.mode = (n.attr.mode & S_IFMT) | (s.mode & 0o7777);
     if (s.uid !== undefined) n.attr.uid = s.uid;
     if (s.gid !== undefined) n.attr.gid = s.gid;
     if (s.size !== undefined) { const d = Buffer.alloc(Number(s.size)); n.data.copy(d); n.data = d; n.attr.size = s.size; }
