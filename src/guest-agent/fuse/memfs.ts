@@ -1,9 +1,10 @@
 // A tiny in-memory FileSystem: the reference backend and test subject for the FUSE session.
 import { PrismError } from '../../errors.js';
 import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../../posix/mode.js';
-import type { Attr, Ctx, DirEntry, Entry, FileSystem, SetAttrIn, Time } from './fs.js';
+import type { Ctx, Entry, FileSystem, FuseAttr, FuseDirEntry, FuseSetAttr } from './fs.js';
+import type { Time } from '../../posix/types.js';
 
-interface Node { attr: Attr; data: Buffer; children?: Map<string, bigint>; target?: string }
+interface Node { attr: FuseAttr; data: Buffer; children?: Map<string, bigint>; target?: string }
 
 export class MemFs implements FileSystem {
   private nodes = new Map<bigint, Node>();
@@ -42,8 +43,8 @@ export class MemFs implements FileSystem {
     if (ino === undefined) throw new PrismError('ENOENT', name);
     return this.entry(ino);
   }
-  async getattr(_c: Ctx, ino: bigint): Promise<Attr> { return { ...this.get(ino).attr }; }
-  async setattr(_c: Ctx, ino: bigint, s: SetAttrIn): Promise<Attr> {
+  async getattr(_c: Ctx, ino: bigint): Promise<FuseAttr> { return { ...this.get(ino).attr }; }
+  async setattr(_c: Ctx, ino: bigint, s: FuseSetAttr): Promise<FuseAttr> {
     const n = this.get(ino);
     if (s.mode !== undefined) n.attr.mode = (n.attr.mode & S_IFMT) | (s.mode & 0o7777);
     if (s.uid !== undefined) n.attr.uid = s.uid;
@@ -108,8 +109,8 @@ export class MemFs implements FileSystem {
     n.attr.size = BigInt(n.data.length); n.attr.mtime = nowTime();
     return data.length;
   }
-  async readdir(_c: Ctx, ino: bigint): Promise<DirEntry[]> {
-    const out: DirEntry[] = [{ name: '.', ino, type: 4 }, { name: '..', ino: 1n, type: 4 }];
+  async readdir(_c: Ctx, ino: bigint): Promise<FuseDirEntry[]> {
+    const out: FuseDirEntry[] = [{ name: '.', ino, type: 4 }, { name: '..', ino: 1n, type: 4 }];
     for (const [name, i] of this.dir(ino)) out.push({ name, ino: i, type: (this.get(i).attr.mode >> 12) & 15 });
     return out;
   }
