@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { futexWait } from '../native/futex.js';
 import { map } from '../native/memory.js';
-import { SLEEP_FUTEX, SLEEP_NONE } from '../ring/wake.js';
+import { SLEEP_FUTEX, SLEEP_NONE } from '../ring/index.js';
 
 interface Data { file: string; ino?: number; headOffset: number; flagOffset: number; control: SharedArrayBuffer; pollMs: number }
 
