@@ -6,17 +6,18 @@ import { Worker } from 'node:worker_threads';
 import { PrismError, fromName, fromNodeError } from '../errors.js';
 import { log } from '../log.js';
 import { connectTcp } from '../vrpc/client.js';
-import * as native from './fuse/native.js';
+import * as native from '../native/mount.js';
 import { mountAndServe } from './fuse/session.js';
 import { HostLink, type Dial } from './host-link.js';
 import { barHolding, ivshmemBars } from './pci.js';
-import { PID_OFFSET, isDeviceMemory, lockAsAgent } from '../ring/index.js';
+import { isDeviceMemory } from '../native/memory.js';
+import { PID_OFFSET, lockAsAgent } from '../ring/index.js';
 import { pidWord } from '../vrpc/shm.js';
 import type { IoThreadData } from './io-thread.js';
 import { VrpcFs } from './vrpc-fs.js';
 import { AgentCounters } from './counters.js';
 import { serveStats } from './stats.js';
-import { MAX_LEASE_MS } from '../metadata-share/publisher.js';
+import { MAX_LEASE_MS } from '../metadata-share/table.js';
 
 const DEFAULT_TIMEOUT_MS = 60_000;
 /** Kernel cache times (s) without a metadata table: how stale another VM's change may be seen. */

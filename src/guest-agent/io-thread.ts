@@ -11,7 +11,7 @@ import { PrismError, fromNodeError } from '../errors.js';
 import { SyncShmClient } from '../vrpc/shm.js';
 import { attachMetaTable } from '../metadata-share/file.js';
 import { AgentCounters } from './counters.js';
-import { umount } from './fuse/native.js';
+import { umount } from '../native/mount.js';
 import { mountAndServe } from './fuse/session.js';
 import { SyncLink } from './sync-link.js';
 import { VrpcFs } from './vrpc-fs.js';

@@ -4,7 +4,8 @@ import { PrismError } from '../errors.js';
 import { log } from '../log.js';
 import { Proc } from '../protocol/procs.js';
 import type { WireAttr, WireSetAttr, WireTime } from '../protocol/wire.js';
-import type { Attr, Ctx, DirEntry, Entry, FileSystem, SetAttrIn, StatFs, Time } from './fuse/fs.js';
+import type { Ctx, Entry, FileSystem, FuseAttr, FuseDirEntry, FuseSetAttr, FuseStatFs } from './fuse/fs.js';
+import type { Time } from '../posix/types.js';
 import type { MetaTable } from '../metadata-share/table.js';
 import { AgentCounters } from './counters.js';
 import type { Link } from './host-link.js';
@@ -173,7 +174,7 @@ export class VrpcFs implements FileSystem {
     return this.entry(fh, attr, parent, raw);
   }
 
-  async getattr(_c: Ctx, id: bigint): Promise<Attr> {
+  async getattr(_c: Ctx, id: bigint): Promise<FuseAttr> {
     const fh = this.fh(id);
     if (this.opts.shared) {
       const attr = this.sharedAttr(id);
@@ -192,7 +193,7 @@ export class VrpcFs implements FileSystem {
     return this.opts.shared!.getAttr(this.volumeId, this.inoOf(id));
   }
 
-  async setattr(_c: Ctx, id: bigint, s: SetAttrIn): Promise<Attr> {
+  async setattr(_c: Ctx, id: bigint, s: FuseSetAttr): Promise<FuseAttr> {
     const t = (x: Time | 'now' | undefined): WireTime => (x === undefined ? null : x === 'now' ? true : [x[0], x[1]]);
     const w: WireSetAttr = [s.mode === undefined ? null : s.mode & 0o7777, s.uid ?? null, s.gid ?? null,
       s.size === undefined ? null : Number(s.size), t(s.atime), t(s.mtime)];
@@ -527,14 +528,14 @@ export class VrpcFs implements FileSystem {
     return this.nextFh++;
   }
 
-  async readdir(_c: Ctx, id: bigint, _fh: bigint, plus: boolean): Promise<DirEntry[]> {
+  async readdir(_c: Ctx, id: bigint, _fh: bigint, plus: boolean): Promise<FuseDirEntry[]> {
     const fh = this.fh(id);
     // ".." needs its inode number: from the table, or asked for alongside the first page.
     const shared = id === ROOT_ID ? undefined : this.opts.shared?.getEntry(this.volumeId, this.inoOf(id), DOTDOT);
     if (shared) this.counters.add('lookupsLocal');
     const dotdot = id === ROOT_ID ? Promise.resolve([null, [this.rootIno]])
       : shared ? Promise.resolve([null, [shared.ino]]) : this.call(Proc.LOOKUP, [fh, DOTDOT]);
-    const out: DirEntry[] = [];
+    const out: FuseDirEntry[] = [];
     let cookie: Uint8Array = Buffer.alloc(0);
     for (;;) {
       const [page, eof] = await this.call(plus ? Proc.READDIRPLUS : Proc.READDIR, [fh, cookie, READDIR_PAGE]) as [unknown[][], boolean];
@@ -557,7 +558,7 @@ export class VrpcFs implements FileSystem {
     return out;
   }
 
-  async statfs(_c: Ctx, id: bigint): Promise<StatFs> {
+  async statfs(_c: Ctx, id: bigint): Promise<FuseStatFs> {
     const [bsize, blocks, bfree, bavail, files, ffree, namemax] = (await this.call(Proc.FSSTAT, [this.fh(id)])) as number[];
     return { bsize: bsize!, blocks: BigInt(blocks!), bfree: BigInt(bfree!), bavail: BigInt(bavail!), files: BigInt(files!), ffree: BigInt(ffree!), namelen: namemax! };
   }
@@ -644,7 +645,7 @@ function xname(name: string): Buffer {
   return bytes(name);
 }
 
-function toAttr(w: WireAttr): Attr {
+function toAttr(w: WireAttr): FuseAttr {
   return {
     ino: BigInt(w[0]!), mode: w[1]!, nlink: w[2]!, uid: w[3]!, gid: w[4]!, rdev: w[5]!, size: BigInt(w[6]!), blocks: BigInt(w[7]!),
     atime: [w[8]!, w[9]!], mtime: [w[10]!, w[11]!], ctime: [w[12]!, w[13]!],

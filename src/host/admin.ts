@@ -5,7 +5,7 @@
 import { PrismError } from '../errors.js';
 import { controlError, decodeControl, encode } from '../protocol/codec.js';
 import type { MetadataSink } from '../metadata-share/publisher.js';
-import { S_IFMT, S_IFREG } from '../store/layout.js';
+import { S_IFMT, S_IFREG } from '../posix/mode.js';
 import type { Store } from '../store/store.js';
 import type { Volume } from '../store/volume.js';
 import type { Channel } from '../vrpc/channel.js';

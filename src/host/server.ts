@@ -16,7 +16,9 @@ import { decodeHelloRequest } from '../vrpc/hello.js';
 import { serveChannel } from '../vrpc/server.js';
 import { TcpChannel, parseAddress } from '../vrpc/tcp.js';
 import { ShmChannel, openRegion, shmPath, type OpenRegion } from '../vrpc/shm.js';
-import { LIVE_STOPPING, LIVE_UP, META_APPLIED_OFFSET, futexWait, futexWake, nativeAvailable, type FileProblem, type Region } from '../ring/index.js';
+import { futexWake } from '../native/futex.js';
+import { nativeAvailable } from '../native/ivshmem.js';
+import { LIVE_STOPPING, LIVE_UP, type FileProblem, type Region } from '../ring/index.js';
 import { META_SIZE, metaPath, openMetaTable } from '../metadata-share/file.js';
 import { MetaPublisher } from '../metadata-share/publisher.js';
 import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
@@ -180,7 +182,7 @@ export class HostServer {
       this.regions.set(name, file);
       const vm: ShmVm = { region: r, checks: [() => r.problem?.()] };
       this.shm.set(name, vm);
-      if (this.opts.meta !== false) vm.checks.push(this.shareMetadata(name, d, r.region, r.buffer));
+      if (this.opts.meta !== false) vm.checks.push(this.shareMetadata(name, d, r.region));
       this.serveRegion(name, d, r.region, file);
     }
   }
@@ -212,7 +214,7 @@ export class HostServer {
   }
 
   /** Give a VM its metadata table; its agent's listener words live in its VRPC region. Returns the table file's check. */
-  private shareMetadata(name: string, d: Dispatcher, region: Region, regionBuffer: ArrayBuffer): () => FileProblem | undefined {
+  private shareMetadata(name: string, d: Dispatcher, region: Region): () => FileProblem | undefined {
     const file = metaPath(name, this.opts.shmDir);
     const t = openMetaTable(file, this.opts.metaSize ?? META_SIZE, { group: this.opts.shmGroup });
     this.mappings.push(t.close);
@@ -221,7 +223,7 @@ export class HostServer {
       name, volumes: d.vm.volumes, key: d.key, table: t.table,
       listener: {
         read: () => region.metaListener(),
-        wait: (seen, ms) => { futexWait(regionBuffer, META_APPLIED_OFFSET, seen | 0, ms); },
+        wait: (seen, ms) => { region.waitMetaApplied(seen, ms); },
       },
       wake: () => { futexWake(t.buffer, LOG_HEAD_OFFSET, 1); },
     });

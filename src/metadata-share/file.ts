@@ -2,7 +2,8 @@
 // read-only by the guest (directly, or in QEMU as a second ivshmem device with a readonly=on backend).
 import fs from 'node:fs';
 import { PrismError, fromNodeError } from '../errors.js';
-import { map, openServedFile, ownFile, unmap, type FileProblem } from '../ring/index.js';
+import { map, unmap } from '../native/memory.js';
+import { openServedFile, ownFile, type FileProblem } from '../ring/index.js';
 import { MetaTable, MetaTableError } from './table.js';
 
 /** Default table size: about 130,000 slots (an entry and its attributes take two). */

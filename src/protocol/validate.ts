@@ -1,7 +1,8 @@
 // The trust boundary: every request argument is checked for type, range and length before the host
 // acts on it. Arguments the store receives are then well-formed; the store checks semantics.
 import { PrismError } from '../errors.js';
-import { MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, MAX_FILE_SIZE, S_IFMT, isNodeType } from '../store/layout.js';
+import { MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, MAX_FILE_SIZE } from '../posix/limits.js';
+import { S_IFMT, isNodeType } from '../posix/mode.js';
 import { MAX_HANDLE, MAX_IO, Proc } from './procs.js';
 
 type Field =

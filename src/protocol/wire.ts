@@ -1,6 +1,5 @@
 // Wire forms of the values procedures carry (positional arrays: small and fast to encode).
-import type { Attr, SetAttr } from '../store/volume.js';
-import type { Time } from '../store/layout.js';
+import type { Attr, SetAttr, Time } from '../posix/types.js';
 
 /** [ino, mode, nlink, uid, gid, rdev, size, blocks, atime s, ns, mtime s, ns, ctime s, ns, btime s, ns] */
 export type WireAttr = number[];

@@ -4,7 +4,7 @@
 // share one, and a second host (or agent) on the same file is refused. docs/shm-layout.md, "Files".
 import fs from 'node:fs';
 import { PrismError, fromNodeError } from '../errors.js';
-import { lockByte, map, mappingLost, unmap } from './native.js';
+import { lockByte, map, mappingLost, unmap } from '../native/memory.js';
 
 /** Lock bytes (F_OFD_SETLK): the host serving the file holds byte 0, an agent attached to it byte 1. */
 export const HOST_LOCK_BYTE = 0;

@@ -5,18 +5,17 @@
 //
 // Times: Node sets file times through a double and libuv keeps microseconds, so a directory export
 // has the volume's times to the microsecond (truncated). A tar keeps nanoseconds in pax headers.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import tar from 'tar-stream';
 import { PrismError, fromNodeError } from '../errors.js';
+import { mknod } from '../native/files.js';
 import { devMajor, devMinor } from './device-numbers.js';
-import {
-  BLOCK_SIZE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, isDir, type Time,
-} from './layout.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, isDir } from '../posix/mode.js';
+import type { Attr, Time } from '../posix/types.js';
+import { BLOCK_SIZE } from './layout.js';
 import { normalizePath, type Store } from './store.js';
-import type { Attr, Volume } from './volume.js';
+import type { Volume } from './volume.js';
 
 export interface ExportProgress { files: number; totalFiles: number; bytes: number; totalBytes: number }
 
@@ -50,7 +49,7 @@ export async function exportPath(store: Store, volumeName: string, dest: string,
   const items = collect(v, root);
   const p = new Progress(items, opts.onProgress);
   if (dest.endsWith('.tar')) await toTar(store, v, items, dest, p);
-  else await toDir(store, v, items, dest, p);
+  else toDir(store, v, items, dest, p);
   p.report(true);
   return { files: p.files, bytes: p.bytes };
 }
@@ -109,7 +108,7 @@ class Progress {
 
 // ---- to a directory ---------------------------------------------------------------------------------------
 
-async function toDir(store: Store, v: Volume, items: Item[], dest: string, p: Progress): Promise<void> {
+function toDir(store: Store, v: Volume, items: Item[], dest: string, p: Progress): void {
   const top = path.resolve(dest);
   let st: fs.Stats | undefined;
   try { st = fs.statSync(top); } catch { st = undefined; }
@@ -150,9 +149,8 @@ async function toDir(store: Store, v: Volume, items: Item[], dest: string, p: Pr
         owner(f, a);
         fs.lutimesSync(f, utime(a.atime), utime(a.mtime));
       } else {
-        if (type === S_IFSOCK) await makeSocket(f);
-        else if (type === S_IFIFO) execFileSync('mkfifo', ['-m', '600', '--', f.toString()], { stdio: 'pipe' });
-        else execFileSync('mknod', ['-m', '600', '--', f.toString(), type === S_IFBLK ? 'b' : 'c', String(devMajor(a.rdev)), String(devMinor(a.rdev))], { stdio: 'pipe' });
+        // A FIFO, a device or a socket (a socket file with no listener, as one whose server exited).
+        mknod(f, type | 0o600, type === S_IFCHR || type === S_IFBLK ? a.rdev : 0);
         owner(f, a);
         fs.chmodSync(f, a.mode & 0o7777);
         fs.utimesSync(f, utime(a.atime), utime(a.mtime));
@@ -212,22 +210,6 @@ function writevAll(fd: number, bufs: Buffer[], at: number): void {
       n = 0;
     }
     rest = next;
-  }
-}
-
-/** A unix socket file: listen on a temporary name, link it into place, close (which removes the temporary). */
-async function makeSocket(f: Buffer): Promise<void> {
-  const tmp = path.join(path.dirname(f.toString()), `.prism-sock-${process.pid}-${Date.now()}`);
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(tmp, () => resolve());
-  });
-  try {
-    fs.linkSync(tmp, f);
-  } finally {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    fs.rmSync(tmp, { force: true });
   }
 }
 

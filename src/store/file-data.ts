@@ -5,12 +5,11 @@ import { PrismError } from '../errors.js';
 import { giveBuffer } from './buffer-pool.js';
 import { now } from './clock.js';
 import { EMPTY, grow } from './dirty-blocks.js';
-import {
-  BLOCK_SIZE, Kind, MAX_FILE_SIZE, blockIndexOfKey, blockKey, isDir, isReg, kindRange, layerOf, localOf,
-  type InodeRec,
-} from './layout.js';
-import type { Attr } from './volume.js';
+import { BLOCK_SIZE, Kind, blockIndexOfKey, blockKey, kindRange, layerOf, localOf, type InodeRec } from './layout.js';
 import { VolumeXattrs } from './xattrs.js';
+import { MAX_FILE_SIZE } from '../posix/limits.js';
+import { isDir, isReg } from '../posix/mode.js';
+import type { Attr } from '../posix/types.js';
 
 export abstract class VolumeFileData extends VolumeXattrs {
   private regInode(ino: number): InodeRec {

@@ -6,7 +6,8 @@ import { fromNodeError } from '../errors.js';
 import { timeFromNs } from './clock.js';
 import { F, STAT_FIELDS, type ListTask, type Listing } from './hash-worker.js';
 import { Importer, TASK_BYTES, nameBuf, type Meta } from './import-pipeline.js';
-import { BLOCK_SIZE, S_IFDIR, S_IFMT, S_IFREG } from './layout.js';
+import { BLOCK_SIZE } from './layout.js';
+import { S_IFDIR, S_IFMT, S_IFREG } from '../posix/mode.js';
 
 /** Directories per listing task. */
 const LIST_DIRS = 32;

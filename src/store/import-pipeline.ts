@@ -8,9 +8,11 @@
 import type { Piscina } from 'piscina';
 import { PrismError, isPrismError } from '../errors.js';
 import type { HashResult, HashTask, Piece } from './hash-worker.js';
-import { BLOCK_SIZE, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isDir, type Time } from './layout.js';
+import { BLOCK_SIZE } from './layout.js';
 import type { Store } from './store.js';
-import type { Attr, Volume } from './volume.js';
+import type { Volume } from './volume.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isDir } from '../posix/mode.js';
+import type { Attr, Time } from '../posix/types.js';
 
 export interface ImportProgress {
   /** Entries other than directories made so far, of totalFiles. */

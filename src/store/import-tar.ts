@@ -8,7 +8,10 @@ import { PrismError, fromNodeError, isPrismError } from '../errors.js';
 import { timeFromMs } from './clock.js';
 import { makedev } from './device-numbers.js';
 import { Importer, TASK_BYTES, type Meta, type Task } from './import-pipeline.js';
-import { BLOCK_SIZE, MAX_FILE_SIZE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, isDir, type Time } from './layout.js';
+import { BLOCK_SIZE } from './layout.js';
+import { MAX_FILE_SIZE } from '../posix/limits.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, isDir } from '../posix/mode.js';
+import type { Time } from '../posix/types.js';
 
 export class TarImport extends Importer {
   /** Read the archive in file and queue its members. */

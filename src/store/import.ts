@@ -7,9 +7,10 @@ import { PrismError, fromNodeError, isPrismError } from '../errors.js';
 import { DirectoryImport } from './import-directory.js';
 import { type ImportProgress } from './import-pipeline.js';
 import { TarImport } from './import-tar.js';
-import { isDir } from './layout.js';
 import { normalizePath, type Store } from './store.js';
-import type { Attr, Volume } from './volume.js';
+import type { Volume } from './volume.js';
+import { isDir } from '../posix/mode.js';
+import type { Attr } from '../posix/types.js';
 
 export interface ImportOptions {
   /** Directory inside the volume to import into (made if missing); default '/'. */

@@ -4,13 +4,13 @@
 import { PrismError } from '../errors.js';
 import { now } from './clock.js';
 import { VolumeFileData } from './file-data.js';
-import {
-  Kind, MAX_NAME, MAX_SYMLINK, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, direntKey, inoOf, inodeRange, isDir,
-  isLnk, isNodeType, isReg, keySuffix, kindRange, layerOf, localOf, type Dirent, type InodeRec, type Time,
-} from './layout.js';
+import { Kind, direntKey, inoOf, inodeRange, keySuffix, kindRange, layerOf, localOf, type Dirent, type InodeRec } from './layout.js';
 import { Pins } from './pins.js';
-import type { Attr, DirEntry, RenameFlags } from './volume.js';
+import type { RenameFlags } from './volume.js';
 import type { Name, Usage } from './volume-tree.js';
+import { MAX_NAME, MAX_SYMLINK } from '../posix/limits.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, isDir, isLnk, isNodeType, isReg } from '../posix/mode.js';
+import type { Attr, DirEntry, Time } from '../posix/types.js';
 
 export abstract class VolumeNamespace extends VolumeFileData {
   /** Who holds each inode open: an unlinked inode is freed only when no pin is left. */

@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { PrismError } from '../errors.js';
-import { map, nativeAvailable, unmap } from '../ring/native.js';
+import { nativeAvailable } from '../native/ivshmem.js';
+import { map, unmap } from '../native/memory.js';
 
 export const RECORD_MAGIC = 0x50525342; // "PRSB"
 export const HEADER_SIZE = 48;

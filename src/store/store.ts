@@ -15,7 +15,10 @@ import { PrismError, fromNodeError } from '../errors.js';
 import { Blocks, type BlockRec, type FrozenBlocks, type SegmentStat } from './blocks.js';
 import { CowTree, type Node } from './btree.js';
 import { now } from './clock.js';
-import { BLOCK_SIZE, MAX_NAME, FORMAT_VERSION, ROOT_LOCAL, S_IFDIR, inoOf, isDir, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
+import { MAX_NAME } from '../posix/limits.js';
+import { S_IFDIR, isDir } from '../posix/mode.js';
+import type { StatFs } from '../posix/types.js';
+import { BLOCK_SIZE, FORMAT_VERSION, ROOT_LOCAL, inoOf, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
 import { acquireLock } from './lock.js';
 import { checkVolumeName } from './names.js';
 import { LmdbNodeStore, type FrozenNodes } from './nodes.js';
@@ -45,17 +48,6 @@ export interface VolumeInfo {
   metadataBytes: number;
   files: number;
   uniqueBytes: number;
-}
-
-/** What statfs(2) reports for a volume: its quota if it has one, else the store's file system. */
-export interface StatFs {
-  bsize: number;
-  blocks: number;
-  bfree: number;
-  bavail: number;
-  files: number;
-  ffree: number;
-  namemax: number;
 }
 
 export interface StoreStats {

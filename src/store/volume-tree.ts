@@ -8,11 +8,9 @@ import { PrismError } from '../errors.js';
 import type { Blocks } from './blocks.js';
 import type { CowTree } from './btree.js';
 import { DirtyBlocks } from './dirty-blocks.js';
-import {
-  BLOCK_SIZE, Kind, S_IFMT, blockKey, direntKey, inoOf, inodeKey, isDir, isReg, kindRange, layerOf, localOf,
-  type Dirent, type InodeRec, type TreeValue, type XattrValue,
-} from './layout.js';
-import type { Attr } from './volume.js';
+import { BLOCK_SIZE, Kind, blockKey, direntKey, inoOf, inodeKey, kindRange, layerOf, localOf, type Dirent, type InodeRec, type TreeValue, type XattrValue } from './layout.js';
+import { S_IFMT, isDir, isReg } from '../posix/mode.js';
+import type { Attr } from '../posix/types.js';
 
 export interface LayerRec { root: number; next: number }
 

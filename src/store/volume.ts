@@ -8,37 +8,11 @@
 // (with pins.ts), and here inode attributes that change and open files.
 import { PrismError } from '../errors.js';
 import { now } from './clock.js';
-import { S_IFMT, isDir, isReg, type InodeRec, type Time } from './layout.js';
+import { S_IFMT, isDir, isReg } from '../posix/mode.js';
+import type { Attr, SetAttr } from '../posix/types.js';
+import type { InodeRec } from './layout.js';
 import { VolumeNamespace } from './namespace.js';
 import { LOCAL_OWNER } from './pins.js';
-
-export interface Attr {
-  ino: number;
-  mode: number;
-  nlink: number;
-  uid: number;
-  gid: number;
-  rdev: number;
-  size: number;
-  blocks: number; // 512-byte units
-  blksize: number;
-  atime: Time;
-  mtime: Time;
-  ctime: Time;
-  btime: Time;
-}
-
-export interface SetAttr {
-  mode?: number; // permission bits only
-  uid?: number;
-  gid?: number;
-  size?: number;
-  atime?: Time | 'now';
-  mtime?: Time | 'now';
-  ctime?: Time;
-}
-
-export interface DirEntry { name: Buffer; ino: number; type: number }
 
 export interface RenameFlags { noreplace?: boolean; exchange?: boolean }
 

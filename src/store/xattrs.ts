@@ -2,8 +2,9 @@
 // charged to the quota as metadata.
 import { PrismError } from '../errors.js';
 import { now } from './clock.js';
-import { Kind, MAX_XATTR_VALUE, keySuffix, kindRange, layerOf, localOf, xattrKey, type XattrValue } from './layout.js';
+import { Kind, keySuffix, kindRange, layerOf, localOf, xattrKey, type XattrValue } from './layout.js';
 import { VolumeTree, type Name } from './volume-tree.js';
+import { MAX_XATTR_VALUE } from '../posix/limits.js';
 
 export abstract class VolumeXattrs extends VolumeTree {
   getxattr(ino: number, name: Name): Buffer {

@@ -8,9 +8,11 @@ import { PrismError, fromNodeError } from '../errors.js';
 import { log } from '../log.js';
 import { decodeResponse, encode, encodeRequest, responseError, type Response } from '../protocol/codec.js';
 import { MAX_MESSAGE, PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
+import { nativeAvailable } from '../native/ivshmem.js';
+import { isDeviceMemory, map, unmap } from '../native/memory.js';
 import {
-  LIVE_STOPPING, LIVE_UP, PID_OFFSET, Region, RingCorrupt, WaitStrategy, fitGeometry, isDeviceMemory, map, nativeAvailable, openServedFile, ownFile,
-  readBlocking, unmap, waitReadableAsync, writeBlocking, peekBlocking, type FileProblem, type RingConsumer, type RingProducer, type Side,
+  LIVE_STOPPING, LIVE_UP, PID_OFFSET, Region, RingCorrupt, WaitStrategy, fitGeometry, openServedFile, ownFile,
+  readBlocking, waitReadableAsync, writeBlocking, peekBlocking, type FileProblem, type RingConsumer, type RingProducer, type Side,
 } from '../ring/index.js';
 import { ChannelEvents, type Channel } from './channel.js';
 import { CallIds, HostGone, VrpcClient, detach, handshake, type ClientOptions } from './client.js';

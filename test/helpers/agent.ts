@@ -2,7 +2,7 @@
 // FUSE tests share.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import * as native from '../../src/guest-agent/fuse/native.js';
+import * as native from '../../src/native/mount.js';
 import type { AgentStats } from '../../src/guest-agent/stats.js';
 import { prismBin } from './host.js';
 

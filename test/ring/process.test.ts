@@ -5,21 +5,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { futexWait, futexWake } from '../../src/native/futex.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
+import { map, unmap } from '../../src/native/memory.js';
 import {
-  LIVE_UP,
-  Region,
-  WaitStrategy,
-  futexWait,
-  futexWake,
-  map,
-  nativeAvailable,
-  peekBlocking,
-  reserveBlocking,
-  unmap,
-  type Geometry,
-  type RingConsumer,
-  type RingProducer,
-  type WaitMode,
+  LIVE_UP, Region, WaitStrategy, peekBlocking, reserveBlocking, type Geometry, type RingConsumer, type RingProducer, type WaitMode,
 } from '../../src/ring/index.js';
 import { prng } from './util.js';
 

@@ -1,13 +1,11 @@
-// Typed access to the FUSE addon (native/fuse -> build/Release/prism_fuse.node): mount(2),
+// Mounting a FUSE file system through the FUSE addon (native/fuse -> prism_fuse.node): mount(2),
 // umount2(2) and a readiness watch of /dev/fuse on the event loop. Loading never throws: ask available().
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { PrismError, fromNodeError, type PosixCode } from '../../errors.js';
+import { PrismError, fromNodeError, type PosixCode } from '../errors.js';
+import { addonLoader, type AddonStatus } from './loader.js';
 
-interface Addon {
+interface FuseAddon {
   mount(mountpoint: string, fsname: string, options: string, nonblock: boolean): number;
   watch(fd: number, cb: () => void): () => void;
   close(fd: number): void;
@@ -15,47 +13,11 @@ interface Addon {
   umount(mountpoint: string, lazy: boolean): void;
 }
 
-let addon: Addon | undefined;
-let failure: string | undefined;
-
-function addonPath(): string {
-  if (process.env.PRISM_FUSE_ADDON) return path.resolve(process.env.PRISM_FUSE_ADDON);
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    if (fs.existsSync(path.join(dir, 'binding.gyp')) || fs.existsSync(path.join(dir, 'package.json'))) break;
-    dir = path.dirname(dir);
-  }
-  return path.join(dir, 'build', 'Release', 'prism_fuse.node');
-}
-
-function load(): Addon | undefined {
-  if (addon || failure) return addon;
-  const file = addonPath();
-  if (process.platform !== 'linux') failure = `FUSE needs Linux (this is ${process.platform})`;
-  else if (!fs.existsSync(file)) failure = `the FUSE addon is not built (${file} is missing; run npm run build:native)`;
-  else {
-    try {
-      addon = createRequire(import.meta.url)(file) as Addon;
-    } catch (e) {
-      failure = `the FUSE addon failed to load: ${(e as Error).message}`;
-    }
-  }
-  return addon;
-}
+const fuse = addonLoader<FuseAddon>('prism_fuse', 'PRISM_FUSE_ADDON', 'FUSE');
 
 /** Whether the addon can be used here, and if not, why. Never throws. */
-export function available(): { ok: true } | { ok: false; reason: string } {
-  try {
-    return load() ? { ok: true } : { ok: false, reason: failure ?? 'unknown' };
-  } catch (e) {
-    return { ok: false, reason: (e as Error).message };
-  }
-}
-
-function need(): Addon {
-  const a = load();
-  if (!a) throw new Error(`FUSE is unavailable: ${failure}`);
-  return a;
+export function available(): AddonStatus {
+  return fuse.status();
 }
 
 /**
@@ -64,12 +26,12 @@ function need(): Addon {
  * allow_other only if /etc/fuse.conf has user_allow_other).
  */
 export function mount(mountpoint: string, fsname: string, options = ''): number {
-  if (process.getuid?.() === 0) return need().mount(mountpoint, fsname, options, true);
+  if (process.getuid?.() === 0) return fuse.need().mount(mountpoint, fsname, options, true);
   const opts = [`fsname=${fsname}`, 'subtype=prism', 'default_permissions', 'max_read=1048576'];
   if (userAllowOther()) opts.push('allow_other');
   if (options) opts.push(options);
   try {
-    return need().mountUser(fusermount(), mountpoint, opts.join(','));
+    return fuse.need().mountUser(fusermount(), mountpoint, opts.join(','));
   } catch (e) {
     throw new PrismError('EPERM', `${(e as Error).message}: is ${mountpoint} yours, and /dev/fuse usable by you?`);
   }
@@ -93,13 +55,13 @@ function userAllowOther(): boolean {
 
 /** Call `cb` on the event loop whenever the fd is readable; returns a function that stops watching. */
 export function watch(fd: number, cb: () => void): () => void {
-  return need().watch(fd, cb);
+  return fuse.need().watch(fd, cb);
 }
 
 /** Unmount: umount2(2) as root, `fusermount3 -u` otherwise. Throws a PrismError (EBUSY, EINVAL, ENOENT, EIO). */
 export function umount(mountpoint: string, lazy = false): void {
   if (process.getuid?.() === 0) {
-    try { need().umount(mountpoint, lazy); } catch (e) { throw fromNodeError(e); } // the addon's errno
+    try { fuse.need().umount(mountpoint, lazy); } catch (e) { throw fromNodeError(e); } // the addon's errno
     return;
   }
   const r = spawnSync(fusermount(), ['-u', ...(lazy ? ['-z'] : []), mountpoint], { encoding: 'utf8' });
@@ -112,7 +74,7 @@ export function umount(mountpoint: string, lazy = false): void {
 
 /** Close an fd that mount() returned. */
 export function close(fd: number): void {
-  need().close(fd);
+  fuse.need().close(fd);
 }
 
 /** Whether something is mounted on `dir` (an absolute path, as /proc/self/mounts writes it). */
