@@ -5,7 +5,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { PrismError } from '../errors.js';
+import { PrismError, fromNodeError, type PosixCode } from '../errors.js';
 import { RateLimitedLog, log } from '../log.js';
 import { encode } from '../protocol/codec.js';
 import { PROTOCOL_VERSION } from '../protocol/procs.js';
@@ -318,7 +318,7 @@ export class HostServer {
   private accept(ch: TcpChannel, peer: string): void {
     this.channels.add(ch);
     ch.onClose(() => this.channels.delete(ch));
-    const refuse = (code: string, message: string) => {
+    const refuse = (code: PosixCode, message: string) => {
       this.refusals.warn({ peer, code, message }, 'connection refused');
       ch.pause(); // nothing more is read from it
       ch.send(encode(['error', code, message]));
@@ -327,7 +327,7 @@ export class HostServer {
     this.gate.admit(ch, peer, () => refuse('EACCES', `no handshake in ${this.gate.limits.handshakeMs} ms`));
     ch.onMessage((m) => {
       let hello;
-      try { hello = decodeHelloRequest(m); } catch (e) { refuse('EINVAL', (e as Error).message); return; }
+      try { hello = decodeHelloRequest(m); } catch (e) { refuse('EINVAL', fromNodeError(e).detail); return; }
       const d = this.dispatchers.get(hello.vm);
       const token = this.tokens.get(hello.vm);
       if (!d || token === undefined || !tokensEqual(hello.token, token)) { refuse('EACCES', 'unknown VM or wrong token'); return; }

@@ -4,7 +4,7 @@
 // on the futex instead: the lowest latency, used by the benchmark and by dedicated I/O threads.
 import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { PrismError } from '../errors.js';
+import { PrismError, fromNodeError } from '../errors.js';
 import { log } from '../log.js';
 import { decodeResponse, encode, encodeRequest, responseError, type Response } from '../protocol/codec.js';
 import { MAX_MESSAGE, PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
@@ -74,7 +74,7 @@ export function openRegion(path: string, create: boolean, opts: CreateRegionOpti
   try {
     buffer = map(fd, { guard: true }); // a file truncated under us reads as zeros (a changed generation), not SIGBUS
   } catch (e) {
-    throw new PrismError('ENOENT', `cannot map ${path}: ${(e as Error).message}`);
+    throw fromNodeError(e, `cannot map ${path}`);
   } finally {
     fs.closeSync(fd);
   }
@@ -442,7 +442,7 @@ export class SyncShmClient {
         if (!reply) throw new PrismError('EIO', 'host did not answer the handshake');
         let h;
         try { h = decodeHello(reply); } catch { continue; } // a late reply to a previous client
-        if (!h.ok) throw new PrismError(h.code, h.message);
+        if (!h.ok) throw h.error;
         break;
       }
       region.setLiveness('guest', LIVE_UP, process.pid); // names us if a second agent tries this region
