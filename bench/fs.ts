@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { table } from '../src/cli/format.js';
-import { isMounted } from '../src/guest-agent/fuse/native.js';
+import { isMounted } from '../src/native/mount.js';
 
 const prismBin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/prism.js');
 const DIRS = 200;

@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { table } from '../src/cli/format.js';
-import { isMounted } from '../src/guest-agent/fuse/native.js';
+import { isMounted } from '../src/native/mount.js';
 import { attachMetaTable } from '../src/metadata-share/file.js';
 import { queryStats, type AgentStats } from '../src/guest-agent/stats.js';
 

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import * as hdr from 'hdr-histogram-js';
 import { table } from '../src/cli/format.js';
 import { Proc } from '../src/protocol/procs.js';
-import { nativeAvailable } from '../src/ring/index.js';
+import { nativeAvailable } from '../src/native/ivshmem.js';
 import { Store } from '../src/store/store.js';
 import { connectTcp } from '../src/vrpc/client.js';
 import { SyncShmClient, shmPath } from '../src/vrpc/shm.js';

@@ -1,5 +1,6 @@
 // Human-readable output for the CLI.
-import type { Attr } from '../store/volume.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFSOCK } from '../posix/mode.js';
+import type { Attr } from '../posix/types.js';
 
 export function bytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
@@ -30,8 +31,8 @@ export function table(rows: string[][]): string {
 }
 
 export function modeString(mode: number): string {
-  const types: Record<number, string> = { 0o040000: 'd', 0o120000: 'l', 0o010000: 'p', 0o140000: 's', 0o020000: 'c', 0o060000: 'b' };
-  let s = types[mode & 0o170000] ?? '-';
+  const types: Record<number, string> = { [S_IFDIR]: 'd', [S_IFLNK]: 'l', [S_IFIFO]: 'p', [S_IFSOCK]: 's', [S_IFCHR]: 'c', [S_IFBLK]: 'b' };
+  let s = types[mode & S_IFMT] ?? '-';
   const rwx = 'rwxrwxrwx';
   for (let i = 0; i < 9; i++) s += mode & (1 << (8 - i)) ? rwx[i] : '-';
   return s;

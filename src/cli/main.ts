@@ -9,7 +9,7 @@ import { exportPath } from '../store/export.js';
 import { fsck } from '../store/fsck.js';
 import { gc } from '../store/gc.js';
 import { importPath } from '../store/import.js';
-import { isDir, isLnk, S_IFREG } from '../store/layout.js';
+import { isDir, isLnk } from '../posix/mode.js';
 import { Store, type ComposeSource, type VolumeInfo } from '../store/store.js';
 import { viaHost } from './admin-client.js';
 import { putChunk } from '../host/admin.js';

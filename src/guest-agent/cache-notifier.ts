@@ -6,7 +6,9 @@
 // before they were applied, it makes the kernel forget what it may hold before acknowledging again.
 import fs from 'node:fs';
 import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
-import { Region, futexWait, futexWake, map, META_APPLIED_OFFSET, META_POLLS, unmap } from '../ring/index.js';
+import { futexWait } from '../native/futex.js';
+import { map, unmap } from '../native/memory.js';
+import { Region } from '../ring/index.js';
 import { attachMetaTable } from '../metadata-share/file.js';
 import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
 import { log } from '../log.js';
@@ -95,9 +97,9 @@ function acknowledge(applied: number): void {
   // Applied before the fence's acknowledgement (the host reads them the other way round): a host that
   // sees the acknowledgement also sees the records applied with it, and does not fence us again.
   region.setMetaApplied(applied);
-  region.setMetaFenceAck(fenceAck, d.wait === 'poll' ? META_POLLS : 0);
+  region.setMetaFenceAck(fenceAck, d.wait === 'poll');
   // A host on our kernel sleeps on this word; across a VM boundary (a PCI BAR) nothing can be woken.
-  if (d.wait === 'futex') futexWake(regionBuffer, META_APPLIED_OFFSET, 1);
+  if (d.wait === 'futex') region.wakeMetaApplied();
 }
 
 /** Sleep until the host appends to the log (a futex on one machine) or a poll interval passes (in a VM). */

@@ -2,7 +2,7 @@
 // has its handle, the kernel's lookup count and the names it got the node under. FUSE's root is
 // node 1; the volume's root keeps its own inode number, and the two trade places.
 import { PrismError } from '../errors.js';
-import type { Attr } from '../store/volume.js';
+import type { Attr } from '../posix/types.js';
 import { fuseAttr } from './fuse-attr.js';
 import type { Entry } from './fuse/fs.js';
 

@@ -1,7 +1,7 @@
 // A directory's whole listing for the kernel, "." and ".." included, assembled from pages of READDIR
 // (names, inode numbers and types) or READDIRPLUS (each entry also looked up: handle and attributes).
 import type { Stubs } from '../protocol/stubs.js';
-import type { DirEntry } from './fuse/fs.js';
+import type { FuseDirEntry } from './fuse/fs.js';
 import { ROOT_ID, type NodeTable } from './node-table.js';
 import type { SharedMetadata } from './shared-metadata.js';
 
@@ -11,12 +11,12 @@ const START = Buffer.alloc(0);
 const READDIR_PAGE = 1024;
 const DT_DIR = 4;
 
-export async function listDirectory(rpc: Stubs, nodes: NodeTable, shared: SharedMetadata | undefined, id: bigint, plus: boolean): Promise<DirEntry[]> {
+export async function listDirectory(rpc: Stubs, nodes: NodeTable, shared: SharedMetadata | undefined, id: bigint, plus: boolean): Promise<FuseDirEntry[]> {
   const fh = nodes.fh(id);
   // ".." needs its inode number: from the table, or asked for alongside the first page.
   const known = id === ROOT_ID ? nodes.rootIno : shared?.parentIno(id);
   const parent = known !== undefined ? Promise.resolve(known) : rpc.lookup(fh, DOTDOT).then(([, attr]) => attr.ino);
-  const out: DirEntry[] = [];
+  const out: FuseDirEntry[] = [];
   let cookie: Buffer = START;
   for (;;) {
     let last: Buffer | undefined;

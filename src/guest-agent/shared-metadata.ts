@@ -4,7 +4,7 @@
 import { PrismError } from '../errors.js';
 import type { MetaTable } from '../metadata-share/table.js';
 import { attrFromWire } from '../protocol/wire.js';
-import type { Attr } from '../store/volume.js';
+import type { Attr } from '../posix/types.js';
 import type { AgentCounters } from './counters.js';
 import type { Entry } from './fuse/fs.js';
 import type { NodeTable } from './node-table.js';

@@ -5,7 +5,7 @@
 // again, in their order, and committed again (write-behind.ts does the sending; docs/durability.md).
 import { PrismError } from '../errors.js';
 import type { Proc } from '../protocol/procs.js';
-import type { Attr } from '../store/volume.js';
+import type { Attr } from '../posix/types.js';
 
 /**
  * What a kept change costs beyond its data (the entry, its arguments): counted against the bound, so

@@ -6,11 +6,11 @@ import { Proc, type ArgsOf, type ResultOf } from '../protocol/procs.js';
 import { makeStubs, type Stubs } from '../protocol/stubs.js';
 import { setAttrToWire, setsSize } from '../protocol/wire.js';
 import type { MetaTable } from '../metadata-share/table.js';
-import type { Attr as StoreAttr } from '../store/volume.js';
+import type { Attr } from '../posix/types.js';
 import { CountedLink } from './counted-link.js';
 import { AgentCounters } from './counters.js';
 import { fuseAttr } from './fuse-attr.js';
-import type { Attr, Ctx, DirEntry, Entry, FileSystem, SetAttrIn, StatFs } from './fuse/fs.js';
+import type { Ctx, Entry, FileSystem, FuseAttr, FuseDirEntry, FuseSetAttr, FuseStatFs } from './fuse/fs.js';
 import type { Link } from './host-link.js';
 import { NodeTable, type KernelCacheKeys } from './node-table.js';
 import { OpenFiles } from './open-files.js';
@@ -86,7 +86,7 @@ export class VrpcFs implements FileSystem {
     return this.nodes.entry(fh, attr, parent, raw);
   }
 
-  async getattr(_c: Ctx, id: bigint): Promise<Attr> {
+  async getattr(_c: Ctx, id: bigint): Promise<FuseAttr> {
     const fh = this.nodes.fh(id);
     const local = this.shared?.getattr(id);
     if (local) return fuseAttr(local);
@@ -94,7 +94,7 @@ export class VrpcFs implements FileSystem {
     return fuseAttr(attr);
   }
 
-  async setattr(_c: Ctx, id: bigint, s: SetAttrIn): Promise<Attr> {
+  async setattr(_c: Ctx, id: bigint, s: FuseSetAttr): Promise<FuseAttr> {
     const set = setAttrToWire({
       mode: s.mode === undefined ? undefined : s.mode & 0o7777, uid: s.uid, gid: s.gid,
       size: s.size === undefined ? undefined : Number(s.size), atime: s.atime, mtime: s.mtime,
@@ -111,7 +111,7 @@ export class VrpcFs implements FileSystem {
   }
 
   /** A node just made (MKDIR, SYMLINK, MKNOD): surely a new file, so nothing kept under its handle is its. */
-  private async made(parent: bigint, raw: Buffer, reply: Promise<[Buffer, StoreAttr]>): Promise<Entry> {
+  private async made(parent: bigint, raw: Buffer, reply: Promise<[Buffer, Attr]>): Promise<Entry> {
     const [fh, attr] = await reply;
     this.writeBehind.created(fh);
     return this.nodes.entry(fh, attr, parent, raw);
@@ -205,11 +205,11 @@ export class VrpcFs implements FileSystem {
     return this.nextFh++;
   }
 
-  readdir(_c: Ctx, id: bigint, _fh: bigint, plus: boolean): Promise<DirEntry[]> {
+  readdir(_c: Ctx, id: bigint, _fh: bigint, plus: boolean): Promise<FuseDirEntry[]> {
     return listDirectory(this.rpc, this.nodes, this.shared, id, plus);
   }
 
-  async statfs(_c: Ctx, id: bigint): Promise<StatFs> {
+  async statfs(_c: Ctx, id: bigint): Promise<FuseStatFs> {
     const [bsize, blocks, bfree, bavail, files, ffree, namemax] = await this.rpc.fsstat(this.nodes.fh(id));
     return { bsize, blocks: BigInt(blocks), bfree: BigInt(bfree), bavail: BigInt(bavail), files: BigInt(files), ffree: BigInt(ffree), namelen: namemax };
   }

@@ -5,9 +5,11 @@ import { HandleKey } from '../protocol/handles.js';
 import { MAX_IO, handlersByProc, type ProcHandlers } from '../protocol/procs.js';
 import { validateArgs } from '../protocol/validate.js';
 import { attrToWire, direntToWire, setAttrFromWire, setsSize, type WireAttr, type WireDirentPlus } from '../protocol/wire.js';
-import { BLOCK_SIZE, MAX_FILE_SIZE, MAX_NAME } from '../store/layout.js';
+import { MAX_FILE_SIZE, MAX_NAME } from '../posix/limits.js';
+import type { DirEntry } from '../posix/types.js';
+import { BLOCK_SIZE } from '../store/layout.js';
 import type { Store } from '../store/store.js';
-import type { DirEntry, Volume } from '../store/volume.js';
+import type { Volume } from '../store/volume.js';
 import type { MetaChanges, MetadataSink } from '../metadata-share/publisher.js';
 
 export interface VmConfig {

@@ -5,7 +5,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { PrismError } from '../errors.js';
+import { PrismError, fromNodeError, type PosixCode } from '../errors.js';
 import { RateLimitedLog, log } from '../log.js';
 import { encode } from '../protocol/codec.js';
 import { PROTOCOL_VERSION } from '../protocol/procs.js';
@@ -16,7 +16,9 @@ import { decodeHelloRequest } from '../vrpc/hello.js';
 import { serveChannel } from '../vrpc/server.js';
 import { TcpChannel, parseAddress } from '../vrpc/tcp.js';
 import { ShmChannel, openRegion, shmPath, type OpenRegion } from '../vrpc/shm.js';
-import { LIVE_STOPPING, LIVE_UP, META_APPLIED_OFFSET, futexWait, futexWake, nativeAvailable, type FileProblem, type Region } from '../ring/index.js';
+import { futexWake } from '../native/futex.js';
+import { nativeAvailable } from '../native/ivshmem.js';
+import { LIVE_STOPPING, LIVE_UP, type FileProblem, type Region } from '../ring/index.js';
 import { META_SIZE, metaPath, openMetaTable } from '../metadata-share/file.js';
 import { MetaPublisher } from '../metadata-share/publisher.js';
 import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
@@ -180,7 +182,7 @@ export class HostServer {
       this.regions.set(name, file);
       const vm: ShmVm = { region: r, checks: [() => r.problem?.()] };
       this.shm.set(name, vm);
-      if (this.opts.meta !== false) vm.checks.push(this.shareMetadata(name, d, r.region, r.buffer));
+      if (this.opts.meta !== false) vm.checks.push(this.shareMetadata(name, d, r.region));
       this.serveRegion(name, d, r.region, file);
     }
   }
@@ -212,7 +214,7 @@ export class HostServer {
   }
 
   /** Give a VM its metadata table; its agent's listener words live in its VRPC region. Returns the table file's check. */
-  private shareMetadata(name: string, d: Dispatcher, region: Region, regionBuffer: ArrayBuffer): () => FileProblem | undefined {
+  private shareMetadata(name: string, d: Dispatcher, region: Region): () => FileProblem | undefined {
     const file = metaPath(name, this.opts.shmDir);
     const t = openMetaTable(file, this.opts.metaSize ?? META_SIZE, { group: this.opts.shmGroup });
     this.mappings.push(t.close);
@@ -221,7 +223,7 @@ export class HostServer {
       name, volumes: d.vm.volumes, key: d.key, table: t.table,
       listener: {
         read: () => region.metaListener(),
-        wait: (seen, ms) => { futexWait(regionBuffer, META_APPLIED_OFFSET, seen | 0, ms); },
+        wait: (seen, ms) => { region.waitMetaApplied(seen, ms); },
       },
       wake: () => { futexWake(t.buffer, LOG_HEAD_OFFSET, 1); },
     });
@@ -318,7 +320,7 @@ export class HostServer {
   private accept(ch: TcpChannel, peer: string): void {
     this.channels.add(ch);
     ch.onClose(() => this.channels.delete(ch));
-    const refuse = (code: string, message: string) => {
+    const refuse = (code: PosixCode, message: string) => {
       this.refusals.warn({ peer, code, message }, 'connection refused');
       ch.pause(); // nothing more is read from it
       ch.send(encode(['error', code, message]));
@@ -327,7 +329,7 @@ export class HostServer {
     this.gate.admit(ch, peer, () => refuse('EACCES', `no handshake in ${this.gate.limits.handshakeMs} ms`));
     ch.onMessage((m) => {
       let hello;
-      try { hello = decodeHelloRequest(m); } catch (e) { refuse('EINVAL', (e as Error).message); return; }
+      try { hello = decodeHelloRequest(m); } catch (e) { refuse('EINVAL', fromNodeError(e).detail); return; }
       const d = this.dispatchers.get(hello.vm);
       const token = this.tokens.get(hello.vm);
       if (!d || token === undefined || !tokensEqual(hello.token, token)) { refuse('EACCES', 'unknown VM or wrong token'); return; }

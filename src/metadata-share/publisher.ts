@@ -10,7 +10,7 @@ import { log } from '../log.js';
 import type { HandleKey } from '../protocol/handles.js';
 import { attrToWire, type WireAttr } from '../protocol/wire.js';
 import type { Volume } from '../store/volume.js';
-import type { Change, MetaTable } from './table.js';
+import { MAX_LEASE_MS, type Change, type MetaTable } from './table.js';
 
 /** What a guest's agent says (words it writes in its VRPC region, docs/metadata-share.md): the guest's word, never trusted. */
 export interface ListenerWords {
@@ -65,8 +65,6 @@ const WARM_DIRS = 65536;
 /** How long the host first blocks for an agent on the same machine to acknowledge, before waiting asynchronously. */
 const SYNC_WAIT_MS = 2;
 const POLL_MS = 1;
-/** The longest kernel cache time an agent may announce as its lease (the guest's word: a hostile one could claim hours). */
-export const MAX_LEASE_MS = 60_000;
 /**
  * Acknowledgement deadlines (docs/metadata-share.md, "Fencing"). An agent on the host's own kernel is
  * woken by a futex and acknowledges in tens of microseconds; 10 ms leaves room for a loaded host's

@@ -18,6 +18,11 @@ export const LOG_RECORDS = 4096;
 export const PROBE = 16;
 /** Longest name an entry can hold (longer ones are never shared: the reader asks the host). */
 export const MAX_SHARED_NAME = 255;
+/**
+ * The longest kernel cache time an agent may announce as its lease (the guest's word: a hostile one
+ * could claim hours). The host caps what it waits for at this; the agent refuses longer cache times.
+ */
+export const MAX_LEASE_MS = 60_000;
 
 // Header words (u32 index). The generation is a seqlock over the whole table: odd while the host
 // clears it (start, stop), so a reader that sees it move drops what it read.

@@ -1,7 +1,7 @@
 // The agent's side of each procedure, derived from PROCS: one typed function per procedure
 // (`rpc.lookup(dir, name)` resolves to [fh, attr]) whose results are decoded by kind (wire.ts) and
 // copied out of the channel in the call's own `take`, while views of shared memory are still valid.
-import type { Attr, DirEntry } from '../store/volume.js';
+import type { Attr, DirEntry } from '../posix/types.js';
 import { PROCS, PROC_NUMBERS, methodName, type ArgsOf, type MethodOf, type Proc, type ProcDef, type ResultKind, type ResultKinds } from './procs.js';
 import { attrFromWire, direntFromWire, direntPlusFromWire, verifierFromWire, type DirEntryPlus } from './wire.js';
 

@@ -2,7 +2,8 @@
 // acts on it. Arguments the store receives are then well-formed; the store checks semantics. Which
 // arguments a procedure takes comes from its definition (procs.ts); each kind's limits are here.
 import { PrismError } from '../errors.js';
-import { MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, MAX_FILE_SIZE, S_IFMT, isNodeType } from '../store/layout.js';
+import { MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, MAX_FILE_SIZE } from '../posix/limits.js';
+import { S_IFMT, isNodeType } from '../posix/mode.js';
 import { MAX_HANDLE, MAX_IO, PROCS, PROC_NUMBERS, type ArgKind } from './procs.js';
 
 /** The kinds of each procedure's arguments, by procedure number (made once from PROCS). */

@@ -2,8 +2,7 @@
 // as docs/protocol.md says. Code on either side uses the named forms (Attr, SetAttr, DirEntry); this
 // file is the one place that knows the positions.
 import { PrismError } from '../errors.js';
-import type { Attr, DirEntry, SetAttr } from '../store/volume.js';
-import type { Time } from '../store/layout.js';
+import type { Attr, DirEntry, SetAttr, Time } from '../posix/types.js';
 
 /** An inode's attributes on the wire; read it with attrFromWire, never by index. */
 export type WireAttr = [

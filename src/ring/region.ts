@@ -22,6 +22,7 @@ import {
   type RingLocation,
   type RingOptions,
 } from './ring.js';
+import { futexWait, futexWake } from '../native/futex.js';
 
 export const REGION_MAGIC = 0x4d535250; // bytes "PRSM"
 export const REGION_VERSION = 1;
@@ -45,11 +46,11 @@ const W_META_LEASE = 53;
 const W_META_FENCE_ACK = 54;
 const W_META_FLAGS = 55;
 /** Listener flag: the agent polls the change log (a VM guest, nothing can wake it) rather than sleeping on a futex. */
-export const META_POLLS = 1;
+const META_POLLS = 1;
 /** Byte offsets of each side's pid word (liveness), e.g. to name who holds a region's lock. */
 export const PID_OFFSET: Readonly<Record<'host' | 'guest', number>> = { host: (W_HOST + 2) * 4, guest: (W_GUEST + 2) * 4 };
 /** Byte offset of the guest's "metadata log records applied" word (futex-woken by the guest). */
-export const META_APPLIED_OFFSET = W_META_APPLIED * 4;
+const META_APPLIED_OFFSET = W_META_APPLIED * 4;
 const RINGS_OFFSET = 256;
 
 export type Side = 'host' | 'guest';
@@ -266,9 +267,9 @@ export class Region {
     };
   }
 
-  /** Guest side: the last fence of its metadata table it has recovered from, and how it listens. */
-  setMetaFenceAck(fence: number, flags: number): void {
-    Atomics.store(this.hdr, W_META_FLAGS, flags | 0);
+  /** Guest side: the last fence of its metadata table it has recovered from, and whether it polls the log. */
+  setMetaFenceAck(fence: number, polls: boolean): void {
+    Atomics.store(this.hdr, W_META_FLAGS, polls ? META_POLLS : 0);
     Atomics.store(this.hdr, W_META_FENCE_ACK, fence | 0);
   }
 
@@ -279,6 +280,19 @@ export class Region {
 
   setMetaApplied(applied: number): void {
     Atomics.store(this.hdr, W_META_APPLIED, applied | 0);
+  }
+
+  /**
+   * Host side: sleep up to `ms` while the guest's applied word still reads `seen` (may return early).
+   * A futex: only for a region mapped from a shared-memory file, the agent on the host's kernel.
+   */
+  waitMetaApplied(seen: number, ms: number): void {
+    futexWait(this.buffer as ArrayBuffer, META_APPLIED_OFFSET, seen | 0, ms);
+  }
+
+  /** Guest side: wake a host sleeping in waitMetaApplied (same kernel only: a PCI BAR has no futexes). */
+  wakeMetaApplied(): void {
+    futexWake(this.buffer as ArrayBuffer, META_APPLIED_OFFSET, 1);
   }
 
   /** Bump a side's heartbeat counter (call it periodically while alive). */

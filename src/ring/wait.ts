@@ -12,7 +12,8 @@
 // the value it loaded. The peer stores its counter, then loads the flag and wakes if it is set
 // (ring.ts: commit/release). Atomics are sequentially consistent, so either the sleeper sees the new
 // counter or the peer sees the flag. The flag means a wake costs a syscall only when someone sleeps.
-import { futexWait, nativeAvailable } from './native.js';
+import { futexWait } from '../native/futex.js';
+import { nativeAvailable } from '../native/ivshmem.js';
 import type { RingConsumer, RingProducer } from './ring.js';
 import { SLEEP_ATOMICS, SLEEP_FUTEX, SLEEP_NONE, type SharedWord } from './wake.js';
 

@@ -1,6 +1,6 @@
 // Waking a sleeping peer: the one thing a ring does after commit/release besides its stores.
 // The sleeper writes into its sleeping flag how it sleeps; the waker uses that mechanism if it can.
-import { nativeAddon } from './native.js';
+import { nativeAddon } from '../native/ivshmem.js';
 
 /** A 32-bit word of shared memory that a side may sleep on. */
 export interface SharedWord {

@@ -1,4 +1,4 @@
-import type { Time } from './layout.js';
+import type { Time } from '../posix/types.js';
 
 // Wall-clock time with nanosecond resolution: a realtime base plus the monotonic high-resolution clock.
 const base = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();

@@ -1,7 +1,7 @@
 // Differences between two volumes, by path: what was added, removed or changed from A to B.
 // Content is compared by block hashes, so no file data is read.
 import type { Store } from './store.js';
-import { isDir, isLnk, isReg, S_IFMT } from './layout.js';
+import { isDir, isLnk, isReg, S_IFDIR, S_IFMT } from '../posix/mode.js';
 import type { Volume } from './volume.js';
 
 export interface DiffResult { added: string[]; removed: string[]; changed: string[] }
@@ -40,7 +40,7 @@ function walk(va: Volume, vb: Volume, da: number, db: number, prefix: string, ou
     const y = mb.get(key);
     if (!y) { addAll(va, x.ino, p, out.removed); continue; }
     mb.delete(key);
-    const dirA = (x.type & S_IFMT) === 0o040000, dirB = (y.type & S_IFMT) === 0o040000;
+    const dirA = (x.type & S_IFMT) === S_IFDIR, dirB = (y.type & S_IFMT) === S_IFDIR;
     if (dirA && dirB) {
       const ra = va.inode(x.ino), rb = vb.inode(y.ino);
       if (ra.mode !== rb.mode || ra.uid !== rb.uid || ra.gid !== rb.gid) out.changed.push(p);

@@ -5,18 +5,17 @@
 //
 // Times: Node sets file times through a double and libuv keeps microseconds, so a directory export
 // has the volume's times to the microsecond (truncated). A tar keeps nanoseconds in pax headers.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import tar from 'tar-stream';
-import { PrismError } from '../errors.js';
-import { devMajor, devMinor } from './import.js';
-import {
-  BLOCK_SIZE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, isDir, type Time,
-} from './layout.js';
+import { PrismError, fromNodeError } from '../errors.js';
+import { mknod } from '../native/files.js';
+import { devMajor, devMinor } from './device-numbers.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, isDir } from '../posix/mode.js';
+import type { Attr, Time } from '../posix/types.js';
+import { BLOCK_SIZE } from './layout.js';
 import { normalizePath, type Store } from './store.js';
-import type { Attr, Volume } from './volume.js';
+import type { Volume } from './volume.js';
 
 export interface ExportProgress { files: number; totalFiles: number; bytes: number; totalBytes: number }
 
@@ -50,7 +49,7 @@ export async function exportPath(store: Store, volumeName: string, dest: string,
   const items = collect(v, root);
   const p = new Progress(items, opts.onProgress);
   if (dest.endsWith('.tar')) await toTar(store, v, items, dest, p);
-  else await toDir(store, v, items, dest, p);
+  else toDir(store, v, items, dest, p);
   p.report(true);
   return { files: p.files, bytes: p.bytes };
 }
@@ -109,7 +108,7 @@ class Progress {
 
 // ---- to a directory ---------------------------------------------------------------------------------------
 
-async function toDir(store: Store, v: Volume, items: Item[], dest: string, p: Progress): Promise<void> {
+function toDir(store: Store, v: Volume, items: Item[], dest: string, p: Progress): void {
   const top = path.resolve(dest);
   let st: fs.Stats | undefined;
   try { st = fs.statSync(top); } catch { st = undefined; }
@@ -150,15 +149,14 @@ async function toDir(store: Store, v: Volume, items: Item[], dest: string, p: Pr
         owner(f, a);
         fs.lutimesSync(f, utime(a.atime), utime(a.mtime));
       } else {
-        if (type === S_IFSOCK) await makeSocket(f);
-        else if (type === S_IFIFO) execFileSync('mkfifo', ['-m', '600', '--', f.toString()], { stdio: 'pipe' });
-        else execFileSync('mknod', ['-m', '600', '--', f.toString(), type === S_IFBLK ? 'b' : 'c', String(devMajor(a.rdev)), String(devMinor(a.rdev))], { stdio: 'pipe' });
+        // A FIFO, a device or a socket (a socket file with no listener, as one whose server exited).
+        mknod(f, type | 0o600, type === S_IFCHR || type === S_IFBLK ? a.rdev : 0);
         owner(f, a);
         fs.chmodSync(f, a.mode & 0o7777);
         fs.utimesSync(f, utime(a.atime), utime(a.mtime));
       }
     } catch (e) {
-      throw asPrism(e, f);
+      throw fromNodeError(e, f.toString());
     }
     p.report();
   }
@@ -171,7 +169,7 @@ async function toDir(store: Store, v: Volume, items: Item[], dest: string, p: Pr
       fs.chmodSync(f, a.mode & 0o7777);
       fs.utimesSync(f, utime(a.atime), utime(a.mtime));
     } catch (e) {
-      throw asPrism(e, f);
+      throw fromNodeError(e, f.toString());
     }
   }
 }
@@ -215,33 +213,9 @@ function writevAll(fd: number, bufs: Buffer[], at: number): void {
   }
 }
 
-/** A unix socket file: listen on a temporary name, link it into place, close (which removes the temporary). */
-async function makeSocket(f: Buffer): Promise<void> {
-  const tmp = path.join(path.dirname(f.toString()), `.prism-sock-${process.pid}-${Date.now()}`);
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(tmp, () => resolve());
-  });
-  try {
-    fs.linkSync(tmp, f);
-  } finally {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    fs.rmSync(tmp, { force: true });
-  }
-}
-
 /** Seconds for utimes: libuv keeps microseconds (truncating), so aim at the middle of the microsecond. */
 function utime(t: Time): number {
   return t[0] + (Math.floor(t[1] / 1000) * 1000 + 500) / 1e9;
-}
-
-function asPrism(e: unknown, f: Buffer): PrismError {
-  if (e instanceof PrismError) return e;
-  const code = (e as { code?: string }).code;
-  const msg = `${f.toString()}: ${(e as Error).message}`;
-  if (code === 'EACCES' || code === 'EPERM' || code === 'ENOSPC' || code === 'EEXIST' || code === 'ENOENT') return new PrismError(code, msg);
-  return new PrismError('EIO', msg);
 }
 
 // ---- to a tar archive -----------------------------------------------------------------------------------
@@ -305,7 +279,7 @@ async function toTar(store: Store, v: Volume, items: Item[], dest: string, p: Pr
   try {
     await done;
   } catch (e) {
-    throw new PrismError((e as { code?: string }).code === 'ENOSPC' ? 'ENOSPC' : 'EIO', `${dest}: ${(e as Error).message}`);
+    throw fromNodeError(e, dest);
   }
 }
 

@@ -24,9 +24,9 @@
 // are not made (the problems are still reported).
 import { isPrismError } from '../errors.js';
 import { sha256, type BlockRec, type SegmentStat } from './blocks.js';
+import { S_IFMT, S_IFREG, isFileType, isDir, isReg } from '../posix/mode.js';
 import {
-  Kind, S_IFMT, S_IFREG, direntKey, isFileType, inodeKey, inodeRange, inoOf, isDir, isReg, keyKind, keyLocal, kindRange, layerOf, localOf,
-  type Dirent, type InodeRec, type TreeValue,
+  Kind, direntKey, inodeKey, inodeRange, inoOf, keyKind, keyLocal, kindRange, layerOf, localOf, type Dirent, type InodeRec, type TreeValue,
 } from './layout.js';
 import { HEADER_SIZE } from './segments.js';
 import type { Store } from './store.js';

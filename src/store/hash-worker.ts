@@ -6,6 +6,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { move, transferableSymbol, valueSymbol } from 'piscina';
+import { S_IFDIR, S_IFLNK, S_IFMT } from '../posix/mode.js';
 import { BLOCK_SIZE } from './layout.js';
 
 /** A piece of a file: [path, offset, length]; offset is a multiple of BLOCK_SIZE. */
@@ -154,8 +155,8 @@ function listDir(dir: string | Uint8Array): Listing {
     try {
       const st = fs.lstatSync(p, { bigint: true, throwIfNoEntry: false });
       if (!st) continue; // removed since the listing
-      const type = Number(st.mode) & 0o170000;
-      const target = type === 0o120000 ? new Uint8Array(fs.readlinkSync(p, { encoding: 'buffer' })) : undefined;
+      const type = Number(st.mode) & S_IFMT;
+      const target = type === S_IFLNK ? new Uint8Array(fs.readlinkSync(p, { encoding: 'buffer' })) : undefined;
       const i = kept.length;
       kept.push(name);
       const o = i * STAT_FIELDS;
@@ -167,7 +168,7 @@ function listDir(dir: string | Uint8Array): Listing {
       stats[o + F.Nlink] = Number(st.nlink);
       splitNs(st.atimeNs, stats, o + F.ASec);
       splitNs(st.mtimeNs, stats, o + F.MSec);
-      if (st.nlink > 1n && type !== 0o040000) inodes[i] = `${st.dev}:${st.ino}`;
+      if (st.nlink > 1n && type !== S_IFDIR) inodes[i] = `${st.dev}:${st.ino}`;
       if (target) targets[i] = target;
     } catch (e) {
       const x = e as NodeJS.ErrnoException;

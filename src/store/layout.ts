@@ -1,15 +1,11 @@
 // How a volume is laid out in its copy-on-write trees: keys, inode numbers, records.
 // Documented in docs/store-format.md; change FORMAT_VERSION when any of this changes.
+import type { Time } from '../posix/types.js';
 
 export const FORMAT_VERSION = 1;
 
 /** Files are cut into fixed, aligned blocks: identical aligned content dedups across files and volumes. */
 export const BLOCK_SIZE = 64 * 1024;
-/** Largest file size (1 PiB): block indexes stay exact in a double. */
-export const MAX_FILE_SIZE = 2 ** 50;
-export const MAX_NAME = 255;
-export const MAX_SYMLINK = 4095;
-export const MAX_XATTR_VALUE = 64 * 1024;
 
 /**
  * A volume is an array of layers, each a CoW tree with its own inode numbering. A plain volume has one
@@ -85,9 +81,6 @@ export function blockIndexOfKey(k: Buffer): number {
   return k.readUIntBE(9, 6);
 }
 
-/** A time as [seconds, nanoseconds]. */
-export type Time = [number, number];
-
 /**
  * An inode record. References to other inodes are layer-relative ([layer delta, local]) so a layer keeps
  * its meaning when compose appends it at another position of a new volume's layer array.
@@ -117,26 +110,3 @@ export type XattrValue = { x: Buffer };
 /** Leaf values of a layer tree. Block values are the bare 32-byte SHA-256 of the content. */
 export type TreeValue = InodeRec | Dirent | XattrValue | Buffer;
 
-export const S_IFMT = 0o170000;
-export const S_IFREG = 0o100000;
-export const S_IFDIR = 0o040000;
-export const S_IFLNK = 0o120000;
-export const S_IFIFO = 0o010000;
-export const S_IFSOCK = 0o140000;
-export const S_IFCHR = 0o020000;
-export const S_IFBLK = 0o060000;
-export const S_ISGID = 0o2000;
-
-/** The file types mknod(2) makes (0 means a regular file, as in mknod(2)). */
-export function isNodeType(type: number): boolean {
-  return type === 0 || type === S_IFREG || type === S_IFCHR || type === S_IFBLK || type === S_IFIFO || type === S_IFSOCK;
-}
-/** Whether a mode's type bits name a file type that exists. */
-export function isFileType(mode: number): boolean {
-  const type = mode & S_IFMT;
-  return type !== 0 && (isNodeType(type) || type === S_IFDIR || type === S_IFLNK);
-}
-
-export function isDir(mode: number): boolean { return (mode & S_IFMT) === S_IFDIR; }
-export function isReg(mode: number): boolean { return (mode & S_IFMT) === S_IFREG; }
-export function isLnk(mode: number): boolean { return (mode & S_IFMT) === S_IFLNK; }

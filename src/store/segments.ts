@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { PrismError } from '../errors.js';
-import { map, nativeAvailable, unmap } from '../ring/native.js';
+import { nativeAvailable } from '../native/ivshmem.js';
+import { map, unmap } from '../native/memory.js';
 
 export const RECORD_MAGIC = 0x50525342; // "PRSB"
 export const HEADER_SIZE = 48;
@@ -243,6 +244,11 @@ export class Segments {
   }
 }
 
+/**
+ * The store's own files failing. Narrower than fromNodeError on purpose: the host running out of space
+ * (or its user's disk quota, not a volume's EDQUOT) is ENOSPC to the guest; anything else is EIO,
+ * since a code like EACCES would blame the guest for the host's files.
+ */
 function ioError(e: unknown, what: string): PrismError {
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ENOSPC' || code === 'EDQUOT') return new PrismError('ENOSPC', `${what}: no space left on device`);

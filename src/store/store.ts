@@ -11,16 +11,20 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
-import { PrismError } from '../errors.js';
+import { PrismError, fromNodeError } from '../errors.js';
 import { Blocks, type BlockRec, type FrozenBlocks, type SegmentStat } from './blocks.js';
 import { CowTree, type Node } from './btree.js';
 import { now } from './clock.js';
-import { BLOCK_SIZE, MAX_NAME, FORMAT_VERSION, ROOT_LOCAL, S_IFDIR, inoOf, isDir, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
+import { MAX_NAME } from '../posix/limits.js';
+import { S_IFDIR, isDir } from '../posix/mode.js';
+import type { StatFs } from '../posix/types.js';
+import { BLOCK_SIZE, FORMAT_VERSION, ROOT_LOCAL, inoOf, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
 import { acquireLock } from './lock.js';
 import { checkVolumeName } from './names.js';
 import { LmdbNodeStore, type FrozenNodes } from './nodes.js';
 import { Segments } from './segments.js';
-import { Volume, type Usage, type VolumeHost, type VolumeRec } from './volume.js';
+import { Volume } from './volume.js';
+import type { Usage, VolumeHost, VolumeRec, VolumeTree } from './volume-tree.js';
 
 export interface StoreOptions {
   /** Flush partially written blocks when this much is buffered (bytes). */
@@ -44,17 +48,6 @@ export interface VolumeInfo {
   metadataBytes: number;
   files: number;
   uniqueBytes: number;
-}
-
-/** What statfs(2) reports for a volume: its quota if it has one, else the store's file system. */
-export interface StatFs {
-  bsize: number;
-  blocks: number;
-  bfree: number;
-  bavail: number;
-  files: number;
-  ffree: number;
-  namemax: number;
 }
 
 export interface StoreStats {
@@ -145,7 +138,7 @@ export class Store implements VolumeHost {
     const abs = path.resolve(dir);
     if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) throw new PrismError('ENOTDIR', `${abs} is not a directory`);
     fs.mkdirSync(path.dirname(abs), { recursive: true });
-    try { fs.mkdirSync(abs, 0o700); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e; }
+    try { fs.mkdirSync(abs, 0o700); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fromNodeError(e, 'cannot make the store directory'); }
     makePrivate(abs);
     const dbFile = path.join(abs, 'meta.mdb');
     if (!fs.existsSync(dbFile) && fs.readdirSync(abs).some((f) => f !== 'LOCK' && f !== 'segments')) {
@@ -211,7 +204,7 @@ export class Store implements VolumeHost {
 
   // ---- VolumeHost ---------------------------------------------------------------------------------
 
-  changed(v: Volume): void {
+  changed(v: VolumeTree): void {
     this.changedVolumes.add(v.name);
   }
 
@@ -219,7 +212,7 @@ export class Store implements VolumeHost {
     this.dirtyBytes += delta;
   }
 
-  usage(v: Volume): Usage {
+  usage(v: VolumeTree): Usage {
     if (!v.rec.usage) {
       // After compose: count what is reachable, once.
       v.rec.usage = v.countUsage();

@@ -141,7 +141,7 @@ export function handshake(ch: Channel, vm: string, token: string, timeoutMs = 10
       try { reply = decodeHello(m); } catch { return; }
       clearTimeout(timer);
       if (reply.ok) resolve();
-      else { reject(new PrismError(reply.code, reply.message)); ch.close(); }
+      else { reject(reply.error); ch.close(); }
     });
     ch.send(encode(['prism-vrpc', PROTOCOL_VERSION, vm, token]));
   });

@@ -4,8 +4,9 @@
 // record, backing off to pollMs) and the head is checked then. Either way an idle channel costs almost no CPU (Node timers are not cheap).
 import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { futexWait, map } from '../ring/native.js';
-import { SLEEP_FUTEX, SLEEP_NONE } from '../ring/wake.js';
+import { futexWait } from '../native/futex.js';
+import { map } from '../native/memory.js';
+import { SLEEP_FUTEX, SLEEP_NONE } from '../ring/index.js';
 
 interface Data { file: string; ino?: number; headOffset: number; flagOffset: number; control: SharedArrayBuffer; pollMs: number }
 

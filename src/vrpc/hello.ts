@@ -1,15 +1,16 @@
 // The handshake: the client's first message is ['prism-vrpc', version, vm name, token]; the host
 // answers ['ok', version] or ['error', code, message] and closes.
-import { PrismError, type PosixCode } from '../errors.js';
-import { decodeControl } from '../protocol/codec.js';
+import { PrismError } from '../errors.js';
+import { controlErrorOf, decodeControl } from '../protocol/codec.js';
 
 export interface Hello { version: number; vm: string; token: string }
-export type HelloReply = { ok: true; version: number } | { ok: false; code: PosixCode; message: string };
+export type HelloReply = { ok: true; version: number } | { ok: false; error: PrismError };
 
 export function decodeHello(m: Uint8Array): HelloReply {
   const v = decodeControl(m);
   if (Array.isArray(v) && v[0] === 'ok' && typeof v[1] === 'number') return { ok: true, version: v[1] };
-  if (Array.isArray(v) && v[0] === 'error' && typeof v[1] === 'string' && typeof v[2] === 'string') return { ok: false, code: v[1] as PosixCode, message: v[2] };
+  const error = controlErrorOf(v);
+  if (error) return { ok: false, error };
   throw new PrismError('EINVAL', 'malformed handshake reply');
 }
 

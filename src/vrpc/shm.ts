@@ -4,13 +4,15 @@
 // on the futex instead: the lowest latency, used by the benchmark and by dedicated I/O threads.
 import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { PrismError } from '../errors.js';
+import { PrismError, fromNodeError } from '../errors.js';
 import { log } from '../log.js';
 import { decodeResponse, encode, encodeRequest, responseError, type Response } from '../protocol/codec.js';
 import { MAX_MESSAGE, PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
+import { nativeAvailable } from '../native/ivshmem.js';
+import { isDeviceMemory, map, unmap } from '../native/memory.js';
 import {
-  LIVE_STOPPING, LIVE_UP, PID_OFFSET, Region, RingCorrupt, WaitStrategy, fitGeometry, isDeviceMemory, map, nativeAvailable, openServedFile, ownFile,
-  readBlocking, unmap, waitReadableAsync, writeBlocking, peekBlocking, type FileProblem, type RingConsumer, type RingProducer, type Side,
+  LIVE_STOPPING, LIVE_UP, PID_OFFSET, Region, RingCorrupt, WaitStrategy, fitGeometry, openServedFile, ownFile,
+  readBlocking, waitReadableAsync, writeBlocking, peekBlocking, type FileProblem, type RingConsumer, type RingProducer, type Side,
 } from '../ring/index.js';
 import { ChannelEvents, type Channel } from './channel.js';
 import { CallIds, HostGone, VrpcClient, detach, handshake, type ClientOptions } from './client.js';
@@ -74,7 +76,7 @@ export function openRegion(path: string, create: boolean, opts: CreateRegionOpti
   try {
     buffer = map(fd, { guard: true }); // a file truncated under us reads as zeros (a changed generation), not SIGBUS
   } catch (e) {
-    throw new PrismError('ENOENT', `cannot map ${path}: ${(e as Error).message}`);
+    throw fromNodeError(e, `cannot map ${path}`);
   } finally {
     fs.closeSync(fd);
   }
@@ -442,7 +444,7 @@ export class SyncShmClient {
         if (!reply) throw new PrismError('EIO', 'host did not answer the handshake');
         let h;
         try { h = decodeHello(reply); } catch { continue; } // a late reply to a previous client
-        if (!h.ok) throw new PrismError(h.code, h.message);
+        if (!h.ok) throw h.error;
         break;
       }
       region.setLiveness('guest', LIVE_UP, process.pid); // names us if a second agent tries this region

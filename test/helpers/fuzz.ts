@@ -16,9 +16,10 @@ import { fileURLToPath } from 'node:url';
 import { decodeControl, decodeRequest, decodeResponse, encode, encodeRequest } from '../../src/protocol/codec.js';
 import { MAX_IO, PROTOCOL_VERSION, Proc } from '../../src/protocol/procs.js';
 import { argFields } from '../../src/protocol/validate.js';
-import { Region, RingCorrupt, map, unmap, type RingConsumer, type RingProducer } from '../../src/ring/index.js';
-import { connect, type VrpcClient } from '../../src/vrpc/index.js';
-import { shmPath } from '../../src/vrpc/shm.js';
+import { map, unmap } from '../../src/native/memory.js';
+import { Region, RingCorrupt, type RingConsumer, type RingProducer } from '../../src/ring/index.js';
+import type { VrpcClient } from '../../src/vrpc/client.js';
+import { connectShm, shmPath } from '../../src/vrpc/shm.js';
 import { prism, startHost, type RunningHost } from './host.js';
 
 const hostileJs = fileURLToPath(new URL('./hostile-guest.js', import.meta.url));
@@ -411,7 +412,7 @@ export class Bystander {
   private async loop(): Promise<void> {
     while (this.running) {
       try {
-        this.client ??= await connect({ shm: this.file, vm: 'other', timeoutMs: 10_000, handshakeMs: 10_000 });
+        this.client ??= await connectShm(this.file, 'other', { timeoutMs: 10_000, handshakeMs: 10_000 });
         const t0 = performance.now();
         await this.client.call(Proc.NULL);
         this.answered++;

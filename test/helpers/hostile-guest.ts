@@ -8,7 +8,8 @@
 // Usage: node hostile-guest.js REGION_FILE MODE SECONDS [SEED]
 import { encodeRequest } from '../../src/protocol/codec.js';
 import { Proc } from '../../src/protocol/procs.js';
-import { Region, map } from '../../src/ring/index.js';
+import { map } from '../../src/native/memory.js';
+import { Region } from '../../src/ring/index.js';
 
 type Mode = 'head' | 'reset' | 'inflight' | 'mixed';
 

@@ -24,7 +24,8 @@ export interface MountOptions {
   quota?: string;
 }
 
-export async function mountedVolume(t: ExecutionContext, transport: TransportName, o: MountOptions = {}): Promise<MountedVolume> {
+/** `t` only holds the teardown: a test's context, or a list a test file empties after its last test. */
+export async function mountedVolume(t: Pick<ExecutionContext, 'teardown'>, transport: TransportName, o: MountOptions = {}): Promise<MountedVolume> {
   const dir = tmpDir(t);
   fs.chmodSync(dir, 0o755); // unprivileged users in the tests must reach the mount
   const store = path.join(dir, 'store');

@@ -9,7 +9,8 @@ import { Proc } from '../../src/protocol/procs.js';
 import { validateArgs } from '../../src/protocol/validate.js';
 import { PrismError, type PosixCode } from '../../src/errors.js';
 import { fsck } from '../../src/store/fsck.js';
-import { S_IFMT, S_IFREG, inodeKey, layerOf, localOf, type InodeRec } from '../../src/store/layout.js';
+import { S_IFMT, S_IFREG } from '../../src/posix/mode.js';
+import { inodeKey, layerOf, localOf, type InodeRec } from '../../src/store/layout.js';
 import { Store } from '../../src/store/store.js';
 import { tmpDir } from '../helpers/tmp.js';
 

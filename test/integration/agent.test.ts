@@ -1,6 +1,6 @@
 // The agent as users meet it: a host process, an agent process, a real FUSE mount, over shared memory
-// and over TCP. Programs and POSIX operations run on the mount and on the local file system in the
-// same run, and must give the same results.
+// and over TCP. Programs run on the mount and on the local file system in the same run, and must give
+// the same results (POSIX operations one by one: test/conformance/).
 import test, { type ExecutionContext } from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -13,10 +13,10 @@ import { tmpDir } from '../helpers/tmp.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../../..');
-const probe = path.resolve(here, '../fixtures/posix-probe.js');
+const stripeWriter = path.resolve(here, '../fixtures/stripe-writer.js');
 const cProject = path.join(repo, 'test/fixtures/c-project');
 
-const reason = fuseSkipReason() ?? missingProgramsReason(['git', 'tar', 'sqlite3', 'make', 'cc', 'rsync', 'python3', 'setfattr', 'getfattr', 'mkfifo', 'diff']);
+const reason = fuseSkipReason() ?? missingProgramsReason(['git', 'tar', 'sqlite3', 'make', 'cc', 'rsync', 'python3', 'diff']);
 const t = reason ? test.skip : test.serial;
 if (reason) console.error(`agent.test: skipped: ${reason}`);
 
@@ -26,33 +26,14 @@ function localDir(tt: ExecutionContext): string {
   return d;
 }
 
-function runProbe(dir: string, role: 'root' | 'nobody'): Record<string, unknown> {
-  const opts = role === 'nobody' ? { uid: 65534, gid: 65534 } : {};
-  return JSON.parse(run(process.execPath, [probe, dir, role], opts)) as Record<string, unknown>;
-}
-
 for (const transport of ['shm', 'tcp'] as TransportName[]) {
-  t(`${transport}: POSIX operations give what the local file system gives, errno for errno`, async (tt) => {
-    const m = await mountedVolume(tt, transport);
-    const local = localDir(tt);
-    const mine = { root: runProbe(m.mp, 'root'), nobody: runProbe(m.mp, 'nobody') };
-    const theirs = { root: runProbe(local, 'root'), nobody: runProbe(local, 'nobody') };
-    for (const role of ['root', 'nobody'] as const) {
-      for (const step of Object.keys(theirs[role])) tt.deepEqual(mine[role][step], theirs[role][step], `${role}: ${step}`);
-    }
-    // Spot checks that the comparison is about something.
-    tt.is(mine.root['rmdir non-empty'], 'ENOTEMPTY');
-    tt.deepEqual(mine.root['open-unlinked'], [0, 'still here!', false]);
-    tt.is(mine.nobody['unlink in sticky dir, not mine'], 'EPERM');
-  });
-
   t(`${transport}: concurrent writers to one file, SEEK_DATA/SEEK_HOLE, fallocate, copy_file_range`, async (tt) => {
     const m = await mountedVolume(tt, transport);
     const file = path.join(m.mp, 'shared');
     fs.writeFileSync(file, Buffer.alloc(0));
     const writers = 4;
     await Promise.all(Array.from({ length: writers }, (_, i) => new Promise<void>((resolve, reject) => {
-      const c = spawn(process.execPath, [probe, m.mp, 'concurrent-writer', file, String(i), String(writers)], { stdio: 'ignore' });
+      const c = spawn(process.execPath, [stripeWriter, file, String(i), String(writers)], { stdio: 'ignore' });
       c.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`writer ${i} exited ${code}`))));
     })));
     const data = fs.readFileSync(file);

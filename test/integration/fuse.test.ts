@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MemFs } from '../../src/guest-agent/fuse/memfs.js';
-import * as native from '../../src/guest-agent/fuse/native.js';
+import * as native from '../../src/native/mount.js';
 import { fuseSkipReason, mounted } from '../helpers/agent.js';
 import { mountAndServe } from '../../src/guest-agent/fuse/session.js';
 

@@ -4,7 +4,7 @@
 // must stay alive, keep answering another VM, and not grow without bound. `npm run fuzz` runs 10^6.
 import test from 'ava';
 import fs from 'node:fs';
-import { nativeAvailable } from '../../src/ring/index.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
 import { fuzzAll, fuzzSetup } from '../helpers/fuzz.js';
 
 const native = nativeAvailable();

@@ -7,9 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Proc } from '../../src/protocol/procs.js';
-import { nativeAvailable } from '../../src/ring/index.js';
-import { connect } from '../../src/vrpc/index.js';
-import { shmPath } from '../../src/vrpc/shm.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
+import { connectShm, shmPath } from '../../src/vrpc/shm.js';
 import { prism, startHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -41,7 +40,7 @@ for (const mode of ['head', 'mixed'] as const) {
     let exited: string | undefined;
     host.child.once('exit', (code, sig) => { exited = `code ${code} signal ${sig}`; });
 
-    const good = await connect({ shm: shmPath('good', dir), vm: 'good', timeoutMs: 3000 });
+    const good = await connectShm(shmPath('good', dir), 'good', { timeoutMs: 3000 });
     const attack = hostile(shmPath('bad', dir), mode, 6, 7);
     let answered = 0, worstMs = 0, failures = 0;
     const stop = Date.now() + 6000;
@@ -70,7 +69,7 @@ for (const mode of ['head', 'mixed'] as const) {
     let again;
     for (let tries = 0; !again; tries++) {
       try {
-        again = await connect({ shm: shmPath('bad', dir), vm: 'bad', timeoutMs: 3000, handshakeMs: 3000 });
+        again = await connectShm(shmPath('bad', dir), 'bad', { timeoutMs: 3000, handshakeMs: 3000 });
       } catch (e) {
         if (tries >= 10) throw e;
         await new Promise((r) => setTimeout(r, 500));

@@ -8,10 +8,11 @@ import path from 'node:path';
 import { encodeRequest } from '../../src/protocol/codec.js';
 import { Proc } from '../../src/protocol/procs.js';
 import { attrFromWire, type WireAttr } from '../../src/protocol/wire.js';
-import { LIVE_UP, Region, map, nativeAvailable, unmap } from '../../src/ring/index.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
+import { map, unmap } from '../../src/native/memory.js';
+import { LIVE_UP, Region } from '../../src/ring/index.js';
 import { connectTcp } from '../../src/vrpc/client.js';
-import { SyncShmClient, shmPath } from '../../src/vrpc/shm.js';
-import { connect } from '../../src/vrpc/index.js';
+import { connectShm, shmPath, SyncShmClient } from '../../src/vrpc/shm.js';
 import { prism, startHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -37,8 +38,8 @@ async function serve(t: import('ava').ExecutionContext) {
 shmTest('a client in another process than the host works a volume over shared memory', async (t) => {
   const { host, regionFile } = await serve(t);
   t.regex(host.out(), new RegExp(`shared memory ${regionFile}`));
-  await t.throwsAsync(connect({ shm: regionFile, vm: 'vm2' }), { message: /EACCES/ });
-  const c = await connect({ shm: regionFile, vm: 'vm1' });
+  await t.throwsAsync(connectShm(regionFile, 'vm2'), { message: /EACCES/ });
+  const c = await connectShm(regionFile, 'vm1');
   const [root] = await c.call(Proc.ATTACH, ['vol1']) as [Buffer];
   const [file] = await c.call(Proc.CREATE, [root, Buffer.from('big'), 0o644, 0, 0, true]) as [Buffer];
   const mib = Buffer.alloc(1 << 20);
@@ -92,7 +93,7 @@ shmTest('a hostile guest: garbage records and corrupted ring words reset the reg
   let c;
   for (let tries = 0; !c; tries++) {
     try {
-      c = await connect({ shm: regionFile, vm: 'vm1', handshakeMs: 2000 });
+      c = await connectShm(regionFile, 'vm1', { handshakeMs: 2000 });
     } catch (e) {
       if (tries >= 10) throw e;
       await new Promise((r) => setTimeout(r, 300));

@@ -8,10 +8,11 @@ import net from 'node:net';
 import path from 'node:path';
 import { encode, encodeRequest } from '../../src/protocol/codec.js';
 import { Proc, PROTOCOL_VERSION } from '../../src/protocol/procs.js';
-import { Region, map, nativeAvailable, unmap } from '../../src/ring/index.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
+import { map, unmap } from '../../src/native/memory.js';
+import { Region } from '../../src/ring/index.js';
 import { connectTcp, type VrpcClient } from '../../src/vrpc/client.js';
-import { connect } from '../../src/vrpc/index.js';
-import { shmPath } from '../../src/vrpc/shm.js';
+import { connectShm, shmPath } from '../../src/vrpc/shm.js';
 import { prism, rssMiB, startHost, type RunningHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -123,10 +124,10 @@ async function shmSetup(t: ExecutionContext) {
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const host = await startHost(store, ['--shm-dir', dir, '--no-meta', '--vm', 'vm1=vol1', '--vm', 'vm2=vol2']);
   t.teardown(() => { host.child.kill('SIGKILL'); });
-  const c1 = await connect({ shm: shmPath('vm1', dir), vm: 'vm1' });
+  const c1 = await connectShm(shmPath('vm1', dir), 'vm1');
   const fh = await bigFile(c1);
   c1.close();
-  const vm2 = await connect({ shm: shmPath('vm2', dir), vm: 'vm2' });
+  const vm2 = await connectShm(shmPath('vm2', dir), 'vm2');
   t.teardown(() => vm2.close());
   // The hostile guest writes requests into its request ring and never touches the response ring.
   const buf = map(shmPath('vm1', dir), {});
@@ -173,7 +174,7 @@ shmTest('a shm guest that withheld its response ring and then takes its replies 
     if (rx.read()) { taken++; quietSince = Date.now(); } else await new Promise((r) => setTimeout(r, 1));
   }
   t.is(taken, 101, 'every reply came (the hello\'s and 100 READs\')');
-  const c1 = await connect({ shm: shmPath('vm1', dir), vm: 'vm1', timeoutMs: 10_000 });
+  const c1 = await connectShm(shmPath('vm1', dir), 'vm1', { timeoutMs: 10_000 });
   t.teardown(() => c1.close());
   await c1.call(Proc.NULL);
   t.is(host.child.exitCode, null, 'the host lives');

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { barHolding, ivshmemBars } from '../../src/guest-agent/pci.js';
 import { openMetaTable } from '../../src/metadata-share/file.js';
-import { nativeAvailable } from '../../src/ring/index.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
 import { openRegion } from '../../src/vrpc/shm.js';
 import { tmpDir } from '../helpers/tmp.js';
 

@@ -7,9 +7,8 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Proc } from '../../src/protocol/procs.js';
-import { nativeAvailable } from '../../src/ring/index.js';
-import { connect } from '../../src/vrpc/index.js';
-import { shmPath } from '../../src/vrpc/shm.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
+import { connectShm, shmPath } from '../../src/vrpc/shm.js';
 import { prism, prismBin, startHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -86,7 +85,7 @@ shmTest('a file of ours with a mode the host never uses is refused; a leftover o
   await new Promise((res) => first.child.once('exit', res));
   t.is((fs.statSync(file).mode & 0o7777), 0o600);
   const second = await startHost(store, ['--shm-dir', dir, '--meta-size', '1', '--vm', 'vm1=vol1']);
-  const c = await connect({ shm: file, vm: 'vm1', handshakeMs: 5000 });
+  const c = await connectShm(file, 'vm1', { handshakeMs: 5000 });
   t.deepEqual(await c.call(Proc.NULL), []);
   c.close();
   t.is(await second.stop(), 0);
@@ -99,8 +98,8 @@ for (const what of ['truncated', 'replaced'] as const) {
     t.teardown(() => { host.child.kill('SIGKILL'); });
     let died: string | undefined;
     host.child.once('exit', (code, sig) => { died = `code ${code} signal ${sig}`; });
-    const c1 = await connect({ shm: shmPath('vm1', dir), vm: 'vm1', timeoutMs: 2000 });
-    const c2 = await connect({ shm: shmPath('vm2', dir), vm: 'vm2', timeoutMs: 2000 });
+    const c1 = await connectShm(shmPath('vm1', dir), 'vm1', { timeoutMs: 2000 });
+    const c2 = await connectShm(shmPath('vm2', dir), 'vm2', { timeoutMs: 2000 });
     t.deepEqual(await c1.call(Proc.NULL), []);
     const file = shmPath('vm1', dir);
     if (what === 'truncated') {

@@ -13,10 +13,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Proc } from '../../src/protocol/procs.js';
-import { nativeAvailable } from '../../src/ring/index.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
 import { connectTcp, type VrpcClient } from '../../src/vrpc/client.js';
-import { connect } from '../../src/vrpc/index.js';
-import { shmPath } from '../../src/vrpc/shm.js';
+import { connectShm, shmPath } from '../../src/vrpc/shm.js';
 import { prism, rssMiB, startHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -69,7 +68,7 @@ soakTest(`soak: 7 VMs keep their p99 within max(2x, +${FLOOR_MS} ms) while an 8t
   const clients: VrpcClient[] = [];
   for (let i = 0; i < VMS; i++) {
     const n = names[i]!;
-    clients.push(i < 4 ? await connect({ shm: shmPath(n, dir), vm: n }) : await connectTcp(addr, n, token(store, n)));
+    clients.push(i < 4 ? await connectShm(shmPath(n, dir), n) : await connectTcp(addr, n, token(store, n)));
   }
   t.teardown(() => { for (const c of clients) c.close(); });
   const files: Buffer[] = [];

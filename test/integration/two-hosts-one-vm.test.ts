@@ -6,9 +6,8 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Proc } from '../../src/protocol/procs.js';
-import { nativeAvailable } from '../../src/ring/index.js';
-import { connect } from '../../src/vrpc/index.js';
-import { shmPath } from '../../src/vrpc/shm.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
+import { connectShm, shmPath } from '../../src/vrpc/shm.js';
 import { fuseSkipReason, mounted } from '../helpers/agent.js';
 import { prism, prismBin, startHost } from '../helpers/host.js';
 import { mountedVolume } from '../helpers/mounted-volume.js';
@@ -26,7 +25,7 @@ if (fuseSkip) console.error(`two-hosts-one-vm.test: some tests skipped: ${fuseSk
   for (const s of [storeA, storeB]) t.is(prism(s, ['volume', 'create', 'vol']).code, 0);
   const first = await startHost(storeA, ['--shm-dir', dir, '--meta-size', '1', '--vm', 'vm1=vol']);
   t.teardown(() => { first.child.kill('SIGKILL'); });
-  const c = await connect({ shm: shmPath('vm1', dir), vm: 'vm1', timeoutMs: 3000 });
+  const c = await connectShm(shmPath('vm1', dir), 'vm1', { timeoutMs: 3000 });
   const [root] = await c.call(Proc.ATTACH, ['vol']) as [Buffer];
   await c.call(Proc.CREATE, [root, Buffer.from('from-a'), 0o644, 0, 0, true]);
 

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { openMetaTable } from '../../src/metadata-share/file.js';
-import { nativeAvailable } from '../../src/ring/index.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
 
 const n = nativeAvailable();
 const why = !n.ok ? n.reason : process.geteuid?.() !== 0 ? 'giving a file to another user (chown) needs root' : undefined;

@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MetaTable, SLOT_SIZE } from '../../src/metadata-share/table.js';
-import { map, nativeAvailable, unmap } from '../../src/ring/index.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
+import { map, unmap } from '../../src/native/memory.js';
 
 const child = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'meta-child.js');
 const n = nativeAvailable();

@@ -1,14 +1,6 @@
 import test from 'ava';
 import {
-  LIVE_STOPPING,
-  LIVE_UP,
-  REGION_MAGIC,
-  Region,
-  RingCorrupt,
-  fitGeometry,
-  headerSize,
-  pow2AtLeast,
-  regionSize,
+  LIVE_STOPPING, LIVE_UP, REGION_MAGIC, Region, RingCorrupt, fitGeometry, headerSize, pow2AtLeast, regionSize,
 } from '../../src/ring/index.js';
 import { prng } from './util.js';
 

@@ -1,15 +1,7 @@
 import test from 'ava';
 import fc from 'fast-check';
 import {
-  HEAD,
-  PAD_MARK,
-  RING_CTRL_SIZE,
-  RingConsumer,
-  RingCorrupt,
-  RingProducer,
-  TAIL,
-  recordBytes,
-  type RingLocation,
+  HEAD, PAD_MARK, RING_CTRL_SIZE, RingConsumer, RingCorrupt, RingProducer, TAIL, recordBytes, type RingLocation,
 } from '../../src/ring/index.js';
 import { fill, makeRing, matches, prng } from './util.js';
 

@@ -1,14 +1,6 @@
 import test from 'ava';
 import {
-  RingProducer,
-  SLEEP_ATOMICS,
-  SLEEP_NONE,
-  WaitStrategy,
-  readBlocking,
-  waitReadable,
-  waitReadableAsync,
-  writeBlocking,
-  type SharedWord,
+  RingProducer, SLEEP_ATOMICS, SLEEP_NONE, WaitStrategy, readBlocking, waitReadable, waitReadableAsync, writeBlocking, type SharedWord,
 } from '../../src/ring/index.js';
 import { makeRing } from './util.js';
 

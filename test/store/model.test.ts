@@ -8,7 +8,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { Store } from '../../src/store/store.js';
 import { isPrismError, PrismError } from '../../src/errors.js';
-import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG } from '../../src/store/layout.js';
+import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG } from '../../src/posix/mode.js';
 import type { Volume } from '../../src/store/volume.js';
 import { tmpDir } from '../helpers/tmp.js';
 

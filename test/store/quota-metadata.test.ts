@@ -9,7 +9,7 @@ import { Dispatcher } from '../../src/host/dispatch.js';
 import { Proc } from '../../src/protocol/procs.js';
 import { PrismError, type PosixCode } from '../../src/errors.js';
 import { fsck } from '../../src/store/fsck.js';
-import { MAX_XATTR_VALUE } from '../../src/store/layout.js';
+import { MAX_XATTR_VALUE } from '../../src/posix/limits.js';
 import { Store } from '../../src/store/store.js';
 import { tmpDir } from '../helpers/tmp.js';
 

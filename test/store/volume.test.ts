@@ -1,18 +1,18 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import path from 'node:path';
 import { Store } from '../../src/store/store.js';
 import { BLOCK_SIZE } from '../../src/store/layout.js';
 import { isPrismError, type PosixCode } from '../../src/errors.js';
 import { tmpDir } from '../helpers/tmp.js';
 
-function open(t: Parameters<typeof tmpDir>[0]) {
+function open(t: ExecutionContext) {
   const dir = path.join(tmpDir(t), 'store');
   const store = Store.open(dir);
   t.teardown(() => store.abandon());
   return { dir, store };
 }
 
-function code(t: Parameters<typeof tmpDir>[0], fn: () => unknown, expected: PosixCode) {
+function code(t: ExecutionContext, fn: () => unknown, expected: PosixCode) {
   const e = t.throws(fn);
   t.true(isPrismError(e, expected), `expected ${expected}, got ${String(e)}`);
 }

@@ -7,7 +7,8 @@ import crypto from 'node:crypto';
 import path from 'node:path';
 import { Dispatcher } from '../../src/host/dispatch.js';
 import { Proc } from '../../src/protocol/procs.js';
-import { BLOCK_SIZE, MAX_FILE_SIZE } from '../../src/store/layout.js';
+import { MAX_FILE_SIZE } from '../../src/posix/limits.js';
+import { BLOCK_SIZE } from '../../src/store/layout.js';
 import { Store } from '../../src/store/store.js';
 import { tmpDir } from '../helpers/tmp.js';
 

@@ -1,9 +1,10 @@
 // A tiny in-memory FileSystem: the reference backend and test subject for the FUSE session.
 import { PrismError } from '../../errors.js';
-import type { Attr, Ctx, DirEntry, Entry, FileSystem, SetAttrIn, Time } from './fs.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../../posix/mode.js';
+import type { Ctx, Entry, FileSystem, FuseAttr, FuseDirEntry, FuseSetAttr } from './fs.js';
+import type { Time } from '../../posix/types.js';
 
-interface Node { attr: Attr; data: Buffer; children?: Map<string, bigint>; target?: string }
-const S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFLNK = 0o120000;
+interface Node { attr: FuseAttr; data: Buffer; children?: Map<string, bigint>; target?: string }
 
 export class MemFs implements FileSystem {
   private nodes = new Map<bigint, Node>();
@@ -34,7 +35,7 @@ export class MemFs implements FileSystem {
     const n = this.mk(ino, mode, (mode & S_IFDIR) === S_IFDIR ? 2 : 1, ctx);
     this.nodes.set(ino, n);
     d.set(name, ino);
-    if ((mode & 0o170000) === S_IFDIR) { n.children = new Map(); this.get(parent).attr.nlink++; }
+    if ((mode & S_IFMT) === S_IFDIR) { n.children = new Map(); this.get(parent).attr.nlink++; }
     return n;
   }
   async lookup(_c: Ctx, parent: bigint, name: string): Promise<Entry> {
@@ -42,10 +43,10 @@ export class MemFs implements FileSystem {
     if (ino === undefined) throw new PrismError('ENOENT', name);
     return this.entry(ino);
   }
-  async getattr(_c: Ctx, ino: bigint): Promise<Attr> { return { ...this.get(ino).attr }; }
-  async setattr(_c: Ctx, ino: bigint, s: SetAttrIn): Promise<Attr> {
+  async getattr(_c: Ctx, ino: bigint): Promise<FuseAttr> { return { ...this.get(ino).attr }; }
+  async setattr(_c: Ctx, ino: bigint, s: FuseSetAttr): Promise<FuseAttr> {
     const n = this.get(ino);
-    if (s.mode !== undefined) n.attr.mode = (n.attr.mode & 0o170000) | (s.mode & 0o7777);
+    if (s.mode !== undefined) n.attr.mode = (n.attr.mode & S_IFMT) | (s.mode & 0o7777);
     if (s.uid !== undefined) n.attr.uid = s.uid;
     if (s.gid !== undefined) n.attr.gid = s.gid;
     if (s.size !== undefined) { const d = Buffer.alloc(Number(s.size)); n.data.copy(d); n.data = d; n.attr.size = s.size; }
@@ -108,8 +109,8 @@ export class MemFs implements FileSystem {
     n.attr.size = BigInt(n.data.length); n.attr.mtime = nowTime();
     return data.length;
   }
-  async readdir(_c: Ctx, ino: bigint): Promise<DirEntry[]> {
-    const out: DirEntry[] = [{ name: '.', ino, type: 4 }, { name: '..', ino: 1n, type: 4 }];
+  async readdir(_c: Ctx, ino: bigint): Promise<FuseDirEntry[]> {
+    const out: FuseDirEntry[] = [{ name: '.', ino, type: 4 }, { name: '..', ino: 1n, type: 4 }];
     for (const [name, i] of this.dir(ino)) out.push({ name, ino: i, type: (this.get(i).attr.mode >> 12) & 15 });
     return out;
   }

@@ -1,5 +1,5 @@
 // The Linux FUSE kernel protocol (include/uapi/linux/fuse.h): opcodes, wire structs, encoders.
-import type { Attr, Entry } from './fs.js';
+import type { Entry, FuseAttr } from './fs.js';
 
 export const KERNEL_MAJOR = 7;
 export const KERNEL_MINOR = 31;
@@ -52,7 +52,7 @@ export function cstring(b: Buffer, off: number): [string, number] {
 }
 
 export const ATTR_SIZE = 88;
-export function writeAttr(b: Buffer, o: number, a: Attr): void {
+export function writeAttr(b: Buffer, o: number, a: FuseAttr): void {
   b.writeBigUInt64LE(a.ino, o); b.writeBigUInt64LE(a.size, o + 8); b.writeBigUInt64LE(a.blocks, o + 16);
   b.writeBigInt64LE(BigInt(a.atime[0]), o + 24); b.writeBigInt64LE(BigInt(a.mtime[0]), o + 32); b.writeBigInt64LE(BigInt(a.ctime[0]), o + 40);
   b.writeUInt32LE(a.atime[1], o + 48); b.writeUInt32LE(a.mtime[1], o + 52); b.writeUInt32LE(a.ctime[1], o + 56);
@@ -81,7 +81,7 @@ function writeValid(b: Buffer, o: number, sec: number, nsec = false): void {
   if (nsec) b.writeUInt32LE(Math.round((sec % 1) * 1e9) % 1e9, o);
   else b.writeBigUInt64LE(BigInt(Math.floor(sec)), o);
 }
-export function encodeAttrOut(a: Attr, t: CacheTimes): Buffer {
+export function encodeAttrOut(a: FuseAttr, t: CacheTimes): Buffer {
   const b = Buffer.alloc(16 + ATTR_SIZE);
   writeValid(b, 0, t.attrSec); writeValid(b, 8, t.attrSec, true);
   writeAttr(b, 16, a);

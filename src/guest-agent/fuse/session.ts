@@ -1,15 +1,16 @@
 // The FUSE request loop: read requests from /dev/fuse as the event loop sees it readable, decode,
 // call the FileSystem, encode, write the reply. Requests are handled concurrently (many in flight).
 import fs from 'node:fs';
-import { PrismError } from '../../errors.js';
+import { PrismError, errnoOf } from '../../errors.js';
 import { log } from '../../log.js';
-import type { Ctx, DirEntry, FileSystem, SetAttrIn, Time } from './fs.js';
-import * as native from './native.js';
+import type { Ctx, FileSystem, FuseDirEntry, FuseSetAttr } from './fs.js';
+import type { Time } from '../../posix/types.js';
+import * as native from '../../native/mount.js';
 import * as P from './protocol.js';
 
-const ENOSYS = 38;
-const EIO = 5;
-const EINTR = 4;
+const ENOSYS = errnoOf('ENOSYS');
+const EIO = errnoOf('EIO');
+const EINTR = errnoOf('EINTR');
 
 export type SessionOptions = Partial<P.CacheTimes>;
 
@@ -21,7 +22,7 @@ const ABANDONABLE = new Set<number>([
 
 export class Session {
   private closed = false;
-  private readonly listings = new Map<string, DirEntry[]>();
+  private readonly listings = new Map<string, FuseDirEntry[]>();
   /** Requests being handled: unique -> opcode. A reply is sent only while its request is here. */
   private readonly inFlight = new Map<bigint, number>();
   private readonly pool: Buffer[] = [];
@@ -124,7 +125,7 @@ export class Session {
         return P.encodeAttrOut(await f.getattr(ctx, ino), t);
       case P.Op.SETATTR: {
         const valid = b.readUInt32LE(0);
-        const s: SetAttrIn = {};
+        const s: FuseSetAttr = {};
         const time = (sec: number, nsec: number): Time => [Number(b.readBigInt64LE(sec)), b.readUInt32LE(nsec)];
         if (valid & P.FATTR.MODE) s.mode = b.readUInt32LE(68);
         if (valid & P.FATTR.UID) s.uid = b.readUInt32LE(76);

@@ -1,0 +1,16 @@
+// A missing native addon is a failure, never a skip or a pass: without it there are no shared-memory
+// rings and no FUSE mounts, so most of what Prism is goes untested. Tests that need it and are run
+// without it may still skip; this one fails the run and says why.
+import test from 'ava';
+import * as fuse from '../src/guest-agent/fuse/native.js';
+import { nativeAvailable } from '../src/ring/index.js';
+
+test('the ivshmem addon (mmap, futex, doorbell) is built and loads', (t) => {
+  const a = nativeAvailable();
+  t.true(a.ok, a.ok ? '' : a.reason);
+});
+
+test('the FUSE addon (mount, umount, /dev/fuse reader) is built and loads', (t) => {
+  const a = fuse.available();
+  t.true(a.ok, a.ok ? '' : a.reason);
+});
