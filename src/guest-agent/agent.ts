@@ -11,7 +11,7 @@ import { mountAndServe } from './fuse/session.js';
 import { HostLink, type Dial } from './host-link.js';
 import { barHolding, ivshmemBars } from './pci.js';
 import { PID_OFFSET, isDeviceMemory, lockAsAgent } from '../ring/index.js';
-import { pidWord } from '../vrpc/shm.js';
+import { pidWord } from '../vrpc/shm-region.js';
 import type { IoThreadData } from './io-thread.js';
 import { VrpcFs } from './vrpc-fs.js';
 import { AgentCounters } from './counters.js';

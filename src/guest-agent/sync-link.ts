@@ -5,7 +5,7 @@
 import { PrismError } from '../errors.js';
 import type { Proc } from '../protocol/procs.js';
 import { HostGone } from '../vrpc/client.js';
-import type { SyncShmClient } from '../vrpc/shm.js';
+import type { SyncShmClient } from '../vrpc/shm-sync-client.js';
 import type { Link } from './host-link.js';
 import { Reconnector } from './reconnector.js';
 

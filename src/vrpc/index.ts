@@ -1,6 +1,6 @@
 // VRPC's public surface: one client API over either channel.
 import { connectTcp, VrpcClient, type ClientOptions } from './client.js';
-import { connectShm, type ShmChannelOptions } from './shm.js';
+import { connectShm, type ShmChannelOptions } from './shm-channel.js';
 
 export type ConnectOptions =
   | ({ shm: string; vm: string } & ShmChannelOptions & ClientOptions)
@@ -13,5 +13,6 @@ export function connect(opts: ConnectOptions): Promise<VrpcClient> {
 }
 
 export { VrpcClient } from './client.js';
-export { SyncShmClient, shmPath, REGION_SIZE } from './shm.js';
+export { SyncShmClient } from './shm-sync-client.js';
+export { shmPath, REGION_SIZE } from './shm-region.js';
 export type { Channel } from './channel.js';

@@ -18,7 +18,7 @@ import { MAX_IO, PROTOCOL_VERSION, Proc } from '../../src/protocol/procs.js';
 import { argFields } from '../../src/protocol/validate.js';
 import { Region, RingCorrupt, map, unmap, type RingConsumer, type RingProducer } from '../../src/ring/index.js';
 import { connect, type VrpcClient } from '../../src/vrpc/index.js';
-import { shmPath } from '../../src/vrpc/shm.js';
+import { shmPath } from '../../src/vrpc/shm-region.js';
 import { prism, startHost, type RunningHost } from './host.js';
 
 const hostileJs = fileURLToPath(new URL('./hostile-guest.js', import.meta.url));

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Proc } from '../../src/protocol/procs.js';
 import { nativeAvailable } from '../../src/ring/index.js';
 import { connect } from '../../src/vrpc/index.js';
-import { shmPath } from '../../src/vrpc/shm.js';
+import { shmPath } from '../../src/vrpc/shm-region.js';
 import { prism, startHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 

@@ -11,7 +11,7 @@ import { Proc, PROTOCOL_VERSION } from '../../src/protocol/procs.js';
 import { Region, map, nativeAvailable, unmap } from '../../src/ring/index.js';
 import { connectTcp, type VrpcClient } from '../../src/vrpc/client.js';
 import { connect } from '../../src/vrpc/index.js';
-import { shmPath } from '../../src/vrpc/shm.js';
+import { shmPath } from '../../src/vrpc/shm-region.js';
 import { prism, rssMiB, startHost, type RunningHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 

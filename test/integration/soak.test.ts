@@ -16,7 +16,7 @@ import { Proc } from '../../src/protocol/procs.js';
 import { nativeAvailable } from '../../src/ring/index.js';
 import { connectTcp, type VrpcClient } from '../../src/vrpc/client.js';
 import { connect } from '../../src/vrpc/index.js';
-import { shmPath } from '../../src/vrpc/shm.js';
+import { shmPath } from '../../src/vrpc/shm-region.js';
 import { prism, rssMiB, startHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { Proc } from '../../src/protocol/procs.js';
 import { nativeAvailable } from '../../src/ring/index.js';
 import { connect } from '../../src/vrpc/index.js';
-import { shmPath } from '../../src/vrpc/shm.js';
+import { shmPath } from '../../src/vrpc/shm-region.js';
 import { fuseSkipReason, mounted } from '../helpers/agent.js';
 import { prism, prismBin, startHost } from '../helpers/host.js';
 import { mountedVolume } from '../helpers/mounted-volume.js';
