@@ -1,7 +1,7 @@
-// VRPC over shared memory: one queue pair of a region (src/ring) as a Channel. The event loop is never
-// blocked for long: after each burst the channel spins briefly for more, then polls on timers with
-// backoff (a futex cannot be awaited), or sleeps in a doorbell thread (doorbell.ts). For a thread that
-// may block, shm-sync-client.ts spins then sleeps on the futex instead.
+// VRPC over shared memory: one queue pair of a region (src/ring) as a Channel, and connectShm, which
+// attaches a VrpcClient over it. The event loop is never blocked: after each burst the channel yields
+// (setImmediate) briefly for more, then sleeps in a doorbell thread (doorbell.ts), or without one polls
+// on timers with backoff (a futex cannot be awaited). A thread that may block uses shm-sync-client.ts.
 import { PrismError } from '../errors.js';
 import { log } from '../log.js';
 import { MAX_MESSAGE } from '../protocol/procs.js';
