@@ -2,9 +2,9 @@
 // its admin socket (src/host/admin.ts) instead of opening the store.
 import net from 'node:net';
 import path from 'node:path';
-import { PrismError, type PosixCode } from '../errors.js';
+import { PrismError } from '../errors.js';
 import { ADMIN_SOCKET } from '../host/admin.js';
-import { decodeControl, encode } from '../protocol/codec.js';
+import { controlErrorOf, decodeControl, encode } from '../protocol/codec.js';
 import { TcpChannel } from '../vrpc/tcp.js';
 
 /** Run `op` on the host serving this store; null when no host is running there. */
@@ -21,7 +21,7 @@ export async function viaHost(storeDir: string, op: string, args: unknown[]): Pr
       try {
         const v = decodeControl(m) as unknown[];
         if (v[0] === 'ok') resolve({ result: v[1] });
-        else reject(new PrismError(String(v[1]) as PosixCode, String(v[2])));
+        else reject(controlErrorOf(v) ?? new PrismError('EIO', 'malformed reply from the host'));
       } catch (e) {
         reject(e);
       }

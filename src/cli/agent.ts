@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { PrismError, type PosixCode } from '../errors.js';
+import { PrismError, fromName, fromNodeError } from '../errors.js';
 import type { AgentOptions, Transport } from '../guest-agent/agent.js';
 
 /** The daemon tells its parent on this fd: "ok" once mounted, or "error CODE message". */
@@ -72,7 +72,8 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
       try {
         await runAgent(opts, () => tell('ok'));
       } catch (e) {
-        tell(e instanceof PrismError ? `error ${e.code} ${e.message.replace(/^[A-Z0-9]+: /, '')}` : `error EIO ${(e as Error).message}`);
+        const p = fromNodeError(e);
+        tell(`error ${p.code} ${p.detail}`);
         throw e;
       }
     });
@@ -126,7 +127,7 @@ function daemonize(logFile?: string): Promise<number> {
       }
       const m = /^error (\S+) (.*)$/.exec(line);
       child.once('exit', () => {});
-      reject(m ? new PrismError(m[1] as PosixCode, m[2]!) : new PrismError('EIO', `the agent exited before mounting${logFile ? ` (see ${logFile})` : ''}`));
+      reject(m ? fromName(m[1], m[2]!) : new PrismError('EIO', `the agent exited before mounting${logFile ? ` (see ${logFile})` : ''}`));
     });
   });
 }

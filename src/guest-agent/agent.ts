@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { PrismError, type PosixCode } from '../errors.js';
+import { PrismError, fromName, fromNodeError } from '../errors.js';
 import { log } from '../log.js';
 import { connectTcp } from '../vrpc/client.js';
 import * as native from './fuse/native.js';
@@ -99,9 +99,9 @@ async function startIoThread(o: AgentOptions, mp: string, region: string, device
   let finished!: () => void;
   const done = new Promise<void>((r) => { finished = r; });
   await new Promise<void>((resolve, reject) => {
-    worker.on('message', (msg: { mounted?: true; error?: { code: string; message: string }; done?: true }) => {
+    worker.on('message', (msg: { mounted?: true; error?: { code: string; detail: string }; done?: true }) => {
       if (msg.mounted) resolve();
-      else if (msg.error) reject(new PrismError(msg.error.code as PosixCode, msg.error.message));
+      else if (msg.error) reject(fromName(msg.error.code, msg.error.detail));
       else if (msg.done) finished();
     });
     worker.once('error', (e) => { reject(e); finished(); });
@@ -140,9 +140,8 @@ export function unmount(mountpoint: string, how: 'strict' | 'lazy' | 'busy-lazy'
   try {
     native.umount(mountpoint, how === 'lazy');
   } catch (e) {
-    const msg = (e as Error).message;
-    const errno = (e as { errno?: number }).errno;
-    if (errno === 16 /* EBUSY */) {
+    const { code, detail } = fromNodeError(e);
+    if (code === 'EBUSY') {
       if (how === 'busy-lazy') {
         log.warn({ mountpoint }, 'mount is busy: detaching it lazily');
         native.umount(mountpoint, true);
@@ -150,9 +149,9 @@ export function unmount(mountpoint: string, how: 'strict' | 'lazy' | 'busy-lazy'
       }
       throw new PrismError('EBUSY', `${mountpoint} is busy (files are open there); --lazy detaches it now`);
     }
-    if (errno === 22) throw new PrismError('EINVAL', `${mountpoint} is not a mount point`);
-    if (errno === 2) throw new PrismError('ENOENT', `${mountpoint} does not exist`);
-    throw new PrismError('EIO', `cannot unmount ${mountpoint}: ${msg}`);
+    if (code === 'EINVAL') throw new PrismError('EINVAL', `${mountpoint} is not a mount point`);
+    if (code === 'ENOENT') throw new PrismError('ENOENT', `${mountpoint} does not exist`);
+    throw new PrismError('EIO', `cannot unmount ${mountpoint}: ${detail}`);
   }
 }
 
@@ -212,7 +211,7 @@ function dialer(o: AgentOptions, t: { tcp: string; tokenFile: string }): Dial {
   try {
     token = fs.readFileSync(t.tokenFile, 'utf8').trim();
   } catch (e) {
-    throw new PrismError('ENOENT', `cannot read the token file ${t.tokenFile}: ${(e as Error).message}`);
+    throw fromNodeError(e, `cannot read the token file ${t.tokenFile}`);
   }
   const vm = o.vm ?? path.basename(t.tokenFile).replace(/\.token$/, '');
   return () => connectTcp(t.tcp, vm, token, opts);

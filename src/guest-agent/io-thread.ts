@@ -3,11 +3,11 @@
 // this loop, so a call blocks nothing that could have run; the main thread only handles signals.
 // With a metadata table it also runs the cache notifier thread (cache-notifier.ts), stopped before the
 // /dev/fuse descriptor it writes to is closed. Messages to the main thread: { mounted } once serving
-// (and the notifier listening), { error: { code, message } } if it could not mount, { done } when
+// (and the notifier listening), { error: { code, detail } } if it could not mount, { done } when
 // unmounted.
 import { MessageChannel, Worker, parentPort, workerData } from 'node:worker_threads';
 import type { DropReply, DropRequest, NotifierData } from './cache-notifier.js';
-import { PrismError } from '../errors.js';
+import { PrismError, fromNodeError } from '../errors.js';
 import { SyncShmClient } from '../vrpc/shm-sync-client.js';
 import { attachMetaTable } from '../metadata-share/file.js';
 import { AgentCounters } from './counters.js';
@@ -63,7 +63,7 @@ async function main(): Promise<void> {
     vfs.close();
     link.close();
     meta?.close();
-    port.postMessage({ error: { code: 'EIO', message: `cannot mount ${d.mountpoint}: ${(e as Error).message}` } });
+    port.postMessage({ error: { code: 'EIO', detail: `cannot mount ${d.mountpoint}: ${(e as Error).message}` } });
     return;
   }
   if (d.metaFile) {
@@ -86,7 +86,7 @@ async function main(): Promise<void> {
       });
     } catch (e) {
       // Without it the kernel's cache could go stale unseen: no mount rather than an incoherent one.
-      port.postMessage({ error: { code: 'EIO', message: `cannot follow the metadata table's changes: ${(e as Error).message}` } });
+      port.postMessage({ error: { code: 'EIO', detail: `cannot follow the metadata table's changes: ${(e as Error).message}` } });
       umount(d.mountpoint, true);
       await m.done.catch(() => {});
       vfs.close();
@@ -125,8 +125,9 @@ function startNotifier(data: NotifierData): Promise<Notifier> {
   });
 }
 
-function describe(e: unknown): { code: string; message: string } {
-  return e instanceof PrismError ? { code: e.code, message: e.message.replace(/^[A-Z0-9]+: /, '') } : { code: 'EIO', message: String((e as Error).message ?? e) };
+function describe(e: unknown): { code: string; detail: string } {
+  const p = fromNodeError(e);
+  return { code: p.code, detail: p.detail };
 }
 
 void main();

@@ -3,7 +3,7 @@
 // ['admin', op, args] -> ['ok', result] | ['error', code, message]. Each operation is committed
 // before its reply.
 import { PrismError } from '../errors.js';
-import { decodeControl, encode } from '../protocol/codec.js';
+import { controlError, decodeControl, encode } from '../protocol/codec.js';
 import type { MetadataSink } from '../metadata-share/publisher.js';
 import { S_IFMT, S_IFREG } from '../store/layout.js';
 import type { Store } from '../store/store.js';
@@ -60,7 +60,7 @@ function num(x: unknown): number {
 }
 
 export function serveAdmin(ch: Channel, store: Store, meta: MetadataSink): void {
-  const failed = (e: unknown) => ch.send(encode(e instanceof PrismError ? ['error', e.code, e.message.replace(/^[A-Z0-9]+: /, '')] : ['error', 'EIO', (e as Error).message]));
+  const failed = (e: unknown) => ch.send(encode(controlError(e)));
   ch.onMessage((m) => {
     try {
       const v = decodeControl(m);

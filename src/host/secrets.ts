@@ -3,12 +3,13 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fromNodeError } from '../errors.js';
 
 function readOrCreate(file: string, make: () => Buffer): Buffer {
   try {
     return fs.readFileSync(file);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromNodeError(e, `cannot read ${file}`);
   }
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   const v = make();
@@ -17,7 +18,7 @@ function readOrCreate(file: string, make: () => Buffer): Buffer {
     return v;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') return fs.readFileSync(file); // another process won
-    throw e;
+    throw fromNodeError(e, `cannot write ${file}`);
   }
 }
 

@@ -11,7 +11,7 @@ import { PROTOCOL_VERSION } from '../protocol/procs.js';
 import { Store } from '../store/store.js';
 import { checkVolumeName } from '../store/names.js';
 import type { Channel } from '../vrpc/channel.js';
-import { encodeRefusal, encodeWelcome, judgeHello, type Refusal } from '../vrpc/hello.js';
+import { encodeRefusal, encodeWelcome, judgeHello } from '../vrpc/hello.js';
 import { serveChannel } from '../vrpc/server.js';
 import { TcpChannel, parseAddress } from '../vrpc/tcp.js';
 import { ShmChannel } from '../vrpc/shm-channel.js';
@@ -261,7 +261,7 @@ export class HostServer {
       // The region is the VM's own, so a guest need not know its name ('' is this region's VM); another
       // VM or another version is refused with one message naming both.
       const v = judgeHello(m, (h) => (h.vm !== '' && h.vm !== name) || h.version !== PROTOCOL_VERSION
-        ? { code: 'EACCES', message: `this region serves VM ${name}, protocol ${PROTOCOL_VERSION}` } : undefined);
+        ? new PrismError('EACCES', `this region serves VM ${name}, protocol ${PROTOCOL_VERSION}`) : undefined);
       if (!v.ok) {
         if (v.malformed) return false;
         ch.send(encodeRefusal(v.refusal));
@@ -320,23 +320,23 @@ export class HostServer {
   private accept(ch: TcpChannel, peer: string): void {
     this.channels.add(ch);
     ch.onClose(() => this.channels.delete(ch));
-    const refuse = (r: Refusal) => {
-      this.refusals.warn({ peer, code: r.code, message: r.message }, 'connection refused');
+    const refuse = (e: PrismError) => {
+      this.refusals.warn({ peer, code: e.code, message: e.detail }, 'connection refused');
       ch.pause(); // nothing more is read from it
-      ch.send(encodeRefusal(r));
+      ch.send(encodeRefusal(e));
       setTimeout(() => ch.close(), 50).unref();
     };
-    this.gate.admit(ch, peer, () => refuse({ code: 'EACCES', message: `no handshake in ${this.gate.limits.handshakeMs} ms` }));
+    this.gate.admit(ch, peer, () => refuse(new PrismError('EACCES', `no handshake in ${this.gate.limits.handshakeMs} ms`)));
     ch.onMessage((m) => {
       const v = judgeHello(m, (h) => {
         const token = this.tokens.get(h.vm);
-        return !this.dispatchers.has(h.vm) || token === undefined || !tokensEqual(h.token, token) ? { code: 'EACCES', message: 'unknown VM or wrong token' } : undefined;
+        return !this.dispatchers.has(h.vm) || token === undefined || !tokensEqual(h.token, token) ? new PrismError('EACCES', 'unknown VM or wrong token') : undefined;
       });
       if (!v.ok) { refuse(v.refusal); return; }
       const hello = v.hello;
       const d = this.dispatchers.get(hello.vm)!;
       const budget = this.budgets.get(hello.vm)!.attach(ch, true);
-      if (!budget) { refuse({ code: 'EBUSY', message: `VM ${hello.vm} has ${this.budgets.get(hello.vm)!.limits.maxConnections} connections already` }); return; }
+      if (!budget) { refuse(new PrismError('EBUSY', `VM ${hello.vm} has ${this.budgets.get(hello.vm)!.limits.maxConnections} connections already`)); return; }
       this.gate.authenticated(ch);
       log.info({ peer, vm: hello.vm }, 'VM connected over TCP');
       ch.send(encodeWelcome());

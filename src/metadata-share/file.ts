@@ -1,7 +1,7 @@
 // The file behind a VM's metadata table: /dev/shm/prism-NAME-meta, mapped read-write by the host and
 // read-only by the guest (directly, or in QEMU as a second ivshmem device with a readonly=on backend).
 import fs from 'node:fs';
-import { PrismError } from '../errors.js';
+import { PrismError, fromNodeError } from '../errors.js';
 import { map, openServedFile, ownFile, unmap, type FileProblem } from '../ring/index.js';
 import { MetaTable, MetaTableError } from './table.js';
 
@@ -74,7 +74,7 @@ export function attachMetaTable(file: string): { table: MetaTable; buffer: Array
   try {
     buffer = map(fd, { readonly: true, guard: true });
   } catch (e) {
-    throw new PrismError('ENOENT', `cannot map the metadata table ${file}: ${(e as Error).message}`);
+    throw fromNodeError(e, `cannot map the metadata table ${file}`);
   } finally {
     fs.closeSync(fd);
   }

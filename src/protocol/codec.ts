@@ -2,7 +2,7 @@
 // means success and result holds the procedure's results, else result is a message string.
 // Decoding never trusts its input: size is bounded first, then the shape is checked (validate.ts).
 import { Encoder } from 'cbor-x';
-import { POSIX_CODES, PrismError, errnoOf, type PosixCode } from '../errors.js';
+import { PrismError, errnoOf, fromName, fromNodeError, fromWire } from '../errors.js';
 import { MAX_MESSAGE } from './procs.js';
 
 const cbor = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, useFloat32: 0 });
@@ -55,13 +55,24 @@ export function errorResponse(id: number, e: unknown): Response {
   return { id, errno: errnoOf('EIO'), result: `internal error: ${(e as Error)?.message ?? String(e)}` };
 }
 
-const BY_ERRNO = new Map(POSIX_CODES.map((c) => [errnoOf(c), c]));
-
 /** The error a failed response stands for, with its POSIX code. */
 export function responseError(r: Response): PrismError {
-  const code = BY_ERRNO.get(r.errno) ?? 'EIO';
-  const msg = typeof r.result === 'string' ? r.result.replace(/^[A-Z0-9]+: /, '') : 'remote error';
-  return new PrismError(code, msg);
+  return fromWire(r.errno, typeof r.result === 'string' ? r.result : 'remote error');
+}
+
+/**
+ * The error form of the control messages (handshake, admin socket): ['error', code name, detail].
+ * Names, where VRPC replies carry numbers: these are few, and read by people in traces too.
+ */
+export function controlError(e: unknown): ['error', string, string] {
+  const p = fromNodeError(e);
+  return ['error', p.code, p.detail];
+}
+
+/** The PrismError of a control message ['error', name, detail]; null if it is not one. */
+export function controlErrorOf(v: unknown): PrismError | null {
+  if (!Array.isArray(v) || v[0] !== 'error' || typeof v[1] !== 'string' || typeof v[2] !== 'string') return null;
+  return fromName(v[1], v[2]);
 }
 
 /** Decode a small control message (the handshake); anything malformed is EINVAL. */

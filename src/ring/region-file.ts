@@ -3,7 +3,7 @@
 // user, written out in full, and locked, so that no other local user can pre-create, swap in, or
 // share one, and a second host (or agent) on the same file is refused. docs/shm-layout.md, "Files".
 import fs from 'node:fs';
-import { PrismError } from '../errors.js';
+import { PrismError, fromNodeError } from '../errors.js';
 import { lockByte, map, mappingLost, unmap } from './native.js';
 
 /** Lock bytes (F_OFD_SETLK): the host serving the file holds byte 0, an agent attached to it byte 1. */
@@ -134,12 +134,12 @@ function openOrCreate(path: string, mode: number): { fd: number; created: boolea
 }
 
 function openError(path: string, e: unknown): PrismError {
-  const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ELOOP') return new PrismError('ELOOP', `${path} is a symbolic link: refusing it (region files are made by the host itself)`);
-  if (code === 'ENOSPC') return new PrismError('ENOSPC', `cannot create ${path}: no space left`);
-  if (code === 'EACCES' || code === 'EPERM') return new PrismError('EACCES', `cannot open ${path}: ${(e as Error).message}`);
-  if (code === 'ENOENT') return new PrismError('ENOENT', `cannot open ${path}: it does not exist`);
-  return new PrismError('EIO', `cannot open ${path}: ${(e as Error).message}`);
+  const p = fromNodeError(e, `cannot open ${path}`);
+  if (p.code === 'ELOOP') return new PrismError('ELOOP', `${path} is a symbolic link: refusing it (region files are made by the host itself)`);
+  if (p.code === 'ENOSPC') return new PrismError('ENOSPC', `cannot create ${path}: no space left`);
+  if (p.code === 'EPERM') return new PrismError('EACCES', p.detail); // not ours to open, as EACCES says
+  if (p.code === 'ENOENT') return new PrismError('ENOENT', `cannot open ${path}: it does not exist`);
+  return p;
 }
 
 /** A leftover is adopted only if it is exactly what this host would have made. */
@@ -172,7 +172,8 @@ function writeOut(path: string, fd: number, size: number): void {
   try {
     for (let off = 0; off < size; off += zeros.length) fs.writeSync(fd, zeros, 0, Math.min(zeros.length, size - off), off);
   } catch (e) {
-    throw (e as NodeJS.ErrnoException).code === 'ENOSPC' ? new PrismError('ENOSPC', `cannot write out ${path} (${size >> 20} MiB): no space left`) : e;
+    const p = fromNodeError(e, `cannot write out ${path}`);
+    throw p.code === 'ENOSPC' ? new PrismError('ENOSPC', `cannot write out ${path} (${size >> 20} MiB): no space left`) : p;
   }
 }
 
@@ -204,7 +205,7 @@ function owned(path: string, fd: number, size: number, created: boolean): OwnedF
   try {
     buffer = map(fd, { size, guard: true });
   } catch (e) {
-    throw new PrismError('EIO', `cannot map ${path}: ${(e as Error).message}`);
+    throw fromNodeError(e, `cannot map ${path}`);
   }
   const st = fs.fstatSync(fd);
   let closed = false;

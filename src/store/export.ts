@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import tar from 'tar-stream';
-import { PrismError } from '../errors.js';
+import { PrismError, fromNodeError } from '../errors.js';
 import { devMajor, devMinor } from './import.js';
 import {
   BLOCK_SIZE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, isDir, type Time,
@@ -158,7 +158,7 @@ async function toDir(store: Store, v: Volume, items: Item[], dest: string, p: Pr
         fs.utimesSync(f, utime(a.atime), utime(a.mtime));
       }
     } catch (e) {
-      throw asPrism(e, f);
+      throw fromNodeError(e, f.toString());
     }
     p.report();
   }
@@ -171,7 +171,7 @@ async function toDir(store: Store, v: Volume, items: Item[], dest: string, p: Pr
       fs.chmodSync(f, a.mode & 0o7777);
       fs.utimesSync(f, utime(a.atime), utime(a.mtime));
     } catch (e) {
-      throw asPrism(e, f);
+      throw fromNodeError(e, f.toString());
     }
   }
 }
@@ -236,14 +236,6 @@ function utime(t: Time): number {
   return t[0] + (Math.floor(t[1] / 1000) * 1000 + 500) / 1e9;
 }
 
-function asPrism(e: unknown, f: Buffer): PrismError {
-  if (e instanceof PrismError) return e;
-  const code = (e as { code?: string }).code;
-  const msg = `${f.toString()}: ${(e as Error).message}`;
-  if (code === 'EACCES' || code === 'EPERM' || code === 'ENOSPC' || code === 'EEXIST' || code === 'ENOENT') return new PrismError(code, msg);
-  return new PrismError('EIO', msg);
-}
-
 // ---- to a tar archive -----------------------------------------------------------------------------------
 
 async function toTar(store: Store, v: Volume, items: Item[], dest: string, p: Progress): Promise<void> {
@@ -305,7 +297,7 @@ async function toTar(store: Store, v: Volume, items: Item[], dest: string, p: Pr
   try {
     await done;
   } catch (e) {
-    throw new PrismError((e as { code?: string }).code === 'ENOSPC' ? 'ENOSPC' : 'EIO', `${dest}: ${(e as Error).message}`);
+    throw fromNodeError(e, dest);
   }
 }
 

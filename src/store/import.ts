@@ -11,7 +11,7 @@ import os from 'node:os';
 import zlib from 'node:zlib';
 import { Piscina } from 'piscina';
 import tar from 'tar-stream';
-import { PrismError, isPrismError, type PosixCode } from '../errors.js';
+import { PrismError, fromNodeError, isPrismError } from '../errors.js';
 import { timeFromMs, timeFromNs } from './clock.js';
 import { F, STAT_FIELDS, type HashResult, type HashTask, type ListTask, type Listing, type Piece } from './hash-worker.js';
 import { BLOCK_SIZE, MAX_FILE_SIZE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, isDir, type Time } from './layout.js';
@@ -77,7 +77,7 @@ export async function importPath(store: Store, volumeName: string, src: string, 
   try {
     st = fs.statSync(src);
   } catch (e) {
-    throw new PrismError(errCode(e), `cannot import ${src}: ${(e as Error).message}`);
+    throw fromNodeError(e, `cannot import ${src}`);
   }
   if (!st.isDirectory() && !st.isFile()) throw new PrismError('EINVAL', `${src} is neither a directory nor a tar archive`);
   const destIno = mkdirs(volume, normalizePath(opts.dest ?? '/'));
@@ -89,8 +89,7 @@ export async function importPath(store: Store, volumeName: string, src: string, 
     await imp.finish();
   } catch (e) {
     await imp.abort();
-    if (e instanceof PrismError) throw e;
-    throw new PrismError(errCode(e), `import of ${src} failed: ${(e as Error).message}`);
+    throw fromNodeError(e, `import of ${src} failed`); // a PrismError as it is
   } finally {
     if (own) await own.destroy();
   }
@@ -357,7 +356,7 @@ class Importer {
           if (pieceOff === 0) e.ino = this.make(e.parent!.ino, e.name, e.m);
           const r = task.result!;
           const err = r.errors[piece];
-          if (err) throw new PrismError(errCode({ code: err[0] }), `cannot read ${show(e.path)}: ${err[1]}`);
+          if (err) throw fromNodeError({ code: err[0], message: err[1] }, `cannot read ${show(e.path)}`);
           const got = r.got[piece];
           this.writePiece(e.ino, pieceOff / BLOCK_SIZE, task, piece, got);
           total += got;
@@ -429,7 +428,7 @@ class Importer {
     const input = fs.createReadStream(file, { highWaterMark: 1024 * 1024 });
     input.on('data', (c) => { archiveBytes += c.length; });
     const extract = tar.extract();
-    const fail = (e: Error) => extract.destroy(new PrismError('EIO', `${file}: ${e.message}`));
+    const fail = (e: Error) => extract.destroy(fromNodeError(e, file));
     input.on('error', fail);
     if (gz) input.pipe(zlib.createGunzip()).on('error', fail).pipe(extract);
     else input.pipe(extract);
@@ -481,8 +480,7 @@ class Importer {
       }
     } catch (e) {
       input.destroy();
-      if (e instanceof PrismError) throw e;
-      throw new PrismError('EIO', `${file}: ${(e as Error).message}`);
+      throw fromNodeError(e, file); // a PrismError as it is
     }
   }
 
@@ -648,7 +646,7 @@ class Walk {
   }
 
   private listed(dir: Entry, l: Listing): void {
-    if (l.error) throw new PrismError(errCode({ code: l.error[0] }), `cannot read directory ${show(dir.path)}: ${l.error[1]}`);
+    if (l.error) throw fromNodeError({ code: l.error[0], message: l.error[1] }, `cannot read directory ${show(dir.path)}`);
     const s = l.stats;
     for (let i = 0; i < l.names.length; i++) {
       const o = i * STAT_FIELDS;
@@ -846,11 +844,4 @@ function mkdirs(v: Volume, p: string): number {
     ino = a.ino;
   }
   return ino;
-}
-
-const PASS: ReadonlySet<string> = new Set(['ENOENT', 'EACCES', 'EPERM', 'ENOTDIR', 'EISDIR', 'ELOOP', 'ENAMETOOLONG', 'EIO']);
-
-function errCode(e: unknown): PosixCode {
-  const c = (e as { code?: string }).code;
-  return c && PASS.has(c) ? (c as PosixCode) : 'EIO';
 }

@@ -1,7 +1,7 @@
 // One process owns a store at a time: a lock file holding the owner's pid. A lock left by a dead
 // process (kill -9) is taken over.
 import fs from 'node:fs';
-import { PrismError } from '../errors.js';
+import { PrismError, fromNodeError } from '../errors.js';
 
 function alive(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
@@ -15,7 +15,7 @@ export function acquireLock(file: string): () => void {
       fs.closeSync(fd);
       return () => { try { if (fs.readFileSync(file, 'utf8').trim() === String(process.pid)) fs.rmSync(file); } catch { /* gone */ } };
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fromNodeError(e, 'cannot lock the store');
       const pid = Number(fs.readFileSync(file, 'utf8').trim());
       if (pid === process.pid) throw new PrismError('EBUSY', 'store is already open in this process');
       if (Number.isInteger(pid) && pid > 0 && alive(pid)) throw new PrismError('EBUSY', `store is in use by process ${pid}`);

@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
-import { PrismError } from '../errors.js';
+import { PrismError, fromNodeError } from '../errors.js';
 import { Blocks, type BlockRec, type FrozenBlocks, type SegmentStat } from './blocks.js';
 import { CowTree, type Node } from './btree.js';
 import { now } from './clock.js';
@@ -145,7 +145,7 @@ export class Store implements VolumeHost {
     const abs = path.resolve(dir);
     if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) throw new PrismError('ENOTDIR', `${abs} is not a directory`);
     fs.mkdirSync(path.dirname(abs), { recursive: true });
-    try { fs.mkdirSync(abs, 0o700); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e; }
+    try { fs.mkdirSync(abs, 0o700); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fromNodeError(e, 'cannot make the store directory'); }
     makePrivate(abs);
     const dbFile = path.join(abs, 'meta.mdb');
     if (!fs.existsSync(dbFile) && fs.readdirSync(abs).some((f) => f !== 'LOCK' && f !== 'segments')) {

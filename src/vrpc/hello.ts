@@ -1,21 +1,20 @@
 // The handshake, both sides, whatever the transport: the client's first message is
-// ['prism-vrpc', version, vm name, token]; the host answers ['ok', version] or ['error', code, message]
-// and closes (docs/protocol.md). Clients send it through HelloExchange (over a Channel: handshake());
-// the host judges it with judgeHello and answers with encodeWelcome or encodeRefusal.
-import { PrismError, type PosixCode } from '../errors.js';
-import { decodeControl, encode } from '../protocol/codec.js';
+// ['prism-vrpc', version, vm name, token]; the host answers ['ok', version] or ['error', code name,
+// detail] and closes (docs/protocol.md). Clients send it through HelloExchange (over a Channel:
+// handshake()); the host judges it with judgeHello and answers with encodeWelcome or encodeRefusal.
+import { PrismError, fromNodeError } from '../errors.js';
+import { controlError, controlErrorOf, decodeControl, encode } from '../protocol/codec.js';
 import { PROTOCOL_VERSION } from '../protocol/procs.js';
 import type { Channel } from './channel.js';
 
 export interface Hello { version: number; vm: string; token: string }
-export type HelloReply = { ok: true; version: number } | { ok: false; code: PosixCode; message: string };
-/** Why the host turns a hello away (sent to the client as its code and message). */
-export interface Refusal { code: PosixCode; message: string }
+export type HelloReply = { ok: true; version: number } | { ok: false; error: PrismError };
 
 function decodeHelloReply(m: Uint8Array): HelloReply {
   const v = decodeControl(m);
   if (Array.isArray(v) && v[0] === 'ok' && typeof v[1] === 'number') return { ok: true, version: v[1] };
-  if (Array.isArray(v) && v[0] === 'error' && typeof v[1] === 'string' && typeof v[2] === 'string') return { ok: false, code: v[1] as PosixCode, message: v[2] };
+  const error = controlErrorOf(v);
+  if (error) return { ok: false, error };
   throw new PrismError('EINVAL', 'malformed handshake reply');
 }
 
@@ -51,7 +50,7 @@ export class HelloExchange {
   receive(m: Uint8Array): boolean {
     let reply: HelloReply;
     try { reply = decodeHelloReply(m); } catch { return false; }
-    if (!reply.ok) throw new PrismError(reply.code, reply.message);
+    if (!reply.ok) throw reply.error;
     return true;
   }
 }
@@ -81,22 +80,22 @@ export function handshake(ch: Channel, vm: string, token: string, timeoutMs = 10
 }
 
 /** What the host made of a message it took for a hello. `malformed`: it is no hello at all. */
-export type HelloVerdict = { ok: true; hello: Hello } | { ok: false; refusal: Refusal; malformed: boolean };
+export type HelloVerdict = { ok: true; hello: Hello } | { ok: false; refusal: PrismError; malformed: boolean };
 
 /**
  * The host's acceptor, for both transports: decode the hello, let the transport vet it (the VM's
  * token over TCP, the region's own VM over shared memory), then check the protocol version. The
  * caller answers with encodeWelcome or encodeRefusal (and may refuse further, e.g. for its budget).
  */
-export function judgeHello(m: Uint8Array, vet: (h: Hello) => Refusal | undefined): HelloVerdict {
+export function judgeHello(m: Uint8Array, vet: (h: Hello) => PrismError | undefined): HelloVerdict {
   let hello: Hello;
   try {
     hello = decodeHello(m);
   } catch (e) {
-    return { ok: false, refusal: { code: 'EINVAL', message: (e as Error).message }, malformed: true };
+    return { ok: false, refusal: fromNodeError(e), malformed: true };
   }
   const refusal = vet(hello)
-    ?? (hello.version !== PROTOCOL_VERSION ? { code: 'EINVAL', message: `protocol version ${hello.version} is not ${PROTOCOL_VERSION}` } : undefined);
+    ?? (hello.version !== PROTOCOL_VERSION ? new PrismError('EINVAL', `protocol version ${hello.version} is not ${PROTOCOL_VERSION}`) : undefined);
   return refusal ? { ok: false, refusal, malformed: false } : { ok: true, hello };
 }
 
@@ -104,6 +103,7 @@ export function encodeWelcome(): Uint8Array {
   return encode(['ok', PROTOCOL_VERSION]);
 }
 
-export function encodeRefusal(r: Refusal): Uint8Array {
-  return encode(['error', r.code, r.message]);
+/** A refusal as the control messages carry errors: its code's name and its detail. */
+export function encodeRefusal(e: PrismError): Uint8Array {
+  return encode(controlError(e));
 }

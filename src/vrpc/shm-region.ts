@@ -1,7 +1,7 @@
 // A VM's VRPC region file: where it lives, its size, and mapping it: the host creates (or takes over)
 // and initializes it, a guest attaches to one a host is serving. docs/shm-layout.md has the layout.
 import fs from 'node:fs';
-import { PrismError } from '../errors.js';
+import { PrismError, fromNodeError } from '../errors.js';
 import { LIVE_STOPPING, LIVE_UP, PID_OFFSET, Region, fitGeometry, map, nativeAvailable, openServedFile, ownFile, unmap, type FileProblem } from '../ring/index.js';
 
 /** Size of a VM's VRPC region: a power of two (QEMU's ivshmem wants one), room for 1 MiB replies. */
@@ -53,7 +53,7 @@ export function openRegion(path: string, create: boolean, opts: CreateRegionOpti
   try {
     buffer = map(fd, { guard: true }); // a file truncated under us reads as zeros (a changed generation), not SIGBUS
   } catch (e) {
-    throw new PrismError('ENOENT', `cannot map ${path}: ${(e as Error).message}`);
+    throw fromNodeError(e, `cannot map ${path}`);
   } finally {
     fs.closeSync(fd);
   }

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PrismError, fromNodeError, type PosixCode } from '../../errors.js';
 
 interface Addon {
   mount(mountpoint: string, fsname: string, options: string, nonblock: boolean): number;
@@ -70,7 +71,7 @@ export function mount(mountpoint: string, fsname: string, options = ''): number 
   try {
     return need().mountUser(fusermount(), mountpoint, opts.join(','));
   } catch (e) {
-    throw Object.assign(new Error(`${(e as Error).message}: is ${mountpoint} yours, and /dev/fuse usable by you?`), { errno: 1 });
+    throw new PrismError('EPERM', `${(e as Error).message}: is ${mountpoint} yours, and /dev/fuse usable by you?`);
   }
 }
 
@@ -78,7 +79,7 @@ const HELPERS = ['/usr/bin/fusermount3', '/bin/fusermount3'];
 
 function fusermount(): string {
   const found = HELPERS.find((h) => fs.existsSync(h));
-  if (!found) throw Object.assign(new Error('mounting as a user needs fusermount3 (package fuse3)'), { errno: 1 });
+  if (!found) throw new PrismError('EPERM', 'mounting as a user needs fusermount3 (package fuse3)');
   return found;
 }
 
@@ -95,14 +96,18 @@ export function watch(fd: number, cb: () => void): () => void {
   return need().watch(fd, cb);
 }
 
-/** Unmount: umount2(2) as root, `fusermount3 -u` otherwise. Errors carry errno (EBUSY, EINVAL...). */
+/** Unmount: umount2(2) as root, `fusermount3 -u` otherwise. Throws a PrismError (EBUSY, EINVAL, ENOENT, EIO). */
 export function umount(mountpoint: string, lazy = false): void {
-  if (process.getuid?.() === 0) { need().umount(mountpoint, lazy); return; }
+  if (process.getuid?.() === 0) {
+    try { need().umount(mountpoint, lazy); } catch (e) { throw fromNodeError(e); } // the addon's errno
+    return;
+  }
   const r = spawnSync(fusermount(), ['-u', ...(lazy ? ['-z'] : []), mountpoint], { encoding: 'utf8' });
   if (r.status === 0) return;
   const why = (r.stderr || r.error?.message || '').trim();
-  const errno = /busy/i.test(why) ? 16 : /not found|not mounted|invalid/i.test(why) ? 22 : /no such/i.test(why) ? 2 : 5;
-  throw Object.assign(new Error(`umount: ${why}`), { errno });
+  // fusermount3 says why in words only: the codes umount2(2) would have given.
+  const code: PosixCode = /busy/i.test(why) ? 'EBUSY' : /not found|not mounted|invalid/i.test(why) ? 'EINVAL' : /no such/i.test(why) ? 'ENOENT' : 'EIO';
+  throw new PrismError(code, `umount: ${why}`);
 }
 
 /** Close an fd that mount() returned. */

@@ -1,15 +1,15 @@
 // The FUSE request loop: read requests from /dev/fuse as the event loop sees it readable, decode,
 // call the FileSystem, encode, write the reply. Requests are handled concurrently (many in flight).
 import fs from 'node:fs';
-import { PrismError } from '../../errors.js';
+import { PrismError, errnoOf } from '../../errors.js';
 import { log } from '../../log.js';
 import type { Ctx, DirEntry, FileSystem, SetAttrIn, Time } from './fs.js';
 import * as native from './native.js';
 import * as P from './protocol.js';
 
-const ENOSYS = 38;
-const EIO = 5;
-const EINTR = 4;
+const ENOSYS = errnoOf('ENOSYS');
+const EIO = errnoOf('EIO');
+const EINTR = errnoOf('EINTR');
 
 export type SessionOptions = Partial<P.CacheTimes>;
 
