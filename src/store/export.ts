@@ -11,7 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import tar from 'tar-stream';
 import { PrismError, fromNodeError } from '../errors.js';
-import { devMajor, devMinor } from './import.js';
+import { devMajor, devMinor } from './device-numbers.js';
 import {
   BLOCK_SIZE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, isDir, type Time,
 } from './layout.js';

@@ -20,7 +20,8 @@ import { acquireLock } from './lock.js';
 import { checkVolumeName } from './names.js';
 import { LmdbNodeStore, type FrozenNodes } from './nodes.js';
 import { Segments } from './segments.js';
-import { Volume, type Usage, type VolumeHost, type VolumeRec } from './volume.js';
+import { Volume } from './volume.js';
+import type { Usage, VolumeHost, VolumeRec, VolumeTree } from './volume-tree.js';
 
 export interface StoreOptions {
   /** Flush partially written blocks when this much is buffered (bytes). */
@@ -211,7 +212,7 @@ export class Store implements VolumeHost {
 
   // ---- VolumeHost ---------------------------------------------------------------------------------
 
-  changed(v: Volume): void {
+  changed(v: VolumeTree): void {
     this.changedVolumes.add(v.name);
   }
 
@@ -219,7 +220,7 @@ export class Store implements VolumeHost {
     this.dirtyBytes += delta;
   }
 
-  usage(v: Volume): Usage {
+  usage(v: VolumeTree): Usage {
     if (!v.rec.usage) {
       // After compose: count what is reachable, once.
       v.rec.usage = v.countUsage();

@@ -7,7 +7,7 @@ import { Dispatcher } from '../../src/host/dispatch.js';
 import { Proc } from '../../src/protocol/procs.js';
 import { isPrismError, PrismError, type PosixCode } from '../../src/errors.js';
 import { Store } from '../../src/store/store.js';
-import { MAX_PINS_PER_OWNER } from '../../src/store/volume.js';
+import { MAX_PINS_PER_OWNER } from '../../src/store/pins.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 function setup(t: Parameters<typeof tmpDir>[0]) {
