@@ -11,7 +11,8 @@ import { Proc } from '../src/protocol/procs.js';
 import { nativeAvailable } from '../src/native/ivshmem.js';
 import { Store } from '../src/store/store.js';
 import { connectTcp } from '../src/vrpc/client.js';
-import { SyncShmClient, shmPath } from '../src/vrpc/shm.js';
+import { SyncShmClient } from '../src/vrpc/shm-sync-client.js';
+import { shmPath } from '../src/vrpc/shm-region.js';
 
 const prismBin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/prism.js');
 const FILE_SIZE = 64 * 1024 * 1024;

@@ -2,8 +2,9 @@
 // rings and no FUSE mounts, so most of what Prism is goes untested. Tests that need it and are run
 // without it may still skip; this one fails the run and says why.
 import test from 'ava';
-import * as fuse from '../src/guest-agent/fuse/native.js';
-import { nativeAvailable } from '../src/ring/index.js';
+import * as files from '../src/native/files.js';
+import { nativeAvailable } from '../src/native/ivshmem.js';
+import * as fuse from '../src/native/mount.js';
 
 test('the ivshmem addon (mmap, futex, doorbell) is built and loads', (t) => {
   const a = nativeAvailable();
@@ -12,5 +13,10 @@ test('the ivshmem addon (mmap, futex, doorbell) is built and loads', (t) => {
 
 test('the FUSE addon (mount, umount, /dev/fuse reader) is built and loads', (t) => {
   const a = fuse.available();
+  t.true(a.ok, a.ok ? '' : a.reason);
+});
+
+test('the files addon (mknod for export) is built and loads', (t) => {
+  const a = files.available();
   t.true(a.ok, a.ok ? '' : a.reason);
 });

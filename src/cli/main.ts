@@ -282,7 +282,7 @@ export function program(): Command {
     .option('--meta-size <MiB>', 'the size the host gives metadata tables', '64')
     .action(async (vm: string, o: { shmDir: string; meta: boolean; metaSize: string }) => {
       const { checkVolumeName } = await import('../store/names.js');
-      const { shmPath, REGION_SIZE } = await import('../vrpc/shm.js');
+      const { shmPath, REGION_SIZE } = await import('../vrpc/shm-region.js');
       const { checkMetaSize, metaPath } = await import('../metadata-share/file.js');
       checkVolumeName(vm);
       const id = `prism-${vm}`;

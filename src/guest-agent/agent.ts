@@ -12,7 +12,7 @@ import { HostLink, type Dial } from './host-link.js';
 import { barHolding, ivshmemBars } from './pci.js';
 import { isDeviceMemory } from '../native/memory.js';
 import { PID_OFFSET, lockAsAgent } from '../ring/index.js';
-import { pidWord } from '../vrpc/shm.js';
+import { pidWord } from '../vrpc/shm-region.js';
 import type { IoThreadData } from './io-thread.js';
 import { VrpcFs } from './vrpc-fs.js';
 import { AgentCounters } from './counters.js';

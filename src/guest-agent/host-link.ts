@@ -3,7 +3,7 @@
 // still unanswered after `timeoutMs` fails with EIO instead of hanging.
 import { PrismError } from '../errors.js';
 import type { Proc } from '../protocol/procs.js';
-import { HostGone, type VrpcClient } from '../vrpc/client.js';
+import type { VrpcClient } from '../vrpc/client.js';
 import { Reconnector } from './reconnector.js';
 
 /** Connect once; fails fast (a short handshake) when the host is not there. */
@@ -32,7 +32,7 @@ export class HostLink implements Link {
 
   private constructor(dial: Dial, first: VrpcClient, opts: HostLinkOptions) {
     this.timeoutMs = opts.timeoutMs ?? 60_000;
-    this.conn = new Reconnector(first, dial, this.timeoutMs, (c) => !c.closed);
+    this.conn = new Reconnector(first, dial, this.timeoutMs, { isLive: (c) => !c.closed });
   }
 
   /** Connect once (failing at once if the host is not there: a mount should not half-succeed). */
@@ -48,20 +48,13 @@ export class HostLink implements Link {
     const me: Outstanding = { seq: this.nextSeq++, sentOn: null };
     this.outstanding.set(me.seq, me);
     try {
-      for (;;) {
-        const c = await this.conn.connected(deadline);
+      return await this.conn.run(deadline, async (c) => {
         await this.inTurn(me, c, deadline);
-        try {
-          const reply = take ? c.call(proc, args, take) : c.call(proc, args);
-          me.sentOn = c; // written to the connection now (the client sends before it returns)
-          this.wake();
-          return await reply;
-        } catch (e) {
-          if (!(e instanceof HostGone) || this.conn.isClosed) throw e;
-          this.conn.lost(c, e);
-          if (Date.now() >= deadline) throw new PrismError('EIO', `the host is unreachable: ${e.message}`);
-        }
-      }
+        const reply = take ? c.call(proc, args, take) : c.call(proc, args);
+        me.sentOn = c; // written to the connection now (the client sends before it returns)
+        this.wake();
+        return await reply;
+      });
     } finally {
       this.outstanding.delete(me.seq);
       this.wake();

@@ -8,7 +8,7 @@
 import { MessageChannel, Worker, parentPort, workerData } from 'node:worker_threads';
 import type { DropReply, DropRequest, NotifierData } from './cache-notifier.js';
 import { PrismError, fromNodeError } from '../errors.js';
-import { SyncShmClient } from '../vrpc/shm.js';
+import { SyncShmClient } from '../vrpc/shm-sync-client.js';
 import { attachMetaTable } from '../metadata-share/file.js';
 import { AgentCounters } from './counters.js';
 import { umount } from '../native/mount.js';

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { log } from '../log.js';
 import { attachMetaTable } from '../metadata-share/file.js';
-import { openRegion } from '../vrpc/shm.js';
+import { openRegion } from '../vrpc/shm-region.js';
 
 const IVSHMEM_VENDOR = '0x1af4';
 const IVSHMEM_DEVICE = '0x1110';

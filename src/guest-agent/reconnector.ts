@@ -1,10 +1,19 @@
 // Keeping one connection to the host across its restarts, for both links (host-link.ts on the event
 // loop, sync-link.ts in the I/O thread): when the connection is lost, one dialer retries with backoff
-// (50 ms doubling to 1 s) while every waiting call waits for it, each until its own deadline.
+// (50 ms doubling to 1 s) while every waiting call waits for it, each until its own deadline. run() is
+// the one loop that sends a call again on each new connection.
 import { PrismError } from '../errors.js';
 import { log } from '../log.js';
+import { HostGone } from '../vrpc/client.js';
 
 export interface Connection { close(): void }
+
+export interface ReconnectorHooks<C> {
+  /** Whether a client still works (default: until it is found gone). */
+  isLive?(c: C): boolean;
+  /** Told of each connection dropped, after it is closed. */
+  onLost?(c: C): void;
+}
 
 export class Reconnector<C extends Connection> {
   private client: C | null;
@@ -13,19 +22,19 @@ export class Reconnector<C extends Connection> {
   /** Reconnections made so far. */
   reconnects = 0;
 
-  /** `redial` connects once (throwing if it cannot); `isLive` says whether a client still works. */
+  /** `redial` connects once (throwing if it cannot). */
   constructor(
     first: C,
     private readonly redial: () => C | Promise<C>,
     private readonly timeoutMs: number,
-    private readonly isLive: (c: C) => boolean = () => true,
+    private readonly hooks: ReconnectorHooks<C> = {},
   ) {
     this.client = first;
   }
 
   /** The client, when there is a live one and no redial is under way. */
   get current(): C | null {
-    return this.client && !this.dialing && this.isLive(this.client) ? this.client : null;
+    return this.client && !this.dialing && (this.hooks.isLive?.(this.client) ?? true) ? this.client : null;
   }
 
   get isClosed(): boolean { return this.closed; }
@@ -43,12 +52,40 @@ export class Reconnector<C extends Connection> {
     });
   }
 
+  /**
+   * Run `attempt` on a live connection until it does not find the host gone: each HostGone drops that
+   * connection (the next turn dials) and tries again, until the deadline (EIO). Other errors are the
+   * call's own and end it.
+   */
+  async run<T>(deadline: number, attempt: (c: C) => T | Promise<T>): Promise<T> {
+    for (;;) {
+      const c = await this.connected(deadline);
+      try {
+        return await attempt(c);
+      } catch (e) {
+        if (!this.dropIfGone(c, e)) throw e;
+        if (Date.now() >= deadline) throw new PrismError('EIO', `the host is unreachable: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  /**
+   * A call on `c` threw `e`: if it says the host is gone, drop `c` (the next call dials) and return
+   * true; false if the error is the call's own (or we are closing), for the caller to pass on.
+   */
+  dropIfGone(c: C, e: unknown): boolean {
+    if (!(e instanceof HostGone) || this.closed) return false;
+    this.lost(c, e);
+    return true;
+  }
+
   /** The connection `c` broke: drop it (the next call dials). */
-  lost(c: C, e: Error): void {
+  private lost(c: C, e: Error): void {
     if (this.client !== c) return;
     log.warn({ err: e.message }, 'lost the host; reconnecting');
     c.close();
     this.client = null;
+    this.hooks.onLost?.(c);
   }
 
   private async dialUntilUp(): Promise<C> {

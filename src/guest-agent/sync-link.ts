@@ -2,10 +2,8 @@
 // ring's futex), so a call costs microseconds instead of event-loop turns. Like HostLink, it survives
 // host restarts: a call that finds the host gone waits (on timers) while one dialer reconnects with
 // backoff, is sent again, and fails with EIO at its deadline.
-import { PrismError } from '../errors.js';
 import type { Proc } from '../protocol/procs.js';
-import { HostGone } from '../vrpc/client.js';
-import type { SyncShmClient } from '../vrpc/shm.js';
+import type { SyncShmClient } from '../vrpc/shm-sync-client.js';
 import type { Link } from './host-link.js';
 import { Reconnector } from './reconnector.js';
 
@@ -18,7 +16,7 @@ export class SyncLink implements Link {
 
   private constructor(dial: (handshakeMs: number) => SyncShmClient, first: SyncShmClient, readonly timeoutMs: number) {
     // A short handshake when redialing: a dead host's region still says "up", and this thread must not block long.
-    this.conn = new Reconnector(first, () => dial(REDIAL_HANDSHAKE_MS), timeoutMs);
+    this.conn = new Reconnector(first, () => dial(REDIAL_HANDSHAKE_MS), timeoutMs, { onLost: () => this.resendPosted() });
   }
 
   /** Connect once (failing at once if the host is not there). `dial` blocks for up to handshakeMs. */
@@ -39,8 +37,7 @@ export class SyncLink implements Link {
       try {
         return Promise.resolve(take ? c.call(proc, args, take) : c.call(proc, args));
       } catch (e) {
-        if (!(e instanceof HostGone) || this.conn.isClosed) return Promise.reject(e);
-        this.lost(c, e);
+        if (!this.conn.dropIfGone(c, e)) return Promise.reject(e);
       }
     }
     return this.callLater(proc, args, take, Date.now() + this.timeoutMs);
@@ -67,8 +64,7 @@ export class SyncLink implements Link {
           return;
         } catch (e) {
           this.outstanding.delete(p);
-          if (!(e instanceof HostGone) || this.conn.isClosed) { reject(e); return; }
-          this.lost(c, e);
+          if (!this.conn.dropIfGone(c, e)) { reject(e); return; }
         }
       }
       this.callLater(proc, args, undefined, p.deadline).then((r) => resolve(r as unknown[]), reject);
@@ -82,31 +78,20 @@ export class SyncLink implements Link {
     try {
       c.settle();
     } catch (e) {
-      if (!(e instanceof HostGone) || this.conn.isClosed) throw e;
-      this.lost(c, e);
+      if (!this.conn.dropIfGone(c, e)) throw e;
     }
   }
 
   /** The connection broke: what was posted on it is sent again once reconnected. */
-  private lost(c: SyncShmClient, e: Error): void {
-    this.conn.lost(c, e);
+  private resendPosted(): void {
     for (const p of [...this.outstanding]) {
       this.outstanding.delete(p);
       this.callLater(p.proc, p.args, undefined, p.deadline).then((r) => p.resolve(r as unknown[]), p.reject);
     }
   }
 
-  private async callLater(proc: Proc, args: unknown[], take: ((r: unknown[]) => unknown) | undefined, deadline: number): Promise<unknown> {
-    for (;;) {
-      const c = await this.conn.connected(deadline);
-      try {
-        return take ? c.call(proc, args, take) : c.call(proc, args);
-      } catch (e) {
-        if (!(e instanceof HostGone) || this.conn.isClosed) throw e;
-        this.lost(c, e);
-        if (Date.now() >= deadline) throw new PrismError('EIO', `the host is unreachable: ${e.message}`);
-      }
-    }
+  private callLater(proc: Proc, args: unknown[], take: ((r: unknown[]) => unknown) | undefined, deadline: number): Promise<unknown> {
+    return this.conn.run(deadline, (c) => (take ? c.call(proc, args, take) : c.call(proc, args)));
   }
 
   close(): void {

@@ -5,17 +5,17 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { PrismError, fromNodeError, type PosixCode } from '../errors.js';
+import { PrismError } from '../errors.js';
 import { RateLimitedLog, log } from '../log.js';
-import { encode } from '../protocol/codec.js';
 import { PROTOCOL_VERSION } from '../protocol/procs.js';
 import { Store } from '../store/store.js';
 import { checkVolumeName } from '../store/names.js';
 import type { Channel } from '../vrpc/channel.js';
-import { decodeHelloRequest } from '../vrpc/hello.js';
+import { encodeRefusal, encodeWelcome, judgeHello } from '../vrpc/hello.js';
 import { serveChannel } from '../vrpc/server.js';
 import { TcpChannel, parseAddress } from '../vrpc/tcp.js';
-import { ShmChannel, openRegion, shmPath, type OpenRegion } from '../vrpc/shm.js';
+import { ShmChannel } from '../vrpc/shm-channel.js';
+import { openRegion, shmPath, type OpenRegion } from '../vrpc/shm-region.js';
 import { futexWake } from '../native/futex.js';
 import { nativeAvailable } from '../native/ivshmem.js';
 import { LIVE_STOPPING, LIVE_UP, type FileProblem, type Region } from '../ring/index.js';
@@ -260,16 +260,18 @@ export class HostServer {
     });
     let greeted = false;
     const hello = (m: Uint8Array): boolean => {
-      let h;
-      try { h = decodeHelloRequest(m); } catch { return false; }
-      // The region is the VM's own, so a guest need not know its name ('' is this region's VM).
-      if ((h.vm !== '' && h.vm !== name) || h.version !== PROTOCOL_VERSION) {
-        ch.send(encode(['error', 'EACCES', `this region serves VM ${name}, protocol ${PROTOCOL_VERSION}`]));
+      // The region is the VM's own, so a guest need not know its name ('' is this region's VM); another
+      // VM or another version is refused with one message naming both.
+      const v = judgeHello(m, (h) => (h.vm !== '' && h.vm !== name) || h.version !== PROTOCOL_VERSION
+        ? new PrismError('EACCES', `this region serves VM ${name}, protocol ${PROTOCOL_VERSION}`) : undefined);
+      if (!v.ok) {
+        if (v.malformed) return false;
+        ch.send(encodeRefusal(v.refusal));
         return true;
       }
       greeted = true;
       log.info({ vm: name }, 'VM attached over shared memory');
-      ch.send(encode(['ok', PROTOCOL_VERSION]));
+      ch.send(encodeWelcome());
       return true;
     };
     serveChannel(ch, (proc, args) => {
@@ -320,25 +322,26 @@ export class HostServer {
   private accept(ch: TcpChannel, peer: string): void {
     this.channels.add(ch);
     ch.onClose(() => this.channels.delete(ch));
-    const refuse = (code: PosixCode, message: string) => {
-      this.refusals.warn({ peer, code, message }, 'connection refused');
+    const refuse = (e: PrismError) => {
+      this.refusals.warn({ peer, code: e.code, message: e.detail }, 'connection refused');
       ch.pause(); // nothing more is read from it
-      ch.send(encode(['error', code, message]));
+      ch.send(encodeRefusal(e));
       setTimeout(() => ch.close(), 50).unref();
     };
-    this.gate.admit(ch, peer, () => refuse('EACCES', `no handshake in ${this.gate.limits.handshakeMs} ms`));
+    this.gate.admit(ch, peer, () => refuse(new PrismError('EACCES', `no handshake in ${this.gate.limits.handshakeMs} ms`)));
     ch.onMessage((m) => {
-      let hello;
-      try { hello = decodeHelloRequest(m); } catch (e) { refuse('EINVAL', fromNodeError(e).detail); return; }
-      const d = this.dispatchers.get(hello.vm);
-      const token = this.tokens.get(hello.vm);
-      if (!d || token === undefined || !tokensEqual(hello.token, token)) { refuse('EACCES', 'unknown VM or wrong token'); return; }
-      if (hello.version !== PROTOCOL_VERSION) { refuse('EINVAL', `protocol version ${hello.version} is not ${PROTOCOL_VERSION}`); return; }
+      const v = judgeHello(m, (h) => {
+        const token = this.tokens.get(h.vm);
+        return !this.dispatchers.has(h.vm) || token === undefined || !tokensEqual(h.token, token) ? new PrismError('EACCES', 'unknown VM or wrong token') : undefined;
+      });
+      if (!v.ok) { refuse(v.refusal); return; }
+      const hello = v.hello;
+      const d = this.dispatchers.get(hello.vm)!;
       const budget = this.budgets.get(hello.vm)!.attach(ch, true);
-      if (!budget) { refuse('EBUSY', `VM ${hello.vm} has ${this.budgets.get(hello.vm)!.limits.maxConnections} connections already`); return; }
+      if (!budget) { refuse(new PrismError('EBUSY', `VM ${hello.vm} has ${this.budgets.get(hello.vm)!.limits.maxConnections} connections already`)); return; }
       this.gate.authenticated(ch);
       log.info({ peer, vm: hello.vm }, 'VM connected over TCP');
-      ch.send(encode(['ok', PROTOCOL_VERSION]));
+      ch.send(encodeWelcome());
       serveChannel(ch, (proc, args) => d.call(proc, args), {
         onGarbage: (e) => this.garbage.warn({ vm: d.vm.name, err: e.message }, 'malformed request'),
         budget,

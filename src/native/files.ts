@@ -1,6 +1,6 @@
 // Making special files (FIFOs, character and block devices, unix sockets) with mknod(2), through the
 // files addon (native/files -> prism_files.node): Node has no binding for it.
-import { addonLoader } from './loader.js';
+import { addonLoader, type AddonStatus } from './loader.js';
 
 interface FilesAddon {
   mknod(file: string | Buffer, mode: number, dev: number): void;
@@ -16,4 +16,9 @@ const files = addonLoader<FilesAddon>('prism_files', 'PRISM_FILES_ADDON', 'makin
  */
 export function mknod(file: string | Buffer, mode: number, dev = 0): void {
   files.need().mknod(file, mode, dev);
+}
+
+/** Whether the files addon loads here, and if not, why. */
+export function available(): AddonStatus {
+  return files.status();
 }

@@ -2,11 +2,11 @@
 // any order), each with a timeout; a bounded number in flight so a slow host pushes back on callers.
 import net from 'node:net';
 import { PrismError } from '../errors.js';
-import { decodeResponse, encode, encodeRequest, responseError } from '../protocol/codec.js';
-import { PROTOCOL_VERSION, type Proc } from '../protocol/procs.js';
+import { decodeResponse, encodeRequest, responseError } from '../protocol/codec.js';
+import type { Proc } from '../protocol/procs.js';
 import type { Channel } from './channel.js';
 import { TcpChannel, parseAddress } from './tcp.js';
-import { decodeHello, type HelloReply } from './hello.js';
+import { handshake, isHelloReply } from './hello.js';
 
 export interface ClientOptions {
   /** How long a call waits for its reply (then EIO). */
@@ -126,27 +126,6 @@ export class VrpcClient {
   }
 }
 
-function isHelloReply(m: Uint8Array): boolean {
-  try { decodeHello(m); return true; } catch { return false; }
-}
-
-/** Say hello on a fresh channel and wait for the host's answer. */
-export function handshake(ch: Channel, vm: string, token: string, timeoutMs = 10_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { ch.close(); reject(new PrismError('EIO', 'host did not answer the handshake')); }, timeoutMs);
-    ch.onClose((err) => { clearTimeout(timer); reject(err ?? new PrismError('EIO', 'host closed the connection during the handshake')); });
-    ch.onMessage((m) => {
-      let reply: HelloReply;
-      // Not a handshake reply: a late reply to a previous client of the same region; skip it.
-      try { reply = decodeHello(m); } catch { return; }
-      clearTimeout(timer);
-      if (reply.ok) resolve();
-      else { reject(reply.error); ch.close(); }
-    });
-    ch.send(encode(['prism-vrpc', PROTOCOL_VERSION, vm, token]));
-  });
-}
-
 /** TCP ("HOST:PORT") or a Unix socket ("unix:/path"). */
 export async function connectTcp(address: string, vm: string, token: string, opts: ClientOptions = {}): Promise<VrpcClient> {
   const where = parseAddress(address);
@@ -165,4 +144,9 @@ export function detach(v: unknown): unknown {
   if (v instanceof Uint8Array) return Buffer.from(v);
   if (Array.isArray(v)) return v.map(detach);
   return v;
+}
+
+/** A Buffer over the same bytes (cbor-x then decodes byte strings as Buffers, as over TCP). */
+export function asBuffer(m: Uint8Array): Buffer {
+  return Buffer.from(m.buffer, m.byteOffset, m.byteLength);
 }

@@ -3,7 +3,7 @@
 // CREATE with the caller's uid/gid and the umask applied, SETATTR for truncate/chmod/chown/utimens,
 // OPEN/CLOSE pins around open files). What only the kernel does (permission checks, following
 // symlinks, O_APPEND offsets) is not imitated here: checks that need it say so and run on mounts.
-import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG } from '../../src/store/layout.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG } from '../../src/posix/mode.js';
 import type { Volume } from '../../src/store/volume.js';
 import { errnoError, UMASK, type DirEntry, type FileType, type OpenFlags, type PathArg, type PosixFs, type Stat, type Time } from './posix-fs.js';
 

@@ -19,7 +19,8 @@ import { argFields } from '../../src/protocol/validate.js';
 import { map, unmap } from '../../src/native/memory.js';
 import { Region, RingCorrupt, type RingConsumer, type RingProducer } from '../../src/ring/index.js';
 import type { VrpcClient } from '../../src/vrpc/client.js';
-import { connectShm, shmPath } from '../../src/vrpc/shm.js';
+import { shmPath } from '../../src/vrpc/shm-region.js';
+import { connectShm } from '../../src/vrpc/shm-channel.js';
 import { prism, startHost, type RunningHost } from './host.js';
 
 const hostileJs = fileURLToPath(new URL('./hostile-guest.js', import.meta.url));

@@ -8,7 +8,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Proc } from '../../src/protocol/procs.js';
 import { nativeAvailable } from '../../src/native/ivshmem.js';
-import { connectShm, shmPath } from '../../src/vrpc/shm.js';
+import { shmPath } from '../../src/vrpc/shm-region.js';
+import { connectShm } from '../../src/vrpc/shm-channel.js';
 import { prism, startHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 

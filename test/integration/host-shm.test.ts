@@ -12,7 +12,9 @@ import { nativeAvailable } from '../../src/native/ivshmem.js';
 import { map, unmap } from '../../src/native/memory.js';
 import { LIVE_UP, Region } from '../../src/ring/index.js';
 import { connectTcp } from '../../src/vrpc/client.js';
-import { connectShm, shmPath, SyncShmClient } from '../../src/vrpc/shm.js';
+import { shmPath } from '../../src/vrpc/shm-region.js';
+import { connectShm } from '../../src/vrpc/shm-channel.js';
+import { SyncShmClient } from '../../src/vrpc/shm-sync-client.js';
 import { prism, startHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 

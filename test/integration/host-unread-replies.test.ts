@@ -12,7 +12,8 @@ import { nativeAvailable } from '../../src/native/ivshmem.js';
 import { map, unmap } from '../../src/native/memory.js';
 import { Region } from '../../src/ring/index.js';
 import { connectTcp, type VrpcClient } from '../../src/vrpc/client.js';
-import { connectShm, shmPath } from '../../src/vrpc/shm.js';
+import { shmPath } from '../../src/vrpc/shm-region.js';
+import { connectShm } from '../../src/vrpc/shm-channel.js';
 import { prism, rssMiB, startHost, type RunningHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { barHolding, ivshmemBars } from '../../src/guest-agent/pci.js';
 import { openMetaTable } from '../../src/metadata-share/file.js';
 import { nativeAvailable } from '../../src/native/ivshmem.js';
-import { openRegion } from '../../src/vrpc/shm.js';
+import { openRegion } from '../../src/vrpc/shm-region.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 function device(root: string, slot: string, vendor: string, dev: string, bar?: string): void {

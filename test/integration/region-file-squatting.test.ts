@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Proc } from '../../src/protocol/procs.js';
 import { nativeAvailable } from '../../src/native/ivshmem.js';
-import { connectShm, shmPath } from '../../src/vrpc/shm.js';
+import { shmPath } from '../../src/vrpc/shm-region.js';
+import { connectShm } from '../../src/vrpc/shm-channel.js';
 import { prism, prismBin, startHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 

@@ -15,7 +15,8 @@ import { fileURLToPath } from 'node:url';
 import { Proc } from '../../src/protocol/procs.js';
 import { nativeAvailable } from '../../src/native/ivshmem.js';
 import { connectTcp, type VrpcClient } from '../../src/vrpc/client.js';
-import { connectShm, shmPath } from '../../src/vrpc/shm.js';
+import { shmPath } from '../../src/vrpc/shm-region.js';
+import { connectShm } from '../../src/vrpc/shm-channel.js';
 import { prism, rssMiB, startHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
 

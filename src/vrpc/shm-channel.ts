@@ -1,0 +1,277 @@
+// VRPC over shared memory: one queue pair of a region (src/ring) as a Channel, and connectShm, which
+// attaches a VrpcClient over it. The event loop is never blocked: after each burst the channel yields
+// (setImmediate) briefly for more, then sleeps in a doorbell thread (doorbell.ts), or without one polls
+// on timers with backoff (a futex cannot be awaited). A thread that may block uses shm-sync-client.ts.
+import { PrismError } from '../errors.js';
+import { log } from '../log.js';
+import { MAX_MESSAGE } from '../protocol/procs.js';
+import { LIVE_UP, RingCorrupt, WaitStrategy, waitReadableAsync, type Region, type RingConsumer, type RingProducer, type Side } from '../ring/index.js';
+import { ChannelEvents, type Channel } from './channel.js';
+import { VrpcClient, asBuffer, type ClientOptions } from './client.js';
+import { Doorbell } from './doorbell.js';
+import { handshake } from './hello.js';
+import { openServedRegion } from './shm-region.js';
+
+/**
+ * What a queued reply costs the host besides its bytes (the array and its entry), counted against the
+ * VM's budget: a flood of tiny replies must not hold much more than the budget says.
+ */
+const QUEUED_OVERHEAD = 128;
+
+/** How long (ms) a guest with calls in flight polls for their replies before it sleeps in the doorbell. */
+const EXPECT_POLL_MS = 0.5;
+
+export interface ShmChannelOptions {
+  /** Whether to wake a peer that sleeps on a futex (costs one syscall per message while it sleeps). */
+  wakePeer?: boolean;
+  /** How long to spin for more messages after a burst before polling on timers. */
+  spinUs?: number;
+  /** Longest pause between polls when idle (ms). */
+  idlePollMs?: number;
+  /** The region's file: when given, an idle channel sleeps in a doorbell thread instead of polling. */
+  file?: string;
+  /** The file's inode: the doorbell thread maps `file` only if it is still this file. */
+  fileIno?: number;
+}
+
+export class ShmChannel extends ChannelEvents implements Channel {
+  private readonly tx: RingProducer;
+  private readonly rx: RingConsumer;
+  private readonly wait: WaitStrategy;
+  private outbox: Uint8Array[] = [];
+  /** Bytes in the outbox (replies the peer has had no room for yet). */
+  private outboxBytes = 0;
+  /** While paused: wakes the pump when resumed or closed. */
+  private unpause: (() => void) | null = null;
+
+  /** Dropped (back to polling on timers) if its thread fails, e.g. the file was removed meanwhile. */
+  private doorbell?: Doorbell;
+
+  private readonly generation: number;
+  /** When the last message arrived (performance.now()). */
+  private quietSince = 0;
+  /** Host side: each request is copied here (reused) before it is decoded. */
+  private readonly scratch: Buffer | null;
+  override readonly transient: boolean;
+
+  constructor(readonly region: Region, private readonly side: Side, opts: ShmChannelOptions = {}) {
+    super();
+    if (opts.file) {
+      this.doorbell = new Doorbell(opts.file, opts.fileIno, region, side, (err) => {
+        log.warn({ file: opts.file, err: err.message }, 'doorbell thread failed: polling this region on timers');
+        this.doorbell = undefined;
+      });
+    }
+    const e = region.endpoints(side, 0, opts.wakePeer === false ? { wake: false } : {});
+    this.tx = e.tx;
+    this.rx = e.rx;
+    this.generation = region.generation;
+    this.scratch = side === 'host' ? Buffer.allocUnsafe(MAX_MESSAGE) : null;
+    this.transient = side === 'guest';
+    // A guest attaching after another client: what is left in the response ring is not for it.
+    if (side === 'guest') while (this.rx.read());
+    // The event loop cannot sleep on a futex: yield (setImmediate) for half a ms, then sleep in the
+    // doorbell thread, or without one poll on timers backing off to idlePollMs. No synchronous spin:
+    // it would hold up everything else on the loop (FUSE requests, other replies).
+    this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 0, maxPollMs: opts.idlePollMs ?? 8, yieldMs: 0.5 });
+    // pump() catches everything itself; this is the last line, so that nothing a peer writes can
+    // ever surface as an unhandled rejection (which ends the process).
+    void this.pump().catch((e: unknown) => {
+      log.error({ err: (e as Error).message }, 'shared-memory channel failed');
+      this.finish(new PrismError('EIO', (e as Error).message));
+    });
+  }
+
+  /** Whether the host reinitialized the region (restart or reset) since these rings were made. */
+  private regionChanged(): boolean {
+    return this.side === 'guest' && this.region.generation !== this.generation;
+  }
+
+  private async pump(): Promise<void> {
+    // Not a single ring word is read before the constructor has returned and the owner has had a
+    // chance to listen (onClose): rings a guest broke already would otherwise close unseen.
+    await Promise.resolve();
+    while (!this.closed) {
+      try {
+        // Checked before any ring word is trusted: after a reset the old counters mean nothing.
+        if (this.regionChanged()) throw new RingCorrupt('the host restarted or reset the region');
+        if (this.paused) {
+          // Back-pressure: the peer's requests stay in its ring; only the outbox moves. Moving it may
+          // resume the channel (the budget hears of the drain): then read again at once, not wait.
+          this.flush();
+          if (this.paused && !this.closed) await this.pausedWait();
+          continue;
+        }
+        let n = 0;
+        // Closed or paused during a yield below: not one more request from this ring.
+        for (let m = this.rx.peek(); m && !this.paused && !this.closed; m = this.rx.peek()) {
+          if (this.scratch) {
+            // The host copies before it looks: the guest could change the bytes under it.
+            const copy = this.scratch.subarray(0, m.byteLength);
+            copy.set(m);
+            this.rx.release();
+            this.msgCb(copy);
+          } else {
+            // The guest trusts the host: replies are used in place (transient), then released.
+            try { this.msgCb(asBuffer(m)); } finally { if (!this.closed) this.rx.release(); }
+          }
+          if (this.closed) return;
+          if (++n % 64 === 0) await new Promise<void>((r) => setImmediate(r)); // let other work in
+        }
+        if (this.closed) return;
+        this.flush();
+        if (n > 0) this.quietSince = performance.now();
+        const quiet = performance.now() - this.quietSince;
+        if (this.expecting()) {
+          // Replies are due (calls in flight): look on every turn of the event loop for a while;
+          // a slow reply then waits in the doorbell, so that polling never starves other work.
+          if (quiet < EXPECT_POLL_MS || !this.doorbell) await new Promise<void>((r) => setImmediate(r));
+          else await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
+          continue;
+        }
+        if (this.outbox.length) {
+          // Replies wait for room: poll on timers (backing off) for a request or for room, never
+          // spin; a peer that keeps its ring full costs a timer now and then.
+          await this.wait.waitAsync(() => this.rx.hasRecord() || this.canFlush(), this.rx.headWord, this.rx.consumerFlag, 1000);
+          continue;
+        }
+        // With a doorbell, yield for a few ms (more work usually follows) and then sleep in it;
+        // without one, poll on timers.
+        // Idle: look at the peer's counter of our send ring too, so that rings a guest broke while
+        // nothing was being sent are reset now, not when the next client stumbles on them.
+        if (this.side === 'host') this.tx.freeBytes();
+        if (await waitReadableAsync(this.rx, this.wait, this.doorbell ? this.wait.yieldMs : 1000)) continue;
+        if (this.doorbell && !this.outbox.length && !this.paused) await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
+      } catch (e) {
+        this.finish(e instanceof RingCorrupt ? new PrismError('EIO', e.message) : (e as Error));
+        return;
+      }
+    }
+  }
+
+  /**
+   * Reserve in the send ring; a ring the peer broke (or a region reset under a guest) closes the
+   * channel instead of throwing, since send() runs in reply callbacks that nothing awaits.
+   */
+  private reserve(len: number): Uint8Array | null {
+    try {
+      if (this.regionChanged()) throw new RingCorrupt('the host restarted or reset the region');
+      return this.tx.reserve(len);
+    } catch (e) {
+      if (!(e instanceof RingCorrupt)) throw e;
+      this.finish(new PrismError('EIO', e.message));
+      return null;
+    }
+  }
+
+  private flush(): void {
+    const before = this.outboxBytes;
+    while (this.outbox.length) {
+      const m = this.outbox[0];
+      const view = this.reserve(m.byteLength);
+      if (!view) break;
+      view.set(m);
+      this.tx.commit();
+      this.outbox.shift();
+      this.outboxBytes -= m.byteLength + QUEUED_OVERHEAD;
+    }
+    if (this.outboxBytes < before) this.drained();
+  }
+
+  private canFlush(): boolean {
+    return this.outbox.length > 0 && this.tx.canReserve(this.outbox[0].byteLength);
+  }
+
+  /** Until resumed or closed; while replies wait for room, also wake to move them (timer backoff). */
+  private pausedWait(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = () => { if (timer) clearTimeout(timer); this.unpause = null; resolve(); };
+      this.unpause = done;
+      if (this.outbox.length) {
+        this.pausePollMs = Math.min(this.pausePollMs * 2, 16);
+        timer = setTimeout(done, this.pausePollMs);
+      } else {
+        this.pausePollMs = 0.5;
+      }
+    });
+  }
+  private pausePollMs = 0.5;
+
+  pause(): void { this.paused = true; }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.pausePollMs = 0.5;
+    this.unpause?.();
+  }
+
+  get queuedBytes(): number { return this.outboxBytes; }
+
+  private enqueue(msg: Uint8Array): void {
+    this.outbox.push(msg);
+    this.outboxBytes += msg.byteLength + QUEUED_OVERHEAD;
+  }
+
+  /** Whether replies are awaited (set by the client): then the channel never sleeps. */
+  expecting: () => boolean = () => false;
+
+  send(msg: Uint8Array): boolean {
+    if (this.closed) return false;
+    if (this.side === 'guest') this.doorbell?.interrupt();
+    if (msg.byteLength > MAX_MESSAGE) throw new PrismError('E2BIG', 'message too large');
+    if (this.outbox.length === 0) {
+      const view = this.reserve(msg.byteLength);
+      if (view) { view.set(msg); this.tx.commit(); return true; }
+      if (this.closed) return false;
+    }
+    this.enqueue(Uint8Array.from(msg)); // ring full: keep it until the peer drains
+    return true;
+  }
+
+  sendParts(parts: Uint8Array[]): boolean {
+    if (this.closed) return false;
+    if (this.side === 'guest') this.doorbell?.interrupt();
+    const len = parts.reduce((n, p) => n + p.byteLength, 0);
+    if (len > MAX_MESSAGE) throw new PrismError('E2BIG', 'message too large');
+    const view = this.outbox.length === 0 ? this.reserve(len) : null;
+    if (this.closed) return false;
+    if (!view) { this.enqueue(Buffer.concat(parts, len)); return true; } // one copy, kept until the peer drains
+    let at = 0;
+    for (const p of parts) { view.set(p, at); at += p.byteLength; }
+    this.tx.commit();
+    return true;
+  }
+
+
+  protected override finish(err?: Error): void {
+    this.doorbell?.stop();
+    super.finish(err);
+    this.unpause?.();
+  }
+
+  close(): void { this.finish(); }
+}
+
+/** Connect to a VM's region: the client (guest agent) side. */
+export async function connectShm(path: string, vm: string, opts: ClientOptions & ShmChannelOptions = {}): Promise<VrpcClient> {
+  const r = openServedRegion(path);
+  let ch: ShmChannel;
+  try {
+    ch = new ShmChannel(r.region, 'guest', opts);
+  } catch (e) {
+    // The rings are broken (by an earlier client of this VM): the host resets them when it notices.
+    r.close();
+    throw e instanceof RingCorrupt ? new PrismError('EIO', e.message) : e;
+  }
+  ch.onClose(() => r.close());
+  try {
+    await handshake(ch, vm, '', opts.handshakeMs);
+  } catch (e) {
+    ch.close();
+    throw e;
+  }
+  r.region.setLiveness('guest', LIVE_UP, process.pid);
+  return new VrpcClient(ch, opts);
+}

@@ -1,0 +1,199 @@
+// A blocking VRPC client over a region, for one thread that waits for each reply: the lowest latency
+// (no event-loop turns), used by the benchmark and by the agent's I/O thread.
+import { PrismError } from '../errors.js';
+import { decodeResponse, encodeRequest, responseError, type Response } from '../protocol/codec.js';
+import type { Proc } from '../protocol/procs.js';
+import { isDeviceMemory } from '../native/memory.js';
+import {
+  LIVE_UP, RingCorrupt, WaitStrategy, peekBlocking, readBlocking, writeBlocking, type RingConsumer, type RingProducer,
+} from '../ring/index.js';
+import { CallIds, HostGone, asBuffer, detach } from './client.js';
+import { HelloExchange } from './hello.js';
+import { openServedRegion, type OpenRegion } from './shm-region.js';
+
+/**
+ * A blocking client over a region, for one thread that waits for each reply: spin, then sleep on a
+ * futex ('futex') or poll with backoff ('poll'). Used by the benchmark and by the agent's I/O thread.
+ * A host restart (the region's generation changes) or a host that stops fails calls with HostGone.
+ */
+export class SyncShmClient {
+  private readonly ids = new CallIds();
+  private readonly tx: RingProducer;
+  private readonly rx: RingConsumer;
+  private readonly wait: WaitStrategy;
+  private readonly mapping: OpenRegion;
+  private readonly generation: number;
+  /** The region is device memory (a PCI BAR): results are copied out before `take` sees them. */
+  private readonly device: boolean;
+
+  constructor(path: string, vm: string, mode: 'futex' | 'poll' = 'futex', private readonly timeoutMs = 30_000, handshakeMs = 10_000) {
+    this.mapping = openServedRegion(path);
+    this.device = isDeviceMemory(path);
+    const region = this.mapping.region;
+    try {
+      this.generation = region.generation;
+      const e = region.endpoints('guest', 0);
+      this.tx = e.tx;
+      this.rx = e.rx;
+      while (this.rx.read()); // what a previous client left unread is not ours
+      this.wait = new WaitStrategy({ mode, spinUs: 50, maxPollMs: 1 });
+      const hello = new HelloExchange(vm, '');
+      if (!writeBlocking(this.tx, hello.request, this.wait, handshakeMs)) throw new PrismError('EIO', 'host is not draining the ring');
+      const deadline = Date.now() + handshakeMs;
+      for (;;) {
+        const reply = readBlocking(this.rx, this.wait, Math.max(0, deadline - Date.now()));
+        if (!reply) throw new PrismError('EIO', 'host did not answer the handshake');
+        if (hello.receive(reply)) break; // else a late reply to a previous client
+      }
+      region.setLiveness('guest', LIVE_UP, process.pid); // names us if a second agent tries this region
+    } catch (e) {
+      this.mapping.close();
+      throw e instanceof RingCorrupt ? new PrismError('EIO', `${path}: ${e.message}`) : e;
+    }
+  }
+
+  /**
+   * Call and wait; `take` sees the results in place (views of the ring; copies when the ring is
+   * device memory, whose pages the kernel cannot take for a write), else they are copied.
+   */
+  call(proc: Proc, args?: unknown[]): unknown[];
+  call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): T;
+  call(proc: Proc, args: unknown[] = [], take?: (r: unknown[]) => unknown): unknown {
+    return this.guarded(() => this.callNow(proc, args, take));
+  }
+
+  /**
+   * Run ring operations only on rings of the current generation, and take broken rings as the host
+   * gone: a host that restarted (cleanly or killed) zeroed the counters under our idle client, and
+   * a stale counter read as "ring corrupt" must lead to a reconnect, never to EIO for good.
+   */
+  private guarded<T>(op: () => T): T {
+    if (this.mapping.region.generation !== this.generation) throw new HostGone('the host restarted or reset the region');
+    try {
+      return op();
+    } catch (e) {
+      if (e instanceof RingCorrupt) throw new HostGone(`the rings changed under this client (${e.message}): the host restarted or reset them`);
+      throw e;
+    }
+  }
+
+  private callNow(proc: Proc, args: unknown[], take?: (r: unknown[]) => unknown): unknown {
+    const id = this.send(proc, args);
+    const deadline = Date.now() + this.timeoutMs;
+    for (;;) {
+      const m = peekBlocking(this.rx, this.wait, SLICE_MS);
+      if (!m) { this.check(deadline); continue; }
+      let r;
+      try {
+        r = decodeReply(m);
+        if (r.id === id && r.errno === 0) { // before release: views of the ring are valid until then
+          if (!take) return detach(r.result);
+          return take((this.device ? detach(r.result) : r.result) as unknown[]);
+        }
+        r = this.owned(r);
+      } finally {
+        this.rx.release();
+      }
+      if (r.id === id) throw responseError(r);
+      this.settlePosted(r); // a posted call's reply; or one to an earlier, abandoned call
+    }
+  }
+
+  private send(proc: Proc, args: unknown[]): number {
+    const id = this.ids.next();
+    const deadline = Date.now() + this.timeoutMs;
+    const msg = encodeRequest({ id, proc, args });
+    while (!writeBlocking(this.tx, msg, this.wait, SLICE_MS)) this.check(deadline);
+    return id;
+  }
+
+  /** Calls sent without waiting (post), by id: told their outcome when their reply is read. */
+  private readonly posted = new Map<number, (err: Error | null, result?: unknown[]) => void>();
+
+  /**
+   * Send a call and return at once; `done` is told the outcome (and the results, copied out of the
+   * ring) when its reply is read, by a later call, post or settle().
+   */
+  post(proc: Proc, args: unknown[], done: (err: Error | null, result?: unknown[]) => void): void {
+    this.guarded(() => {
+      this.collect();
+      this.posted.set(this.send(proc, args), done);
+    });
+  }
+
+  /** Wait for the replies of every posted call. */
+  settle(): void {
+    this.guarded(() => this.settleNow());
+  }
+
+  private settleNow(): void {
+    const deadline = Date.now() + this.timeoutMs;
+    while (this.posted.size > 0) {
+      const m = peekBlocking(this.rx, this.wait, SLICE_MS);
+      if (!m) { this.check(deadline); continue; }
+      this.settleRecord(m);
+    }
+  }
+
+  /** Read the replies already there (no waiting). */
+  private collect(): void {
+    for (let m = this.rx.peek(); m && this.posted.size > 0; m = this.rx.peek()) this.settleRecord(m);
+  }
+
+  private settleRecord(m: Uint8Array): void {
+    let r;
+    try {
+      r = this.owned(decodeReply(m));
+    } finally {
+      this.rx.release();
+    }
+    this.settlePosted(r);
+  }
+
+  /** A posted call's reply with its results copied out of the ring (valid after release). */
+  private owned(r: Response): Response {
+    return r.errno === 0 && this.posted.has(r.id) ? { ...r, result: detach(r.result) as unknown[] } : r;
+  }
+
+  private settlePosted(r: Response): void {
+    const done = this.posted.get(r.id);
+    if (!done) return;
+    this.posted.delete(r.id);
+    if (r.errno === 0) done(null, r.result as unknown[]);
+    else done(responseError(r));
+  }
+
+  private beat = -1;
+  private beatSeen = 0;
+
+  /**
+   * Between waits: fail if the host restarted, stopped, or stopped beating (killed: its heartbeat
+   * moves every second while it lives), or the call is overdue.
+   */
+  private check(deadline: number): void {
+    const region = this.mapping.region;
+    if (region.generation !== this.generation) throw new HostGone('the host restarted or reset the region');
+    const live = region.liveness('host');
+    if (live.state !== LIVE_UP) throw new HostGone('the host stopped');
+    const now = Date.now();
+    if (live.heartbeat !== this.beat) { this.beat = live.heartbeat; this.beatSeen = now; }
+    else if (now - this.beatSeen > SILENT_HOST_MS) throw new HostGone(`the host has not beaten for ${SILENT_HOST_MS} ms`);
+    if (now >= deadline) throw new PrismError('EIO', `no reply from the host in ${this.timeoutMs} ms`);
+  }
+
+  close(): void { this.mapping.close(); }
+}
+
+/** How long one blocking wait lasts before the host's state is checked again (ms). */
+const SLICE_MS = 100;
+/** A host whose heartbeat (bumped every second) has not moved for this long is taken as gone. */
+const SILENT_HOST_MS = 3000;
+
+/** A reply read from the ring; one that does not decode means the connection is unusable. */
+function decodeReply(m: Uint8Array): Response {
+  try {
+    return decodeResponse(asBuffer(m));
+  } catch (e) {
+    throw new HostGone(`the host sent a malformed reply: ${(e as Error).message}`);
+  }
+}
