@@ -161,13 +161,13 @@ export class MetaTable {
 
   // ---- writer (host) -------------------------------------------------------------------------
 
-  /** An inode's attributes, and whether it has extended attributes (undefined: not said). */
-  putAttr(volume: number, ino: number, attr: WireAttr | readonly number[], xattrs?: boolean): void {
+  /** An inode's attributes (a WireAttr: its fields in wire order), and whether it has extended attributes (undefined: not said). */
+  putAttr(volume: number, ino: number, attr: readonly number[], xattrs?: boolean): void {
     this.put(KIND_ATTR, volume, ino, EMPTY, attr, EMPTY, xattrs === undefined ? XATTRS_UNKNOWN : xattrs ? XATTRS_SOME : XATTRS_NONE);
   }
 
   /** Replace the attributes of an inode only if the table holds them (another VM's change). */
-  refreshAttr(volume: number, ino: number, attr: WireAttr | readonly number[] | null, xattrs?: boolean): void {
+  refreshAttr(volume: number, ino: number, attr: readonly number[] | null, xattrs?: boolean): void {
     if (this.find(KIND_ATTR, volume, ino, EMPTY, hashOf(volume, ino, EMPTY)) < 0) return;
     if (attr) this.putAttr(volume, ino, attr, xattrs);
     else this.removeAttr(volume, ino);
