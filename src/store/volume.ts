@@ -25,13 +25,14 @@ export class Volume extends VolumeNamespace {
     let rec = this.inode(ino);
     const t = now();
     const change: Partial<InodeRec> = {};
-    if (s.size !== undefined && s.size !== rec.size) {
+    if (s.size !== undefined) {
+      // The type first: a directory's stored size is 0, and truncating it to 0 is still EISDIR.
       if (isDir(rec.mode)) throw new PrismError('EISDIR', 'cannot set the size of a directory');
       if (!isReg(rec.mode)) throw new PrismError('EINVAL', 'size applies only to regular files');
-      this.truncate(ino, s.size);
-      rec = this.inode(ino);
-      change.mtime = t;
-    } else if (s.size !== undefined) {
+      if (s.size !== rec.size) {
+        this.truncate(ino, s.size);
+        rec = this.inode(ino);
+      }
       change.mtime = t;
     }
     if (s.mode !== undefined) change.mode = (rec.mode & S_IFMT) | (s.mode & 0o7777);

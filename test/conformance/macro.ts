@@ -69,9 +69,7 @@ export function registerChecks(backend: Backend, skipReason?: string): void {
     if (check.kernel && !backend.kernel) continue;
     const why = base ?? (!root && (check.privileged || check.as === 'nobody') ? 'running as another user and chown need root' : undefined);
     if (why) skipped++;
-    const known = check.storeBug && !backend.kernel;
-    if (known) console.error(`${backend.name} conformance: expected to fail until fixed: ${check.title}: ${check.storeBug}`);
-    (why ? test.skip : known ? test.failing : test)(conforms, backend, check);
+    (why ? test.skip : test)(conforms, backend, check);
   }
   if (skipped) console.error(`${backend.name} conformance: ${skipped} checks skipped: ${base ?? 'running as another user and chown need root'}`);
 }

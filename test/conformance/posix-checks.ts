@@ -24,8 +24,6 @@ export interface PosixCheck {
   kernel?: string;
   /** Needs root on the local file system (chown to other users, running as nobody). */
   privileged?: boolean;
-  /** A known bug of the store, reported and not fixed yet: on Volume the check is expected to fail until it is. */
-  storeBug?: string;
 }
 
 const NOBODY = 65534;
@@ -194,7 +192,6 @@ export const checks: PosixCheck[] = [
   },
   {
     title: 'truncate of a directory to size 0',
-    storeBug: 'Volume.setattr compares the size with the stored one before it checks the type: a directory truncated to 0 succeeds',
     run: (fs) => fs.truncate('', 0),
     expect: 'EISDIR',
   },

@@ -153,7 +153,16 @@ soakTest(`soak: 7 VMs keep their p99 within max(2x, +${FLOOR_MS} ms) while an 8t
   running = false;
   await Promise.all(workers);
   clearInterval(rssTimer);
-  const hs = await new Promise<Record<string, number>>((resolve) => { hostile.once('message', (m) => resolve((m as { stats: Record<string, number> }).stats)); hostile.send('stats'); });
+  // The hostile VM also reports its mode changes: wait for the message that carries the stats.
+  const hs = await new Promise<Record<string, number>>((resolve) => {
+    const take = (m: unknown) => {
+      if (typeof m !== 'object' || !m || !('stats' in m)) return;
+      hostile.off('message', take);
+      resolve((m as { stats: Record<string, number> }).stats);
+    };
+    hostile.on('message', take);
+    hostile.send('stats');
+  });
   // vm8 holds its whole budget (its response ring full, nobody reading it), so it is paused, on every
   // channel; once it takes its replies it is served again.
   hostile.send('drain');
