@@ -14,7 +14,7 @@ import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
 import { log } from '../log.js';
 import { AgentCounters } from './counters.js';
 import { encodeIncEpoch, encodeInvalEntry, encodeInvalInode } from './fuse/protocol.js';
-import { nodeIdOf, type KernelCacheKeys } from './vrpc-fs.js';
+import { nodeIdOf, type KernelCacheKeys } from './node-table.js';
 
 export interface NotifierData {
   metaFile: string;

@@ -2,12 +2,11 @@
 // host acknowledged (WRITE with stable 0, a truncation, a FALLOCATE) is kept, with the host's write
 // verifier from the reply, until a COMMIT answered with that same verifier covers it. A COMMIT with
 // another verifier means the host restarted and may have lost them: the file's kept changes are sent
-// again, in their order, and committed again (vrpc-fs.ts does the sending; docs/durability.md).
+// again, in their order, and committed again (write-behind.ts does the sending; docs/durability.md).
 import { PrismError } from '../errors.js';
 import type { Proc } from '../protocol/procs.js';
+import type { Attr } from '../posix/types.js';
 
-/** The verifier's length on the wire (NFSv3's writeverf3). */
-export const VERIFIER_BYTES = 8;
 /**
  * What a kept change costs beyond its data (the entry, its arguments): counted against the bound, so
  * that many small changes (a truncation or FALLOCATE holds no data) cannot pile up without limit.
@@ -49,16 +48,10 @@ export interface FileLog {
   born?: string;
 }
 
-/** A file's birth time from a wire attribute (btime, seconds and nanoseconds). */
-export function bornOf(attr: unknown): string | undefined {
-  const w = attr as number[] | undefined;
-  return Array.isArray(w) && w.length >= 16 ? `${w[14]}.${w[15]}` : undefined;
-}
-
-/** A verifier from a reply; a host that sends none cannot promise anything. */
-export function verifierOf(x: unknown): Buffer {
-  if (!(x instanceof Uint8Array) || x.length !== VERIFIER_BYTES) throw new PrismError('EIO', 'the host sent no write verifier');
-  return Buffer.from(x);
+/** A file's birth time, from its attributes (undefined when the host did not say). */
+export function bornOf(a: Attr): string | undefined {
+  const [s, ns] = a.btime;
+  return typeof s === 'number' && typeof ns === 'number' ? `${s}.${ns}` : undefined;
 }
 
 export class UnstableData {

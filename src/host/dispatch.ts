@@ -2,10 +2,11 @@
 // names goes through a handle that must verify with this VM's key and name one of its volumes.
 import { PrismError } from '../errors.js';
 import { HandleKey } from '../protocol/handles.js';
-import { MAX_IO, Proc } from '../protocol/procs.js';
+import { MAX_IO, handlersByProc, type ProcHandlers } from '../protocol/procs.js';
 import { validateArgs } from '../protocol/validate.js';
-import { attrToWire, setAttrFromWire, type WireSetAttr } from '../protocol/wire.js';
+import { attrToWire, direntToWire, setAttrFromWire, setsSize, type WireAttr, type WireDirentPlus } from '../protocol/wire.js';
 import { MAX_FILE_SIZE, MAX_NAME } from '../posix/limits.js';
+import type { DirEntry } from '../posix/types.js';
 import { BLOCK_SIZE } from '../store/layout.js';
 import type { Store } from '../store/store.js';
 import type { Volume } from '../store/volume.js';
@@ -55,8 +56,8 @@ export class Dispatcher {
     throw new PrismError('ESTALE', 'handle names no volume of this VM');
   }
 
-  private target(fh: unknown): { v: Volume; ino: number } {
-    const t = this.key.open(fh as Uint8Array);
+  private target(fh: Uint8Array): { v: Volume; ino: number } {
+    const t = this.key.open(fh);
     return { v: this.volumeById(t.volumeId), ino: t.ino };
   }
 
@@ -101,167 +102,176 @@ export class Dispatcher {
   }
 
   private run(proc: number, rawArgs: unknown[]): unknown[] {
-    const a = validateArgs(proc, rawArgs);
-    const meta = this.hooks.meta;
-    const b = (i: number) => Buffer.from(a[i] as Uint8Array);
-    const n = (i: number) => a[i] as number;
-    switch (proc) {
-      case Proc.NULL: return [];
-      case Proc.ATTACH: {
-        const name = a[0] as string;
-        if (!this.vm.volumes.includes(name)) throw new PrismError('EACCES', `volume ${name} is not attached to VM ${this.vm.name}`);
-        const v = this.store.volume(name);
-        const attr = attrToWire(v.getattr(v.rootIno));
-        meta?.sawAttr(v, v.rootIno, attr);
-        return [this.fh(v, v.rootIno), attr];
-      }
-      case Proc.GETATTR: {
-        const { v, ino } = this.target(a[0]);
-        const attr = attrToWire(v.getattr(ino));
-        meta?.sawAttr(v, ino, attr);
-        return [attr];
-      }
-      case Proc.SETATTR: {
-        const { v, ino } = this.target(a[0]);
-        const s = a[1] as WireSetAttr;
-        const attr = v.setattr(ino, setAttrFromWire(s));
-        this.changed(v, s[3] === null ? { attrs: [ino] } : { data: [ino] });
-        return [attrToWire(attr)];
-      }
-      case Proc.LOOKUP: {
-        const { v, ino } = this.target(a[0]);
-        const name = b(1);
-        let attr;
-        try {
-          attr = v.lookup(ino, name);
-        } catch (e) {
-          if (e instanceof PrismError && e.code === 'ENOENT') meta?.sawEntry(v, ino, name, null);
-          throw e;
-        } finally {
-          meta?.sawDir(v, ino);
-        }
-        const fh = this.fh(v, attr.ino);
-        const wire = attrToWire(attr);
-        meta?.sawEntry(v, ino, name, { fh, ino: attr.ino });
-        meta?.sawAttr(v, attr.ino, wire);
-        return [fh, wire];
-      }
-      case Proc.ACCESS: { const { v, ino } = this.target(a[0]); v.access(ino, n(2), a[3] as number[], n(1)); return []; }
-      case Proc.READLINK: { const { v, ino } = this.target(a[0]); return [v.readlink(ino)]; }
-      case Proc.READ: {
-        const { v, ino } = this.target(a[0]);
-        // Into a reused buffer: the reply is sent (copied) before the next request runs.
-        const r = v.read(ino, n(1), n(2), this.scratch);
-        return [r.data, r.eof];
-      }
-      case Proc.WRITE: {
-        const { v, ino } = this.target(a[0]);
-        const data = a[2] as Uint8Array;
-        const attr = v.write(ino, n(1), Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-        if (n(3) > 0) this.waitFor(this.hooks.commit());
-        this.changed(v, { data: [ino] });
-        return [attrToWire(attr), data.byteLength, this.hooks.verifier];
-      }
-      case Proc.CREATE: return this.made(a[0], b(1), (v, d) => v.create(d, b(1), n(2), n(3), n(4), a[5] as boolean));
-      case Proc.MKDIR: return this.made(a[0], b(1), (v, d) => v.mkdir(d, b(1), n(2), n(3), n(4)));
-      case Proc.SYMLINK: return this.made(a[0], b(1), (v, d) => v.symlink(d, b(1), b(2), n(3), n(4)));
-      case Proc.MKNOD: return this.made(a[0], b(1), (v, d) => v.mknod(d, b(1), n(2), n(3), n(4), n(5)));
-      case Proc.REMOVE:
-      case Proc.RMDIR: {
-        const { v, ino } = this.target(a[0]);
-        const child = this.childOf(v, ino, b(1));
-        if (proc === Proc.REMOVE) v.unlink(ino, b(1));
-        else v.rmdir(ino, b(1));
-        const gone: Array<[number, Buffer]> = proc === Proc.RMDIR && child !== undefined ? [[child, DOTDOT]] : [];
-        this.changed(v, { attrs: child === undefined ? [ino] : [ino, child], entries: [[ino, b(1)], ...gone] });
-        return [];
-      }
-      case Proc.RENAME: {
-        const from = this.target(a[0]);
-        const to = this.target(a[2]);
-        if (from.v !== to.v) throw new PrismError('EXDEV', 'rename across volumes');
-        const flags = n(4);
-        const moved = [this.childOf(from.v, from.ino, b(1)), this.childOf(to.v, to.ino, b(3))].filter((x): x is number => x !== undefined);
-        from.v.rename(from.ino, b(1), to.ino, b(3), { noreplace: !!(flags & RENAME_NOREPLACE), exchange: !!(flags & RENAME_EXCHANGE) });
-        // A directory moved to another parent has a new "..".
-        const parents: Array<[number, Buffer]> = from.ino === to.ino ? [] : moved.map((m) => [m, DOTDOT]);
-        this.changed(from.v, { attrs: [from.ino, to.ino, ...moved], entries: [[from.ino, b(1)], [to.ino, b(3)], ...parents] });
-        return [];
-      }
-      case Proc.LINK: {
-        const src = this.target(a[0]);
-        const dir = this.target(a[1]);
-        if (src.v !== dir.v) throw new PrismError('EXDEV', 'link across volumes');
-        const attr = src.v.link(src.ino, dir.ino, b(2));
-        this.changed(src.v, { attrs: [src.ino, dir.ino], entries: [[dir.ino, b(2)]] });
-        return [attrToWire(attr)];
-      }
-      case Proc.READDIR:
-      case Proc.READDIRPLUS: {
-        const { v, ino } = this.target(a[0]);
-        const cookie = a[1] as Uint8Array;
-        const limit = Math.max(1, Math.min(n(2), 4096));
-        const entries = v.readdir(ino, cookie.length ? Buffer.from(cookie) : null, limit + 1);
-        const eof = entries.length <= limit;
-        const page = entries.slice(0, limit);
-        if (proc === Proc.READDIR) return [page.map((e) => [e.name, e.ino, e.type]), eof];
-        return [page.map((e) => {
-          const fh = this.fh(v, e.ino);
-          const attr = attrToWire(v.getattr(e.ino));
-          meta?.sawEntry(v, ino, e.name, { fh, ino: e.ino });
-          meta?.sawAttr(v, e.ino, attr);
-          return [e.name, fh, attr];
-        }), eof];
-      }
-      case Proc.FSSTAT: {
-        const { v } = this.target(a[0]);
-        const s = this.store.statfs(v.name);
-        return [s.bsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.namemax];
-      }
-      case Proc.FSINFO: this.target(a[0]); return [MAX_IO, MAX_IO, MAX_FILE_SIZE, BLOCK_SIZE];
-      case Proc.PATHCONF: this.target(a[0]); return [65000, MAX_NAME];
-      case Proc.COMMIT: this.target(a[0]); this.waitFor(this.hooks.commit()); return [this.hooks.verifier];
-      case Proc.GETXATTR: { const { v, ino } = this.target(a[0]); return [v.getxattr(ino, b(1))]; }
-      case Proc.SETXATTR: {
-        const { v, ino } = this.target(a[0]);
-        const how = n(3) === 1 ? 'create' : n(3) === 2 ? 'replace' : 'either';
-        v.setxattr(ino, b(1), b(2), how);
-        this.changed(v, { attrs: [ino] });
-        return [];
-      }
-      case Proc.LISTXATTR: { const { v, ino } = this.target(a[0]); return [v.listxattr(ino)]; }
-      case Proc.REMOVEXATTR: { const { v, ino } = this.target(a[0]); v.removexattr(ino, b(1)); this.changed(v, { attrs: [ino] }); return []; }
-      // Pins are this VM's: another VM's CLOSE cannot release them (docs/store-limits.md).
-      case Proc.OPEN: { const { v, ino } = this.target(a[0]); v.open(ino, this.vm.name); return []; }
-      case Proc.CLOSE: { const { v, ino } = this.target(a[0]); v.close(ino, this.vm.name); return []; }
-      case Proc.FALLOCATE: {
-        const { v, ino } = this.target(a[0]);
-        const mode = n(3);
-        if (mode & ~(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) throw new PrismError('ENOTSUP', `fallocate mode ${mode} is not supported`);
-        const attr = v.fallocate(ino, n(1), n(2), { keepSize: !!(mode & FALLOC_KEEP_SIZE), punchHole: !!(mode & FALLOC_PUNCH_HOLE), zeroRange: !!(mode & FALLOC_ZERO_RANGE) });
-        this.changed(v, { data: [ino] });
-        return [attrToWire(attr)];
-      }
-      case Proc.SEEK: {
-        const { v, ino } = this.target(a[0]);
-        if (n(2) !== SEEK_DATA && n(2) !== SEEK_HOLE) throw new PrismError('EINVAL', 'whence must be SEEK_DATA (3) or SEEK_HOLE (4)');
-        return [v.seek(ino, n(1), n(2) === SEEK_DATA ? 'data' : 'hole')];
-      }
-      case Proc.COPY_RANGE: {
-        const src = this.target(a[0]);
-        const dst = this.target(a[2]);
-        if (src.v !== dst.v) throw new PrismError('EXDEV', 'copy across volumes');
-        const r = dst.v.copyRange(src.ino, n(1), dst.ino, n(3), n(4));
-        this.changed(dst.v, { data: [dst.ino] });
-        return [r.copied, attrToWire(r.attr)];
-      }
-      default: throw new PrismError('ENOSYS', `procedure ${proc} is not supported`);
-    }
+    const args = validateArgs(proc, rawArgs);
+    const handler = this.handlers[proc];
+    if (!handler) throw new PrismError('ENOSYS', `procedure ${proc} is not supported`);
+    return handler.apply(undefined, args);
   }
 
-  private made(dirFh: unknown, name: Buffer, make: (v: Volume, dir: number) => { ino: number }): unknown[] {
+  /** What each procedure does, with its arguments by name (validated: see protocol/procs.ts for their kinds). */
+  private readonly procs: ProcHandlers = {
+    null: () => [],
+    attach: (name) => {
+      if (!this.vm.volumes.includes(name)) throw new PrismError('EACCES', `volume ${name} is not attached to VM ${this.vm.name}`);
+      const v = this.store.volume(name);
+      const attr = attrToWire(v.getattr(v.rootIno));
+      this.hooks.meta?.sawAttr(v, v.rootIno, attr);
+      return [this.fh(v, v.rootIno), attr];
+    },
+    getattr: (fh) => {
+      const { v, ino } = this.target(fh);
+      const attr = attrToWire(v.getattr(ino));
+      this.hooks.meta?.sawAttr(v, ino, attr);
+      return [attr];
+    },
+    setattr: (fh, set) => {
+      const { v, ino } = this.target(fh);
+      const attr = v.setattr(ino, setAttrFromWire(set));
+      this.changed(v, setsSize(set) ? { data: [ino] } : { attrs: [ino] });
+      return [attrToWire(attr)];
+    },
+    lookup: (dir, rawName) => {
+      const meta = this.hooks.meta;
+      const { v, ino } = this.target(dir);
+      const name = Buffer.from(rawName);
+      let attr;
+      try {
+        attr = v.lookup(ino, name);
+      } catch (e) {
+        if (e instanceof PrismError && e.code === 'ENOENT') meta?.sawEntry(v, ino, name, null);
+        throw e;
+      } finally {
+        meta?.sawDir(v, ino);
+      }
+      const fh = this.fh(v, attr.ino);
+      const wire = attrToWire(attr);
+      meta?.sawEntry(v, ino, name, { fh, ino: attr.ino });
+      meta?.sawAttr(v, attr.ino, wire);
+      return [fh, wire];
+    },
+    access: (fh, mask, uid, gids) => { const { v, ino } = this.target(fh); v.access(ino, uid, gids, mask); return []; },
+    readlink: (fh) => { const { v, ino } = this.target(fh); return [v.readlink(ino)]; },
+    read: (fh, offset, count) => {
+      const { v, ino } = this.target(fh);
+      // Into a reused buffer: the reply is sent (copied) before the next request runs.
+      const r = v.read(ino, offset, count, this.scratch);
+      return [r.data, r.eof];
+    },
+    write: (fh, offset, data, stable) => {
+      const { v, ino } = this.target(fh);
+      const attr = v.write(ino, offset, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      if (stable > 0) this.waitFor(this.hooks.commit());
+      this.changed(v, { data: [ino] });
+      return [attrToWire(attr), data.byteLength, this.hooks.verifier];
+    },
+    create: (dir, name, mode, uid, gid, exclusive) => this.made(dir, name, (v, d, n) => v.create(d, n, mode, uid, gid, exclusive)),
+    mkdir: (dir, name, mode, uid, gid) => this.made(dir, name, (v, d, n) => v.mkdir(d, n, mode, uid, gid)),
+    symlink: (dir, name, target, uid, gid) => this.made(dir, name, (v, d, n) => v.symlink(d, n, Buffer.from(target), uid, gid)),
+    mknod: (dir, name, mode, rdev, uid, gid) => this.made(dir, name, (v, d, n) => v.mknod(d, n, mode, rdev, uid, gid)),
+    remove: (dir, name) => this.removed(dir, Buffer.from(name), false),
+    rmdir: (dir, name) => this.removed(dir, Buffer.from(name), true),
+    rename: (fromDir, fromRaw, toDir, toRaw, flags) => {
+      const from = this.target(fromDir);
+      const to = this.target(toDir);
+      if (from.v !== to.v) throw new PrismError('EXDEV', 'rename across volumes');
+      const fromName = Buffer.from(fromRaw), toName = Buffer.from(toRaw);
+      const moved = [this.childOf(from.v, from.ino, fromName), this.childOf(to.v, to.ino, toName)].filter((x): x is number => x !== undefined);
+      from.v.rename(from.ino, fromName, to.ino, toName, { noreplace: !!(flags & RENAME_NOREPLACE), exchange: !!(flags & RENAME_EXCHANGE) });
+      // A directory moved to another parent has a new "..".
+      const parents: Array<[number, Buffer]> = from.ino === to.ino ? [] : moved.map((m) => [m, DOTDOT]);
+      this.changed(from.v, { attrs: [from.ino, to.ino, ...moved], entries: [[from.ino, fromName], [to.ino, toName], ...parents] });
+      return [];
+    },
+    link: (fh, dirFh, rawName) => {
+      const src = this.target(fh);
+      const dir = this.target(dirFh);
+      if (src.v !== dir.v) throw new PrismError('EXDEV', 'link across volumes');
+      const name = Buffer.from(rawName);
+      const attr = src.v.link(src.ino, dir.ino, name);
+      this.changed(src.v, { attrs: [src.ino, dir.ino], entries: [[dir.ino, name]] });
+      return [attrToWire(attr)];
+    },
+    readdir: (dir, cookie, count) => {
+      const { v, page, eof } = this.page(dir, cookie, count);
+      return [page.map(direntToWire), eof];
+    },
+    readdirplus: (dir, cookie, count) => {
+      const meta = this.hooks.meta;
+      const { v, ino, page, eof } = this.page(dir, cookie, count);
+      return [page.map((e): WireDirentPlus => {
+        const fh = this.fh(v, e.ino);
+        const attr = attrToWire(v.getattr(e.ino));
+        meta?.sawEntry(v, ino, e.name, { fh, ino: e.ino });
+        meta?.sawAttr(v, e.ino, attr);
+        return [e.name, fh, attr];
+      }), eof];
+    },
+    fsstat: (fh) => {
+      const { v } = this.target(fh);
+      const s = this.store.statfs(v.name);
+      return [s.bsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.namemax];
+    },
+    fsinfo: (fh) => { this.target(fh); return [MAX_IO, MAX_IO, MAX_FILE_SIZE, BLOCK_SIZE]; },
+    pathconf: (fh) => { this.target(fh); return [65000, MAX_NAME]; },
+    commit: (fh) => { this.target(fh); this.waitFor(this.hooks.commit()); return [this.hooks.verifier]; },
+    getxattr: (fh, name) => { const { v, ino } = this.target(fh); return [v.getxattr(ino, Buffer.from(name))]; },
+    setxattr: (fh, name, value, how) => {
+      const { v, ino } = this.target(fh);
+      v.setxattr(ino, Buffer.from(name), Buffer.from(value), how === 1 ? 'create' : how === 2 ? 'replace' : 'either');
+      this.changed(v, { attrs: [ino] });
+      return [];
+    },
+    listxattr: (fh) => { const { v, ino } = this.target(fh); return [v.listxattr(ino)]; },
+    removexattr: (fh, name) => { const { v, ino } = this.target(fh); v.removexattr(ino, Buffer.from(name)); this.changed(v, { attrs: [ino] }); return []; },
+    // Pins are this VM's: another VM's CLOSE cannot release them (docs/store-limits.md).
+    open: (fh) => { const { v, ino } = this.target(fh); v.open(ino, this.vm.name); return []; },
+    close: (fh) => { const { v, ino } = this.target(fh); v.close(ino, this.vm.name); return []; },
+    fallocate: (fh, offset, length, mode) => {
+      const { v, ino } = this.target(fh);
+      if (mode & ~(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE)) throw new PrismError('ENOTSUP', `fallocate mode ${mode} is not supported`);
+      const attr = v.fallocate(ino, offset, length, { keepSize: !!(mode & FALLOC_KEEP_SIZE), punchHole: !!(mode & FALLOC_PUNCH_HOLE), zeroRange: !!(mode & FALLOC_ZERO_RANGE) });
+      this.changed(v, { data: [ino] });
+      return [attrToWire(attr)];
+    },
+    seek: (fh, offset, whence) => {
+      const { v, ino } = this.target(fh);
+      if (whence !== SEEK_DATA && whence !== SEEK_HOLE) throw new PrismError('EINVAL', 'whence must be SEEK_DATA (3) or SEEK_HOLE (4)');
+      return [v.seek(ino, offset, whence === SEEK_DATA ? 'data' : 'hole')];
+    },
+    copyRange: (srcFh, srcOffset, dstFh, dstOffset, length) => {
+      const src = this.target(srcFh);
+      const dst = this.target(dstFh);
+      if (src.v !== dst.v) throw new PrismError('EXDEV', 'copy across volumes');
+      const r = dst.v.copyRange(src.ino, srcOffset, dst.ino, dstOffset, length);
+      this.changed(dst.v, { data: [dst.ino] });
+      return [r.copied, attrToWire(r.attr)];
+    },
+  };
+
+  private readonly handlers = handlersByProc(this.procs);
+
+  /** One page of a directory (READDIR, READDIRPLUS): at most `count` entries (1-4096) after `cookie`. */
+  private page(dir: Uint8Array, cookie: Uint8Array, count: number): { v: Volume; ino: number; page: DirEntry[]; eof: boolean } {
+    const { v, ino } = this.target(dir);
+    const limit = Math.max(1, Math.min(count, 4096));
+    const entries = v.readdir(ino, cookie.length ? Buffer.from(cookie) : null, limit + 1);
+    return { v, ino, page: entries.slice(0, limit), eof: entries.length <= limit };
+  }
+
+  private removed(dir: Uint8Array, name: Buffer, isDir: boolean): [] {
+    const { v, ino } = this.target(dir);
+    const child = this.childOf(v, ino, name);
+    if (isDir) v.rmdir(ino, name);
+    else v.unlink(ino, name);
+    const gone: Array<[number, Buffer]> = isDir && child !== undefined ? [[child, DOTDOT]] : [];
+    this.changed(v, { attrs: child === undefined ? [ino] : [ino, child], entries: [[ino, name], ...gone] });
+    return [];
+  }
+
+  private made(dirFh: Uint8Array, rawName: Uint8Array, make: (v: Volume, dir: number, name: Buffer) => { ino: number }): [Uint8Array, WireAttr] {
     const { v, ino } = this.target(dirFh);
-    const attr = make(v, ino);
+    const name = Buffer.from(rawName);
+    const attr = make(v, ino, name);
     this.changed(v, { attrs: [ino], entries: [[ino, name]] });
     return [this.fh(v, attr.ino), attrToWire(v.getattr(attr.ino))];
   }

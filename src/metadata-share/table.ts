@@ -161,13 +161,13 @@ export class MetaTable {
 
   // ---- writer (host) -------------------------------------------------------------------------
 
-  /** An inode's attributes, and whether it has extended attributes (undefined: not said). */
-  putAttr(volume: number, ino: number, attr: WireAttr, xattrs?: boolean): void {
+  /** An inode's attributes (a WireAttr: its fields in wire order), and whether it has extended attributes (undefined: not said). */
+  putAttr(volume: number, ino: number, attr: readonly number[], xattrs?: boolean): void {
     this.put(KIND_ATTR, volume, ino, EMPTY, attr, EMPTY, xattrs === undefined ? XATTRS_UNKNOWN : xattrs ? XATTRS_SOME : XATTRS_NONE);
   }
 
   /** Replace the attributes of an inode only if the table holds them (another VM's change). */
-  refreshAttr(volume: number, ino: number, attr: WireAttr | null, xattrs?: boolean): void {
+  refreshAttr(volume: number, ino: number, attr: readonly number[] | null, xattrs?: boolean): void {
     if (this.find(KIND_ATTR, volume, ino, EMPTY, hashOf(volume, ino, EMPTY)) < 0) return;
     if (attr) this.putAttr(volume, ino, attr, xattrs);
     else this.removeAttr(volume, ino);
@@ -303,7 +303,8 @@ export class MetaTable {
     const gen = this.usable();
     if (gen < 0) return undefined;
     const slot = this.read(KIND_ATTR, volume, ino, EMPTY);
-    return this.generation === gen ? slot?.values : undefined;
+    // A slot holds an attr's fields in wire order (ATTR_FIELDS of them).
+    return this.generation === gen ? slot?.values as WireAttr | undefined : undefined;
   }
 
   /** True when the table holds an inode and says it has no extended attributes (`ls -l` asks for some on every file). */

@@ -1,5 +1,10 @@
 // The VRPC procedures: every NFSv3 procedure (same numbers as RFC 1813) plus what a POSIX mount
-// needs beyond it. Arguments and results are positional CBOR arrays, documented in docs/protocol.md.
+// needs beyond it. Each is defined once, in PROCS: its name, its arguments and its results, each a
+// (name, kind) pair in wire order (arguments and results are positional CBOR arrays, docs/protocol.md).
+// The rest derives from it: the checks at the trust boundary (validate.ts: a kind carries its
+// limits), the types of the host's handlers (host/dispatch.ts) and the agent's stubs (stubs.ts).
+// Adding a procedure is one entry here, a handler in the dispatcher and the store method behind it.
+import type { WireAttr, WireDirent, WireDirentPlus, WireSetAttr } from './wire.js';
 
 export const PROTOCOL_VERSION = 2;
 
@@ -39,16 +44,166 @@ export const enum Proc {
   COPY_RANGE = 73, // served by sharing blocks, no data copied
 }
 
-export const PROC_NAMES: Record<number, string> = {
-  0: 'NULL', 1: 'GETATTR', 2: 'SETATTR', 3: 'LOOKUP', 4: 'ACCESS', 5: 'READLINK', 6: 'READ', 7: 'WRITE',
-  8: 'CREATE', 9: 'MKDIR', 10: 'SYMLINK', 11: 'MKNOD', 12: 'REMOVE', 13: 'RMDIR', 14: 'RENAME', 15: 'LINK',
-  16: 'READDIR', 17: 'READDIRPLUS', 18: 'FSSTAT', 19: 'FSINFO', 20: 'PATHCONF', 21: 'COMMIT',
-  64: 'ATTACH', 65: 'GETXATTR', 66: 'SETXATTR', 67: 'LISTXATTR', 68: 'REMOVEXATTR', 69: 'OPEN', 70: 'CLOSE',
-  71: 'FALLOCATE', 72: 'SEEK', 73: 'COPY_RANGE',
-};
-
 /** Largest READ/WRITE payload a peer may ask for. */
 export const MAX_IO = 1 << 20;
 /** Largest encoded message either side accepts. */
 export const MAX_MESSAGE = MAX_IO + 64 * 1024;
 export const MAX_HANDLE = 64;
+
+/**
+ * The kinds of arguments and the type each has on the wire. The limits of each kind are checked in
+ * validate.ts (a handle is 1-64 bytes, a `name` is a file name that may be made, a `count` at most
+ * MAX_IO, ...).
+ */
+export interface ArgKinds {
+  fh: Uint8Array;
+  /** A name to make or remove: not "." or "..". */
+  name: Uint8Array;
+  /** A name to look up: "." and ".." allowed. */
+  lookupName: Uint8Array;
+  xname: Uint8Array;
+  xvalue: Uint8Array;
+  target: Uint8Array;
+  data: Uint8Array;
+  cookie: Uint8Array;
+  volume: string;
+  u32: number;
+  u53: number;
+  /** A flag or enum value (0-255). */
+  small: number;
+  /** Permission bits (0-0o7777). */
+  perm: number;
+  /** A node's type and permission bits, as mknod takes them. */
+  nodeMode: number;
+  offset: number;
+  count: number;
+  bool: boolean;
+  gids: number[];
+  setattr: WireSetAttr;
+}
+export type ArgKind = keyof ArgKinds;
+
+/** The kinds of results and the type each has on the wire (the host sends them; the agent trusts them). */
+export interface ResultKinds {
+  fh: Uint8Array;
+  bytes: Uint8Array;
+  /** READ's data: the agent may take it in place (stubs.ts). */
+  data: Uint8Array;
+  /** The host instance's write verifier (8 bytes). */
+  verifier: Uint8Array;
+  attr: WireAttr;
+  uint: number;
+  bool: boolean;
+  names: Uint8Array[];
+  dirents: WireDirent[];
+  direntsPlus: WireDirentPlus[];
+}
+export type ResultKind = keyof ResultKinds;
+
+type Fields<K> = readonly (readonly [name: string, kind: K])[];
+export interface ProcDef { readonly name: string; readonly args: Fields<ArgKind>; readonly result: Fields<ResultKind> }
+
+// `dir` is a directory's handle; handles of files are `fh`.
+export const PROCS = {
+  [Proc.NULL]: { name: 'NULL', args: [], result: [] },
+  [Proc.GETATTR]: { name: 'GETATTR', args: [['fh', 'fh']], result: [['attr', 'attr']] },
+  [Proc.SETATTR]: { name: 'SETATTR', args: [['fh', 'fh'], ['set', 'setattr']], result: [['attr', 'attr']] },
+  [Proc.LOOKUP]: { name: 'LOOKUP', args: [['dir', 'fh'], ['name', 'lookupName']], result: [['fh', 'fh'], ['attr', 'attr']] },
+  [Proc.ACCESS]: { name: 'ACCESS', args: [['fh', 'fh'], ['mask', 'small'], ['uid', 'u32'], ['gids', 'gids']], result: [] },
+  [Proc.READLINK]: { name: 'READLINK', args: [['fh', 'fh']], result: [['target', 'bytes']] },
+  [Proc.READ]: { name: 'READ', args: [['fh', 'fh'], ['offset', 'offset'], ['count', 'count']], result: [['data', 'data'], ['eof', 'bool']] },
+  [Proc.WRITE]: {
+    name: 'WRITE', args: [['fh', 'fh'], ['offset', 'offset'], ['data', 'data'], ['stable', 'small']],
+    result: [['attr', 'attr'], ['count', 'uint'], ['verifier', 'verifier']],
+  },
+  [Proc.CREATE]: {
+    name: 'CREATE', args: [['dir', 'fh'], ['name', 'name'], ['mode', 'perm'], ['uid', 'u32'], ['gid', 'u32'], ['exclusive', 'bool']],
+    result: [['fh', 'fh'], ['attr', 'attr']],
+  },
+  [Proc.MKDIR]: {
+    name: 'MKDIR', args: [['dir', 'fh'], ['name', 'name'], ['mode', 'perm'], ['uid', 'u32'], ['gid', 'u32']],
+    result: [['fh', 'fh'], ['attr', 'attr']],
+  },
+  [Proc.SYMLINK]: {
+    name: 'SYMLINK', args: [['dir', 'fh'], ['name', 'name'], ['target', 'target'], ['uid', 'u32'], ['gid', 'u32']],
+    result: [['fh', 'fh'], ['attr', 'attr']],
+  },
+  [Proc.MKNOD]: {
+    name: 'MKNOD', args: [['dir', 'fh'], ['name', 'name'], ['mode', 'nodeMode'], ['rdev', 'u32'], ['uid', 'u32'], ['gid', 'u32']],
+    result: [['fh', 'fh'], ['attr', 'attr']],
+  },
+  [Proc.REMOVE]: { name: 'REMOVE', args: [['dir', 'fh'], ['name', 'name']], result: [] },
+  [Proc.RMDIR]: { name: 'RMDIR', args: [['dir', 'fh'], ['name', 'name']], result: [] },
+  [Proc.RENAME]: {
+    name: 'RENAME', args: [['fromDir', 'fh'], ['fromName', 'name'], ['toDir', 'fh'], ['toName', 'name'], ['flags', 'small']], result: [],
+  },
+  [Proc.LINK]: { name: 'LINK', args: [['fh', 'fh'], ['dir', 'fh'], ['name', 'name']], result: [['attr', 'attr']] },
+  [Proc.READDIR]: {
+    name: 'READDIR', args: [['dir', 'fh'], ['cookie', 'cookie'], ['count', 'count']], result: [['entries', 'dirents'], ['eof', 'bool']],
+  },
+  [Proc.READDIRPLUS]: {
+    name: 'READDIRPLUS', args: [['dir', 'fh'], ['cookie', 'cookie'], ['count', 'count']], result: [['entries', 'direntsPlus'], ['eof', 'bool']],
+  },
+  [Proc.FSSTAT]: {
+    name: 'FSSTAT', args: [['fh', 'fh']],
+    result: [['bsize', 'uint'], ['blocks', 'uint'], ['bfree', 'uint'], ['bavail', 'uint'], ['files', 'uint'], ['ffree', 'uint'], ['namemax', 'uint']],
+  },
+  [Proc.FSINFO]: {
+    name: 'FSINFO', args: [['fh', 'fh']], result: [['maxRead', 'uint'], ['maxWrite', 'uint'], ['maxFileSize', 'uint'], ['blockSize', 'uint']],
+  },
+  [Proc.PATHCONF]: { name: 'PATHCONF', args: [['fh', 'fh']], result: [['linkMax', 'uint'], ['nameMax', 'uint']] },
+  [Proc.COMMIT]: { name: 'COMMIT', args: [['fh', 'fh']], result: [['verifier', 'verifier']] },
+  [Proc.ATTACH]: { name: 'ATTACH', args: [['volume', 'volume']], result: [['fh', 'fh'], ['attr', 'attr']] },
+  [Proc.GETXATTR]: { name: 'GETXATTR', args: [['fh', 'fh'], ['name', 'xname']], result: [['value', 'bytes']] },
+  [Proc.SETXATTR]: { name: 'SETXATTR', args: [['fh', 'fh'], ['name', 'xname'], ['value', 'xvalue'], ['how', 'small']], result: [] },
+  [Proc.LISTXATTR]: { name: 'LISTXATTR', args: [['fh', 'fh']], result: [['names', 'names']] },
+  [Proc.REMOVEXATTR]: { name: 'REMOVEXATTR', args: [['fh', 'fh'], ['name', 'xname']], result: [] },
+  [Proc.OPEN]: { name: 'OPEN', args: [['fh', 'fh']], result: [] },
+  [Proc.CLOSE]: { name: 'CLOSE', args: [['fh', 'fh']], result: [] },
+  [Proc.FALLOCATE]: {
+    name: 'FALLOCATE', args: [['fh', 'fh'], ['offset', 'offset'], ['length', 'offset'], ['mode', 'small']], result: [['attr', 'attr']],
+  },
+  [Proc.SEEK]: { name: 'SEEK', args: [['fh', 'fh'], ['offset', 'offset'], ['whence', 'small']], result: [['offset', 'uint']] },
+  [Proc.COPY_RANGE]: {
+    name: 'COPY_RANGE', args: [['src', 'fh'], ['srcOffset', 'offset'], ['dst', 'fh'], ['dstOffset', 'offset'], ['length', 'offset']],
+    result: [['copied', 'uint'], ['attr', 'attr']],
+  },
+} as const satisfies { readonly [P in Proc]: ProcDef };
+
+type Defs = typeof PROCS;
+type WireOf<F, M> = { -readonly [I in keyof F]: F[I] extends readonly [string, infer K extends keyof M] ? M[K] : never };
+
+/** A procedure's arguments as they are on the wire (and as the host's handler takes them). */
+export type ArgsOf<P extends Proc> = WireOf<Defs[P]['args'], ArgKinds>;
+/** A procedure's results as they are on the wire (what the host's handler returns). */
+export type ResultOf<P extends Proc> = WireOf<Defs[P]['result'], ResultKinds>;
+
+/** "COPY_RANGE" -> "copyRange": the name of a procedure's handler and stub. */
+export type MethodName<S extends string> = S extends `${infer A}_${infer B}` ? `${Lowercase<A>}${Capitalize<MethodName<B>>}` : Lowercase<S>;
+export type MethodOf<P extends Proc> = MethodName<Defs[P]['name']>;
+
+export function methodName(name: string): string {
+  return name.toLowerCase().replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+/** The definition of a procedure number, or undefined (an unknown procedure). */
+export function procDef(proc: number): ProcDef | undefined {
+  return (PROCS as Partial<Record<number, ProcDef>>)[proc];
+}
+
+/** Every defined procedure number, ascending. */
+export const PROC_NUMBERS: readonly Proc[] = Object.keys(PROCS).map(Number);
+
+export const PROC_NAMES: Readonly<Record<number, string>> = Object.fromEntries(PROC_NUMBERS.map((p) => [p, PROCS[p].name]));
+
+/** What serves the procedures: one function per procedure, named as its stub, taking its arguments in order. */
+export type ProcHandlers = { readonly [P in Proc as MethodOf<P>]: (...args: ArgsOf<P>) => ResultOf<P> };
+type AnyHandler = (...args: unknown[]) => unknown[];
+
+/** Handlers by procedure number (made once: a request finds its handler by index). */
+export function handlersByProc(h: ProcHandlers): Array<AnyHandler | undefined> {
+  const byName = h as unknown as Record<string, AnyHandler>;
+  const out: Array<AnyHandler | undefined> = [];
+  for (const p of PROC_NUMBERS) out[p] = byName[methodName(PROCS[p].name)];
+  return out;
+}

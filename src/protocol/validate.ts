@@ -1,48 +1,14 @@
 // The trust boundary: every request argument is checked for type, range and length before the host
-// acts on it. Arguments the store receives are then well-formed; the store checks semantics.
+// acts on it. Arguments the store receives are then well-formed; the store checks semantics. Which
+// arguments a procedure takes comes from its definition (procs.ts); each kind's limits are here.
 import { PrismError } from '../errors.js';
 import { MAX_NAME, MAX_SYMLINK, MAX_XATTR_VALUE, MAX_FILE_SIZE } from '../posix/limits.js';
 import { S_IFMT, isNodeType } from '../posix/mode.js';
-import { MAX_HANDLE, MAX_IO, Proc } from './procs.js';
+import { MAX_HANDLE, MAX_IO, PROCS, PROC_NUMBERS, type ArgKind } from './procs.js';
 
-type Field =
-  | 'fh' | 'name' | 'lookupName' | 'u32' | 'u53' | 'offset' | 'count' | 'bool' | 'data' | 'target' | 'setattr'
-  | 'gids' | 'cookie' | 'xname' | 'xvalue' | 'volume' | 'small' | 'perm' | 'nodeMode';
-
-const ARGS: Partial<Record<Proc, Field[]>> = {
-  [Proc.NULL]: [],
-  [Proc.GETATTR]: ['fh'],
-  [Proc.SETATTR]: ['fh', 'setattr'],
-  [Proc.LOOKUP]: ['fh', 'lookupName'],
-  [Proc.ACCESS]: ['fh', 'small', 'u32', 'gids'],
-  [Proc.READLINK]: ['fh'],
-  [Proc.READ]: ['fh', 'offset', 'count'],
-  [Proc.WRITE]: ['fh', 'offset', 'data', 'small'],
-  [Proc.CREATE]: ['fh', 'name', 'perm', 'u32', 'u32', 'bool'],
-  [Proc.MKDIR]: ['fh', 'name', 'perm', 'u32', 'u32'],
-  [Proc.SYMLINK]: ['fh', 'name', 'target', 'u32', 'u32'],
-  [Proc.MKNOD]: ['fh', 'name', 'nodeMode', 'u32', 'u32', 'u32'],
-  [Proc.REMOVE]: ['fh', 'name'],
-  [Proc.RMDIR]: ['fh', 'name'],
-  [Proc.RENAME]: ['fh', 'name', 'fh', 'name', 'small'],
-  [Proc.LINK]: ['fh', 'fh', 'name'],
-  [Proc.READDIR]: ['fh', 'cookie', 'count'],
-  [Proc.READDIRPLUS]: ['fh', 'cookie', 'count'],
-  [Proc.FSSTAT]: ['fh'],
-  [Proc.FSINFO]: ['fh'],
-  [Proc.PATHCONF]: ['fh'],
-  [Proc.COMMIT]: ['fh'],
-  [Proc.ATTACH]: ['volume'],
-  [Proc.GETXATTR]: ['fh', 'xname'],
-  [Proc.SETXATTR]: ['fh', 'xname', 'xvalue', 'small'],
-  [Proc.LISTXATTR]: ['fh'],
-  [Proc.REMOVEXATTR]: ['fh', 'xname'],
-  [Proc.OPEN]: ['fh'],
-  [Proc.CLOSE]: ['fh'],
-  [Proc.FALLOCATE]: ['fh', 'offset', 'offset', 'small'],
-  [Proc.SEEK]: ['fh', 'offset', 'small'],
-  [Proc.COPY_RANGE]: ['fh', 'offset', 'fh', 'offset', 'offset'],
-};
+/** The kinds of each procedure's arguments, by procedure number (made once from PROCS). */
+const KINDS: Array<readonly ArgKind[] | undefined> = [];
+for (const p of PROC_NUMBERS) KINDS[p] = PROCS[p].args.map(([, kind]) => kind);
 
 const isBytes = (x: unknown): x is Uint8Array => x instanceof Uint8Array;
 const isU = (x: unknown, max: number): x is number => typeof x === 'number' && Number.isInteger(x) && x >= 0 && x <= max;
@@ -55,7 +21,7 @@ function checkTime(t: unknown): boolean {
   return t === null || t === true || (Array.isArray(t) && t.length === 2 && Number.isSafeInteger(t[0]) && isU(t[1], 999_999_999));
 }
 
-function check(f: Field, x: unknown, i: number): void {
+function check(f: ArgKind, x: unknown, i: number): void {
   switch (f) {
     case 'fh': if (!isBytes(x) || x.length === 0 || x.length > MAX_HANDLE) bad(i, 'handle must be 1-64 bytes'); return;
     case 'name':
@@ -92,14 +58,14 @@ function check(f: Field, x: unknown, i: number): void {
 
 /** Check a request's arguments; returns them, now known to have the procedure's shape. */
 export function validateArgs(proc: number, args: unknown[]): unknown[] {
-  const fields = ARGS[proc as Proc];
-  if (!fields) throw new PrismError('ENOSYS', `procedure ${proc} is not supported`);
-  if (args.length !== fields.length) throw new PrismError('EINVAL', `procedure ${proc} takes ${fields.length} arguments, got ${args.length}`);
-  fields.forEach((f, i) => check(f, args[i], i));
+  const kinds = KINDS[proc];
+  if (!kinds) throw new PrismError('ENOSYS', `procedure ${proc} is not supported`);
+  if (args.length !== kinds.length) throw new PrismError('EINVAL', `procedure ${proc} takes ${kinds.length} arguments, got ${args.length}`);
+  for (let i = 0; i < kinds.length; i++) check(kinds[i]!, args[i], i);
   return args;
 }
 
 /** The kinds of a procedure's arguments, in order (for fuzzers and docs); undefined for unknown procedures. */
-export function argFields(proc: number): readonly string[] | undefined {
-  return ARGS[proc as Proc];
+export function argFields(proc: number): readonly ArgKind[] | undefined {
+  return KINDS[proc];
 }

@@ -2,6 +2,7 @@
 import test from 'ava';
 import { PrismError } from '../../src/errors.js';
 import { Proc } from '../../src/protocol/procs.js';
+import { attrFromWire } from '../../src/protocol/wire.js';
 import * as unstable from '../../src/guest-agent/unstable.js';
 
 const { UnstableData } = unstable;
@@ -95,7 +96,7 @@ test('changes without data (truncations, FALLOCATE) count against the bound too'
 test('a create answered for a file born since forgets what was kept under its handle; the same file keeps it', (t) => {
   const u = new UnstableData(() => {}, () => {});
   const a = u.file(fh(7));
-  a.born = unstable.bornOf([7, 0o100644, 1, 0, 0, 0, 5, 1, 0, 0, 0, 0, 0, 0, 1000, 5]);
+  a.born = unstable.bornOf(attrFromWire([7, 0o100644, 1, 0, 0, 0, 5, 1, 0, 0, 0, 0, 0, 0, 1000, 5]));
   t.is(a.born, '1000.5');
   const w = u.add(a, Proc.WRITE, [], 100, false);
   u.answered(a, w, V1);

@@ -106,13 +106,13 @@ async function mount(host: FakeHost, ...inos: number[]): Promise<VrpcFs> {
 
 /** The background COMMIT, as the timer or the bound starts it; resolves when it ends. */
 async function commitBehind(fs: VrpcFs): Promise<void> {
-  const p = fs as unknown as { commitBehind(): void; behind: Promise<unknown> | null };
+  const p = (fs as unknown as { writeBehind: { commitBehind(): void; behind: Promise<unknown> | null } }).writeBehind;
   p.commitBehind();
   await p.behind;
 }
 
 /** Bytes the agent holds (kept or in flight). */
-const held = (fs: VrpcFs) => (fs as unknown as { unstable: { bytes: number } }).unstable.bytes;
+const held = (fs: VrpcFs) => (fs as unknown as { writeBehind: { unstable: { bytes: number } } }).writeBehind.unstable.bytes;
 
 const data = (n: number, fill = 1) => Buffer.alloc(n, fill);
 

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { encodeRequest } from '../../src/protocol/codec.js';
 import { Proc } from '../../src/protocol/procs.js';
-import { attrFromWire } from '../../src/protocol/wire.js';
+import { attrFromWire, type WireAttr } from '../../src/protocol/wire.js';
 import { nativeAvailable } from '../../src/native/ivshmem.js';
 import { map, unmap } from '../../src/native/memory.js';
 import { LIVE_UP, Region } from '../../src/ring/index.js';
@@ -56,7 +56,7 @@ shmTest('a client in another process than the host works a volume over shared me
   for (const mode of ['futex', 'poll'] as const) {
     const s = new SyncShmClient(regionFile, 'vm1', mode);
     t.deepEqual(s.call(Proc.NULL), []);
-    const [a] = s.call(Proc.GETATTR, [file]) as [number[]];
+    const [a] = s.call(Proc.GETATTR, [file]) as [WireAttr];
     t.is(attrFromWire(a).size, 1 << 20);
     s.close();
   }
@@ -102,7 +102,7 @@ shmTest('a hostile guest: garbage records and corrupted ring words reset the reg
     }
   }
   const [root] = await c.call(Proc.ATTACH, ['vol1']) as [Buffer];
-  const [attr] = await c.call(Proc.GETATTR, [root]) as [number[]];
+  const [attr] = await c.call(Proc.GETATTR, [root]) as [WireAttr];
   t.is(attrFromWire(attr).mode & 0o170000, 0o040000);
   c.close();
   const tok = fs.readFileSync(path.join(store, 'vms', 'vm1.token'), 'utf8').trim();

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { isPrismError } from '../../src/errors.js';
 import { encode, encodeRequest } from '../../src/protocol/codec.js';
 import { Proc, PROTOCOL_VERSION } from '../../src/protocol/procs.js';
-import { attrFromWire, setAttrToWire } from '../../src/protocol/wire.js';
+import { attrFromWire, setAttrToWire, type WireAttr } from '../../src/protocol/wire.js';
 import { connectTcp, type VrpcClient } from '../../src/vrpc/client.js';
 import { prism, startHost } from '../helpers/host.js';
 import { tmpDir } from '../helpers/tmp.js';
@@ -32,10 +32,10 @@ test('a client in another process works a volume over TCP; handles survive a hos
   t.deepEqual(await c.call(Proc.NULL), []);
   const [root] = await c.call(Proc.ATTACH, ['vol1']) as [Buffer];
   const [dir] = await c.call(Proc.MKDIR, [root, Buffer.from('etc'), 0o755, 0, 0]) as [Buffer];
-  const [file, wattr] = await c.call(Proc.CREATE, [dir, Buffer.from('hosts'), 0o644, 0, 0, true]) as [Buffer, number[]];
+  const [file, wattr] = await c.call(Proc.CREATE, [dir, Buffer.from('hosts'), 0o644, 0, 0, true]) as [Buffer, WireAttr];
   t.is(attrFromWire(wattr).size, 0);
   const payload = Buffer.alloc(300_000, 7);
-  const [after, count] = await c.call(Proc.WRITE, [file, 0, payload, 0]) as [number[], number];
+  const [after, count] = await c.call(Proc.WRITE, [file, 0, payload, 0]) as [WireAttr, number];
   t.is(count, payload.length);
   t.is(attrFromWire(after).size, payload.length);
   // Many calls in flight at once, answered by id.
@@ -53,7 +53,7 @@ test('a client in another process works a volume over TCP; handles survive a hos
 
   host = await startHost(store, ['--no-shm', '--vm', 'vm1=vol1']);
   c = await connectTcp(`127.0.0.1:${host.port}`, 'vm1', token(store, 'vm1'));
-  const [attr] = await c.call(Proc.GETATTR, [file]) as [number[]];
+  const [attr] = await c.call(Proc.GETATTR, [file]) as [WireAttr];
   const a = attrFromWire(attr);
   t.is(a.size, payload.length, 'the old handle still works after a restart');
   t.is(a.mode & 0o7777, 0o600);
@@ -139,7 +139,7 @@ test('fuzz: garbage, mutated and oversized frames never take the host down', asy
     try { await c.call(proc, args); } catch (e) { if (!isPrismError(e)) throw e; }
   }
   // Still serving, and the volume is intact.
-  const [attr] = await c.call(Proc.GETATTR, [root]) as [number[]];
+  const [attr] = await c.call(Proc.GETATTR, [root]) as [WireAttr];
   t.is(attrFromWire(attr).mode & 0o170000, 0o040000);
   c.close();
   t.is(host.child.exitCode, null, 'the host is still running');

@@ -1,0 +1,68 @@
+// Answers from the host's metadata table (src/metadata-share), mapped read-only: LOOKUP, GETATTR,
+// ".." and "no extended attributes" without an RPC when the table holds them. Each answer or miss
+// is counted; a miss means the caller asks the host.
+import { PrismError } from '../errors.js';
+import type { MetaTable } from '../metadata-share/table.js';
+import { attrFromWire } from '../protocol/wire.js';
+import type { Attr } from '../posix/types.js';
+import type { AgentCounters } from './counters.js';
+import type { Entry } from './fuse/fs.js';
+import type { NodeTable } from './node-table.js';
+
+const DOTDOT = Buffer.from('..');
+
+export class SharedMetadata {
+  constructor(
+    private readonly table: MetaTable,
+    /** The volume's id, as handles carry it (bytes 1-4): the table's key. */
+    private readonly volumeId: number,
+    private readonly nodes: NodeTable,
+    private readonly counters: AgentCounters,
+    /** Whether writes of ours to a node are still on their way (the table cannot know their size yet). */
+    private readonly writing: (id: bigint) => boolean,
+  ) {}
+
+  /** `name` in `parent` when the table holds both the name and the child's attributes; ENOENT when it knows there is none. */
+  lookup(parent: bigint, name: Buffer): Entry | undefined {
+    const e = this.table.getEntry(this.volumeId, this.nodes.inoOf(parent), name);
+    if (e === null) {
+      this.counters.add('lookupsLocal');
+      throw new PrismError('ENOENT', 'no such file or directory');
+    }
+    const attr = e && this.attr(this.nodes.nodeId(e.ino));
+    if (e && attr) {
+      this.counters.add('lookupsLocal');
+      return this.nodes.entry(Buffer.from(e.fh), attr, parent, name);
+    }
+    this.counters.add('lookupMisses');
+    return undefined;
+  }
+
+  getattr(id: bigint): Attr | undefined {
+    const attr = this.attr(id);
+    this.counters.add(attr ? 'getattrsLocal' : 'getattrMisses');
+    return attr;
+  }
+
+  /** The inode number of a directory's parent, if the table holds its ".." entry. */
+  parentIno(id: bigint): number | undefined {
+    const e = this.table.getEntry(this.volumeId, this.nodes.inoOf(id), DOTDOT);
+    if (!e) return undefined;
+    this.counters.add('lookupsLocal');
+    return e.ino;
+  }
+
+  /** The table says the node has no extended attributes (`ls -l` asks for some on every file). */
+  noXattrs(id: bigint): boolean {
+    if (!this.table.noXattrs(this.volumeId, this.nodes.inoOf(id))) return false;
+    this.counters.add('xattrsLocal');
+    return true;
+  }
+
+  /** A node's attributes from the table, unless writes of ours are still on their way. */
+  private attr(id: bigint): Attr | undefined {
+    if (this.writing(id)) return undefined;
+    const w = this.table.getAttr(this.volumeId, this.nodes.inoOf(id));
+    return w && attrFromWire(w);
+  }
+}
