@@ -4,8 +4,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-/** Microseconds over N calls. */
-export interface Latency { n: number; p50: number; p99: number; mean: number }
+/** Microseconds over N calls; for Prism also the RPCs the agent sent per call. */
+export interface Latency { n: number; p50: number; p99: number; mean: number; rpcsPerCall?: number }
 
 /** The operations, in the order measured (also the table's rows). */
 export const LATENCY_OPS = [
@@ -24,6 +24,8 @@ export interface LatencyInput {
   /** Empties the kernel's caches: '2' dentries and inodes, '3' also the page cache. */
   dropCaches(what: '2' | '3'): void;
   progress(op: string): void;
+  /** The agent's RPC count so far (`prism agent stats`), where the target has one. */
+  rpcs?(): number | undefined;
 }
 
 function summarize(us: Float64Array): Latency {
@@ -35,7 +37,7 @@ function summarize(us: Float64Array): Latency {
 }
 
 /** Calls `fn(i)` for i < n, timing each call alone. */
-function loop(n: number, fn: (i: number) => void): Latency {
+function timedLoop(n: number, fn: (i: number) => void): Latency {
   const us = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     const t = process.hrtime.bigint();
@@ -59,6 +61,14 @@ function shuffled(n: number): number[] {
 
 export function measureLatency(o: LatencyInput): Record<LatencyOp, Latency> {
   const { dir, n } = o;
+  // The RPC counter is read outside the timed calls, so asking for it costs no latency.
+  const loop = (count: number, fn: (i: number) => void): Latency => {
+    const before = o.rpcs?.();
+    const l = timedLoop(count, fn);
+    const after = o.rpcs?.();
+    if (before !== undefined && after !== undefined) l.rpcsPerCall = (after - before) / count;
+    return l;
+  };
   const out = {} as Record<LatencyOp, Latency>;
   const files = path.join(dir, 's'), created = path.join(dir, 'c'), dirs = path.join(dir, 'm');
   for (const d of [dir, files, created, dirs]) fs.mkdirSync(d);

@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { table } from '../src/cli/format.js';
+import type { AgentStats } from '../src/guest-agent/stats.js';
 import { isMounted } from '../src/native/mount.js';
 import { buildUnavailable, make, writeProject } from './c-project.js';
 import { LATENCY_OPS, measureLatency, type Latency, type LatencyOp } from './fs-latency.js';
@@ -38,7 +39,7 @@ const P = {
 
 /** Processes whose memory is reported at the end (role -> pid). */
 type Pids = Record<string, number>;
-interface Target { name: string; mountpoint: string; pids?: Pids; teardown(): Promise<void> }
+interface Target { name: string; mountpoint: string; pids?: Pids; rpcs?(): number | undefined; teardown(): Promise<void> }
 /** Seconds per phase. */
 type Phases = Record<string, number>;
 interface Memory { rssMiB: number; peakMiB: number }
@@ -148,6 +149,11 @@ async function prism(work: string, transport: 'shm' | 'tcp'): Promise<Target> {
   return {
     name: `Prism over ${transport === 'shm' ? 'shared memory' : 'TCP'}`, mountpoint: mp,
     pids: { agent: agent.pid!, host: host.pid! },
+    rpcs: () => {
+      const r = spawnSync(process.execPath, [prismBin, 'agent', 'stats', mp, '--json'], { encoding: 'utf8' });
+      if (r.status !== 0) return undefined;
+      return (JSON.parse(r.stdout) as AgentStats).counters.rpcs;
+    },
     teardown: async () => {
       sh(process.execPath, [prismBin, 'agent', 'umount', mp]);
       await exited(agent);
@@ -202,7 +208,7 @@ function optional(r: TargetResult, what: string, fn: () => void): void {
   }
 }
 
-function workload(root: string, files: { sizes: number[]; pool: Buffer }, r: TargetResult): void {
+function workload(root: string, files: { sizes: number[]; pool: Buffer }, r: TargetResult, target: Target): void {
   const phases = r.phases;
   const dir = path.join(root, 'bench');
   fs.mkdirSync(dir);
@@ -274,7 +280,7 @@ function workload(root: string, files: { sizes: number[]; pool: Buffer }, r: Tar
   optional(r, 'latency', () => {
     r.latency = measureLatency({
       dir: path.join(root, 'lat'), big, bigBytes: SEQ_BYTES, n: LATENCY_N, dropCaches,
-      progress: (op) => progress(`latency: ${op}`),
+      progress: (op) => progress(`latency: ${op}`), rpcs: target.rpcs,
     });
   });
 
@@ -329,7 +335,7 @@ export async function run() {
     const r: TargetResult = { phases: {}, latency: {}, memory: {}, notes: [] };
     results[name] = r;
     try {
-      workload(target.mountpoint, files, r);
+      workload(target.mountpoint, files, r, target);
       for (const [role, pid] of Object.entries(target.pids ?? {})) {
         const m = memoryOf(pid);
         if (m) r.memory[role] = m;
@@ -376,7 +382,7 @@ function render(results: Record<string, Result>): string {
     const p50 = (n: string) => lat(n, op)?.p50;
     const floor = p50(MEMFS), shm = p50(SHM);
     const vsFloor = floor !== undefined && shm !== undefined ? `${ratio(shm, floor)} (${shm >= floor ? '+' : ''}${(shm - floor).toFixed(0)} µs)` : '-';
-    return [`${op}, p50 / p99`, ...names.map((n) => { const l = lat(n, op); return l ? `${us(l.p50)} / ${us(l.p99)} µs` : '-'; }),
+    return [`${op}, p50 / p99`, ...names.map((n) => { const l = lat(n, op); return l ? `${us(l.p50)} / ${us(l.p99)} µs${l.rpcsPerCall === undefined ? '' : `, ${l.rpcsPerCall.toFixed(1)} RPC`}` : '-'; }),
       ratio(shm, p50(BINDFS)), ratio(shm, p50(EXT4)), vsFloor, ratio(p50(TCP), shm)];
   });
 
@@ -387,7 +393,7 @@ function render(results: Record<string, Result>): string {
   }), '', '', '', '']);
 
   const out = [table([head, ...phaseRows, ['per-operation latency'], ...latRows, ['memory'], ...memRows])];
-  out.push(`ratios: time or p50 latency of the first over the second (below 1: the first is faster); shm / memfs also gives the difference of p50s.${QUICK ? ' Quick variant (PRISM_BENCH_QUICK=1).' : ''}`);
+  out.push(`ratios: time or p50 latency of the first over the second (below 1: the first is faster); shm / memfs also gives the difference of p50s; RPC: the agent's RPCs per call (prism agent stats).${QUICK ? ' Quick variant (PRISM_BENCH_QUICK=1).' : ''}`);
   for (const n of Object.keys(results)) {
     const r = results[n]!;
     if ('skipped' in r) out.push(`${n}: skipped (${r.skipped})`);
