@@ -58,6 +58,8 @@ function notify(b: Buffer): boolean {
   return true;
 }
 
+const isDotDot = (name: Uint8Array): boolean => name.length === 2 && name[0] === 0x2e && name[1] === 0x2e;
+
 /** Whether the kernel takes FUSE_NOTIFY_INC_EPOCH (one message drops every name); learnt at the first try. */
 let epochs = true;
 let drops = 0;
@@ -123,13 +125,20 @@ while (Atomics.load(control, 0) === 0) {
     lost = ((head - applied) >>> 0) - meta.table.logRecords;
     applied = (head - meta.table.logRecords) >>> 0;
   }
+  // Directories whose names changed: their listings (the kernel keeps them in the directory's pages,
+  // FOPEN_CACHE_DIR) are dropped once per batch, whatever the number of names.
+  const listings = new Set<bigint>();
   for (; applied !== head; applied = (applied + 1) >>> 0) {
     const c = meta.table.readLog(applied);
     if (c === 'lost') { lost++; continue; }
     if (c.volume !== d.volumeId) continue;
-    if (c.kind === 'entry') notify(encodeInvalEntry(nodeIdOf(c.dir, d.rootIno), c.name));
-    else notify(encodeInvalInode(nodeIdOf(c.ino, d.rootIno), c.kind === 'data'));
+    if (c.kind === 'entry') {
+      const dir = nodeIdOf(c.dir, d.rootIno);
+      if (!isDotDot(c.name)) notify(encodeInvalEntry(dir, c.name)); // the kernel keeps no dentry named ".."
+      listings.add(dir);
+    } else notify(encodeInvalInode(nodeIdOf(c.ino, d.rootIno), c.kind === 'data'));
   }
+  for (const dir of listings) notify(encodeInvalInode(dir, true));
   // A change we never saw may be cached: forget everything before saying we are up to date.
   if (lost > 0) {
     counters.add('logRecordsLost', lost);

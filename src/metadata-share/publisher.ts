@@ -183,8 +183,8 @@ export class MetaPublisher {
     });
     const log: Change[] = [
       ...[...attrs.keys()].map((ino): Change => ({ kind: c.data?.includes(ino) ? 'data' : 'attr', volume: id, ino })),
-      // A kernel keeps no dentry named "..": nothing to tell it about those.
-      ...entries.filter((e) => !isDotDot(e.name)).map(({ dir, name }): Change => ({ kind: 'entry', volume: id, dir, name })),
+      // ".." too: a kernel keeps no dentry of that name, but it may keep the directory's listing, which holds it.
+      ...entries.map(({ dir, name }): Change => ({ kind: 'entry', volume: id, dir, name })),
     ];
     const waits: Array<{ vm: SharedVm; head: number }> = [];
     for (const vm of this.vms.values()) {

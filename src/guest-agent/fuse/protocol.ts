@@ -18,8 +18,11 @@ export const Op = {
 
 export const InitFlag = {
   ASYNC_READ: 1, ATOMIC_O_TRUNC: 1 << 3, BIG_WRITES: 1 << 5, DO_READDIRPLUS: 1 << 13,
-  READDIRPLUS_AUTO: 1 << 14, ASYNC_DIO: 1 << 15, PARALLEL_DIROPS: 1 << 18, MAX_PAGES: 1 << 22,
+  AUTO_INVAL_DATA: 1 << 12, READDIRPLUS_AUTO: 1 << 14, ASYNC_DIO: 1 << 15, PARALLEL_DIROPS: 1 << 18, MAX_PAGES: 1 << 22,
 } as const;
+
+/** fuse_open_out.open_flags: KEEP_CACHE keeps the node's cached pages at open; CACHE_DIR lets the kernel cache a directory's listing in them. */
+export const FOPEN = { KEEP_CACHE: 1 << 1, CACHE_DIR: 1 << 3 } as const;
 
 export const FATTR = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, FH: 64, ATIME_NOW: 128, MTIME_NOW: 256 } as const;
 
@@ -104,9 +107,10 @@ export function encodeOpenOut(fh: bigint, openFlags = 0): Buffer {
   b.writeBigUInt64LE(fh, 0); b.writeUInt32LE(openFlags, 8);
   return b;
 }
-export function encodeInitOut(kernelFlags: number): Buffer {
+/** `extra`: flags wanted beyond the defaults (taken only if the kernel offers them). */
+export function encodeInitOut(kernelFlags: number, extra = 0): Buffer {
   const b = Buffer.alloc(64);
-  const want = InitFlag.ASYNC_READ | InitFlag.ATOMIC_O_TRUNC | InitFlag.BIG_WRITES | InitFlag.PARALLEL_DIROPS | InitFlag.MAX_PAGES
+  const want = extra | InitFlag.ASYNC_READ | InitFlag.ATOMIC_O_TRUNC | InitFlag.BIG_WRITES | InitFlag.PARALLEL_DIROPS | InitFlag.MAX_PAGES
     | InitFlag.DO_READDIRPLUS | InitFlag.READDIRPLUS_AUTO;
   b.writeUInt32LE(KERNEL_MAJOR, 0); b.writeUInt32LE(KERNEL_MINOR, 4); b.writeUInt32LE(MAX_WRITE, 8);
   b.writeUInt32LE((kernelFlags & want) >>> 0, 12);

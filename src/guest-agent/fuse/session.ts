@@ -12,7 +12,16 @@ const ENOSYS = errnoOf('ENOSYS');
 const EIO = errnoOf('EIO');
 const EINTR = errnoOf('EINTR');
 
-export type SessionOptions = Partial<P.CacheTimes>;
+export interface SessionOptions extends Partial<P.CacheTimes> {
+  /**
+   * Let the kernel keep directory listings (FOPEN_CACHE_DIR) across opens, until a change invalidates
+   * them: its own mutations do (the kernel bumps the directory's version), and the caller must send
+   * FUSE_NOTIFY_INVAL_INODE with pages for every change made elsewhere. AUTO_INVAL_DATA comes with it:
+   * at each listing from the start the kernel revalidates the directory's mtime if its attributes
+   * were invalidated, and drops a listing filled while the change happened (docs/agent.md).
+   */
+  cacheDirs?: boolean;
+}
 
 /** Requests that change nothing: when the kernel interrupts one, it is answered EINTR at once. */
 const ABANDONABLE = new Set<number>([
@@ -27,9 +36,11 @@ export class Session {
   private readonly inFlight = new Map<bigint, number>();
   private readonly pool: Buffer[] = [];
   readonly times: P.CacheTimes;
+  private readonly cacheDirs: boolean;
 
   constructor(readonly fd: number, readonly fs: FileSystem, opts: SessionOptions = {}) {
     this.times = { entrySec: opts.entrySec ?? 1, attrSec: opts.attrSec ?? 1 };
+    this.cacheDirs = opts.cacheDirs ?? false;
   }
 
   /** Serve until the file system is unmounted (a read then fails with ENODEV). */
@@ -102,7 +113,7 @@ export class Session {
     const t = this.times;
     switch (h.opcode) {
       case P.Op.INIT:
-        return P.encodeInitOut(b.readUInt32LE(12));
+        return P.encodeInitOut(b.readUInt32LE(12), this.cacheDirs ? P.InitFlag.AUTO_INVAL_DATA : 0);
       case P.Op.DESTROY:
         return undefined;
       case P.Op.INTERRUPT: {
@@ -188,7 +199,7 @@ export class Session {
         if (f.fsync) await f.fsync(ctx, ino, b.readBigUInt64LE(0), (b.readUInt32LE(8) & 1) !== 0);
         return undefined;
       case P.Op.OPENDIR:
-        return P.encodeOpenOut(f.opendir ? await f.opendir(ctx, ino) : 0n);
+        return P.encodeOpenOut(f.opendir ? await f.opendir(ctx, ino) : 0n, this.cacheDirs ? P.FOPEN.CACHE_DIR | P.FOPEN.KEEP_CACHE : 0);
       case P.Op.READDIR:
       case P.Op.READDIRPLUS:
         return this.readdir(ctx, ino, b, h.opcode === P.Op.READDIRPLUS);
