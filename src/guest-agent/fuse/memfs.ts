@@ -4,6 +4,7 @@ import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from '../../posix/mode.js';
 import type { Ctx, Entry, FileSystem, FuseAttr, FuseDirEntry, FuseSetAttr } from './fs.js';
 import type { Time } from '../../posix/types.js';
 
+/** `data` may be longer than the file (spare capacity, zero-filled): attr.size is the file's length. */
 interface Node { attr: FuseAttr; data: Buffer; children?: Map<string, bigint>; target?: string }
 
 export class MemFs implements FileSystem {
@@ -49,7 +50,12 @@ export class MemFs implements FileSystem {
     if (s.mode !== undefined) n.attr.mode = (n.attr.mode & S_IFMT) | (s.mode & 0o7777);
     if (s.uid !== undefined) n.attr.uid = s.uid;
     if (s.gid !== undefined) n.attr.gid = s.gid;
-    if (s.size !== undefined) { const d = Buffer.alloc(Number(s.size)); n.data.copy(d); n.data = d; n.attr.size = s.size; }
+    if (s.size !== undefined) {
+      const size = Number(s.size), old = Number(n.attr.size);
+      if (size < old) n.data.fill(0, size, old); // a later extension reads zeros
+      else if (size > n.data.length) grow(n, size);
+      n.attr.size = s.size;
+    }
     if (s.atime !== undefined) n.attr.atime = s.atime === 'now' ? nowTime() : s.atime;
     if (s.mtime !== undefined) n.attr.mtime = s.mtime === 'now' ? nowTime() : s.mtime;
     return { ...n.attr };
@@ -98,15 +104,16 @@ export class MemFs implements FileSystem {
     return this.entry(ino);
   }
   async read(_c: Ctx, ino: bigint, _fh: bigint, offset: bigint, size: number, send: (d: Uint8Array) => void): Promise<void> {
-    const d = this.get(ino).data;
-    send(d.subarray(Math.min(Number(offset), d.length), Math.min(Number(offset) + size, d.length)));
+    const n = this.get(ino), len = Number(n.attr.size);
+    send(n.data.subarray(Math.min(Number(offset), len), Math.min(Number(offset) + size, len)));
   }
   async write(_c: Ctx, ino: bigint, _fh: bigint, offset: bigint, data: Uint8Array): Promise<number> {
     const n = this.get(ino);
     const end = Number(offset) + data.length;
-    if (end > n.data.length) { const d = Buffer.alloc(end); n.data.copy(d); n.data = d; }
+    if (end > n.data.length) grow(n, end);
     n.data.set(data, Number(offset));
-    n.attr.size = BigInt(n.data.length); n.attr.mtime = nowTime();
+    if (BigInt(end) > n.attr.size) n.attr.size = BigInt(end);
+    n.attr.mtime = nowTime();
     return data.length;
   }
   async readdir(_c: Ctx, ino: bigint): Promise<FuseDirEntry[]> {
@@ -114,6 +121,13 @@ export class MemFs implements FileSystem {
     for (const [name, i] of this.dir(ino)) out.push({ name, ino: i, type: (this.get(i).attr.mode >> 12) & 15 });
     return out;
   }
+}
+
+/** Room for at least `len` bytes, doubling: a file written sequentially is copied O(log n) times, not once a write. */
+function grow(n: Node, len: number): void {
+  const d = Buffer.alloc(Math.max(len, n.data.length * 2));
+  n.data.copy(d);
+  n.data = d;
 }
 
 function nowTime(): Time {
