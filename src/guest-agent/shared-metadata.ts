@@ -11,6 +11,11 @@ import type { NodeTable } from './node-table.js';
 
 const DOTDOT = Buffer.from('..');
 
+/** "." and "..": never answered absent from a directory's completeness (the table may not hold them). */
+function isDot(name: Buffer): boolean {
+  return name.length <= 2 && name.length > 0 && name.every((b) => b === 0x2e);
+}
+
 export class SharedMetadata {
   constructor(
     private readonly table: MetaTable,
@@ -22,10 +27,14 @@ export class SharedMetadata {
     private readonly writing: (id: bigint) => boolean,
   ) {}
 
-  /** `name` in `parent` when the table holds both the name and the child's attributes; ENOENT when it knows there is none. */
+  /**
+   * `name` in `parent` when the table holds both the name and the child's attributes; ENOENT when it
+   * knows there is none (a name held as absent, or not held in a directory the table holds complete).
+   */
   lookup(parent: bigint, name: Buffer): Entry | undefined {
-    const e = this.table.getEntry(this.volumeId, this.nodes.inoOf(parent), name);
-    if (e === null) {
+    const dir = this.nodes.inoOf(parent);
+    const e = this.table.getEntry(this.volumeId, dir, name);
+    if (e === null || (e === undefined && !isDot(name) && this.table.isComplete(this.volumeId, dir))) {
       this.counters.add('lookupsLocal');
       throw new PrismError('ENOENT', 'no such file or directory');
     }

@@ -6,6 +6,7 @@ import { MAX_IO, handlersByProc, type ProcHandlers } from '../protocol/procs.js'
 import { validateArgs } from '../protocol/validate.js';
 import { attrToWire, direntToWire, setAttrFromWire, setsSize, type WireAttr, type WireDirentPlus } from '../protocol/wire.js';
 import { MAX_FILE_SIZE, MAX_NAME } from '../posix/limits.js';
+import { isDir } from '../posix/mode.js';
 import type { DirEntry } from '../posix/types.js';
 import { BLOCK_SIZE } from '../store/layout.js';
 import type { Store } from '../store/store.js';
@@ -273,6 +274,9 @@ export class Dispatcher {
     const name = Buffer.from(rawName);
     const attr = make(v, ino, name);
     this.changed(v, { attrs: [ino], entries: [[ino, name]] });
-    return [this.fh(v, attr.ino), attrToWire(v.getattr(attr.ino))];
+    const made = v.getattr(attr.ino);
+    // A new directory is empty: shared whole (complete) at once, so its first lookups need no RPC.
+    if (isDir(made.mode)) this.hooks.meta?.sawDir(v, attr.ino);
+    return [this.fh(v, attr.ino), attrToWire(made)];
   }
 }

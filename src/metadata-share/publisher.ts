@@ -10,7 +10,7 @@ import { log } from '../log.js';
 import type { HandleKey } from '../protocol/handles.js';
 import { attrToWire, type WireAttr } from '../protocol/wire.js';
 import type { Volume } from '../store/volume.js';
-import { MAX_LEASE_MS, type Change, type MetaTable } from './table.js';
+import { MAX_LEASE_MS, MAX_SHARED_NAME, type Change, type MetaTable } from './table.js';
 
 /** What a guest's agent says (words it writes in its VRPC region, docs/metadata-share.md): the guest's word, never trusted. */
 export interface ListenerWords {
@@ -162,12 +162,15 @@ export class MetaPublisher {
       if (e instanceof PrismError) return; // not a directory (any more): the lookup says so itself
       throw e;
     }
+    let all = entries.length < WARM_ENTRIES;
     for (const e of entries) {
       const s = snapshot(v, e.ino);
-      if (!s) continue;
+      if (!s || !fits(e.name)) { all = false; continue; }
       vm.table.putEntry(id, dir, e.name, { fh: vm.key.make({ volumeId: id, ino: e.ino }), ino: e.ino });
       vm.table.putAttr(id, e.ino, s.attr, s.xattrs);
     }
+    // Every name is there (none evicted meanwhile): a name the table lacks is absent, answered without an RPC.
+    if (all && entries.every((e) => vm.table.hasEntry(id, dir, e.name))) vm.table.markComplete(id, dir);
   }
 
   private changed(origin: string | null, v: Volume, c: MetaChanges): Promise<void> | undefined {
@@ -176,6 +179,8 @@ export class MetaPublisher {
     const fresh = (ino: number) => { if (!attrs.has(ino)) attrs.set(ino, snapshot(v, ino)); };
     for (const ino of c.attrs ?? []) fresh(ino);
     for (const ino of c.data ?? []) fresh(ino);
+    // A name no table can hold, in a directory some table holds as complete, would read as absent there.
+    const unshared = (c.entries ?? []).filter(([, name]) => shareable(name) && !fits(name)).map(([dir]) => dir);
     const entries = (c.entries ?? []).filter(([, name]) => shareable(name)).map(([dir, name]) => {
       const child = tryLookup(v, dir, name);
       if (child !== null) fresh(child);
@@ -195,8 +200,10 @@ export class MetaPublisher {
         if (mine && s) t.putAttr(id, ino, s.attr, s.xattrs);
         else t.refreshAttr(id, ino, s?.attr ?? null, s?.xattrs);
       }
+      for (const dir of unshared) t.clearComplete(id, dir);
       for (const e of entries) {
-        if (!mine && !t.hasEntry(id, e.dir, e.name)) continue;
+        // A complete directory must hold every name it has: a new one goes into every table so marked.
+        if (!mine && !t.hasEntry(id, e.dir, e.name) && !t.holdsComplete(id, e.dir)) continue;
         // A directory always has "..": none means the directory is gone (or is not one).
         if (e.child === null && isDotDot(e.name)) { t.removeEntry(id, e.dir, e.name); continue; }
         t.putEntry(id, e.dir, e.name, e.child === null ? null : { fh: vm.key.make({ volumeId: id, ino: e.child }), ino: e.child });
@@ -313,6 +320,11 @@ function deadline(ms: number, what: string): number {
 /** Names worth sharing: all but "." (the kernel answers it). ".." is kept right by RENAME and RMDIR, which name it. */
 function shareable(name: Uint8Array): boolean {
   return !(name.length === 1 && name[0] === 0x2e);
+}
+
+/** A name a table can hold (a longer one is never put: its directory cannot be complete). */
+function fits(name: Uint8Array): boolean {
+  return shareable(name) && name.length > 0 && name.length <= MAX_SHARED_NAME;
 }
 
 function isDotDot(name: Uint8Array): boolean {

@@ -4,11 +4,13 @@
 // and a log of changes the guest's kernel cache must forget. Only the host writes; a full probe
 // window evicts (the host decides what stays). A fence word says the host has stopped waiting for
 // this VM's acknowledgements: its reader answers nothing until the agent has revalidated (issue 11).
-// Pure logic over a buffer: mapping it is the caller's business. Layout, version 2: docs/metadata-share.md.
+// A directory can be marked complete (every name it holds is in the table), so a name not held there
+// does not exist: negative lookups are answered without an RPC (version 3).
+// Pure logic over a buffer: mapping it is the caller's business. Layout, version 3: docs/metadata-share.md.
 import type { WireAttr } from '../protocol/wire.js';
 
 export const META_MAGIC = 0x54454d50; // bytes "PMET"
-export const META_VERSION = 2;
+export const META_VERSION = 3;
 export const HEADER_SIZE = 4096;
 export const SLOT_SIZE = 512;
 export const LOG_RECORD_SIZE = 320;
@@ -38,6 +40,8 @@ export const LOG_HEAD_OFFSET = 64;
 export const FENCE_OFFSET = 128;
 
 const KIND_EMPTY = 0, KIND_ATTR = 1, KIND_ENTRY = 2, KIND_NONE = 3;
+/** Keyed like an inode's attributes: the directory's every name is in the table (present ones as entries). */
+const KIND_COMPLETE = 4;
 const ATTR_FIELDS = 16;
 const O_KIND = 4, O_NAMELEN = 5, O_FHLEN = 6, O_VOLUME = 8, O_HASH = 12, O_INO = 16, O_ATTR = 24, O_FH = 152, O_NAME = 216;
 /** Attribute slots keep there, where entries keep the handle, whether the inode has extended attributes. */
@@ -186,6 +190,25 @@ export class MetaTable {
     return this.find(KIND_ENTRY, volume, dir, name, h) >= 0 || this.find(KIND_NONE, volume, dir, name, h) >= 0;
   }
 
+  /**
+   * Mark a directory complete: the caller has put every one of its names. Kept true by the host: a
+   * name added later is put here too (publisher), and evicting one of its entries clears the mark first.
+   */
+  markComplete(volume: number, dir: number): void {
+    this.put(KIND_COMPLETE, volume, dir, EMPTY, null, EMPTY);
+  }
+
+  /** Whether the writer has marked the directory complete. */
+  holdsComplete(volume: number, dir: number): boolean {
+    return this.find(KIND_COMPLETE, volume, dir, EMPTY, hashOf(volume, dir, EMPTY)) >= 0;
+  }
+
+  /** The directory's names may no longer all be here (one is evicted, or cannot be shared). */
+  clearComplete(volume: number, dir: number): void {
+    const at = this.find(KIND_COMPLETE, volume, dir, EMPTY, hashOf(volume, dir, EMPTY));
+    if (at >= 0) this.empty(at);
+  }
+
   removeAttr(volume: number, ino: number): void {
     const at = this.find(KIND_ATTR, volume, ino, EMPTY, hashOf(volume, ino, EMPTY));
     if (at >= 0) this.empty(at);
@@ -196,7 +219,9 @@ export class MetaTable {
     const h = hashOf(volume, dir, name);
     for (const kind of [KIND_ENTRY, KIND_NONE]) {
       const at = this.find(kind, volume, dir, name, h);
-      if (at >= 0) this.empty(at);
+      if (at < 0) continue;
+      if (kind === KIND_ENTRY) this.clearComplete(volume, dir); // before the name goes: never "absent" for a present one
+      this.empty(at);
     }
   }
 
@@ -255,7 +280,15 @@ export class MetaTable {
     // The same key under either entry kind is replaced, so a name is never both present and absent.
     let at = this.find(kind, volume, ino, name, h);
     if (at < 0 && (kind === KIND_ENTRY || kind === KIND_NONE)) at = this.find(kind === KIND_ENTRY ? KIND_NONE : KIND_ENTRY, volume, ino, name, h);
-    if (at < 0) at = this.freeSlot(h);
+    if (at < 0) {
+      at = this.freeSlot(h);
+      // Evicting a directory's entry: its directory is not complete any more, and is marked so first,
+      // so that no reader takes the evicted name as absent.
+      if (this.bytes[at + O_KIND] === KIND_ENTRY) {
+        if (kind === KIND_COMPLETE) return; // a mark is not worth a name (it could be one of this directory's)
+        this.clearComplete(this.view.getUint32(at + O_VOLUME, true), this.view.getFloat64(at + O_INO, true));
+      }
+    }
     this.write(at, () => {
       const v = this.view;
       this.bytes[at + O_KIND] = kind;
@@ -322,6 +355,16 @@ export class MetaTable {
     const entry = this.read(KIND_ENTRY, volume, dir, name);
     const r = entry ? { fh: entry.fh, ino: entry.values[0]! } : this.read(KIND_NONE, volume, dir, name) ? null : undefined;
     return this.generation === gen ? r : undefined;
+  }
+
+  /**
+   * Whether a name the table does not hold is known absent: its directory is complete. Read after
+   * getEntry missed (the host clears the mark before it evicts an entry, so this order is safe).
+   */
+  isComplete(volume: number, dir: number): boolean {
+    const gen = this.usable();
+    if (gen < 0) return false;
+    return this.read(KIND_COMPLETE, volume, dir, EMPTY) !== undefined && this.generation === gen;
   }
 
   /** The generation when the table may answer; -1 while it is being cleared, dead, or this VM is fenced. */

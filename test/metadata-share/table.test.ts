@@ -152,3 +152,58 @@ test('a fence: readers answer nothing while it is odd; it outlives a host restar
   t.false(upgraded.fenced);
   t.true(upgraded.generation > gen && (upgraded.generation & 1) === 0, 'the generation moves on, never back');
 });
+
+test('a complete directory: a name not held is absent; evicting or removing one of its entries unmarks it first', (t) => {
+  const m = make(PROBE);
+  m.putEntry(1, 7, Buffer.from('a'), { fh: Buffer.from([1]), ino: 9 });
+  t.false(m.isComplete(1, 7));
+  m.markComplete(1, 7);
+  t.true(m.isComplete(1, 7));
+  t.true(m.holdsComplete(1, 7));
+  t.false(m.isComplete(1, 8), 'another directory');
+  t.false(m.isComplete(2, 7), 'another volume');
+  m.removeEntry(1, 7, Buffer.from('a'));
+  t.false(m.isComplete(1, 7), 'a removed entry unmarks its directory');
+  m.markComplete(1, 7);
+  m.setFence(true);
+  t.false(m.isComplete(1, 7), 'a fenced reader answers nothing');
+  m.setFence(false);
+  t.true(m.isComplete(1, 7));
+  m.putEntry(1, 7, Buffer.from('a'), { fh: Buffer.from([1]), ino: 9 });
+  for (let i = 0; i < 2 * PROBE; i++) m.putAttr(3, 100 + i, attrOf(i)); // a full table evicts everything in turn
+  t.true(m.getEntry(1, 7, Buffer.from('a')) !== undefined || !m.isComplete(1, 7), 'an evicted name is never read as absent');
+  t.false(m.isComplete(1, 7));
+
+  // Against a model: whatever the host put last for a name is its truth (present or absent); the host
+  // marks a directory complete only when it holds each present name, as the publisher does. Then a
+  // present name is never answered absent, whatever evictions happened.
+  const op = fc.oneof(
+    fc.record({ k: fc.constant('entry' as const), dir: fc.nat(3), name: fc.nat(6), v: fc.option(fc.nat(1000)) }),
+    fc.record({ k: fc.constant('attr' as const), ino: fc.nat(40) }),
+    fc.record({ k: fc.constant('rmentry' as const), dir: fc.nat(3), name: fc.nat(6) }),
+    fc.record({ k: fc.constant('complete' as const), dir: fc.nat(3) }),
+  );
+  fc.assert(fc.property(fc.array(op, { maxLength: 300 }), fc.integer({ min: PROBE, max: 40 }), (ops, slots) => {
+    const t2 = make(slots);
+    const truth = new Map<string, number | null>();
+    const nm = (n: number) => Buffer.from(`n${n}`);
+    for (const o of ops) {
+      if (o.k === 'entry') { t2.putEntry(1, o.dir, nm(o.name), o.v === null ? null : { fh: Buffer.from([1]), ino: o.v }); truth.set(`${o.dir}:${o.name}`, o.v); }
+      else if (o.k === 'attr') t2.putAttr(1, o.ino % 4, attrOf(o.ino)); // keyed like the marks: they compete for slots
+      else if (o.k === 'rmentry') t2.removeEntry(1, o.dir, nm(o.name));
+      else {
+        const present = [...truth].filter(([k, v]) => v !== null && k.startsWith(`${o.dir}:`)).map(([k]) => Number(k.split(':')[1]));
+        if (present.every((n) => t2.hasEntry(1, o.dir, nm(n)))) t2.markComplete(1, o.dir);
+      }
+      for (let dir = 0; dir <= 3; dir++) {
+        for (let n = 0; n <= 6; n++) {
+          const got = t2.getEntry(1, dir, nm(n));
+          const absent = got === null || (got === undefined && t2.isComplete(1, dir));
+          const v = truth.get(`${dir}:${n}`);
+          if (absent && v !== undefined && v !== null) return false;
+        }
+      }
+    }
+    return true;
+  }), { numRuns: 300 });
+});
