@@ -77,13 +77,4 @@ export class DirtyBlocks {
       this.files.delete(ino);
     }
   }
-
-  /** A file's blocks were stored and their buffers given back by the caller: stop holding them. */
-  flushed(ino: number): void {
-    const m = this.files.get(ino);
-    if (m) {
-      this.budget.dirtyData(-BLOCK_SIZE * m.size);
-      this.files.delete(ino);
-    }
-  }
 }

@@ -2,7 +2,6 @@
 // (copy_file_range, import). Whole blocks are hashed and stored as they are written; partial ones wait
 // in the dirty-block cache (dirty-blocks.ts) until the file is flushed or closed.
 import { PrismError } from '../errors.js';
-import { giveBuffer } from './buffer-pool.js';
 import { now } from './clock.js';
 import { EMPTY, grow } from './dirty-blocks.js';
 import { BLOCK_SIZE, Kind, blockIndexOfKey, blockKey, kindRange, layerOf, localOf, type InodeRec } from './layout.js';
@@ -202,9 +201,10 @@ export abstract class VolumeFileData extends VolumeXattrs {
       grow(d, len);
       if (len > d.len) d.buf.fill(0, d.len, len);
       this.setBlock(ino, idx, len > 0 ? d.buf.subarray(0, len) : null);
-      giveBuffer(d.buf);
+      // Let go of each block once stored: if a later one fails (a full disk), the rest stay held
+      // and no buffer still held goes back to the pool.
+      this.dirty.drop(ino, idx);
     }
-    this.dirty.flushed(ino);
   }
 
   flush(): void {

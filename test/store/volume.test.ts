@@ -274,3 +274,26 @@ test('rename onto a directory above the source is ENOTEMPTY, as Linux checks it 
   code(t, () => v.rename(v.rootIno, 'b', c.ino, 'b'), 'EINVAL'); // into itself
   t.is(v.resolve('/b/a'), v.lookup(b.ino, 'a').ino);
 });
+
+test('a flush that fails midway (full disk) keeps the blocks it did not store, and no buffer is shared', (t) => {
+  const { store } = open(t);
+  const v = store.createVolume('a');
+  const f = v.create(v.rootIno, 'f', 0o644, 0, 0);
+  // Three partly written blocks: each held in a pooled 4 KiB buffer until flushed.
+  const parts = [0, 1, 2].map((i) => Buffer.alloc(1000, 0x41 + i));
+  parts.forEach((p, i) => v.write(f.ino, i * BLOCK_SIZE, p));
+  const put = store.blocks.put.bind(store.blocks);
+  let calls = 0;
+  store.blocks.put = (data: Buffer) => {
+    if (++calls === 2) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+    return put(data);
+  };
+  t.throws(() => v.flushFile(f.ino), { message: /no space/ });
+  store.blocks.put = put;
+  // Another file's partial block takes a buffer from the pool: it must not be one the first file holds.
+  const g = v.create(v.rootIno, 'g', 0o644, 0, 0);
+  v.write(g.ino, 0, Buffer.alloc(1000, 0x7a));
+  v.flush();
+  parts.forEach((p, i) => t.deepEqual(v.read(f.ino, i * BLOCK_SIZE, p.length).data, p, `block ${i}`));
+  t.deepEqual(v.read(g.ino, 0, 1000).data, Buffer.alloc(1000, 0x7a));
+});
