@@ -6,7 +6,8 @@
 // a directory listing (cold and warm), per-operation latency (lib: fs-latency.ts) and a C build
 // (c-project.ts); at the end, the resident memory of the processes serving each FUSE target.
 // Needs root (mounts); a target or phase that cannot run is reported with the reason.
-// PRISM_BENCH_QUICK=1 runs a reduced variant (2k files, 32 MiB, 200 calls per operation).
+// PRISM_BENCH_QUICK=1 runs a reduced variant (2k files, 32 MiB, 200 calls per operation);
+// PRISM_BENCH_TARGETS=shm,memfs runs only the targets named.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -307,6 +308,17 @@ function workload(root: string, files: { sizes: number[]; pool: Buffer }, r: Tar
 
 // ---- the run -------------------------------------------------------------------------------------
 
+/**
+ * PRISM_BENCH_TARGETS: a comma-separated subset (shm, tcp, memfs, bindfs, ext4, tmpfs) for a quick A/B;
+ * ratios against a target left out show as missing.
+ */
+function chosen(name: string): boolean {
+  const only = process.env.PRISM_BENCH_TARGETS;
+  if (!only) return true;
+  const key: Record<string, string> = { [SHM]: 'shm', [TCP]: 'tcp', [MEMFS]: 'memfs', [BINDFS]: 'bindfs', [EXT4]: 'ext4', tmpfs: 'tmpfs' };
+  return only.split(',').map((s) => s.trim()).includes(key[name]);
+}
+
 const SHM = 'Prism over shared memory', TCP = 'Prism over TCP', MEMFS = 'memfs floor', BINDFS = 'bindfs over ext4', EXT4 = 'ext4 (loop image)';
 
 export async function run() {
@@ -320,7 +332,7 @@ export async function run() {
     [BINDFS, () => bindfs(work)],
     [EXT4, () => ext4Loop(work)],
     ['tmpfs', () => tmpfs(work)],
-  ];
+  ].filter(([name]) => chosen(name));
   const results: Record<string, Result> = {};
   for (const [i, [name, setup]] of makers.entries()) {
     where = `[${i + 1}/${makers.length}] ${name}:`;
