@@ -325,14 +325,15 @@ export async function run() {
   if (process.getuid?.() !== 0) throw new Error('the fs benchmark mounts file systems: run it as root');
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'prism-bench-fs-'));
   const files = fileSet();
-  const makers: Array<[string, () => Promise<Target>]> = [
+  const all: Array<[string, () => Promise<Target>]> = [
     [SHM, () => prism(work, 'shm')],
     [TCP, () => prism(work, 'tcp')],
     [MEMFS, () => memfs(work)],
     [BINDFS, () => bindfs(work)],
     [EXT4, () => ext4Loop(work)],
     ['tmpfs', () => tmpfs(work)],
-  ].filter(([name]) => chosen(name));
+  ];
+  const makers = all.filter(([name]) => chosen(name));
   const results: Record<string, Result> = {};
   for (const [i, [name, setup]] of makers.entries()) {
     where = `[${i + 1}/${makers.length}] ${name}:`;
