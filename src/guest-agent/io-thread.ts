@@ -29,6 +29,8 @@ export interface IoThreadData {
   /** The VM's metadata table (read-only), if the host shares one. */
   metaFile?: string;
   counters: SharedArrayBuffer;
+  /** The kernel's writeback cache (agent.ts, AgentOptions.writebackCache). */
+  writebackCache: boolean;
 }
 
 const d = workerData as IoThreadData;
@@ -58,7 +60,7 @@ async function main(): Promise<void> {
     m = mountAndServe(d.mountpoint, vfs, {
       fsname: `prism:${d.volume}`, entrySec: d.entrySec, attrSec: d.attrSec,
       // Listings stay in the kernel only where the notifier below tells it of other VMs' changes.
-      cacheDirs: d.metaFile !== undefined,
+      cacheDirs: d.metaFile !== undefined, writebackCache: d.writebackCache,
       beforeClose: () => notifier?.stop() ?? Promise.resolve(),
     });
   } catch (e) {

@@ -21,6 +21,13 @@ export interface SessionOptions extends Partial<P.CacheTimes> {
    * were invalidated, and drops a listing filled while the change happened (docs/agent.md).
    */
   cacheDirs?: boolean;
+  /**
+   * FUSE_WRITEBACK_CACHE: writes land in the kernel's page cache and reach the file system merged, at
+   * writeback, fsync or close. The kernel then trusts its own size, mtime and ctime of a regular file
+   * over any answer (an invalidation cannot refresh them), so only for a volume no one else changes
+   * (docs/agent.md, "Writeback cache").
+   */
+  writebackCache?: boolean;
 }
 
 /** Requests that change nothing: when the kernel interrupts one, it is answered EINTR at once. */
@@ -37,10 +44,12 @@ export class Session {
   private readonly pool: Buffer[] = [];
   readonly times: P.CacheTimes;
   private readonly cacheDirs: boolean;
+  private readonly writebackCache: boolean;
 
   constructor(readonly fd: number, readonly fs: FileSystem, opts: SessionOptions = {}) {
     this.times = { entrySec: opts.entrySec ?? 1, attrSec: opts.attrSec ?? 1 };
     this.cacheDirs = opts.cacheDirs ?? false;
+    this.writebackCache = opts.writebackCache ?? false;
   }
 
   /** Serve until the file system is unmounted (a read then fails with ENODEV). */
@@ -113,7 +122,8 @@ export class Session {
     const t = this.times;
     switch (h.opcode) {
       case P.Op.INIT:
-        return P.encodeInitOut(b.readUInt32LE(12), this.cacheDirs ? P.InitFlag.AUTO_INVAL_DATA : 0);
+        return P.encodeInitOut(b.readUInt32LE(12),
+          (this.cacheDirs ? P.InitFlag.AUTO_INVAL_DATA : 0) | (this.writebackCache ? P.InitFlag.WRITEBACK_CACHE : 0));
       case P.Op.DESTROY:
         return undefined;
       case P.Op.INTERRUPT: {
