@@ -123,7 +123,7 @@ async function mountOverTcp(o: AgentOptions, t: { tcp: string; tokenFile: string
   const link = await HostLink.open(dialer(o, t), { timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS });
   let vfs: VrpcFs;
   try {
-    vfs = await VrpcFs.attach(link, o.volume);
+    vfs = await VrpcFs.attach(link, o.volume, { writebackCache: o.writebackCache });
   } catch (e) {
     link.close();
     throw e;

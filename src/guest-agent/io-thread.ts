@@ -44,7 +44,9 @@ async function main(): Promise<void> {
     link = SyncLink.open((handshakeMs) => new SyncShmClient(d.region, d.vm, d.wait, d.timeoutMs, handshakeMs), d.timeoutMs);
     try {
       meta = d.metaFile ? attachMetaTable(d.metaFile) : undefined;
-      vfs = await VrpcFs.attach(link, d.volume, { shared: meta?.table, counters: new AgentCounters(d.counters) });
+      vfs = await VrpcFs.attach(link, d.volume, {
+        shared: meta?.table, counters: new AgentCounters(d.counters), writebackCache: d.writebackCache,
+      });
     } catch (e) {
       link.close();
       meta?.close();

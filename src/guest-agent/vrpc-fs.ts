@@ -28,6 +28,8 @@ export interface VrpcFsOptions {
   /** The VM's metadata table, mapped read-only: LOOKUP and GETATTR answered without an RPC when it holds the answer. */
   shared?: MetaTable;
   counters?: AgentCounters;
+  /** The kernel's writeback cache is on: write errors are reported at flush and fsync only (write-behind.ts). */
+  writebackCache?: boolean;
 }
 
 export class VrpcFs implements FileSystem {
@@ -49,7 +51,7 @@ export class VrpcFs implements FileSystem {
     this.rpc = makeStubs((proc, args, take) => link.call(proc, args, take));
     this.nodes = new NodeTable(rootFh, rootIno);
     this.files = new OpenFiles(this.nodes, this.rpc);
-    this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh);
+    this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh, opts.writebackCache ?? false);
     const wb = this.writeBehind;
     this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => wb.writing(id));
   }

@@ -1,0 +1,80 @@
+// A mount with the kernel's writeback cache (--writeback-cache): small writes reach the agent merged
+// (counted WRITE RPCs, not timed), what was written is on the host after close with the size and mtime
+// the kernel showed, and write errors (a full volume) still surface at fsync and close.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { agentStats, fuseSkipReason } from '../helpers/agent.js';
+import { prism, prismBin } from '../helpers/host.js';
+import { mountedVolume } from '../helpers/mounted-volume.js';
+
+const reason = fuseSkipReason();
+const t = reason ? test.skip : test.serial;
+if (reason) console.error(`writeback-cache.test: skipped: ${reason}`);
+
+const PAGES = 256;
+const PAGE = 4096;
+
+/** 256 pwrites of 4 KiB at shuffled page offsets of a 1 MiB file, then close; returns the WRITE RPCs they cost. */
+async function randomWrites(m: Awaited<ReturnType<typeof mountedVolume>>, name: string): Promise<{ writes: number; expected: Buffer }> {
+  const writesBefore = (await agentStats(m.agent)).counters.rpcsByProc.WRITE ?? 0;
+  const expected = Buffer.alloc(PAGES * PAGE);
+  const order = Array.from({ length: PAGES }, (_, i) => (i * 97) % PAGES); // 97 is prime to 256: each page once
+  const fd = fs.openSync(path.join(m.mp, name), 'w');
+  for (const p of order) {
+    const page = Buffer.alloc(PAGE, p & 0xff);
+    page.writeUInt32LE(p, 0);
+    page.copy(expected, p * PAGE);
+    fs.writeSync(fd, page, 0, PAGE, p * PAGE);
+  }
+  fs.closeSync(fd);
+  return { writes: ((await agentStats(m.agent)).counters.rpcsByProc.WRITE ?? 0) - writesBefore, expected };
+}
+
+t('small random writes reach the host merged, and all of them are there after close', async (tt) => {
+  const wb = await mountedVolume(tt, 'shm', { agentArgs: ['--writeback-cache'] });
+  const { writes, expected } = await randomWrites(wb, 'f');
+  // Without the cache each pwrite is a WRITE (checked below); with it the dirty pages go out together.
+  tt.log(`${writes} WRITE RPCs`);
+  tt.true(writes < PAGES / 4, `${writes} WRITE RPCs for ${PAGES} pwrites`);
+  tt.true(fs.readFileSync(path.join(wb.mp, 'f')).equals(expected));
+  const st = fs.statSync(path.join(wb.mp, 'f'), { bigint: true });
+  tt.is(st.size, BigInt(PAGES * PAGE));
+  // The host has what the kernel showed: the data, the size and the mtime it kept and wrote back at close.
+  await wb.host.stop();
+  tt.true(Buffer.from(spawnSync(process.execPath, [prismBin, '--store', wb.store, 'cat', 'vol:/f']).stdout).equals(expected));
+  const host = JSON.parse(prism(wb.store, ['stat', 'vol:/f', '--json']).out) as { size: number; mtime: string };
+  tt.is(host.size, PAGES * PAGE);
+  tt.is(host.mtime, isoNs(st.mtimeNs));
+
+  const plain = await mountedVolume(tt, 'shm');
+  tt.is((await randomWrites(plain, 'f')).writes, PAGES);
+});
+
+t('a full volume: errors of cached writes surface at fsync and at close, and nothing else is lost', async (tt) => {
+  const m = await mountedVolume(tt, 'shm', { quota: '1M', agentArgs: ['--writeback-cache'] });
+  fs.writeFileSync(path.join(m.mp, 'small'), 'fits');
+  const dd = spawnSync('dd', ['if=/dev/urandom', `of=${path.join(m.mp, 'big')}`, 'bs=64k', 'count=64'], { encoding: 'utf8' });
+  tt.not(dd.status, 0); // the write() calls land in the page cache; close reports the error
+  tt.regex(dd.stderr, /Disk quota exceeded/);
+  const fsync = spawnSync('python3', ['-c', `import os
+fd=os.open(${JSON.stringify(path.join(m.mp, 'more'))},os.O_CREAT|os.O_WRONLY)
+try:
+  for i in range(64): os.write(fd,os.urandom(65536))
+  os.fsync(fd)
+  print('no error')
+except OSError as e: print(e.errno)`], { encoding: 'utf8' });
+  tt.is(fsync.stdout.trim(), '122');
+  tt.is(fs.readFileSync(path.join(m.mp, 'small'), 'utf8'), 'fits');
+  fs.unlinkSync(path.join(m.mp, 'big'));
+  fs.unlinkSync(path.join(m.mp, 'more'));
+  fs.writeFileSync(path.join(m.mp, 'after'), Buffer.alloc(100_000, 1)); // room again
+  tt.is(fs.statSync(path.join(m.mp, 'after')).size, 100_000);
+});
+
+/** A time in ns as `prism stat --json` prints it (ISO 8601, nine digits of fraction). */
+function isoNs(ns: bigint): string {
+  const sec = ns / 1_000_000_000n;
+  return `${new Date(Number(sec) * 1000).toISOString().slice(0, 19)}.${String(ns % 1_000_000_000n).padStart(9, '0')}Z`;
+}
