@@ -88,7 +88,7 @@ async function main(): Promise<void> {
     try {
       notifier = await startNotifier({
         metaFile: d.metaFile, regionFile: d.region, fuseFd: m.fd, volumeId: vfs.volumeId, rootIno: vfs.rootIno,
-        leaseMs, wait: d.wait, counters: d.counters, control, port: port2,
+        leaseMs, wait: d.wait, counters: d.counters, control, port: port2, writebackCache: d.writebackCache,
       });
     } catch (e) {
       // Without it the kernel's cache could go stale unseen: no mount rather than an incoherent one.

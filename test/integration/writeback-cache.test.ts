@@ -1,13 +1,15 @@
 // A mount with the kernel's writeback cache (--writeback-cache): small writes reach the agent merged
 // (counted WRITE RPCs, not timed), what was written is on the host after close with the size and mtime
-// the kernel showed, and write errors (a full volume) still surface at fsync and close.
+// the kernel showed, write errors (a full volume) still surface at fsync and close, and two VMs on one
+// volume see each other's sizes (the kernel keeps its own until the notifier prunes the node).
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { agentStats, fuseSkipReason } from '../helpers/agent.js';
-import { prism, prismBin } from '../helpers/host.js';
+import { agentStats, fuseSkipReason, mountAgent } from '../helpers/agent.js';
+import { prism, prismBin, startHost } from '../helpers/host.js';
 import { mountedVolume } from '../helpers/mounted-volume.js';
+import { tmpDir } from '../helpers/tmp.js';
 
 const reason = fuseSkipReason();
 const t = reason ? test.skip : test.serial;
@@ -71,6 +73,37 @@ except OSError as e: print(e.errno)`], { encoding: 'utf8' });
   fs.unlinkSync(path.join(m.mp, 'more'));
   fs.writeFileSync(path.join(m.mp, 'after'), Buffer.alloc(100_000, 1)); // room again
   tt.is(fs.statSync(path.join(m.mp, 'after')).size, 100_000);
+});
+
+t('two VMs with the cache on one volume: a file the other VM extends or truncates is seen at once, kernel caches of 30 s', async (tt) => {
+  const dir = tmpDir(tt);
+  const store = path.join(dir, 'store');
+  const shm = fs.mkdtempSync('/dev/shm/prism-test-wb-');
+  tt.teardown(() => fs.rmSync(shm, { recursive: true, force: true }));
+  prism(store, ['volume', 'create', 'vol']);
+  const host = await startHost(store, ['--shm-dir', shm, '--meta-ack-ms', '2000', '--vm', 'a=vol', '--vm', 'b=vol']);
+  tt.teardown(async () => { await host.stop(); });
+  const mp: Record<string, string> = {};
+  const agents: Record<string, Awaited<ReturnType<typeof mountAgent>>> = {};
+  for (const vm of ['a', 'b']) {
+    mp[vm] = path.join(dir, vm);
+    fs.mkdirSync(mp[vm]!);
+    const agent = await mountAgent(store, ['--shm', `${shm}/prism-${vm}`, '--volume', 'vol', '--writeback-cache', '--attr-timeout', '30', '--entry-timeout', '30'], mp[vm]!);
+    agents[vm] = agent;
+    tt.teardown(() => agent.umount());
+    await agentStats(agent); // answers once its notifier listens
+  }
+  const A = mp.a!, B = mp.b!;
+  fs.writeFileSync(`${A}/f`, 'short\n');
+  tt.is(fs.readFileSync(`${B}/f`, 'utf8'), 'short\n'); // b's kernel now holds the node, size 6
+  fs.writeFileSync(`${A}/f`, 'much longer content\n');
+  tt.is(fs.statSync(`${B}/f`).size, 20);
+  tt.is(fs.readFileSync(`${B}/f`, 'utf8'), 'much longer content\n');
+  fs.truncateSync(`${A}/f`, 4);
+  tt.is(fs.readFileSync(`${B}/f`, 'utf8'), 'much');
+  fs.appendFileSync(`${B}/f`, ' more'); // and the other way round, through b's own cache
+  tt.is(fs.readFileSync(`${A}/f`, 'utf8'), 'much more');
+  tt.true((await agentStats(agents.b!)).counters.prunes > 0, 'nodes pruned by b');
 });
 
 /** A time in ns as `prism stat --json` prints it (ISO 8601, nine digits of fraction). */

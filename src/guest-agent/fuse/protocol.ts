@@ -155,6 +155,9 @@ export function encodeStatfs(s: { blocks: bigint; bfree: bigint; bavail: bigint;
 const NOTIFY_INVAL_INODE = 2;
 const NOTIFY_INVAL_ENTRY = 3;
 const NOTIFY_INC_EPOCH = 8;
+const NOTIFY_PRUNE = 9;
+/** Node ids per FUSE_NOTIFY_PRUNE message (the kernel reads them into one page). */
+export const PRUNE_MAX = 256;
 
 function notifyHeader(code: number, bodyLength: number): Buffer {
   const out = Buffer.alloc(OUT_HEADER + bodyLength);
@@ -186,5 +189,18 @@ export function encodeInvalEntry(parent: bigint, name: Uint8Array): Buffer {
   b.writeBigUInt64LE(parent, OUT_HEADER);
   b.writeUInt32LE(name.length, OUT_HEADER + 8);
   b.set(name, OUT_HEADER + 16);
+  return b;
+}
+
+/**
+ * Ask the kernel to drop the nodes' unused dentries, and so the nodes themselves when nothing else holds
+ * them (FUSE_NOTIFY_PRUNE, protocol 7.45, Linux 6.18 and later; older kernels refuse it with EINVAL).
+ * With the writeback cache it is the only way to make the kernel take a size or mtime from the file
+ * system again: it trusts its own for a node it keeps. At most PRUNE_MAX ids.
+ */
+export function encodePrune(nodes: readonly bigint[]): Buffer {
+  const b = notifyHeader(NOTIFY_PRUNE, 16 + 8 * nodes.length);
+  b.writeUInt32LE(nodes.length, OUT_HEADER);
+  nodes.forEach((n, i) => b.writeBigUInt64LE(n, OUT_HEADER + 16 + 8 * i));
   return b;
 }
