@@ -94,6 +94,7 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
         ['getattrs local / misses', `${c.getattrsLocal} / ${c.getattrMisses}`],
         ['xattr requests local', String(c.xattrsLocal)],
         ['kernel cache invalidations', String(c.invalidations)],
+        ...(c.prunes > 0 ? [['nodes pruned (writeback cache)', String(c.prunes)] as [string, string]] : []),
         ['RPCs sent', `${c.rpcs}${Object.keys(c.rpcsByProc).length ? ` (${Object.entries(c.rpcsByProc).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}`],
       ];
       for (const [k, v] of rows) print(`${k.padEnd(28)}${v}`);
