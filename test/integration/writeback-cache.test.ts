@@ -54,6 +54,23 @@ t('small random writes reach the host merged, and all of them are there after cl
   tt.is((await randomWrites(plain, 'f')).writes, PAGES);
 });
 
+t('the times the kernel sends back after a rename cost no RPC; a utimensat to the same mtime still does', async (tt) => {
+  const m = await mountedVolume(tt, 'shm', { agentArgs: ['--writeback-cache'] });
+  const setattrs = async () => (await agentStats(m.agent)).counters.rpcsByProc.SETATTR ?? 0;
+  for (let i = 0; i < 10; i++) fs.writeFileSync(path.join(m.mp, `f${i}`), `file ${i}`);
+  spawnSync('sync', ['-f', m.mp]);
+  const before = await setattrs();
+  for (let i = 0; i < 10; i++) fs.renameSync(path.join(m.mp, `f${i}`), path.join(m.mp, `g${i}`));
+  spawnSync('sync', ['-f', m.mp]); // the kernel writes back each renamed file's ctime (a SETATTR)
+  tt.is(await setattrs(), before);
+  // touch -m to the mtime it has: the kernel sends a ctime of now, newer than the host's, so it goes.
+  const st = fs.statSync(path.join(m.mp, 'g0'), { bigint: true });
+  const at = `@${st.mtimeNs / 1_000_000_000n}.${String(st.mtimeNs % 1_000_000_000n).padStart(9, '0')}`;
+  tt.is(spawnSync('touch', ['-m', '-d', at, path.join(m.mp, 'g0')]).status, 0);
+  tt.is(await setattrs(), before + 1);
+  tt.is(fs.readFileSync(path.join(m.mp, 'g9'), 'utf8'), 'file 9');
+});
+
 t('a full volume: errors of cached writes surface at fsync and at close, and nothing else is lost', async (tt) => {
   const m = await mountedVolume(tt, 'shm', { quota: '1M', agentArgs: ['--writeback-cache'] });
   fs.writeFileSync(path.join(m.mp, 'small'), 'fits');

@@ -165,6 +165,7 @@ export class Session {
         if (valid & P.FATTR.SIZE) s.size = b.readBigUInt64LE(16);
         if (valid & P.FATTR.ATIME) s.atime = valid & P.FATTR.ATIME_NOW ? 'now' : time(32, 56);
         if (valid & P.FATTR.MTIME) s.mtime = valid & P.FATTR.MTIME_NOW ? 'now' : time(40, 60);
+        if (valid & P.FATTR.CTIME) s.ctime = time(48, 64);
         return P.encodeAttrOut(await need(f.setattr).call(f, ctx, ino, s), t);
       }
       case P.Op.READLINK:
