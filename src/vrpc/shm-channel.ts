@@ -1,7 +1,7 @@
 // VRPC over shared memory: one queue pair of a region (src/ring) as a Channel, and connectShm, which
-// attaches a VrpcClient over it. The event loop is never blocked: after each burst the channel yields
-// (setImmediate) briefly for more, then sleeps in a doorbell thread (doorbell.ts), or without one polls
-// on timers with backoff (a futex cannot be awaited). A thread that may block uses shm-sync-client.ts.
+// attaches a VrpcClient over it. The event loop is never blocked: after each burst the channel sleeps
+// in a doorbell thread (doorbell.ts), or without one yields briefly for more and then polls on timers
+// with backoff (a futex cannot be awaited). A thread that may block uses shm-sync-client.ts.
 import { PrismError } from '../errors.js';
 import { log } from '../log.js';
 import { MAX_MESSAGE } from '../protocol/procs.js';
@@ -32,6 +32,8 @@ export interface ShmChannelOptions {
   file?: string;
   /** The file's inode: the doorbell thread maps `file` only if it is still this file. */
   fileIno?: number;
+  /** With a doorbell: how long (ms) to keep looking for more messages on each loop turn before sleeping in it. Default 0. */
+  idleYieldMs?: number;
 }
 
 export class ShmChannel extends ChannelEvents implements Channel {
@@ -53,6 +55,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
   /** Host side: each request is copied here (reused) before it is decoded. */
   private readonly scratch: Buffer | null;
   override readonly transient: boolean;
+  private readonly idleYieldMs: number;
 
   constructor(readonly region: Region, private readonly side: Side, opts: ShmChannelOptions = {}) {
     super();
@@ -70,10 +73,11 @@ export class ShmChannel extends ChannelEvents implements Channel {
     this.transient = side === 'guest';
     // A guest attaching after another client: what is left in the response ring is not for it.
     if (side === 'guest') while (this.rx.read());
-    // The event loop cannot sleep on a futex: yield (setImmediate) for half a ms, then sleep in the
-    // doorbell thread, or without one poll on timers backing off to idlePollMs. No synchronous spin:
-    // it would hold up everything else on the loop (FUSE requests, other replies).
+    // The event loop cannot sleep on a futex: it sleeps in the doorbell thread, or without one yields
+    // (setImmediate) for half a ms and then polls on timers backing off to idlePollMs. No synchronous
+    // spin: it would hold up everything else on the loop (FUSE requests, other replies).
     this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 0, maxPollMs: opts.idlePollMs ?? 8, yieldMs: 0.5 });
+    this.idleYieldMs = opts.idleYieldMs ?? 0;
     // pump() catches everything itself; this is the last line, so that nothing a peer writes can
     // ever surface as an unhandled rejection (which ends the process).
     void this.pump().catch((e: unknown) => {
@@ -126,7 +130,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
           // Replies are due (calls in flight): look on every turn of the event loop for a while;
           // a slow reply then waits in the doorbell, so that polling never starves other work.
           if (quiet < EXPECT_POLL_MS || !this.doorbell) await new Promise<void>((r) => setImmediate(r));
-          else await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
+          else await this.doorbell.sleep(() => this.rx.hasRecord());
           continue;
         }
         if (this.outbox.length) {
@@ -135,13 +139,16 @@ export class ShmChannel extends ChannelEvents implements Channel {
           await this.wait.waitAsync(() => this.rx.hasRecord() || this.canFlush(), this.rx.headWord, this.rx.consumerFlag, 1000);
           continue;
         }
-        // With a doorbell, yield for a few ms (more work usually follows) and then sleep in it;
-        // without one, poll on timers.
         // Idle: look at the peer's counter of our send ring too, so that rings a guest broke while
         // nothing was being sent are reset now, not when the next client stumbles on them.
         if (this.side === 'host') this.tx.freeBytes();
-        if (await waitReadableAsync(this.rx, this.wait, this.doorbell ? this.wait.yieldMs : 1000)) continue;
-        if (this.doorbell && !this.outbox.length && !this.paused) await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
+        // With a doorbell, sleep in it at once (optionally after yielding idleYieldMs): polling the
+        // loop for more work takes the CPU the peer needs to send it, on a machine of few cores.
+        // Without one, poll on timers.
+        if (!this.doorbell || this.idleYieldMs > 0) {
+          if (await waitReadableAsync(this.rx, this.wait, this.doorbell ? this.idleYieldMs : 1000)) continue;
+        }
+        if (this.doorbell && !this.outbox.length && !this.paused) await this.doorbell.sleep(() => this.rx.hasRecord());
       } catch (e) {
         this.finish(e instanceof RingCorrupt ? new PrismError('EIO', e.message) : (e as Error));
         return;
@@ -213,6 +220,9 @@ export class ShmChannel extends ChannelEvents implements Channel {
     this.outbox.push(msg);
     this.outboxBytes += msg.byteLength + QUEUED_OVERHEAD;
   }
+
+  /** The doorbell thread's counters, while it serves this channel. */
+  get doorbellStats(): Readonly<{ deliveries: number; armWakes: number }> | undefined { return this.doorbell?.stats; }
 
   /** Whether replies are awaited (set by the client): then the channel never sleeps. */
   expecting: () => boolean = () => false;
