@@ -18,6 +18,14 @@ import { openServedRegion } from './shm-region.js';
  */
 const QUEUED_OVERHEAD = 128;
 
+/**
+ * With a doorbell: how long (ms) an idle channel keeps looking on each turn of the event loop before
+ * it sleeps in it. Long enough for a client's next call sent right after a reply (a few µs), short
+ * enough that requests a FUSE round trip apart (100 µs and more) find it asleep instead of polling:
+ * 0.5 ms here used to keep the host's main thread on a core through every request.
+ */
+const IDLE_YIELD_MS = 0.05;
+
 /** How long (ms) a guest with calls in flight polls for their replies before it sleeps in the doorbell. */
 const EXPECT_POLL_MS = 0.5;
 
@@ -32,7 +40,7 @@ export interface ShmChannelOptions {
   file?: string;
   /** The file's inode: the doorbell thread maps `file` only if it is still this file. */
   fileIno?: number;
-  /** With a doorbell: how long (ms) to keep looking for more messages on each loop turn before sleeping in it. Default 0. */
+  /** With a doorbell: how long (ms) to keep looking for more messages on each loop turn before sleeping in it. Default IDLE_YIELD_MS. */
   idleYieldMs?: number;
 }
 
@@ -77,7 +85,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
     // (setImmediate) for half a ms and then polls on timers backing off to idlePollMs. No synchronous
     // spin: it would hold up everything else on the loop (FUSE requests, other replies).
     this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 0, maxPollMs: opts.idlePollMs ?? 8, yieldMs: 0.5 });
-    this.idleYieldMs = opts.idleYieldMs ?? 0;
+    this.idleYieldMs = opts.idleYieldMs ?? IDLE_YIELD_MS;
     // pump() catches everything itself; this is the last line, so that nothing a peer writes can
     // ever surface as an unhandled rejection (which ends the process).
     void this.pump().catch((e: unknown) => {
@@ -142,8 +150,8 @@ export class ShmChannel extends ChannelEvents implements Channel {
         // Idle: look at the peer's counter of our send ring too, so that rings a guest broke while
         // nothing was being sent are reset now, not when the next client stumbles on them.
         if (this.side === 'host') this.tx.freeBytes();
-        // With a doorbell, sleep in it at once (optionally after yielding idleYieldMs): polling the
-        // loop for more work takes the CPU the peer needs to send it, on a machine of few cores.
+        // With a doorbell, sleep in it after yielding briefly (idleYieldMs): polling the loop for
+        // longer takes the CPU the peer needs to send more work, on a machine of few cores.
         // Without one, poll on timers.
         if (!this.doorbell || this.idleYieldMs > 0) {
           if (await waitReadableAsync(this.rx, this.wait, this.doorbell ? this.idleYieldMs : 1000)) continue;
