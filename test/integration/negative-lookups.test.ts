@@ -37,20 +37,19 @@ maybe('creating files in a directory sends no LOOKUP per file; missing names are
   t.is(fs.readFileSync(path.join(dir, 'from-host'), 'utf8'), 'from the host\n');
 });
 
-/** LOOKUPs that reached the agent (answered from its table or by the host). */
-async function lookups(a: Parameters<typeof agentStats>[0]): Promise<number> {
-  const c = (await agentStats(a)).counters;
-  return c.lookupsLocal + c.lookupMisses;
-}
-
 maybe('a missing name looked up again is answered by the kernel, until a name made elsewhere shows at once', async (t) => {
   const { store, a, b } = await twoVms(t, { a: LONG_CACHE, b: LONG_CACHE });
   fs.mkdirSync(path.join(a.mp, 'd'));
   const A = (n: string) => path.join(a.mp, 'd', n), B = (n: string) => path.join(b.mp, 'd', n);
   t.false(fs.existsSync(A('x')));
-  const before = await lookups(a);
+  const before = (await agentStats(a)).counters;
   for (let i = 0; i < 10; i++) t.false(fs.existsSync(A('x')));
-  t.is(await lookups(a) - before, 0, 'the kernel keeps the absence');
+  const after = (await agentStats(a)).counters;
+  // A late acknowledgement on a loaded machine gets a fenced and its kernel's cache dropped (by
+  // design): then the name is looked up again, once.
+  const dropped = after.cacheDrops - before.cacheDrops;
+  const asked = after.lookupsLocal + after.lookupMisses - before.lookupsLocal - before.lookupMisses;
+  t.true(asked <= dropped, `the kernel keeps the absence: ${asked} lookups reached the agent, ${dropped} cache drops`);
 
   // Made by the other VM: a's kernel is told before b's create returns (its entry timeout is 30 s).
   fs.writeFileSync(B('x'), 'from b\n');
@@ -78,9 +77,10 @@ maybe('a missing name looked up again is answered by the kernel, until a name ma
 maybe('with --no-meta a missing name is asked for every time (nothing would tell the kernel of a name made elsewhere)', async (t) => {
   const { a, b } = await twoVms(t, { a: LONG_CACHE, b: ['--no-meta', ...LONG_CACHE] });
   fs.mkdirSync(path.join(a.mp, 'd'));
+  t.true(fs.statSync(path.join(b.mp, 'd')).isDirectory());
   const before = (await agentStats(b)).counters.rpcsByProc.LOOKUP ?? 0;
   for (let i = 0; i < 5; i++) t.false(fs.existsSync(path.join(b.mp, 'd', 'x')));
-  t.is(((await agentStats(b)).counters.rpcsByProc.LOOKUP ?? 0) - before, 5 + 1, 'each lookup of x, and d once');
+  t.is(((await agentStats(b)).counters.rpcsByProc.LOOKUP ?? 0) - before, 5, 'each lookup of x');
   fs.writeFileSync(path.join(a.mp, 'd', 'x'), 'x');
   t.true(fs.existsSync(path.join(b.mp, 'd', 'x')));
 });
