@@ -134,7 +134,15 @@ export class VrpcFs implements FileSystem {
 
   async unlink(_c: Ctx, parent: bigint, name: string): Promise<void> {
     this.files.pinAll();
-    await this.rpc.remove(this.nodes.fh(parent), bytes(name));
+    const dirFh = this.nodes.fh(parent);
+    const raw = bytes(name);
+    // Answered here when the result is certain (shared-metadata.ts `removable`); posted where the link can post.
+    const child = this.host.post ? this.shared?.removable(parent, raw) : undefined;
+    if (child !== undefined) {
+      this.writeBehind.postMeta([parent, child], Proc.REMOVE, [dirFh, raw]);
+      return;
+    }
+    await this.rpc.remove(dirFh, raw);
   }
 
   async rmdir(_c: Ctx, parent: bigint, name: string): Promise<void> {

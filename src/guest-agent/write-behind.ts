@@ -104,6 +104,39 @@ export class WriteBehind {
     return copy.length;
   }
 
+  /**
+   * A metadata change the agent has answered itself (docs/agent.md, "posted metadata changes"): sent
+   * behind like a WRITE, in order on the channel. Until its reply is read, `writing` is true for each
+   * node it touches, so the table (not updated yet) answers nothing about them; an error the host
+   * still gives (EIO, a full store) is kept for each node and reported by its next write, flush or
+   * fsync (fsyncdir for a directory), and logged.
+   */
+  postMeta(ids: readonly bigint[], proc: Proc, args: unknown[]): void {
+    const ws = ids.map((id) => {
+      const w = this.writes.get(id) ?? { inFlight: 0, error: null, waiters: [] };
+      this.writes.set(id, w);
+      w.inFlight++;
+      return [id, w] as const;
+    });
+    this.counters.add('postedMeta');
+    this.post(proc, args)
+      .catch((err: Error) => {
+        // The name was there when it was posted and nobody else writes the volume: ENOENT means the
+        // REMOVE was sent again (the channel was lost) after a host had already applied it.
+        if (proc === Proc.REMOVE && err instanceof PrismError && err.code === 'ENOENT') return;
+        const e = err instanceof PrismError ? err : new PrismError('EIO', err.message);
+        log.warn({ proc, err: e.message }, 'a posted metadata change failed: reported at the next fsync or close');
+        for (const [, w] of ws) w.error ??= e;
+      })
+      .finally(() => {
+        for (const [id, w] of ws) {
+          if (--w.inFlight > 0) continue;
+          for (const wake of w.waiters.splice(0)) wake();
+          if (!w.error && this.writes.get(id) === w) this.writes.delete(id);
+        }
+      });
+  }
+
   /** A call whose reply nobody waits for now: posted on a blocking link, an ordinary call otherwise. */
   private post(proc: Proc, args: unknown[]): Promise<unknown[]> {
     return this.host.post ? this.host.post(proc, args) : this.host.call(proc, args);

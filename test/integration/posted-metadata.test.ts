@@ -1,0 +1,67 @@
+// Posted metadata changes (issue 13): on a volume no other VM attaches, the agent answers an unlink
+// itself when its table holds the name, and posts the REMOVE. Counted by `prism agent stats`; the
+// result is visible at once through the mount and survives a host restart after fsync of the directory.
+import fs from 'node:fs';
+import path from 'node:path';
+import test from 'ava';
+import { agentStats, fuseSkipReason } from '../helpers/agent.js';
+import { prism } from '../helpers/host.js';
+import { mountedVolume } from '../helpers/mounted-volume.js';
+
+const skip = fuseSkipReason();
+const maybe = skip ? test.skip : test.serial;
+if (skip) test('posted metadata (skipped)', (t) => { t.log(skip); t.pass(); });
+
+const N = 40;
+
+maybe('unlinks on a volume of one VM are answered by the agent and posted; a `prism put` makes them synchronous again', async (t) => {
+  const m = await mountedVolume(t, 'shm');
+  const dir = path.join(m.mp, 'd');
+  fs.mkdirSync(dir);
+  for (let i = 0; i < N; i++) fs.writeFileSync(path.join(dir, `f${i}`), `file ${i}\n`);
+  const before = (await agentStats(m.agent)).counters;
+  for (let i = 0; i < N; i++) fs.unlinkSync(path.join(dir, `f${i}`));
+  // Visible at once: no name, no listing entry, the directory's attributes current, the name free again.
+  for (let i = 0; i < N; i++) t.false(fs.existsSync(path.join(dir, `f${i}`)));
+  t.deepEqual(fs.readdirSync(dir), []);
+  t.is(fs.statSync(dir).nlink, 2);
+  t.throws(() => fs.unlinkSync(path.join(dir, 'f0')), { code: 'ENOENT' });
+  fs.writeFileSync(path.join(dir, 'f1'), 'again\n');
+  t.is(fs.readFileSync(path.join(dir, 'f1'), 'utf8'), 'again\n');
+  const after = (await agentStats(m.agent)).counters;
+  const sent = (p: string) => (after.rpcsByProc[p] ?? 0) - (before.rpcsByProc[p] ?? 0);
+  t.is(after.postedMeta - before.postedMeta, N, 'every unlink of a name the table held was posted');
+  t.is(sent('REMOVE'), N, 'one REMOVE each, none waited for');
+
+  // fsync of the directory makes them durable: a host restarted after it has them all.
+  const fd = fs.openSync(dir, 'r');
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  await m.host.stop();
+  await m.restartHost();
+  t.deepEqual(fs.readdirSync(dir).sort(), ['f1']);
+  for (let i = 2; i < N; i++) t.false(fs.existsSync(path.join(dir, `f${i}`)));
+
+  // The host itself changes the volume: from then on the agent asks it (its table's mark is gone).
+  const src = path.join(m.dir, 'src.txt');
+  fs.writeFileSync(src, 'from the host\n');
+  t.is(prism(m.store, ['put', 'vol:/d/from-host', src]).code, 0);
+  fs.writeFileSync(path.join(dir, 'g'), 'g\n');
+  const b2 = (await agentStats(m.agent)).counters;
+  fs.unlinkSync(path.join(dir, 'g'));
+  fs.unlinkSync(path.join(dir, 'from-host'));
+  t.false(fs.existsSync(path.join(dir, 'g')));
+  const a2 = (await agentStats(m.agent)).counters;
+  t.is(a2.postedMeta - b2.postedMeta, 0, 'not posted once the host changed the volume');
+  t.is((a2.rpcsByProc.REMOVE ?? 0) - (b2.rpcsByProc.REMOVE ?? 0), 2);
+});
+
+maybe('over TCP (no table) every unlink waits for its REMOVE', async (t) => {
+  const m = await mountedVolume(t, 'tcp');
+  fs.writeFileSync(path.join(m.mp, 'x'), 'x\n');
+  const before = (await agentStats(m.agent)).counters;
+  fs.unlinkSync(path.join(m.mp, 'x'));
+  const after = (await agentStats(m.agent)).counters;
+  t.is(after.postedMeta - before.postedMeta, 0);
+  t.false(fs.existsSync(path.join(m.mp, 'x')));
+});
