@@ -1,0 +1,115 @@
+// Posted unlinks in VrpcFs against a fake host and an in-memory metadata table: when the agent may
+// answer itself, what bypasses the table until the reply, and how a late error is reported.
+import test from 'ava';
+import { PrismError } from '../../src/errors.js';
+import type { Link } from '../../src/guest-agent/host-link.js';
+import { VrpcFs } from '../../src/guest-agent/vrpc-fs.js';
+import { MetaTable } from '../../src/metadata-share/table.js';
+import { Proc } from '../../src/protocol/procs.js';
+
+const VOL = 7, ROOT_INO = 2, FILE = 5, DIR = 6;
+const ctx = { uid: 0, gid: 0, pid: 1 };
+const fhOf = (ino: number) => Buffer.from([1, 0, 0, 0, VOL, ino]);
+const attrOf = (ino: number, mode: number) => [ino, mode, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 0, 1, 0];
+
+/** A host that answers posted calls when a later call or settle() reads them, as SyncLink does. */
+class FakeHost implements Link {
+  readonly sent: Proc[] = [];
+  readonly postedProcs: Proc[] = [];
+  removeFails: PrismError | null = null;
+  removed = new Set<string>();
+  private readonly queue: Array<() => void> = [];
+
+  post = (proc: Proc, args: unknown[]): Promise<unknown[]> => new Promise((resolve, reject) => {
+    this.postedProcs.push(proc);
+    this.queue.push(() => { try { resolve(this.run(proc, args)); } catch (e) { reject(e); } });
+  });
+
+  settle = (): void => { for (const answer of this.queue.splice(0)) answer(); };
+
+  call(proc: Proc, args?: unknown[]): Promise<unknown[]>;
+  call<T>(proc: Proc, args: unknown[], take: (r: unknown[]) => T): Promise<T>;
+  call(proc: Proc, args: unknown[] = [], take?: (r: unknown[]) => unknown): Promise<unknown> {
+    this.settle();
+    this.sent.push(proc);
+    try {
+      const r = this.run(proc, args);
+      return Promise.resolve(take ? take(r) : r);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private run(proc: Proc, args: unknown[]): unknown[] {
+    const name = () => Buffer.from(args[1] as Uint8Array).toString('latin1');
+    switch (proc) {
+      case Proc.REMOVE:
+        if (this.removeFails) throw this.removeFails;
+        if (this.removed.has(name())) throw new PrismError('ENOENT', 'no entry');
+        this.removed.add(name());
+        return [];
+      case Proc.LOOKUP:
+        if (this.removed.has(name())) throw new PrismError('ENOENT', 'no entry');
+        return [fhOf(FILE), attrOf(FILE, 0o100644)];
+      case Proc.COMMIT:
+        return [Buffer.alloc(8, 1)];
+      default:
+        throw new PrismError('ENOSYS', `not in the fake: ${proc}`);
+    }
+  }
+}
+
+function setup(o: { sole?: boolean } = {}): { host: FakeHost; fs: VrpcFs; table: MetaTable } {
+  const table = MetaTable.create(new ArrayBuffer(1 << 20), 16);
+  if (o.sole ?? true) table.markSole(VOL);
+  table.putEntry(VOL, ROOT_INO, Buffer.from('a'), { fh: fhOf(FILE), ino: FILE });
+  table.putAttr(VOL, FILE, attrOf(FILE, 0o100644), false);
+  table.putEntry(VOL, ROOT_INO, Buffer.from('d'), { fh: fhOf(DIR), ino: DIR });
+  table.putAttr(VOL, DIR, attrOf(DIR, 0o040755), false);
+  table.putAttr(VOL, ROOT_INO, attrOf(ROOT_INO, 0o040755), false);
+  const host = new FakeHost();
+  const fs = new VrpcFs(host, fhOf(ROOT_INO), ROOT_INO, { shared: table });
+  return { host, fs, table };
+}
+
+test('an unlink the table can answer is posted; until its reply the name and both nodes are asked of the host', async (t) => {
+  const { host, fs } = setup();
+  await fs.unlink(ctx, 1n, 'a');
+  t.deepEqual(host.postedProcs, [Proc.REMOVE]);
+  t.deepEqual(host.sent, [], 'nothing waited for');
+  t.is(fs.counters.get('postedMeta'), 1);
+  // The table still says "a" exists (the host has not published yet): the agent must not answer from it.
+  const err = await t.throwsAsync(fs.lookup(ctx, 1n, 'a'));
+  t.is((err as PrismError).code, 'ENOENT');
+  t.deepEqual(host.sent, [Proc.LOOKUP]);
+  await t.notThrowsAsync(fs.fsync(ctx, 1n));
+});
+
+test('an error the host gives for a posted REMOVE is reported by the directory\'s next fsync, once', async (t) => {
+  const { host, fs } = setup();
+  host.removeFails = new PrismError('EIO', 'the store failed');
+  await fs.unlink(ctx, 1n, 'a');
+  const err = await t.throwsAsync(fs.fsync(ctx, 1n));
+  t.is((err as PrismError).code, 'EIO');
+  await t.notThrowsAsync(fs.fsync(ctx, 1n), 'reported once');
+});
+
+test('ENOENT for a posted REMOVE (sent again after a host had applied it) is no error', async (t) => {
+  const { host, fs } = setup();
+  host.removed.add('a');
+  await fs.unlink(ctx, 1n, 'a');
+  await t.notThrowsAsync(fs.fsync(ctx, 1n));
+});
+
+test('without the host\'s sole mark, for a directory, or a name the table lacks, the unlink waits for its REMOVE', async (t) => {
+  const shared = setup({ sole: false });
+  await shared.fs.unlink(ctx, 1n, 'a');
+  t.deepEqual(shared.host.postedProcs, []);
+  t.deepEqual(shared.host.sent, [Proc.REMOVE]);
+
+  const { host, fs } = setup();
+  await fs.unlink(ctx, 1n, 'd'); // the kernel sends no UNLINK for a directory it knows, but the table decides here
+  await fs.unlink(ctx, 1n, 'unknown');
+  t.deepEqual(host.postedProcs, []);
+  t.deepEqual(host.sent, [Proc.REMOVE, Proc.REMOVE]);
+});
