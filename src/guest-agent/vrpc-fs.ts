@@ -101,7 +101,13 @@ export class VrpcFs implements FileSystem {
     });
     const fh = this.nodes.fh(id);
     // A truncation changes data: kept, like a write, until committed (a resend must not undo it).
-    const [attr] = setsSize(set) ? await this.writeBehind.dataChange(fh, Proc.SETATTR, [fh, set]) : await this.rpc.setattr(fh, set);
+    if (setsSize(set)) return fuseAttr((await this.writeBehind.dataChange(fh, Proc.SETATTR, [fh, set]))[0]);
+    const base = this.host.post ? this.shared?.settable(id) : undefined;
+    if (base) {
+      this.writeBehind.postMeta([id], Proc.SETATTR, [fh, set]);
+      return posted(base, s);
+    }
+    const [attr] = await this.rpc.setattr(fh, set);
     return fuseAttr(attr);
   }
 
@@ -275,6 +281,24 @@ export class VrpcFs implements FileSystem {
     const [copied] = await this.rpc.copyRange(this.nodes.fh(src.ino), Number(src.offset), this.nodes.fh(dst.ino), Number(dst.offset), len);
     return copied;
   }
+}
+
+/**
+ * The attributes a posted SETATTR gives (as Volume.setattr makes them), for the kernel's reply only:
+ * not to be cached (validSec 0), since the host stamps ctime (and "now") with its own clock when it
+ * applies it; the next stat asks again and gets the host's values.
+ */
+function posted(a: Attr, s: FuseSetAttr): FuseAttr {
+  const ms = Date.now();
+  const now: [number, number] = [Math.floor(ms / 1000), (ms % 1000) * 1e6];
+  const time = (t: FuseSetAttr['atime'], old: [number, number]) => (t === undefined ? old : t === 'now' ? now : t);
+  return {
+    ...fuseAttr(a),
+    mode: s.mode === undefined ? a.mode : (a.mode & 0o170000) | (s.mode & 0o7777),
+    uid: s.uid ?? a.uid, gid: s.gid ?? a.gid,
+    atime: time(s.atime, a.atime), mtime: time(s.mtime, a.mtime), ctime: now,
+    validSec: 0,
+  };
 }
 
 function bytes(s: string): Buffer {

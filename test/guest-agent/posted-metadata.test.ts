@@ -17,6 +17,7 @@ class FakeHost implements Link {
   readonly sent: Proc[] = [];
   readonly postedProcs: Proc[] = [];
   removeFails: PrismError | null = null;
+  setattrFails: PrismError | null = null;
   removed = new Set<string>();
   private readonly queue: Array<() => void> = [];
 
@@ -51,6 +52,11 @@ class FakeHost implements Link {
       case Proc.LOOKUP:
         if (this.removed.has(name())) throw new PrismError('ENOENT', 'no entry');
         return [fhOf(FILE), attrOf(FILE, 0o100644)];
+      case Proc.SETATTR:
+        if (this.setattrFails) throw this.setattrFails;
+        return [attrOf(FILE, 0o100600)];
+      case Proc.GETATTR:
+        return [attrOf(FILE, 0o100600)];
       case Proc.COMMIT:
         return [Buffer.alloc(8, 1)];
       default:
@@ -112,4 +118,35 @@ test('without the host\'s sole mark, for a directory, or a name the table lacks,
   await fs.unlink(ctx, 1n, 'unknown');
   t.deepEqual(host.postedProcs, []);
   t.deepEqual(host.sent, [Proc.REMOVE, Proc.REMOVE]);
+});
+
+test('a chmod or utime of a node the table holds is posted; its reply is not cached by the kernel, and getattr asks the host until the SETATTR is answered', async (t) => {
+  const { host, fs } = setup();
+  await fs.lookup(ctx, 1n, 'a'); // the kernel knows the node (from the table: no RPC)
+  const a = await fs.setattr!(ctx, BigInt(FILE), { mode: 0o600, mtime: [5, 6], atime: 'now' });
+  t.deepEqual(host.postedProcs, [Proc.SETATTR]);
+  t.deepEqual(host.sent, []);
+  t.is(a.mode, 0o100600);
+  t.deepEqual(a.mtime, [5, 6]);
+  t.is(a.validSec, 0, 'the host stamps ctime: the kernel asks again');
+  const g = await fs.getattr(ctx, BigInt(FILE));
+  t.deepEqual(host.sent, [Proc.GETATTR], 'not from the table, which the host has not updated yet');
+  t.is(g.mode, 0o100600);
+  // A truncation is not posted (kept with the file's writes), nor is anything without the mark.
+  const shared = setup({ sole: false });
+  await shared.fs.lookup(ctx, 1n, 'a');
+  shared.host.sent.length = 0;
+  await shared.fs.setattr!(ctx, BigInt(FILE), { mode: 0o600 });
+  t.deepEqual(shared.host.sent, [Proc.SETATTR]);
+  t.deepEqual(shared.host.postedProcs, []);
+});
+
+test('an error the host gives for a posted SETATTR is reported by the file\'s next fsync', async (t) => {
+  const { host, fs } = setup();
+  host.setattrFails = new PrismError('ENOSPC', 'the store is full');
+  await fs.lookup(ctx, 1n, 'a');
+  await fs.setattr!(ctx, BigInt(FILE), { mode: 0o600 });
+  const err = await t.throwsAsync(fs.fsync(ctx, BigInt(FILE)));
+  t.is((err as PrismError).code, 'ENOSPC');
+  await t.notThrowsAsync(fs.fsync(ctx, BigInt(FILE)));
 });

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
-import { agentStats, fuseSkipReason } from '../helpers/agent.js';
+import { agentStats, fuseSkipReason, run } from '../helpers/agent.js';
 import { prism } from '../helpers/host.js';
 import { mountedVolume } from '../helpers/mounted-volume.js';
 
@@ -54,6 +54,44 @@ maybe('unlinks on a volume of one VM are answered by the agent and posted; a `pr
   const a2 = (await agentStats(m.agent)).counters;
   t.is(a2.postedMeta - b2.postedMeta, 0, 'not posted once the host changed the volume');
   t.is((a2.rpcsByProc.REMOVE ?? 0) - (b2.rpcsByProc.REMOVE ?? 0), 2);
+});
+
+maybe('chmod and utime on a volume of one VM are posted and seen exactly at once', async (t) => {
+  const m = await mountedVolume(t, 'shm');
+  const dir = path.join(m.mp, 'c');
+  fs.mkdirSync(dir);
+  for (let i = 0; i < N; i++) fs.writeFileSync(path.join(dir, `f${i}`), `file ${i}\n`);
+  for (let i = 0; i < N; i++) fs.statSync(path.join(dir, `f${i}`));
+  const before = (await agentStats(m.agent)).counters;
+  for (let i = 0; i < N; i++) {
+    const p = path.join(dir, `f${i}`);
+    const c0 = fs.statSync(p).ctimeMs;
+    fs.chmodSync(p, 0o600 + (i % 8));
+    t.is(fs.statSync(p).mode & 0o7777, 0o600 + (i % 8)); // asks the host (the table is behind), so the reply is read
+    fs.utimesSync(p, 1000 + i, 2000 + i);
+    const s = fs.statSync(p);
+    t.is(s.mode & 0o7777, 0o600 + (i % 8));
+    t.is(s.atimeMs, (1000 + i) * 1000);
+    t.is(s.mtimeMs, (2000 + i) * 1000);
+    t.true(s.ctimeMs >= c0);
+    t.is(fs.statSync(p).ctimeMs, s.ctimeMs, 'ctime is the host\'s, stable');
+  }
+  const after = (await agentStats(m.agent)).counters;
+  t.is(after.postedMeta - before.postedMeta, 2 * N);
+  t.is((after.rpcsByProc.SETATTR ?? 0) - (before.rpcsByProc.SETATTR ?? 0), 2 * N);
+  // An unprivileged user cannot chmod another's file: the kernel refuses before the agent is asked.
+  t.throws(() => run('chmod', ['777', path.join(dir, 'f0')], { uid: 65534, gid: 65534 }));
+  t.is(fs.statSync(path.join(dir, 'f0')).mode & 0o7777, 0o600);
+  // Durable once the file is fsynced: a restarted host has them.
+  for (let i = 0; i < N; i++) {
+    const fd = fs.openSync(path.join(dir, `f${i}`), 'r');
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+  }
+  await m.host.stop();
+  await m.restartHost();
+  t.is(fs.statSync(path.join(dir, 'f3')).mode & 0o7777, 0o603);
+  t.is(fs.statSync(path.join(dir, 'f3')).mtimeMs, 2003 * 1000);
 });
 
 maybe('over TCP (no table) every unlink waits for its REMOVE', async (t) => {
