@@ -7,7 +7,7 @@ import { VrpcFs } from '../../src/guest-agent/vrpc-fs.js';
 import { MetaTable } from '../../src/metadata-share/table.js';
 import { Proc } from '../../src/protocol/procs.js';
 
-const VOL = 7, ROOT_INO = 2, FILE = 5, DIR = 6;
+const VOL = 7, ROOT_INO = 2, FILE = 5, DIR = 6, FILE2 = 8;
 const ctx = { uid: 0, gid: 0, pid: 1 };
 const fhOf = (ino: number) => Buffer.from([1, 0, 0, 0, VOL, ino]);
 const attrOf = (ino: number, mode: number) => [ino, mode, 1, 0, 0, 0, 0, 0, 1, 0, 1, 0, 1, 0, 1, 0];
@@ -20,6 +20,7 @@ class FakeHost implements Link {
   setattrFails: PrismError | null = null;
   removed = new Set<string>();
   private readonly queue: Array<() => void> = [];
+  table?: MetaTable;
 
   post = (proc: Proc, args: unknown[]): Promise<unknown[]> => new Promise((resolve, reject) => {
     this.postedProcs.push(proc);
@@ -48,6 +49,7 @@ class FakeHost implements Link {
         if (this.removeFails) throw this.removeFails;
         if (this.removed.has(name())) throw new PrismError('ENOENT', 'no entry');
         this.removed.add(name());
+        this.table?.putEntry(VOL, ROOT_INO, Buffer.from(name()), null); // published before the reply, as the host does
         return [];
       case Proc.LOOKUP:
         if (this.removed.has(name())) throw new PrismError('ENOENT', 'no entry');
@@ -70,10 +72,13 @@ function setup(o: { sole?: boolean } = {}): { host: FakeHost; fs: VrpcFs; table:
   if (o.sole ?? true) table.markSole(VOL);
   table.putEntry(VOL, ROOT_INO, Buffer.from('a'), { fh: fhOf(FILE), ino: FILE });
   table.putAttr(VOL, FILE, attrOf(FILE, 0o100644), false);
+  table.putEntry(VOL, ROOT_INO, Buffer.from('b'), { fh: fhOf(FILE2), ino: FILE2 });
+  table.putAttr(VOL, FILE2, attrOf(FILE2, 0o100644), false);
   table.putEntry(VOL, ROOT_INO, Buffer.from('d'), { fh: fhOf(DIR), ino: DIR });
   table.putAttr(VOL, DIR, attrOf(DIR, 0o040755), false);
   table.putAttr(VOL, ROOT_INO, attrOf(ROOT_INO, 0o040755), false);
   const host = new FakeHost();
+  host.table = table;
   const fs = new VrpcFs(host, fhOf(ROOT_INO), ROOT_INO, { shared: table });
   return { host, fs, table };
 }
@@ -81,14 +86,21 @@ function setup(o: { sole?: boolean } = {}): { host: FakeHost; fs: VrpcFs; table:
 test('an unlink the table can answer is posted; until its reply the name and both nodes are asked of the host', async (t) => {
   const { host, fs } = setup();
   await fs.unlink(ctx, 1n, 'a');
-  t.deepEqual(host.postedProcs, [Proc.REMOVE]);
+  await fs.unlink(ctx, 1n, 'b'); // another name of the same directory: posted too
+  t.deepEqual(host.postedProcs, [Proc.REMOVE, Proc.REMOVE]);
   t.deepEqual(host.sent, [], 'nothing waited for');
-  t.is(fs.counters.get('postedMeta'), 1);
+  t.is(fs.counters.get('postedMeta'), 2);
+
   // The table still says "a" exists (the host has not published yet): the agent must not answer from it.
   const err = await t.throwsAsync(fs.lookup(ctx, 1n, 'a'));
   t.is((err as PrismError).code, 'ENOENT');
   t.deepEqual(host.sent, [Proc.LOOKUP]);
   await t.notThrowsAsync(fs.fsync(ctx, 1n));
+  // The directory's attributes (mtime) too.
+  const again = setup();
+  await again.fs.unlink(ctx, 1n, 'a');
+  await again.fs.getattr(ctx, 1n);
+  t.deepEqual(again.host.sent, [Proc.GETATTR]);
 });
 
 test('an error the host gives for a posted REMOVE is reported by the directory\'s next fsync, once', async (t) => {
