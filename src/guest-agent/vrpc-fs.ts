@@ -80,7 +80,9 @@ export class VrpcFs implements FileSystem {
   async lookup(_c: Ctx, parent: bigint, name: string): Promise<Entry> {
     const dirFh = this.nodes.fh(parent);
     const raw = bytes(name);
-    const local = this.shared?.lookup(parent, raw);
+    let local = this.shared?.lookup(parent, raw);
+    // Missed only because a posted change of ours is on its way: read its reply; the table is current then.
+    if (!local && this.shared && this.writeBehind.writing(parent) && await this.writeBehind.caughtUp(parent)) local = this.shared.lookup(parent, raw);
     if (local) return local;
     const [fh, attr] = await this.rpc.lookup(dirFh, raw);
     return this.nodes.entry(fh, attr, parent, raw);
@@ -88,7 +90,8 @@ export class VrpcFs implements FileSystem {
 
   async getattr(_c: Ctx, id: bigint): Promise<FuseAttr> {
     const fh = this.nodes.fh(id);
-    const local = this.shared?.getattr(id);
+    let local = this.shared?.getattr(id);
+    if (!local && this.shared && this.writeBehind.writing(id) && await this.writeBehind.caughtUp(id)) local = this.shared.getattr(id);
     if (local) return fuseAttr(local);
     const [attr] = await this.rpc.getattr(fh);
     return fuseAttr(attr);

@@ -229,6 +229,16 @@ export class WriteBehind {
     throw new PrismError('EIO', `the host restarted during each of ${MAX_COMMIT_ROUNDS} COMMITs: unstable data is not durable`);
   }
 
+  /**
+   * Read the replies of every posted call (a blocking link) and let their handlers run: true if
+   * nothing of the node's is on its way any longer. Cheaper than an RPC the host would run after them anyway.
+   */
+  async caughtUp(id: bigint): Promise<boolean> {
+    if (!this.host.settle) return false;
+    await this.collectReplies();
+    return !this.writes.has(id);
+  }
+
   /** On a blocking link, read the replies of posted WRITEs and let their handlers run. */
   private async collectReplies(): Promise<void> {
     if (!this.host.settle) return;
