@@ -6,7 +6,7 @@ export const COUNTER_NAMES = [
   'lookupsLocal', 'lookupMisses', 'getattrsLocal', 'getattrMisses', 'xattrsLocal', 'rpcs', 'invalidations', 'logRecordsLost', 'replays',
   // Fences of the metadata table recovered from (the host stopped waiting for us), and whole kernel caches dropped.
   'fencesRecovered', 'cacheDrops',
-  // Metadata changes answered by the agent and sent behind (REMOVE): docs/agent.md.
+  // Metadata changes answered by the agent and sent behind (SETATTR of mode, owner, times): docs/agent.md.
   'postedMeta',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];

@@ -4,7 +4,6 @@
 import { PrismError } from '../errors.js';
 import type { MetaTable } from '../metadata-share/table.js';
 import { attrFromWire } from '../protocol/wire.js';
-import { isDir } from '../posix/mode.js';
 import type { Attr } from '../posix/types.js';
 import type { AgentCounters } from './counters.js';
 import type { Entry } from './fuse/fs.js';
@@ -52,25 +51,6 @@ export class SharedMetadata {
     const attr = this.attr(id);
     this.counters.add(attr ? 'getattrsLocal' : 'getattrMisses');
     return attr;
-  }
-
-  /**
-   * The node `name` in `parent` is, when the agent may remove it itself and post the REMOVE: the volume
-   * is written by this VM alone (the host's mark), the table holds the name and the child's attributes,
-   * the child is no directory, and no change of ours to it is still on its way. Then the host
-   * can only answer as the table says (its other errors, EIO or a full store, are reported later).
-   * The kernel (default_permissions) has already checked the caller may.
-   */
-  removable(parent: bigint, name: Buffer): bigint | undefined {
-    // A posted change of the directory (another unlink in it) leaves its other names right: only the
-    // name it removed is stale, and that child's attributes are not answered until its reply.
-    if (!this.table.isSole(this.volumeId)) return undefined;
-    const e = this.table.getEntry(this.volumeId, this.nodes.inoOf(parent), name);
-    if (!e) return undefined;
-    const child = this.nodes.nodeId(e.ino);
-    const attr = this.attr(child);
-    if (!attr || isDir(attr.mode)) return undefined;
-    return child;
   }
 
   /**

@@ -141,17 +141,11 @@ export class VrpcFs implements FileSystem {
     return this.made(parent, raw, this.rpc.mkdir(this.nodes.fh(parent), raw, mode & 0o7777, c.uid, c.gid));
   }
 
+  // Not posted (unlike chmod/utime): the kernel asks for the directory's attributes right after each
+  // unlink, which would then wait for the REMOVE anyway (measured: no faster, see docs/agent.md).
   async unlink(_c: Ctx, parent: bigint, name: string): Promise<void> {
     this.files.pinAll();
-    const dirFh = this.nodes.fh(parent);
-    const raw = bytes(name);
-    // Answered here when the result is certain (shared-metadata.ts `removable`); posted where the link can post.
-    const child = this.host.post ? this.shared?.removable(parent, raw) : undefined;
-    if (child !== undefined) {
-      this.writeBehind.postMeta([parent, child], Proc.REMOVE, [dirFh, raw]);
-      return;
-    }
-    await this.rpc.remove(dirFh, raw);
+    await this.rpc.remove(this.nodes.fh(parent), bytes(name));
   }
 
   async rmdir(_c: Ctx, parent: bigint, name: string): Promise<void> {
