@@ -53,6 +53,17 @@ export class SharedMetadata {
     return attr;
   }
 
+  /**
+   * A node's current attributes, when the agent may change its mode, owner or times itself and post
+   * the SETATTR: the volume is written by this VM alone, the table holds them, and no change of ours
+   * to it is on its way. The host then cannot refuse (the kernel checked permissions) but for EIO or
+   * a full store, reported later.
+   */
+  settable(id: bigint): Attr | undefined {
+    if (!this.table.isSole(this.volumeId)) return undefined;
+    return this.attr(id);
+  }
+
   /** The inode number of a directory's parent, if the table holds its ".." entry. */
   parentIno(id: bigint): number | undefined {
     const e = this.table.getEntry(this.volumeId, this.nodes.inoOf(id), DOTDOT);

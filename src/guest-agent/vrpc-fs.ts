@@ -84,7 +84,9 @@ export class VrpcFs implements FileSystem {
   async lookup(_c: Ctx, parent: bigint, name: string): Promise<Entry> {
     const dirFh = this.nodes.fh(parent);
     const raw = bytes(name);
-    const local = this.shared?.lookup(parent, raw);
+    let local = this.shared?.lookup(parent, raw);
+    // Missed only because a posted change of ours is on its way: read its reply; the table is current then.
+    if (!local && this.shared && this.writeBehind.writing(parent) && await this.writeBehind.caughtUp(parent)) local = this.shared.lookup(parent, raw);
     if (local) return local;
     const [fh, attr] = await this.rpc.lookup(dirFh, raw);
     return this.nodes.entry(fh, attr, parent, raw);
@@ -92,7 +94,8 @@ export class VrpcFs implements FileSystem {
 
   async getattr(_c: Ctx, id: bigint): Promise<FuseAttr> {
     const fh = this.nodes.fh(id);
-    const local = this.shared?.getattr(id);
+    let local = this.shared?.getattr(id);
+    if (!local && this.shared && this.writeBehind.writing(id) && await this.writeBehind.caughtUp(id)) local = this.shared.getattr(id);
     if (local) return fuseAttr(local);
     const [attr] = await this.rpc.getattr(fh);
     return fuseAttr(attr);
@@ -107,7 +110,13 @@ export class VrpcFs implements FileSystem {
     });
     const fh = this.nodes.fh(id);
     // A truncation changes data: kept, like a write, until committed (a resend must not undo it).
-    const [attr] = setsSize(set) ? await this.writeBehind.dataChange(fh, Proc.SETATTR, [fh, set]) : await this.rpc.setattr(fh, set);
+    if (setsSize(set)) return fuseAttr((await this.writeBehind.dataChange(fh, Proc.SETATTR, [fh, set]))[0]);
+    const base = this.host.post ? this.shared?.settable(id) : undefined;
+    if (base) {
+      this.writeBehind.postMeta([id], Proc.SETATTR, [fh, set]);
+      return posted(base, s);
+    }
+    const [attr] = await this.rpc.setattr(fh, set);
     return fuseAttr(attr);
   }
 
@@ -154,6 +163,8 @@ export class VrpcFs implements FileSystem {
     return this.made(parent, raw, this.rpc.mkdir(this.nodes.fh(parent), raw, mode & 0o7777, c.uid, c.gid));
   }
 
+  // Not posted (unlike chmod/utime): the kernel asks for the directory's attributes right after each
+  // unlink, which would then wait for the REMOVE anyway (measured: no faster, see docs/agent.md).
   async unlink(_c: Ctx, parent: bigint, name: string): Promise<void> {
     this.files.pinAll();
     await this.rpc.remove(this.nodes.fh(parent), bytes(name));
@@ -297,6 +308,24 @@ function cmpTime(a: Time, b: Time): number {
 
 function nsOf(t: Time): bigint {
   return BigInt(t[0]) * 1_000_000_000n + BigInt(t[1]);
+}
+
+/**
+ * The attributes a posted SETATTR gives (as Volume.setattr makes them), for the kernel's reply only:
+ * not to be cached (validSec 0), since the host stamps ctime (and "now") with its own clock when it
+ * applies it; the next stat asks again and gets the host's values.
+ */
+function posted(a: Attr, s: FuseSetAttr): FuseAttr {
+  const ms = Date.now();
+  const now: [number, number] = [Math.floor(ms / 1000), (ms % 1000) * 1e6];
+  const time = (t: FuseSetAttr['atime'], old: [number, number]) => (t === undefined ? old : t === 'now' ? now : t);
+  return {
+    ...fuseAttr(a),
+    mode: s.mode === undefined ? a.mode : (a.mode & 0o170000) | (s.mode & 0o7777),
+    uid: s.uid ?? a.uid, gid: s.gid ?? a.gid,
+    atime: time(s.atime, a.atime), mtime: time(s.mtime, a.mtime), ctime: now,
+    validSec: 0,
+  };
 }
 
 function bytes(s: string): Buffer {

@@ -112,6 +112,36 @@ export class WriteBehind {
     return copy.length;
   }
 
+  /**
+   * A metadata change the agent has answered itself (docs/agent.md, "posted metadata changes"): sent
+   * behind like a WRITE, in order on the channel. Until its reply is read, `writing` is true for each
+   * node it touches, so the table (not updated yet) answers nothing about them; an error the host
+   * still gives (EIO, a full store) is kept for each node and reported by its next write, flush or
+   * fsync (fsyncdir for a directory), and logged.
+   */
+  postMeta(ids: readonly bigint[], proc: Proc, args: unknown[]): void {
+    const ws = ids.map((id) => {
+      const w = this.writes.get(id) ?? { inFlight: 0, error: null, waiters: [] };
+      this.writes.set(id, w);
+      w.inFlight++;
+      return [id, w] as const;
+    });
+    this.counters.add('postedMeta');
+    this.post(proc, args)
+      .catch((err: Error) => {
+        const e = err instanceof PrismError ? err : new PrismError('EIO', err.message);
+        log.warn({ proc, err: e.message }, 'a posted metadata change failed: reported at the next fsync or close');
+        for (const [, w] of ws) w.error ??= e;
+      })
+      .finally(() => {
+        for (const [id, w] of ws) {
+          if (--w.inFlight > 0) continue;
+          for (const wake of w.waiters.splice(0)) wake();
+          if (!w.error && this.writes.get(id) === w) this.writes.delete(id);
+        }
+      });
+  }
+
   /** A call whose reply nobody waits for now: posted on a blocking link, an ordinary call otherwise. */
   private post(proc: Proc, args: unknown[]): Promise<unknown[]> {
     return this.host.post ? this.host.post(proc, args) : this.host.call(proc, args);
@@ -202,6 +232,16 @@ export class WriteBehind {
       if (!logs.some((f) => this.unstable.lost(f, cutoff, verf))) return;
     }
     throw new PrismError('EIO', `the host restarted during each of ${MAX_COMMIT_ROUNDS} COMMITs: unstable data is not durable`);
+  }
+
+  /**
+   * Read the replies of every posted call (a blocking link) and let their handlers run: true if
+   * nothing of the node's is on its way any longer. Cheaper than an RPC the host would run after them anyway.
+   */
+  async caughtUp(id: bigint): Promise<boolean> {
+    if (!this.host.settle) return false;
+    await this.collectReplies();
+    return !this.writes.has(id);
   }
 
   /** On a blocking link, read the replies of posted WRITEs and let their handlers run. */

@@ -26,6 +26,7 @@ const OPS: Record<string, (s: Store, a: unknown[], meta: MetadataSink) => unknow
   put: (s, [vol, path, offset, data, first, uid, gid], meta) => {
     if (!(data instanceof Uint8Array)) throw new PrismError('EINVAL', 'expected bytes');
     const v = s.volume(str(vol));
+    meta.willChange?.(v); // before the change: an agent must not post a change of its own about it any longer
     const f = putChunk(v, str(path), num(offset), Buffer.from(data), first === true, num(uid), num(gid));
     return meta.changed(v, { attrs: [f.dir], entries: [[f.dir, f.name]], data: [f.ino] }) ?? null;
   },

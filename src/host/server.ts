@@ -221,6 +221,8 @@ export class HostServer {
     this.metaTables.set(name, file);
     this.meta.add({
       name, volumes: d.vm.volumes, key: d.key, table: t.table,
+      // Volumes no other VM attaches (over any transport): its agent may post some changes (docs/agent.md).
+      sole: d.vm.volumes.filter((v) => !this.opts.vms.some((o) => o.name !== name && o.volumes.includes(v))).map((v) => this.store.volume(v).rec.id),
       listener: {
         read: () => region.metaListener(),
         wait: (seen, ms) => { region.waitMetaApplied(seen, ms); },

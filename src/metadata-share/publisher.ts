@@ -38,6 +38,8 @@ export interface SharedVm {
   listener?: Listener;
   /** Wake the agent after log records were appended. */
   wake?(): void;
+  /** Ids of the volumes no other VM attaches: marked so in its table (the agent may post some changes). */
+  sole?: readonly number[];
 }
 
 /** What a request changed: inodes whose attributes (or data) changed, names that now point elsewhere. */
@@ -55,6 +57,11 @@ export interface MetadataSink {
   sawDir(v: Volume, dir: number): void;
   /** Update every table; resolves when other VMs' kernels have forgotten what changed. */
   changed(v: Volume, c: MetaChanges): Promise<void> | undefined;
+  /**
+   * The host itself (`prism put`) is about to change the volume: no VM's agent may assume any longer
+   * that it alone writes it (its table's mark is cleared for good, so it asks the host from now on).
+   */
+  willChange?(v: Volume): void;
 }
 
 /** Entries of one directory shared ahead of their lookups (at most). */
@@ -122,6 +129,17 @@ export class MetaPublisher {
   /** A VM's table; a fence left by a previous host stays until its agent acknowledges it. */
   add(vm: SharedVm): void {
     this.vms.set(vm.name, vm);
+    for (const id of vm.sole ?? []) if (!this.unsole.has(id)) vm.table.markSole(id);
+  }
+
+  /** Volumes changed by the host itself since it started: never marked sole again. */
+  private readonly unsole = new Set<number>();
+
+  private clearSole(v: Volume): void {
+    const id = v.rec.id;
+    if (this.unsole.has(id)) return;
+    this.unsole.add(id);
+    for (const vm of this.vms.values()) if (vm.volumes.includes(v.name)) vm.table.clearSole(id);
   }
 
   /** The sink for requests of VM `origin` (null: the host itself, e.g. `prism put`). */
@@ -137,6 +155,7 @@ export class MetaPublisher {
       sawEntry: (v, dir, name, child) => { if (shareable(name)) table()?.putEntry(v.rec.id, dir, name, child); },
       sawDir: (v, dir) => { if (origin !== null) this.warmDir(origin, v, dir); },
       changed: (v, c) => this.changed(origin, v, c),
+      willChange: (v) => { if (origin === null) this.clearSole(v); },
     };
   }
 

@@ -10,7 +10,7 @@
 import type { WireAttr } from '../protocol/wire.js';
 
 export const META_MAGIC = 0x54454d50; // bytes "PMET"
-export const META_VERSION = 3;
+export const META_VERSION = 4;
 export const HEADER_SIZE = 4096;
 export const SLOT_SIZE = 512;
 export const LOG_RECORD_SIZE = 320;
@@ -42,6 +42,8 @@ export const FENCE_OFFSET = 128;
 const KIND_EMPTY = 0, KIND_ATTR = 1, KIND_ENTRY = 2, KIND_NONE = 3;
 /** Keyed like an inode's attributes: the directory's every name is in the table (present ones as entries). */
 const KIND_COMPLETE = 4;
+/** Since version 4: the volume is written by this VM alone (keyed by volume, inode 0; docs/metadata-share.md). */
+const KIND_SOLE = 5;
 const ATTR_FIELDS = 16;
 const O_KIND = 4, O_NAMELEN = 5, O_FHLEN = 6, O_VOLUME = 8, O_HASH = 12, O_INO = 16, O_ATTR = 24, O_FH = 152, O_NAME = 216;
 /** Attribute slots keep there, where entries keep the handle, whether the inode has extended attributes. */
@@ -209,6 +211,20 @@ export class MetaTable {
     if (at >= 0) this.empty(at);
   }
 
+  /**
+   * Mark the volume as written by this VM alone (no other VM attaches it): its agent may answer some
+   * changes itself and post their RPCs (docs/agent.md). Losing the mark (evicted) only costs speed.
+   */
+  markSole(volume: number): void {
+    this.put(KIND_SOLE, volume, 0, EMPTY, null, EMPTY);
+  }
+
+  /** Someone else (`prism put`) is about to change the volume: the agent must ask the host again. */
+  clearSole(volume: number): void {
+    const at = this.find(KIND_SOLE, volume, 0, EMPTY, hashOf(volume, 0, EMPTY));
+    if (at >= 0) this.empty(at);
+  }
+
   removeAttr(volume: number, ino: number): void {
     const at = this.find(KIND_ATTR, volume, ino, EMPTY, hashOf(volume, ino, EMPTY));
     if (at >= 0) this.empty(at);
@@ -285,7 +301,7 @@ export class MetaTable {
       // Evicting a directory's entry: its directory is not complete any more, and is marked so first,
       // so that no reader takes the evicted name as absent.
       if (this.bytes[at + O_KIND] === KIND_ENTRY) {
-        if (kind === KIND_COMPLETE) return; // a mark is not worth a name (it could be one of this directory's)
+        if (kind === KIND_COMPLETE || kind === KIND_SOLE) return; // a mark is not worth a name (it could be one of this directory's)
         this.clearComplete(this.view.getUint32(at + O_VOLUME, true), this.view.getFloat64(at + O_INO, true));
       }
     }
@@ -365,6 +381,13 @@ export class MetaTable {
     const gen = this.usable();
     if (gen < 0) return false;
     return this.read(KIND_COMPLETE, volume, dir, EMPTY) !== undefined && this.generation === gen;
+  }
+
+  /** Whether the host has marked the volume as written by this VM alone (markSole). */
+  isSole(volume: number): boolean {
+    const gen = this.usable();
+    if (gen < 0) return false;
+    return this.read(KIND_SOLE, volume, 0, EMPTY) !== undefined && this.generation === gen;
   }
 
   /** The generation when the table may answer; -1 while it is being cleared, dead, or this VM is fenced. */

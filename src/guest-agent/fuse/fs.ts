@@ -13,6 +13,8 @@ import type { Time } from '../../posix/types.js';
 export interface FuseAttr {
   ino: bigint; size: bigint; blocks: bigint; atime: Time; mtime: Time; ctime: Time;
   mode: number; nlink: number; uid: number; gid: number; rdev: number;
+  /** How long the kernel may cache these (seconds); default: the mount's attribute timeout. */
+  validSec?: number;
 }
 export interface Entry { ino: bigint; attr: FuseAttr; generation?: bigint }
 /** A directory entry; `entry` (for READDIRPLUS) also looks the child up. */

@@ -97,7 +97,8 @@ function writeValid(b: Buffer, o: number, sec: number, nsec = false): void {
 }
 export function encodeAttrOut(a: FuseAttr, t: CacheTimes): Buffer {
   const b = Buffer.alloc(16 + ATTR_SIZE);
-  writeValid(b, 0, t.attrSec); writeValid(b, 8, t.attrSec, true);
+  const valid = a.validSec ?? t.attrSec;
+  writeValid(b, 0, valid); writeValid(b, 8, valid, true);
   writeAttr(b, 16, a);
   return b;
 }
