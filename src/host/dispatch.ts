@@ -7,7 +7,7 @@ import { validateArgs } from '../protocol/validate.js';
 import { attrToWire, direntToWire, setAttrFromWire, setsSize, type WireAttr, type WireDirentPlus } from '../protocol/wire.js';
 import { MAX_FILE_SIZE, MAX_NAME } from '../posix/limits.js';
 import { isDir } from '../posix/mode.js';
-import type { DirEntry } from '../posix/types.js';
+import type { Attr, DirEntry } from '../posix/types.js';
 import { BLOCK_SIZE } from '../store/layout.js';
 import type { Store } from '../store/store.js';
 import type { Volume } from '../store/volume.js';
@@ -265,18 +265,19 @@ export class Dispatcher {
     if (isDir) v.rmdir(ino, name);
     else v.unlink(ino, name);
     const gone: Array<[number, Buffer]> = isDir && child !== undefined ? [[child, DOTDOT]] : [];
-    this.changed(v, { attrs: child === undefined ? [ino] : [ino, child], entries: [[ino, name], ...gone] });
+    // The name points at nothing now (it was just removed).
+    this.changed(v, { attrs: child === undefined ? [ino] : [ino, child], entries: [[ino, name, null], ...gone] });
     return [];
   }
 
-  private made(dirFh: Uint8Array, rawName: Uint8Array, make: (v: Volume, dir: number, name: Buffer) => { ino: number }): [Uint8Array, WireAttr] {
+  private made(dirFh: Uint8Array, rawName: Uint8Array, make: (v: Volume, dir: number, name: Buffer) => Attr): [Uint8Array, WireAttr] {
     const { v, ino } = this.target(dirFh);
     const name = Buffer.from(rawName);
-    const attr = make(v, ino, name);
-    this.changed(v, { attrs: [ino], entries: [[ino, name]] });
-    const made = v.getattr(attr.ino);
+    // The store answers with the new inode's attributes as they now are.
+    const made = make(v, ino, name);
+    this.changed(v, { attrs: [ino], entries: [[ino, name, made.ino]] });
     // A new directory is empty: shared whole (complete) at once, so its first lookups need no RPC.
-    if (isDir(made.mode)) this.hooks.meta?.sawDir(v, attr.ino);
-    return [this.fh(v, attr.ino), attrToWire(made)];
+    if (isDir(made.mode)) this.hooks.meta?.sawDir(v, made.ino);
+    return [this.fh(v, made.ino), attrToWire(made)];
   }
 }

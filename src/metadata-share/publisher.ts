@@ -44,7 +44,8 @@ export interface SharedVm {
 export interface MetaChanges {
   attrs?: number[];
   data?: number[];
-  entries?: Array<[dir: number, name: Uint8Array]>;
+  /** The child each name points at now, when the caller knows it (null: none); else it is looked up. */
+  entries?: Array<[dir: number, name: Uint8Array, child?: number | null]>;
 }
 
 /** The per-VM face of the publisher that a dispatcher uses. */
@@ -177,16 +178,23 @@ export class MetaPublisher {
     const id = v.rec.id;
     const attrs = new Map<number, Snapshot | null>();
     const fresh = (ino: number) => { if (!attrs.has(ino)) attrs.set(ino, snapshot(v, ino)); };
-    for (const ino of c.attrs ?? []) fresh(ino);
-    for (const ino of c.data ?? []) fresh(ino);
+    if (c.attrs) for (const ino of c.attrs) fresh(ino);
+    if (c.data) for (const ino of c.data) fresh(ino);
     // A name no table can hold, in a directory some table holds as complete, would read as absent there.
-    const unshared = (c.entries ?? []).filter(([, name]) => shareable(name) && !fits(name)).map(([dir]) => dir);
-    const entries = (c.entries ?? []).filter(([, name]) => shareable(name)).map(([dir, name]) => {
-      const child = tryLookup(v, dir, name);
-      if (child !== null) fresh(child);
-      return { dir, name, child };
-    });
-    const log: Change[] = [
+    const unshared: number[] = [];
+    const entries: Array<{ dir: number; name: Uint8Array; child: number | null }> = [];
+    if (c.entries) {
+      for (const [dir, name, known] of c.entries) {
+        if (!shareable(name)) continue;
+        if (!fits(name)) unshared.push(dir);
+        const child = known !== undefined ? known : tryLookup(v, dir, name);
+        if (child !== null) fresh(child);
+        entries.push({ dir, name, child });
+      }
+    }
+    // Built only when some other VM attaches the volume (most requests: none does).
+    let log: Change[] | undefined;
+    const logOf = (): Change[] => log ??= [
       ...[...attrs.keys()].map((ino): Change => ({ kind: c.data?.includes(ino) ? 'data' : 'attr', volume: id, ino })),
       // ".." too: a kernel keeps no dentry of that name, but it may keep the directory's listing, which holds it.
       ...entries.map(({ dir, name }): Change => ({ kind: 'entry', volume: id, dir, name })),
@@ -209,8 +217,8 @@ export class MetaPublisher {
         t.putEntry(id, e.dir, e.name, e.child === null ? null : { fh: vm.key.make({ volumeId: id, ino: e.child }), ino: e.child });
       }
       // The agent that asked has its kernel told by the reply itself; the others learn from the log.
-      if (mine || log.length === 0) continue;
-      t.appendLog(log);
+      if (mine || logOf().length === 0) continue;
+      t.appendLog(logOf());
       vm.wake?.();
       waits.push({ vm, head: t.logHead });
     }
