@@ -57,8 +57,8 @@ async function main(): Promise<void> {
   try {
     m = mountAndServe(d.mountpoint, vfs, {
       fsname: `prism:${d.volume}`, entrySec: d.entrySec, attrSec: d.attrSec,
-      // Listings stay in the kernel only where the notifier below tells it of other VMs' changes.
-      cacheDirs: d.metaFile !== undefined,
+      // Listings and file pages stay in the kernel only where the notifier below tells it of other VMs' changes.
+      keepCaches: d.metaFile !== undefined,
       beforeClose: () => notifier?.stop() ?? Promise.resolve(),
     });
   } catch (e) {

@@ -14,13 +14,14 @@ const EINTR = errnoOf('EINTR');
 
 export interface SessionOptions extends Partial<P.CacheTimes> {
   /**
-   * Let the kernel keep directory listings (FOPEN_CACHE_DIR) across opens, until a change invalidates
-   * them: its own mutations do (the kernel bumps the directory's version), and the caller must send
+   * Let the kernel keep directory listings (FOPEN_CACHE_DIR) and files' pages (FOPEN_KEEP_CACHE)
+   * across opens, until a change invalidates them: its own mutations do (the kernel bumps the
+   * directory's version, writes go through its page cache), and the caller must send
    * FUSE_NOTIFY_INVAL_INODE with pages for every change made elsewhere. AUTO_INVAL_DATA comes with it:
-   * at each listing from the start the kernel revalidates the directory's mtime if its attributes
-   * were invalidated, and drops a listing filled while the change happened (docs/agent.md).
+   * whenever the kernel refreshes attributes it drops the pages of a node whose mtime or size moved,
+   * and a listing filled while the change happened (docs/agent.md).
    */
-  cacheDirs?: boolean;
+  keepCaches?: boolean;
 }
 
 /** Requests that change nothing: when the kernel interrupts one, it is answered EINTR at once. */
@@ -36,11 +37,11 @@ export class Session {
   private readonly inFlight = new Map<bigint, number>();
   private readonly pool: Buffer[] = [];
   readonly times: P.CacheTimes;
-  private readonly cacheDirs: boolean;
+  private readonly keepCaches: boolean;
 
   constructor(readonly fd: number, readonly fs: FileSystem, opts: SessionOptions = {}) {
     this.times = { entrySec: opts.entrySec ?? 1, attrSec: opts.attrSec ?? 1 };
-    this.cacheDirs = opts.cacheDirs ?? false;
+    this.keepCaches = opts.keepCaches ?? false;
   }
 
   /** Serve until the file system is unmounted (a read then fails with ENODEV). */
@@ -113,7 +114,7 @@ export class Session {
     const t = this.times;
     switch (h.opcode) {
       case P.Op.INIT:
-        return P.encodeInitOut(b.readUInt32LE(12), this.cacheDirs ? P.InitFlag.AUTO_INVAL_DATA : 0);
+        return P.encodeInitOut(b.readUInt32LE(12), this.keepCaches ? P.InitFlag.AUTO_INVAL_DATA : 0);
       case P.Op.DESTROY:
         return undefined;
       case P.Op.INTERRUPT: {
@@ -172,10 +173,10 @@ export class Session {
       case P.Op.LINK:
         return P.encodeEntry(await need(f.link).call(f, ctx, b.readBigUInt64LE(0), ino, P.cstring(b, 8)[0]), t);
       case P.Op.OPEN:
-        return P.encodeOpenOut(f.open ? await f.open(ctx, ino, b.readUInt32LE(0)) : 0n);
+        return P.encodeOpenOut(f.open ? await f.open(ctx, ino, b.readUInt32LE(0)) : 0n, this.keepCaches ? P.FOPEN.KEEP_CACHE : 0);
       case P.Op.CREATE: {
         const r = await need(f.create).call(f, ctx, ino, P.cstring(b, 16)[0], b.readUInt32LE(4) & ~b.readUInt32LE(8), b.readUInt32LE(0));
-        return Buffer.concat([P.encodeEntry(r.entry, t), P.encodeOpenOut(r.fh)]);
+        return Buffer.concat([P.encodeEntry(r.entry, t), P.encodeOpenOut(r.fh, this.keepCaches ? P.FOPEN.KEEP_CACHE : 0)]);
       }
       case P.Op.READ: {
         // The data is written to the kernel as it arrives (straight from shared memory).
@@ -199,7 +200,7 @@ export class Session {
         if (f.fsync) await f.fsync(ctx, ino, b.readBigUInt64LE(0), (b.readUInt32LE(8) & 1) !== 0);
         return undefined;
       case P.Op.OPENDIR:
-        return P.encodeOpenOut(f.opendir ? await f.opendir(ctx, ino) : 0n, this.cacheDirs ? P.FOPEN.CACHE_DIR | P.FOPEN.KEEP_CACHE : 0);
+        return P.encodeOpenOut(f.opendir ? await f.opendir(ctx, ino) : 0n, this.keepCaches ? P.FOPEN.CACHE_DIR | P.FOPEN.KEEP_CACHE : 0);
       case P.Op.READDIR:
       case P.Op.READDIRPLUS:
         return this.readdir(ctx, ino, b, h.opcode === P.Op.READDIRPLUS);
