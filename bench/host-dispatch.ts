@@ -59,6 +59,10 @@ function runSetup(setup: Setup, work: string): Record<Op, number> {
   for (const name of vms) {
     const t = openMetaTable(path.join('/dev/shm', `prism-bench-host-${process.pid}-${setup}-${name}`), TABLE_SIZE);
     tables.push(t);
+    // Touch every page first: a fresh table's page faults are paid once per page, not per request,
+    // and left in they made the first procedure timed (CREATE) depend on the machine's memory pressure.
+    const pages = new Uint8Array(t.buffer);
+    for (let i = 0; i < pages.length; i += 4096) pages[i] = pages[i]!;
     const key = name === 'vm' ? d.key : new Dispatcher(store, { name, volumes: ['v'] }, SECRET, { commit: async () => {}, verifier: Buffer.alloc(8) }).key;
     // Not listening (lease 0): changes are logged for it, never waited for.
     pub.add({ name, volumes: ['v'], key, table: t.table, listener: { read: () => ({ applied: 0, leaseMs: 0, fenceAck: 0, polls: false }) }, wake: () => {} });
