@@ -1,5 +1,5 @@
 // A bounded map (volume id, inode) -> MAC bytes, for HandleKey: one slab of fixed-size slots,
-// replaced in FIFO order once full, so its memory is fixed (about 1.5 MiB at the default size).
+// replaced in FIFO order once full, so its memory is bounded (about 2 MiB per VM at the default size).
 
 /** Slots: a VM's working set of inodes (a build tree, a checkout) fits; more only costs an HMAC. */
 export const MAC_CACHE_SLOTS = 32768;
