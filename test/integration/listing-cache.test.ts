@@ -8,36 +8,15 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
-import { agentStats, fuseSkipReason, mountAgent, type Agent } from '../helpers/agent.js';
-import { prism, startHost } from '../helpers/host.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { agentStats, fuseSkipReason, type Agent } from '../helpers/agent.js';
+import { LONG_CACHE, twoVms } from '../helpers/two-vms.js';
 
 const skip = fuseSkipReason();
 const t = skip ? test.skip : test.serial;
 if (skip) console.error(`listing-cache.test: skipped: ${skip}`);
 
-const long = ['--attr-timeout', '30', '--entry-timeout', '30'];
+const long = LONG_CACHE;
 
-/** A host serving VMs a and b on one volume over shared memory, each mounted with `args[vm]`. */
-async function setup(tt: ExecutionContext, args: Record<'a' | 'b', string[]>): Promise<Record<'a' | 'b', Agent>> {
-  const dir = tmpDir(tt);
-  const store = path.join(dir, 'store');
-  const shm = fs.mkdtempSync('/dev/shm/prism-test-list-');
-  tt.teardown(() => fs.rmSync(shm, { recursive: true, force: true }));
-  if (prism(store, ['volume', 'create', 'vol']).code !== 0) throw new Error('volume create failed');
-  // Coherence is tested here, not the deadline: a loaded machine must not get an agent fenced.
-  const host = await startHost(store, ['--shm-dir', shm, '--meta-ack-ms', '2000', '--vm', 'a=vol', '--vm', 'b=vol']);
-  tt.teardown(async () => { await host.stop(); });
-  const agents = {} as Record<'a' | 'b', Agent>;
-  for (const vm of ['a', 'b'] as const) {
-    const mp = path.join(dir, vm);
-    fs.mkdirSync(mp);
-    agents[vm] = await mountAgent(store, ['--shm', `${shm}/prism-${vm}`, '--volume', 'vol', ...args[vm]], mp);
-    tt.teardown(() => agents[vm].umount());
-    await agentStats(agents[vm]); // answers once its notifier listens
-  }
-  return agents;
-}
 
 /** READDIR and READDIRPLUS calls the agent has sent the host so far. */
 async function fetches(a: Agent): Promise<number> {
@@ -85,7 +64,7 @@ function heldLister(tt: ExecutionContext, dir: string): () => Promise<string[]> 
 const names = (n: number, prefix = 'f'): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
 t('an unchanged directory listed 10 times is fetched once; the agent\'s own changes show at once', async (tt) => {
-  const { a } = await setup(tt, { a: long, b: long });
+  const { a } = await twoVms(tt, { a: long, b: long });
   const D = `${a.mp}/d`;
   fs.mkdirSync(D);
   for (const n of names(50)) fs.writeFileSync(`${D}/${n}`, n);
@@ -113,7 +92,7 @@ t('an unchanged directory listed 10 times is fetched once; the agent\'s own chan
 });
 
 t('another VM\'s create, unlink and rename show in a listing at once, while it lists the directory over and over', async (tt) => {
-  const { a, b } = await setup(tt, { a: long, b: long });
+  const { a, b } = await twoVms(tt, { a: long, b: long });
   const A = `${a.mp}/d`, B = `${b.mp}/d`;
   fs.mkdirSync(A);
   const rounds = 30;
@@ -147,7 +126,7 @@ t('another VM\'s create, unlink and rename show in a listing at once, while it l
 t('a directory listed again and again through one descriptor shows another VM\'s changes at once', async (tt) => {
   // Nothing opens the directory in b, so nothing refreshes its attributes there: only the change
   // log's invalidations can tell b's kernel its listing is gone.
-  const { a, b } = await setup(tt, { a: long, b: long });
+  const { a, b } = await twoVms(tt, { a: long, b: long });
   fs.mkdirSync(`${a.mp}/d`);
   for (const n of names(5)) fs.writeFileSync(`${a.mp}/d/${n}`, n);
   const held = heldLister(tt, `${b.mp}/d`);
@@ -164,7 +143,7 @@ t('a directory listed again and again through one descriptor shows another VM\'s
 });
 
 t('with --no-meta every listing is fetched (nothing tells the kernel of other VMs\' changes)', async (tt) => {
-  const { a, b } = await setup(tt, { a: long, b: ['--no-meta'] });
+  const { a, b } = await twoVms(tt, { a: long, b: ['--no-meta'] });
   fs.mkdirSync(`${a.mp}/d`);
   for (const n of names(10)) fs.writeFileSync(`${a.mp}/d/${n}`, n);
   const before = await fetches(b);

@@ -1,11 +1,13 @@
 // Negative lookups answered by the agent from a complete directory in the metadata table: a create
 // costs one RPC (CREATE, no LOOKUP miss before it) and a lookup of a missing name none (issue 13).
+// The kernel then keeps the absence (a negative dentry) until a name made elsewhere invalidates it.
 import fs from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
 import { agentStats, fuseSkipReason } from '../helpers/agent.js';
 import { prism } from '../helpers/host.js';
 import { mountedVolume } from '../helpers/mounted-volume.js';
+import { LONG_CACHE, twoVms } from '../helpers/two-vms.js';
 
 const skip = fuseSkipReason();
 const maybe = skip ? test.skip : test;
@@ -33,4 +35,52 @@ maybe('creating files in a directory sends no LOOKUP per file; missing names are
   fs.writeFileSync(src, 'from the host\n');
   t.is(prism(m.store, ['put', 'vol:/d/from-host', src]).code, 0);
   t.is(fs.readFileSync(path.join(dir, 'from-host'), 'utf8'), 'from the host\n');
+});
+
+/** LOOKUPs that reached the agent (answered from its table or by the host). */
+async function lookups(a: Parameters<typeof agentStats>[0]): Promise<number> {
+  const c = (await agentStats(a)).counters;
+  return c.lookupsLocal + c.lookupMisses;
+}
+
+maybe('a missing name looked up again is answered by the kernel, until a name made elsewhere shows at once', async (t) => {
+  const { store, a, b } = await twoVms(t, { a: LONG_CACHE, b: LONG_CACHE });
+  fs.mkdirSync(path.join(a.mp, 'd'));
+  const A = (n: string) => path.join(a.mp, 'd', n), B = (n: string) => path.join(b.mp, 'd', n);
+  t.false(fs.existsSync(A('x')));
+  const before = await lookups(a);
+  for (let i = 0; i < 10; i++) t.false(fs.existsSync(A('x')));
+  t.is(await lookups(a) - before, 0, 'the kernel keeps the absence');
+
+  // Made by the other VM: a's kernel is told before b's create returns (its entry timeout is 30 s).
+  fs.writeFileSync(B('x'), 'from b\n');
+  t.is(fs.readFileSync(A('x'), 'utf8'), 'from b\n');
+  // Made through the host (prism put).
+  t.false(fs.existsSync(A('y')));
+  const src = path.join(path.dirname(store), 'src.txt');
+  fs.writeFileSync(src, 'from the host\n');
+  t.is(prism(store, ['put', 'vol:/d/y', src]).code, 0);
+  t.is(fs.readFileSync(A('y'), 'utf8'), 'from the host\n');
+  // Made by a itself, and renamed into place by b.
+  t.false(fs.existsSync(A('z')));
+  fs.writeFileSync(A('z'), 'own\n');
+  t.is(fs.readFileSync(A('z'), 'utf8'), 'own\n');
+  t.false(fs.existsSync(A('w')));
+  fs.writeFileSync(B('tmp'), 'renamed\n');
+  fs.renameSync(B('tmp'), B('w'));
+  t.is(fs.readFileSync(A('w'), 'utf8'), 'renamed\n');
+  // A directory made by b, looked up in vain by a first.
+  t.false(fs.existsSync(A('sub')));
+  fs.mkdirSync(B('sub'));
+  t.true(fs.statSync(A('sub')).isDirectory());
+});
+
+maybe('with --no-meta a missing name is asked for every time (nothing would tell the kernel of a name made elsewhere)', async (t) => {
+  const { a, b } = await twoVms(t, { a: LONG_CACHE, b: ['--no-meta', ...LONG_CACHE] });
+  fs.mkdirSync(path.join(a.mp, 'd'));
+  const before = (await agentStats(b)).counters.rpcsByProc.LOOKUP ?? 0;
+  for (let i = 0; i < 5; i++) t.false(fs.existsSync(path.join(b.mp, 'd', 'x')));
+  t.is(((await agentStats(b)).counters.rpcsByProc.LOOKUP ?? 0) - before, 5 + 1, 'each lookup of x, and d once');
+  fs.writeFileSync(path.join(a.mp, 'd', 'x'), 'x');
+  t.true(fs.existsSync(path.join(b.mp, 'd', 'x')));
 });

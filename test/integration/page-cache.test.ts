@@ -4,39 +4,19 @@
 // truncations and `prism put` (the change log's invalidations, pages included). The kernels cache
 // attributes for 30 s here, so fresh data after another VM's change can only come from an
 // invalidation. Without a table every open drops the pages, as before.
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { agentStats, fuseSkipReason, mountAgent, type Agent } from '../helpers/agent.js';
-import { prism, startHost } from '../helpers/host.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { agentStats, fuseSkipReason, type Agent } from '../helpers/agent.js';
+import { prism } from '../helpers/host.js';
+import { LONG_CACHE, twoVms } from '../helpers/two-vms.js';
 
 const skip = fuseSkipReason();
 const t = skip ? test.skip : test.serial;
 if (skip) console.error(`page-cache.test: skipped: ${skip}`);
 
-const long = ['--attr-timeout', '30', '--entry-timeout', '30'];
+const long = LONG_CACHE;
 
-/** A host serving VMs a and b on one volume over shared memory, each mounted with `args[vm]`. */
-async function setup(tt: ExecutionContext, args: Record<'a' | 'b', string[]>): Promise<{ store: string; a: Agent; b: Agent }> {
-  const dir = tmpDir(tt);
-  const store = path.join(dir, 'store');
-  const shm = fs.mkdtempSync('/dev/shm/prism-test-pages-');
-  tt.teardown(() => fs.rmSync(shm, { recursive: true, force: true }));
-  if (prism(store, ['volume', 'create', 'vol']).code !== 0) throw new Error('volume create failed');
-  // Coherence is tested here, not the deadline: a loaded machine must not get an agent fenced.
-  const host = await startHost(store, ['--shm-dir', shm, '--meta-ack-ms', '2000', '--vm', 'a=vol', '--vm', 'b=vol']);
-  tt.teardown(async () => { await host.stop(); });
-  const agents = {} as Record<'a' | 'b', Agent>;
-  for (const vm of ['a', 'b'] as const) {
-    const mp = path.join(dir, vm);
-    fs.mkdirSync(mp);
-    agents[vm] = await mountAgent(store, ['--shm', `${shm}/prism-${vm}`, '--volume', 'vol', ...args[vm]], mp);
-    tt.teardown(() => agents[vm].umount());
-    await agentStats(agents[vm]); // answers once its notifier listens
-  }
-  return { store, ...agents };
-}
 
 /** READ calls the agent has sent the host so far. */
 async function reads(a: Agent): Promise<number> {
@@ -52,7 +32,7 @@ function preadAll(fd: number, n: number): Buffer {
 }
 
 t('a file read 10 times is fetched once; the agent\'s own writes show at once', async (tt) => {
-  const { a } = await setup(tt, { a: long, b: long });
+  const { a } = await twoVms(tt, { a: long, b: long });
   const f = `${a.mp}/f`;
   fs.writeFileSync(f, content('x', 100_000));
   tt.deepEqual(fs.readFileSync(f), content('x', 100_000));
@@ -73,7 +53,7 @@ t('a file read 10 times is fetched once; the agent\'s own writes show at once', 
 });
 
 t('another VM\'s writes and truncations show at once, to a new open and to a descriptor held open', async (tt) => {
-  const { a, b } = await setup(tt, { a: long, b: long });
+  const { a, b } = await twoVms(tt, { a: long, b: long });
   fs.writeFileSync(`${a.mp}/f`, content('a', 40_000));
   const B = `${b.mp}/f`;
   tt.deepEqual(fs.readFileSync(B), content('a', 40_000));
@@ -103,7 +83,7 @@ t('another VM\'s writes and truncations show at once, to a new open and to a des
 });
 
 t('a file replaced through the host (prism put) shows its new content at once', async (tt) => {
-  const { store, a } = await setup(tt, { a: long, b: long });
+  const { store, a } = await twoVms(tt, { a: long, b: long });
   fs.writeFileSync(`${a.mp}/f`, 'old content\n');
   tt.is(fs.readFileSync(`${a.mp}/f`, 'utf8'), 'old content\n');
   tt.is(fs.readFileSync(`${a.mp}/f`, 'utf8'), 'old content\n');
@@ -115,7 +95,7 @@ t('a file replaced through the host (prism put) shows its new content at once', 
 });
 
 t('with --no-meta every open fetches the file again (nothing tells the kernel of other VMs\' changes)', async (tt) => {
-  const { a, b } = await setup(tt, { a: long, b: ['--no-meta'] });
+  const { a, b } = await twoVms(tt, { a: long, b: ['--no-meta'] });
   fs.writeFileSync(`${a.mp}/f`, content('a', 10_000));
   const before = await reads(b);
   for (let i = 0; i < 5; i++) tt.deepEqual(fs.readFileSync(`${b.mp}/f`), content('a', 10_000));

@@ -72,6 +72,12 @@ export function encodeEntry(e: Entry, t: CacheTimes): Buffer {
   writeEntry(b, 0, e, t);
   return b;
 }
+/** A LOOKUP answered "absent" that the kernel may cache for the entry timeout (nodeid 0: a negative dentry). */
+export function encodeNegativeEntry(t: CacheTimes): Buffer {
+  const b = Buffer.alloc(ENTRY_OUT);
+  writeValid(b, 16, t.entrySec); writeValid(b, 32, t.entrySec, true);
+  return b;
+}
 /** fuse_entry_out; nodeid 0 tells the kernel to count no lookup (used for "." and ".."). */
 function writeEntry(b: Buffer, o: number, e: Entry, t: CacheTimes): void {
   b.writeBigUInt64LE(e.ino, o); b.writeBigUInt64LE(e.generation ?? 0n, o + 8);

@@ -14,12 +14,13 @@ const EINTR = errnoOf('EINTR');
 
 export interface SessionOptions extends Partial<P.CacheTimes> {
   /**
-   * Let the kernel keep directory listings (FOPEN_CACHE_DIR) and files' pages (FOPEN_KEEP_CACHE)
-   * across opens, until a change invalidates them: its own mutations do (the kernel bumps the
-   * directory's version, writes go through its page cache), and the caller must send
-   * FUSE_NOTIFY_INVAL_INODE with pages for every change made elsewhere. AUTO_INVAL_DATA comes with it:
-   * whenever the kernel refreshes attributes it drops the pages of a node whose mtime or size moved,
-   * and a listing filled while the change happened (docs/agent.md).
+   * Let the kernel keep directory listings (FOPEN_CACHE_DIR), files' pages across opens
+   * (FOPEN_KEEP_CACHE) and names found absent (negative dentries, for the entry timeout), until a
+   * change invalidates them: its own mutations do (the kernel bumps the directory's version, writes go
+   * through its page cache, a create replaces the negative dentry), and the caller must send
+   * FUSE_NOTIFY_INVAL_ENTRY / INVAL_INODE with pages for every change made elsewhere. AUTO_INVAL_DATA
+   * comes with it: whenever the kernel refreshes attributes it drops the pages of a node whose mtime or
+   * size moved, and a listing filled while the change happened (docs/agent.md).
    */
   keepCaches?: boolean;
 }
@@ -131,8 +132,17 @@ export class Session {
         for (let i = 0; i < count; i++) f.forget?.(b.readBigUInt64LE(8 + i * 16), b.readBigUInt64LE(16 + i * 16));
         return null;
       }
-      case P.Op.LOOKUP:
-        return P.encodeEntry(await f.lookup(ctx, ino, P.cstring(b, 0)[0]), t);
+      case P.Op.LOOKUP: {
+        const name = P.cstring(b, 0)[0];
+        try {
+          return P.encodeEntry(await f.lookup(ctx, ino, name), t);
+        } catch (e) {
+          // The kernel keeps the absence as a negative dentry: the caller's invalidations of names made
+          // elsewhere (FUSE_NOTIFY_INVAL_ENTRY) drop those too.
+          if (this.keepCaches && e instanceof PrismError && e.code === 'ENOENT') return P.encodeNegativeEntry(t);
+          throw e;
+        }
+      }
       case P.Op.GETATTR:
         return P.encodeAttrOut(await f.getattr(ctx, ino), t);
       case P.Op.SETATTR: {
