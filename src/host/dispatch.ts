@@ -127,9 +127,10 @@ export class Dispatcher {
     },
     setattr: (fh, set) => {
       const { v, ino } = this.target(fh);
-      const attr = v.setattr(ino, setAttrFromWire(set));
-      this.changed(v, setsSize(set) ? { data: [ino] } : { attrs: [ino] });
-      return [attrToWire(attr)];
+      const attr = attrToWire(v.setattr(ino, setAttrFromWire(set)));
+      const known: Array<[number, WireAttr]> = [[ino, attr]];
+      this.changed(v, setsSize(set) ? { data: [ino], known } : { attrs: [ino], known });
+      return [attr];
     },
     lookup: (dir, rawName) => {
       const meta = this.hooks.meta;
@@ -160,10 +161,10 @@ export class Dispatcher {
     },
     write: (fh, offset, data, stable) => {
       const { v, ino } = this.target(fh);
-      const attr = v.write(ino, offset, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      const attr = attrToWire(v.write(ino, offset, Buffer.from(data.buffer, data.byteOffset, data.byteLength)));
       if (stable > 0) this.waitFor(this.hooks.commit());
-      this.changed(v, { data: [ino] });
-      return [attrToWire(attr), data.byteLength, this.hooks.verifier];
+      this.changed(v, { data: [ino], known: [[ino, attr]] });
+      return [attr, data.byteLength, this.hooks.verifier];
     },
     create: (dir, name, mode, uid, gid, exclusive) => this.made(dir, name, (v, d, n) => v.create(d, n, mode, uid, gid, exclusive)),
     mkdir: (dir, name, mode, uid, gid) => this.made(dir, name, (v, d, n) => v.mkdir(d, n, mode, uid, gid)),
@@ -275,9 +276,10 @@ export class Dispatcher {
     const name = Buffer.from(rawName);
     // The store answers with the new inode's attributes as they now are.
     const made = make(v, ino, name);
-    this.changed(v, { attrs: [ino], entries: [[ino, name, made.ino]] });
+    const attr = attrToWire(made);
+    this.changed(v, { attrs: [ino], entries: [[ino, name, made.ino]], known: [[made.ino, attr]] });
     // A new directory is empty: shared whole (complete) at once, so its first lookups need no RPC.
     if (isDir(made.mode)) this.hooks.meta?.sawDir(v, made.ino);
-    return [this.fh(v, made.ino), attrToWire(made)];
+    return [this.fh(v, made.ino), attr];
   }
 }

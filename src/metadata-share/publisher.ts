@@ -44,6 +44,8 @@ export interface SharedVm {
 export interface MetaChanges {
   attrs?: number[];
   data?: number[];
+  /** Attributes the caller has just had from the store (so current): used instead of reading them again. */
+  known?: Array<[ino: number, attr: WireAttr]>;
   /** The child each name points at now, when the caller knows it (null: none); else it is looked up. */
   entries?: Array<[dir: number, name: Uint8Array, child?: number | null]>;
 }
@@ -177,6 +179,7 @@ export class MetaPublisher {
   private changed(origin: string | null, v: Volume, c: MetaChanges): Promise<void> | undefined {
     const id = v.rec.id;
     const attrs = new Map<number, Snapshot | null>();
+    if (c.known) for (const [ino, attr] of c.known) attrs.set(ino, { attr, xattrs: v.hasXattrs(ino) });
     const fresh = (ino: number) => { if (!attrs.has(ino)) attrs.set(ino, snapshot(v, ino)); };
     if (c.attrs) for (const ino of c.attrs) fresh(ino);
     if (c.data) for (const ino of c.data) fresh(ino);
