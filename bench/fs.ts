@@ -8,6 +8,7 @@
 // Needs root (mounts); a target or phase that cannot run is reported with the reason.
 // PRISM_BENCH_QUICK=1 runs a reduced variant (2k files, 32 MiB, 200 calls per operation);
 // PRISM_BENCH_TARGETS=shm,memfs runs only the targets named.
+// PRISM_BENCH_AGENT_ARGS="--writeback-cache" adds options to the Prism agents (an A/B of an agent option).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -145,7 +146,8 @@ async function prism(work: string, transport: 'shm' | 'tcp'): Promise<Target> {
   await waitFor('host start', () => /^ready$/m.test(out), host);
   const port = /listening on [^:]+:(\d+)/.exec(out)![1]!;
   const how = transport === 'shm' ? ['--shm', `/dev/shm/prism-${vm}`] : ['--tcp', `127.0.0.1:${port}`, '--token-file', path.join(store, 'vms', `${vm}.token`)];
-  const agent = spawn(process.execPath, [prismBin, 'agent', 'mount', '--foreground', '--volume', 'bench', ...how, mp], { stdio: 'inherit' });
+  const extra = (process.env.PRISM_BENCH_AGENT_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
+  const agent = spawn(process.execPath, [prismBin, 'agent', 'mount', '--foreground', '--volume', 'bench', ...how, ...extra, mp], { stdio: 'inherit' });
   await waitFor('agent mount', () => isMounted(mp), agent);
   return {
     name: `Prism over ${transport === 'shm' ? 'shared memory' : 'TCP'}`, mountpoint: mp,

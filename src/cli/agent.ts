@@ -14,6 +14,7 @@ const NOTIFY_ENV = 'PRISM_AGENT_NOTIFY_FD';
 interface MountFlags {
   shm?: string; pci?: string; tcp?: string; tokenFile?: string; vm?: string; volume: string;
   timeout: string; attrTimeout?: string; entryTimeout?: string; foreground?: boolean; log?: string; meta: boolean;
+  writebackCache?: boolean;
 }
 
 function seconds(v: string, what: string): number {
@@ -47,6 +48,7 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
     .option('--attr-timeout <seconds>', 'how long the kernel caches attributes (default 10 with a metadata table, else 1)')
     .option('--entry-timeout <seconds>', 'how long the kernel caches names (default 10 with a metadata table, else 1)')
     .option('--no-meta', "do not use the host's metadata table (every LOOKUP and GETATTR is an RPC)")
+    .option('--writeback-cache', 'let the kernel cache writes and send them merged (only for a volume nothing else changes while mounted: docs/agent.md)')
     .option('-f, --foreground', 'stay in the foreground')
     .option('--log <file>', 'where the daemon writes its log (default: nowhere)')
     .action(async (mountpoint: string, o: MountFlags) => {
@@ -55,6 +57,7 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
         timeoutMs: seconds(o.timeout, '--timeout') * 1000,
         attrSec: o.attrTimeout === undefined ? undefined : seconds(o.attrTimeout, '--attr-timeout'),
         entrySec: o.entryTimeout === undefined ? undefined : seconds(o.entryTimeout, '--entry-timeout'), meta: o.meta,
+        writebackCache: o.writebackCache === true,
       };
       if (!o.foreground) {
         const pid = await daemonize(o.log);
@@ -91,6 +94,7 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
         ['getattrs local / misses', `${c.getattrsLocal} / ${c.getattrMisses}`],
         ['xattr requests local', String(c.xattrsLocal)],
         ['kernel cache invalidations', String(c.invalidations)],
+        ...(c.prunes > 0 ? [['nodes pruned (writeback cache)', String(c.prunes)] as [string, string]] : []),
         ['RPCs sent', `${c.rpcs}${Object.keys(c.rpcsByProc).length ? ` (${Object.entries(c.rpcsByProc).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}`],
       ];
       for (const [k, v] of rows) print(`${k.padEnd(28)}${v}`);

@@ -44,6 +44,12 @@ export interface AgentOptions {
   attrSec?: number;
   /** Use the host's metadata table when there is one (shared memory only; default true). */
   meta?: boolean;
+  /**
+   * The kernel's writeback cache (default false): only for a volume no other VM, and no `prism put`,
+   * changes while it is mounted here, since the kernel then keeps its own size and times of files
+   * (docs/agent.md, "Writeback cache").
+   */
+  writebackCache?: boolean;
 }
 
 export interface Mounted {
@@ -95,6 +101,7 @@ async function startIoThread(o: AgentOptions, mp: string, region: string, device
   const data: IoThreadData = {
     region, wait: device ? 'poll' : 'futex', vm: o.vm ?? '', volume: o.volume, mountpoint: mp,
     timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS, entrySec, attrSec, metaFile, counters: counters.buffer,
+    writebackCache: o.writebackCache ?? false,
   };
   const worker = new Worker(new URL('./io-thread.js', import.meta.url), { workerData: data });
   let finished!: () => void;
@@ -116,14 +123,16 @@ async function mountOverTcp(o: AgentOptions, t: { tcp: string; tokenFile: string
   const link = await HostLink.open(dialer(o, t), { timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS });
   let vfs: VrpcFs;
   try {
-    vfs = await VrpcFs.attach(link, o.volume);
+    vfs = await VrpcFs.attach(link, o.volume, { writebackCache: o.writebackCache });
   } catch (e) {
     link.close();
     throw e;
   }
   let m;
   try {
-    m = mountAndServe(mp, vfs, { fsname: `prism:${o.volume}`, entrySec: o.entrySec ?? CACHE_SEC, attrSec: o.attrSec ?? CACHE_SEC });
+    m = mountAndServe(mp, vfs, {
+      fsname: `prism:${o.volume}`, entrySec: o.entrySec ?? CACHE_SEC, attrSec: o.attrSec ?? CACHE_SEC, writebackCache: o.writebackCache,
+    });
   } catch (e) {
     vfs.close();
     link.close();

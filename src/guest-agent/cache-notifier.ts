@@ -13,7 +13,7 @@ import { attachMetaTable } from '../metadata-share/file.js';
 import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
 import { log } from '../log.js';
 import { AgentCounters } from './counters.js';
-import { encodeIncEpoch, encodeInvalEntry, encodeInvalInode } from './fuse/protocol.js';
+import { PRUNE_MAX, encodeIncEpoch, encodeInvalEntry, encodeInvalInode, encodePrune } from './fuse/protocol.js';
 import { nodeIdOf, type KernelCacheKeys } from './node-table.js';
 
 export interface NotifierData {
@@ -32,6 +32,11 @@ export interface NotifierData {
   control: SharedArrayBuffer;
   /** To the I/O thread, which knows what the kernel may cache (DropRequest, answered with a DropReply). */
   port: MessagePort;
+  /**
+   * The kernel's writeback cache is on: it keeps its own size, mtime and ctime of every file it holds,
+   * so a node another VM changed is also pruned (dropped unless in use) to be looked up afresh.
+   */
+  writebackCache: boolean;
 }
 
 /** Asked of the I/O thread: what the kernel may cache, to make it forget all of it. */
@@ -62,6 +67,8 @@ const isDotDot = (name: Uint8Array): boolean => name.length === 2 && name[0] ===
 
 /** Whether the kernel takes FUSE_NOTIFY_INC_EPOCH (one message drops every name); learnt at the first try. */
 let epochs = true;
+/** Whether to prune changed nodes: with the writeback cache, until the kernel refuses it once. */
+let prunes = d.writebackCache;
 let drops = 0;
 
 /**
@@ -128,6 +135,8 @@ while (Atomics.load(control, 0) === 0) {
   // Directories whose names changed: their listings (the kernel keeps them in the directory's pages,
   // FOPEN_CACHE_DIR) are dropped once per batch, whatever the number of names.
   const listings = new Set<bigint>();
+  // Nodes whose attributes or data other VMs changed, pruned once per batch (writeback cache only).
+  const prune = new Set<bigint>();
   for (; applied !== head; applied = (applied + 1) >>> 0) {
     const c = meta.table.readLog(applied);
     if (c === 'lost') { lost++; continue; }
@@ -136,9 +145,19 @@ while (Atomics.load(control, 0) === 0) {
       const dir = nodeIdOf(c.dir, d.rootIno);
       if (!isDotDot(c.name)) notify(encodeInvalEntry(dir, c.name)); // the kernel keeps no dentry named ".."
       listings.add(dir);
-    } else notify(encodeInvalInode(nodeIdOf(c.ino, d.rootIno), c.kind === 'data'));
+    } else {
+      const node = nodeIdOf(c.ino, d.rootIno);
+      notify(encodeInvalInode(node, c.kind === 'data'));
+      if (prunes) prune.add(node);
+    }
   }
   for (const dir of listings) notify(encodeInvalInode(dir, true));
+  if (prune.size > 0) {
+    const ids = [...prune];
+    for (let i = 0; prunes && i < ids.length; i += PRUNE_MAX) prunes = notify(encodePrune(ids.slice(i, i + PRUNE_MAX)));
+    if (!prunes) log.warn('the kernel has no FUSE_NOTIFY_PRUNE (Linux < 6.18): with --writeback-cache, files other VMs change keep their old size here');
+    else counters.add('prunes', ids.length);
+  }
   // A change we never saw may be cached: forget everything before saying we are up to date.
   if (lost > 0) {
     counters.add('logRecordsLost', lost);

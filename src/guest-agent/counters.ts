@@ -6,6 +6,8 @@ export const COUNTER_NAMES = [
   'lookupsLocal', 'lookupMisses', 'getattrsLocal', 'getattrMisses', 'xattrsLocal', 'rpcs', 'invalidations', 'logRecordsLost', 'replays',
   // Fences of the metadata table recovered from (the host stopped waiting for us), and whole kernel caches dropped.
   'fencesRecovered', 'cacheDrops',
+  // Nodes the kernel was asked to prune (--writeback-cache: another VM changed them; cache-notifier.ts).
+  'prunes',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 

@@ -29,6 +29,8 @@ export interface IoThreadData {
   /** The VM's metadata table (read-only), if the host shares one. */
   metaFile?: string;
   counters: SharedArrayBuffer;
+  /** The kernel's writeback cache (agent.ts, AgentOptions.writebackCache). */
+  writebackCache: boolean;
 }
 
 const d = workerData as IoThreadData;
@@ -42,7 +44,9 @@ async function main(): Promise<void> {
     link = SyncLink.open((handshakeMs) => new SyncShmClient(d.region, d.vm, d.wait, d.timeoutMs, handshakeMs), d.timeoutMs);
     try {
       meta = d.metaFile ? attachMetaTable(d.metaFile) : undefined;
-      vfs = await VrpcFs.attach(link, d.volume, { shared: meta?.table, counters: new AgentCounters(d.counters) });
+      vfs = await VrpcFs.attach(link, d.volume, {
+        shared: meta?.table, counters: new AgentCounters(d.counters), writebackCache: d.writebackCache,
+      });
     } catch (e) {
       link.close();
       meta?.close();
@@ -58,7 +62,7 @@ async function main(): Promise<void> {
     m = mountAndServe(d.mountpoint, vfs, {
       fsname: `prism:${d.volume}`, entrySec: d.entrySec, attrSec: d.attrSec,
       // Listings and file pages stay in the kernel only where the notifier below tells it of other VMs' changes.
-      keepCaches: d.metaFile !== undefined,
+      keepCaches: d.metaFile !== undefined, writebackCache: d.writebackCache,
       beforeClose: () => notifier?.stop() ?? Promise.resolve(),
     });
   } catch (e) {
@@ -84,7 +88,7 @@ async function main(): Promise<void> {
     try {
       notifier = await startNotifier({
         metaFile: d.metaFile, regionFile: d.region, fuseFd: m.fd, volumeId: vfs.volumeId, rootIno: vfs.rootIno,
-        leaseMs, wait: d.wait, counters: d.counters, control, port: port2,
+        leaseMs, wait: d.wait, counters: d.counters, control, port: port2, writebackCache: d.writebackCache,
       });
     } catch (e) {
       // Without it the kernel's cache could go stale unseen: no mount rather than an incoherent one.

@@ -6,7 +6,7 @@ import { Proc, type ArgsOf, type ResultOf } from '../protocol/procs.js';
 import { makeStubs, type Stubs } from '../protocol/stubs.js';
 import { setAttrToWire, setsSize } from '../protocol/wire.js';
 import type { MetaTable } from '../metadata-share/table.js';
-import type { Attr } from '../posix/types.js';
+import type { Attr, Time } from '../posix/types.js';
 import { CountedLink } from './counted-link.js';
 import { AgentCounters } from './counters.js';
 import { fuseAttr } from './fuse-attr.js';
@@ -23,11 +23,15 @@ const O_TRUNC = 0o1000;
 const O_EXCL = 0o200;
 const MAX_COPY = 2 ** 40;
 const CAPS = 'security.capability';
+/** How much later than the host's a ctime the kernel sends back may be and still be the same change (a 100 Hz tick). */
+const CTIME_SLACK_NS = 10_000_000n;
 
 export interface VrpcFsOptions {
   /** The VM's metadata table, mapped read-only: LOOKUP and GETATTR answered without an RPC when it holds the answer. */
   shared?: MetaTable;
   counters?: AgentCounters;
+  /** The kernel's writeback cache is on: write errors are reported at flush and fsync only (write-behind.ts). */
+  writebackCache?: boolean;
 }
 
 export class VrpcFs implements FileSystem {
@@ -49,7 +53,7 @@ export class VrpcFs implements FileSystem {
     this.rpc = makeStubs((proc, args, take) => link.call(proc, args, take));
     this.nodes = new NodeTable(rootFh, rootIno);
     this.files = new OpenFiles(this.nodes, this.rpc);
-    this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh);
+    this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh, opts.writebackCache ?? false);
     const wb = this.writeBehind;
     this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => wb.writing(id));
   }
@@ -95,6 +99,8 @@ export class VrpcFs implements FileSystem {
   }
 
   async setattr(_c: Ctx, id: bigint, s: FuseSetAttr): Promise<FuseAttr> {
+    const kept = this.timesKept(id, s);
+    if (kept) return kept;
     const set = setAttrToWire({
       mode: s.mode === undefined ? undefined : s.mode & 0o7777, uid: s.uid, gid: s.gid,
       size: s.size === undefined ? undefined : Number(s.size), atime: s.atime, mtime: s.mtime,
@@ -103,6 +109,22 @@ export class VrpcFs implements FileSystem {
     // A truncation changes data: kept, like a write, until committed (a resend must not undo it).
     const [attr] = setsSize(set) ? await this.writeBehind.dataChange(fh, Proc.SETATTR, [fh, set]) : await this.rpc.setattr(fh, set);
     return fuseAttr(attr);
+  }
+
+  /**
+   * With the writeback cache the kernel sends back the mtime and ctime it kept (a SETATTR after every
+   * rename, link or write of the file). When the host already has that mtime and a ctime as new (it
+   * set ctime itself at the change), the SETATTR would change nothing that matters: answered from the
+   * table, no RPC. The kernel's times come from its coarse clock, taken after the change's reply: up
+   * to a tick later than the host's, hence CTIME_SLACK_NS. A utimensat carries a ctime of now, newer
+   * than the host's unless the file changed within that slack: it is sent.
+   */
+  private timesKept(id: bigint, s: FuseSetAttr): FuseAttr | undefined {
+    if (!s.ctime || !Array.isArray(s.mtime) || s.mode !== undefined || s.uid !== undefined || s.gid !== undefined
+      || s.size !== undefined || s.atime !== undefined) return undefined;
+    const host = this.shared?.getattr(id);
+    if (!host || cmpTime(host.mtime, s.mtime) !== 0 || nsOf(host.ctime) + CTIME_SLACK_NS < nsOf(s.ctime)) return undefined;
+    return fuseAttr(host);
   }
 
   async readlink(_c: Ctx, id: bigint): Promise<string> {
@@ -267,6 +289,14 @@ export class VrpcFs implements FileSystem {
     const [copied] = await this.rpc.copyRange(this.nodes.fh(src.ino), Number(src.offset), this.nodes.fh(dst.ino), Number(dst.offset), len);
     return copied;
   }
+}
+
+function cmpTime(a: Time, b: Time): number {
+  return a[0] - b[0] || a[1] - b[1];
+}
+
+function nsOf(t: Time): bigint {
+  return BigInt(t[0]) * 1_000_000_000n + BigInt(t[1]);
 }
 
 function bytes(s: string): Buffer {

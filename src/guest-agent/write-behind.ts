@@ -45,8 +45,14 @@ export class WriteBehind {
   private behind: Promise<PrismError | null> | null = null;
   private readonly timer: NodeJS.Timeout;
 
-  /** `host` and `rpc` count their calls; `rootFh` is what a COMMIT of everything names. */
-  constructor(private readonly host: Link, private readonly rpc: Stubs, private readonly counters: AgentCounters, private readonly rootFh: Buffer) {
+  /**
+   * `host` and `rpc` count their calls; `rootFh` is what a COMMIT of everything names. With
+   * `errorsAtFlushOnly` (the kernel's writeback cache) a WRITE never reports an earlier one's error:
+   * the kernel would turn it into EIO at close (a writeback error is kept as EIO or ENOSPC only), so
+   * it is left for FLUSH and FSYNC, which report it as it is (EDQUOT).
+   */
+  constructor(private readonly host: Link, private readonly rpc: Stubs, private readonly counters: AgentCounters, private readonly rootFh: Buffer,
+    private readonly errorsAtFlushOnly = false) {
     // Every kept change counts ENTRY_BYTES at least: bytes > 0 whenever anything is kept or in flight.
     this.timer = setInterval(() => { if (this.unstable.bytes > 0) this.commitBehind(); }, COMMIT_EVERY_MS);
     this.timer.unref();
@@ -72,9 +78,11 @@ export class WriteBehind {
 
   /** Send a WRITE behind; resolves once it is sent, with the bytes taken. */
   async write(id: bigint, fh: Buffer, offset: number, data: Uint8Array): Promise<number> {
-    const prev = this.writes.get(id);
-    if (prev) this.takeError(id, prev);
-    this.stickyError(fh);
+    if (!this.errorsAtFlushOnly) {
+      const prev = this.writes.get(id);
+      if (prev) this.takeError(id, prev);
+      this.stickyError(fh);
+    }
     await this.waitForRoom(data.byteLength);
     await this.notReplaying(fh);
     const w = this.writes.get(id) ?? { inFlight: 0, error: null, waiters: [] };

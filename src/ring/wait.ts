@@ -98,13 +98,13 @@ export class WaitStrategy {
   /**
    * Block until ready() returns true (true) or timeoutMs passes (false; negative or Infinity: no
    * limit). `word` is the peer's counter whose change may make ready() true; `flag` is our
-   * sleeping flag in the same buffer.
+   * sleeping flag in the same buffer. `spinMs` overrides the strategy's spin for this wait.
    */
-  waitSync(ready: () => boolean, word: SharedWord, flag: SharedWord, timeoutMs = -1): boolean {
+  waitSync(ready: () => boolean, word: SharedWord, flag: SharedWord, timeoutMs = -1, spinMs = this.spinMs): boolean {
     if (ready()) return true;
     const start = now();
     const deadline = timeoutMs < 0 ? Infinity : start + timeoutMs;
-    const spun = spin(ready, deadline, this.mode === 'spin' ? Infinity : start + this.spinMs);
+    const spun = spin(ready, deadline, this.mode === 'spin' ? Infinity : start + spinMs);
     if (spun !== undefined) return spun;
     if (this.mode === 'poll') {
       for (let pause = 0.02; ; pause = Math.min(pause * 2, this.maxPollMs)) {
@@ -178,9 +178,9 @@ type AtomicsWaitAsync = (
   timeoutMs?: number,
 ) => { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
 
-/** Wait until the consumer has a record (true) or the timeout passes (false). */
-export function waitReadable(c: RingConsumer, w: WaitStrategy, timeoutMs = -1): boolean {
-  return w.waitSync(() => c.hasRecord(), c.headWord, c.consumerFlag, timeoutMs);
+/** Wait until the consumer has a record (true) or the timeout passes (false); spin spinMs (default: the strategy's) first. */
+export function waitReadable(c: RingConsumer, w: WaitStrategy, timeoutMs = -1, spinMs?: number): boolean {
+  return w.waitSync(() => c.hasRecord(), c.headWord, c.consumerFlag, timeoutMs, spinMs);
 }
 
 /** Wait until the producer can make progress on a record of `len` bytes. */
@@ -220,8 +220,8 @@ export function writeBlocking(p: RingProducer, bytes: Uint8Array, w: WaitStrateg
 }
 
 /** Peek the next record, waiting for one; null on timeout. Release it when done. */
-export function peekBlocking(c: RingConsumer, w: WaitStrategy, timeoutMs = -1): Uint8Array | null {
-  if (!waitReadable(c, w, timeoutMs)) return null;
+export function peekBlocking(c: RingConsumer, w: WaitStrategy, timeoutMs = -1, spinMs?: number): Uint8Array | null {
+  if (!waitReadable(c, w, timeoutMs, spinMs)) return null;
   return c.peek();
 }
 

@@ -1,12 +1,23 @@
-// A thread that sleeps on the futex of a ring's head word while the channel's event loop is idle, and
-// tells it when a record arrives. A producer on the same kernel wakes it at once (it sets the ring's
-// consumer-sleeping flag); a guest in a VM cannot, so the futex wait times out (every 0.25 ms after a
-// record, backing off to pollMs) and the head is checked then. Either way an idle channel costs almost no CPU (Node timers are not cheap).
+// A thread that sleeps on the futex of a ring's head word and tells the channel's event loop when a
+// record arrives while the loop is idle (armed). Two ways to be told of a record:
+//
+// - woken: the producer shares our kernel and sees the consumer flag the loop set when it armed, so it
+//   FUTEX_WAKEs us. Then this thread stays in futex_wait on the head word even while the loop is busy
+//   (flag clear: nobody wakes it), and arming is two stores by the loop, no wake-up of this thread: a
+//   futex_wait compares the word only when it starts, so a stale value does not matter once asleep.
+// - polling: a guest in a VM cannot wake us. While armed the futex wait times out (0.25 ms after a
+//   record, doubling up to pollMs) and the head is checked then; while busy this thread sleeps on the
+//   control word, and the loop wakes it when it arms (control[2] = 1 tells it to).
+//
+// Every peer starts in polling; a wake-up that brings a record while armed switches to woken. Wake-ups
+// that bring nothing (a peer waking without cause) switch back for good past a rate, so a guest that
+// floods futex wakes costs the host no more than it did with a thread that slept on the control word
+// while busy.
 import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { futexWait } from '../native/futex.js';
 import { map } from '../native/memory.js';
-import { SLEEP_FUTEX, SLEEP_NONE } from '../ring/index.js';
+import { SLEEP_NONE } from '../ring/index.js';
 
 interface Data { file: string; ino?: number; headOffset: number; flagOffset: number; control: SharedArrayBuffer; pollMs: number }
 
@@ -27,29 +38,62 @@ const buf = mapChannelFile();
 const words = new Int32Array(buf);
 const head = d.headOffset / 4;
 const flag = d.flagOffset / 4;
-// control[0]: 0 = the channel is busy (sleep here), 1 = armed with control[1] = head seen, 2 = stop
+// control[0]: 0 = the loop is busy, 1 = armed with control[1] = the head it saw, 2 = stop.
+// control[2]: 1 = polling (the loop notifies control[0] when it arms), 0 = woken (it does not).
 const control = new Int32Array(d.control);
 
-// A guest in a VM that just sent a request is likely to send the next soon: after a record found by
-// polling, the interval starts short and doubles up to pollMs while nothing comes (a few wake-ups per
-// burst). A peer that wakes us (same kernel) is not polled for.
 const FIRST_POLL_MS = 0.25;
+/** Longest sleep on the head word while woken (a peer that stopped waking us is noticed by then). */
+const WOKEN_SLEEP_MS = 1000;
+/** Wake-ups that bring nothing, per second, past which the peer is polled for good. */
+const MAX_IDLE_WAKES = 64;
+
 let pollMs = FIRST_POLL_MS;
+let idleWakes = 0;
+let idleWakesSince = Date.now();
+let polledForGood = false;
+
+/** Hand the record to the loop, unless it disarmed itself meanwhile (its own look, or a timer). */
+function deliver(): void {
+  if (Atomics.compareExchange(control, 0, 1, 0) !== 1) return;
+  // Cleared here, not by the loop: a producer must not wake this thread again for records the loop
+  // is about to read anyway.
+  Atomics.store(words, flag, SLEEP_NONE);
+  parentPort!.postMessage(0);
+}
+
+function idleWake(): void {
+  const now = Date.now();
+  if (now - idleWakesSince > 1000) { idleWakes = 0; idleWakesSince = now; }
+  if (++idleWakes > MAX_IDLE_WAKES) { polledForGood = true; Atomics.store(control, 2, 1); }
+}
 
 for (;;) {
+  if (Atomics.load(control, 0) === 2) break;
+  const polling = Atomics.load(control, 2) === 1;
+  if (polling && Atomics.load(control, 0) === 0) { Atomics.wait(control, 0, 0, 1000); continue; }
+  // The head before the state: a record committed after an arming we do not see yet is then seen by
+  // the loop's own last look, and one committed after that look moves the head past `now` or wakes us.
+  const now = Atomics.load(words, head);
   const state = Atomics.load(control, 0);
   if (state === 2) break;
-  if (state === 0) { Atomics.wait(control, 0, 0, 1000); continue; }
-  const seen = Atomics.load(control, 1);
-  Atomics.store(words, flag, SLEEP_FUTEX);
-  const now = Atomics.load(words, head);
-  const r = now === seen ? futexWait(buf, d.headOffset, seen, pollMs) : 'not-equal';
-  Atomics.store(words, flag, SLEEP_NONE);
-  if (Atomics.load(words, head) !== seen) {
-    // Found by polling: the peer cannot wake us, so poll often for its next record. Woken: no need.
-    pollMs = r === 'timed-out' ? FIRST_POLL_MS : d.pollMs;
-    if (Atomics.compareExchange(control, 0, 1, 0) === 1) parentPort!.postMessage(0);
+  if (state === 1 && now !== Atomics.load(control, 1)) { deliver(); continue; }
+  if (state === 0 && polling) continue;
+  const r = futexWait(buf, d.headOffset, now, polling ? pollMs : WOKEN_SLEEP_MS);
+  if (r === 'not-equal') continue; // moved since we looked: look again
+  const armed = Atomics.load(control, 0) === 1;
+  if (armed && Atomics.load(words, head) !== Atomics.load(control, 1)) {
+    if (r === 'timed-out') {
+      // Found by polling: this peer does not wake us; poll often for its next record.
+      pollMs = FIRST_POLL_MS;
+      Atomics.store(control, 2, 1);
+    } else if (!polledForGood) {
+      Atomics.store(control, 2, 0);
+    }
+    deliver();
   } else if (r === 'timed-out') {
-    pollMs = Math.min(d.pollMs, pollMs * 2);
+    if (polling) pollMs = Math.min(d.pollMs, pollMs * 2);
+  } else {
+    idleWake();
   }
 }

@@ -1,7 +1,7 @@
 // VRPC over shared memory: one queue pair of a region (src/ring) as a Channel, and connectShm, which
-// attaches a VrpcClient over it. The event loop is never blocked: after each burst the channel yields
-// (setImmediate) briefly for more, then sleeps in a doorbell thread (doorbell.ts), or without one polls
-// on timers with backoff (a futex cannot be awaited). A thread that may block uses shm-sync-client.ts.
+// attaches a VrpcClient over it. The event loop is never blocked: after each burst the channel sleeps
+// in a doorbell thread (doorbell.ts), or without one yields briefly for more and then polls on timers
+// with backoff (a futex cannot be awaited). A thread that may block uses shm-sync-client.ts.
 import { PrismError } from '../errors.js';
 import { log } from '../log.js';
 import { MAX_MESSAGE } from '../protocol/procs.js';
@@ -18,6 +18,14 @@ import { openServedRegion } from './shm-region.js';
  */
 const QUEUED_OVERHEAD = 128;
 
+/**
+ * With a doorbell: how long (ms) an idle channel keeps looking on each turn of the event loop before
+ * it sleeps in it. Long enough for a client's next call sent right after a reply (a few µs), short
+ * enough that requests a FUSE round trip apart (100 µs and more) find it asleep instead of polling:
+ * 0.5 ms here used to keep the host's main thread on a core through every request.
+ */
+const IDLE_YIELD_MS = 0.05;
+
 /** How long (ms) a guest with calls in flight polls for their replies before it sleeps in the doorbell. */
 const EXPECT_POLL_MS = 0.5;
 
@@ -32,6 +40,8 @@ export interface ShmChannelOptions {
   file?: string;
   /** The file's inode: the doorbell thread maps `file` only if it is still this file. */
   fileIno?: number;
+  /** With a doorbell: how long (ms) to keep looking for more messages on each loop turn before sleeping in it. Default IDLE_YIELD_MS. */
+  idleYieldMs?: number;
 }
 
 export class ShmChannel extends ChannelEvents implements Channel {
@@ -53,6 +63,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
   /** Host side: each request is copied here (reused) before it is decoded. */
   private readonly scratch: Buffer | null;
   override readonly transient: boolean;
+  private readonly idleYieldMs: number;
 
   constructor(readonly region: Region, private readonly side: Side, opts: ShmChannelOptions = {}) {
     super();
@@ -70,10 +81,11 @@ export class ShmChannel extends ChannelEvents implements Channel {
     this.transient = side === 'guest';
     // A guest attaching after another client: what is left in the response ring is not for it.
     if (side === 'guest') while (this.rx.read());
-    // The event loop cannot sleep on a futex: yield (setImmediate) for half a ms, then sleep in the
-    // doorbell thread, or without one poll on timers backing off to idlePollMs. No synchronous spin:
-    // it would hold up everything else on the loop (FUSE requests, other replies).
+    // The event loop cannot sleep on a futex: it sleeps in the doorbell thread, or without one yields
+    // (setImmediate) for half a ms and then polls on timers backing off to idlePollMs. No synchronous
+    // spin: it would hold up everything else on the loop (FUSE requests, other replies).
     this.wait = new WaitStrategy({ mode: 'poll', spinUs: opts.spinUs ?? 0, maxPollMs: opts.idlePollMs ?? 8, yieldMs: 0.5 });
+    this.idleYieldMs = opts.idleYieldMs ?? IDLE_YIELD_MS;
     // pump() catches everything itself; this is the last line, so that nothing a peer writes can
     // ever surface as an unhandled rejection (which ends the process).
     void this.pump().catch((e: unknown) => {
@@ -126,7 +138,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
           // Replies are due (calls in flight): look on every turn of the event loop for a while;
           // a slow reply then waits in the doorbell, so that polling never starves other work.
           if (quiet < EXPECT_POLL_MS || !this.doorbell) await new Promise<void>((r) => setImmediate(r));
-          else await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
+          else await this.doorbell.sleep(() => this.rx.hasRecord());
           continue;
         }
         if (this.outbox.length) {
@@ -135,13 +147,16 @@ export class ShmChannel extends ChannelEvents implements Channel {
           await this.wait.waitAsync(() => this.rx.hasRecord() || this.canFlush(), this.rx.headWord, this.rx.consumerFlag, 1000);
           continue;
         }
-        // With a doorbell, yield for a few ms (more work usually follows) and then sleep in it;
-        // without one, poll on timers.
         // Idle: look at the peer's counter of our send ring too, so that rings a guest broke while
         // nothing was being sent are reset now, not when the next client stumbles on them.
         if (this.side === 'host') this.tx.freeBytes();
-        if (await waitReadableAsync(this.rx, this.wait, this.doorbell ? this.wait.yieldMs : 1000)) continue;
-        if (this.doorbell && !this.outbox.length && !this.paused) await this.doorbell.sleep(this.rx.headWord, () => this.rx.hasRecord());
+        // With a doorbell, sleep in it after yielding briefly (idleYieldMs): polling the loop for
+        // longer takes the CPU the peer needs to send more work, on a machine of few cores.
+        // Without one, poll on timers.
+        if (!this.doorbell || this.idleYieldMs > 0) {
+          if (await waitReadableAsync(this.rx, this.wait, this.doorbell ? this.idleYieldMs : 1000)) continue;
+        }
+        if (this.doorbell && !this.outbox.length && !this.paused) await this.doorbell.sleep(() => this.rx.hasRecord());
       } catch (e) {
         this.finish(e instanceof RingCorrupt ? new PrismError('EIO', e.message) : (e as Error));
         return;
@@ -213,6 +228,9 @@ export class ShmChannel extends ChannelEvents implements Channel {
     this.outbox.push(msg);
     this.outboxBytes += msg.byteLength + QUEUED_OVERHEAD;
   }
+
+  /** The doorbell thread's counters, while it serves this channel. */
+  get doorbellStats(): Readonly<{ deliveries: number; armWakes: number }> | undefined { return this.doorbell?.stats; }
 
   /** Whether replies are awaited (set by the client): then the channel never sleeps. */
   expecting: () => boolean = () => false;

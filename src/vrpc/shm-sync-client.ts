@@ -5,15 +5,16 @@ import { decodeResponse, encodeRequest, responseError, type Response } from '../
 import type { Proc } from '../protocol/procs.js';
 import { isDeviceMemory } from '../native/memory.js';
 import {
-  LIVE_UP, RingCorrupt, WaitStrategy, peekBlocking, readBlocking, writeBlocking, type RingConsumer, type RingProducer,
+  LIVE_UP, RingCorrupt, SLEEP_NONE, WaitStrategy, peekBlocking, readBlocking, writeBlocking, type RingConsumer, type RingProducer,
 } from '../ring/index.js';
 import { CallIds, HostGone, asBuffer, detach } from './client.js';
 import { HelloExchange } from './hello.js';
+import { ReplySpin } from './reply-spin.js';
 import { openServedRegion, type OpenRegion } from './shm-region.js';
 
 /**
- * A blocking client over a region, for one thread that waits for each reply: spin, then sleep on a
- * futex ('futex') or poll with backoff ('poll'). Used by the benchmark and by the agent's I/O thread.
+ * A blocking client over a region, for one thread that waits for each reply: spin (as long as
+ * reply-spin.ts says), then sleep on a futex ('futex') or poll with backoff ('poll'). Used by the benchmark and by the agent's I/O thread.
  * A host restart (the region's generation changes) or a host that stops fails calls with HostGone.
  */
 export class SyncShmClient {
@@ -25,6 +26,7 @@ export class SyncShmClient {
   private readonly generation: number;
   /** The region is device memory (a PCI BAR): results are copied out before `take` sees them. */
   private readonly device: boolean;
+  private readonly spin = new ReplySpin();
 
   constructor(path: string, vm: string, mode: 'futex' | 'poll' = 'futex', private readonly timeoutMs = 30_000, handshakeMs = 10_000) {
     this.mapping = openServedRegion(path);
@@ -78,14 +80,19 @@ export class SyncShmClient {
   }
 
   private callNow(proc: Proc, args: unknown[], take?: (r: unknown[]) => unknown): unknown {
+    // The host's doorbell armed the request ring's consumer flag: it sleeps, and our request wakes it.
+    const hostAsleep = Atomics.load(this.tx.consumerFlag.i32, this.tx.consumerFlag.index) !== SLEEP_NONE;
+    const sent = performance.now();
     const id = this.send(proc, args);
+    const spinMs = this.spin.spinMs(proc, hostAsleep);
     const deadline = Date.now() + this.timeoutMs;
     for (;;) {
-      const m = peekBlocking(this.rx, this.wait, SLICE_MS);
+      const m = peekBlocking(this.rx, this.wait, SLICE_MS, spinMs);
       if (!m) { this.check(deadline); continue; }
       let r;
       try {
         r = decodeReply(m);
+        if (r.id === id) this.spin.learn(proc, performance.now() - sent, hostAsleep);
         if (r.id === id && r.errno === 0) { // before release: views of the ring are valid until then
           if (!take) return detach(r.result);
           return take((this.device ? detach(r.result) : r.result) as unknown[]);

@@ -19,7 +19,11 @@ export interface Entry { ino: bigint; attr: FuseAttr; generation?: bigint }
 export interface FuseDirEntry { name: string; ino: bigint; type: number; entry?: Entry }
 export interface Ctx { uid: number; gid: number; pid: number }
 /** A SETATTR's changes as the kernel sends them: absent fields stay; 'now' is the time of the change. */
-export interface FuseSetAttr { mode?: number; uid?: number; gid?: number; size?: bigint; atime?: Time | 'now'; mtime?: Time | 'now' }
+export interface FuseSetAttr {
+  mode?: number; uid?: number; gid?: number; size?: bigint; atime?: Time | 'now'; mtime?: Time | 'now';
+  /** Only with the writeback cache: the ctime the kernel kept for the file (the host sets its own). */
+  ctime?: Time;
+}
 /** struct fuse_kstatfs, as STATFS answers. */
 export interface FuseStatFs { blocks: bigint; bfree: bigint; bavail: bigint; files: bigint; ffree: bigint; bsize: number; namelen: number }
 

@@ -18,13 +18,18 @@ export const Op = {
 
 export const InitFlag = {
   ASYNC_READ: 1, ATOMIC_O_TRUNC: 1 << 3, BIG_WRITES: 1 << 5, DO_READDIRPLUS: 1 << 13,
-  AUTO_INVAL_DATA: 1 << 12, READDIRPLUS_AUTO: 1 << 14, ASYNC_DIO: 1 << 15, PARALLEL_DIROPS: 1 << 18, MAX_PAGES: 1 << 22,
+  AUTO_INVAL_DATA: 1 << 12, READDIRPLUS_AUTO: 1 << 14, ASYNC_DIO: 1 << 15, WRITEBACK_CACHE: 1 << 16,
+  PARALLEL_DIROPS: 1 << 18, MAX_PAGES: 1 << 22,
 } as const;
 
 /** fuse_open_out.open_flags: KEEP_CACHE keeps the node's cached pages at open; CACHE_DIR lets the kernel cache a directory's listing in them. */
 export const FOPEN = { KEEP_CACHE: 1 << 1, CACHE_DIR: 1 << 3 } as const;
 
-export const FATTR = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, FH: 64, ATIME_NOW: 128, MTIME_NOW: 256 } as const;
+/**
+ * SETATTR's valid bits. CTIME comes only with the writeback cache (the kernel writing back the times it
+ * kept): the host sets ctime to the time of any SETATTR itself, so it needs no field of its own.
+ */
+export const FATTR = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, FH: 64, ATIME_NOW: 128, MTIME_NOW: 256, CTIME: 1 << 10 } as const;
 
 export interface InHeader { len: number; opcode: number; unique: bigint; nodeid: bigint; uid: number; gid: number; pid: number }
 
@@ -156,6 +161,9 @@ export function encodeStatfs(s: { blocks: bigint; bfree: bigint; bavail: bigint;
 const NOTIFY_INVAL_INODE = 2;
 const NOTIFY_INVAL_ENTRY = 3;
 const NOTIFY_INC_EPOCH = 8;
+const NOTIFY_PRUNE = 9;
+/** Node ids per FUSE_NOTIFY_PRUNE message (the kernel reads them into one page). */
+export const PRUNE_MAX = 256;
 
 function notifyHeader(code: number, bodyLength: number): Buffer {
   const out = Buffer.alloc(OUT_HEADER + bodyLength);
@@ -187,5 +195,18 @@ export function encodeInvalEntry(parent: bigint, name: Uint8Array): Buffer {
   b.writeBigUInt64LE(parent, OUT_HEADER);
   b.writeUInt32LE(name.length, OUT_HEADER + 8);
   b.set(name, OUT_HEADER + 16);
+  return b;
+}
+
+/**
+ * Ask the kernel to drop the nodes' unused dentries, and so the nodes themselves when nothing else holds
+ * them (FUSE_NOTIFY_PRUNE, protocol 7.45, Linux 6.18 and later; older kernels refuse it with EINVAL).
+ * With the writeback cache it is the only way to make the kernel take a size or mtime from the file
+ * system again: it trusts its own for a node it keeps. At most PRUNE_MAX ids.
+ */
+export function encodePrune(nodes: readonly bigint[]): Buffer {
+  const b = notifyHeader(NOTIFY_PRUNE, 16 + 8 * nodes.length);
+  b.writeUInt32LE(nodes.length, OUT_HEADER);
+  nodes.forEach((n, i) => b.writeBigUInt64LE(n, OUT_HEADER + 16 + 8 * i));
   return b;
 }

@@ -23,6 +23,13 @@ export interface SessionOptions extends Partial<P.CacheTimes> {
    * size moved, and a listing filled while the change happened (docs/agent.md).
    */
   keepCaches?: boolean;
+  /**
+   * FUSE_WRITEBACK_CACHE: writes land in the kernel's page cache and reach the file system merged, at
+   * writeback, fsync or close. The kernel then trusts its own size, mtime and ctime of a regular file
+   * over any answer (an invalidation cannot refresh them), so only for a volume no one else changes
+   * (docs/agent.md, "Writeback cache").
+   */
+  writebackCache?: boolean;
 }
 
 /** Requests that change nothing: when the kernel interrupts one, it is answered EINTR at once. */
@@ -39,10 +46,12 @@ export class Session {
   private readonly pool: Buffer[] = [];
   readonly times: P.CacheTimes;
   private readonly keepCaches: boolean;
+  private readonly writebackCache: boolean;
 
   constructor(readonly fd: number, readonly fs: FileSystem, opts: SessionOptions = {}) {
     this.times = { entrySec: opts.entrySec ?? 1, attrSec: opts.attrSec ?? 1 };
     this.keepCaches = opts.keepCaches ?? false;
+    this.writebackCache = opts.writebackCache ?? false;
   }
 
   /** Serve until the file system is unmounted (a read then fails with ENODEV). */
@@ -115,7 +124,8 @@ export class Session {
     const t = this.times;
     switch (h.opcode) {
       case P.Op.INIT:
-        return P.encodeInitOut(b.readUInt32LE(12), this.keepCaches ? P.InitFlag.AUTO_INVAL_DATA : 0);
+        return P.encodeInitOut(b.readUInt32LE(12),
+          (this.keepCaches ? P.InitFlag.AUTO_INVAL_DATA : 0) | (this.writebackCache ? P.InitFlag.WRITEBACK_CACHE : 0));
       case P.Op.DESTROY:
         return undefined;
       case P.Op.INTERRUPT: {
@@ -155,6 +165,7 @@ export class Session {
         if (valid & P.FATTR.SIZE) s.size = b.readBigUInt64LE(16);
         if (valid & P.FATTR.ATIME) s.atime = valid & P.FATTR.ATIME_NOW ? 'now' : time(32, 56);
         if (valid & P.FATTR.MTIME) s.mtime = valid & P.FATTR.MTIME_NOW ? 'now' : time(40, 60);
+        if (valid & P.FATTR.CTIME) s.ctime = time(48, 64);
         return P.encodeAttrOut(await need(f.setattr).call(f, ctx, ino, s), t);
       }
       case P.Op.READLINK:

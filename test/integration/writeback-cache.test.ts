@@ -1,0 +1,130 @@
+// A mount with the kernel's writeback cache (--writeback-cache): small writes reach the agent merged
+// (counted WRITE RPCs, not timed), what was written is on the host after close with the size and mtime
+// the kernel showed, write errors (a full volume) still surface at fsync and close, and two VMs on one
+// volume see each other's sizes (the kernel keeps its own until the notifier prunes the node).
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { agentStats, fuseSkipReason, mountAgent } from '../helpers/agent.js';
+import { prism, prismBin, startHost } from '../helpers/host.js';
+import { mountedVolume } from '../helpers/mounted-volume.js';
+import { tmpDir } from '../helpers/tmp.js';
+
+const reason = fuseSkipReason();
+const t = reason ? test.skip : test.serial;
+if (reason) console.error(`writeback-cache.test: skipped: ${reason}`);
+
+const PAGES = 256;
+const PAGE = 4096;
+
+/** 256 pwrites of 4 KiB at shuffled page offsets of a 1 MiB file, then close; returns the WRITE RPCs they cost. */
+async function randomWrites(m: Awaited<ReturnType<typeof mountedVolume>>, name: string): Promise<{ writes: number; expected: Buffer }> {
+  const writesBefore = (await agentStats(m.agent)).counters.rpcsByProc.WRITE ?? 0;
+  const expected = Buffer.alloc(PAGES * PAGE);
+  const order = Array.from({ length: PAGES }, (_, i) => (i * 97) % PAGES); // 97 is prime to 256: each page once
+  const fd = fs.openSync(path.join(m.mp, name), 'w');
+  for (const p of order) {
+    const page = Buffer.alloc(PAGE, p & 0xff);
+    page.writeUInt32LE(p, 0);
+    page.copy(expected, p * PAGE);
+    fs.writeSync(fd, page, 0, PAGE, p * PAGE);
+  }
+  fs.closeSync(fd);
+  return { writes: ((await agentStats(m.agent)).counters.rpcsByProc.WRITE ?? 0) - writesBefore, expected };
+}
+
+t('small random writes reach the host merged, and all of them are there after close', async (tt) => {
+  const wb = await mountedVolume(tt, 'shm', { agentArgs: ['--writeback-cache'] });
+  const { writes, expected } = await randomWrites(wb, 'f');
+  // Without the cache each pwrite is a WRITE (checked below); with it the dirty pages go out together.
+  tt.log(`${writes} WRITE RPCs`);
+  tt.true(writes < PAGES / 4, `${writes} WRITE RPCs for ${PAGES} pwrites`);
+  tt.true(fs.readFileSync(path.join(wb.mp, 'f')).equals(expected));
+  const st = fs.statSync(path.join(wb.mp, 'f'), { bigint: true });
+  tt.is(st.size, BigInt(PAGES * PAGE));
+  // The host has what the kernel showed: the data, the size and the mtime it kept and wrote back at close.
+  await wb.host.stop();
+  tt.true(Buffer.from(spawnSync(process.execPath, [prismBin, '--store', wb.store, 'cat', 'vol:/f']).stdout).equals(expected));
+  const host = JSON.parse(prism(wb.store, ['stat', 'vol:/f', '--json']).out) as { size: number; mtime: string };
+  tt.is(host.size, PAGES * PAGE);
+  tt.is(host.mtime, isoNs(st.mtimeNs));
+
+  const plain = await mountedVolume(tt, 'shm');
+  tt.is((await randomWrites(plain, 'f')).writes, PAGES);
+});
+
+t('the times the kernel sends back after a rename cost no RPC; a utimensat to the same mtime still does', async (tt) => {
+  const m = await mountedVolume(tt, 'shm', { agentArgs: ['--writeback-cache'] });
+  const setattrs = async () => (await agentStats(m.agent)).counters.rpcsByProc.SETATTR ?? 0;
+  for (let i = 0; i < 10; i++) fs.writeFileSync(path.join(m.mp, `f${i}`), `file ${i}`);
+  spawnSync('sync', ['-f', m.mp]);
+  const before = await setattrs();
+  for (let i = 0; i < 10; i++) fs.renameSync(path.join(m.mp, `f${i}`), path.join(m.mp, `g${i}`));
+  spawnSync('sync', ['-f', m.mp]); // the kernel writes back each renamed file's ctime (a SETATTR)
+  tt.is(await setattrs(), before);
+  // touch -m to the mtime it has: the kernel sends a ctime of now, newer than the host's, so it goes.
+  const st = fs.statSync(path.join(m.mp, 'g0'), { bigint: true });
+  const at = `@${st.mtimeNs / 1_000_000_000n}.${String(st.mtimeNs % 1_000_000_000n).padStart(9, '0')}`;
+  tt.is(spawnSync('touch', ['-m', '-d', at, path.join(m.mp, 'g0')]).status, 0);
+  tt.is(await setattrs(), before + 1);
+  tt.is(fs.readFileSync(path.join(m.mp, 'g9'), 'utf8'), 'file 9');
+});
+
+t('a full volume: errors of cached writes surface at fsync and at close, and nothing else is lost', async (tt) => {
+  const m = await mountedVolume(tt, 'shm', { quota: '1M', agentArgs: ['--writeback-cache'] });
+  fs.writeFileSync(path.join(m.mp, 'small'), 'fits');
+  const dd = spawnSync('dd', ['if=/dev/urandom', `of=${path.join(m.mp, 'big')}`, 'bs=64k', 'count=64'], { encoding: 'utf8' });
+  tt.not(dd.status, 0); // the write() calls land in the page cache; close reports the error
+  tt.regex(dd.stderr, /Disk quota exceeded/);
+  const fsync = spawnSync('python3', ['-c', `import os
+fd=os.open(${JSON.stringify(path.join(m.mp, 'more'))},os.O_CREAT|os.O_WRONLY)
+try:
+  for i in range(64): os.write(fd,os.urandom(65536))
+  os.fsync(fd)
+  print('no error')
+except OSError as e: print(e.errno)`], { encoding: 'utf8' });
+  tt.is(fsync.stdout.trim(), '122');
+  tt.is(fs.readFileSync(path.join(m.mp, 'small'), 'utf8'), 'fits');
+  fs.unlinkSync(path.join(m.mp, 'big'));
+  fs.unlinkSync(path.join(m.mp, 'more'));
+  fs.writeFileSync(path.join(m.mp, 'after'), Buffer.alloc(100_000, 1)); // room again
+  tt.is(fs.statSync(path.join(m.mp, 'after')).size, 100_000);
+});
+
+t('two VMs with the cache on one volume: a file the other VM extends or truncates is seen at once, kernel caches of 30 s', async (tt) => {
+  const dir = tmpDir(tt);
+  const store = path.join(dir, 'store');
+  const shm = fs.mkdtempSync('/dev/shm/prism-test-wb-');
+  tt.teardown(() => fs.rmSync(shm, { recursive: true, force: true }));
+  prism(store, ['volume', 'create', 'vol']);
+  const host = await startHost(store, ['--shm-dir', shm, '--meta-ack-ms', '2000', '--vm', 'a=vol', '--vm', 'b=vol']);
+  tt.teardown(async () => { await host.stop(); });
+  const mp: Record<string, string> = {};
+  const agents: Record<string, Awaited<ReturnType<typeof mountAgent>>> = {};
+  for (const vm of ['a', 'b']) {
+    mp[vm] = path.join(dir, vm);
+    fs.mkdirSync(mp[vm]!);
+    const agent = await mountAgent(store, ['--shm', `${shm}/prism-${vm}`, '--volume', 'vol', '--writeback-cache', '--attr-timeout', '30', '--entry-timeout', '30'], mp[vm]!);
+    agents[vm] = agent;
+    tt.teardown(() => agent.umount());
+    await agentStats(agent); // answers once its notifier listens
+  }
+  const A = mp.a!, B = mp.b!;
+  fs.writeFileSync(`${A}/f`, 'short\n');
+  tt.is(fs.readFileSync(`${B}/f`, 'utf8'), 'short\n'); // b's kernel now holds the node, size 6
+  fs.writeFileSync(`${A}/f`, 'much longer content\n');
+  tt.is(fs.statSync(`${B}/f`).size, 20);
+  tt.is(fs.readFileSync(`${B}/f`, 'utf8'), 'much longer content\n');
+  fs.truncateSync(`${A}/f`, 4);
+  tt.is(fs.readFileSync(`${B}/f`, 'utf8'), 'much');
+  fs.appendFileSync(`${B}/f`, ' more'); // and the other way round, through b's own cache
+  tt.is(fs.readFileSync(`${A}/f`, 'utf8'), 'much more');
+  tt.true((await agentStats(agents.b!)).counters.prunes > 0, 'nodes pruned by b');
+});
+
+/** A time in ns as `prism stat --json` prints it (ISO 8601, nine digits of fraction). */
+function isoNs(ns: bigint): string {
+  const sec = ns / 1_000_000_000n;
+  return `${new Date(Number(sec) * 1000).toISOString().slice(0, 19)}.${String(ns % 1_000_000_000n).padStart(9, '0')}Z`;
+}
