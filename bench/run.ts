@@ -16,6 +16,7 @@ const suites: Record<string, () => Promise<Omit<BenchReport, 'date' | 'machine' 
   vrpc: async () => (await import('./vrpc.js')).run(),
   fs: async () => (await import('./fs.js')).run(),
   metadata: async () => (await import('./metadata.js')).run(),
+  host: async () => (await import('./host-dispatch.js')).run(),
 };
 
 async function main(): Promise<void> {

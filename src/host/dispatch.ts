@@ -7,7 +7,7 @@ import { validateArgs } from '../protocol/validate.js';
 import { attrToWire, direntToWire, setAttrFromWire, setsSize, type WireAttr, type WireDirentPlus } from '../protocol/wire.js';
 import { MAX_FILE_SIZE, MAX_NAME } from '../posix/limits.js';
 import { isDir } from '../posix/mode.js';
-import type { DirEntry } from '../posix/types.js';
+import type { Attr, DirEntry } from '../posix/types.js';
 import { BLOCK_SIZE } from '../store/layout.js';
 import type { Store } from '../store/store.js';
 import type { Volume } from '../store/volume.js';
@@ -127,9 +127,10 @@ export class Dispatcher {
     },
     setattr: (fh, set) => {
       const { v, ino } = this.target(fh);
-      const attr = v.setattr(ino, setAttrFromWire(set));
-      this.changed(v, setsSize(set) ? { data: [ino] } : { attrs: [ino] });
-      return [attrToWire(attr)];
+      const attr = attrToWire(v.setattr(ino, setAttrFromWire(set)));
+      const known: Array<[number, WireAttr]> = [[ino, attr]];
+      this.changed(v, setsSize(set) ? { data: [ino], known } : { attrs: [ino], known });
+      return [attr];
     },
     lookup: (dir, rawName) => {
       const meta = this.hooks.meta;
@@ -160,10 +161,10 @@ export class Dispatcher {
     },
     write: (fh, offset, data, stable) => {
       const { v, ino } = this.target(fh);
-      const attr = v.write(ino, offset, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+      const attr = attrToWire(v.write(ino, offset, Buffer.from(data.buffer, data.byteOffset, data.byteLength)));
       if (stable > 0) this.waitFor(this.hooks.commit());
-      this.changed(v, { data: [ino] });
-      return [attrToWire(attr), data.byteLength, this.hooks.verifier];
+      this.changed(v, { data: [ino], known: [[ino, attr]] });
+      return [attr, data.byteLength, this.hooks.verifier];
     },
     create: (dir, name, mode, uid, gid, exclusive) => this.made(dir, name, (v, d, n) => v.create(d, n, mode, uid, gid, exclusive)),
     mkdir: (dir, name, mode, uid, gid) => this.made(dir, name, (v, d, n) => v.mkdir(d, n, mode, uid, gid)),
@@ -265,18 +266,20 @@ export class Dispatcher {
     if (isDir) v.rmdir(ino, name);
     else v.unlink(ino, name);
     const gone: Array<[number, Buffer]> = isDir && child !== undefined ? [[child, DOTDOT]] : [];
-    this.changed(v, { attrs: child === undefined ? [ino] : [ino, child], entries: [[ino, name], ...gone] });
+    // The name points at nothing now (it was just removed).
+    this.changed(v, { attrs: child === undefined ? [ino] : [ino, child], entries: [[ino, name, null], ...gone] });
     return [];
   }
 
-  private made(dirFh: Uint8Array, rawName: Uint8Array, make: (v: Volume, dir: number, name: Buffer) => { ino: number }): [Uint8Array, WireAttr] {
+  private made(dirFh: Uint8Array, rawName: Uint8Array, make: (v: Volume, dir: number, name: Buffer) => Attr): [Uint8Array, WireAttr] {
     const { v, ino } = this.target(dirFh);
     const name = Buffer.from(rawName);
-    const attr = make(v, ino, name);
-    this.changed(v, { attrs: [ino], entries: [[ino, name]] });
-    const made = v.getattr(attr.ino);
+    // The store answers with the new inode's attributes as they now are.
+    const made = make(v, ino, name);
+    const attr = attrToWire(made);
+    this.changed(v, { attrs: [ino], entries: [[ino, name, made.ino]], known: [[made.ino, attr]] });
     // A new directory is empty: shared whole (complete) at once, so its first lookups need no RPC.
-    if (isDir(made.mode)) this.hooks.meta?.sawDir(v, attr.ino);
-    return [this.fh(v, attr.ino), attrToWire(made)];
+    if (isDir(made.mode)) this.hooks.meta?.sawDir(v, made.ino);
+    return [this.fh(v, made.ino), attr];
   }
 }

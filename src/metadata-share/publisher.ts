@@ -46,7 +46,10 @@ export interface SharedVm {
 export interface MetaChanges {
   attrs?: number[];
   data?: number[];
-  entries?: Array<[dir: number, name: Uint8Array]>;
+  /** Attributes the caller has just had from the store (so current): used instead of reading them again. */
+  known?: Array<[ino: number, attr: WireAttr]>;
+  /** The child each name points at now, when the caller knows it (null: none); else it is looked up. */
+  entries?: Array<[dir: number, name: Uint8Array, child?: number | null]>;
 }
 
 /** The per-VM face of the publisher that a dispatcher uses. */
@@ -195,17 +198,25 @@ export class MetaPublisher {
   private changed(origin: string | null, v: Volume, c: MetaChanges): Promise<void> | undefined {
     const id = v.rec.id;
     const attrs = new Map<number, Snapshot | null>();
+    if (c.known) for (const [ino, attr] of c.known) attrs.set(ino, { attr, xattrs: v.hasXattrs(ino) });
     const fresh = (ino: number) => { if (!attrs.has(ino)) attrs.set(ino, snapshot(v, ino)); };
-    for (const ino of c.attrs ?? []) fresh(ino);
-    for (const ino of c.data ?? []) fresh(ino);
+    if (c.attrs) for (const ino of c.attrs) fresh(ino);
+    if (c.data) for (const ino of c.data) fresh(ino);
     // A name no table can hold, in a directory some table holds as complete, would read as absent there.
-    const unshared = (c.entries ?? []).filter(([, name]) => shareable(name) && !fits(name)).map(([dir]) => dir);
-    const entries = (c.entries ?? []).filter(([, name]) => shareable(name)).map(([dir, name]) => {
-      const child = tryLookup(v, dir, name);
-      if (child !== null) fresh(child);
-      return { dir, name, child };
-    });
-    const log: Change[] = [
+    const unshared: number[] = [];
+    const entries: Array<{ dir: number; name: Uint8Array; child: number | null }> = [];
+    if (c.entries) {
+      for (const [dir, name, known] of c.entries) {
+        if (!shareable(name)) continue;
+        if (!fits(name)) unshared.push(dir);
+        const child = known !== undefined ? known : tryLookup(v, dir, name);
+        if (child !== null) fresh(child);
+        entries.push({ dir, name, child });
+      }
+    }
+    // Built only when some other VM attaches the volume (most requests: none does).
+    let log: Change[] | undefined;
+    const logOf = (): Change[] => log ??= [
       ...[...attrs.keys()].map((ino): Change => ({ kind: c.data?.includes(ino) ? 'data' : 'attr', volume: id, ino })),
       // ".." too: a kernel keeps no dentry of that name, but it may keep the directory's listing, which holds it.
       ...entries.map(({ dir, name }): Change => ({ kind: 'entry', volume: id, dir, name })),
@@ -228,8 +239,8 @@ export class MetaPublisher {
         t.putEntry(id, e.dir, e.name, e.child === null ? null : { fh: vm.key.make({ volumeId: id, ino: e.child }), ino: e.child });
       }
       // The agent that asked has its kernel told by the reply itself; the others learn from the log.
-      if (mine || log.length === 0) continue;
-      t.appendLog(log);
+      if (mine || logOf().length === 0) continue;
+      t.appendLog(logOf());
       vm.wake?.();
       waits.push({ vm, head: t.logHead });
     }

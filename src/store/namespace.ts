@@ -19,8 +19,9 @@ export abstract class VolumeNamespace extends VolumeFileData {
   lookup(dir: number, name: Name): Attr {
     this.dirInode(dir);
     const n = typeof name === 'string' ? Buffer.from(name) : name;
-    if (n.equals(Buffer.from('.'))) return this.attr(dir);
-    if (n.equals(Buffer.from('..'))) return this.attr(this.parentOf(dir, this.inode(dir)));
+    // Byte checks, not Buffer.equals: no allocation or native call on every lookup.
+    if (n.length === 1 && n[0] === 0x2e) return this.attr(dir);
+    if (n.length === 2 && n[0] === 0x2e && n[1] === 0x2e) return this.attr(this.parentOf(dir, this.inode(dir)));
     const child = this.entry(dir, nameBuf(n));
     if (child === undefined) throw new PrismError('ENOENT', `no entry ${JSON.stringify(n.toString())}`);
     return this.attr(child);
@@ -354,7 +355,10 @@ function nameBuf(name: Name): Buffer {
   const b = typeof name === 'string' ? Buffer.from(name) : name;
   if (b.length === 0) throw new PrismError('ENOENT', 'empty name');
   if (b.length > MAX_NAME) throw new PrismError('ENAMETOOLONG', `name longer than ${MAX_NAME} bytes`);
-  if (b.includes(0x2f) || b.includes(0)) throw new PrismError('EINVAL', `invalid name ${JSON.stringify(b.toString())}`);
+  // A JS loop: names are short, and Buffer.includes is a native call each (two per request).
+  for (let i = 0; i < b.length; i++) {
+    if (b[i] === 0x2f || b[i] === 0) throw new PrismError('EINVAL', `invalid name ${JSON.stringify(b.toString())}`);
+  }
   if ((b.length === 1 && b[0] === 0x2e) || (b.length === 2 && b[0] === 0x2e && b[1] === 0x2e)) {
     throw new PrismError('EINVAL', `"${b.toString()}" is not a name an entry can have`);
   }
