@@ -14,7 +14,7 @@ const NAMES_PER_NODE = 8;
 export interface Node {
   fh: Buffer;
   lookups: bigint;
-  /** The host said it has no security.capability xattr (asked by the kernel before every write). */
+  /** The host said it has no security.capability xattr (a write drops it: privileges.ts). */
   noCaps?: boolean;
   /** Names the kernel got this node under (parent, name), so a fenced agent can make it forget them all. */
   names?: Array<[parent: bigint, name: Buffer]>;

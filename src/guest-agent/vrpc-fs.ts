@@ -14,6 +14,7 @@ import type { Ctx, Entry, FileSystem, FuseAttr, FuseDirEntry, FuseSetAttr, FuseS
 import type { Link } from './host-link.js';
 import { NodeTable, type KernelCacheKeys } from './node-table.js';
 import { OpenFiles } from './open-files.js';
+import { Privileges } from './privileges.js';
 import { listDirectory } from './readdir.js';
 import { SharedMetadata } from './shared-metadata.js';
 import { bornOf } from './unstable.js';
@@ -44,6 +45,9 @@ export class VrpcFs implements FileSystem {
   private readonly shared: SharedMetadata | undefined;
   private readonly files: OpenFiles;
   private readonly writeBehind: WriteBehind;
+  private readonly privileges: Privileges;
+  /** Set-id bits and capabilities are dropped here (privileges.ts), not by the kernel before every write. */
+  readonly killsPrivileges = true;
   private nextFh = 1n;
 
   constructor(host: Link, rootFh: Buffer, readonly rootIno: number, opts: VrpcFsOptions = {}) {
@@ -56,6 +60,7 @@ export class VrpcFs implements FileSystem {
     this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh, opts.writebackCache ?? false);
     const wb = this.writeBehind;
     this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => wb.writing(id));
+    this.privileges = new Privileges(this.rpc, this.nodes, this.shared);
   }
 
   /** The mount ended: no more background COMMITs. */
@@ -101,9 +106,11 @@ export class VrpcFs implements FileSystem {
     return fuseAttr(attr);
   }
 
-  async setattr(_c: Ctx, id: bigint, s: FuseSetAttr): Promise<FuseAttr> {
+  async setattr(c: Ctx, id: bigint, s: FuseSetAttr): Promise<FuseAttr> {
     const kept = this.timesKept(id, s);
     if (kept) return kept;
+    const killed = await this.privileges.forSetattr(c, id, this.nodes.fh(id), s);
+    if (killed !== undefined) s = { ...s, mode: killed };
     const set = setAttrToWire({
       mode: s.mode === undefined ? undefined : s.mode & 0o7777, uid: s.uid, gid: s.gid,
       size: s.size === undefined ? undefined : Number(s.size), atime: s.atime, mtime: s.mtime,
@@ -188,14 +195,13 @@ export class VrpcFs implements FileSystem {
     return this.nodes.entry(fh, attr, newParent, raw);
   }
 
-  async open(_c: Ctx, id: bigint, flags: number): Promise<bigint> {
-    const fh = this.nodes.fh(id);
-    if (flags & O_TRUNC) await this.writeBehind.dataChange(fh, Proc.SETATTR, [fh, setAttrToWire({ size: 0 })]);
+  async open(c: Ctx, id: bigint, flags: number, killSuidgid = false): Promise<bigint> {
+    if (flags & O_TRUNC) await this.setattr(c, id, { size: 0n, killSuidgid });
     this.files.opened(id);
     return this.nextFh++;
   }
 
-  async create(c: Ctx, parent: bigint, name: string, mode: number, flags: number): Promise<{ entry: Entry; fh: bigint }> {
+  async create(c: Ctx, parent: bigint, name: string, mode: number, flags: number, killSuidgid = false): Promise<{ entry: Entry; fh: bigint }> {
     const raw = bytes(name);
     const [fh, attr] = await this.rpc.create(this.nodes.fh(parent), raw, mode & 0o7777, c.uid, c.gid, (flags & O_EXCL) !== 0);
     // An existing file (a create that is not exclusive) keeps what is kept for it; a file born since does not.
@@ -203,7 +209,7 @@ export class VrpcFs implements FileSystem {
     let entry = this.nodes.entry(fh, attr, parent, raw);
     const node = this.nodes.get(entry.ino);
     if (node && entry.attr.size === 0n && entry.attr.nlink === 1) node.noCaps ??= true; // just made (or empty): no capabilities
-    if (flags & O_TRUNC && entry.attr.size > 0n) entry = { ino: entry.ino, attr: await this.setattr(c, entry.ino, { size: 0n }) };
+    if (flags & O_TRUNC && entry.attr.size > 0n) entry = { ino: entry.ino, attr: await this.setattr(c, entry.ino, { size: 0n, killSuidgid }) };
     this.files.opened(entry.ino);
     return { entry, fh: this.nextFh++ };
   }
@@ -219,8 +225,11 @@ export class VrpcFs implements FileSystem {
     await this.host.call(Proc.READ, args, (r) => send((r as ResultOf<Proc.READ>)[0]));
   }
 
-  async write(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, data: Uint8Array): Promise<number> {
-    return this.writeBehind.write(id, this.nodes.fh(id), Number(offset), data);
+  async write(c: Ctx, id: bigint, _fh: bigint, offset: bigint, data: Uint8Array, killSuidgid = false): Promise<number> {
+    const fh = this.nodes.fh(id);
+    const dropping = this.privileges.beforeWrite(c, id, fh, killSuidgid);
+    if (dropping) await dropping;
+    return this.writeBehind.write(id, fh, Number(offset), data);
   }
 
   async flush(_c: Ctx, id: bigint): Promise<void> {

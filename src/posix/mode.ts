@@ -7,7 +7,9 @@ export const S_IFIFO = 0o010000;
 export const S_IFSOCK = 0o140000;
 export const S_IFCHR = 0o020000;
 export const S_IFBLK = 0o060000;
+export const S_ISUID = 0o4000;
 export const S_ISGID = 0o2000;
+export const S_IXGRP = 0o0010;
 
 /** The file types mknod(2) makes (0 means a regular file, as in mknod(2)). */
 export function isNodeType(type: number): boolean {

@@ -28,6 +28,9 @@ export interface PosixCheck {
 
 const NOBODY = 65534;
 const PERMISSIONS = 'permission checks (default_permissions)';
+const KILLPRIV = 'set-id bits and capabilities dropped on write and truncate';
+/** A valid file capability (VFS_CAP_REVISION_2, CAP_NET_BIND_SERVICE permitted): the kernel checks the format. */
+const FILE_CAPS = Buffer.from([0, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
 
 /** Set up what the unprivileged checks look at, as the old probe did: a private, a public, a sticky and a setgid directory. */
 function sharedDirs(fs: PosixFs): void {
@@ -233,6 +236,50 @@ export const checks: PosixCheck[] = [
     setup: (fs) => writeFile(fs, 'h', 'x'),
     run: (fs) => { fs.chmod('h', 0o4751); fs.chown('h', NOBODY, 100); const a = octal(fs.stat('h')); fs.chmod('h', 0o4755); fs.chown('h', 0, 0); return [a, octal(fs.stat('h'))]; },
     expect: ['751', '755'],
+  },
+  {
+    title: 'chown drops setgid of a group-executable file, a directory keeps it',
+    kernel: 'set-id bits dropped on chown',
+    privileged: true,
+    setup: (fs) => { writeFile(fs, 'h', 'x'); fs.mkdir('d'); },
+    run: (fs) => { fs.chmod('h', 0o2755); fs.chmod('d', 0o2755); fs.chown('h', NOBODY, 100); fs.chown('d', NOBODY, 100); return [octal(fs.stat('h')), octal(fs.stat('d'))]; },
+    expect: ['755', '2755'],
+  },
+  {
+    title: 'a write by root keeps set-id bits (CAP_FSETID)',
+    kernel: KILLPRIV,
+    setup: (fs) => { writeFile(fs, 'h', 'x'); fs.chmod('h', 0o6755); },
+    run: (fs) => { const fd = fs.open('h', 'r+'); try { fs.pwrite(fd, 'y', 1); } finally { fs.close(fd); } return octal(fs.stat('h')); },
+    expect: '6755',
+  },
+  {
+    title: 'a write by nobody drops setuid, and setgid unless the group may not execute and nobody is in it',
+    as: 'nobody',
+    kernel: KILLPRIV,
+    privileged: true,
+    setup: (fs) => {
+      sharedDirs(fs);
+      for (const [f, m] of [['pub/a', 0o6777], ['pub/b', 0o6767], ['pub/c', 0o6767]] as const) { writeFile(fs, f, 'x'); fs.chmod(f, m); }
+      fs.chown('pub/c', 0, NOBODY);
+      fs.chmod('pub/c', 0o6767);
+    },
+    run: (fs) => ['pub/a', 'pub/b', 'pub/c'].map((f) => { const fd = fs.open(f, 'r+'); try { fs.pwrite(fd, 'y', 1); } finally { fs.close(fd); } return octal(fs.stat(f)); }),
+    expect: ['777', '767', '2767'],
+  },
+  {
+    title: 'a truncation by nobody drops set-id bits, by truncate and by open(O_TRUNC)',
+    as: 'nobody',
+    kernel: KILLPRIV,
+    setup: (fs) => { sharedDirs(fs); for (const f of ['pub/t', 'pub/o']) { writeFile(fs, f, 'xyz'); fs.chmod(f, 0o6777); } },
+    run: (fs) => { fs.truncate('pub/t', 1); fs.close(fs.open('pub/o', 'w')); return [octal(fs.stat('pub/t')), octal(fs.stat('pub/o')), fs.stat('pub/t').size]; },
+    expect: ['777', '777', 1],
+  },
+  {
+    title: 'a write drops the file\'s capabilities (security.capability), even by root',
+    kernel: KILLPRIV,
+    setup: (fs) => { writeFile(fs, 'h', 'x'); fs.setxattr('h', 'security.capability', FILE_CAPS); },
+    run: (fs) => { const had = fs.getxattr('h', 'security.capability').length; const fd = fs.open('h', 'r+'); try { fs.pwrite(fd, 'y', 1); } finally { fs.close(fd); } return [had, outcome(() => fs.getxattr('h', 'security.capability'))]; },
+    expect: [20, 'ENODATA'],
   },
   { title: 'mkfifo makes a FIFO', run: (fs) => { fs.mkfifo('fifo'); const st = fs.lstat('fifo'); return [st.type, octal(st), names(fs, '')]; }, expect: ['p', '644', ['fifo']] },
   {

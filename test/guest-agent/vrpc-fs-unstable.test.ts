@@ -67,6 +67,8 @@ class FakeHost implements Link {
         if (this.badReply) { this.badReply = false; return [(args[2] as Buffer).length, 0]; }
         return [(args[2] as Buffer).length, 0, this.verf];
       }
+      case Proc.REMOVEXATTR: // the first write of a file drops its capabilities: the fake's files have none
+        throw new PrismError('ENODATA', 'no such attribute');
       default:
         throw new PrismError('ENOSYS', `not in the fake: ${proc}`);
     }

@@ -25,11 +25,22 @@ export interface FuseSetAttr {
   mode?: number; uid?: number; gid?: number; size?: bigint; atime?: Time | 'now'; mtime?: Time | 'now';
   /** Only with the writeback cache: the ctime the kernel kept for the file (the host sets its own). */
   ctime?: Time;
+  /**
+   * A truncation by a caller without CAP_FSETID of a set-id file (FATTR_KILL_SUIDGID): drop the set-id
+   * bits too. Only from a file system that `killsPrivileges`.
+   */
+  killSuidgid?: boolean;
 }
 /** struct fuse_kstatfs, as STATFS answers. */
 export interface FuseStatFs { blocks: bigint; bfree: bigint; bavail: bigint; files: bigint; ffree: bigint; bsize: number; namelen: number }
 
 export interface FileSystem {
+  /**
+   * The file system drops set-id bits and security.capability itself on write, truncate and chown
+   * (FUSE_HANDLE_KILLPRIV_V2): the kernel then tells it when a caller's write or truncation must drop
+   * set-id bits, and stops asking GETXATTR security.capability before every write.
+   */
+  readonly killsPrivileges?: boolean;
   lookup(ctx: Ctx, parent: bigint, name: string): Promise<Entry>;
   /** The kernel dropped `nlookup` lookups of a node. Default: nothing is counted. */
   forget?(ino: bigint, nlookup: bigint): void;
@@ -52,17 +63,17 @@ export interface FileSystem {
   rename?(ctx: Ctx, parent: bigint, name: string, newParent: bigint, newName: string, flags: number): Promise<void>;
   /** Required for link (else ENOSYS). */
   link?(ctx: Ctx, ino: bigint, newParent: bigint, newName: string): Promise<Entry>;
-  /** Returns a file handle. Default: succeeds with handle 0. */
-  open?(ctx: Ctx, ino: bigint, flags: number): Promise<bigint>;
+  /** Returns a file handle. Default: succeeds with handle 0. `killSuidgid`: with O_TRUNC, as for SETATTR (FUSE_OPEN_KILL_SUIDGID). */
+  open?(ctx: Ctx, ino: bigint, flags: number, killSuidgid?: boolean): Promise<bigint>;
   /** Required for creating files with open(O_CREAT) (else ENOSYS). */
-  create?(ctx: Ctx, parent: bigint, name: string, mode: number, flags: number): Promise<{ entry: Entry; fh: bigint }>;
+  create?(ctx: Ctx, parent: bigint, name: string, mode: number, flags: number, killSuidgid?: boolean): Promise<{ entry: Entry; fh: bigint }>;
   /**
    * Read; the data goes to `send`, called once and synchronously (it may be a view of shared memory).
    * Required for read (else ENOSYS).
    */
   read?(ctx: Ctx, ino: bigint, fh: bigint, offset: bigint, size: number, send: (data: Uint8Array) => void): Promise<void>;
-  /** Required for write (else ENOSYS). */
-  write?(ctx: Ctx, ino: bigint, fh: bigint, offset: bigint, data: Uint8Array): Promise<number>;
+  /** Required for write (else ENOSYS). `killSuidgid`: as for open and SETATTR (FUSE_WRITE_KILL_SUIDGID). */
+  write?(ctx: Ctx, ino: bigint, fh: bigint, offset: bigint, data: Uint8Array, killSuidgid?: boolean): Promise<number>;
   /** Default: succeeds. */
   flush?(ctx: Ctx, ino: bigint, fh: bigint): Promise<void>;
   /** Default: succeeds. */

@@ -19,8 +19,11 @@ export const Op = {
 export const InitFlag = {
   ASYNC_READ: 1, ATOMIC_O_TRUNC: 1 << 3, BIG_WRITES: 1 << 5, DO_READDIRPLUS: 1 << 13,
   AUTO_INVAL_DATA: 1 << 12, READDIRPLUS_AUTO: 1 << 14, ASYNC_DIO: 1 << 15, WRITEBACK_CACHE: 1 << 16,
-  PARALLEL_DIROPS: 1 << 18, MAX_PAGES: 1 << 22,
+  PARALLEL_DIROPS: 1 << 18, MAX_PAGES: 1 << 22, HANDLE_KILLPRIV_V2: 1 << 28,
 } as const;
+/** "This caller's write, truncation or open(O_TRUNC) drops set-id bits" (with HANDLE_KILLPRIV_V2). */
+export const WRITE_KILL_SUIDGID = 1 << 2;
+export const OPEN_KILL_SUIDGID = 1;
 
 /** fuse_open_out.open_flags: KEEP_CACHE keeps the node's cached pages at open; CACHE_DIR lets the kernel cache a directory's listing in them. */
 export const FOPEN = { KEEP_CACHE: 1 << 1, CACHE_DIR: 1 << 3 } as const;
@@ -29,7 +32,7 @@ export const FOPEN = { KEEP_CACHE: 1 << 1, CACHE_DIR: 1 << 3 } as const;
  * SETATTR's valid bits. CTIME comes only with the writeback cache (the kernel writing back the times it
  * kept): the host sets ctime to the time of any SETATTR itself, so it needs no field of its own.
  */
-export const FATTR = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, FH: 64, ATIME_NOW: 128, MTIME_NOW: 256, CTIME: 1 << 10 } as const;
+export const FATTR = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, FH: 64, ATIME_NOW: 128, MTIME_NOW: 256, CTIME: 1 << 10, KILL_SUIDGID: 1 << 11 } as const;
 
 export interface InHeader { len: number; opcode: number; unique: bigint; nodeid: bigint; uid: number; gid: number; pid: number }
 

@@ -125,7 +125,8 @@ export class Session {
     switch (h.opcode) {
       case P.Op.INIT:
         return P.encodeInitOut(b.readUInt32LE(12),
-          (this.keepCaches ? P.InitFlag.AUTO_INVAL_DATA : 0) | (this.writebackCache ? P.InitFlag.WRITEBACK_CACHE : 0));
+          (this.keepCaches ? P.InitFlag.AUTO_INVAL_DATA : 0) | (this.writebackCache ? P.InitFlag.WRITEBACK_CACHE : 0)
+          | (f.killsPrivileges ? P.InitFlag.HANDLE_KILLPRIV_V2 : 0));
       case P.Op.DESTROY:
         return undefined;
       case P.Op.INTERRUPT: {
@@ -166,6 +167,7 @@ export class Session {
         if (valid & P.FATTR.ATIME) s.atime = valid & P.FATTR.ATIME_NOW ? 'now' : time(32, 56);
         if (valid & P.FATTR.MTIME) s.mtime = valid & P.FATTR.MTIME_NOW ? 'now' : time(40, 60);
         if (valid & P.FATTR.CTIME) s.ctime = time(48, 64);
+        if (valid & P.FATTR.KILL_SUIDGID) s.killSuidgid = true;
         return P.encodeAttrOut(await need(f.setattr).call(f, ctx, ino, s), t);
       }
       case P.Op.READLINK:
@@ -194,9 +196,9 @@ export class Session {
       case P.Op.LINK:
         return P.encodeEntry(await need(f.link).call(f, ctx, b.readBigUInt64LE(0), ino, P.cstring(b, 8)[0]), t);
       case P.Op.OPEN:
-        return P.encodeOpenOut(f.open ? await f.open(ctx, ino, b.readUInt32LE(0)) : 0n, this.keepCaches ? P.FOPEN.KEEP_CACHE : 0);
+        return P.encodeOpenOut(f.open ? await f.open(ctx, ino, b.readUInt32LE(0), (b.readUInt32LE(4) & P.OPEN_KILL_SUIDGID) !== 0) : 0n, this.keepCaches ? P.FOPEN.KEEP_CACHE : 0);
       case P.Op.CREATE: {
-        const r = await need(f.create).call(f, ctx, ino, P.cstring(b, 16)[0], b.readUInt32LE(4) & ~b.readUInt32LE(8), b.readUInt32LE(0));
+        const r = await need(f.create).call(f, ctx, ino, P.cstring(b, 16)[0], b.readUInt32LE(4) & ~b.readUInt32LE(8), b.readUInt32LE(0), (b.readUInt32LE(12) & P.OPEN_KILL_SUIDGID) !== 0);
         return Buffer.concat([P.encodeEntry(r.entry, t), P.encodeOpenOut(r.fh, this.keepCaches ? P.FOPEN.KEEP_CACHE : 0)]);
       }
       case P.Op.READ: {
@@ -207,7 +209,7 @@ export class Session {
       }
       case P.Op.WRITE: {
         const size = b.readUInt32LE(16);
-        const n = await need(f.write).call(f, ctx, ino, b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.subarray(40, 40 + size));
+        const n = await need(f.write).call(f, ctx, ino, b.readBigUInt64LE(0), b.readBigUInt64LE(8), b.subarray(40, 40 + size), (b.readUInt32LE(20) & P.WRITE_KILL_SUIDGID) !== 0);
         return P.encodeCount(n);
       }
       case P.Op.FLUSH:
