@@ -6,10 +6,11 @@ import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { agentStats, fuseSkipReason, mountAgent } from '../helpers/agent.js';
-import { prism, prismBin, startHost } from '../helpers/host.js';
+import { agentStats, fuseSkipReason } from '../helpers/agent.js';
+import { prism, prismBin } from '../helpers/host.js';
+import { fullVolumeKeepsWhatFits } from '../helpers/full-volume.js';
 import { mountedVolume } from '../helpers/mounted-volume.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { LONG_CACHE, twoVms } from '../helpers/two-vms.js';
 
 const reason = fuseSkipReason();
 const t = reason ? test.skip : test.serial;
@@ -73,44 +74,12 @@ t('the times the kernel sends back after a rename cost no RPC; a utimensat to th
 
 t('a full volume: errors of cached writes surface at fsync and at close, and nothing else is lost', async (tt) => {
   const m = await mountedVolume(tt, 'shm', { quota: '1M', agentArgs: ['--writeback-cache'] });
-  fs.writeFileSync(path.join(m.mp, 'small'), 'fits');
-  const dd = spawnSync('dd', ['if=/dev/urandom', `of=${path.join(m.mp, 'big')}`, 'bs=64k', 'count=64'], { encoding: 'utf8' });
-  tt.not(dd.status, 0); // the write() calls land in the page cache; close reports the error
-  tt.regex(dd.stderr, /Disk quota exceeded/);
-  const fsync = spawnSync('python3', ['-c', `import os
-fd=os.open(${JSON.stringify(path.join(m.mp, 'more'))},os.O_CREAT|os.O_WRONLY)
-try:
-  for i in range(64): os.write(fd,os.urandom(65536))
-  os.fsync(fd)
-  print('no error')
-except OSError as e: print(e.errno)`], { encoding: 'utf8' });
-  tt.is(fsync.stdout.trim(), '122');
-  tt.is(fs.readFileSync(path.join(m.mp, 'small'), 'utf8'), 'fits');
-  fs.unlinkSync(path.join(m.mp, 'big'));
-  fs.unlinkSync(path.join(m.mp, 'more'));
-  fs.writeFileSync(path.join(m.mp, 'after'), Buffer.alloc(100_000, 1)); // room again
-  tt.is(fs.statSync(path.join(m.mp, 'after')).size, 100_000);
+  fullVolumeKeepsWhatFits(tt, m.mp); // the write() calls land in the page cache; close and fsync report the error
 });
 
 t('two VMs with the cache on one volume: a file the other VM extends or truncates is seen at once, kernel caches of 30 s', async (tt) => {
-  const dir = tmpDir(tt);
-  const store = path.join(dir, 'store');
-  const shm = fs.mkdtempSync('/dev/shm/prism-test-wb-');
-  tt.teardown(() => fs.rmSync(shm, { recursive: true, force: true }));
-  prism(store, ['volume', 'create', 'vol']);
-  const host = await startHost(store, ['--shm-dir', shm, '--meta-ack-ms', '2000', '--vm', 'a=vol', '--vm', 'b=vol']);
-  tt.teardown(async () => { await host.stop(); });
-  const mp: Record<string, string> = {};
-  const agents: Record<string, Awaited<ReturnType<typeof mountAgent>>> = {};
-  for (const vm of ['a', 'b']) {
-    mp[vm] = path.join(dir, vm);
-    fs.mkdirSync(mp[vm]!);
-    const agent = await mountAgent(store, ['--shm', `${shm}/prism-${vm}`, '--volume', 'vol', '--writeback-cache', '--attr-timeout', '30', '--entry-timeout', '30'], mp[vm]!);
-    agents[vm] = agent;
-    tt.teardown(() => agent.umount());
-    await agentStats(agent); // answers once its notifier listens
-  }
-  const A = mp.a!, B = mp.b!;
+  const { a, b } = await twoVms(tt, { a: ['--writeback-cache', ...LONG_CACHE], b: ['--writeback-cache', ...LONG_CACHE] });
+  const A = a.mp, B = b.mp;
   fs.writeFileSync(`${A}/f`, 'short\n');
   tt.is(fs.readFileSync(`${B}/f`, 'utf8'), 'short\n'); // b's kernel now holds the node, size 6
   fs.writeFileSync(`${A}/f`, 'much longer content\n');
@@ -120,7 +89,7 @@ t('two VMs with the cache on one volume: a file the other VM extends or truncate
   tt.is(fs.readFileSync(`${B}/f`, 'utf8'), 'much');
   fs.appendFileSync(`${B}/f`, ' more'); // and the other way round, through b's own cache
   tt.is(fs.readFileSync(`${A}/f`, 'utf8'), 'much more');
-  tt.true((await agentStats(agents.b!)).counters.prunes > 0, 'nodes pruned by b');
+  tt.true((await agentStats(b)).counters.prunes > 0, 'nodes pruned by b');
 });
 
 /** A time in ns as `prism stat --json` prints it (ISO 8601, nine digits of fraction). */
