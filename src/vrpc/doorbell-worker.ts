@@ -10,9 +10,9 @@
 //   control word, and the loop wakes it when it arms (control[2] = 1 tells it to).
 //
 // Every peer starts in polling; a wake-up that brings a record while armed switches to woken. Wake-ups
-// that bring nothing (a peer waking without cause) switch back for good past a rate, so a guest that
-// floods futex wakes costs the host no more than it did with a thread that slept on the control word
-// while busy.
+// that bring nothing (a peer waking without cause, or moving its head word under a busy loop) switch
+// back for good past a rate, so a guest that floods futex wakes or rewrites the word costs the host no
+// more than it did with a thread that slept on the control word while busy.
 import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { futexWait } from '../native/futex.js';
@@ -80,7 +80,12 @@ for (;;) {
   if (state === 1 && now !== Atomics.load(control, 1)) { deliver(); continue; }
   if (state === 0 && polling) continue;
   const r = futexWait(buf, d.headOffset, now, polling ? pollMs : WOKEN_SLEEP_MS);
-  if (r === 'not-equal') continue; // moved since we looked: look again
+  if (r === 'not-equal') { // moved since we looked: look again
+    // A guest rewriting its head word without pause would keep this thread spinning while the loop
+    // is busy: such looks count as wake-ups that bring nothing.
+    if (state === 0) idleWake();
+    continue;
+  }
   const armed = Atomics.load(control, 0) === 1;
   if (armed && Atomics.load(words, head) !== Atomics.load(control, 1)) {
     if (r === 'timed-out') {
