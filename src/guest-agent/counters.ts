@@ -8,7 +8,7 @@ export const COUNTER_NAMES = [
   'fencesRecovered', 'cacheDrops',
   // Nodes the kernel was asked to prune (--writeback-cache: another VM changed them; cache-notifier.ts).
   'prunes',
-  // Metadata changes answered by the agent and sent behind (SETATTR of mode, owner, times): docs/agent.md.
+  // Metadata changes answered by the agent and sent behind (REMOVE; SETATTR of mode, owner, times): docs/agent.md.
   'postedMeta',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];

@@ -4,6 +4,7 @@
 import { PrismError } from '../errors.js';
 import type { MetaTable } from '../metadata-share/table.js';
 import { attrFromWire } from '../protocol/wire.js';
+import { isDir } from '../posix/mode.js';
 import type { Attr } from '../posix/types.js';
 import type { AgentCounters } from './counters.js';
 import type { Entry } from './fuse/fs.js';
@@ -54,6 +55,25 @@ export class SharedMetadata {
   }
 
   /**
+   * The node `name` in `parent` is, when the agent may remove it itself and post the REMOVE: the volume
+   * is written by this VM alone (the host's mark), the table holds the name and the child's attributes,
+   * the child is no directory, and no change of ours to it is still on its way. Then the host
+   * can only answer as the table says (its other errors, EIO or a full store, are reported later).
+   * The kernel (default_permissions) has already checked the caller may.
+   */
+  removable(parent: bigint, name: Buffer): bigint | undefined {
+    // A posted change of the directory (another unlink in it) leaves its other names right: only the
+    // name it removed is stale, and that child's attributes are not answered until its reply.
+    if (!this.table.isSole(this.volumeId)) return undefined;
+    const e = this.table.getEntry(this.volumeId, this.nodes.inoOf(parent), name);
+    if (!e) return undefined;
+    const child = this.nodes.nodeId(e.ino);
+    const attr = this.attr(child);
+    if (!attr || isDir(attr.mode)) return undefined;
+    return child;
+  }
+
+  /**
    * A node's current attributes, when the agent may change its mode, owner or times itself and post
    * the SETATTR: the volume is written by this VM alone, the table holds them, and no change of ours
    * to it is on its way. The host then cannot refuse (the kernel checked permissions) but for EIO or
@@ -62,6 +82,22 @@ export class SharedMetadata {
   settable(id: bigint): Attr | undefined {
     if (!this.table.isSole(this.volumeId)) return undefined;
     return this.attr(id);
+  }
+
+  /**
+   * A directory's attributes while removals of ours in it are posted and not applied yet: the table's
+   * (it holds the directory as before them), with mtime and ctime of now, which the host is about to
+   * stamp with its own clock (a file's removal changes nothing else of its directory). For a reply the
+   * kernel does not cache: once the host has answered, the table has its exact values.
+   */
+  asRemovedFrom(dir: bigint): Attr | undefined {
+    const w = this.table.getAttr(this.volumeId, this.nodes.inoOf(dir));
+    if (!w) return undefined;
+    this.counters.add('getattrsLocal');
+    const a = attrFromWire(w);
+    const ms = Date.now();
+    const now: [number, number] = [Math.floor(ms / 1000), (ms % 1000) * 1e6];
+    return { ...a, mtime: now, ctime: now };
   }
 
   /** The inode number of a directory's parent, if the table holds its ".." entry. */

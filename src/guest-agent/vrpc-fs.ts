@@ -46,6 +46,8 @@ export class VrpcFs implements FileSystem {
   private readonly files: OpenFiles;
   private readonly writeBehind: WriteBehind;
   private readonly privileges: Privileges;
+  /** Directories with posted removals not answered yet: how many. */
+  private readonly removing = new Map<bigint, number>();
   /** Set-id bits and capabilities are dropped here (privileges.ts), not by the kernel before every write. */
   readonly killsPrivileges = true;
   private nextFh = 1n;
@@ -99,6 +101,10 @@ export class VrpcFs implements FileSystem {
 
   async getattr(_c: Ctx, id: bigint): Promise<FuseAttr> {
     const fh = this.nodes.fh(id);
+    if (this.removing.has(id)) {
+      const predicted = this.shared?.asRemovedFrom(id);
+      if (predicted) return { ...fuseAttr(predicted), validSec: 0 };
+    }
     let local = this.shared?.getattr(id);
     if (!local && this.shared && this.writeBehind.writing(id) && await this.writeBehind.caughtUp(id)) local = this.shared.getattr(id);
     if (local) return fuseAttr(local);
@@ -170,11 +176,24 @@ export class VrpcFs implements FileSystem {
     return this.made(parent, raw, this.rpc.mkdir(this.nodes.fh(parent), raw, mode & 0o7777, c.uid, c.gid));
   }
 
-  // Not posted (unlike chmod/utime): the kernel asks for the directory's attributes right after each
-  // unlink, which would then wait for the REMOVE anyway (measured: no faster, see docs/agent.md).
   async unlink(_c: Ctx, parent: bigint, name: string): Promise<void> {
     this.files.pinAll();
-    await this.rpc.remove(this.nodes.fh(parent), bytes(name));
+    const dirFh = this.nodes.fh(parent);
+    const raw = bytes(name);
+    // Answered here when the result is certain (shared-metadata.ts `removable`); posted where the link can post.
+    const child = this.host.post ? this.shared?.removable(parent, raw) : undefined;
+    if (child !== undefined) {
+      // The kernel asks for the directory's attributes right after (to check the next unlink's
+      // permission): answered as the host will make them (asRemovedFrom), not waited for.
+      this.removing.set(parent, (this.removing.get(parent) ?? 0) + 1);
+      void this.writeBehind.postMeta([parent, child], Proc.REMOVE, [dirFh, raw]).then(() => {
+        const n = this.removing.get(parent)! - 1;
+        if (n > 0) this.removing.set(parent, n);
+        else this.removing.delete(parent);
+      });
+      return;
+    }
+    await this.rpc.remove(dirFh, raw);
   }
 
   async rmdir(_c: Ctx, parent: bigint, name: string): Promise<void> {

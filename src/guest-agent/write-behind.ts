@@ -117,9 +117,9 @@ export class WriteBehind {
    * behind like a WRITE, in order on the channel. Until its reply is read, `writing` is true for each
    * node it touches, so the table (not updated yet) answers nothing about them; an error the host
    * still gives (EIO, a full store) is kept for each node and reported by its next write, flush or
-   * fsync (fsyncdir for a directory), and logged.
+   * fsync (fsyncdir for a directory), and logged. Settles (never fails) once its reply is read.
    */
-  postMeta(ids: readonly bigint[], proc: Proc, args: unknown[]): void {
+  postMeta(ids: readonly bigint[], proc: Proc, args: unknown[]): Promise<void> {
     const ws = ids.map((id) => {
       const w = this.writes.get(id) ?? { inFlight: 0, error: null, waiters: [] };
       this.writes.set(id, w);
@@ -127,8 +127,11 @@ export class WriteBehind {
       return [id, w] as const;
     });
     this.counters.add('postedMeta');
-    this.post(proc, args)
-      .catch((err: Error) => {
+    return this.post(proc, args)
+      .then(() => undefined, (err: Error) => {
+        // The name was there when it was posted and nobody else writes the volume: ENOENT means the
+        // REMOVE was sent again (the channel was lost) after a host had already applied it.
+        if (proc === Proc.REMOVE && err instanceof PrismError && err.code === 'ENOENT') return;
         const e = err instanceof PrismError ? err : new PrismError('EIO', err.message);
         log.warn({ proc, err: e.message }, 'a posted metadata change failed: reported at the next fsync or close');
         for (const [, w] of ws) w.error ??= e;

@@ -1,4 +1,4 @@
-// Posted chmod/chown/utime in VrpcFs against a fake host and an in-memory metadata table: when the agent may
+// Posted unlinks in VrpcFs against a fake host and an in-memory metadata table: when the agent may
 // answer itself, what bypasses the table until the reply, and how a late error is reported.
 import test from 'ava';
 import { PrismError } from '../../src/errors.js';
@@ -87,35 +87,59 @@ function setup(o: { sole?: boolean; settle?: boolean } = {}): { host: FakeHost; 
   return { host, fs, table };
 }
 
-test('an unlink waits for its REMOVE (not posted: the kernel asks for the directory right after)', async (t) => {
+test('an unlink the table can answer is posted; until its reply is read the table answers nothing about the name and both nodes', async (t) => {
   const { host, fs } = setup();
   await fs.unlink(ctx, 1n, 'a');
-  t.deepEqual(host.postedProcs, []);
-  t.deepEqual(host.sent, [Proc.REMOVE]);
+  await fs.unlink(ctx, 1n, 'b'); // another name of the same directory: posted too
+  t.deepEqual(host.postedProcs, [Proc.REMOVE, Proc.REMOVE]);
+  t.deepEqual(host.sent, [], 'nothing waited for');
+  t.is(fs.counters.get('postedMeta'), 2);
+  // The table still says "a" exists: the agent reads the replies first (the host publishes before
+  // replying), then answers from the table, with no RPC of its own.
+  const err = await t.throwsAsync(fs.lookup(ctx, 1n, 'a'));
+  t.is((err as PrismError).code, 'ENOENT');
+  t.deepEqual(host.sent, []);
+  t.is(host.pending, 0, 'the replies were read');
+  await t.notThrowsAsync(fs.fsync(ctx, 1n));
+  // The directory's attributes right after (the kernel checks the next unlink's permission with
+  // them): as the host will make them, mtime and ctime now, not cached, and not waited for.
+  const other = setup({ settle: false });
+  await other.fs.unlink(ctx, 1n, 'a');
+  const before = Math.floor(Date.now() / 1000);
+  const dir = await other.fs.getattr(ctx, 1n);
+  t.deepEqual(other.host.sent, [], 'no RPC, no wait for the REMOVE');
+  t.is(dir.validSec, 0, 'not cached by the kernel');
+  t.true(dir.mtime[0] >= before && dir.ctime[0] >= before);
+  t.deepEqual(dir.mtime, dir.ctime);
 });
 
-test('without the host\'s sole mark, or for a node the table lacks, a chmod waits for its SETATTR', async (t) => {
-  const shared = setup({ sole: false });
-  await shared.fs.lookup(ctx, 1n, 'a');
-  await shared.fs.setattr!(ctx, BigInt(FILE), { mode: 0o600 });
-  t.deepEqual(shared.host.postedProcs, []);
-  t.deepEqual(shared.host.sent, [Proc.SETATTR]);
+test('an error the host gives for a posted REMOVE is reported by the directory\'s next fsync, once', async (t) => {
   const { host, fs } = setup();
-  await fs.lookup(ctx, 1n, 'a');
-  host.table!.removeAttr(VOL, FILE);
-  await fs.setattr!(ctx, BigInt(FILE), { mode: 0o600 });
-  t.deepEqual(host.postedProcs, []);
-  t.deepEqual(host.sent, [Proc.SETATTR]);
+  host.removeFails = new PrismError('EIO', 'the store failed');
+  await fs.unlink(ctx, 1n, 'a');
+  const err = await t.throwsAsync(fs.fsync(ctx, 1n));
+  t.is((err as PrismError).code, 'EIO');
+  await t.notThrowsAsync(fs.fsync(ctx, 1n), 'reported once');
 });
 
-test('until a posted SETATTR\'s reply is read the table answers nothing about the node; without a link that can read replies, the host is asked', async (t) => {
-  const tcp = setup({ settle: false });
-  await tcp.fs.lookup(ctx, 1n, 'a');
-  await tcp.fs.setattr!(ctx, BigInt(FILE), { mode: 0o600 });
-  t.deepEqual(tcp.host.postedProcs, [Proc.SETATTR]);
-  const g = await tcp.fs.getattr(ctx, BigInt(FILE));
-  t.deepEqual(tcp.host.sent, [Proc.GETATTR]);
-  t.is(g.mode, 0o100600);
+test('ENOENT for a posted REMOVE (sent again after a host had applied it) is no error', async (t) => {
+  const { host, fs } = setup();
+  host.removed.add('a');
+  await fs.unlink(ctx, 1n, 'a');
+  await t.notThrowsAsync(fs.fsync(ctx, 1n));
+});
+
+test('without the host\'s sole mark, for a directory, or a name the table lacks, the unlink waits for its REMOVE', async (t) => {
+  const shared = setup({ sole: false });
+  await shared.fs.unlink(ctx, 1n, 'a');
+  t.deepEqual(shared.host.postedProcs, []);
+  t.deepEqual(shared.host.sent, [Proc.REMOVE]);
+
+  const { host, fs } = setup();
+  await fs.unlink(ctx, 1n, 'd'); // the kernel sends no UNLINK for a directory it knows, but the table decides here
+  await fs.unlink(ctx, 1n, 'unknown');
+  t.deepEqual(host.postedProcs, []);
+  t.deepEqual(host.sent, [Proc.REMOVE, Proc.REMOVE]);
 });
 
 test('a chmod or utime of a node the table holds is posted; its reply is not cached by the kernel, and getattr asks the host until the SETATTR is answered', async (t) => {

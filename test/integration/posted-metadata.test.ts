@@ -1,6 +1,6 @@
-// Posted metadata changes (issue 13): on a volume no other VM attaches, the agent answers a chmod,
-// chown or utime itself when its table holds the node, and posts the SETATTR. Counted by `prism agent
-// stats`; the result is visible at once through the mount and survives a host restart after fsync.
+// Posted metadata changes (issue 13): on a volume no other VM attaches, the agent answers an unlink
+// itself when its table holds the name, and posts the REMOVE. Counted by `prism agent stats`; the
+// result is visible at once through the mount and survives a host restart after fsync of the directory.
 import fs from 'node:fs';
 import path from 'node:path';
 import test from 'ava';
@@ -14,28 +14,46 @@ if (skip) test('posted metadata (skipped)', (t) => { t.log(skip); t.pass(); });
 
 const N = 40;
 
-maybe('a `prism put` into the volume makes chmod synchronous again; unlinks always wait for their REMOVE', async (t) => {
+maybe('unlinks on a volume of one VM are answered by the agent and posted; a `prism put` makes them synchronous again', async (t) => {
   const m = await mountedVolume(t, 'shm');
   const dir = path.join(m.mp, 'd');
   fs.mkdirSync(dir);
-  for (let i = 0; i < 4; i++) fs.writeFileSync(path.join(dir, `f${i}`), `file ${i}\n`);
-  const b0 = (await agentStats(m.agent)).counters;
-  fs.chmodSync(path.join(dir, 'f0'), 0o600);
-  fs.unlinkSync(path.join(dir, 'f1'));
-  t.false(fs.existsSync(path.join(dir, 'f1')));
-  const a0 = (await agentStats(m.agent)).counters;
-  t.is(a0.postedMeta - b0.postedMeta, 1, 'the chmod, not the unlink');
+  for (let i = 0; i < N; i++) fs.writeFileSync(path.join(dir, `f${i}`), `file ${i}\n`);
+  const before = (await agentStats(m.agent)).counters;
+  for (let i = 0; i < N; i++) fs.unlinkSync(path.join(dir, `f${i}`));
+  // Visible at once: no name, no listing entry, the directory's attributes current, the name free again.
+  for (let i = 0; i < N; i++) t.false(fs.existsSync(path.join(dir, `f${i}`)));
+  t.deepEqual(fs.readdirSync(dir), []);
+  t.is(fs.statSync(dir).nlink, 2);
+  t.throws(() => fs.unlinkSync(path.join(dir, 'f0')), { code: 'ENOENT' });
+  fs.writeFileSync(path.join(dir, 'f1'), 'again\n');
+  t.is(fs.readFileSync(path.join(dir, 'f1'), 'utf8'), 'again\n');
+  const after = (await agentStats(m.agent)).counters;
+  const sent = (p: string) => (after.rpcsByProc[p] ?? 0) - (before.rpcsByProc[p] ?? 0);
+  t.is(after.postedMeta - before.postedMeta, N, 'every unlink of a name the table held was posted');
+  t.is(sent('REMOVE'), N, 'one REMOVE each, none waited for');
+
+  // fsync of the directory makes them durable: a host restarted after it has them all.
+  const fd = fs.openSync(dir, 'r');
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  await m.host.stop();
+  await m.restartHost();
+  t.deepEqual(fs.readdirSync(dir).sort(), ['f1']);
+  for (let i = 2; i < N; i++) t.false(fs.existsSync(path.join(dir, `f${i}`)));
+
   // The host itself changes the volume: from then on the agent asks it (its table's mark is gone).
   const src = path.join(m.dir, 'src.txt');
   fs.writeFileSync(src, 'from the host\n');
   t.is(prism(m.store, ['put', 'vol:/d/from-host', src]).code, 0);
-  const b1 = (await agentStats(m.agent)).counters;
-  fs.chmodSync(path.join(dir, 'f2'), 0o640);
-  fs.chmodSync(path.join(dir, 'from-host'), 0o600);
-  t.is(fs.statSync(path.join(dir, 'f2')).mode & 0o7777, 0o640);
-  const a1 = (await agentStats(m.agent)).counters;
-  t.is(a1.postedMeta - b1.postedMeta, 0, 'not posted once the host changed the volume');
-  t.is((a1.rpcsByProc.SETATTR ?? 0) - (b1.rpcsByProc.SETATTR ?? 0), 2);
+  fs.writeFileSync(path.join(dir, 'g'), 'g\n');
+  const b2 = (await agentStats(m.agent)).counters;
+  fs.unlinkSync(path.join(dir, 'g'));
+  fs.unlinkSync(path.join(dir, 'from-host'));
+  t.false(fs.existsSync(path.join(dir, 'g')));
+  const a2 = (await agentStats(m.agent)).counters;
+  t.is(a2.postedMeta - b2.postedMeta, 0, 'not posted once the host changed the volume');
+  t.is((a2.rpcsByProc.REMOVE ?? 0) - (b2.rpcsByProc.REMOVE ?? 0), 2);
 });
 
 maybe('chmod and utime on a volume of one VM are posted and seen exactly at once', async (t) => {
@@ -76,12 +94,12 @@ maybe('chmod and utime on a volume of one VM are posted and seen exactly at once
   t.is(fs.statSync(path.join(dir, 'f3')).mtimeMs, 2003 * 1000);
 });
 
-maybe('over TCP (no table) every chmod waits for its SETATTR', async (t) => {
+maybe('over TCP (no table) every unlink waits for its REMOVE', async (t) => {
   const m = await mountedVolume(t, 'tcp');
   fs.writeFileSync(path.join(m.mp, 'x'), 'x\n');
   const before = (await agentStats(m.agent)).counters;
-  fs.chmodSync(path.join(m.mp, 'x'), 0o600);
+  fs.unlinkSync(path.join(m.mp, 'x'));
   const after = (await agentStats(m.agent)).counters;
   t.is(after.postedMeta - before.postedMeta, 0);
-  t.is(fs.statSync(path.join(m.mp, 'x')).mode & 0o7777, 0o600);
+  t.false(fs.existsSync(path.join(m.mp, 'x')));
 });
