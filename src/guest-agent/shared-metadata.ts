@@ -4,6 +4,7 @@
 import { PrismError } from '../errors.js';
 import type { MetaTable } from '../metadata-share/table.js';
 import { attrFromWire } from '../protocol/wire.js';
+import { now } from '../posix/clock.js';
 import { isDir } from '../posix/mode.js';
 import type { Attr } from '../posix/types.js';
 import type { AgentCounters } from './counters.js';
@@ -94,10 +95,8 @@ export class SharedMetadata {
     const w = this.table.getAttr(this.volumeId, this.nodes.inoOf(dir));
     if (!w) return undefined;
     this.counters.add('getattrsLocal');
-    const a = attrFromWire(w);
-    const ms = Date.now();
-    const now: [number, number] = [Math.floor(ms / 1000), (ms % 1000) * 1e6];
-    return { ...a, mtime: now, ctime: now };
+    const t = now();
+    return { ...attrFromWire(w), mtime: t, ctime: t };
   }
 
   /** The inode number of a directory's parent, if the table holds its ".." entry. */

@@ -6,6 +6,7 @@ import { Proc, type ArgsOf, type ResultOf } from '../protocol/procs.js';
 import { makeStubs, type Stubs } from '../protocol/stubs.js';
 import { setAttrToWire, setsSize } from '../protocol/wire.js';
 import type { MetaTable } from '../metadata-share/table.js';
+import { now } from '../posix/clock.js';
 import type { Attr, Time } from '../posix/types.js';
 import { CountedLink } from './counted-link.js';
 import { AgentCounters } from './counters.js';
@@ -344,14 +345,13 @@ function nsOf(t: Time): bigint {
  * applies it; the next stat asks again and gets the host's values.
  */
 function posted(a: Attr, s: FuseSetAttr): FuseAttr {
-  const ms = Date.now();
-  const now: [number, number] = [Math.floor(ms / 1000), (ms % 1000) * 1e6];
-  const time = (t: FuseSetAttr['atime'], old: [number, number]) => (t === undefined ? old : t === 'now' ? now : t);
+  const t0 = now();
+  const time = (t: FuseSetAttr['atime'], old: Time) => (t === undefined ? old : t === 'now' ? t0 : t);
   return {
     ...fuseAttr(a),
     mode: s.mode === undefined ? a.mode : (a.mode & 0o170000) | (s.mode & 0o7777),
     uid: s.uid ?? a.uid, gid: s.gid ?? a.gid,
-    atime: time(s.atime, a.atime), mtime: time(s.mtime, a.mtime), ctime: now,
+    atime: time(s.atime, a.atime), mtime: time(s.mtime, a.mtime), ctime: t0,
     validSec: 0,
   };
 }

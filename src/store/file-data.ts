@@ -2,7 +2,7 @@
 // (copy_file_range, import). Whole blocks are hashed and stored as they are written; partial ones wait
 // in the dirty-block cache (dirty-blocks.ts) until the file is flushed or closed.
 import { PrismError } from '../errors.js';
-import { now } from './clock.js';
+import { now } from '../posix/clock.js';
 import { EMPTY, grow } from './dirty-blocks.js';
 import { BLOCK_SIZE, Kind, blockIndexOfKey, blockKey, kindRange, layerOf, localOf, type InodeRec } from './layout.js';
 import { VolumeXattrs } from './xattrs.js';

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import type { Piscina } from 'piscina';
 import { fromNodeError } from '../errors.js';
-import { timeFromNs } from './clock.js';
+import { timeFromNs } from '../posix/clock.js';
 import { F, STAT_FIELDS, type ListTask, type Listing } from './hash-worker.js';
 import { Importer, TASK_BYTES, nameBuf, type Meta } from './import-pipeline.js';
 import { BLOCK_SIZE } from './layout.js';

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import zlib from 'node:zlib';
 import tar from 'tar-stream';
 import { PrismError, fromNodeError, isPrismError } from '../errors.js';
-import { timeFromMs } from './clock.js';
+import { timeFromMs } from '../posix/clock.js';
 import { makedev } from './device-numbers.js';
 import { Importer, TASK_BYTES, type Meta, type Task } from './import-pipeline.js';
 import { BLOCK_SIZE } from './layout.js';

@@ -2,7 +2,7 @@
 // symlinks, devices, hard links), rename, readdir, and grafting subtrees for compose. An inode whose
 // last link goes while it is open (pinned: pins.ts) lives on as an orphan until its last close.
 import { PrismError } from '../errors.js';
-import { now } from './clock.js';
+import { now } from '../posix/clock.js';
 import { VolumeFileData } from './file-data.js';
 import { Kind, direntKey, inoOf, inodeRange, keySuffix, kindRange, layerOf, localOf, type Dirent, type InodeRec } from './layout.js';
 import { Pins } from './pins.js';

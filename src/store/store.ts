@@ -14,7 +14,7 @@ import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
 import { PrismError, fromNodeError } from '../errors.js';
 import { Blocks, type BlockRec, type FrozenBlocks, type SegmentStat } from './blocks.js';
 import { CowTree, type Node } from './btree.js';
-import { now } from './clock.js';
+import { now } from '../posix/clock.js';
 import { MAX_NAME } from '../posix/limits.js';
 import { S_IFDIR, isDir } from '../posix/mode.js';
 import type { StatFs } from '../posix/types.js';

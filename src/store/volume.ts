@@ -7,7 +7,7 @@
 // in the tree, quota, attributes), xattrs.ts, file-data.ts (with dirty-blocks.ts), namespace.ts
 // (with pins.ts), and here inode attributes that change and open files.
 import { PrismError } from '../errors.js';
-import { now } from './clock.js';
+import { now } from '../posix/clock.js';
 import { S_IFMT, isDir, isReg } from '../posix/mode.js';
 import type { Attr, SetAttr } from '../posix/types.js';
 import type { InodeRec } from './layout.js';

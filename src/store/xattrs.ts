@@ -1,7 +1,7 @@
 // Extended attributes of a volume's inodes: names and values kept as keys of the inode in the tree,
 // charged to the quota as metadata.
 import { PrismError } from '../errors.js';
-import { now } from './clock.js';
+import { now } from '../posix/clock.js';
 import { Kind, keySuffix, kindRange, layerOf, localOf, xattrKey, type XattrValue } from './layout.js';
 import { VolumeTree, type Name } from './volume-tree.js';
 import { MAX_XATTR_VALUE } from '../posix/limits.js';
