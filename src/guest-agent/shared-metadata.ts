@@ -27,6 +27,8 @@ export class SharedMetadata {
     private readonly counters: AgentCounters,
     /** Whether writes of ours to a node are still on their way (the table cannot know their size yet). */
     private readonly writing: (id: bigint) => boolean,
+    /** Whether a posted change of ours is adding a name to a directory (a rename into it): its absences are not the table's to say. */
+    private readonly gaining: (dir: bigint) => boolean = () => false,
   ) {}
 
   /**
@@ -36,7 +38,7 @@ export class SharedMetadata {
   lookup(parent: bigint, name: Buffer): Entry | undefined {
     const dir = this.nodes.inoOf(parent);
     const e = this.table.getEntry(this.volumeId, dir, name);
-    if (e === null || (e === undefined && !isDot(name) && this.table.isComplete(this.volumeId, dir))) {
+    if ((e === null || (e === undefined && !isDot(name) && this.table.isComplete(this.volumeId, dir))) && !this.gaining(parent)) {
       this.counters.add('lookupsLocal');
       throw new PrismError('ENOENT', 'no such file or directory');
     }
@@ -75,6 +77,25 @@ export class SharedMetadata {
   }
 
   /**
+   * The node a rename moves, and the one it replaces if any, when the agent may rename itself and post
+   * the RENAME: as for `removable`, the source is a non-directory the table holds; the target name is
+   * absent by the table, or a non-directory it holds (another inode: a rename onto a hard link of
+   * itself changes nothing and is left to the host). Undefined when the host's answer is not certain.
+   */
+  renamable(parent: bigint, name: Buffer, newParent: bigint, newName: Buffer): { child: bigint; replaced?: bigint } | undefined {
+    if (parent === newParent && name.equals(newName)) return undefined;
+    const child = this.removable(parent, name);
+    if (child === undefined) return undefined;
+    const dir = this.nodes.inoOf(newParent);
+    const d = this.table.getEntry(this.volumeId, dir, newName);
+    if (d === null || (d === undefined && !isDot(newName) && this.table.isComplete(this.volumeId, dir))) return { child };
+    if (!d || d.ino === this.nodes.inoOf(child)) return undefined;
+    const replaced = this.nodes.nodeId(d.ino);
+    const attr = this.attr(replaced);
+    return attr && !isDir(attr.mode) ? { child, replaced } : undefined;
+  }
+
+  /**
    * A node's current attributes, when the agent may change its mode, owner or times itself and post
    * the SETATTR: the volume is written by this VM alone, the table holds them, and no change of ours
    * to it is on its way. The host then cannot refuse (the kernel checked permissions) but for EIO or
@@ -86,10 +107,11 @@ export class SharedMetadata {
   }
 
   /**
-   * A directory's attributes while removals of ours in it are posted and not applied yet: the table's
-   * (it holds the directory as before them), with mtime and ctime of now, which the host is about to
-   * stamp with its own clock (a file's removal changes nothing else of its directory). For a reply the
-   * kernel does not cache: once the host has answered, the table has its exact values.
+   * A directory's attributes while removals or renames of ours in it are posted and not applied yet:
+   * the table's (it holds the directory as before them), with mtime and ctime of now, which the host
+   * is about to stamp with its own clock (a non-directory's removal or move changes nothing else of
+   * its directory). For a reply the kernel does not cache: once the host has answered, the table has
+   * its exact values.
    */
   asRemovedFrom(dir: bigint): Attr | undefined {
     const w = this.table.getAttr(this.volumeId, this.nodes.inoOf(dir));

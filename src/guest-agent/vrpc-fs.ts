@@ -22,6 +22,8 @@ import { bornOf } from './unstable.js';
 import { WriteBehind } from './write-behind.js';
 
 const O_TRUNC = 0o1000;
+const RENAME_NOREPLACE = 1;
+const RENAME_EXCHANGE = 2;
 const O_EXCL = 0o200;
 const MAX_COPY = 2 ** 40;
 const CAPS = 'security.capability';
@@ -47,8 +49,10 @@ export class VrpcFs implements FileSystem {
   private readonly files: OpenFiles;
   private readonly writeBehind: WriteBehind;
   private readonly privileges: Privileges;
-  /** Directories with posted removals not answered yet: how many. */
-  private readonly removing = new Map<bigint, number>();
+  /** Directories with posted removals or renames not answered yet: how many. */
+  private readonly changing = new Map<bigint, number>();
+  /** Directories a posted rename adds a name to, not answered yet: how many. */
+  private readonly gaining = new Map<bigint, number>();
   /** Set-id bits and capabilities are dropped here (privileges.ts), not by the kernel before every write. */
   readonly killsPrivileges = true;
   private nextFh = 1n;
@@ -62,7 +66,7 @@ export class VrpcFs implements FileSystem {
     this.files = new OpenFiles(this.nodes, this.rpc);
     this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh, opts.writebackCache ?? false);
     const wb = this.writeBehind;
-    this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => wb.writing(id));
+    this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => wb.writing(id), (dir) => this.gaining.has(dir));
     this.privileges = new Privileges(this.rpc, this.nodes, this.shared);
   }
 
@@ -102,7 +106,7 @@ export class VrpcFs implements FileSystem {
 
   async getattr(_c: Ctx, id: bigint): Promise<FuseAttr> {
     const fh = this.nodes.fh(id);
-    if (this.removing.has(id)) {
+    if (this.changing.has(id)) {
       const predicted = this.shared?.asRemovedFrom(id);
       if (predicted) return { ...fuseAttr(predicted), validSec: 0 };
     }
@@ -186,15 +190,20 @@ export class VrpcFs implements FileSystem {
     if (child !== undefined) {
       // The kernel asks for the directory's attributes right after (to check the next unlink's
       // permission): answered as the host will make them (asRemovedFrom), not waited for.
-      this.removing.set(parent, (this.removing.get(parent) ?? 0) + 1);
-      void this.writeBehind.postMeta([parent, child], Proc.REMOVE, [dirFh, raw]).then(() => {
-        const n = this.removing.get(parent)! - 1;
-        if (n > 0) this.removing.set(parent, n);
-        else this.removing.delete(parent);
-      });
+      this.postDirChange([parent], [], [parent, child], Proc.REMOVE, [dirFh, raw]);
       return;
     }
     await this.rpc.remove(dirFh, raw);
+  }
+
+  /** Post a change of names in `dirs` (of which `gains` get one), counted until its reply is read. */
+  private postDirChange(dirs: bigint[], gains: bigint[], nodes: bigint[], proc: Proc, args: unknown[]): void {
+    for (const d of dirs) count(this.changing, d, 1);
+    for (const d of gains) count(this.gaining, d, 1);
+    void this.writeBehind.postMeta(nodes, proc, args).then(() => {
+      for (const d of dirs) count(this.changing, d, -1);
+      for (const d of gains) count(this.gaining, d, -1);
+    });
   }
 
   async rmdir(_c: Ctx, parent: bigint, name: string): Promise<void> {
@@ -205,7 +214,16 @@ export class VrpcFs implements FileSystem {
   async rename(_c: Ctx, parent: bigint, name: string, newParent: bigint, newName: string, flags: number): Promise<void> {
     if (flags & ~3) throw new PrismError('EINVAL', 'only RENAME_NOREPLACE and RENAME_EXCHANGE are supported');
     this.files.pinAll();
-    await this.rpc.rename(this.nodes.fh(parent), bytes(name), this.nodes.fh(newParent), bytes(newName), flags);
+    const raw = bytes(name), newRaw = bytes(newName);
+    const args = [this.nodes.fh(parent), raw, this.nodes.fh(newParent), newRaw, flags];
+    // Answered here when the result is certain (shared-metadata.ts `renamable`), as an unlink is.
+    const r = this.host.post && !(flags & RENAME_EXCHANGE) ? this.shared?.renamable(parent, raw, newParent, newRaw) : undefined;
+    if (r && !(flags & RENAME_NOREPLACE && r.replaced !== undefined)) {
+      const dirs = parent === newParent ? [parent] : [parent, newParent];
+      this.postDirChange(dirs, [newParent], [...dirs, r.child, ...(r.replaced === undefined ? [] : [r.replaced])], Proc.RENAME, args);
+      return;
+    }
+    await this.rpc.rename(...(args as ArgsOf<Proc.RENAME>));
   }
 
   async link(_c: Ctx, id: bigint, newParent: bigint, newName: string): Promise<Entry> {
@@ -329,6 +347,13 @@ export class VrpcFs implements FileSystem {
     const [copied] = await this.rpc.copyRange(this.nodes.fh(src.ino), Number(src.offset), this.nodes.fh(dst.ino), Number(dst.offset), len);
     return copied;
   }
+}
+
+/** Add `by` to a counter kept in a map; a counter back at 0 is removed. */
+function count(m: Map<bigint, number>, key: bigint, by: number): void {
+  const n = (m.get(key) ?? 0) + by;
+  if (n > 0) m.set(key, n);
+  else m.delete(key);
 }
 
 function cmpTime(a: Time, b: Time): number {

@@ -130,8 +130,8 @@ export class WriteBehind {
     return this.post(proc, args)
       .then(() => undefined, (err: Error) => {
         // The name was there when it was posted and nobody else writes the volume: ENOENT means the
-        // REMOVE was sent again (the channel was lost) after a host had already applied it.
-        if (proc === Proc.REMOVE && err instanceof PrismError && err.code === 'ENOENT') return;
+        // REMOVE or RENAME was sent again (the channel was lost) after a host had already applied it.
+        if ((proc === Proc.REMOVE || proc === Proc.RENAME) && err instanceof PrismError && err.code === 'ENOENT') return;
         const e = err instanceof PrismError ? err : new PrismError('EIO', err.message);
         log.warn({ proc, err: e.message }, 'a posted metadata change failed: reported at the next fsync or close');
         for (const [, w] of ws) w.error ??= e;

@@ -1,4 +1,4 @@
-// Posted unlinks in VrpcFs against a fake host and an in-memory metadata table: when the agent may
+// Posted unlinks, renames and SETATTRs in VrpcFs against a fake host and an in-memory metadata table: when the agent may
 // answer itself, what bypasses the table until the reply, and how a late error is reported.
 import test from 'ava';
 import { PrismError } from '../../src/errors.js';
@@ -53,6 +53,15 @@ class FakeHost implements Link {
         this.removed.add(name());
         this.table?.putEntry(VOL, ROOT_INO, Buffer.from(name()), null); // published before the reply, as the host does
         return [];
+      case Proc.RENAME: {
+        const from = Buffer.from(name()), to = Buffer.from(args[3] as Uint8Array);
+        const e = this.table?.getEntry(VOL, ROOT_INO, from);
+        if (!e) throw new PrismError('ENOENT', 'no entry');
+        // Published before the reply, as the host does.
+        this.table?.putEntry(VOL, ROOT_INO, from, null);
+        this.table?.putEntry(VOL, ROOT_INO, to, { fh: Buffer.from(e.fh), ino: e.ino });
+        return [];
+      }
       case Proc.LOOKUP:
         if (this.removed.has(name())) throw new PrismError('ENOENT', 'no entry');
         return [fhOf(FILE), attrOf(FILE, 0o100644)];
@@ -172,4 +181,33 @@ test('an error the host gives for a posted SETATTR is reported by the file\'s ne
   const err = await t.throwsAsync(fs.fsync(ctx, BigInt(FILE)));
   t.is((err as PrismError).code, 'ENOSPC');
   await t.notThrowsAsync(fs.fsync(ctx, BigInt(FILE)));
+});
+
+test('a rename the table can answer is posted: the new name is never answered absent before its reply, the directory\'s attributes are predicted', async (t) => {
+  const { host, fs, table } = setup();
+  table.markComplete(VOL, ROOT_INO); // "z" is absent by the table: a complete directory without it
+  await t.throwsAsync(fs.lookup(ctx, 1n, 'z'), { message: /ENOENT/ });
+  await fs.rename(ctx, 1n, 'a', 1n, 'z', 0);
+  t.deepEqual(host.postedProcs, [Proc.RENAME]);
+  t.deepEqual(host.sent, [], 'nothing waited for');
+  const dir = await fs.getattr(ctx, 1n);
+  t.is(dir.validSec, 0, 'the directory\'s attributes are predicted, not cached');
+  t.is(host.pending, 1, 'and not waited for');
+  const z = await fs.lookup(ctx, 1n, 'z'); // the table still lacks it: the reply is read first
+  t.is(host.pending, 0);
+  t.is(z.attr.mode & 0o170000, 0o100000);
+  await t.throwsAsync(fs.lookup(ctx, 1n, 'a'), { message: /ENOENT/ });
+  t.deepEqual(host.sent, [], 'answered from the table once the reply was read');
+});
+
+test('a rename onto a directory, an exchange, a no-replace onto a name, onto itself or without the sole mark waits for its reply', async (t) => {
+  for (const [what, from, to, flags, sole] of [
+    ['onto a directory', 'a', 'd', 0, true], ['exchange', 'a', 'b', 2, true], ['no-replace onto a name', 'a', 'b', 1, true],
+    ['onto itself', 'a', 'a', 0, true], ['no sole mark', 'a', 'z', 0, false],
+  ] as const) {
+    const { host, fs } = setup({ sole });
+    await fs.rename(ctx, 1n, from, 1n, to, flags).catch(() => undefined); // the fake answers only what it knows
+    t.deepEqual(host.postedProcs, [], what);
+    t.deepEqual(host.sent, [Proc.RENAME], what);
+  }
 });

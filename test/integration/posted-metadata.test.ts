@@ -1,5 +1,5 @@
 // Posted metadata changes (issue 13): on a volume no other VM attaches, the agent answers an unlink
-// itself when its table holds the name, and posts the REMOVE. Counted by `prism agent stats`; the
+// or a rename itself when its table holds the names, and posts the REMOVE or RENAME. Counted by `prism agent stats`; the
 // result is visible at once through the mount and survives a host restart after fsync of the directory.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -54,6 +54,31 @@ maybe('unlinks on a volume of one VM are answered by the agent and posted; a `pr
   const a2 = (await agentStats(m.agent)).counters;
   t.is(a2.postedMeta - b2.postedMeta, 0, 'not posted once the host changed the volume');
   t.is((a2.rpcsByProc.REMOVE ?? 0) - (b2.rpcsByProc.REMOVE ?? 0), 2);
+});
+
+maybe('renames on a volume of one VM are posted: the new names, the old ones, a replaced file and the listing are right at once and after a restart', async (t) => {
+  const m = await mountedVolume(t, 'shm');
+  const a = path.join(m.mp, 'a'), b = path.join(m.mp, 'b');
+  fs.mkdirSync(a);
+  fs.mkdirSync(b);
+  for (let i = 0; i < N; i++) fs.writeFileSync(path.join(a, `f${i}`), `file ${i}\n`);
+  fs.writeFileSync(path.join(b, 'g0'), 'replaced\n');
+  const before = (await agentStats(m.agent)).counters;
+  for (let i = 0; i < N; i++) fs.renameSync(path.join(a, `f${i}`), i % 2 ? path.join(a, `h${i}`) : path.join(b, `g${i}`));
+  for (let i = 0; i < N; i++) {
+    t.false(fs.existsSync(path.join(a, `f${i}`)));
+    t.is(fs.readFileSync(i % 2 ? path.join(a, `h${i}`) : path.join(b, `g${i}`), 'utf8'), `file ${i}\n`);
+  }
+  t.is(fs.readdirSync(a).length, N / 2);
+  t.is(fs.readdirSync(b).length, N / 2);
+  const after = (await agentStats(m.agent)).counters;
+  t.is(after.postedMeta - before.postedMeta, N, 'every rename the table could answer was posted');
+  t.is((after.rpcsByProc.RENAME ?? 0) - (before.rpcsByProc.RENAME ?? 0), N);
+  for (const d of [a, b]) { const fd = fs.openSync(d, 'r'); fs.fsyncSync(fd); fs.closeSync(fd); }
+  await m.host.stop();
+  await m.restartHost();
+  t.is(fs.readFileSync(path.join(b, 'g0'), 'utf8'), 'file 0\n');
+  t.deepEqual(fs.readdirSync(a).sort(), Array.from({ length: N / 2 }, (_, k) => `h${2 * k + 1}`).sort());
 });
 
 maybe('chmod and utime on a volume of one VM are posted and seen exactly at once', async (t) => {
