@@ -118,7 +118,7 @@ export class VrpcFs implements FileSystem {
   }
 
   async setattr(c: Ctx, id: bigint, s: FuseSetAttr): Promise<FuseAttr> {
-    const kept = this.timesKept(id, s);
+    const kept = await this.timesKept(id, s);
     if (kept) return kept;
     const killed = await this.privileges.forSetattr(c, id, this.nodes.fh(id), s);
     if (killed !== undefined) s = { ...s, mode: killed };
@@ -146,10 +146,12 @@ export class VrpcFs implements FileSystem {
    * to a tick later than the host's, hence CTIME_SLACK_NS. A utimensat carries a ctime of now, newer
    * than the host's unless the file changed within that slack: it is sent.
    */
-  private timesKept(id: bigint, s: FuseSetAttr): FuseAttr | undefined {
+  private async timesKept(id: bigint, s: FuseSetAttr): Promise<FuseAttr | undefined> {
     if (!s.ctime || !Array.isArray(s.mtime) || s.mode !== undefined || s.uid !== undefined || s.gid !== undefined
       || s.size !== undefined || s.atime !== undefined) return undefined;
-    const host = this.shared?.getattr(id);
+    let host = this.shared?.getattr(id);
+    // A posted change of ours (the rename itself) not read back yet: read its reply, then the table is current.
+    if (!host && this.shared && this.writeBehind.writing(id) && await this.writeBehind.caughtUp(id)) host = this.shared.getattr(id);
     if (!host || cmpTime(host.mtime, s.mtime) !== 0 || nsOf(host.ctime) + CTIME_SLACK_NS < nsOf(s.ctime)) return undefined;
     return fuseAttr(host);
   }
