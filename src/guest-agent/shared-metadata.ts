@@ -2,7 +2,7 @@
 // ".." and "no extended attributes" without an RPC when the table holds them. Each answer or miss
 // is counted; a miss means the caller asks the host.
 import { PrismError } from '../errors.js';
-import type { MetaTable } from '../metadata-share/table.js';
+import type { MetaTable, SharedEntry } from '../metadata-share/table.js';
 import { attrFromWire } from '../protocol/wire.js';
 import { now } from '../posix/clock.js';
 import { isDir } from '../posix/mode.js';
@@ -38,7 +38,7 @@ export class SharedMetadata {
   lookup(parent: bigint, name: Buffer): Entry | undefined {
     const dir = this.nodes.inoOf(parent);
     const e = this.table.getEntry(this.volumeId, dir, name);
-    if ((e === null || (e === undefined && !isDot(name) && this.table.isComplete(this.volumeId, dir))) && !this.gaining(parent)) {
+    if (this.absent(dir, name, e) && !this.gaining(parent)) {
       this.counters.add('lookupsLocal');
       throw new PrismError('ENOENT', 'no such file or directory');
     }
@@ -49,6 +49,11 @@ export class SharedMetadata {
     }
     this.counters.add('lookupMisses');
     return undefined;
+  }
+
+  /** The table says `name` is not in directory `dir` (inode): held as absent, or not held in a directory it holds complete. */
+  private absent(dir: number, name: Buffer, e: SharedEntry | null | undefined): boolean {
+    return e === null || (e === undefined && !isDot(name) && this.table.isComplete(this.volumeId, dir));
   }
 
   getattr(id: bigint): Attr | undefined {
@@ -88,7 +93,7 @@ export class SharedMetadata {
     if (child === undefined) return undefined;
     const dir = this.nodes.inoOf(newParent);
     const d = this.table.getEntry(this.volumeId, dir, newName);
-    if (d === null || (d === undefined && !isDot(newName) && this.table.isComplete(this.volumeId, dir))) return { child };
+    if (this.absent(dir, newName, d)) return { child };
     if (!d || d.ino === this.nodes.inoOf(child)) return undefined;
     const replaced = this.nodes.nodeId(d.ino);
     const attr = this.attr(replaced);

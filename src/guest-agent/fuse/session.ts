@@ -47,11 +47,14 @@ export class Session {
   readonly times: P.CacheTimes;
   private readonly keepCaches: boolean;
   private readonly writebackCache: boolean;
+  /** open_flags of an OPEN or CREATE reply: keep the file's pages where the caller keeps them coherent. */
+  private readonly fileOpenFlags: number;
 
   constructor(readonly fd: number, readonly fs: FileSystem, opts: SessionOptions = {}) {
     this.times = { entrySec: opts.entrySec ?? 1, attrSec: opts.attrSec ?? 1 };
     this.keepCaches = opts.keepCaches ?? false;
     this.writebackCache = opts.writebackCache ?? false;
+    this.fileOpenFlags = this.keepCaches ? P.FOPEN.KEEP_CACHE : 0;
   }
 
   /** Serve until the file system is unmounted (a read then fails with ENODEV). */
@@ -196,10 +199,10 @@ export class Session {
       case P.Op.LINK:
         return P.encodeEntry(await need(f.link).call(f, ctx, b.readBigUInt64LE(0), ino, P.cstring(b, 8)[0]), t);
       case P.Op.OPEN:
-        return P.encodeOpenOut(f.open ? await f.open(ctx, ino, b.readUInt32LE(0), (b.readUInt32LE(4) & P.OPEN_KILL_SUIDGID) !== 0) : 0n, this.keepCaches ? P.FOPEN.KEEP_CACHE : 0);
+        return P.encodeOpenOut(f.open ? await f.open(ctx, ino, b.readUInt32LE(0), (b.readUInt32LE(4) & P.OPEN_KILL_SUIDGID) !== 0) : 0n, this.fileOpenFlags);
       case P.Op.CREATE: {
         const r = await need(f.create).call(f, ctx, ino, P.cstring(b, 16)[0], b.readUInt32LE(4) & ~b.readUInt32LE(8), b.readUInt32LE(0), (b.readUInt32LE(12) & P.OPEN_KILL_SUIDGID) !== 0);
-        return Buffer.concat([P.encodeEntry(r.entry, t), P.encodeOpenOut(r.fh, this.keepCaches ? P.FOPEN.KEEP_CACHE : 0)]);
+        return Buffer.concat([P.encodeEntry(r.entry, t), P.encodeOpenOut(r.fh, this.fileOpenFlags)]);
       }
       case P.Op.READ: {
         // The data is written to the kernel as it arrives (straight from shared memory).
