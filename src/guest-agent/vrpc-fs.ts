@@ -29,13 +29,22 @@ const MAX_COPY = 2 ** 40;
 const CAPS = 'security.capability';
 /** How much later than the host's a ctime the kernel sends back may be and still be the same change (a 100 Hz tick). */
 const CTIME_SLACK_NS = 10_000_000n;
+/** Unlinked files remembered for their times (VrpcFs.unlinked): the kernel forgets them soon after. */
+const MAX_UNLINKED = 4096;
 
 export interface VrpcFsOptions {
   /** The VM's metadata table, mapped read-only: LOOKUP and GETATTR answered without an RPC when it holds the answer. */
   shared?: MetaTable;
   counters?: AgentCounters;
-  /** The kernel's writeback cache is on: write errors are reported at flush and fsync only (write-behind.ts). */
-  writebackCache?: boolean;
+  /**
+   * The kernel's writeback cache (write errors then reported at flush and fsync only: write-behind.ts).
+   * 'auto' turns it on where nothing else changes the files under this kernel unseen: the metadata
+   * table marks the volume as this VM's alone and the kernel can be told to drop a node the host
+   * changed (`kernelPrunes`: FUSE_NOTIFY_PRUNE, for a `prism put`). Default false.
+   */
+  writebackCache?: boolean | 'auto';
+  /** Whether the kernel takes FUSE_NOTIFY_PRUNE (fuse/protocol.ts kernelTakesPrune). */
+  kernelPrunes?: boolean;
 }
 
 export class VrpcFs implements FileSystem {
@@ -53,8 +62,16 @@ export class VrpcFs implements FileSystem {
   private readonly changing = new Map<bigint, number>();
   /** Directories a posted rename adds a name to, not answered yet: how many. */
   private readonly gaining = new Map<bigint, number>();
+  /**
+   * Files whose link this agent removed itself (a posted unlink), with their attributes as the unlink
+   * leaves them, while the kernel holds them: with the writeback cache it sends their times back after
+   * the unlink (timesKept), when the table no longer holds the file.
+   */
+  private readonly unlinked = new Map<bigint, Attr>();
   /** Set-id bits and capabilities are dropped here (privileges.ts), not by the kernel before every write. */
   readonly killsPrivileges = true;
+  /** The writeback cache asked of the kernel at INIT (VrpcFsOptions.writebackCache, resolved). */
+  readonly writebackCache: boolean;
   private nextFh = 1n;
 
   constructor(host: Link, rootFh: Buffer, readonly rootIno: number, opts: VrpcFsOptions = {}) {
@@ -64,9 +81,11 @@ export class VrpcFs implements FileSystem {
     this.rpc = makeStubs((proc, args, take) => link.call(proc, args, take));
     this.nodes = new NodeTable(rootFh, rootIno);
     this.files = new OpenFiles(this.nodes, this.rpc);
-    this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh, opts.writebackCache ?? false);
-    const wb = this.writeBehind;
-    this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => wb.writing(id), (dir) => this.gaining.has(dir));
+    const wb = opts.writebackCache ?? false;
+    this.writebackCache = wb === 'auto' ? (opts.shared?.isSole(this.volumeId) ?? false) && opts.kernelPrunes === true : wb;
+    this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh, this.writebackCache);
+    const behind = this.writeBehind;
+    this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => behind.writing(id), (dir) => this.gaining.has(dir));
     this.privileges = new Privileges(this.rpc, this.nodes, this.shared);
   }
 
@@ -90,6 +109,7 @@ export class VrpcFs implements FileSystem {
   }
 
   forget(id: bigint, nlookup: bigint): void {
+    this.unlinked.delete(id);
     this.nodes.forget(id, nlookup, this.files.has(id));
   }
 
@@ -152,6 +172,7 @@ export class VrpcFs implements FileSystem {
     let host = this.shared?.getattr(id);
     // A posted change of ours (the rename itself) not read back yet: read its reply, then the table is current.
     if (!host && this.shared && this.writeBehind.writing(id) && await this.writeBehind.caughtUp(id)) host = this.shared.getattr(id);
+    host ??= this.unlinked.get(id);
     if (!host || cmpTime(host.mtime, s.mtime) !== 0 || nsOf(host.ctime) + CTIME_SLACK_NS < nsOf(s.ctime)) return undefined;
     return fuseAttr(host);
   }
@@ -190,6 +211,11 @@ export class VrpcFs implements FileSystem {
     // Answered here when the result is certain (shared-metadata.ts `removable`); posted where the link can post.
     const child = this.host.post ? this.shared?.removable(parent, raw) : undefined;
     if (child !== undefined) {
+      const attr = this.writebackCache ? this.shared?.getattr(child) : undefined;
+      if (attr) {
+        if (this.unlinked.size >= MAX_UNLINKED) this.unlinked.delete(this.unlinked.keys().next().value!);
+        this.unlinked.set(child, { ...attr, nlink: attr.nlink - 1, ctime: now() });
+      }
       // The kernel asks for the directory's attributes right after (to check the next unlink's
       // permission): answered as the host will make them (asRemovedFrom), not waited for.
       this.postDirChange([parent], [], [parent, child], Proc.REMOVE, [dirFh, raw]);
@@ -340,6 +366,10 @@ export class VrpcFs implements FileSystem {
   }
 
   async lseek(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, whence: number): Promise<bigint> {
+    // With the writeback cache the kernel sends LSEEK without writing its dirty pages back first: the
+    // host would place data and holes by what it has so far. ENOSYS makes the kernel answer itself
+    // from the size it holds (all data, one hole at the end), as POSIX allows, for this mount.
+    if (this.writebackCache) throw new PrismError('ENOSYS', 'SEEK_DATA/SEEK_HOLE are answered by the kernel with the writeback cache');
     const [off] = await this.rpc.seek(this.nodes.fh(id), Number(offset), whence);
     return BigInt(off);
   }
