@@ -73,12 +73,17 @@ export class SharedMetadata {
     // A posted change of the directory (another unlink in it) leaves its other names right: only the
     // name it removed is stale, and that child's attributes are not answered until its reply.
     if (!this.table.isSole(this.volumeId)) return undefined;
+    const c = this.child(parent, name);
+    return c && !isDir(c.attr.mode) ? c.id : undefined;
+  }
+
+  /** The node `name` in `parent` and its attributes, when the table holds both (and no change of ours to it is on its way). */
+  child(parent: bigint, name: Buffer): { id: bigint; attr: Attr } | undefined {
     const e = this.table.getEntry(this.volumeId, this.nodes.inoOf(parent), name);
     if (!e) return undefined;
-    const child = this.nodes.nodeId(e.ino);
-    const attr = this.attr(child);
-    if (!attr || isDir(attr.mode)) return undefined;
-    return child;
+    const id = this.nodes.nodeId(e.ino);
+    const attr = this.attr(id);
+    return attr && { id, attr };
   }
 
   /**

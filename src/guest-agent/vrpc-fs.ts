@@ -210,18 +210,22 @@ export class VrpcFs implements FileSystem {
     const raw = bytes(name);
     // Answered here when the result is certain (shared-metadata.ts `removable`); posted where the link can post.
     const child = this.host.post ? this.shared?.removable(parent, raw) : undefined;
+    const named = this.writebackCache ? this.shared?.child(parent, raw) : undefined;
     if (child !== undefined) {
-      const attr = this.writebackCache ? this.shared?.getattr(child) : undefined;
-      if (attr) {
-        if (this.unlinked.size >= MAX_UNLINKED) this.unlinked.delete(this.unlinked.keys().next().value!);
-        this.unlinked.set(child, { ...attr, nlink: attr.nlink - 1, ctime: now() });
-      }
+      if (named) this.unlinkedNow(named.id, named.attr);
       // The kernel asks for the directory's attributes right after (to check the next unlink's
       // permission): answered as the host will make them (asRemovedFrom), not waited for.
       this.postDirChange([parent], [], [parent, child], Proc.REMOVE, [dirFh, raw]);
       return;
     }
     await this.rpc.remove(dirFh, raw);
+    if (named) this.unlinkedNow(named.id, named.attr);
+  }
+
+  /** Remember a file's attributes as an unlink of ours just left them (`unlinked`). */
+  private unlinkedNow(id: bigint, attr: Attr): void {
+    if (this.unlinked.size >= MAX_UNLINKED) this.unlinked.delete(this.unlinked.keys().next().value!);
+    this.unlinked.set(id, { ...attr, nlink: attr.nlink - 1, ctime: now() });
   }
 
   /** Post a change of names in `dirs` (of which `gains` get one), counted until its reply is read. */
