@@ -6,7 +6,6 @@ import { Proc, type ArgsOf, type ResultOf } from '../protocol/procs.js';
 import { makeStubs, type Stubs } from '../protocol/stubs.js';
 import { setAttrToWire, setsSize } from '../protocol/wire.js';
 import type { MetaTable } from '../metadata-share/table.js';
-import { now } from '../posix/clock.js';
 import type { Attr, Time } from '../posix/types.js';
 import { CountedLink } from './counted-link.js';
 import { AgentCounters } from './counters.js';
@@ -15,6 +14,7 @@ import type { Ctx, Entry, FileSystem, FuseAttr, FuseDirEntry, FuseSetAttr, FuseS
 import type { Link } from './host-link.js';
 import { NodeTable, type KernelCacheKeys } from './node-table.js';
 import { OpenFiles } from './open-files.js';
+import { PostedChanges, setattrPrediction } from './posted-changes.js';
 import { Privileges } from './privileges.js';
 import { listDirectory } from './readdir.js';
 import { SharedMetadata } from './shared-metadata.js';
@@ -49,10 +49,7 @@ export class VrpcFs implements FileSystem {
   private readonly files: OpenFiles;
   private readonly writeBehind: WriteBehind;
   private readonly privileges: Privileges;
-  /** Directories with posted removals or renames not answered yet: how many. */
-  private readonly changing = new Map<bigint, number>();
-  /** Directories a posted rename adds a name to, not answered yet: how many. */
-  private readonly gaining = new Map<bigint, number>();
+  private readonly posted: PostedChanges;
   /** Set-id bits and capabilities are dropped here (privileges.ts), not by the kernel before every write. */
   readonly killsPrivileges = true;
   private nextFh = 1n;
@@ -66,7 +63,8 @@ export class VrpcFs implements FileSystem {
     this.files = new OpenFiles(this.nodes, this.rpc);
     this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh, opts.writebackCache ?? false);
     const wb = this.writeBehind;
-    this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => wb.writing(id), (dir) => this.gaining.has(dir));
+    const posted = (this.posted = new PostedChanges(wb));
+    this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => wb.writing(id), (dir) => posted.gains(dir));
     this.privileges = new Privileges(this.rpc, this.nodes, this.shared);
   }
 
@@ -106,7 +104,7 @@ export class VrpcFs implements FileSystem {
 
   async getattr(_c: Ctx, id: bigint): Promise<FuseAttr> {
     const fh = this.nodes.fh(id);
-    if (this.changing.has(id)) {
+    if (this.posted.changes(id)) {
       const predicted = this.shared?.asRemovedFrom(id);
       if (predicted) return { ...fuseAttr(predicted), validSec: 0 };
     }
@@ -132,7 +130,7 @@ export class VrpcFs implements FileSystem {
     const base = this.host.post ? this.shared?.settable(id) : undefined;
     if (base) {
       this.writeBehind.postMeta([id], Proc.SETATTR, [fh, set]);
-      return posted(base, s);
+      return setattrPrediction(base, s);
     }
     const [attr] = await this.rpc.setattr(fh, set);
     return fuseAttr(attr);
@@ -192,21 +190,12 @@ export class VrpcFs implements FileSystem {
     if (child !== undefined) {
       // The kernel asks for the directory's attributes right after (to check the next unlink's
       // permission): answered as the host will make them (asRemovedFrom), not waited for.
-      this.postDirChange([parent], [], [parent, child], Proc.REMOVE, [dirFh, raw]);
+      void this.posted.postDirChange([parent], [], [parent, child], Proc.REMOVE, [dirFh, raw]);
       return;
     }
     await this.rpc.remove(dirFh, raw);
   }
 
-  /** Post a change of names in `dirs` (of which `gains` get one), counted until its reply is read. */
-  private postDirChange(dirs: bigint[], gains: bigint[], nodes: bigint[], proc: Proc, args: unknown[]): void {
-    for (const d of dirs) count(this.changing, d, 1);
-    for (const d of gains) count(this.gaining, d, 1);
-    void this.writeBehind.postMeta(nodes, proc, args).then(() => {
-      for (const d of dirs) count(this.changing, d, -1);
-      for (const d of gains) count(this.gaining, d, -1);
-    });
-  }
 
   async rmdir(_c: Ctx, parent: bigint, name: string): Promise<void> {
     this.files.pinAll();
@@ -222,7 +211,7 @@ export class VrpcFs implements FileSystem {
     const r = this.host.post && !(flags & RENAME_EXCHANGE) ? this.shared?.renamable(parent, raw, newParent, newRaw) : undefined;
     if (r && !(flags & RENAME_NOREPLACE && r.replaced !== undefined)) {
       const dirs = parent === newParent ? [parent] : [parent, newParent];
-      this.postDirChange(dirs, [newParent], [...dirs, r.child, ...(r.replaced === undefined ? [] : [r.replaced])], Proc.RENAME, args);
+      void this.posted.postDirChange(dirs, [newParent], [...dirs, r.child, ...(r.replaced === undefined ? [] : [r.replaced])], Proc.RENAME, args);
       return;
     }
     await this.rpc.rename(...(args as ArgsOf<Proc.RENAME>));
@@ -351,12 +340,6 @@ export class VrpcFs implements FileSystem {
   }
 }
 
-/** Add `by` to a counter kept in a map; a counter back at 0 is removed. */
-function count(m: Map<bigint, number>, key: bigint, by: number): void {
-  const n = (m.get(key) ?? 0) + by;
-  if (n > 0) m.set(key, n);
-  else m.delete(key);
-}
 
 function cmpTime(a: Time, b: Time): number {
   return a[0] - b[0] || a[1] - b[1];
@@ -366,22 +349,6 @@ function nsOf(t: Time): bigint {
   return BigInt(t[0]) * 1_000_000_000n + BigInt(t[1]);
 }
 
-/**
- * The attributes a posted SETATTR gives (as Volume.setattr makes them), for the kernel's reply only:
- * not to be cached (validSec 0), since the host stamps ctime (and "now") with its own clock when it
- * applies it; the next stat asks again and gets the host's values.
- */
-function posted(a: Attr, s: FuseSetAttr): FuseAttr {
-  const t0 = now();
-  const time = (t: FuseSetAttr['atime'], old: Time) => (t === undefined ? old : t === 'now' ? t0 : t);
-  return {
-    ...fuseAttr(a),
-    mode: s.mode === undefined ? a.mode : (a.mode & 0o170000) | (s.mode & 0o7777),
-    uid: s.uid ?? a.uid, gid: s.gid ?? a.gid,
-    atime: time(s.atime, a.atime), mtime: time(s.mtime, a.mtime), ctime: t0,
-    validSec: 0,
-  };
-}
 
 function bytes(s: string): Buffer {
   return Buffer.from(s, 'latin1');
