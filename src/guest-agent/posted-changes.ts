@@ -2,6 +2,7 @@
 // what is on its way to the host, so that answers about the directories and names concerned are
 // not taken from the table (which the host updates only when it applies them) until the replies are
 // read, and what the kernel is told meanwhile (the directory's attributes as the host will make them).
+import type { PrismError } from '../errors.js';
 import type { Proc } from '../protocol/procs.js';
 import { now } from '../posix/clock.js';
 import type { Attr, Time } from '../posix/types.js';
@@ -14,30 +15,91 @@ export class PostedChanges {
   private readonly changing = new Map<bigint, number>();
   /** Directories a posted rename adds a name to, not answered yet: how many. */
   private readonly gaining = new Map<bigint, number>();
+  /** Names posted creates and mkdirs are making, by directory (latin1), not answered yet. */
+  private readonly making = new Map<bigint, Set<string>>();
+  /** Directories posted mkdirs add a subdirectory to (one link each), not answered yet: how many. */
+  private readonly subdirs = new Map<bigint, number>();
+  /** Nodes with posted SETATTRs not answered yet (their mode and group in the table may be old): how many. */
+  private readonly setting = new Map<bigint, number>();
+  /** Nodes of posted makes not answered yet: settles once the reply is read (and a failed one's name forgotten). */
+  private readonly makes = new Map<bigint, Promise<void>>();
 
-  constructor(private readonly writeBehind: WriteBehind) {}
+  /** `unmade`: a posted make failed; the kernel, told it exists, must forget the name (settles once it has). */
+  constructor(private readonly writeBehind: WriteBehind, private readonly unmade?: (dir: bigint, name: Buffer) => Promise<void>) {}
 
   /** A posted change of names in the directory is not answered yet: its attributes are predicted (`asChanged`). */
   changes(dir: bigint): boolean {
     return this.changing.has(dir);
   }
 
-  /** A posted rename adds a name to the directory: none of its "absent" answers may come from the table. */
-  gains(dir: bigint): boolean {
-    return this.gaining.has(dir);
+  /**
+   * Whether the table's "absent" may be stale for `name` in `dir`: a posted rename adds some name to
+   * it, or a posted create or mkdir that name.
+   */
+  gains(dir: bigint, name: Buffer): boolean {
+    return this.gaining.has(dir) || (this.making.get(dir)?.has(name.toString('latin1')) ?? false);
+  }
+
+  /** Links posted mkdirs add to the directory (its nlink, predicted). */
+  linksComing(dir: bigint): number {
+    return this.subdirs.get(dir) ?? 0;
+  }
+
+  /** A posted SETATTR of the node is on its way: its mode and group in the table may be old. */
+  setsAttrs(id: bigint): boolean {
+    return this.setting.has(id);
+  }
+
+  /**
+   * Settles once a posted make of the node is answered, and if it failed, once the kernel has
+   * forgotten its name: a close that reports the failure returns after that, so the name is gone.
+   */
+  made(id: bigint): Promise<void> | undefined {
+    return this.makes.get(id);
   }
 
   /**
    * Post a change of names in `dirs` (of which `gains` get a name the table cannot say), counted until
-   * its reply is read; `nodes` are every node it touches (writeBehind.postMeta).
+   * its reply is read; `nodes` are every node it touches (writeBehind.postMeta). Settles with the
+   * host's error, if any (already recorded for the nodes).
    */
-  postDirChange(dirs: bigint[], gains: bigint[], nodes: bigint[], proc: Proc, args: unknown[]): Promise<void> {
+  postDirChange(dirs: bigint[], gains: bigint[], nodes: bigint[], proc: Proc, args: unknown[]): Promise<PrismError | undefined> {
     for (const d of dirs) count(this.changing, d, 1);
     for (const d of gains) count(this.gaining, d, 1);
-    return this.writeBehind.postMeta(nodes, proc, args).then(() => {
+    return this.writeBehind.postMeta(nodes, proc, args).then((err) => {
       for (const d of dirs) count(this.changing, d, -1);
       for (const d of gains) count(this.gaining, d, -1);
+      return err;
     });
+  }
+
+  /** Post a SETATTR of the node's mode, owner or times. */
+  postSetattr(id: bigint, proc: Proc, args: unknown[]): void {
+    count(this.setting, id, 1);
+    void this.writeBehind.postMeta([id], proc, args).then(() => count(this.setting, id, -1));
+  }
+
+  /**
+   * Post a CREATE_AT or MKDIR_AT of `name` in `dir` (node `child`): until its reply is read, lookups
+   * of the name read the reply first, the directory's attributes are predicted, and a mkdir counts
+   * as a link of the directory. A failure makes the kernel forget the name (`unmade`); the error is
+   * the child's (its close reports it) and the directory's (fsync).
+   */
+  postMake(dir: bigint, name: Buffer, child: bigint, isDir: boolean, proc: Proc, args: unknown[]): void {
+    const key = name.toString('latin1');
+    let names = this.making.get(dir);
+    if (!names) this.making.set(dir, (names = new Set()));
+    names.add(key);
+    if (isDir) count(this.subdirs, dir, 1);
+    const done = this.postDirChange([dir], [], [dir, child], proc, args).then(async (err) => {
+      names.delete(key);
+      if (names.size === 0 && this.making.get(dir) === names) this.making.delete(dir);
+      if (isDir) count(this.subdirs, dir, -1);
+      if (err) await this.unmade?.(dir, name);
+    }).finally(() => {
+      if (this.makes.get(child) === done) this.makes.delete(child);
+    });
+    this.makes.set(child, done);
   }
 }
 

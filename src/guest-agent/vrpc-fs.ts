@@ -4,14 +4,17 @@
 import { PrismError } from '../errors.js';
 import { Proc, type ArgsOf, type ResultOf } from '../protocol/procs.js';
 import { makeStubs, type Stubs } from '../protocol/stubs.js';
-import { setAttrToWire, setsSize } from '../protocol/wire.js';
+import { attrFromWire, setAttrToWire, setsSize } from '../protocol/wire.js';
 import type { MetaTable } from '../metadata-share/table.js';
+import { now } from '../posix/clock.js';
+import { S_IFDIR, S_IFREG, isDir, madeIn } from '../posix/mode.js';
 import type { Attr, Time } from '../posix/types.js';
 import { CountedLink } from './counted-link.js';
 import { AgentCounters } from './counters.js';
 import { fuseAttr } from './fuse-attr.js';
 import type { Ctx, Entry, FileSystem, FuseAttr, FuseDirEntry, FuseSetAttr, FuseStatFs } from './fuse/fs.js';
 import type { Link } from './host-link.js';
+import { InodePool } from './inode-pool.js';
 import { NodeTable, type KernelCacheKeys } from './node-table.js';
 import { OpenFiles } from './open-files.js';
 import { PostedChanges, setattrPrediction } from './posted-changes.js';
@@ -36,7 +39,16 @@ export interface VrpcFsOptions {
   counters?: AgentCounters;
   /** The kernel's writeback cache is on: write errors are reported at flush and fsync only (write-behind.ts). */
   writebackCache?: boolean;
+  /**
+   * A posted create or mkdir failed: make the kernel forget the name (it was told the node exists).
+   * Not from the thread serving requests: the kernel may hold the directory's lock for a request
+   * queued behind this one (the cache notifier's thread does it).
+   */
+  unmade?: (dir: bigint, name: Buffer) => Promise<void>;
 }
+
+/** What a new directory's size and blocks are (the store reports every directory so). */
+const DIR_SIZE = 4096;
 
 export class VrpcFs implements FileSystem {
   /** The volume's id, as handles carry it (bytes 1-4): the metadata table's key. */
@@ -50,6 +62,8 @@ export class VrpcFs implements FileSystem {
   private readonly writeBehind: WriteBehind;
   private readonly privileges: Privileges;
   private readonly posted: PostedChanges;
+  /** Inode numbers reserved for posted creates: where the link can post and a table says when it may. */
+  private readonly pool: InodePool | undefined;
   /** Set-id bits and capabilities are dropped here (privileges.ts), not by the kernel before every write. */
   readonly killsPrivileges = true;
   private nextFh = 1n;
@@ -63,8 +77,10 @@ export class VrpcFs implements FileSystem {
     this.files = new OpenFiles(this.nodes, this.rpc);
     this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh, opts.writebackCache ?? false);
     const wb = this.writeBehind;
-    const posted = (this.posted = new PostedChanges(wb));
-    this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => wb.writing(id), (dir) => posted.gains(dir));
+    const posted = (this.posted = new PostedChanges(wb, opts.unmade));
+    this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => wb.writing(id), (dir, name) => posted.gains(dir, name));
+    const post = link.post, connection = link.connection;
+    this.pool = this.shared && post && connection ? new InodePool((p, a) => post.call(link, p, a), () => connection.call(link), rootFh) : undefined;
     this.privileges = new Privileges(this.rpc, this.nodes, this.shared);
   }
 
@@ -105,7 +121,7 @@ export class VrpcFs implements FileSystem {
   async getattr(_c: Ctx, id: bigint): Promise<FuseAttr> {
     const fh = this.nodes.fh(id);
     if (this.posted.changes(id)) {
-      const predicted = this.shared?.asRemovedFrom(id);
+      const predicted = this.shared?.asChanged(id, this.posted.linksComing(id));
       if (predicted) return { ...fuseAttr(predicted), validSec: 0 };
     }
     let local = this.shared?.getattr(id);
@@ -129,7 +145,7 @@ export class VrpcFs implements FileSystem {
     if (setsSize(set)) return fuseAttr((await this.writeBehind.dataChange(fh, Proc.SETATTR, [fh, set]))[0]);
     const base = this.host.post ? this.shared?.settable(id) : undefined;
     if (base) {
-      this.writeBehind.postMeta([id], Proc.SETATTR, [fh, set]);
+      this.posted.postSetattr(id, Proc.SETATTR, [fh, set]);
       return setattrPrediction(base, s);
     }
     const [attr] = await this.rpc.setattr(fh, set);
@@ -178,6 +194,8 @@ export class VrpcFs implements FileSystem {
 
   async mkdir(c: Ctx, parent: bigint, name: string, mode: number): Promise<Entry> {
     const raw = bytes(name);
+    const here = this.makeHere(c, parent, raw, S_IFDIR | (mode & 0o7777));
+    if (here) return here;
     return this.made(parent, raw, this.rpc.mkdir(this.nodes.fh(parent), raw, mode & 0o7777, c.uid, c.gid));
   }
 
@@ -232,6 +250,12 @@ export class VrpcFs implements FileSystem {
 
   async create(c: Ctx, parent: bigint, name: string, mode: number, flags: number, killSuidgid = false): Promise<{ entry: Entry; fh: bigint }> {
     const raw = bytes(name);
+    // Exact whatever O_EXCL and O_TRUNC say: the name is known absent.
+    const here = this.makeHere(c, parent, raw, S_IFREG | (mode & 0o7777));
+    if (here) {
+      this.files.opened(here.ino);
+      return { entry: here, fh: this.nextFh++ };
+    }
     const [fh, attr] = await this.rpc.create(this.nodes.fh(parent), raw, mode & 0o7777, c.uid, c.gid, (flags & O_EXCL) !== 0);
     // An existing file (a create that is not exclusive) keeps what is kept for it; a file born since does not.
     this.writeBehind.created(fh, bornOf(attr));
@@ -241,6 +265,30 @@ export class VrpcFs implements FileSystem {
     if (flags & O_TRUNC && entry.attr.size > 0n) entry = { ino: entry.ino, attr: await this.setattr(c, entry.ino, { size: 0n, killSuidgid }) };
     this.files.opened(entry.ino);
     return { entry, fh: this.nextFh++ };
+  }
+
+  /**
+   * A create or mkdir answered here and posted (docs/agent.md, "posted creates"), when the result is
+   * certain (shared-metadata.ts `creatable`) and a reserved inode number is at hand: the node gets
+   * the attributes the host will give it (the store's rules, the time chosen here and sent along),
+   * so the kernel may cache them. Undefined: ask the host.
+   */
+  private makeHere(c: Ctx, parent: bigint, raw: Buffer, mode: number): Entry | undefined {
+    if (!this.pool || !this.shared || this.posted.setsAttrs(parent)) return undefined;
+    const dir = this.shared.creatable(parent, raw);
+    const r = dir && this.pool.take();
+    if (!dir || !r) return undefined;
+    const t = now();
+    const made = madeIn(dir.mode, dir.gid, mode, c.gid);
+    const d = isDir(mode);
+    const attr = attrFromWire([r.ino, made.mode, d ? 2 : 1, c.uid, made.gid, 0, d ? DIR_SIZE : 0, d ? DIR_SIZE / 512 : 0, ...t, ...t, ...t, ...t]);
+    const args = [this.nodes.fh(parent), raw, mode & 0o7777, c.uid, c.gid, r.fh, [t[0], t[1]]];
+    this.writeBehind.created(r.fh);
+    const entry = this.nodes.entry(r.fh, attr, parent, raw);
+    const node = this.nodes.get(entry.ino);
+    if (node) node.noCaps = true;
+    this.posted.postMake(parent, raw, entry.ino, d, d ? Proc.MKDIR_AT : Proc.CREATE_AT, args);
+    return entry;
   }
 
   async release(_c: Ctx, id: bigint): Promise<void> {
@@ -262,7 +310,12 @@ export class VrpcFs implements FileSystem {
   }
 
   async flush(_c: Ctx, id: bigint): Promise<void> {
-    await this.writeBehind.done(id, this.nodes.get(id)?.fh);
+    try {
+      await this.writeBehind.done(id, this.nodes.get(id)?.fh);
+    } finally {
+      // A posted create that failed is reported here: once the kernel has forgotten the name.
+      await this.posted.made(id);
+    }
   }
 
   // fsync succeeds only once a COMMIT answered with the verifier of every kept change of the file

@@ -9,7 +9,7 @@ import { Pins } from './pins.js';
 import type { RenameFlags } from './volume.js';
 import type { Name, Usage } from './volume-tree.js';
 import { MAX_NAME, MAX_SYMLINK } from '../posix/limits.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, isDir, isLnk, isNodeType, isReg } from '../posix/mode.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isDir, isLnk, isNodeType, isReg, madeIn } from '../posix/mode.js';
 import type { Attr, DirEntry, Time } from '../posix/types.js';
 
 /** What the maker of an inode chose: its number (reserved: VolumeTree.reserveInos) and its times. */
@@ -53,11 +53,7 @@ export abstract class VolumeNamespace extends VolumeFileData {
     const drec = this.dirInode(dir);
     if (drec.nlink === 0) throw new PrismError('ENOENT', 'directory was removed');
     if (this.entry(dir, name) !== undefined) throw new PrismError('EEXIST', `${JSON.stringify(name.toString())} exists`);
-    // A set-group-ID directory gives its group to what is made in it, and its bit to subdirectories.
-    if (drec.mode & S_ISGID) {
-      gid = drec.gid;
-      if (isDir(mode)) mode |= S_ISGID;
-    }
+    ({ mode, gid } = madeIn(drec.mode, drec.gid, mode, gid));
     this.checkRoom(name.length + (extra.target?.length ?? 0));
     const [ino, rec] = this.newInode(mode, uid, gid, extra, at);
     this.putEntry(dir, name, ino, mode);
