@@ -17,8 +17,12 @@ export class PostedChanges {
   private readonly gaining = new Map<bigint, number>();
   /** Names posted creates and mkdirs are making, by directory (latin1), not answered yet. */
   private readonly making = new Map<bigint, Set<string>>();
-  /** Directories posted mkdirs add a subdirectory to (one link each), not answered yet: how many. */
-  private readonly subdirs = new Map<bigint, number>();
+  /**
+   * Directories posted mkdirs add a subdirectory to, not all answered yet: their link count once all
+   * are applied, and how many are not answered. (The table's own count may or may not include those
+   * the host has applied and we have not read the reply of: it is taken only while none is pending.)
+   */
+  private readonly subdirs = new Map<bigint, { nlink: number; pending: number }>();
   /** Nodes with posted SETATTRs not answered yet (their mode and group in the table may be old): how many. */
   private readonly setting = new Map<bigint, number>();
   /** Nodes of posted makes not answered yet: settles once the reply is read (and a failed one's name forgotten). */
@@ -40,9 +44,9 @@ export class PostedChanges {
     return this.gaining.has(dir) || (this.making.get(dir)?.has(name.toString('latin1')) ?? false);
   }
 
-  /** Links posted mkdirs add to the directory (its nlink, predicted). */
-  linksComing(dir: bigint): number {
-    return this.subdirs.get(dir) ?? 0;
+  /** The directory's link count once the posted mkdirs in it are applied, if there are any. */
+  nlinkOf(dir: bigint): number | undefined {
+    return this.subdirs.get(dir)?.nlink;
   }
 
   /** A posted SETATTR of the node is on its way: its mode and group in the table may be old. */
@@ -82,19 +86,27 @@ export class PostedChanges {
   /**
    * Post a CREATE_AT or MKDIR_AT of `name` in `dir` (node `child`): until its reply is read, lookups
    * of the name read the reply first, the directory's attributes are predicted, and a mkdir counts
-   * as a link of the directory. A failure makes the kernel forget the name (`unmade`); the error is
-   * the child's (its close reports it) and the directory's (fsync).
+   * as a link of the directory, whose count is now `dirNlink` (the table's, when no mkdir of ours in
+   * it is pending). A failure makes the kernel forget the name (`unmade`); the error is the child's
+   * (its close reports it) and the directory's (fsync).
    */
-  postMake(dir: bigint, name: Buffer, child: bigint, isDir: boolean, proc: Proc, args: unknown[]): void {
+  postMake(dir: bigint, dirNlink: number, name: Buffer, child: bigint, isDir: boolean, proc: Proc, args: unknown[]): void {
     const key = name.toString('latin1');
     let names = this.making.get(dir);
     if (!names) this.making.set(dir, (names = new Set()));
     names.add(key);
-    if (isDir) count(this.subdirs, dir, 1);
+    let links: { nlink: number; pending: number } | undefined;
+    if (isDir) {
+      links = this.subdirs.get(dir);
+      if (!links) this.subdirs.set(dir, (links = { nlink: dirNlink, pending: 0 }));
+      links.nlink++;
+      links.pending++;
+    }
     const done = this.postDirChange([dir], [], [dir, child], proc, args).then(async (err) => {
       names.delete(key);
       if (names.size === 0 && this.making.get(dir) === names) this.making.delete(dir);
-      if (isDir) count(this.subdirs, dir, -1);
+      // A failed mkdir's link never comes: the next prediction starts from the table again.
+      if (links && (--links.pending === 0 || err) && this.subdirs.get(dir) === links) this.subdirs.delete(dir);
       if (err) await this.unmade?.(dir, name);
     }).finally(() => {
       if (this.makes.get(child) === done) this.makes.delete(child);

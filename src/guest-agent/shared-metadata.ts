@@ -130,18 +130,18 @@ export class SharedMetadata {
   /**
    * A directory's attributes while changes of ours to its names are posted and not applied yet: the
    * table's (it holds the directory as before them), with mtime and ctime of now, which the host is
-   * about to stamp (a posted create's own time, earlier by microseconds), and `links` more links
-   * (posted mkdirs). A non-directory's removal, move or making changes nothing else of its
+   * about to stamp (a posted create's own time, earlier by microseconds), and `nlink` links when
+   * posted mkdirs change it. A non-directory's removal, move or making changes nothing else of its
    * directory. For a reply the kernel does not cache: once the host has answered, the table has its
    * exact values.
    */
-  asChanged(dir: bigint, links: number): Attr | undefined {
+  asChanged(dir: bigint, nlink?: number): Attr | undefined {
     const w = this.table.getAttr(this.volumeId, this.nodes.inoOf(dir));
     if (!w) return undefined;
     this.counters.add('getattrsLocal');
     const t = now();
     const a = attrFromWire(w);
-    return { ...a, nlink: a.nlink + links, mtime: t, ctime: t };
+    return { ...a, nlink: nlink ?? a.nlink, mtime: t, ctime: t };
   }
 
   /** The inode number of a directory's parent, if the table holds its ".." entry. */

@@ -121,7 +121,7 @@ export class VrpcFs implements FileSystem {
   async getattr(_c: Ctx, id: bigint): Promise<FuseAttr> {
     const fh = this.nodes.fh(id);
     if (this.posted.changes(id)) {
-      const predicted = this.shared?.asChanged(id, this.posted.linksComing(id));
+      const predicted = this.shared?.asChanged(id, this.posted.nlinkOf(id));
       if (predicted) return { ...fuseAttr(predicted), validSec: 0 };
     }
     let local = this.shared?.getattr(id);
@@ -287,7 +287,7 @@ export class VrpcFs implements FileSystem {
     const entry = this.nodes.entry(r.fh, attr, parent, raw);
     const node = this.nodes.get(entry.ino);
     if (node) node.noCaps = true;
-    this.posted.postMake(parent, raw, entry.ino, d, d ? Proc.MKDIR_AT : Proc.CREATE_AT, args);
+    this.posted.postMake(parent, this.posted.nlinkOf(parent) ?? dir.nlink, raw, entry.ino, d, d ? Proc.MKDIR_AT : Proc.CREATE_AT, args);
     return entry;
   }
 
