@@ -5,8 +5,11 @@
 import { giveBuffer, takeBuffer } from './buffer-pool.js';
 import { BLOCK_SIZE } from './layout.js';
 
-/** A partially written block: bytes [0, len) are valid, the rest reads as zeros. */
-export interface DirtyBlock { buf: Buffer; len: number }
+/**
+ * A partially written block: bytes [0, len) are valid, the rest reads as zeros. `fresh`: no stored
+ * block was under it when it became dirty (its bytes count as new in the file's usage).
+ */
+export interface DirtyBlock { buf: Buffer; len: number; fresh: boolean }
 
 /** The buffer of a block that holds nothing yet: grow() replaces it on the first write. */
 export const EMPTY = Buffer.alloc(0);
@@ -25,6 +28,8 @@ export function grow(d: DirtyBlock, need: number): void {
 /** One volume's dirty blocks: inode -> block index -> block. */
 export class DirtyBlocks {
   private readonly files = new Map<number, Map<number, DirtyBlock>>();
+  /** Per file, how many of its dirty blocks are fresh: usage is asked on every write (attr), so kept, not counted. */
+  private readonly fresh = new Map<number, number>();
 
   /** `budget.dirtyData` is told of every block held or let go (the store flushes past a limit). */
   constructor(private readonly budget: { dirtyData(delta: number): void }) {}
@@ -47,7 +52,21 @@ export class DirtyBlocks {
     let m = this.files.get(ino);
     if (!m) { m = new Map(); this.files.set(ino, m); }
     m.set(idx, d);
+    if (d.fresh) this.fresh.set(ino, (this.fresh.get(ino) ?? 0) + 1);
     this.budget.dirtyData(BLOCK_SIZE);
+  }
+
+  /**
+   * Bytes of a file of `size` bytes held only in its fresh dirty blocks: each counts up to the end of
+   * the file. Dirty blocks lie below the end (a truncation drops those past it), so all but the one
+   * holding the last byte are whole.
+   */
+  freshBytes(ino: number, size: number): number {
+    const n = this.fresh.get(ino);
+    if (!n || size <= 0) return 0;
+    const last = Math.floor((size - 1) / BLOCK_SIZE);
+    const tail = this.files.get(ino)?.get(last)?.fresh ? BLOCK_SIZE - (size - last * BLOCK_SIZE) : 0;
+    return n * BLOCK_SIZE - tail;
   }
 
   /** Let go of one block, if held; its buffer goes back to the pool. */
@@ -56,6 +75,7 @@ export class DirtyBlocks {
     const d = m?.get(idx);
     if (m && d) {
       m.delete(idx);
+      if (d.fresh) this.unfresh(ino, 1);
       giveBuffer(d.buf);
       this.budget.dirtyData(-BLOCK_SIZE);
       if (m.size === 0) this.files.delete(ino);
@@ -75,6 +95,13 @@ export class DirtyBlocks {
       for (const d of m.values()) giveBuffer(d.buf);
       this.budget.dirtyData(-BLOCK_SIZE * m.size);
       this.files.delete(ino);
+      this.fresh.delete(ino);
     }
+  }
+
+  private unfresh(ino: number, k: number): void {
+    const n = (this.fresh.get(ino) ?? 0) - k;
+    if (n > 0) this.fresh.set(ino, n);
+    else this.fresh.delete(ino);
   }
 }

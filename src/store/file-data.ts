@@ -65,8 +65,8 @@ export abstract class VolumeFileData extends VolumeXattrs {
       }
       let d = this.dirty.of(ino)?.get(idx);
       if (!d) {
-        d = { buf: EMPTY, len: 0 };
         const h = this.storedBlock(ino, idx);
+        d = { buf: EMPTY, len: 0, fresh: !h };
         if (h) {
           const stored = this.host.blocks.read(h);
           grow(d, stored.length);

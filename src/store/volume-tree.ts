@@ -217,15 +217,7 @@ export abstract class VolumeTree {
 
   /** Bytes of a file's partially written blocks that have no stored block under them yet. */
   private dirtyBytesOf(ino: number): number {
-    const d = this.dirty.of(ino);
-    if (!d) return 0;
-    let n = 0;
-    const size = this.inode(ino).size;
-    for (const idx of d.keys()) {
-      const stored = this.storedBlock(ino, idx);
-      if (!stored) n += Math.min(BLOCK_SIZE, Math.max(0, size - idx * BLOCK_SIZE));
-    }
-    return n;
+    return this.dirty.freshBytes(ino, this.inode(ino).size);
   }
 
   /** The hash stored for one block of a file, if any (a hole, or not yet flushed, otherwise). */
