@@ -6,8 +6,8 @@ import path from 'node:path';
 import { Dispatcher } from '../../src/host/dispatch.js';
 import { Proc } from '../../src/protocol/procs.js';
 import { attrFromWire, type WireAttr } from '../../src/protocol/wire.js';
-import { PrismError, type PosixCode } from '../../src/errors.js';
 import { Store } from '../../src/store/store.js';
+import { callNow, codeOf } from '../helpers/dispatch.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 function setup(t: Parameters<typeof tmpDir>[0]) {
@@ -18,14 +18,7 @@ function setup(t: Parameters<typeof tmpDir>[0]) {
   const secret = crypto.randomBytes(32);
   const vm = (name: string) => new Dispatcher(store, { name, volumes: ['vol'] }, secret, { commit: () => Promise.resolve(), verifier: new Uint8Array(8) });
   const a = vm('a'), b = vm('b');
-  const call = (d: Dispatcher, proc: Proc, args: unknown[]): unknown[] => {
-    const r = d.call(proc, args);
-    if (r instanceof Promise) throw new Error('no VM listens here: nothing to wait for');
-    return r;
-  };
-  const code = (fn: () => unknown): PosixCode | 'ok' => {
-    try { fn(); return 'ok'; } catch (e) { if (e instanceof PrismError) return e.code; throw e; }
-  };
+  const call = callNow, code = codeOf;
   const root = (d: Dispatcher) => d.key.make({ volumeId: v.rec.id, ino: v.rootIno });
   return { store, dir, v, a, b, call, code, root };
 }
