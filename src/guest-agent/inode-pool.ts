@@ -9,8 +9,8 @@ import { decodeReply } from '../protocol/stubs.js';
 
 /** Numbers asked for at a time (the host gives at most 128). */
 const BATCH = 128;
-/** Asked for again when fewer than this are left. */
-const LOW = 64;
+/** Asked for again when fewer than this are left: the host may be this many posted calls behind before a create waits. */
+const LOW = 96;
 
 export interface Reserved { ino: number; fh: Buffer }
 
