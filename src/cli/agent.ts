@@ -48,7 +48,8 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
     .option('--attr-timeout <seconds>', 'how long the kernel caches attributes (default 10 with a metadata table, else 1)')
     .option('--entry-timeout <seconds>', 'how long the kernel caches names (default 10 with a metadata table, else 1)')
     .option('--no-meta', "do not use the host's metadata table (every LOOKUP and GETATTR is an RPC)")
-    .option('--writeback-cache', 'let the kernel cache writes and send them merged (only for a volume nothing else changes while mounted: docs/agent.md)')
+    .option('--writeback-cache', 'let the kernel cache writes and send them merged, even on a volume others may change (default: only where the host marks the volume as this VM\'s alone: docs/agent.md)')
+    .option('--no-writeback-cache', 'never let the kernel cache writes (each write() reaches the agent)')
     .option('-f, --foreground', 'stay in the foreground')
     .option('--log <file>', 'where the daemon writes its log (default: nowhere)')
     .action(async (mountpoint: string, o: MountFlags) => {
@@ -57,7 +58,7 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
         timeoutMs: seconds(o.timeout, '--timeout') * 1000,
         attrSec: o.attrTimeout === undefined ? undefined : seconds(o.attrTimeout, '--attr-timeout'),
         entrySec: o.entryTimeout === undefined ? undefined : seconds(o.entryTimeout, '--entry-timeout'), meta: o.meta,
-        writebackCache: o.writebackCache === true,
+        writebackCache: o.writebackCache ?? 'auto',
       };
       if (!o.foreground) {
         const pid = await daemonize(o.log);
@@ -90,6 +91,7 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
       const c = s.counters;
       const rows: Array<[string, string]> = [
         ['volume', s.volume], ['metadata table', s.metaTable ?? 'none (every LOOKUP and GETATTR is an RPC)'],
+        ['writeback cache', s.writebackCache ? 'on' : 'off'],
         ['lookups local / misses', `${c.lookupsLocal} / ${c.lookupMisses}`],
         ['getattrs local / misses', `${c.getattrsLocal} / ${c.getattrMisses}`],
         ['xattr requests local', String(c.xattrsLocal)],

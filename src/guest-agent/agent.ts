@@ -45,11 +45,12 @@ export interface AgentOptions {
   /** Use the host's metadata table when there is one (shared memory only; default true). */
   meta?: boolean;
   /**
-   * The kernel's writeback cache (default false): only for a volume no other VM, and no `prism put`,
-   * changes while it is mounted here, since the kernel then keeps its own size and times of files
-   * (docs/agent.md, "Writeback cache").
+   * The kernel's writeback cache: the kernel then keeps its own size and times of files, so it is only
+   * for a volume nothing else changes while it is mounted here (docs/agent.md, "Writeback cache").
+   * 'auto' (the default) turns it on where the host's metadata table marks the volume as this VM's
+   * alone and the kernel takes FUSE_NOTIFY_PRUNE (vrpc-fs.ts VrpcFsOptions).
    */
-  writebackCache?: boolean;
+  writebackCache?: boolean | 'auto';
 }
 
 export interface Mounted {
@@ -59,6 +60,8 @@ export interface Mounted {
   counters: AgentCounters;
   /** The metadata table in use, if any. */
   metaFile?: string;
+  /** Whether the kernel's writeback cache is on. */
+  writebackCache: boolean;
 }
 
 /** Connect, attach and mount; throws (with nothing mounted) if any step fails. */
@@ -101,21 +104,24 @@ async function startIoThread(o: AgentOptions, mp: string, region: string, device
   const data: IoThreadData = {
     region, wait: device ? 'poll' : 'futex', vm: o.vm ?? '', volume: o.volume, mountpoint: mp,
     timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS, entrySec, attrSec, metaFile, counters: counters.buffer,
-    writebackCache: o.writebackCache ?? false,
+    writebackCache: o.writebackCache ?? 'auto',
   };
   const worker = new Worker(new URL('./io-thread.js', import.meta.url), { workerData: data });
   let finished!: () => void;
   const done = new Promise<void>((r) => { finished = r; });
+  let writebackCache = false;
   await new Promise<void>((resolve, reject) => {
-    worker.on('message', (msg: { mounted?: true; error?: { code: string; detail: string }; done?: true }) => {
-      if (msg.mounted) resolve();
-      else if (msg.error) reject(fromName(msg.error.code, msg.error.detail));
+    worker.on('message', (msg: { mounted?: true; writebackCache?: boolean; error?: { code: string; detail: string }; done?: true }) => {
+      if (msg.mounted) {
+        writebackCache = msg.writebackCache === true;
+        resolve();
+      } else if (msg.error) reject(fromName(msg.error.code, msg.error.detail));
       else if (msg.done) finished();
     });
     worker.once('error', (e) => { reject(e); finished(); });
     worker.once('exit', () => { reject(new PrismError('EIO', 'the I/O thread stopped before mounting')); finished(); });
   });
-  return { done: done.then(() => worker.terminate()).then(() => undefined), unmount: () => unmount(mp, 'busy-lazy'), counters, metaFile };
+  return { done: done.then(() => worker.terminate()).then(() => undefined), unmount: () => unmount(mp, 'busy-lazy'), counters, metaFile, writebackCache };
 }
 
 /** TCP: the event loop serves FUSE requests and calls the host asynchronously (HostLink). */
@@ -123,7 +129,7 @@ async function mountOverTcp(o: AgentOptions, t: { tcp: string; tokenFile: string
   const link = await HostLink.open(dialer(o, t), { timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS });
   let vfs: VrpcFs;
   try {
-    vfs = await VrpcFs.attach(link, o.volume, { writebackCache: o.writebackCache });
+    vfs = await VrpcFs.attach(link, o.volume, { writebackCache: o.writebackCache ?? 'auto' });
   } catch (e) {
     link.close();
     throw e;
@@ -131,7 +137,7 @@ async function mountOverTcp(o: AgentOptions, t: { tcp: string; tokenFile: string
   let m;
   try {
     m = mountAndServe(mp, vfs, {
-      fsname: `prism:${o.volume}`, entrySec: o.entrySec ?? CACHE_SEC, attrSec: o.attrSec ?? CACHE_SEC, writebackCache: o.writebackCache,
+      fsname: `prism:${o.volume}`, entrySec: o.entrySec ?? CACHE_SEC, attrSec: o.attrSec ?? CACHE_SEC, writebackCache: vfs.writebackCache,
     });
   } catch (e) {
     vfs.close();
@@ -139,7 +145,7 @@ async function mountOverTcp(o: AgentOptions, t: { tcp: string; tokenFile: string
     throw new PrismError('EIO', `cannot mount ${mp}: ${(e as Error).message}`);
   }
   const done = m.done.finally(() => { vfs.close(); link.close(); });
-  return { done, unmount: () => unmount(mp, 'busy-lazy'), counters: vfs.counters };
+  return { done, unmount: () => unmount(mp, 'busy-lazy'), counters: vfs.counters, writebackCache: vfs.writebackCache };
 }
 
 /**
@@ -169,7 +175,8 @@ export function unmount(mountpoint: string, how: 'strict' | 'lazy' | 'busy-lazy'
 export async function runAgent(o: AgentOptions, onReady: () => void = () => {}): Promise<void> {
   const m = await mountVolume(o);
   const closeStats = serveStats(o.mountpoint, () => ({
-    mountpoint: path.resolve(o.mountpoint), volume: o.volume, metaTable: m.metaFile ?? null, counters: m.counters.snapshot(),
+    mountpoint: path.resolve(o.mountpoint), volume: o.volume, metaTable: m.metaFile ?? null,
+    writebackCache: m.writebackCache, counters: m.counters.snapshot(),
   }));
   const stop = (sig: string) => {
     log.info({ sig }, 'unmounting');

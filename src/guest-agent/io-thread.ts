@@ -5,6 +5,7 @@
 // /dev/fuse descriptor it writes to is closed. Messages to the main thread: { mounted } once serving
 // (and the notifier listening), { error: { code, detail } } if it could not mount, { done } when
 // unmounted.
+import os from 'node:os';
 import { MessageChannel, Worker, parentPort, workerData } from 'node:worker_threads';
 import type { DropReply, DropRequest, ForgetReply, ForgetRequest, NotifierData } from './cache-notifier.js';
 import { PrismError, fromNodeError } from '../errors.js';
@@ -14,6 +15,7 @@ import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
 import { futexWake } from '../native/futex.js';
 import { AgentCounters } from './counters.js';
 import { umount } from '../native/mount.js';
+import { kernelTakesPrune } from './fuse/protocol.js';
 import { mountAndServe } from './fuse/session.js';
 import { SyncLink } from './sync-link.js';
 import { VrpcFs } from './vrpc-fs.js';
@@ -32,7 +34,7 @@ export interface IoThreadData {
   metaFile?: string;
   counters: SharedArrayBuffer;
   /** The kernel's writeback cache (agent.ts, AgentOptions.writebackCache). */
-  writebackCache: boolean;
+  writebackCache: boolean | 'auto';
 }
 
 const d = workerData as IoThreadData;
@@ -53,6 +55,7 @@ async function main(): Promise<void> {
       vfs = await VrpcFs.attach(link, d.volume, {
         shared: meta?.table, counters: new AgentCounters(d.counters), writebackCache: d.writebackCache,
         unmade: (dir, name) => unmade?.(dir, name) ?? Promise.resolve(),
+        kernelPrunes: kernelTakesPrune(os.release()),
       });
     } catch (e) {
       link.close();
@@ -69,7 +72,7 @@ async function main(): Promise<void> {
     m = mountAndServe(d.mountpoint, vfs, {
       fsname: `prism:${d.volume}`, entrySec: d.entrySec, attrSec: d.attrSec,
       // Listings and file pages stay in the kernel only where the notifier below tells it of other VMs' changes.
-      keepCaches: d.metaFile !== undefined, writebackCache: d.writebackCache,
+      keepCaches: d.metaFile !== undefined, writebackCache: vfs.writebackCache,
       beforeClose: () => notifier?.stop() ?? Promise.resolve(),
     });
   } catch (e) {
@@ -109,7 +112,7 @@ async function main(): Promise<void> {
     try {
       notifier = await startNotifier({
         metaFile: d.metaFile, regionFile: d.region, fuseFd: m.fd, volumeId: vfs.volumeId, rootIno: vfs.rootIno,
-        leaseMs, wait: d.wait, counters: d.counters, control, port: port2, writebackCache: d.writebackCache,
+        leaseMs, wait: d.wait, counters: d.counters, control, port: port2, writebackCache: vfs.writebackCache,
       });
     } catch (e) {
       // Without it the kernel's cache could go stale unseen: no mount rather than an incoherent one.
@@ -122,7 +125,7 @@ async function main(): Promise<void> {
       return;
     }
   }
-  port.postMessage({ mounted: true });
+  port.postMessage({ mounted: true, writebackCache: vfs.writebackCache });
   try {
     await m.done;
   } finally {

@@ -32,13 +32,22 @@ const MAX_COPY = 2 ** 40;
 const CAPS = 'security.capability';
 /** How much later than the host's a ctime the kernel sends back may be and still be the same change (a 100 Hz tick). */
 const CTIME_SLACK_NS = 10_000_000n;
+/** Unlinked files remembered for their times (VrpcFs.unlinked): the kernel forgets them soon after. */
+const MAX_UNLINKED = 4096;
 
 export interface VrpcFsOptions {
   /** The VM's metadata table, mapped read-only: LOOKUP and GETATTR answered without an RPC when it holds the answer. */
   shared?: MetaTable;
   counters?: AgentCounters;
-  /** The kernel's writeback cache is on: write errors are reported at flush and fsync only (write-behind.ts). */
-  writebackCache?: boolean;
+  /**
+   * The kernel's writeback cache (write errors then reported at flush and fsync only: write-behind.ts).
+   * 'auto' turns it on where nothing else changes the files under this kernel unseen: the metadata
+   * table marks the volume as this VM's alone and the kernel can be told to drop a node the host
+   * changed (`kernelPrunes`: FUSE_NOTIFY_PRUNE, for a `prism put`). Default false.
+   */
+  writebackCache?: boolean | 'auto';
+  /** Whether the kernel takes FUSE_NOTIFY_PRUNE (fuse/protocol.ts kernelTakesPrune). */
+  kernelPrunes?: boolean;
   /**
    * A posted create or mkdir failed: make the kernel forget the name (it was told the node exists).
    * Not from the thread serving requests: the kernel may hold the directory's lock for a request
@@ -64,8 +73,16 @@ export class VrpcFs implements FileSystem {
   private readonly posted: PostedChanges;
   /** Inode numbers reserved for posted creates: where the link can post and a table says when it may. */
   private readonly pool: InodePool | undefined;
+  /**
+   * Files whose link this agent removed itself (a posted unlink), with their attributes as the unlink
+   * leaves them, while the kernel holds them: with the writeback cache it sends their times back after
+   * the unlink (timesKept), when the table no longer holds the file.
+   */
+  private readonly unlinked = new Map<bigint, Attr>();
   /** Set-id bits and capabilities are dropped here (privileges.ts), not by the kernel before every write. */
   readonly killsPrivileges = true;
+  /** The writeback cache asked of the kernel at INIT (VrpcFsOptions.writebackCache, resolved). */
+  readonly writebackCache: boolean;
   private nextFh = 1n;
 
   constructor(host: Link, rootFh: Buffer, readonly rootIno: number, opts: VrpcFsOptions = {}) {
@@ -75,10 +92,12 @@ export class VrpcFs implements FileSystem {
     this.rpc = makeStubs((proc, args, take) => link.call(proc, args, take));
     this.nodes = new NodeTable(rootFh, rootIno);
     this.files = new OpenFiles(this.nodes, this.rpc);
-    this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh, opts.writebackCache ?? false);
-    const wb = this.writeBehind;
-    const posted = (this.posted = new PostedChanges(wb, opts.unmade));
-    this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => wb.writing(id), (dir, name) => posted.gains(dir, name));
+    const wb = opts.writebackCache ?? false;
+    this.writebackCache = wb === 'auto' ? (opts.shared?.isSole(this.volumeId) ?? false) && opts.kernelPrunes === true : wb;
+    this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh, this.writebackCache);
+    const behind = this.writeBehind;
+    const posted = (this.posted = new PostedChanges(behind, opts.unmade));
+    this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => behind.writing(id), (dir, name) => posted.gains(dir, name));
     const post = link.post, connection = link.connection;
     this.pool = this.shared && post && connection ? new InodePool((p, a) => post.call(link, p, a), () => connection.call(link), rootFh) : undefined;
     this.privileges = new Privileges(this.rpc, this.nodes, this.shared);
@@ -104,6 +123,7 @@ export class VrpcFs implements FileSystem {
   }
 
   forget(id: bigint, nlookup: bigint): void {
+    this.unlinked.delete(id);
     this.nodes.forget(id, nlookup, this.files.has(id));
   }
 
@@ -166,6 +186,7 @@ export class VrpcFs implements FileSystem {
     let host = this.shared?.getattr(id);
     // A posted change of ours (the rename itself) not read back yet: read its reply, then the table is current.
     if (!host && this.shared && this.writeBehind.writing(id) && await this.writeBehind.caughtUp(id)) host = this.shared.getattr(id);
+    host ??= this.unlinked.get(id);
     if (!host || cmpTime(host.mtime, s.mtime) !== 0 || nsOf(host.ctime) + CTIME_SLACK_NS < nsOf(s.ctime)) return undefined;
     return fuseAttr(host);
   }
@@ -206,8 +227,13 @@ export class VrpcFs implements FileSystem {
     // Answered here when the result is certain (shared-metadata.ts `removable`); posted where the link can post.
     const child = this.host.post ? this.shared?.removable(parent, raw) : undefined;
     if (child !== undefined) {
+      const attr = this.writebackCache ? this.shared?.getattr(child) : undefined;
+      if (attr) {
+        if (this.unlinked.size >= MAX_UNLINKED) this.unlinked.delete(this.unlinked.keys().next().value!);
+        this.unlinked.set(child, { ...attr, nlink: attr.nlink - 1, ctime: now() });
+      }
       // The kernel asks for the directory's attributes right after (to check the next unlink's
-      // permission): answered as the host will make them (asRemovedFrom), not waited for.
+      // permission): answered as the host will make them (asChanged), not waited for.
       void this.posted.postDirChange([parent], [], [parent, child], Proc.REMOVE, [dirFh, raw]);
       return;
     }
@@ -382,6 +408,10 @@ export class VrpcFs implements FileSystem {
   }
 
   async lseek(_c: Ctx, id: bigint, _fh: bigint, offset: bigint, whence: number): Promise<bigint> {
+    // With the writeback cache the kernel sends LSEEK without writing its dirty pages back first: the
+    // host would place data and holes by what it has so far. ENOSYS makes the kernel answer itself
+    // from the size it holds (all data, one hole at the end), as POSIX allows, for this mount.
+    if (this.writebackCache) throw new PrismError('ENOSYS', 'SEEK_DATA/SEEK_HOLE are answered by the kernel with the writeback cache');
     const [off] = await this.rpc.seek(this.nodes.fh(id), Number(offset), whence);
     return BigInt(off);
   }

@@ -1,5 +1,6 @@
-// The POSIX conformance checks on a Prism mount over shared memory, LOOKUP and GETATTR answered from
-// the metadata table, compared with the local file system.
+// The POSIX conformance checks on a Prism mount over shared memory as mounted by default (LOOKUP and
+// GETATTR answered from the metadata table; the writeback cache on where the kernel can prune), compared
+// with the local file system.
 import test from 'ava';
 import { agentStats, fuseSkipReason } from '../helpers/agent.js';
 import { registerChecks } from './macro.js';

@@ -5,7 +5,9 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { kernelTakesPrune } from '../../src/guest-agent/fuse/protocol.js';
 import { agentStats, fuseSkipReason } from '../helpers/agent.js';
 import { prism, prismBin } from '../helpers/host.js';
 import { fullVolumeKeepsWhatFits } from '../helpers/full-volume.js';
@@ -51,11 +53,11 @@ t('small random writes reach the host merged, and all of them are there after cl
   tt.is(host.size, PAGES * PAGE);
   tt.is(host.mtime, isoNs(st.mtimeNs));
 
-  const plain = await mountedVolume(tt, 'shm');
+  const plain = await mountedVolume(tt, 'shm', { agentArgs: ['--no-writeback-cache'] });
   tt.is((await randomWrites(plain, 'f')).writes, PAGES);
 });
 
-t('the times the kernel sends back after a rename cost no RPC; a utimensat to the same mtime still does', async (tt) => {
+t('the times the kernel sends back after a rename or an unlink cost no RPC; a utimensat to the same mtime still does', async (tt) => {
   const m = await mountedVolume(tt, 'shm', { agentArgs: ['--writeback-cache'] });
   const setattrs = async () => (await agentStats(m.agent)).counters.rpcsByProc.SETATTR ?? 0;
   for (let i = 0; i < 10; i++) fs.writeFileSync(path.join(m.mp, `f${i}`), `file ${i}`);
@@ -70,6 +72,25 @@ t('the times the kernel sends back after a rename cost no RPC; a utimensat to th
   tt.is(spawnSync('touch', ['-m', '-d', at, path.join(m.mp, 'g0')]).status, 0);
   tt.is(await setattrs(), before + 1);
   tt.is(fs.readFileSync(path.join(m.mp, 'g9'), 'utf8'), 'file 9');
+  // An unlinked file's times come back too, when the table no longer holds it.
+  const rpcs = async () => (await agentStats(m.agent)).counters.rpcs;
+  const beforeUnlinks = await rpcs();
+  for (let i = 1; i < 10; i++) fs.unlinkSync(path.join(m.mp, `g${i}`));
+  spawnSync('sync', ['-f', m.mp]);
+  tt.is(await setattrs(), before + 1);
+  tt.is(await rpcs(), beforeUnlinks + 9, 'one RPC (the REMOVE) per unlink');
+  tt.deepEqual(fs.readdirSync(m.mp), ['g0']);
+});
+
+t('by default the cache is on where only this VM changes the volume and the kernel can prune, else off', async (tt) => {
+  const sole = await mountedVolume(tt, 'shm');
+  tt.is((await agentStats(sole.agent)).writebackCache, kernelTakesPrune(os.release()), `kernel ${os.release()}`);
+  const { a } = await twoVms(tt, { a: [], b: [] });
+  tt.false((await agentStats(a)).writebackCache, 'a volume two VMs mount');
+  const tcp = await mountedVolume(tt, 'tcp');
+  tt.false((await agentStats(tcp.agent)).writebackCache, 'no metadata table: nothing says the volume is this VM\'s alone');
+  const off = await mountedVolume(tt, 'shm', { agentArgs: ['--no-writeback-cache'] });
+  tt.false((await agentStats(off.agent)).writebackCache);
 });
 
 t('a full volume: errors of cached writes surface at fsync and at close, and nothing else is lost', async (tt) => {

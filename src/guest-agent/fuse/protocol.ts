@@ -208,6 +208,16 @@ export function encodeInvalEntry(parent: bigint, name: Uint8Array): Buffer {
  * With the writeback cache it is the only way to make the kernel take a size or mtime from the file
  * system again: it trusts its own for a node it keeps. At most PRUNE_MAX ids.
  */
+/**
+ * Whether a kernel of this release takes FUSE_NOTIFY_PRUNE (Linux 6.18): known before INIT, when the
+ * writeback cache must be chosen. Read from the release string, so a backport is not seen (the cache
+ * then stays off: the safe side).
+ */
+export function kernelTakesPrune(release: string): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(release);
+  return m !== null && (Number(m[1]) > 6 || (Number(m[1]) === 6 && Number(m[2]) >= 18));
+}
+
 export function encodePrune(nodes: readonly bigint[]): Buffer {
   const b = notifyHeader(NOTIFY_PRUNE, 16 + 8 * nodes.length);
   b.writeUInt32LE(nodes.length, OUT_HEADER);
