@@ -42,6 +42,28 @@ export interface NotifierData {
 /** Asked of the I/O thread: what the kernel may cache, to make it forget all of it. */
 export interface DropRequest { drop: number }
 export interface DropReply extends KernelCacheKeys { drop: number }
+/**
+ * From the I/O thread: names its kernel must forget (a posted create that failed: docs/agent.md).
+ * Written here because the I/O thread must not block on a directory lock held for a request it serves.
+ */
+export interface ForgetRequest { forget: Array<[dir: bigint, name: Uint8Array]>; seq: number }
+/** Answered to a ForgetRequest once the kernel was told. */
+export interface ForgetReply { forgotten: number }
+
+/** Forget what the I/O thread asks to; a DropReply is handed back. */
+function fromIoThread(m: DropReply | ForgetRequest): DropReply | undefined {
+  if (!('forget' in m)) return m;
+  for (const [dir, name] of m.forget) {
+    notify(encodeInvalEntry(dir, name));
+    notify(encodeInvalInode(dir, true)); // its listing and attributes: the host's, again
+  }
+  d.port.postMessage({ forgotten: m.seq } satisfies ForgetReply);
+  return undefined;
+}
+
+function takeForgets(): void {
+  for (let m = receiveMessageOnPort(d.port); m; m = receiveMessageOnPort(d.port)) fromIoThread(m.message as DropReply | ForgetRequest);
+}
 
 const d = workerData as NotifierData;
 const counters = new AgentCounters(d.counters);
@@ -84,7 +106,8 @@ function dropKernelCache(): boolean {
   while (!reply) {
     if (Atomics.load(control, 0) !== 0) return false;
     const m = receiveMessageOnPort(d.port);
-    if (m && (m.message as DropReply).drop === seq) reply = m.message as DropReply;
+    const r = m && fromIoThread(m.message as DropReply | ForgetRequest);
+    if (r && r.drop === seq) reply = r;
     else if (!m) Atomics.wait(control, 1, Atomics.load(control, 1), 100);
   }
   if (epochs) {
@@ -169,6 +192,7 @@ while (Atomics.load(control, 0) === 0) {
     counters.add('fencesRecovered');
   }
   acknowledge(applied);
+  takeForgets();
   sleep(head);
 }
 region.setMetaLease(0); // unmounted: nothing to wait for

@@ -7,10 +7,12 @@
 // unmounted.
 import os from 'node:os';
 import { MessageChannel, Worker, parentPort, workerData } from 'node:worker_threads';
-import type { DropReply, DropRequest, NotifierData } from './cache-notifier.js';
+import type { DropReply, DropRequest, ForgetReply, ForgetRequest, NotifierData } from './cache-notifier.js';
 import { PrismError, fromNodeError } from '../errors.js';
 import { SyncShmClient } from '../vrpc/shm-sync-client.js';
 import { attachMetaTable } from '../metadata-share/file.js';
+import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
+import { futexWake } from '../native/futex.js';
 import { AgentCounters } from './counters.js';
 import { umount } from '../native/mount.js';
 import { kernelTakesPrune } from './fuse/protocol.js';
@@ -36,18 +38,23 @@ export interface IoThreadData {
 }
 
 const d = workerData as IoThreadData;
+/** How long a close reporting a failed posted create waits for the notifier to make the kernel forget the name. */
+const FORGET_WAIT_MS = 1000;
 const port = parentPort!;
 
 async function main(): Promise<void> {
   let link: SyncLink;
   let vfs: VrpcFs;
   let meta: ReturnType<typeof attachMetaTable> | undefined;
+  // Names of failed posted creates, for the notifier thread to make the kernel forget (once it runs).
+  let unmade: ((dir: bigint, name: Buffer) => Promise<void>) | undefined;
   try {
     link = SyncLink.open((handshakeMs) => new SyncShmClient(d.region, d.vm, d.wait, d.timeoutMs, handshakeMs), d.timeoutMs);
     try {
       meta = d.metaFile ? attachMetaTable(d.metaFile) : undefined;
       vfs = await VrpcFs.attach(link, d.volume, {
         shared: meta?.table, counters: new AgentCounters(d.counters), writebackCache: d.writebackCache,
+        unmade: (dir, name) => unmade?.(dir, name) ?? Promise.resolve(),
         kernelPrunes: kernelTakesPrune(os.release()),
       });
     } catch (e) {
@@ -81,13 +88,27 @@ async function main(): Promise<void> {
     // The notifier asks here, on a port of its own, what the kernel may cache when it must drop it all.
     const { port1, port2 } = new MessageChannel();
     const control = new SharedArrayBuffer(8);
-    port1.on('message', (req: DropRequest) => {
+    const forgetting = new Map<number, () => void>();
+    let forgets = 0;
+    port1.on('message', (req: DropRequest | ForgetReply) => {
+      if ('forgotten' in req) { forgetting.get(req.forgotten)?.(); return; }
       port1.postMessage({ drop: req.drop, ...vfs.kernelCacheKeys() } satisfies DropReply);
       const c = new Int32Array(control);
       Atomics.store(c, 1, req.drop);
       Atomics.notify(c, 1);
     });
     port1.unref();
+    const table = meta;
+    unmade = (dir, name) => new Promise<void>((resolve) => {
+      const seq = ++forgets;
+      // Not for ever: a notifier that stopped (unmounting) answers nothing.
+      const timer = setTimeout(done, FORGET_WAIT_MS);
+      function done(): void { clearTimeout(timer); forgetting.delete(seq); resolve(); }
+      forgetting.set(seq, done);
+      port1.postMessage({ forget: [[dir, name]], seq } satisfies ForgetRequest);
+      // It sleeps on the log's head (on one machine; in a VM it looks every millisecond): a spurious wake-up is harmless.
+      if (d.wait === 'futex' && table) futexWake(table.buffer, LOG_HEAD_OFFSET);
+    });
     try {
       notifier = await startNotifier({
         metaFile: d.metaFile, regionFile: d.region, fuseFd: m.fd, volumeId: vfs.volumeId, rootIno: vfs.rootIno,

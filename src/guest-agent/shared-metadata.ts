@@ -27,8 +27,8 @@ export class SharedMetadata {
     private readonly counters: AgentCounters,
     /** Whether writes of ours to a node are still on their way (the table cannot know their size yet). */
     private readonly writing: (id: bigint) => boolean,
-    /** Whether a posted change of ours is adding a name to a directory (a rename into it): its absences are not the table's to say. */
-    private readonly gaining: (dir: bigint) => boolean = () => false,
+    /** Whether a posted change of ours may be adding `name` to a directory (a rename into it, a create of it): its absence is not the table's to say. */
+    private readonly gaining: (dir: bigint, name: Buffer) => boolean = () => false,
   ) {}
 
   /**
@@ -38,7 +38,7 @@ export class SharedMetadata {
   lookup(parent: bigint, name: Buffer): Entry | undefined {
     const dir = this.nodes.inoOf(parent);
     const e = this.table.getEntry(this.volumeId, dir, name);
-    if (this.absent(dir, name, e) && !this.gaining(parent)) {
+    if (this.absent(dir, name, e) && !this.gaining(parent, name)) {
       this.counters.add('lookupsLocal');
       throw new PrismError('ENOENT', 'no such file or directory');
     }
@@ -98,7 +98,7 @@ export class SharedMetadata {
     if (child === undefined) return undefined;
     const dir = this.nodes.inoOf(newParent);
     const d = this.table.getEntry(this.volumeId, dir, newName);
-    if (this.absent(dir, newName, d)) return { child };
+    if (this.absent(dir, newName, d) && !this.gaining(newParent, newName)) return { child };
     if (!d || d.ino === this.nodes.inoOf(child)) return undefined;
     const replaced = this.nodes.nodeId(d.ino);
     const attr = this.attr(replaced);
@@ -117,18 +117,36 @@ export class SharedMetadata {
   }
 
   /**
-   * A directory's attributes while removals or renames of ours in it are posted and not applied yet:
-   * the table's (it holds the directory as before them), with mtime and ctime of now, which the host
-   * is about to stamp with its own clock (a non-directory's removal or move changes nothing else of
-   * its directory). For a reply the kernel does not cache: once the host has answered, the table has
-   * its exact values.
+   * The attributes of the directory `name` may be made in, when the agent may make it itself and post
+   * the CREATE_AT or MKDIR_AT: the volume is written by this VM alone, the name is absent by the
+   * table (as for a negative lookup) and no posted change of ours may be adding it, and the table holds
+   * the directory's attributes (as the host has them: the caller checks no posted SETATTR of ours is
+   * changing them; posted changes of its names change only its times and links). The kernel
+   * (default_permissions) has checked the caller may write the directory.
    */
-  asRemovedFrom(dir: bigint): Attr | undefined {
+  creatable(parent: bigint, name: Buffer): Attr | undefined {
+    if (!this.table.isSole(this.volumeId)) return undefined;
+    const dir = this.nodes.inoOf(parent);
+    if (!this.absent(dir, name, this.table.getEntry(this.volumeId, dir, name)) || this.gaining(parent, name)) return undefined;
+    const w = this.table.getAttr(this.volumeId, dir);
+    return w && attrFromWire(w);
+  }
+
+  /**
+   * A directory's attributes while changes of ours to its names are posted and not applied yet: the
+   * table's (it holds the directory as before them), with mtime and ctime of now, which the host is
+   * about to stamp (a posted create's own time, earlier by microseconds), and `nlink` links when
+   * posted mkdirs change it. A non-directory's removal, move or making changes nothing else of its
+   * directory. For a reply the kernel does not cache: once the host has answered, the table has its
+   * exact values.
+   */
+  asChanged(dir: bigint, nlink?: number): Attr | undefined {
     const w = this.table.getAttr(this.volumeId, this.nodes.inoOf(dir));
     if (!w) return undefined;
     this.counters.add('getattrsLocal');
     const t = now();
-    return { ...attrFromWire(w), mtime: t, ctime: t };
+    const a = attrFromWire(w);
+    return { ...a, nlink: nlink ?? a.nlink, mtime: t, ctime: t };
   }
 
   /** The inode number of a directory's parent, if the table holds its ".." entry. */

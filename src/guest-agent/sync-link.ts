@@ -82,6 +82,11 @@ export class SyncLink implements Link {
     }
   }
 
+  /** Which connection is current: what one host instance handed out (reserved inodes) means nothing to the next. */
+  connection(): number {
+    return this.conn.reconnects;
+  }
+
   /** The connection broke: what was posted on it is sent again once reconnected. */
   private resendPosted(): void {
     for (const p of [...this.outstanding]) {

@@ -4,17 +4,20 @@
 import { PrismError } from '../errors.js';
 import { Proc, type ArgsOf, type ResultOf } from '../protocol/procs.js';
 import { makeStubs, type Stubs } from '../protocol/stubs.js';
-import { setAttrToWire, setsSize } from '../protocol/wire.js';
+import { attrFromWire, setAttrToWire, setsSize } from '../protocol/wire.js';
 import type { MetaTable } from '../metadata-share/table.js';
 import { now } from '../posix/clock.js';
+import { S_IFDIR, S_IFREG, isDir, madeIn } from '../posix/mode.js';
 import type { Attr, Time } from '../posix/types.js';
 import { CountedLink } from './counted-link.js';
 import { AgentCounters } from './counters.js';
 import { fuseAttr } from './fuse-attr.js';
 import type { Ctx, Entry, FileSystem, FuseAttr, FuseDirEntry, FuseSetAttr, FuseStatFs } from './fuse/fs.js';
 import type { Link } from './host-link.js';
+import { InodePool } from './inode-pool.js';
 import { NodeTable, type KernelCacheKeys } from './node-table.js';
 import { OpenFiles } from './open-files.js';
+import { PostedChanges, setattrPrediction } from './posted-changes.js';
 import { Privileges } from './privileges.js';
 import { listDirectory } from './readdir.js';
 import { SharedMetadata } from './shared-metadata.js';
@@ -45,7 +48,16 @@ export interface VrpcFsOptions {
   writebackCache?: boolean | 'auto';
   /** Whether the kernel takes FUSE_NOTIFY_PRUNE (fuse/protocol.ts kernelTakesPrune). */
   kernelPrunes?: boolean;
+  /**
+   * A posted create or mkdir failed: make the kernel forget the name (it was told the node exists).
+   * Not from the thread serving requests: the kernel may hold the directory's lock for a request
+   * queued behind this one (the cache notifier's thread does it).
+   */
+  unmade?: (dir: bigint, name: Buffer) => Promise<void>;
 }
+
+/** What a new directory's size and blocks are (the store reports every directory so). */
+const DIR_SIZE = 4096;
 
 export class VrpcFs implements FileSystem {
   /** The volume's id, as handles carry it (bytes 1-4): the metadata table's key. */
@@ -58,10 +70,9 @@ export class VrpcFs implements FileSystem {
   private readonly files: OpenFiles;
   private readonly writeBehind: WriteBehind;
   private readonly privileges: Privileges;
-  /** Directories with posted removals or renames not answered yet: how many. */
-  private readonly changing = new Map<bigint, number>();
-  /** Directories a posted rename adds a name to, not answered yet: how many. */
-  private readonly gaining = new Map<bigint, number>();
+  private readonly posted: PostedChanges;
+  /** Inode numbers reserved for posted creates: where the link can post and a table says when it may. */
+  private readonly pool: InodePool | undefined;
   /**
    * Files whose link this agent removed itself (a posted unlink), with their attributes as the unlink
    * leaves them, while the kernel holds them: with the writeback cache it sends their times back after
@@ -85,7 +96,10 @@ export class VrpcFs implements FileSystem {
     this.writebackCache = wb === 'auto' ? (opts.shared?.isSole(this.volumeId) ?? false) && opts.kernelPrunes === true : wb;
     this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh, this.writebackCache);
     const behind = this.writeBehind;
-    this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => behind.writing(id), (dir) => this.gaining.has(dir));
+    const posted = (this.posted = new PostedChanges(behind, opts.unmade));
+    this.shared = opts.shared && new SharedMetadata(opts.shared, this.volumeId, this.nodes, this.counters, (id) => behind.writing(id), (dir, name) => posted.gains(dir, name));
+    const post = link.post, connection = link.connection;
+    this.pool = this.shared && post && connection ? new InodePool((p, a) => post.call(link, p, a), () => connection.call(link), rootFh) : undefined;
     this.privileges = new Privileges(this.rpc, this.nodes, this.shared);
   }
 
@@ -126,8 +140,8 @@ export class VrpcFs implements FileSystem {
 
   async getattr(_c: Ctx, id: bigint): Promise<FuseAttr> {
     const fh = this.nodes.fh(id);
-    if (this.changing.has(id)) {
-      const predicted = this.shared?.asRemovedFrom(id);
+    if (this.posted.changes(id)) {
+      const predicted = this.shared?.asChanged(id, this.posted.nlinkOf(id));
       if (predicted) return { ...fuseAttr(predicted), validSec: 0 };
     }
     let local = this.shared?.getattr(id);
@@ -151,8 +165,8 @@ export class VrpcFs implements FileSystem {
     if (setsSize(set)) return fuseAttr((await this.writeBehind.dataChange(fh, Proc.SETATTR, [fh, set]))[0]);
     const base = this.host.post ? this.shared?.settable(id) : undefined;
     if (base) {
-      this.writeBehind.postMeta([id], Proc.SETATTR, [fh, set]);
-      return posted(base, s);
+      this.posted.postSetattr(id, Proc.SETATTR, [fh, set]);
+      return setattrPrediction(base, s);
     }
     const [attr] = await this.rpc.setattr(fh, set);
     return fuseAttr(attr);
@@ -201,6 +215,8 @@ export class VrpcFs implements FileSystem {
 
   async mkdir(c: Ctx, parent: bigint, name: string, mode: number): Promise<Entry> {
     const raw = bytes(name);
+    const here = this.makeHere(c, parent, raw, S_IFDIR | (mode & 0o7777));
+    if (here) return here;
     return this.made(parent, raw, this.rpc.mkdir(this.nodes.fh(parent), raw, mode & 0o7777, c.uid, c.gid));
   }
 
@@ -214,8 +230,8 @@ export class VrpcFs implements FileSystem {
     if (child !== undefined) {
       if (named) this.unlinkedNow(named.id, named.attr);
       // The kernel asks for the directory's attributes right after (to check the next unlink's
-      // permission): answered as the host will make them (asRemovedFrom), not waited for.
-      this.postDirChange([parent], [], [parent, child], Proc.REMOVE, [dirFh, raw]);
+      // permission): answered as the host will make them (asChanged), not waited for.
+      void this.posted.postDirChange([parent], [], [parent, child], Proc.REMOVE, [dirFh, raw]);
       return;
     }
     await this.rpc.remove(dirFh, raw);
@@ -228,15 +244,6 @@ export class VrpcFs implements FileSystem {
     this.unlinked.set(id, { ...attr, nlink: attr.nlink - 1, ctime: now() });
   }
 
-  /** Post a change of names in `dirs` (of which `gains` get one), counted until its reply is read. */
-  private postDirChange(dirs: bigint[], gains: bigint[], nodes: bigint[], proc: Proc, args: unknown[]): void {
-    for (const d of dirs) count(this.changing, d, 1);
-    for (const d of gains) count(this.gaining, d, 1);
-    void this.writeBehind.postMeta(nodes, proc, args).then(() => {
-      for (const d of dirs) count(this.changing, d, -1);
-      for (const d of gains) count(this.gaining, d, -1);
-    });
-  }
 
   async rmdir(_c: Ctx, parent: bigint, name: string): Promise<void> {
     this.files.pinAll();
@@ -252,7 +259,7 @@ export class VrpcFs implements FileSystem {
     const r = this.host.post && !(flags & RENAME_EXCHANGE) ? this.shared?.renamable(parent, raw, newParent, newRaw) : undefined;
     if (r && !(flags & RENAME_NOREPLACE && r.replaced !== undefined)) {
       const dirs = parent === newParent ? [parent] : [parent, newParent];
-      this.postDirChange(dirs, [newParent], [...dirs, r.child, ...(r.replaced === undefined ? [] : [r.replaced])], Proc.RENAME, args);
+      void this.posted.postDirChange(dirs, [newParent], [...dirs, r.child, ...(r.replaced === undefined ? [] : [r.replaced])], Proc.RENAME, args);
       return;
     }
     await this.rpc.rename(...(args as ArgsOf<Proc.RENAME>));
@@ -273,6 +280,12 @@ export class VrpcFs implements FileSystem {
 
   async create(c: Ctx, parent: bigint, name: string, mode: number, flags: number, killSuidgid = false): Promise<{ entry: Entry; fh: bigint }> {
     const raw = bytes(name);
+    // Exact whatever O_EXCL and O_TRUNC say: the name is known absent.
+    const here = this.makeHere(c, parent, raw, S_IFREG | (mode & 0o7777));
+    if (here) {
+      this.files.opened(here.ino);
+      return { entry: here, fh: this.nextFh++ };
+    }
     const [fh, attr] = await this.rpc.create(this.nodes.fh(parent), raw, mode & 0o7777, c.uid, c.gid, (flags & O_EXCL) !== 0);
     // An existing file (a create that is not exclusive) keeps what is kept for it; a file born since does not.
     this.writeBehind.created(fh, bornOf(attr));
@@ -282,6 +295,30 @@ export class VrpcFs implements FileSystem {
     if (flags & O_TRUNC && entry.attr.size > 0n) entry = { ino: entry.ino, attr: await this.setattr(c, entry.ino, { size: 0n, killSuidgid }) };
     this.files.opened(entry.ino);
     return { entry, fh: this.nextFh++ };
+  }
+
+  /**
+   * A create or mkdir answered here and posted (docs/agent.md, "posted creates"), when the result is
+   * certain (shared-metadata.ts `creatable`) and a reserved inode number is at hand: the node gets
+   * the attributes the host will give it (the store's rules, the time chosen here and sent along),
+   * so the kernel may cache them. Undefined: ask the host.
+   */
+  private makeHere(c: Ctx, parent: bigint, raw: Buffer, mode: number): Entry | undefined {
+    if (!this.pool || !this.shared || this.posted.setsAttrs(parent)) return undefined;
+    const dir = this.shared.creatable(parent, raw);
+    const r = dir && this.pool.take();
+    if (!dir || !r) return undefined;
+    const t = now();
+    const made = madeIn(dir.mode, dir.gid, mode, c.gid);
+    const d = isDir(mode);
+    const attr = attrFromWire([r.ino, made.mode, d ? 2 : 1, c.uid, made.gid, 0, d ? DIR_SIZE : 0, d ? DIR_SIZE / 512 : 0, ...t, ...t, ...t, ...t]);
+    const args = [this.nodes.fh(parent), raw, mode & 0o7777, c.uid, c.gid, r.fh, [t[0], t[1]]];
+    this.writeBehind.created(r.fh);
+    const entry = this.nodes.entry(r.fh, attr, parent, raw);
+    const node = this.nodes.get(entry.ino);
+    if (node) node.noCaps = true;
+    this.posted.postMake(parent, this.posted.nlinkOf(parent) ?? dir.nlink, raw, entry.ino, d, d ? Proc.MKDIR_AT : Proc.CREATE_AT, args);
+    return entry;
   }
 
   async release(_c: Ctx, id: bigint): Promise<void> {
@@ -303,7 +340,12 @@ export class VrpcFs implements FileSystem {
   }
 
   async flush(_c: Ctx, id: bigint): Promise<void> {
-    await this.writeBehind.done(id, this.nodes.get(id)?.fh);
+    try {
+      await this.writeBehind.done(id, this.nodes.get(id)?.fh);
+    } finally {
+      // A posted create that failed is reported here: once the kernel has forgotten the name.
+      await this.posted.made(id);
+    }
   }
 
   // fsync succeeds only once a COMMIT answered with the verifier of every kept change of the file
@@ -385,12 +427,6 @@ export class VrpcFs implements FileSystem {
   }
 }
 
-/** Add `by` to a counter kept in a map; a counter back at 0 is removed. */
-function count(m: Map<bigint, number>, key: bigint, by: number): void {
-  const n = (m.get(key) ?? 0) + by;
-  if (n > 0) m.set(key, n);
-  else m.delete(key);
-}
 
 function cmpTime(a: Time, b: Time): number {
   return a[0] - b[0] || a[1] - b[1];
@@ -400,22 +436,6 @@ function nsOf(t: Time): bigint {
   return BigInt(t[0]) * 1_000_000_000n + BigInt(t[1]);
 }
 
-/**
- * The attributes a posted SETATTR gives (as Volume.setattr makes them), for the kernel's reply only:
- * not to be cached (validSec 0), since the host stamps ctime (and "now") with its own clock when it
- * applies it; the next stat asks again and gets the host's values.
- */
-function posted(a: Attr, s: FuseSetAttr): FuseAttr {
-  const t0 = now();
-  const time = (t: FuseSetAttr['atime'], old: Time) => (t === undefined ? old : t === 'now' ? t0 : t);
-  return {
-    ...fuseAttr(a),
-    mode: s.mode === undefined ? a.mode : (a.mode & 0o170000) | (s.mode & 0o7777),
-    uid: s.uid ?? a.uid, gid: s.gid ?? a.gid,
-    atime: time(s.atime, a.atime), mtime: time(s.mtime, a.mtime), ctime: t0,
-    validSec: 0,
-  };
-}
 
 function bytes(s: string): Buffer {
   return Buffer.from(s, 'latin1');

@@ -117,9 +117,10 @@ export class WriteBehind {
    * behind like a WRITE, in order on the channel. Until its reply is read, `writing` is true for each
    * node it touches, so the table (not updated yet) answers nothing about them; an error the host
    * still gives (EIO, a full store) is kept for each node and reported by its next write, flush or
-   * fsync (fsyncdir for a directory), and logged. Settles (never fails) once its reply is read.
+   * fsync (fsyncdir for a directory), and logged. Settles (never fails) once its reply is read, with
+   * that error if any.
    */
-  postMeta(ids: readonly bigint[], proc: Proc, args: unknown[]): Promise<void> {
+  postMeta(ids: readonly bigint[], proc: Proc, args: unknown[]): Promise<PrismError | undefined> {
     const ws = ids.map((id) => {
       const w = this.writes.get(id) ?? { inFlight: 0, error: null, waiters: [] };
       this.writes.set(id, w);
@@ -131,10 +132,11 @@ export class WriteBehind {
       .then(() => undefined, (err: Error) => {
         // The name was there when it was posted and nobody else writes the volume: ENOENT means the
         // REMOVE or RENAME was sent again (the channel was lost) after a host had already applied it.
-        if ((proc === Proc.REMOVE || proc === Proc.RENAME) && err instanceof PrismError && err.code === 'ENOENT') return;
+        if ((proc === Proc.REMOVE || proc === Proc.RENAME) && err instanceof PrismError && err.code === 'ENOENT') return undefined;
         const e = err instanceof PrismError ? err : new PrismError('EIO', err.message);
         log.warn({ proc, err: e.message }, 'a posted metadata change failed: reported at the next fsync or close');
         for (const [, w] of ws) w.error ??= e;
+        return e;
       })
       .finally(() => {
         for (const [id, w] of ws) {

@@ -10,6 +10,7 @@ import { isDir } from '../posix/mode.js';
 import type { Attr, DirEntry } from '../posix/types.js';
 import { BLOCK_SIZE } from '../store/layout.js';
 import type { Store } from '../store/store.js';
+import type { MadeAt } from '../store/namespace.js';
 import type { Volume } from '../store/volume.js';
 import type { MetaChanges, MetadataSink } from '../metadata-share/publisher.js';
 
@@ -32,6 +33,10 @@ export interface DispatchHooks {
 }
 
 const DOTDOT = Buffer.from('..');
+/** Inode numbers one RESERVE hands out at most. */
+const RESERVE_BATCH = 128;
+/** Reserved numbers a VM may hold unused; past it the oldest are forgotten (a posted create of one fails). */
+const MAX_RESERVED = 4 * RESERVE_BATCH;
 const RENAME_NOREPLACE = 1;
 const RENAME_EXCHANGE = 2;
 const FALLOC_KEEP_SIZE = 1;
@@ -65,6 +70,9 @@ export class Dispatcher {
   private fh(v: Volume, ino: number): Buffer {
     return this.key.make({ volumeId: v.rec.id, ino });
   }
+
+  /** Inode numbers RESERVE gave this VM that no CREATE_AT or MKDIR_AT has used (reservedKey), oldest first. */
+  private readonly reserved = new Set<string>();
 
   /** A change the reply must wait for: other VMs' kernels forgetting what it made stale. */
   private pending: Promise<void> | undefined;
@@ -168,6 +176,25 @@ export class Dispatcher {
     },
     create: (dir, name, mode, uid, gid, exclusive) => this.made(dir, name, (v, d, n) => v.create(d, n, mode, uid, gid, exclusive)),
     mkdir: (dir, name, mode, uid, gid) => this.made(dir, name, (v, d, n) => v.mkdir(d, n, mode, uid, gid)),
+    reserve: (fh, count) => {
+      const { v } = this.target(fh);
+      const n = Math.min(count, RESERVE_BATCH);
+      if (n === 0) return [0, []];
+      const first = v.reserveInos(n);
+      const handles: Uint8Array[] = [];
+      for (let ino = first; ino < first + n; ino++) {
+        this.reserved.add(reservedKey(v.rec.id, ino));
+        handles.push(this.fh(v, ino));
+      }
+      // An agent uses what it reserves: one that hoards loses its oldest numbers (host memory stays bounded).
+      for (const k of this.reserved) {
+        if (this.reserved.size <= MAX_RESERVED) break;
+        this.reserved.delete(k);
+      }
+      return [first, handles];
+    },
+    createAt: (dir, name, mode, uid, gid, fh, time) => this.madeAt(dir, name, fh, (v, d, n, at) => v.create(d, n, mode, uid, gid, true, at), time),
+    mkdirAt: (dir, name, mode, uid, gid, fh, time) => this.madeAt(dir, name, fh, (v, d, n, at) => v.mkdir(d, n, mode, uid, gid, at), time),
     symlink: (dir, name, target, uid, gid) => this.made(dir, name, (v, d, n) => v.symlink(d, n, Buffer.from(target), uid, gid)),
     mknod: (dir, name, mode, rdev, uid, gid) => this.made(dir, name, (v, d, n) => v.mknod(d, n, mode, rdev, uid, gid)),
     remove: (dir, name) => this.removed(dir, Buffer.from(name), false),
@@ -274,12 +301,40 @@ export class Dispatcher {
   private made(dirFh: Uint8Array, rawName: Uint8Array, make: (v: Volume, dir: number, name: Buffer) => Attr): [Uint8Array, WireAttr] {
     const { v, ino } = this.target(dirFh);
     const name = Buffer.from(rawName);
-    // The store answers with the new inode's attributes as they now are.
     const made = make(v, ino, name);
+    return [this.fh(v, made.ino), this.publishMade(v, ino, name, made)];
+  }
+
+  /**
+   * CREATE_AT, MKDIR_AT: make the inode the agent reserved (RESERVE) and already told its kernel of,
+   * at the time it chose. Each reserved number is made once: a number this VM was not given, or used
+   * already, is EINVAL; one sent again after a reconnect whose make was applied answers as then.
+   */
+  private madeAt(dirFh: Uint8Array, rawName: Uint8Array, fh: Uint8Array, make: (v: Volume, dir: number, name: Buffer, at: MadeAt) => Attr,
+    time: [number, number]): [WireAttr] {
+    const { v, ino } = this.target(dirFh);
+    const child = this.target(fh);
+    if (child.v !== v) throw new PrismError('EINVAL', 'the new inode\'s handle names another volume');
+    const name = Buffer.from(rawName);
+    if (!this.reserved.delete(reservedKey(v.rec.id, child.ino))) {
+      let there: number | undefined;
+      try { there = v.lookup(ino, name).ino; } catch { /* not made */ }
+      if (there === child.ino) return [attrToWire(v.getattr(child.ino))];
+      throw new PrismError('EINVAL', `inode ${child.ino} is not one this VM reserved and has not used`);
+    }
+    return [this.publishMade(v, ino, name, make(v, ino, name, { ino: child.ino, time: [time[0], time[1]] }))];
+  }
+
+  /** Tell the tables of a new inode: its directory changed, the name, its attributes (as the store answered them). */
+  private publishMade(v: Volume, dir: number, name: Buffer, made: Attr): WireAttr {
     const attr = attrToWire(made);
-    this.changed(v, { attrs: [ino], entries: [[ino, name, made.ino]], known: [[made.ino, attr]] });
+    this.changed(v, { attrs: [dir], entries: [[dir, name, made.ino]], known: [[made.ino, attr]] });
     // A new directory is empty: shared whole (complete) at once, so its first lookups need no RPC.
     if (isDir(made.mode)) this.hooks.meta?.sawDir(v, made.ino);
-    return [this.fh(v, made.ino), attr];
+    return attr;
   }
+}
+
+function reservedKey(volumeId: number, ino: number): string {
+  return `${volumeId}:${ino}`;
 }

@@ -24,3 +24,13 @@ export function isFileType(mode: number): boolean {
 export function isDir(mode: number): boolean { return (mode & S_IFMT) === S_IFDIR; }
 export function isReg(mode: number): boolean { return (mode & S_IFMT) === S_IFREG; }
 export function isLnk(mode: number): boolean { return (mode & S_IFMT) === S_IFLNK; }
+
+/**
+ * The mode and group of a node made in a directory: a set-group-ID directory gives its group to what
+ * is made in it, and its bit to subdirectories (as ext4). The store makes nodes by it, and the agent
+ * predicts a posted create's attributes by it.
+ */
+export function madeIn(dirMode: number, dirGid: number, mode: number, gid: number): { mode: number; gid: number } {
+  if (!(dirMode & S_ISGID)) return { mode, gid };
+  return { mode: isDir(mode) ? mode | S_ISGID : mode, gid: dirGid };
+}

@@ -42,6 +42,9 @@ export const enum Proc {
   FALLOCATE = 71,
   SEEK = 72, // SEEK_DATA / SEEK_HOLE
   COPY_RANGE = 73, // served by sharing blocks, no data copied
+  RESERVE = 74, // inode numbers (with their handles) the agent may make files under: posted creates
+  CREATE_AT = 75, // CREATE of a reserved inode at a time the agent chose (posted: the agent answered already)
+  MKDIR_AT = 76,
 }
 
 /** Largest READ/WRITE payload a peer may ask for. */
@@ -80,12 +83,16 @@ export interface ArgKinds {
   bool: boolean;
   gids: number[];
   setattr: WireSetAttr;
+  /** [seconds, nanoseconds]: a time the agent chose (of a posted create). */
+  time: [number, number];
 }
 export type ArgKind = keyof ArgKinds;
 
 /** The kinds of results and the type each has on the wire (the host sends them; the agent trusts them). */
 export interface ResultKinds {
   fh: Uint8Array;
+  /** Handles (RESERVE's). */
+  fhs: Uint8Array[];
   bytes: Uint8Array;
   /** READ's data: the agent may take it in place (stubs.ts). */
   data: Uint8Array;
@@ -167,6 +174,17 @@ export const PROCS = {
   [Proc.COPY_RANGE]: {
     name: 'COPY_RANGE', args: [['src', 'fh'], ['srcOffset', 'offset'], ['dst', 'fh'], ['dstOffset', 'offset'], ['length', 'offset']],
     result: [['copied', 'uint'], ['attr', 'attr']],
+  },
+  // `fh` names the volume; `count` numbers at most (the host may give fewer), each with its handle: first, first + 1, ...
+  [Proc.RESERVE]: { name: 'RESERVE', args: [['fh', 'fh'], ['count', 'small']], result: [['first', 'uint'], ['handles', 'fhs']] },
+  // `fh`: a handle RESERVE gave this VM, unused; `time`: the new inode's times and the directory's mtime and ctime.
+  [Proc.CREATE_AT]: {
+    name: 'CREATE_AT', args: [['dir', 'fh'], ['name', 'name'], ['mode', 'perm'], ['uid', 'u32'], ['gid', 'u32'], ['fh', 'fh'], ['time', 'time']],
+    result: [['attr', 'attr']],
+  },
+  [Proc.MKDIR_AT]: {
+    name: 'MKDIR_AT', args: [['dir', 'fh'], ['name', 'name'], ['mode', 'perm'], ['uid', 'u32'], ['gid', 'u32'], ['fh', 'fh'], ['time', 'time']],
+    result: [['attr', 'attr']],
   },
 } as const satisfies { readonly [P in Proc]: ProcDef };
 

@@ -7,7 +7,7 @@ import { attrFromWire, direntFromWire, direntPlusFromWire, verifierFromWire, typ
 
 /** What the agent gets for each kind of result. */
 export interface DecodedKinds {
-  fh: Buffer; bytes: Buffer; data: Buffer; verifier: Buffer; attr: Attr; uint: number; bool: boolean;
+  fh: Buffer; fhs: Buffer[]; bytes: Buffer; data: Buffer; verifier: Buffer; attr: Attr; uint: number; bool: boolean;
   names: Buffer[]; dirents: DirEntry[]; direntsPlus: DirEntryPlus[];
 }
 
@@ -25,7 +25,7 @@ const copy = (x: Uint8Array): Buffer => Buffer.from(x);
 const same = <T>(x: T): T => x;
 
 const DECODE: { [K in ResultKind]: (x: ResultKinds[K]) => DecodedKinds[K] } = {
-  fh: copy, bytes: copy, data: copy, verifier: verifierFromWire, attr: attrFromWire, uint: same, bool: same,
+  fh: copy, fhs: (x) => x.map(copy), bytes: copy, data: copy, verifier: verifierFromWire, attr: attrFromWire, uint: same, bool: same,
   names: (x) => x.map(copy), dirents: (x) => x.map(direntFromWire), direntsPlus: (x) => x.map(direntPlusFromWire),
 };
 

@@ -46,6 +46,7 @@ function check(f: ArgKind, x: unknown, i: number): void {
     case 'count': if (!isU(x, MAX_IO)) bad(i, `count must be at most ${MAX_IO}`); return;
     case 'bool': if (typeof x !== 'boolean') bad(i, 'must be a boolean'); return;
     case 'gids': if (!Array.isArray(x) || x.length > 64 || !x.every((g) => isU(g, 0xffffffff))) bad(i, 'gids must be up to 64 ids'); return;
+    case 'time': if (!Array.isArray(x) || x.length !== 2 || !Number.isSafeInteger(x[0]) || !isU(x[1], 999_999_999)) bad(i, 'time must be [seconds, nanoseconds]'); return;
     case 'setattr': {
       if (!Array.isArray(x) || x.length !== 6) bad(i, 'setattr must be a 6-element array');
       const [mode, uid, gid, size, at, mt] = x as unknown[];

@@ -9,8 +9,11 @@ import { Pins } from './pins.js';
 import type { RenameFlags } from './volume.js';
 import type { Name, Usage } from './volume-tree.js';
 import { MAX_NAME, MAX_SYMLINK } from '../posix/limits.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, S_ISGID, isDir, isLnk, isNodeType, isReg } from '../posix/mode.js';
+import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, isDir, isLnk, isNodeType, isReg, madeIn } from '../posix/mode.js';
 import type { Attr, DirEntry, Time } from '../posix/types.js';
+
+/** What the maker of an inode chose: its number (reserved: VolumeTree.reserveInos) and its times. */
+export interface MadeAt { ino: number; time: Time }
 
 export abstract class VolumeNamespace extends VolumeFileData {
   /** Who holds each inode open: an unlinked inode is freed only when no pin is left. */
@@ -27,14 +30,17 @@ export abstract class VolumeNamespace extends VolumeFileData {
     return this.attr(child);
   }
 
-  /** A new inode; its symlink target is charged (room checked by the caller). EDQUOT past the inode quota. */
-  private newInode(mode: number, uid: number, gid: number, extra: Partial<InodeRec> = {}): [number, InodeRec] {
+  /**
+   * A new inode; its symlink target is charged (room checked by the caller). EDQUOT past the inode
+   * quota. `at`: the number (one reserveInos handed out, never used) and time its maker chose.
+   */
+  private newInode(mode: number, uid: number, gid: number, extra: Partial<InodeRec> = {}, at?: MadeAt): [number, InodeRec] {
     const before = this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     if (this.rec.inodeQuota !== undefined && before.inodes >= this.rec.inodeQuota) {
       throw new PrismError('EDQUOT', `volume ${this.name} is at its quota of ${this.rec.inodeQuota} inodes`);
     }
-    const t = now();
-    const ino = this.allocIno();
+    const t = at?.time ?? now();
+    const ino = at ? this.reservedIno(at.ino) : this.allocIno();
     const rec: InodeRec = { mode, uid, gid, size: 0, nlink: 1, atime: t, mtime: t, ctime: t, btime: t, ...extra };
     this.putInode(ino, rec);
     const u = this.host.usage(this);
@@ -43,17 +49,13 @@ export abstract class VolumeNamespace extends VolumeFileData {
     return [ino, rec];
   }
 
-  private addChild(dir: number, name: Buffer, mode: number, uid: number, gid: number, extra: Partial<InodeRec> = {}): Attr {
+  private addChild(dir: number, name: Buffer, mode: number, uid: number, gid: number, extra: Partial<InodeRec> = {}, at?: MadeAt): Attr {
     const drec = this.dirInode(dir);
     if (drec.nlink === 0) throw new PrismError('ENOENT', 'directory was removed');
     if (this.entry(dir, name) !== undefined) throw new PrismError('EEXIST', `${JSON.stringify(name.toString())} exists`);
-    // A set-group-ID directory gives its group to what is made in it, and its bit to subdirectories.
-    if (drec.mode & S_ISGID) {
-      gid = drec.gid;
-      if (isDir(mode)) mode |= S_ISGID;
-    }
+    ({ mode, gid } = madeIn(drec.mode, drec.gid, mode, gid));
     this.checkRoom(name.length + (extra.target?.length ?? 0));
-    const [ino, rec] = this.newInode(mode, uid, gid, extra);
+    const [ino, rec] = this.newInode(mode, uid, gid, extra, at);
     this.putEntry(dir, name, ino, mode);
     const t = rec.ctime;
     this.update(dir, { mtime: t, ctime: t, nlink: drec.nlink + (isDir(mode) ? 1 : 0) });
@@ -61,7 +63,8 @@ export abstract class VolumeNamespace extends VolumeFileData {
     return this.attr(ino);
   }
 
-  create(dir: number, name: Name, mode: number, uid: number, gid: number, exclusive = true): Attr {
+  /** `at`: the inode number (from reserveInos) and the time the caller chose (a posted create, docs/agent.md). */
+  create(dir: number, name: Name, mode: number, uid: number, gid: number, exclusive = true, at?: MadeAt): Attr {
     const n = nameBuf(name);
     const existing = this.entry(dir, n);
     if (existing !== undefined) {
@@ -70,11 +73,11 @@ export abstract class VolumeNamespace extends VolumeFileData {
       if (isDir(a.mode)) throw new PrismError('EISDIR', `${JSON.stringify(n.toString())} is a directory`);
       return a;
     }
-    return this.addChild(dir, n, S_IFREG | (mode & 0o7777), uid, gid, { bytes: 0 });
+    return this.addChild(dir, n, S_IFREG | (mode & 0o7777), uid, gid, { bytes: 0 }, at);
   }
 
-  mkdir(dir: number, name: Name, mode: number, uid: number, gid: number): Attr {
-    return this.addChild(dir, nameBuf(name), S_IFDIR | (mode & 0o7777), uid, gid, { nlink: 2 });
+  mkdir(dir: number, name: Name, mode: number, uid: number, gid: number, at?: MadeAt): Attr {
+    return this.addChild(dir, nameBuf(name), S_IFDIR | (mode & 0o7777), uid, gid, { nlink: 2 }, at);
   }
 
   symlink(dir: number, name: Name, target: Name, uid: number, gid: number): Attr {

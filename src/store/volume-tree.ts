@@ -180,6 +180,29 @@ export abstract class VolumeTree {
     return inoOf(0, local);
   }
 
+  /**
+   * Set aside `n` inode numbers no allocation will hand out (the allocator moves past them): a client
+   * that makes inodes itself names them in advance (a posted create). The first; they follow on. A
+   * number never used is a gap, nothing more. Persisted with the volume's record at the next commit.
+   */
+  reserveInos(n: number): number {
+    const l = this.rec.layers[0];
+    if (l.next + n > 2 ** 40) throw new PrismError('ENOSPC', 'inode numbers exhausted');
+    const first = l.next;
+    l.next += n;
+    this.host.changed(this);
+    return inoOf(0, first);
+  }
+
+  /** A number reserveInos handed out, checked unused: the caller (the host) tracks which it handed out. */
+  protected reservedIno(ino: number): number {
+    if (layerOf(ino) !== 0 || localOf(ino) >= this.rec.layers[0].next || localOf(ino) <= 0
+      || this.tget(0, inodeKey(localOf(ino))) !== undefined) {
+      throw new PrismError('ESTALE', `inode ${ino} was not reserved or is in use`);
+    }
+    return ino;
+  }
+
   // ---- attributes ------------------------------------------------------------------------------
 
   attr(ino: number, rec: InodeRec = this.inode(ino)): Attr {

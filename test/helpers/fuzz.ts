@@ -36,7 +36,7 @@ export class Rng {
   bytes(n: number): Buffer { const b = Buffer.allocUnsafe(n); for (let i = 0; i < n; i++) b[i] = this.u32() & 0xff; return b; }
 }
 
-const PROCS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73];
+const PROCS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76];
 const BIG = [0, 1, 7, 4095, 4096, 65535, 65536, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1, 2 ** 32, 2 ** 40, 2 ** 50 - 1, 2 ** 50, 2 ** 50 + 1, Number.MAX_SAFE_INTEGER];
 const WRONG: unknown[] = [-1, 1.5, null, true, 'x', [], {}, Buffer.alloc(0), 2 ** 64, -(2 ** 53), Number.NaN, Number.POSITIVE_INFINITY];
 
@@ -99,6 +99,7 @@ export class RequestGen {
         rng.pick([null, true, [0, 0], [2 ** 40, 999_999_999], [-1, 1_000_000_000]]),
         rng.pick([null, true, [1, 1]]),
       ];
+      case 'time': return rng.pick([[0, 0], [2 ** 40, 999_999_999], [-1, 1_000_000_000], [1.5, 0], [1]]);
       default: return null;
     }
   }

@@ -5,9 +5,10 @@ import crypto from 'node:crypto';
 import path from 'node:path';
 import { Dispatcher } from '../../src/host/dispatch.js';
 import { Proc } from '../../src/protocol/procs.js';
-import { isPrismError, PrismError, type PosixCode } from '../../src/errors.js';
+import { isPrismError, PrismError } from '../../src/errors.js';
 import { Store } from '../../src/store/store.js';
 import { MAX_PINS_PER_OWNER } from '../../src/store/pins.js';
+import { callNow, codeOf } from '../helpers/dispatch.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 function setup(t: Parameters<typeof tmpDir>[0]) {
@@ -18,14 +19,7 @@ function setup(t: Parameters<typeof tmpDir>[0]) {
   const vm = (name: string) => new Dispatcher(store, { name, volumes: ['shared'] }, secret, { commit: () => Promise.resolve(), verifier: new Uint8Array(8) });
   const a = vm('a'), b = vm('b');
   const fh = (d: Dispatcher, ino: number) => d.key.make({ volumeId: v.rec.id, ino });
-  const call = (d: Dispatcher, proc: Proc, args: unknown[]): unknown[] => {
-    const r = d.call(proc, args);
-    if (r instanceof Promise) throw new Error('no VM listens here: nothing to wait for');
-    return r;
-  };
-  const code = (fn: () => unknown): PosixCode | 'ok' => {
-    try { fn(); return 'ok'; } catch (e) { if (e instanceof PrismError) return e.code; throw e; }
-  };
+  const call = callNow, code = codeOf;
   return { store, v, a, b, fh, call, code };
 }
 

@@ -17,7 +17,7 @@ import { tmpDir } from '../helpers/tmp.js';
 const SAMPLE: { [K in ArgKind]: ArgKinds[K] } = {
   fh: Buffer.alloc(29, 1), name: Buffer.from('f'), lookupName: Buffer.from('..'), xname: Buffer.from('user.x'), xvalue: Buffer.from('v'),
   target: Buffer.from('/t'), data: Buffer.from('d'), cookie: Buffer.alloc(0), volume: 'vol', u32: 7, u53: 7, small: 1, perm: 0o644,
-  nodeMode: 0o100644, offset: 0, count: 4096, bool: true, gids: [0], setattr: [null, null, null, null, null, null],
+  nodeMode: 0o100644, offset: 0, count: 4096, bool: true, gids: [0], setattr: [null, null, null, null, null, null], time: [1, 2],
 };
 
 /** A value of another JavaScript type than the kind's. */

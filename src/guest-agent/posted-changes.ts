@@ -1,0 +1,140 @@
+// Metadata changes the agent answers itself and posts (docs/agent.md, "posted metadata changes"):
+// what is on its way to the host, so that answers about the directories and names concerned are
+// not taken from the table (which the host updates only when it applies them) until the replies are
+// read, and what the kernel is told meanwhile (the directory's attributes as the host will make them).
+import type { PrismError } from '../errors.js';
+import type { Proc } from '../protocol/procs.js';
+import { now } from '../posix/clock.js';
+import type { Attr, Time } from '../posix/types.js';
+import { fuseAttr } from './fuse-attr.js';
+import type { FuseAttr, FuseSetAttr } from './fuse/fs.js';
+import type { WriteBehind } from './write-behind.js';
+
+export class PostedChanges {
+  /** Directories with posted changes of their names not answered yet: how many. */
+  private readonly changing = new Map<bigint, number>();
+  /** Directories a posted rename adds a name to, not answered yet: how many. */
+  private readonly gaining = new Map<bigint, number>();
+  /** Names posted creates and mkdirs are making, by directory (latin1), not answered yet. */
+  private readonly making = new Map<bigint, Set<string>>();
+  /**
+   * Directories posted mkdirs add a subdirectory to, not all answered yet: their link count once all
+   * are applied, and how many are not answered. (The table's own count may or may not include those
+   * the host has applied and we have not read the reply of: it is taken only while none is pending.)
+   */
+  private readonly subdirs = new Map<bigint, { nlink: number; pending: number }>();
+  /** Nodes with posted SETATTRs not answered yet (their mode and group in the table may be old): how many. */
+  private readonly setting = new Map<bigint, number>();
+  /** Nodes of posted makes not answered yet: settles once the reply is read (and a failed one's name forgotten). */
+  private readonly makes = new Map<bigint, Promise<void>>();
+
+  /** `unmade`: a posted make failed; the kernel, told it exists, must forget the name (settles once it has). */
+  constructor(private readonly writeBehind: WriteBehind, private readonly unmade?: (dir: bigint, name: Buffer) => Promise<void>) {}
+
+  /** A posted change of names in the directory is not answered yet: its attributes are predicted (`asChanged`). */
+  changes(dir: bigint): boolean {
+    return this.changing.has(dir);
+  }
+
+  /**
+   * Whether the table's "absent" may be stale for `name` in `dir`: a posted rename adds some name to
+   * it, or a posted create or mkdir that name.
+   */
+  gains(dir: bigint, name: Buffer): boolean {
+    return this.gaining.has(dir) || (this.making.get(dir)?.has(name.toString('latin1')) ?? false);
+  }
+
+  /** The directory's link count once the posted mkdirs in it are applied, if there are any. */
+  nlinkOf(dir: bigint): number | undefined {
+    return this.subdirs.get(dir)?.nlink;
+  }
+
+  /** A posted SETATTR of the node is on its way: its mode and group in the table may be old. */
+  setsAttrs(id: bigint): boolean {
+    return this.setting.has(id);
+  }
+
+  /**
+   * Settles once a posted make of the node is answered, and if it failed, once the kernel has
+   * forgotten its name: a close that reports the failure returns after that, so the name is gone.
+   */
+  made(id: bigint): Promise<void> | undefined {
+    return this.makes.get(id);
+  }
+
+  /**
+   * Post a change of names in `dirs` (of which `gains` get a name the table cannot say), counted until
+   * its reply is read; `nodes` are every node it touches (writeBehind.postMeta). Settles with the
+   * host's error, if any (already recorded for the nodes).
+   */
+  postDirChange(dirs: bigint[], gains: bigint[], nodes: bigint[], proc: Proc, args: unknown[]): Promise<PrismError | undefined> {
+    for (const d of dirs) count(this.changing, d, 1);
+    for (const d of gains) count(this.gaining, d, 1);
+    return this.writeBehind.postMeta(nodes, proc, args).then((err) => {
+      for (const d of dirs) count(this.changing, d, -1);
+      for (const d of gains) count(this.gaining, d, -1);
+      return err;
+    });
+  }
+
+  /** Post a SETATTR of the node's mode, owner or times. */
+  postSetattr(id: bigint, proc: Proc, args: unknown[]): void {
+    count(this.setting, id, 1);
+    void this.writeBehind.postMeta([id], proc, args).then(() => count(this.setting, id, -1));
+  }
+
+  /**
+   * Post a CREATE_AT or MKDIR_AT of `name` in `dir` (node `child`): until its reply is read, lookups
+   * of the name read the reply first, the directory's attributes are predicted, and a mkdir counts
+   * as a link of the directory, whose count is now `dirNlink` (the table's, when no mkdir of ours in
+   * it is pending). A failure makes the kernel forget the name (`unmade`); the error is the child's
+   * (its close reports it) and the directory's (fsync).
+   */
+  postMake(dir: bigint, dirNlink: number, name: Buffer, child: bigint, isDir: boolean, proc: Proc, args: unknown[]): void {
+    const key = name.toString('latin1');
+    let names = this.making.get(dir);
+    if (!names) this.making.set(dir, (names = new Set()));
+    names.add(key);
+    let links: { nlink: number; pending: number } | undefined;
+    if (isDir) {
+      links = this.subdirs.get(dir);
+      if (!links) this.subdirs.set(dir, (links = { nlink: dirNlink, pending: 0 }));
+      links.nlink++;
+      links.pending++;
+    }
+    const done = this.postDirChange([dir], [], [dir, child], proc, args).then(async (err) => {
+      names.delete(key);
+      if (names.size === 0 && this.making.get(dir) === names) this.making.delete(dir);
+      // A failed mkdir's link never comes: the next prediction starts from the table again.
+      if (links && (--links.pending === 0 || err) && this.subdirs.get(dir) === links) this.subdirs.delete(dir);
+      if (err) await this.unmade?.(dir, name);
+    }).finally(() => {
+      if (this.makes.get(child) === done) this.makes.delete(child);
+    });
+    this.makes.set(child, done);
+  }
+}
+
+/** Add `by` to a counter kept in a map; a counter back at 0 is removed. */
+function count(m: Map<bigint, number>, key: bigint, by: number): void {
+  const n = (m.get(key) ?? 0) + by;
+  if (n > 0) m.set(key, n);
+  else m.delete(key);
+}
+
+/**
+ * The attributes a posted SETATTR gives (as Volume.setattr makes them), for the kernel's reply only:
+ * not to be cached (validSec 0), since the host stamps ctime (and "now") with its own clock when it
+ * applies it; the next stat asks again and gets the host's values.
+ */
+export function setattrPrediction(a: Attr, s: FuseSetAttr): FuseAttr {
+  const t0 = now();
+  const time = (t: FuseSetAttr['atime'], old: Time) => (t === undefined ? old : t === 'now' ? t0 : t);
+  return {
+    ...fuseAttr(a),
+    mode: s.mode === undefined ? a.mode : (a.mode & 0o170000) | (s.mode & 0o7777),
+    uid: s.uid ?? a.uid, gid: s.gid ?? a.gid,
+    atime: time(s.atime, a.atime), mtime: time(s.mtime, a.mtime), ctime: t0,
+    validSec: 0,
+  };
+}
