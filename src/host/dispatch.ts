@@ -221,7 +221,7 @@ export class Dispatcher {
       return [attrToWire(attr)];
     },
     readdir: (dir, cookie, count) => {
-      const { v, page, eof } = this.page(dir, cookie, count);
+      const { page, eof } = this.page(dir, cookie, count);
       return [page.map(direntToWire), eof];
     },
     readdirplus: (dir, cookie, count) => {

@@ -6,7 +6,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
 import readline from 'node:readline';
 import { agentStats, fuseSkipReason, type Agent } from '../helpers/agent.js';
 import { LONG_CACHE, twoVms } from '../helpers/two-vms.js';
