@@ -6,12 +6,15 @@ import type { Link } from './host-link.js';
 export class CountedLink implements Link {
   readonly post?: (proc: Proc, args: unknown[]) => Promise<unknown[]>;
   readonly settle?: () => void;
+  readonly collect?: () => void;
   readonly connection?: () => number;
 
   constructor(private readonly link: Link, private readonly counters: AgentCounters) {
     const post = link.post, settle = link.settle;
     if (post) this.post = (proc, args) => { counters.rpc(proc); return post.call(link, proc, args); };
     if (settle) this.settle = () => settle.call(link);
+    const collect = link.collect;
+    if (collect) this.collect = () => collect.call(link);
     const connection = link.connection;
     if (connection) this.connection = () => connection.call(link);
   }

@@ -17,6 +17,8 @@ export interface Link {
   post?(proc: Proc, args: unknown[]): Promise<unknown[]>;
   /** Wait for every posted call's reply (blocking links only). */
   settle?(): void;
+  /** Read the posted calls' replies that have arrived, without waiting (blocking links only). */
+  collect?(): void;
   /** Which connection to the host is current (a count of reconnects; blocking links only). */
   connection?(): number;
 }

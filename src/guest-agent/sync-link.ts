@@ -82,6 +82,17 @@ export class SyncLink implements Link {
     }
   }
 
+  /** Read the replies of posted calls that have arrived (no waiting). */
+  collect(): void {
+    const c = this.conn.current;
+    if (!c) return;
+    try {
+      c.collectArrived();
+    } catch (e) {
+      if (!this.conn.dropIfGone(c, e)) throw e;
+    }
+  }
+
   /** Which connection is current: what one host instance handed out (reserved inodes) means nothing to the next. */
   connection(): number {
     return this.conn.reconnects;

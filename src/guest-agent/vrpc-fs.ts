@@ -140,6 +140,8 @@ export class VrpcFs implements FileSystem {
 
   async getattr(_c: Ctx, id: bigint): Promise<FuseAttr> {
     const fh = this.nodes.fh(id);
+    // Predictions are not cached by the kernel: once the changes are applied, the table's answer is.
+    if (this.posted.changes(id)) await this.writeBehind.arrived();
     if (this.posted.changes(id)) {
       const predicted = this.shared?.asChanged(id, this.posted.nlinkOf(id));
       if (predicted) return { ...fuseAttr(predicted), validSec: 0 };

@@ -249,6 +249,16 @@ export class WriteBehind {
     return !this.writes.has(id);
   }
 
+  /**
+   * Read the posted calls' replies that have arrived and let their handlers run, without waiting for
+   * the others: what an idle agent has not read yet (no later call read it) stops being "on its way".
+   */
+  async arrived(): Promise<void> {
+    if (!this.host.collect) return;
+    this.host.collect();
+    await new Promise<void>((r) => setImmediate(r));
+  }
+
   /** On a blocking link, read the replies of posted WRITEs and let their handlers run. */
   private async collectReplies(): Promise<void> {
     if (!this.host.settle) return;

@@ -142,6 +142,11 @@ export class SyncShmClient {
     }
   }
 
+  /** Read the replies of posted calls that are already there, without waiting for others. */
+  collectArrived(): void {
+    this.guarded(() => this.collect());
+  }
+
   /** Read the replies already there (no waiting). */
   private collect(): void {
     for (let m = this.rx.peek(); m && this.posted.size > 0; m = this.rx.peek()) this.settleRecord(m);
