@@ -32,8 +32,8 @@ const MAX_COPY = 2 ** 40;
 const CAPS = 'security.capability';
 /** How much later than the host's a ctime the kernel sends back may be and still be the same change (a 100 Hz tick). */
 const CTIME_SLACK_NS = 10_000_000n;
-/** Unlinked files remembered for their times (VrpcFs.unlinked): the kernel forgets them soon after. */
-const MAX_UNLINKED = 4096;
+/** Files unlinked or renamed, remembered for the times the kernel sends back (VrpcFs.renamed): it forgets them soon after. */
+const MAX_RENAMED = 4096;
 
 export interface VrpcFsOptions {
   /** The VM's metadata table, mapped read-only: LOOKUP and GETATTR answered without an RPC when it holds the answer. */
@@ -74,11 +74,11 @@ export class VrpcFs implements FileSystem {
   /** Inode numbers reserved for posted creates: where the link can post and a table says when it may. */
   private readonly pool: InodePool | undefined;
   /**
-   * Files whose link this agent removed itself (a posted unlink), with their attributes as the unlink
-   * leaves them, while the kernel holds them: with the writeback cache it sends their times back after
-   * the unlink (timesKept), when the table no longer holds the file.
+   * Files this agent just unlinked or renamed, with their attributes as that left them, while the
+   * kernel holds them: with the writeback cache it sends their times back right after (timesKept),
+   * when the table no longer holds the file or not yet as renamed (a posted change on its way).
    */
-  private readonly unlinked = new Map<bigint, Attr>();
+  private readonly renamed = new Map<bigint, Attr>();
   /** Set-id bits and capabilities are dropped here (privileges.ts), not by the kernel before every write. */
   readonly killsPrivileges = true;
   /** The writeback cache asked of the kernel at INIT (VrpcFsOptions.writebackCache, resolved). */
@@ -123,7 +123,7 @@ export class VrpcFs implements FileSystem {
   }
 
   forget(id: bigint, nlookup: bigint): void {
-    this.unlinked.delete(id);
+    this.renamed.delete(id);
     this.nodes.forget(id, nlookup, this.files.has(id));
   }
 
@@ -185,10 +185,10 @@ export class VrpcFs implements FileSystem {
   private async timesKept(id: bigint, s: FuseSetAttr): Promise<FuseAttr | undefined> {
     if (!s.ctime || !Array.isArray(s.mtime) || s.mode !== undefined || s.uid !== undefined || s.gid !== undefined
       || s.size !== undefined || s.atime !== undefined) return undefined;
-    let host = this.shared?.getattr(id);
-    // A posted change of ours (the rename itself) not read back yet: read its reply, then the table is current.
+    // The table's, or as an unlink or rename of ours left the file (the table may not hold it yet, or
+    // no longer); else read the replies of posted changes of ours, then the table is current.
+    let host = this.shared?.getattr(id) ?? this.renamed.get(id);
     if (!host && this.shared && this.writeBehind.writing(id) && await this.writeBehind.caughtUp(id)) host = this.shared.getattr(id);
-    host ??= this.unlinked.get(id);
     if (!host || cmpTime(host.mtime, s.mtime) !== 0 || nsOf(host.ctime) + CTIME_SLACK_NS < nsOf(s.ctime)) return undefined;
     return fuseAttr(host);
   }
@@ -230,20 +230,20 @@ export class VrpcFs implements FileSystem {
     const child = this.host.post ? this.shared?.removable(parent, raw) : undefined;
     const named = this.writebackCache ? this.shared?.child(parent, raw) : undefined;
     if (child !== undefined) {
-      if (named) this.unlinkedNow(named.id, named.attr);
+      if (named) this.renamedNow(named.id, named.attr, -1);
       // The kernel asks for the directory's attributes right after (to check the next unlink's
       // permission): answered as the host will make them (asChanged), not waited for.
       void this.posted.postDirChange([parent], [], [parent, child], Proc.REMOVE, [dirFh, raw]);
       return;
     }
     await this.rpc.remove(dirFh, raw);
-    if (named) this.unlinkedNow(named.id, named.attr);
+    if (named) this.renamedNow(named.id, named.attr, -1);
   }
 
-  /** Remember a file's attributes as an unlink of ours just left them (`unlinked`). */
-  private unlinkedNow(id: bigint, attr: Attr): void {
-    if (this.unlinked.size >= MAX_UNLINKED) this.unlinked.delete(this.unlinked.keys().next().value!);
-    this.unlinked.set(id, { ...attr, nlink: attr.nlink - 1, ctime: now() });
+  /** Remember a file's attributes as an unlink (`links` -1) or rename of ours just left them (`renamed`). */
+  private renamedNow(id: bigint, attr: Attr, links = 0): void {
+    if (this.renamed.size >= MAX_RENAMED) this.renamed.delete(this.renamed.keys().next().value!);
+    this.renamed.set(id, { ...attr, nlink: attr.nlink + links, ctime: now() });
   }
 
 
@@ -261,10 +261,21 @@ export class VrpcFs implements FileSystem {
     const r = this.host.post && !(flags & RENAME_EXCHANGE) ? this.shared?.renamable(parent, raw, newParent, newRaw) : undefined;
     if (r && !(flags & RENAME_NOREPLACE && r.replaced !== undefined)) {
       const dirs = parent === newParent ? [parent] : [parent, newParent];
+      if (this.writebackCache) this.rememberRenamed(r.child, r.replaced);
       void this.posted.postDirChange(dirs, [newParent], [...dirs, r.child, ...(r.replaced === undefined ? [] : [r.replaced])], Proc.RENAME, args);
       return;
     }
+    const before = this.writebackCache ? this.shared?.renamable(parent, raw, newParent, newRaw) : undefined;
     await this.rpc.rename(...(args as ArgsOf<Proc.RENAME>));
+    if (before) this.rememberRenamed(before.child, before.replaced);
+  }
+
+  /** The times the kernel sends back after a rename, of the file moved and the one replaced: see `renamed`. */
+  private rememberRenamed(child: bigint, replaced: bigint | undefined): void {
+    const moved = this.shared?.getattr(child);
+    if (moved) this.renamedNow(child, moved);
+    const gone = replaced === undefined ? undefined : this.shared?.getattr(replaced);
+    if (gone) this.renamedNow(replaced!, gone, -1);
   }
 
   async link(_c: Ctx, id: bigint, newParent: bigint, newName: string): Promise<Entry> {
