@@ -32,6 +32,8 @@ const MAX_COPY = 2 ** 40;
 const CAPS = 'security.capability';
 /** How much later than the host's a ctime the kernel sends back may be and still be the same change (a 100 Hz tick). */
 const CTIME_SLACK_NS = 10_000_000n;
+/** How long after an unlink or rename of ours the kernel's ctime of the file is still taken as that change's. */
+const OWN_CTIME_WINDOW_NS = 1_000_000_000n;
 /** Files unlinked or renamed, remembered for the times the kernel sends back (VrpcFs.renamed): it forgets them soon after. */
 const MAX_RENAMED = 4096;
 
@@ -185,9 +187,15 @@ export class VrpcFs implements FileSystem {
   private async timesKept(id: bigint, s: FuseSetAttr): Promise<FuseAttr | undefined> {
     if (!s.ctime || !Array.isArray(s.mtime) || s.mode !== undefined || s.uid !== undefined || s.gid !== undefined
       || s.size !== undefined || s.atime !== undefined) return undefined;
-    // The table's, or as an unlink or rename of ours left the file (the table may not hold it yet, or
-    // no longer); else read the replies of posted changes of ours, then the table is current.
-    let host = this.shared?.getattr(id) ?? this.renamed.get(id);
+    // Right after an unlink or rename of ours: the kernel stamped its ctime once our reply was back,
+    // however long the caller then waited for a core, so only "not before it" is asked (once).
+    const own = this.renamed.get(id);
+    if (own && cmpTime(own.mtime, s.mtime) === 0 && nsOf(s.ctime) + CTIME_SLACK_NS >= nsOf(own.ctime) && nsOf(s.ctime) < nsOf(own.ctime) + OWN_CTIME_WINDOW_NS) {
+      this.renamed.delete(id);
+      return fuseAttr(own);
+    }
+    // The table's; else read the replies of posted changes of ours, then the table is current.
+    let host = this.shared?.getattr(id);
     if (!host && this.shared && this.writeBehind.writing(id) && await this.writeBehind.caughtUp(id)) host = this.shared.getattr(id);
     if (!host || cmpTime(host.mtime, s.mtime) !== 0 || nsOf(host.ctime) + CTIME_SLACK_NS < nsOf(s.ctime)) return undefined;
     return fuseAttr(host);

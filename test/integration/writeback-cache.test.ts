@@ -65,12 +65,12 @@ t('the times the kernel sends back after a rename or an unlink cost no RPC; a ut
   const before = await setattrs();
   for (let i = 0; i < 10; i++) fs.renameSync(path.join(m.mp, `f${i}`), path.join(m.mp, `g${i}`));
   spawnSync('sync', ['-f', m.mp]); // the kernel writes back each renamed file's ctime (a SETATTR)
-  tt.is(await setattrs(), before);
+  tt.is(await setattrs(), before, 'SETATTRs sent after the renames');
   // touch -m to the mtime it has: the kernel sends a ctime of now, newer than the host's, so it goes.
   const st = fs.statSync(path.join(m.mp, 'g0'), { bigint: true });
   const at = `@${st.mtimeNs / 1_000_000_000n}.${String(st.mtimeNs % 1_000_000_000n).padStart(9, '0')}`;
   tt.is(spawnSync('touch', ['-m', '-d', at, path.join(m.mp, 'g0')]).status, 0);
-  tt.is(await setattrs(), before + 1);
+  tt.is(await setattrs(), before + 1, 'the touch -m is sent');
   tt.is(fs.readFileSync(path.join(m.mp, 'g9'), 'utf8'), 'file 9');
   // An unlinked file's times come back too, when the table no longer holds it.
   // RPCs but the background COMMITs (the agent sends one a second while data waits to be committed).
@@ -78,7 +78,7 @@ t('the times the kernel sends back after a rename or an unlink cost no RPC; a ut
   const beforeUnlinks = await rpcs();
   for (let i = 1; i < 10; i++) fs.unlinkSync(path.join(m.mp, `g${i}`));
   spawnSync('sync', ['-f', m.mp]);
-  tt.is(await setattrs(), before + 1);
+  tt.is(await setattrs(), before + 1, 'SETATTRs sent after the unlinks');
   tt.is(await rpcs(), beforeUnlinks + 9, 'one RPC (the REMOVE) per unlink');
   tt.deepEqual(fs.readdirSync(m.mp), ['g0']);
 });
