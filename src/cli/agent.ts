@@ -97,6 +97,8 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
         ['xattr requests local', String(c.xattrsLocal)],
         ['kernel cache invalidations', String(c.invalidations)],
         ...(c.prunes > 0 ? [['nodes pruned (writeback cache)', String(c.prunes)] as [string, string]] : []),
+        ['metadata changes posted', String(c.postedMeta)],
+        ['waits for posted replies', String(c.settles)],
         ['RPCs sent', `${c.rpcs}${Object.keys(c.rpcsByProc).length ? ` (${Object.entries(c.rpcsByProc).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}`],
       ];
       for (const [k, v] of rows) print(`${k.padEnd(28)}${v}`);

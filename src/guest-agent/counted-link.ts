@@ -12,7 +12,7 @@ export class CountedLink implements Link {
   constructor(private readonly link: Link, private readonly counters: AgentCounters) {
     const post = link.post, settle = link.settle;
     if (post) this.post = (proc, args) => { counters.rpc(proc); return post.call(link, proc, args); };
-    if (settle) this.settle = () => settle.call(link);
+    if (settle) this.settle = () => { counters.add('settles'); settle.call(link); };
     const collect = link.collect;
     if (collect) this.collect = () => collect.call(link);
     const connection = link.connection;

@@ -10,6 +10,8 @@ export const COUNTER_NAMES = [
   'prunes',
   // Metadata changes answered by the agent and sent behind (REMOVE; SETATTR of mode, owner, times): docs/agent.md.
   'postedMeta',
+  // Times the agent waited for the replies of its posted calls (a close, an fsync, a table answer they change).
+  'settles',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 

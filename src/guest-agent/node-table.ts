@@ -4,7 +4,7 @@
 import { PrismError } from '../errors.js';
 import type { Attr } from '../posix/types.js';
 import { fuseAttr } from './fuse-attr.js';
-import type { Entry } from './fuse/fs.js';
+import type { Entry, FuseAttr } from './fuse/fs.js';
 
 export const ROOT_ID = 1n;
 
@@ -18,6 +18,8 @@ export interface Node {
   noCaps?: boolean;
   /** Names the kernel got this node under (parent, name), so a fenced agent can make it forget them all. */
   names?: Array<[parent: bigint, name: Buffer]>;
+  /** The attributes last told to the kernel (an entry, GETATTR or SETATTR reply): what it holds. */
+  attr?: FuseAttr;
 }
 
 /** What the kernel may cache from this agent: its nodes (attributes, pages) and the names it got them under. */
@@ -64,6 +66,7 @@ export class NodeTable {
     const id = this.nodeId(a.ino);
     let n = this.nodes.get(id);
     if (n) { if (count) n.lookups++; } else this.nodes.set(id, (n = { fh, lookups: count ? 1n : 0n }));
+    n.attr = attr;
     const names = (n.names ??= []);
     if (!names.some(([p, x]) => p === parent && x.equals(name))) {
       if (names.push([parent, name]) > NAMES_PER_NODE) names.shift();
@@ -83,6 +86,13 @@ export class NodeTable {
       for (const x of n.names ?? []) out.names.push(x);
     }
     return out;
+  }
+
+  /** The kernel was told these attributes of a node it knows (a GETATTR or SETATTR reply); returns them. */
+  told(id: bigint, a: FuseAttr): FuseAttr {
+    const n = this.nodes.get(id);
+    if (n) n.attr = a;
+    return a;
   }
 
   /** The kernel took an entry (READDIRPLUS): one more lookup. */

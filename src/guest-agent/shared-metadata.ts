@@ -105,6 +105,11 @@ export class SharedMetadata {
     return attr && !isDir(attr.mode) ? { child, replaced } : undefined;
   }
 
+  /** The host marks the volume as written by this VM alone. */
+  sole(): boolean {
+    return this.table.isSole(this.volumeId);
+  }
+
   /**
    * A node's current attributes, when the agent may change its mode, owner or times itself and post
    * the SETATTR: the volume is written by this VM alone, the table holds them, and no change of ours

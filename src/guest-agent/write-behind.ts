@@ -26,8 +26,8 @@ const MAX_COMMIT_ROUNDS = 8;
 /** Changes of data other than WRITE, kept like writes. */
 type DataChange = Proc.SETATTR | Proc.FALLOCATE;
 
-/** Write-behind state of a file: WRITEs in flight, the first error not yet reported, who waits. */
-interface Writes { inFlight: number; error: PrismError | null; waiters: Array<() => void> }
+/** Write-behind state of a file: calls in flight (of which WRITEs), the first error not yet reported, who waits. */
+interface Writes { inFlight: number; data: number; error: PrismError | null; waiters: Array<() => void> }
 
 export class WriteBehind {
   /** Per node id. */
@@ -76,6 +76,11 @@ export class WriteBehind {
     this.unstable.forget(fh, born);
   }
 
+  /** Whether WRITEs of ours to the node are on their way (the host stamps its mtime as it applies them). */
+  writingData(id: bigint): boolean {
+    return (this.writes.get(id)?.data ?? 0) > 0;
+  }
+
   /** Send a WRITE behind; resolves once it is sent, with the bytes taken. */
   async write(id: bigint, fh: Buffer, offset: number, data: Uint8Array): Promise<number> {
     if (!this.errorsAtFlushOnly) {
@@ -85,13 +90,14 @@ export class WriteBehind {
     }
     await this.waitForRoom(data.byteLength);
     await this.notReplaying(fh);
-    const w = this.writes.get(id) ?? { inFlight: 0, error: null, waiters: [] };
+    const w = this.writes.get(id) ?? { inFlight: 0, data: 0, error: null, waiters: [] };
     this.writes.set(id, w);
     const copy = Buffer.from(data); // the request buffer is reused once this returns
     const args: ArgsOf<Proc.WRITE> = [fh, offset, copy, 0];
     const log = this.unstable.file(fh);
     const e = this.unstable.add(log, Proc.WRITE, args, copy.length, false);
     w.inFlight++;
+    w.data++;
     this.post(Proc.WRITE, args)
       // A bad reply (no verifier) throws in the first handler: caught by the next, like a failed WRITE.
       .then((r) => {
@@ -104,6 +110,7 @@ export class WriteBehind {
         this.unstable.failed(log, e);
       })
       .finally(() => {
+        w.data--;
         if (--w.inFlight > 0) return;
         for (const wake of w.waiters.splice(0)) wake();
         if (!w.error) this.writes.delete(id);
@@ -122,7 +129,7 @@ export class WriteBehind {
    */
   postMeta(ids: readonly bigint[], proc: Proc, args: unknown[]): Promise<PrismError | undefined> {
     const ws = ids.map((id) => {
-      const w = this.writes.get(id) ?? { inFlight: 0, error: null, waiters: [] };
+      const w = this.writes.get(id) ?? { inFlight: 0, data: 0, error: null, waiters: [] };
       this.writes.set(id, w);
       w.inFlight++;
       return [id, w] as const;

@@ -94,6 +94,24 @@ t('by default the cache is on where only this VM changes the volume and the kern
   tt.false((await agentStats(off.agent)).writebackCache);
 });
 
+t('a file created, written and closed waits once for the host (at close), not again for the times the kernel sends back', async (tt) => {
+  const m = await mountedVolume(tt, 'shm', { agentArgs: ['--writeback-cache'] });
+  fs.mkdirSync(path.join(m.mp, 'd'));
+  const before = (await agentStats(m.agent)).counters;
+  const n = 50;
+  for (let i = 0; i < n; i++) fs.writeFileSync(path.join(m.mp, 'd', `f${i}`), `file ${i}\n`);
+  const after = (await agentStats(m.agent)).counters;
+  const sent = (p: string) => (after.rpcsByProc[p] ?? 0) - (before.rpcsByProc[p] ?? 0);
+  tt.is(sent('SETATTR'), n, 'the kernel\'s times of each file, sent behind its WRITE');
+  tt.true(after.settles - before.settles <= n + 2, `${after.settles - before.settles} waits for ${n} files`);
+  // What the kernel showed is what the host has.
+  const st = fs.statSync(path.join(m.mp, 'd', 'f7'), { bigint: true });
+  await m.host.stop();
+  const host = JSON.parse(prism(m.store, ['stat', 'vol:/d/f7', '--json']).out) as { size: number; mtime: string };
+  tt.is(host.mtime, isoNs(st.mtimeNs));
+  tt.is(host.size, 7);
+});
+
 t('a full volume: errors of cached writes surface at fsync and at close, and nothing else is lost', async (tt) => {
   const m = await mountedVolume(tt, 'shm', { quota: '1M', agentArgs: ['--writeback-cache'] });
   fullVolumeKeepsWhatFits(tt, m.mp); // the write() calls land in the page cache; close and fsync report the error
