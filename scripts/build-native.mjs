@@ -1,5 +1,6 @@
 // Builds the addons with node-gyp: shared memory (native/ivshmem -> build/Release/prism_ivshmem.node),
-// FUSE mounts (native/fuse -> prism_fuse.node) and mknod(2) (native/files -> prism_files.node).
+// FUSE mounts (native/fuse -> prism_fuse.node), mknod(2) (native/files -> prism_files.node) and the
+// ivshmem doorbell's descriptors (native/doorbell -> prism_doorbell.node).
 // Runs as the package's install script and NEVER fails the install: without the addon Prism still
 // works over TCP, so a failed build prints one line saying why shared memory is unavailable.
 //   PRISM_SKIP_NATIVE=1  skip the build.   PRISM_NATIVE_VERBOSE=1  show node-gyp's output.
@@ -65,3 +66,4 @@ if (!fs.existsSync(built)) unavailable(`node-gyp succeeded but ${path.relative(r
 console.error(`prism: built ${path.relative(root, built)} (shared memory available)`);
 if (!fs.existsSync(path.join(root, 'build', 'Release', 'prism_fuse.node'))) console.error('prism: build/Release/prism_fuse.node is missing (FUSE mounts unavailable)');
 if (!fs.existsSync(path.join(root, 'build', 'Release', 'prism_files.node'))) console.error('prism: build/Release/prism_files.node is missing (export cannot make FIFOs, devices or sockets)');
+if (!fs.existsSync(path.join(root, 'build', 'Release', 'prism_doorbell.node'))) console.error('prism: build/Release/prism_doorbell.node is missing (ivshmem doorbells unavailable: guests are polled)');

@@ -20,7 +20,7 @@ need busybox busybox-static
 need cpio cpio
 need qemu-system-x86_64 qemu-system-x86
 [ -f "$root/dist/src/cli/main.js" ] || { echo "build.sh: dist/ is not built (npx tsc -p tsconfig.json)" >&2; exit 1; }
-for a in prism_fuse prism_ivshmem; do
+for a in prism_fuse prism_ivshmem prism_doorbell; do
   [ -f "$root/build/Release/$a.node" ] || { echo "build.sh: build/Release/$a.node is missing (npm run build:native)" >&2; exit 1; }
 done
 

@@ -243,12 +243,13 @@ export function program(): Command {
     .option('--shm-dir <dir>', 'where to create the regions', '/dev/shm')
     .option('--shm-group <group>', 'a group (name or id) that may map the regions too, e.g. the one QEMU runs as (mode 0660 instead of 0600)')
     .option('--no-meta', 'do not share metadata tables with the VMs (every LOOKUP and GETATTR is an RPC)')
+    .option('--no-doorbell', "do not serve each VM's ivshmem doorbell (its guest is polled)")
     .option('--meta-size <MiB>', "size of each VM's metadata table (a power of two)", '64')
     .option('--meta-ack-ms <ms>', "how long a change waits for another VM's agent (on this machine) to acknowledge it before that VM is fenced", '10')
     .option('--meta-ack-poll-ms <ms>', 'the same for agents that poll (VM guests)', '50')
     .option('--tcp <host:port>', 'also listen for TCP clients (127.0.0.1 unless a host is given; unix:/path for a Unix socket; repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .requiredOption('--vm <NAME=VOLUME[,VOLUME]>', 'a VM and the volumes it may attach (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-    .action(async (o: { tcp?: string[]; vm: string[]; shm: boolean; shmDir: string; shmGroup?: string; meta: boolean; metaSize: string; metaAckMs: string; metaAckPollMs: string }, cmd: Command) => {
+    .action(async (o: { tcp?: string[]; vm: string[]; shm: boolean; shmDir: string; shmGroup?: string; meta: boolean; doorbell: boolean; metaSize: string; metaAckMs: string; metaAckPollMs: string }, cmd: Command) => {
       const vms = o.vm.map((spec) => {
         const [name, vols] = spec.split('=');
         if (!name || !vols) throw new PrismError('EINVAL', `expected --vm NAME=VOLUME, got ${JSON.stringify(spec)}`);
@@ -257,7 +258,7 @@ export function program(): Command {
       const { HostServer } = await import('../host/server.js');
       const { tokenFile } = await import('../host/secrets.js');
       const server = await HostServer.start({
-        storeDir: storeDir(cmd), vms, tcp: o.tcp, shm: o.shm ? undefined : false, shmDir: o.shmDir, meta: o.meta, metaSize: Number(o.metaSize) * 2 ** 20,
+        storeDir: storeDir(cmd), vms, tcp: o.tcp, shm: o.shm ? undefined : false, shmDir: o.shmDir, meta: o.meta, doorbell: o.doorbell ? undefined : false, metaSize: Number(o.metaSize) * 2 ** 20,
         metaAckMs: Number(o.metaAckMs), metaPollAckMs: Number(o.metaAckPollMs),
         shmGroup: o.shmGroup === undefined ? undefined : groupId(o.shmGroup),
       });
@@ -276,17 +277,22 @@ export function program(): Command {
       });
     });
 
-  p.command('qemu-args <vm>').description("the QEMU options that attach a VM's shared-memory region")
+  p.command('qemu-args <vm>').description("the QEMU options that attach a VM's shared-memory region (with its doorbell) and metadata table")
     .option('--shm-dir <dir>', 'where the host creates the regions', '/dev/shm')
+    .option('--plain', 'an ivshmem-plain device without a doorbell (the guest polls; for a host run with --no-doorbell)')
     .option('--no-meta', 'the host runs with --no-meta: no metadata table device')
     .option('--meta-size <MiB>', 'the size the host gives metadata tables', '64')
-    .action(async (vm: string, o: { shmDir: string; meta: boolean; metaSize: string }) => {
+    .action(async (vm: string, o: { shmDir: string; plain?: boolean; meta: boolean; metaSize: string }) => {
       const { checkVolumeName } = await import('../store/names.js');
-      const { shmPath, REGION_SIZE } = await import('../vrpc/shm-region.js');
+      const { ivshmemPath, shmPath, REGION_SIZE } = await import('../vrpc/shm-region.js');
       const { checkMetaSize, metaPath } = await import('../metadata-share/file.js');
       checkVolumeName(vm);
       const id = `prism-${vm}`;
-      const args = [`-object memory-backend-file,size=${REGION_SIZE / 2 ** 20}M,share=on,mem-path=${shmPath(vm, o.shmDir)},id=${id} -device ivshmem-plain,memdev=${id}`];
+      // The doorbell device gets the region from the host's ivshmem server; msi=off: the guest waits
+      // for its INTx through uio_pci_generic (docs/doorbell.md). The host must be serving first.
+      const args = [o.plain
+        ? `-object memory-backend-file,size=${REGION_SIZE / 2 ** 20}M,share=on,mem-path=${shmPath(vm, o.shmDir)},id=${id} -device ivshmem-plain,memdev=${id}`
+        : `-chardev socket,path=${ivshmemPath(vm, o.shmDir)},id=${id} -device ivshmem-doorbell,chardev=${id},vectors=1,msi=off`];
       if (o.meta) {
         checkMetaSize(Number(o.metaSize) * 2 ** 20);
         // The guest maps the table read-only: a readonly=on backend, so not even its kernel can write it.

@@ -15,7 +15,9 @@ import { encodeRefusal, encodeWelcome, judgeHello } from '../vrpc/hello.js';
 import { serveChannel } from '../vrpc/server.js';
 import { TcpChannel, parseAddress } from '../vrpc/tcp.js';
 import { ShmChannel } from '../vrpc/shm-channel.js';
-import { openRegion, shmPath, type OpenRegion } from '../vrpc/shm-region.js';
+import { doorbellAvailable } from '../native/doorbell.js';
+import { IvshmemServer } from '../vrpc/ivshmem-server.js';
+import { ivshmemPath, openRegion, shmPath, type OpenRegion } from '../vrpc/shm-region.js';
 import { futexWake } from '../native/futex.js';
 import { nativeAvailable } from '../native/ivshmem.js';
 import { LIVE_STOPPING, LIVE_UP, type FileProblem, type Region } from '../ring/index.js';
@@ -56,6 +58,8 @@ export interface HostOptions {
   preAuth?: Partial<PreAuthLimits>;
   /** A group that may map the regions and tables too (QEMU running as another user): mode 0660. */
   shmGroup?: number;
+  /** Serve each VM's ivshmem doorbell on a Unix socket beside its region (default true when the addon is built). */
+  doorbell?: boolean;
 }
 
 interface ShmVm {
@@ -63,6 +67,8 @@ interface ShmVm {
   /** The checks of its files (region, metadata table), run on the heartbeat. */
   checks: Array<() => FileProblem | undefined>;
   ch?: ShmChannel;
+  /** Its ivshmem server, where a QEMU with an `ivshmem-doorbell` device connects. */
+  ivshmem?: IvshmemServer;
   /** Why it is no longer served over shared memory. */
   detached?: string;
   warnedRemoved?: boolean;
@@ -162,6 +168,7 @@ export class HostServer {
   /** The region file of each VM served over shared memory. */
   readonly regions = new Map<string, string>();
   private readonly mappings: Array<() => void> = [];
+  private readonly doorbells: IvshmemServer[] = [];
   private readonly liveRegions: Region[] = [];
   /** Per VM served over shared memory: its files, its channel now, and why it was detached if it was. */
   private readonly shm = new Map<string, ShmVm>();
@@ -182,9 +189,35 @@ export class HostServer {
       this.regions.set(name, file);
       const vm: ShmVm = { region: r, checks: [() => r.problem?.()] };
       this.shm.set(name, vm);
+      vm.ivshmem = this.serveDoorbell(name, file, r.region);
       if (this.opts.meta !== false) vm.checks.push(this.shareMetadata(name, d, r.region));
       this.serveRegion(name, d, r.region, file);
     }
+  }
+
+  /** A VM's ivshmem server (docs/doorbell.md); without the addon, or when it fails, the VM's guest is polled. */
+  private serveDoorbell(name: string, file: string, region: Region): IvshmemServer | undefined {
+    if (this.opts.doorbell === false) return undefined;
+    const n = doorbellAvailable();
+    if (!n.ok) {
+      if (this.opts.doorbell === true) throw new PrismError('ENOSYS', `the ivshmem doorbell is unavailable: ${n.reason}`);
+      log.warn({ vm: name, reason: n.reason }, 'no ivshmem doorbell: this VM\'s guest is polled');
+      return undefined;
+    }
+    region.setDoorbell('host', false);
+    let server: IvshmemServer;
+    try {
+      server = new IvshmemServer(ivshmemPath(name, this.opts.shmDir), file, {
+        group: this.opts.shmGroup,
+        onPeers: (connected) => region.setDoorbell('host', connected > 0),
+      });
+    } catch (e) {
+      if (this.opts.doorbell === true) throw e;
+      log.warn({ vm: name, err: (e as Error).message }, 'no ivshmem doorbell: this VM\'s guest is polled');
+      return undefined;
+    }
+    this.doorbells.push(server);
+    return server;
   }
 
   /**
@@ -245,7 +278,7 @@ export class HostServer {
     if (vm?.detached) return;
     let ch: ShmChannel;
     try {
-      ch = new ShmChannel(region, 'host', { file, fileIno: vm?.region.ino });
+      ch = new ShmChannel(region, 'host', { file, fileIno: vm?.region.ino, ivshmem: vm?.ivshmem });
     } catch (e) {
       // Nothing a guest writes makes this throw (ring constructors record bad words instead), but a
       // failure here must cost this VM its service, not the host its life.
@@ -360,7 +393,8 @@ export class HostServer {
     const closed = Promise.all([...this.servers, ...this.quietServers].map((srv) => new Promise<void>((r) => srv.close(() => r()))));
     for (const ch of this.channels) ch.close();
     await closed;
-    for (const r of this.liveRegions) r.setLiveness('host', LIVE_STOPPING, process.pid);
+    for (const r of this.liveRegions) { r.setDoorbell('host', false); r.setLiveness('host', LIVE_STOPPING, process.pid); }
+    for (const server of this.doorbells) server.close();
     for (const unmapRegion of this.mappings) unmapRegion();
     await this.store.idle();
     this.store.close();

@@ -4,5 +4,5 @@
 export * from './ring.js';
 export * from './region.js';
 export * from './wait.js';
-export { wakePeer, SLEEP_NONE, SLEEP_FUTEX } from './wake.js';
+export { wakePeer, SLEEP_NONE, SLEEP_FUTEX, SLEEP_DOORBELL } from './wake.js';
 export * from './region-file.js';

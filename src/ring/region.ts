@@ -45,6 +45,8 @@ const W_META_APPLIED = 52;
 const W_META_LEASE = 53;
 const W_META_FENCE_ACK = 54;
 const W_META_FLAGS = 55;
+/** Each side's doorbell word (docs/shm-layout.md): 1 = it takes part in the ivshmem doorbell. */
+const W_BELL: Readonly<Record<'host' | 'guest', number>> = { host: W_HOST + 3, guest: W_GUEST + 8 };
 /** Listener flag: the agent polls the change log (a VM guest, nothing can wake it) rather than sleeping on a futex. */
 const META_POLLS = 1;
 /** Byte offsets of each side's pid word (liveness), e.g. to name who holds a region's lock. */
@@ -252,6 +254,19 @@ export class Region {
     const b = side === 'host' ? W_HOST : W_GUEST;
     if (pid !== undefined) Atomics.store(this.hdr, b + 2, pid | 0);
     Atomics.store(this.hdr, b, state | 0);
+  }
+
+  /**
+   * The ivshmem doorbell (docs/shm-layout.md, "Doorbell"): the host says a doorbell device of this VM
+   * is connected to it (it rings a guest whose sleeping flag is SLEEP_DOORBELL, and wakes when rung);
+   * the guest says it rings the host's doorbell when the host's flag is SLEEP_DOORBELL.
+   */
+  setDoorbell(side: Side, on: boolean): void {
+    Atomics.store(this.hdr, W_BELL[side], on ? 1 : 0);
+  }
+
+  doorbell(side: Side): boolean {
+    return Atomics.load(this.hdr, W_BELL[side]) === 1;
   }
 
   /** The guest agent's metadata listener (docs/metadata-share.md): log records applied, kernel cache lease (0: none). */

@@ -6,6 +6,8 @@
 //   'poll'    guest <-> host, where no futex crosses: sleep with exponential backoff, 20 us doubling
 //             up to maxPollMs (default 1 ms), re-checking in between. The peer is never asked to wake us.
 //   'spin'    never sleep (benchmarks, dedicated cores).
+//   'interrupt' a guest with an ivshmem doorbell: sleep until the host rings it (an interrupt the
+//             InterruptLine waits for), the sleeping flag saying SLEEP_DOORBELL.
 //
 // Sleeping protocol (no lost wake-up): the sleeper stores its sleeping flag (how to wake it), then
 // loads the peer's counter, re-checks its condition, and sleeps only while the counter still holds
@@ -15,12 +17,20 @@
 import { futexWait } from '../native/futex.js';
 import { nativeAvailable } from '../native/ivshmem.js';
 import type { RingConsumer, RingProducer } from './ring.js';
-import { SLEEP_ATOMICS, SLEEP_FUTEX, SLEEP_NONE, type SharedWord } from './wake.js';
+import { SLEEP_ATOMICS, SLEEP_DOORBELL, SLEEP_FUTEX, SLEEP_NONE, type SharedWord } from './wake.js';
 
-export type WaitMode = 'futex' | 'atomics' | 'poll' | 'spin';
+export type WaitMode = 'futex' | 'atomics' | 'poll' | 'spin' | 'interrupt';
+
+/** An interrupt a peer raises when our sleeping flag says SLEEP_DOORBELL (guest-agent/pci-doorbell.ts). */
+export interface InterruptLine {
+  /** Block until the interrupt comes (true) or `ms` pass (false), and make it ready to come again. */
+  wait(ms: number): boolean;
+}
 
 export interface WaitOptions {
   mode: WaitMode;
+  /** The interrupt to sleep on, in 'interrupt' mode. */
+  line?: InterruptLine;
   /** Spin (checking the condition) this long before sleeping. Default 50 us; 0: sleep at once. */
   spinUs?: number;
   /** Longest poll sleep in 'poll' mode (ms). Default 1. */
@@ -76,9 +86,12 @@ export class WaitStrategy {
   readonly maxPollMs: number;
   readonly maxSleepMs: number;
   readonly yieldMs: number;
+  private readonly line: InterruptLine | undefined;
 
   constructor(opts: WaitOptions) {
     this.mode = opts.mode;
+    this.line = opts.line;
+    if (this.mode === 'interrupt' && !this.line) throw new Error('interrupt wait mode needs an InterruptLine');
     this.spinMs = (opts.spinUs ?? 50) / 1000;
     this.maxPollMs = opts.maxPollMs ?? 1;
     this.maxSleepMs = opts.maxSleepMs ?? 1000;
@@ -114,12 +127,13 @@ export class WaitStrategy {
         if (ready()) return true;
       }
     }
-    const how = this.mode === 'futex' ? SLEEP_FUTEX : SLEEP_ATOMICS;
+    const how = this.mode === 'futex' ? SLEEP_FUTEX : this.mode === 'interrupt' ? SLEEP_DOORBELL : SLEEP_ATOMICS;
     for (;;) {
       const seen = arm(how, word, flag, ready, deadline);
       if (typeof seen === 'boolean') return seen;
       const ms = Math.min(deadline - now(), this.maxSleepMs);
       if (how === SLEEP_FUTEX) futexWait(word.i32.buffer as ArrayBuffer, word.byteOffset, seen, ms);
+      else if (how === SLEEP_DOORBELL) this.line!.wait(ms);
       else Atomics.wait(word.i32, word.index, seen, ms);
       Atomics.store(flag.i32, flag.index, SLEEP_NONE);
       if (ready()) return true;

@@ -10,10 +10,15 @@ export interface SharedWord {
   readonly byteOffset: number;
 }
 
-/** Sleeping-flag values: not asleep, asleep in futex(2), asleep in Atomics.wait. */
+/**
+ * Sleeping-flag values: not asleep, asleep in futex(2), asleep in Atomics.wait, asleep until its
+ * ivshmem doorbell rings (an interrupt in a guest, an eventfd on the host: the waker's ring's WakeFn
+ * rings it; vrpc/ivshmem-server.ts, guest-agent/pci-doorbell.ts).
+ */
 export const SLEEP_NONE = 0;
 export const SLEEP_FUTEX = 1;
 export const SLEEP_ATOMICS = 2;
+export const SLEEP_DOORBELL = 3;
 
 export type WakeFn = (word: SharedWord, how: number) => void;
 
@@ -23,7 +28,8 @@ const noFutex = new WeakSet<ArrayBufferLike>();
 /**
  * Wake whoever sleeps on `word` the way `how` (the peer's sleeping flag) says: a shared futex wake
  * through the addon (works across processes mapping one file), or Atomics.notify (threads of this
- * process over a SharedArrayBuffer). Anything else, or a mechanism not available here: no-op.
+ * process over a SharedArrayBuffer). Anything else (a doorbell: only a ring given a doorbell's WakeFn
+ * rings it), or a mechanism not available here: no-op.
  */
 export function wakePeer(word: SharedWord, how: number): void {
   const buf = word.i32.buffer;

@@ -5,11 +5,15 @@
 import { PrismError } from '../errors.js';
 import { log } from '../log.js';
 import { MAX_MESSAGE } from '../protocol/procs.js';
-import { LIVE_UP, RingCorrupt, WaitStrategy, waitReadableAsync, type Region, type RingConsumer, type RingProducer, type Side } from '../ring/index.js';
+import {
+  LIVE_UP, RingCorrupt, SLEEP_DOORBELL, WaitStrategy, waitReadableAsync, wakePeer, type Region, type RingConsumer, type RingProducer, type Side,
+} from '../ring/index.js';
 import { ChannelEvents, type Channel } from './channel.js';
 import { VrpcClient, asBuffer, type ClientOptions } from './client.js';
 import { Doorbell } from './doorbell.js';
 import { handshake } from './hello.js';
+import { IvshmemBell } from './ivshmem-bell.js';
+import type { IvshmemServer } from './ivshmem-server.js';
 import { openServedRegion } from './shm-region.js';
 
 /**
@@ -42,6 +46,8 @@ export interface ShmChannelOptions {
   fileIno?: number;
   /** With a doorbell: how long (ms) to keep looking for more messages on each loop turn before sleeping in it. Default IDLE_YIELD_MS. */
   idleYieldMs?: number;
+  /** Host side: the VM's ivshmem server; while its guest rings, the channel sleeps on that doorbell (ivshmem-bell.ts). */
+  ivshmem?: IvshmemServer;
 }
 
 export class ShmChannel extends ChannelEvents implements Channel {
@@ -56,6 +62,8 @@ export class ShmChannel extends ChannelEvents implements Channel {
 
   /** Dropped (back to polling on timers) if its thread fails, e.g. the file was removed meanwhile. */
   private doorbell?: Doorbell;
+  /** Host side, with an ivshmem server: the guest's doorbell, slept on while it rings. */
+  private bell?: IvshmemBell;
 
   private readonly generation: number;
   /** When the last message arrived (performance.now()). */
@@ -73,9 +81,15 @@ export class ShmChannel extends ChannelEvents implements Channel {
         this.doorbell = undefined;
       });
     }
-    const e = region.endpoints(side, 0, opts.wakePeer === false ? { wake: false } : {});
+    const server = side === 'host' ? opts.ivshmem : undefined;
+    let bell: IvshmemBell | undefined;
+    // A guest asleep until its doorbell rings (SLEEP_DOORBELL) is interrupted through the server.
+    const wake = opts.wakePeer === false ? false as const
+      : server ? (word: Parameters<typeof wakePeer>[0], how: number) => { if (how === SLEEP_DOORBELL) bell?.ringGuest(); else wakePeer(word, how); } : undefined;
+    const e = region.endpoints(side, 0, wake === undefined ? {} : { wake });
     this.tx = e.tx;
     this.rx = e.rx;
+    if (server) this.bell = bell = new IvshmemBell(server, region, this.rx);
     this.generation = region.generation;
     this.scratch = side === 'host' ? Buffer.allocUnsafe(MAX_MESSAGE) : null;
     this.transient = side === 'guest';
@@ -137,8 +151,9 @@ export class ShmChannel extends ChannelEvents implements Channel {
         if (this.expecting()) {
           // Replies are due (calls in flight): look on every turn of the event loop for a while;
           // a slow reply then waits in the doorbell, so that polling never starves other work.
-          if (quiet < EXPECT_POLL_MS || !this.doorbell) await new Promise<void>((r) => setImmediate(r));
-          else await this.doorbell.sleep(() => this.rx.hasRecord());
+          const sleeper = this.sleeper();
+          if (quiet < EXPECT_POLL_MS || !sleeper) await new Promise<void>((r) => setImmediate(r));
+          else await sleeper.sleep(() => this.rx.hasRecord());
           continue;
         }
         if (this.outbox.length) {
@@ -153,10 +168,11 @@ export class ShmChannel extends ChannelEvents implements Channel {
         // With a doorbell, sleep in it after yielding briefly (idleYieldMs): polling the loop for
         // longer takes the CPU the peer needs to send more work, on a machine of few cores.
         // Without one, poll on timers.
-        if (!this.doorbell || this.idleYieldMs > 0) {
-          if (await waitReadableAsync(this.rx, this.wait, this.doorbell ? this.idleYieldMs : 1000)) continue;
+        const sleeper = this.sleeper();
+        if (!sleeper || this.idleYieldMs > 0) {
+          if (await waitReadableAsync(this.rx, this.wait, sleeper ? this.idleYieldMs : 1000)) continue;
         }
-        if (this.doorbell && !this.outbox.length && !this.paused) await this.doorbell.sleep(() => this.rx.hasRecord());
+        if (sleeper && !this.outbox.length && !this.paused) await sleeper.sleep(() => this.rx.hasRecord());
       } catch (e) {
         this.finish(e instanceof RingCorrupt ? new PrismError('EIO', e.message) : (e as Error));
         return;
@@ -229,6 +245,14 @@ export class ShmChannel extends ChannelEvents implements Channel {
     this.outboxBytes += msg.byteLength + QUEUED_OVERHEAD;
   }
 
+  /** Where an idle channel sleeps now: on the guest's ivshmem doorbell while it rings, else in the doorbell thread. */
+  private sleeper(): { sleep(ready: () => boolean): Promise<void> } | undefined {
+    return this.bell?.usable() ? this.bell : this.doorbell;
+  }
+
+  /** The ivshmem doorbell's counters, on the host side of a VM that has one. */
+  get ivshmemStats(): Readonly<{ wakes: number; idleRings: number; ignored: number }> | undefined { return this.bell?.stats; }
+
   /** The doorbell thread's counters, while it serves this channel. */
   get doorbellStats(): Readonly<{ deliveries: number; armWakes: number }> | undefined { return this.doorbell?.stats; }
 
@@ -265,6 +289,7 @@ export class ShmChannel extends ChannelEvents implements Channel {
 
   protected override finish(err?: Error): void {
     this.doorbell?.stop();
+    this.bell?.stop();
     super.finish(err);
     this.unpause?.();
   }

@@ -13,6 +13,11 @@ export function shmPath(vm: string, dir = '/dev/shm'): string {
   return `${dir}/prism-${vm}`;
 }
 
+/** The Unix socket of a VM's ivshmem server (its `ivshmem-doorbell` device connects there), beside its region. */
+export function ivshmemPath(vm: string, dir = '/dev/shm'): string {
+  return `${shmPath(vm, dir)}.ivshmem`;
+}
+
 export interface OpenRegion {
   region: Region;
   buffer: ArrayBuffer;

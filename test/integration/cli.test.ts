@@ -72,14 +72,18 @@ test('bad input: one line on stderr and the errno as exit status', (t) => {
   t.deepEqual(vols.map((v) => v.name), ['ok', 'q'], 'failed commands created nothing');
 });
 
-test('qemu-args: the region, and the metadata table as a read-only second device', (t) => {
+test('qemu-args: the region behind its doorbell (or plain), and the metadata table as a read-only second device', (t) => {
   const s = tmpDir(t);
   const both = prism(s, ['qemu-args', 'web']);
   t.is(both.code, 0);
-  t.is(both.out.match(/-device ivshmem-plain/g)?.length, 2);
-  t.regex(both.out, /mem-path=\/dev\/shm\/prism-web,/);
+  t.regex(both.out, /-chardev socket,path=\/dev\/shm\/prism-web\.ivshmem,id=prism-web -device ivshmem-doorbell,chardev=prism-web,vectors=1,msi=off/);
+  t.is(both.out.match(/-device ivshmem-plain/g)?.length, 1, 'the table');
   t.regex(both.out, /size=64M,share=on,readonly=on,mem-path=\/dev\/shm\/prism-web-meta,/);
-  const one = prism(s, ['qemu-args', 'web', '--no-meta']);
+  const plain = prism(s, ['qemu-args', 'web', '--plain']);
+  t.is(plain.out.match(/-device ivshmem-plain/g)?.length, 2);
+  t.regex(plain.out, /mem-path=\/dev\/shm\/prism-web,/);
+  t.notRegex(plain.out, /doorbell/);
+  const one = prism(s, ['qemu-args', 'web', '--no-meta', '--plain']);
   t.is(one.out.match(/-device ivshmem-plain/g)?.length, 1);
   t.notRegex(one.out, /readonly/);
   const bad = prism(s, ['qemu-args', 'web', '--meta-size', '3']);
