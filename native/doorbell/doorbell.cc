@@ -7,10 +7,14 @@
 //   drain(fd) -> number                    (the counter, reset to 0; 0 if it was 0)
 //   listen(path) -> fd                     (a non-blocking Unix stream socket bound at path)
 //   accept(fd) -> fd | -1                  (-1: nobody waiting)
+//   connect(path) -> fd                    (a non-blocking Unix stream socket connected to path)
 //   send(fd, value: bigint, passFd)        (one 8-byte little-endian message, with passFd if >= 0)
 //   receive(fd) -> [bigint, fd] | null     (null: nothing yet; fd -1 when none came; throws EPIPE at end)
 //   waitReadable(fd, timeoutMs) -> boolean (poll(2): readable within the timeout)
 //   watch(fd, callback) -> stop()          (calls back on the event loop while fd is readable)
+//   vfioOpen(group, bdf) -> { container, group, device, regions: [{ offset, size, mmap }] }
+//                                          (a PCI device through VFIO: type-1 IOMMU; regions by VFIO index)
+//   vfioMsix(device, vector, eventfd)      (the device's MSI-X vector signals eventfd)
 //   close(fd)
 #include <napi.h>
 #include <uv.h>
@@ -22,7 +26,9 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <linux/vfio.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -89,6 +95,26 @@ Napi::Value Accept(const Napi::CallbackInfo& info) {
     throw ErrnoError(info.Env(), "accept", errno);
   }
   return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value Connect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "connect(path)");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  sockaddr_un addr;
+  std::memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) throw ErrnoError(env, "connect " + path, ENAMETOOLONG);
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw ErrnoError(env, "socket", errno);
+  // A Unix stream connect completes at once (or fails): no need to wait for it non-blocking.
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || fcntl(fd, F_SETFL, O_NONBLOCK) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw ErrnoError(env, "connect " + path, e);
+  }
+  return Napi::Number::New(env, fd);
 }
 
 Napi::Value Send(const Napi::CallbackInfo& info) {
@@ -217,6 +243,78 @@ Napi::Value WatchFd(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Value VfioOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) throw Napi::TypeError::New(env, "vfioOpen(groupPath, bdf)");
+  std::string groupPath = info[0].As<Napi::String>().Utf8Value();
+  std::string bdf = info[1].As<Napi::String>().Utf8Value();
+  int container = -1, group = -1, device = -1;
+  auto fail = [&](const std::string& what) -> Napi::Error {
+    int e = errno;
+    if (device >= 0) ::close(device);
+    if (group >= 0) ::close(group);
+    if (container >= 0) ::close(container);
+    return ErrnoError(env, what, e);
+  };
+  container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
+  if (container < 0) throw fail("open /dev/vfio/vfio");
+  if (ioctl(container, VFIO_GET_API_VERSION) != VFIO_API_VERSION) { errno = EPROTO; throw fail("VFIO API version"); }
+  if (ioctl(container, VFIO_CHECK_EXTENSION, VFIO_TYPE1_IOMMU) <= 0) { errno = ENOTSUP; throw fail("VFIO type-1 IOMMU"); }
+  group = open(groupPath.c_str(), O_RDWR | O_CLOEXEC);
+  if (group < 0) throw fail("open " + groupPath);
+  vfio_group_status status;
+  std::memset(&status, 0, sizeof status);
+  status.argsz = sizeof status;
+  if (ioctl(group, VFIO_GROUP_GET_STATUS, &status) != 0) throw fail("VFIO group status");
+  if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE)) { errno = EBUSY; throw fail(groupPath + " is not viable (another device of the group has a driver)"); }
+  if (ioctl(group, VFIO_GROUP_SET_CONTAINER, &container) != 0) throw fail("VFIO set container");
+  if (ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1_IOMMU) != 0) throw fail("VFIO set IOMMU");
+  device = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, bdf.c_str());
+  if (device < 0) throw fail("VFIO device " + bdf);
+  Napi::Array regions = Napi::Array::New(env);
+  for (uint32_t i = 0; i <= VFIO_PCI_CONFIG_REGION_INDEX; i++) {
+    vfio_region_info r;
+    std::memset(&r, 0, sizeof r);
+    r.argsz = sizeof r;
+    r.index = i;
+    Napi::Object o = Napi::Object::New(env);
+    if (ioctl(device, VFIO_DEVICE_GET_REGION_INFO, &r) == 0) {
+      o.Set("offset", Napi::Number::New(env, static_cast<double>(r.offset)));
+      o.Set("size", Napi::Number::New(env, static_cast<double>(r.size)));
+      o.Set("mmap", Napi::Boolean::New(env, (r.flags & VFIO_REGION_INFO_FLAG_MMAP) != 0));
+    } else {
+      o.Set("offset", Napi::Number::New(env, 0));
+      o.Set("size", Napi::Number::New(env, 0));
+      o.Set("mmap", Napi::Boolean::New(env, false));
+    }
+    regions.Set(i, o);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("container", Napi::Number::New(env, container));
+  out.Set("group", Napi::Number::New(env, group));
+  out.Set("device", Napi::Number::New(env, device));
+  out.Set("regions", regions);
+  return out;
+}
+
+Napi::Value VfioMsix(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int device = FdArg(info, 0, "vfioMsix");
+  int vector = FdArg(info, 1, "vfioMsix");
+  int efd = FdArg(info, 2, "vfioMsix");
+  alignas(vfio_irq_set) char buf[sizeof(vfio_irq_set) + sizeof(int)];
+  std::memset(buf, 0, sizeof buf);
+  vfio_irq_set* set = reinterpret_cast<vfio_irq_set*>(buf);
+  set->argsz = sizeof buf;
+  set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+  set->index = VFIO_PCI_MSIX_IRQ_INDEX;
+  set->start = static_cast<uint32_t>(vector);
+  set->count = 1;
+  std::memcpy(set->data, &efd, sizeof(int));
+  if (ioctl(device, VFIO_DEVICE_SET_IRQS, set) != 0) throw ErrnoError(env, "VFIO MSI-X", errno);
+  return env.Undefined();
+}
+
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   ::close(FdArg(info, 0, "close"));
   return info.Env().Undefined();
@@ -228,10 +326,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("drain", Napi::Function::New(env, Drain, "drain"));
   exports.Set("listen", Napi::Function::New(env, Listen, "listen"));
   exports.Set("accept", Napi::Function::New(env, Accept, "accept"));
+  exports.Set("connect", Napi::Function::New(env, Connect, "connect"));
   exports.Set("send", Napi::Function::New(env, Send, "send"));
   exports.Set("receive", Napi::Function::New(env, Receive, "receive"));
   exports.Set("waitReadable", Napi::Function::New(env, WaitReadable, "waitReadable"));
   exports.Set("watch", Napi::Function::New(env, WatchFd, "watch"));
+  exports.Set("vfioOpen", Napi::Function::New(env, VfioOpen, "vfioOpen"));
+  exports.Set("vfioMsix", Napi::Function::New(env, VfioMsix, "vfioMsix"));
   exports.Set("close", Napi::Function::New(env, CloseFd, "close"));
   return exports;
 }

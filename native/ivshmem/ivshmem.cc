@@ -1,8 +1,10 @@
 // prism_ivshmem: map a shared-memory file or a PCI BAR into JS as an ArrayBuffer, and futex
 // wait/wake on a 32-bit word of it. Nothing else: the rings are TypeScript (src/ring).
 //
-//   map(path | fd, { size?, create?, readonly?, guard? }) -> ArrayBuffer
-//                                       (MAP_SHARED; PROT_READ if readonly; an fd stays the caller's)
+//   map(path | fd, { size?, create?, readonly?, guard?, offset? }) -> ArrayBuffer
+//                                       (MAP_SHARED; PROT_READ if readonly; an fd stays the caller's;
+//                                        offset: page-aligned, with a descriptor and a size, e.g. a
+//                                        VFIO device's region)
 //   unmap(buf)                                                (detaches buf, then munmap)
 //   futexWait(buf, byteOffset, expected, timeoutMs) -> 'ok' | 'not-equal' | 'timed-out'
 //   futexWake(buf, byteOffset, count) -> number of waiters woken
@@ -165,7 +167,7 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
     path = info[0].As<Napi::String>().Utf8Value();
   }
   bool create = false, readonly = false, haveSize = false, guard = false;
-  double sizeArg = 0;
+  double sizeArg = 0, offsetArg = 0;
   if (info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull()) {
     if (!info[1].IsObject()) throw Napi::TypeError::New(env, "map(path, opts?): opts must be an object");
     Napi::Object o = info[1].As<Napi::Object>();
@@ -178,6 +180,15 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
       }
       haveSize = true;
     }
+    Napi::Value off = o.Get("offset");
+    if (!off.IsUndefined()) {
+      if (!off.IsNumber()) throw Napi::TypeError::New(env, "map: opts.offset must be a number");
+      offsetArg = off.As<Napi::Number>().DoubleValue();
+      if (!(offsetArg >= 0) || offsetArg != std::floor(offsetArg) || offsetArg > 9007199254740991.0 ||
+          std::fmod(offsetArg, static_cast<double>(sysconf(_SC_PAGESIZE))) != 0) {
+        throw Napi::RangeError::New(env, "map: opts.offset must be a multiple of the page size");
+      }
+    }
     create = o.Get("create").ToBoolean();
     readonly = o.Get("readonly").ToBoolean();
     guard = o.Get("guard").ToBoolean();
@@ -185,6 +196,7 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
   if (givenFd >= 0 && create) throw Napi::TypeError::New(env, "map: create takes a path, not a descriptor");
   if (create && readonly) throw Napi::TypeError::New(env, "map: create and readonly exclude each other");
   if (create && !haveSize) throw Napi::TypeError::New(env, "map: create needs opts.size");
+  if (offsetArg > 0 && (givenFd < 0 || !haveSize)) throw Napi::TypeError::New(env, "map: an offset needs a descriptor and opts.size");
 
   int fd = givenFd;
   if (fd < 0) {
@@ -224,7 +236,7 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
   }
 
   int prot = readonly ? PROT_READ : (PROT_READ | PROT_WRITE);
-  void* addr = mmap(nullptr, length, prot, MAP_SHARED, fd, 0);
+  void* addr = mmap(nullptr, length, prot, MAP_SHARED, fd, static_cast<off_t>(offsetArg));
   int e = errno;
   done();  // the mapping keeps the file
   if (addr == MAP_FAILED) throw Napi::Error::New(env, Errno("mmap", path, e));

@@ -14,7 +14,7 @@ const NOTIFY_ENV = 'PRISM_AGENT_NOTIFY_FD';
 interface MountFlags {
   shm?: string; pci?: string; tcp?: string; tokenFile?: string; vm?: string; volume: string;
   timeout: string; attrTimeout?: string; entryTimeout?: string; foreground?: boolean; log?: string; meta: boolean;
-  writebackCache?: boolean;
+  writebackCache?: boolean; doorbell: boolean;
 }
 
 function seconds(v: string, what: string): number {
@@ -48,6 +48,7 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
     .option('--attr-timeout <seconds>', 'how long the kernel caches attributes (default 10 with a metadata table, else 1)')
     .option('--entry-timeout <seconds>', 'how long the kernel caches names (default 10 with a metadata table, else 1)')
     .option('--no-meta', "do not use the host's metadata table (every LOOKUP and GETATTR is an RPC)")
+    .option('--no-doorbell', "do not use the VM's ivshmem doorbell (wait for replies by polling, or a futex on the host's kernel)")
     .option('--writeback-cache', 'let the kernel cache writes and send them merged, even on a volume others may change (default: only where the host marks the volume as this VM\'s alone: docs/agent.md)')
     .option('--no-writeback-cache', 'never let the kernel cache writes (each write() reaches the agent)')
     .option('-f, --foreground', 'stay in the foreground')
@@ -58,7 +59,7 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
         timeoutMs: seconds(o.timeout, '--timeout') * 1000,
         attrSec: o.attrTimeout === undefined ? undefined : seconds(o.attrTimeout, '--attr-timeout'),
         entrySec: o.entryTimeout === undefined ? undefined : seconds(o.entryTimeout, '--entry-timeout'), meta: o.meta,
-        writebackCache: o.writebackCache ?? 'auto',
+        writebackCache: o.writebackCache ?? 'auto', doorbell: o.doorbell,
       };
       if (!o.foreground) {
         const pid = await daemonize(o.log);
@@ -91,7 +92,9 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
       const c = s.counters;
       const rows: Array<[string, string]> = [
         ['volume', s.volume], ['metadata table', s.metaTable ?? 'none (every LOOKUP and GETATTR is an RPC)'],
+        ['transport', s.transport],
         ['writeback cache', s.writebackCache ? 'on' : 'off'],
+        ...(c.doorbellRings + c.doorbellInterrupts > 0 ? [['doorbell rings / interrupts', `${c.doorbellRings} / ${c.doorbellInterrupts}`] as [string, string]] : []),
         ['lookups local / misses', `${c.lookupsLocal} / ${c.lookupMisses}`],
         ['getattrs local / misses', `${c.getattrsLocal} / ${c.getattrMisses}`],
         ['xattr requests local', String(c.xattrsLocal)],

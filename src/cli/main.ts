@@ -288,11 +288,12 @@ export function program(): Command {
       const { checkMetaSize, metaPath } = await import('../metadata-share/file.js');
       checkVolumeName(vm);
       const id = `prism-${vm}`;
-      // The doorbell device gets the region from the host's ivshmem server; msi=off: the guest waits
-      // for its INTx through uio_pci_generic (docs/doorbell.md). The host must be serving first.
+      // The doorbell device gets the region from the host's ivshmem server (the host must be serving
+      // first) and interrupts through MSI-X, which the guest's agent takes through VFIO: hence a q35
+      // machine with an emulated IOMMU (docs/doorbell.md).
       const args = [o.plain
         ? `-object memory-backend-file,size=${REGION_SIZE / 2 ** 20}M,share=on,mem-path=${shmPath(vm, o.shmDir)},id=${id} -device ivshmem-plain,memdev=${id}`
-        : `-chardev socket,path=${ivshmemPath(vm, o.shmDir)},id=${id} -device ivshmem-doorbell,chardev=${id},vectors=1,msi=off`];
+        : `-machine q35 -device intel-iommu -chardev socket,path=${ivshmemPath(vm, o.shmDir)},id=${id} -device ivshmem-doorbell,chardev=${id},vectors=1`];
       if (o.meta) {
         checkMetaSize(Number(o.metaSize) * 2 ** 20);
         // The guest maps the table read-only: a readonly=on backend, so not even its kernel can write it.

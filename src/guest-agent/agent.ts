@@ -13,7 +13,8 @@ import { barHolding, ivshmemBars } from './pci.js';
 import { isDeviceMemory } from '../native/memory.js';
 import { PID_OFFSET, lockAsAgent } from '../ring/index.js';
 import { pidWord } from '../vrpc/shm-region.js';
-import type { IoThreadData } from './io-thread.js';
+import type { IoThreadData, TransportMessage } from './io-thread.js';
+import { hasDoorbell } from './pci-doorbell.js';
 import { VrpcFs } from './vrpc-fs.js';
 import { AgentCounters } from './counters.js';
 import { serveStats } from './stats.js';
@@ -51,6 +52,8 @@ export interface AgentOptions {
    * alone and the kernel takes FUSE_NOTIFY_PRUNE (vrpc-fs.ts VrpcFsOptions).
    */
   writebackCache?: boolean | 'auto';
+  /** Use the VM's ivshmem doorbell when it has one (shared memory only; default true: docs/doorbell.md). */
+  doorbell?: boolean;
 }
 
 export interface Mounted {
@@ -62,6 +65,8 @@ export interface Mounted {
   metaFile?: string;
   /** Whether the kernel's writeback cache is on. */
   writebackCache: boolean;
+  /** How it reaches the host now (AgentStats.transport). */
+  transport(): string;
 }
 
 /** Connect, attach and mount; throws (with nothing mounted) if any step fails. */
@@ -104,15 +109,17 @@ async function startIoThread(o: AgentOptions, mp: string, region: string, device
   const data: IoThreadData = {
     region, wait: device ? 'poll' : 'futex', vm: o.vm ?? '', volume: o.volume, mountpoint: mp,
     timeoutMs: o.timeoutMs ?? DEFAULT_TIMEOUT_MS, entrySec, attrSec, metaFile, counters: counters.buffer,
-    writebackCache: o.writebackCache ?? 'auto',
+    writebackCache: o.writebackCache ?? 'auto', doorbell: o.doorbell === false ? undefined : doorbellOf(region, device),
   };
   const worker = new Worker(new URL('./io-thread.js', import.meta.url), { workerData: data });
   let finished!: () => void;
   const done = new Promise<void>((r) => { finished = r; });
   let writebackCache = false;
+  let transport = 'shared memory';
   await new Promise<void>((resolve, reject) => {
-    worker.on('message', (msg: { mounted?: true; writebackCache?: boolean; error?: { code: string; detail: string }; done?: true }) => {
-      if (msg.mounted) {
+    worker.on('message', (msg: { mounted?: true; writebackCache?: boolean; error?: { code: string; detail: string }; done?: true } & Partial<TransportMessage>) => {
+      if (msg.transport) transport = msg.transport;
+      else if (msg.mounted) {
         writebackCache = msg.writebackCache === true;
         resolve();
       } else if (msg.error) reject(fromName(msg.error.code, msg.error.detail));
@@ -121,7 +128,17 @@ async function startIoThread(o: AgentOptions, mp: string, region: string, device
     worker.once('error', (e) => { reject(e); finished(); });
     worker.once('exit', () => { reject(new PrismError('EIO', 'the I/O thread stopped before mounting')); finished(); });
   });
-  return { done: done.then(() => worker.terminate()).then(() => undefined), unmount: () => unmount(mp, 'busy-lazy'), counters, metaFile, writebackCache };
+  return { done: done.then(() => worker.terminate()).then(() => undefined), unmount: () => unmount(mp, 'busy-lazy'), counters, metaFile, writebackCache, transport: () => transport };
+}
+
+/** Where the VM's doorbell is: the PCI device holding the region, or the host's ivshmem server beside a region file. */
+function doorbellOf(region: string, device: boolean): IoThreadData['doorbell'] {
+  if (device) {
+    const dir = path.dirname(region);
+    return hasDoorbell(dir) ? { device: dir } : undefined;
+  }
+  const socket = `${region}.ivshmem`;
+  return fs.existsSync(socket) ? { socket } : undefined;
 }
 
 /** TCP: the event loop serves FUSE requests and calls the host asynchronously (HostLink). */
@@ -145,7 +162,7 @@ async function mountOverTcp(o: AgentOptions, t: { tcp: string; tokenFile: string
     throw new PrismError('EIO', `cannot mount ${mp}: ${(e as Error).message}`);
   }
   const done = m.done.finally(() => { vfs.close(); link.close(); });
-  return { done, unmount: () => unmount(mp, 'busy-lazy'), counters: vfs.counters, writebackCache: vfs.writebackCache };
+  return { done, unmount: () => unmount(mp, 'busy-lazy'), counters: vfs.counters, writebackCache: vfs.writebackCache, transport: () => 'tcp' };
 }
 
 /**
@@ -176,7 +193,7 @@ export async function runAgent(o: AgentOptions, onReady: () => void = () => {}):
   const m = await mountVolume(o);
   const closeStats = serveStats(o.mountpoint, () => ({
     mountpoint: path.resolve(o.mountpoint), volume: o.volume, metaTable: m.metaFile ?? null,
-    writebackCache: m.writebackCache, counters: m.counters.snapshot(),
+    writebackCache: m.writebackCache, transport: m.transport(), counters: m.counters.snapshot(),
   }));
   const stop = (sig: string) => {
     log.info({ sig }, 'unmounting');

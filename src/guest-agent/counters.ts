@@ -12,6 +12,9 @@ export const COUNTER_NAMES = [
   'postedMeta',
   // Times the agent waited for the replies of its posted calls (a close, an fsync, a table answer they change).
   'settles',
+  // The ivshmem doorbell (docs/doorbell.md): rings sent to the host, and waits for a reply ended by the host's interrupt.
+  'doorbellRings',
+  'doorbellInterrupts',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 

@@ -10,6 +10,9 @@ import { MessageChannel, Worker, parentPort, workerData } from 'node:worker_thre
 import type { DropReply, DropRequest, ForgetReply, ForgetRequest, NotifierData } from './cache-notifier.js';
 import { PrismError, fromNodeError } from '../errors.js';
 import { SyncShmClient } from '../vrpc/shm-sync-client.js';
+import { connectIvshmem, type PeerDoorbell } from '../vrpc/ivshmem-peer.js';
+import { log } from '../log.js';
+import { openPciDoorbell } from './pci-doorbell.js';
 import { attachMetaTable } from '../metadata-share/file.js';
 import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
 import { futexWake } from '../native/futex.js';
@@ -35,7 +38,12 @@ export interface IoThreadData {
   counters: SharedArrayBuffer;
   /** The kernel's writeback cache (agent.ts, AgentOptions.writebackCache). */
   writebackCache: boolean | 'auto';
+  /** The VM's ivshmem doorbell: its server's socket (an agent on the host's kernel) or its PCI device's sysfs directory (a guest). */
+  doorbell?: { socket: string } | { device: string };
 }
+
+/** How the I/O thread tells the main thread which way it waits for replies (after each connection). */
+export interface TransportMessage { transport: string }
 
 const d = workerData as IoThreadData;
 /** How long a close reporting a failed posted create waits for the notifier to make the kernel forget the name. */
@@ -49,11 +57,16 @@ async function main(): Promise<void> {
   // Names of failed posted creates, for the notifier thread to make the kernel forget (once it runs).
   let unmade: ((dir: bigint, name: Buffer) => Promise<void>) | undefined;
   try {
-    link = SyncLink.open((handshakeMs) => new SyncShmClient(d.region, d.vm, d.wait, d.timeoutMs, handshakeMs), d.timeoutMs);
+    const counters = new AgentCounters(d.counters);
+    link = SyncLink.open((handshakeMs) => {
+      const c = new SyncShmClient(d.region, d.vm, d.wait, d.timeoutMs, handshakeMs, openDoorbell(counters));
+      port.postMessage({ transport: `shared memory, ${c.waitsWith === 'futex' ? 'futex' : c.waitsWith === 'poll' ? 'polling' : c.waitsWith}` } satisfies TransportMessage);
+      return c;
+    }, d.timeoutMs);
     try {
       meta = d.metaFile ? attachMetaTable(d.metaFile) : undefined;
       vfs = await VrpcFs.attach(link, d.volume, {
-        shared: meta?.table, counters: new AgentCounters(d.counters), writebackCache: d.writebackCache,
+        shared: meta?.table, counters, writebackCache: d.writebackCache,
         unmade: (dir, name) => unmade?.(dir, name) ?? Promise.resolve(),
         kernelPrunes: kernelTakesPrune(os.release()),
       });
@@ -137,6 +150,29 @@ async function main(): Promise<void> {
 }
 
 interface Notifier { stop(): Promise<void> }
+
+/**
+ * The VM's doorbell for a new connection (a restarted host serves a new one), counted; none when
+ * there is none or it cannot be opened (then the client polls or sleeps on a futex, as before).
+ */
+function openDoorbell(counters: AgentCounters): PeerDoorbell | undefined {
+  const where = d.doorbell;
+  if (!where) return undefined;
+  let bell: PeerDoorbell;
+  try {
+    bell = 'socket' in where ? connectIvshmem(where.socket) : openPciDoorbell(where.device);
+  } catch (e) {
+    log.warn({ doorbell: where, err: (e as Error).message }, 'no doorbell: waiting for replies without it');
+    return undefined;
+  }
+  return {
+    kind: bell.kind,
+    stats: bell.stats,
+    ring() { counters.add('doorbellRings'); bell.ring(); },
+    wait(ms) { const rang = bell.wait(ms); if (rang) counters.add('doorbellInterrupts'); return rang; },
+    close() { bell.close(); },
+  };
+}
 
 /** Start the cache notifier thread (cache-notifier.ts); resolves once it listens. */
 function startNotifier(data: NotifierData): Promise<Notifier> {

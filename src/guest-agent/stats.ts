@@ -13,6 +13,8 @@ export interface AgentStats {
   volume: string;
   /** The metadata table the agent reads, or null when every LOOKUP and GETATTR is an RPC. */
   metaTable: string | null;
+  /** How the agent reaches the host: 'tcp', or 'shared memory, ' and how it waits for replies (futex, polling, doorbell (pci), doorbell (eventfd)). */
+  transport: string;
   /** Whether the kernel's writeback cache is on (`--writeback-cache`, or chosen by 'auto'). */
   writebackCache: boolean;
   counters: CounterSnapshot;

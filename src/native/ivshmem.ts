@@ -15,6 +15,8 @@ export interface MapOptions {
    * handler swaps in zero pages and mappingLost() turns true, instead of the process dying.
    */
   guard?: boolean;
+  /** Where in the file the mapping starts (a multiple of the page size; with a descriptor and a size), e.g. a VFIO region. */
+  offset?: number;
 }
 
 export type FutexWaitResult = 'ok' | 'not-equal' | 'timed-out';

@@ -5,16 +5,20 @@ import { decodeResponse, encodeRequest, responseError, type Response } from '../
 import type { Proc } from '../protocol/procs.js';
 import { isDeviceMemory } from '../native/memory.js';
 import {
-  LIVE_UP, RingCorrupt, SLEEP_NONE, WaitStrategy, peekBlocking, readBlocking, writeBlocking, type RingConsumer, type RingProducer,
+  LIVE_UP, RingCorrupt, SLEEP_DOORBELL, SLEEP_NONE, WaitStrategy, peekBlocking, readBlocking, wakePeer, writeBlocking, type RingConsumer,
+  type RingProducer, type WaitMode,
 } from '../ring/index.js';
 import { CallIds, HostGone, asBuffer, detach } from './client.js';
 import { HelloExchange } from './hello.js';
+import type { PeerDoorbell } from './ivshmem-peer.js';
 import { ReplySpin } from './reply-spin.js';
 import { openServedRegion, type OpenRegion } from './shm-region.js';
 
 /**
  * A blocking client over a region, for one thread that waits for each reply: spin (as long as
- * reply-spin.ts says), then sleep on a futex ('futex') or poll with backoff ('poll'). Used by the benchmark and by the agent's I/O thread.
+ * reply-spin.ts says), then sleep on a futex ('futex'), until the host rings its doorbell (when given
+ * one and the host serves it: docs/doorbell.md), or poll with backoff ('poll'). Used by the benchmark
+ * and by the agent's I/O thread.
  * A host restart (the region's generation changes) or a host that stops fails calls with HostGone.
  */
 export class SyncShmClient {
@@ -27,18 +31,30 @@ export class SyncShmClient {
   /** The region is device memory (a PCI BAR): results are copied out before `take` sees them. */
   private readonly device: boolean;
   private readonly spin = new ReplySpin();
+  /** How this client waits for replies: 'futex', 'poll', or the doorbell's kind. */
+  readonly waitsWith: string;
 
-  constructor(path: string, vm: string, mode: 'futex' | 'poll' = 'futex', private readonly timeoutMs = 30_000, handshakeMs = 10_000) {
-    this.mapping = openServedRegion(path);
+  /** `doorbell`: the VM's ivshmem doorbell, used while the host serves it; the client closes it. */
+  constructor(path: string, vm: string, mode: 'futex' | 'poll' = 'futex', private readonly timeoutMs = 30_000, handshakeMs = 10_000, private readonly doorbell?: PeerDoorbell) {
+    try {
+      this.mapping = openServedRegion(path);
+    } catch (e) {
+      doorbell?.close();
+      throw e;
+    }
     this.device = isDeviceMemory(path);
     const region = this.mapping.region;
     try {
       this.generation = region.generation;
-      const e = region.endpoints('guest', 0);
+      const bell = doorbell && region.doorbell('host') ? doorbell : undefined;
+      // The host asleep on its doorbell (SLEEP_DOORBELL) is rung; otherwise woken as its flag says.
+      const e = region.endpoints('guest', 0, bell ? { wake: (word, how) => { if (how === SLEEP_DOORBELL) bell.ring(); else wakePeer(word, how); } } : undefined);
       this.tx = e.tx;
       this.rx = e.rx;
       while (this.rx.read()); // what a previous client left unread is not ours
-      this.wait = new WaitStrategy({ mode, spinUs: 50, maxPollMs: 1 });
+      const waitMode: WaitMode = bell ? 'interrupt' : mode;
+      this.wait = new WaitStrategy({ mode: waitMode, line: bell, spinUs: 50, maxPollMs: 1 });
+      this.waitsWith = bell ? bell.kind : mode;
       const hello = new HelloExchange(vm, '');
       if (!writeBlocking(this.tx, hello.request, this.wait, handshakeMs)) throw new PrismError('EIO', 'host is not draining the ring');
       const deadline = Date.now() + handshakeMs;
@@ -48,8 +64,10 @@ export class SyncShmClient {
         if (hello.receive(reply)) break; // else a late reply to a previous client
       }
       region.setLiveness('guest', LIVE_UP, process.pid); // names us if a second agent tries this region
+      region.setDoorbell('guest', bell !== undefined); // from now on the host may sleep until we ring
     } catch (e) {
       this.mapping.close();
+      doorbell?.close();
       throw e instanceof RingCorrupt ? new PrismError('EIO', `${path}: ${e.message}`) : e;
     }
   }
@@ -193,7 +211,17 @@ export class SyncShmClient {
     if (now >= deadline) throw new PrismError('EIO', `no reply from the host in ${this.timeoutMs} ms`);
   }
 
-  close(): void { this.mapping.close(); }
+  close(): void {
+    // The host must not wait for rings from a client that is gone (a next one says again).
+    if (this.mapping.region.generation === this.generation) this.mapping.region.setDoorbell('guest', false);
+    this.mapping.close();
+    this.doorbell?.close();
+  }
+
+  /** The doorbell's counters (rings sent, interrupts taken), while this client has one. */
+  get doorbellStats(): Readonly<{ rings: number; interrupts: number }> | undefined {
+    return this.waitsWith.startsWith('doorbell') ? this.doorbell?.stats : undefined;
+  }
 }
 
 /** How long one blocking wait lasts before the host's state is checked again (ms). */
