@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds what a QEMU guest needs to run the Prism agent: a Debian cloud kernel (plus its fuse.ko)
+# Builds what a QEMU guest needs to run the Prism agent: a Debian cloud kernel (plus fuse.ko and VFIO's modules)
 # and an initramfs holding busybox, this machine's node with its libraries, the project's dist/src,
 # bin/, build/Release addons and runtime node_modules, and the guest scripts (init.sh, steps.sh).
 #
@@ -24,25 +24,49 @@ for a in prism_fuse prism_ivshmem prism_doorbell; do
   [ -f "$root/build/Release/$a.node" ] || { echo "build.sh: build/Release/$a.node is missing (npm run build:native)" >&2; exit 1; }
 done
 
-# --- kernel: the package linux-image-cloud-amd64 depends on (e.g. linux-image-6.1.0-56-cloud-amd64)
+# --- kernel: the package linux-image-cloud-amd64 depends on (e.g. linux-image-6.1.0-56-cloud-amd64),
+# and modules of that same package: fuse.ko, and VFIO's (in load order) for the doorbell, which the
+# agent binds to vfio-pci to get its MSI-X interrupts (src/guest-agent/pci-doorbell.ts). A cache made
+# before a module was on this list gets it from the package its kernel came from.
 kdir="$cache/kernel"
-if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/fuse.ko" ]; then
-  pkg="$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ { print $2; exit }')"
-  [ -n "$pkg" ] || { echo "build.sh: cannot tell which kernel linux-image-cloud-amd64 depends on (apt-get update?)" >&2; exit 1; }
-  rm -rf "$kdir" && mkdir -p "$kdir/dl" "$kdir/x"
-  (cd "$kdir/dl" && apt-get download "$pkg" >/dev/null 2>&1) || { echo "build.sh: apt-get download $pkg failed" >&2; exit 1; }
-  dpkg-deb -x "$kdir"/dl/*.deb "$kdir/x"
-  cp "$kdir"/x/boot/vmlinuz-* "$kdir/vmlinuz.tmp"
-  ko="$(find "$kdir/x/lib/modules" -path '*/kernel/fs/fuse/fuse.ko*' | head -1)"
-  case "$ko" in
-    *.ko) cp "$ko" "$kdir/fuse.ko" ;;
-    *.ko.xz) xz -dc "$ko" >"$kdir/fuse.ko" ;;
-    *.ko.zst) zstd -dc "$ko" >"$kdir/fuse.ko" ;;
-    *) echo "build.sh: no fuse.ko in $pkg" >&2; exit 1 ;;
-  esac
+modules=(fs/fuse/fuse virt/lib/irqbypass drivers/vfio/vfio drivers/vfio/vfio_iommu_type1 drivers/vfio/vfio_virqfd
+  drivers/vfio/pci/vfio-pci-core drivers/vfio/pci/vfio-pci)
+missing=()
+for m in "${modules[@]}"; do [ -f "$kdir/$(basename "$m").ko" ] || missing+=("$m"); done
+if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/package" ] || [ "${#missing[@]}" -gt 0 ]; then
+  # get_package PKG: download and unpack it into $kdir/x
+  get_package() {
+    rm -rf "$kdir/dl" "$kdir/x" && mkdir -p "$kdir/dl" "$kdir/x"
+    (cd "$kdir/dl" && apt-get download "$1" >/dev/null 2>&1) && dpkg-deb -x "$kdir"/dl/*.deb "$kdir/x"
+  }
+  pkg=""
+  if [ -f "$kdir/vmlinuz" ] && [ -f "$kdir/package" ]; then
+    # keep the cached kernel: its modules must come from its own package
+    pkg="$(cat "$kdir/package")"
+    echo "build.sh: the cached kernel ($pkg) lacks ${missing[*]}: extracting them" >&2
+    get_package "$pkg" || { echo "build.sh: $pkg cannot be downloaded any more: fetching the current kernel" >&2; pkg=""; }
+  fi
+  if [ -z "$pkg" ]; then
+    pkg="$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ { print $2; exit }')"
+    [ -n "$pkg" ] || { echo "build.sh: cannot tell which kernel linux-image-cloud-amd64 depends on (apt-get update?)" >&2; exit 1; }
+    rm -rf "$kdir" && mkdir -p "$kdir"
+    get_package "$pkg" || { echo "build.sh: apt-get download $pkg failed" >&2; exit 1; }
+    cp "$kdir"/x/boot/vmlinuz-* "$kdir/vmlinuz.tmp"
+  fi
+  for m in "${modules[@]}"; do
+    name="$(basename "$m").ko"
+    ko="$(find "$kdir/x/lib/modules" -path "*/kernel/$m.ko*" | head -1)"
+    case "$ko" in
+      *.ko) cp "$ko" "$kdir/$name.tmp" ;;
+      *.ko.xz) xz -dc "$ko" >"$kdir/$name.tmp" ;;
+      *.ko.zst) zstd -dc "$ko" >"$kdir/$name.tmp" ;;
+      *) echo "build.sh: no $m.ko in $pkg" >&2; exit 1 ;;
+    esac
+    mv "$kdir/$name.tmp" "$kdir/$name"
+  done
   echo "$pkg" >"$kdir/package"
   rm -rf "$kdir/x" "$kdir/dl"
-  mv "$kdir/vmlinuz.tmp" "$kdir/vmlinuz"
+  [ ! -f "$kdir/vmlinuz.tmp" ] || mv "$kdir/vmlinuz.tmp" "$kdir/vmlinuz"
 fi
 
 # --- what goes into the initramfs, and a stamp of it (rebuild only when something changed)
@@ -50,7 +74,7 @@ node_bin="$(command -v node)"
 mapfile -t deps < <(cd "$root" && npm ls --omit=dev --all --parseable 2>/dev/null | tail -n +2 | sed "s|^$root/||" | sort -u)
 [ "${#deps[@]}" -gt 0 ] || { echo "build.sh: npm ls found no runtime dependencies" >&2; exit 1; }
 stamp="$( {
-  echo "$node_bin $(stat -c '%s %Y' "$node_bin") $(cat "$kdir/package")"
+  echo "$node_bin $(stat -c '%s %Y' "$node_bin") $(cat "$kdir/package") ${modules[*]}"
   cat "$here/init.sh" "$here/steps.sh" "$here/build.sh" "$here"/*.cjs "$root/package.json"
   (cd "$root" && find dist/src bin build/Release -type f \( -name '*.js' -o -name '*.node' \) -printf '%p %s %T@\n' | sort)
   printf '%s\n' "${deps[@]}"
@@ -68,7 +92,9 @@ if [ ! -f "$initrd" ]; then
   for lib in $( { ldd "$node_bin"; ldd "$root"/build/Release/*.node; } | grep -o '/[^ ]*' | grep -v ':$' | sort -u); do
     mkdir -p "$work$(dirname "$lib")" && cp -L "$lib" "$work$lib"
   done
-  cp "$kdir/fuse.ko" "$work/lib/modules/fuse.ko"
+  # fuse.ko, and VFIO's in the order init.sh loads them (/lib/modules/vfio.order)
+  for m in "${modules[@]}"; do cp "$kdir/$(basename "$m").ko" "$work/lib/modules/"; done
+  printf '%s\n' "${modules[@]:1}" | xargs -n1 basename | sed 's/$/.ko/' >"$work/lib/modules/vfio.order"
   cp "$root/package.json" "$root/binding.gyp" "$work/prism/" 2>/dev/null || cp "$root/package.json" "$work/prism/"
   cp -r "$root/bin" "$work/prism/bin"
   mkdir -p "$work/prism/dist" && cp -r "$root/dist/src" "$work/prism/dist/src"

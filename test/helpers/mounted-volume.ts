@@ -53,6 +53,7 @@ export async function mountedVolume(t: Pick<ExecutionContext, 'teardown'>, trans
     await m.host.stop();
     fs.rmSync(region, { force: true });
     fs.rmSync(`${region}-meta`, { force: true });
+    fs.rmSync(`${region}.ivshmem`, { force: true });
   });
   return m;
 }
