@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   try {
     const counters = new AgentCounters(d.counters);
     link = SyncLink.open((handshakeMs) => {
-      const c = new SyncShmClient(d.region, d.vm, d.wait, d.timeoutMs, handshakeMs, openDoorbell(counters));
+      const c = new SyncShmClient(d.region, d.vm, d.wait, d.timeoutMs, handshakeMs, () => openDoorbell(counters));
       port.postMessage({ transport: `shared memory, ${c.waitsWith === 'futex' ? 'futex' : c.waitsWith === 'poll' ? 'polling' : c.waitsWith}` } satisfies TransportMessage);
       return c;
     }, d.timeoutMs);
@@ -167,6 +167,7 @@ function openDoorbell(counters: AgentCounters): PeerDoorbell | undefined {
   }
   return {
     kind: bell.kind,
+    connectedNow: bell.connectedNow,
     stats: bell.stats,
     ring() { counters.add('doorbellRings'); bell.ring(); },
     wait(ms) { const rang = bell.wait(ms); if (rang) counters.add('doorbellInterrupts'); return rang; },

@@ -64,6 +64,7 @@ export function openPciDoorbell(device: string): PeerDoorbell {
     const stats = { rings: 0, interrupts: 0 };
     return {
       kind: 'doorbell (pci)',
+      connectedNow: false,
       stats,
       ring() {
         stats.rings++;

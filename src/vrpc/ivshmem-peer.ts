@@ -11,6 +11,12 @@ import { HOST_PEER } from './ivshmem-server.js';
 export interface PeerDoorbell extends InterruptLine {
   /** What `prism agent stats` says the agent waits with. */
   readonly kind: 'doorbell (pci)' | 'doorbell (eventfd)';
+  /**
+   * Whether opening it connected to this host's server (an agent on the host's kernel). A guest's
+   * device was connected by QEMU when the VM started, perhaps to a host that since restarted: the
+   * region's `host.doorbell` word says whether this host serves it.
+   */
+  readonly connectedNow: boolean;
   /** Rings that went to the host, and interrupts that came from it. */
   readonly stats: { rings: number; interrupts: number };
   /** Ring the host (peer 0, vector 0). */
@@ -59,6 +65,7 @@ export function connectIvshmem(socketPath: string, timeoutMs = 2000): PeerDoorbe
   const stats = { rings: 0, interrupts: 0 };
   return {
     kind: 'doorbell (eventfd)',
+    connectedNow: true,
     stats,
     ring() { stats.rings++; a.signal(host); },
     wait(ms) {

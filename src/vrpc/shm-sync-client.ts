@@ -25,36 +25,35 @@ export class SyncShmClient {
   private readonly ids = new CallIds();
   private readonly tx: RingProducer;
   private readonly rx: RingConsumer;
-  private readonly wait: WaitStrategy;
+  private wait: WaitStrategy;
   private readonly mapping: OpenRegion;
   private readonly generation: number;
   /** The region is device memory (a PCI BAR): results are copied out before `take` sees them. */
   private readonly device: boolean;
   private readonly spin = new ReplySpin();
   /** How this client waits for replies: 'futex', 'poll', or the doorbell's kind. */
-  readonly waitsWith: string;
+  waitsWith: string;
+  /** The VM's ivshmem doorbell, once the host says it serves one (docs/doorbell.md). */
+  private doorbell: PeerDoorbell | undefined;
 
-  /** `doorbell`: the VM's ivshmem doorbell, used while the host serves it; the client closes it. */
-  constructor(path: string, vm: string, mode: 'futex' | 'poll' = 'futex', private readonly timeoutMs = 30_000, handshakeMs = 10_000, private readonly doorbell?: PeerDoorbell) {
-    try {
-      this.mapping = openServedRegion(path);
-    } catch (e) {
-      doorbell?.close();
-      throw e;
-    }
+  /**
+   * `openDoorbell`: the VM's ivshmem doorbell, opened after the handshake (in a guest, only if the host
+   * says it serves the device), then used to ring the host and wait for its interrupts; the client
+   * closes it.
+   */
+  constructor(path: string, vm: string, mode: 'futex' | 'poll' = 'futex', private readonly timeoutMs = 30_000, handshakeMs = 10_000, openDoorbell?: () => PeerDoorbell | undefined) {
+    this.mapping = openServedRegion(path);
     this.device = isDeviceMemory(path);
     const region = this.mapping.region;
     try {
       this.generation = region.generation;
-      const bell = doorbell && region.doorbell('host') ? doorbell : undefined;
       // The host asleep on its doorbell (SLEEP_DOORBELL) is rung; otherwise woken as its flag says.
-      const e = region.endpoints('guest', 0, bell ? { wake: (word, how) => { if (how === SLEEP_DOORBELL) bell.ring(); else wakePeer(word, how); } } : undefined);
+      const e = region.endpoints('guest', 0, openDoorbell ? { wake: (word, how) => { if (how === SLEEP_DOORBELL) this.doorbell?.ring(); else wakePeer(word, how); } } : undefined);
       this.tx = e.tx;
       this.rx = e.rx;
       while (this.rx.read()); // what a previous client left unread is not ours
-      const waitMode: WaitMode = bell ? 'interrupt' : mode;
-      this.wait = new WaitStrategy({ mode: waitMode, line: bell, spinUs: 50, maxPollMs: 1 });
-      this.waitsWith = bell ? bell.kind : mode;
+      this.wait = new WaitStrategy({ mode, spinUs: 50, maxPollMs: 1 });
+      this.waitsWith = mode;
       const hello = new HelloExchange(vm, '');
       if (!writeBlocking(this.tx, hello.request, this.wait, handshakeMs)) throw new PrismError('EIO', 'host is not draining the ring');
       const deadline = Date.now() + handshakeMs;
@@ -64,10 +63,18 @@ export class SyncShmClient {
         if (hello.receive(reply)) break; // else a late reply to a previous client
       }
       region.setLiveness('guest', LIVE_UP, process.pid); // names us if a second agent tries this region
-      region.setDoorbell('guest', bell !== undefined); // from now on the host may sleep until we ring
+      // A guest's device only while this host serves it; an agent on its kernel has just connected.
+      const bell = openDoorbell && (region.doorbell('host') || this.device === false) ? openDoorbell() : undefined;
+      if (bell && !bell.connectedNow && !region.doorbell('host')) bell.close();
+      else this.doorbell = bell;
+      if (this.doorbell) {
+        this.wait = new WaitStrategy({ mode: 'interrupt', line: this.doorbell, spinUs: 50 });
+        this.waitsWith = this.doorbell.kind;
+        region.setDoorbell('guest', true); // from now on the host may sleep until we ring
+      }
     } catch (e) {
       this.mapping.close();
-      doorbell?.close();
+      this.doorbell?.close();
       throw e instanceof RingCorrupt ? new PrismError('EIO', `${path}: ${e.message}`) : e;
     }
   }
@@ -220,7 +227,7 @@ export class SyncShmClient {
 
   /** The doorbell's counters (rings sent, interrupts taken), while this client has one. */
   get doorbellStats(): Readonly<{ rings: number; interrupts: number }> | undefined {
-    return this.waitsWith.startsWith('doorbell') ? this.doorbell?.stats : undefined;
+    return this.doorbell?.stats;
   }
 }
 
