@@ -49,6 +49,8 @@ const W_META_FLAGS = 55;
 const W_BELL: Readonly<Record<'host' | 'guest', number>> = { host: W_HOST + 3, guest: W_GUEST + 8 };
 /** Listener flag: the agent polls the change log (a VM guest, nothing can wake it) rather than sleeping on a futex. */
 const META_POLLS = 1;
+/** Byte offsets of each side's liveness state word (LIVE_*). */
+export const STATE_OFFSET: Readonly<Record<'host' | 'guest', number>> = { host: W_HOST * 4, guest: W_GUEST * 4 };
 /** Byte offsets of each side's pid word (liveness), e.g. to name who holds a region's lock. */
 export const PID_OFFSET: Readonly<Record<'host' | 'guest', number>> = { host: (W_HOST + 2) * 4, guest: (W_GUEST + 2) * 4 };
 /** Byte offset of the guest's "metadata log records applied" word (futex-woken by the guest). */

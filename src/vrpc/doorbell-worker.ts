@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { futexWait } from '../native/futex.js';
 import { map } from '../native/memory.js';
-import { SLEEP_NONE } from '../ring/index.js';
+import { LIVE_UP, SLEEP_NONE, STATE_OFFSET } from '../ring/index.js';
 
 interface Data { file: string; ino?: number; headOffset: number; flagOffset: number; control: SharedArrayBuffer; pollMs: number }
 
@@ -41,8 +41,15 @@ const flag = d.flagOffset / 4;
 // control[0]: 0 = the loop is busy, 1 = armed with control[1] = the head it saw, 2 = stop.
 // control[2]: 1 = polling (the loop notifies control[0] when it arms), 0 = woken (it does not).
 const control = new Int32Array(d.control);
+const guestState = STATE_OFFSET.guest / 4;
 
 const FIRST_POLL_MS = 0.25;
+/**
+ * Longest pause between polls of a region no agent has attached to (or one that left): an agent's
+ * first message then waits up to this long, and a host serving many VMs whose guests are not running
+ * wakes a few times a second for each instead of fifty.
+ */
+const NO_AGENT_POLL_MS = 250;
 /** Longest sleep on the head word while woken (a peer that stopped waking us is noticed by then). */
 const WOKEN_SLEEP_MS = 1000;
 /** Wake-ups that bring nothing, per second, past which the peer is polled for good. */
@@ -97,7 +104,7 @@ for (;;) {
     }
     deliver();
   } else if (r === 'timed-out') {
-    if (polling) pollMs = Math.min(d.pollMs, pollMs * 2);
+    if (polling) pollMs = Math.min(Atomics.load(words, guestState) === LIVE_UP ? d.pollMs : NO_AGENT_POLL_MS, pollMs * 2);
   } else {
     idleWake();
   }
