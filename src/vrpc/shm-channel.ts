@@ -1,6 +1,7 @@
 // VRPC over shared memory: one queue pair of a region (src/ring) as a Channel, and connectShm, which
-// attaches a VrpcClient over it. The event loop is never blocked: after each burst the channel sleeps
-// in a doorbell thread (doorbell.ts), or without one yields briefly for more and then polls on timers
+// attaches a VrpcClient over it. The event loop is never blocked: after each burst the host's channel
+// sleeps on the guest's ivshmem doorbell while the guest rings it (ivshmem-bell.ts), else in a
+// doorbell thread (doorbell.ts); without either it yields briefly for more and then polls on timers
 // with backoff (a futex cannot be awaited). A thread that may block uses shm-sync-client.ts.
 import { PrismError } from '../errors.js';
 import { log } from '../log.js';
