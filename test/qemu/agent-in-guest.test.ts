@@ -1,9 +1,11 @@
 // The agent in a real QEMU guest (TCG): `prism agent mount --pci auto` inside the guest mounts a volume
 // served by `prism host serve` on this machine, through the two ivshmem devices `prism qemu-args`
-// prints (the VRPC region and the read-only metadata table). The guest runs scripts/qemu-guest/steps.sh
+// prints (the VRPC region on an ivshmem-doorbell device, which the guest's agent binds to vfio-pci for
+// the host's interrupts, and the read-only metadata table). The guest runs scripts/qemu-guest/steps.sh
 // from its initramfs (built by scripts/qemu-guest/build.sh) and reports over the serial console; at its
 // SYNC points this test does the host's part: reads the guest's files through a second VM's agent on
-// this machine, writes one through it, `prism put`s files, checks the table file is unchanged.
+// this machine, writes one through it, `prism put`s files, checks the table file is unchanged, and
+// measures the host process's CPU while the guest idles with the volume mounted.
 //
 // Slow (a few minutes under TCG) and needs root, /dev/fuse, qemu-system-x86_64, busybox-static, cpio:
 // it has its own run, `npm run test:qemu` (ava.qemu.config.js); `npm test` does not include it.
@@ -18,6 +20,9 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const prismBin = path.join(root, 'bin', 'prism.js');
 const GUEST_TIMEOUT_MS = 10 * 60_000;
+/** The most CPU the host may use while the guest idles with the volume mounted (doorbell): 1% of a core. */
+const IDLE_CPU_MAX_PCT = 1;
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
 
 interface Step { ok: boolean; detail: string }
 interface Run {
@@ -26,6 +31,8 @@ interface Run {
   times: Map<string, number>;
   data: Map<string, string[]>;
   blocks: Map<string, string>;
+  /** CPU of the host process (and of QEMU) between the guest's SYNCs NAME-begin and NAME-end. */
+  idle: Map<string, { ms: number; hostPct: number; hostTicks: number; qemuPct?: number }>;
   /** What the host checked at the SYNC points and afterwards. */
   host: Map<string, Step>;
   bootMs?: number;
@@ -43,6 +50,38 @@ function md5(b: Buffer | string): string {
 function prism(store: string, args: string[], input?: string): { code: number | null; out: string; err: string } {
   const r = spawnSync(process.execPath, [prismBin, '--store', store, ...args], { encoding: 'utf8', input, timeout: 120_000 });
   return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+/** utime + stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15, after the command's ')'). */
+function cpuTicks(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return Number(rest[11]) + Number(rest[12]);
+  } catch { return undefined; }
+}
+
+/**
+ * QEMU's arguments with one -machine: `prism qemu-args` gives `-machine q35`, and QEMU would take
+ * only the last of two (or refuse them); the options of every -machine/-M go into the first.
+ */
+function mergeMachine(args: string[]): string[] {
+  const out: string[] = [];
+  let at = -1;
+  for (let i = 0; i < args.length; i++) {
+    if ((args[i] === '-machine' || args[i] === '-M') && i + 1 < args.length) {
+      const v = args[++i]!;
+      if (at < 0) { at = out.length + 1; out.push('-machine', v); continue; }
+      const [type, ...props] = v.split(',');
+      const have = out[at]!.split(',');
+      // a second machine type would conflict: keep the first one's, take the other's properties
+      if (type!.includes('=')) props.unshift(type!);
+      else if (have[0]!.includes('=')) have.unshift(type!);
+      out[at] = [...have, ...props].join(',');
+    } else out.push(args[i]!);
+  }
+  return out;
 }
 
 function startHost(store: string, vms: string[]): Promise<{ child: ChildProcess; stop(): Promise<number | null>; log(): string }> {
@@ -65,7 +104,7 @@ function startHost(store: string, vms: string[]): Promise<{ child: ChildProcess;
 /** Build the guest, start the host, boot the guest, answer its SYNCs, then check the store offline. */
 async function runScenario(): Promise<Run> {
   const t0 = Date.now();
-  const run: Run = { steps: new Map(), times: new Map(), data: new Map(), blocks: new Map(), host: new Map(), totalMs: 0, console: '', consoleFile: '' };
+  const run: Run = { steps: new Map(), times: new Map(), data: new Map(), blocks: new Map(), host: new Map(), idle: new Map(), totalMs: 0, console: '', consoleFile: '' };
   const hostCheck = (name: string, ok: boolean, detail = '') => { run.host.set(name, { ok, detail }); };
 
   const built = spawnSync('bash', [path.join(root, 'scripts', 'qemu-guest', 'build.sh')], { encoding: 'utf8' });
@@ -97,20 +136,35 @@ async function runScenario(): Promise<Run> {
     fs.readSync(fd, metaHead, 0, 64, 0);
     fs.closeSync(fd);
 
-    const args = [
+    // qemu-args: -machine q35 -device intel-iommu, the doorbell device on the host's ivshmem server
+    // socket (the host serves it already), and the metadata table's ivshmem-plain device
+    const args = mergeMachine([
       '-accel', 'tcg,thread=multi', '-smp', '2', '-cpu', 'max', '-m', '1024', '-nographic', '-no-reboot',
-      '-kernel', kernel, '-initrd', initrd, '-append', `console=ttyS0 quiet panic=-1 prism.volume=${vol}`,
+      '-kernel', kernel, '-initrd', initrd, '-append', `console=ttyS0 quiet panic=-1 prism.volume=${vol}${process.env.PRISM_QEMU_APPEND ? ` ${process.env.PRISM_QEMU_APPEND}` : ''}`,
       ...qa.out.trim().split(/\s+/),
-    ];
+    ]);
+    run.data.set('qemu-args', args);
     const bootStart = Date.now();
     qemu = spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const consoleOut = fs.createWriteStream(run.consoleFile);
     let pending = '';
     let block: { name: string; lines: string[] } | undefined;
     let chain = Promise.resolve();
+    const idleStart = new Map<string, { at: number; host?: number; qemu?: number }>();
 
     const onSync = async (name: string) => {
-      if (name === 'written') {
+      if (name.endsWith('-begin')) {
+        idleStart.set(name.slice(0, -'-begin'.length), { at: performance.now(), host: cpuTicks(host.child.pid), qemu: cpuTicks(qemu?.pid) });
+      } else if (name.endsWith('-end')) {
+        const what = name.slice(0, -'-end'.length);
+        const t1 = performance.now(), h1 = cpuTicks(host.child.pid), q1 = cpuTicks(qemu?.pid);
+        const b = idleStart.get(what);
+        if (b && b.host !== undefined && h1 !== undefined) {
+          const ms = t1 - b.at;
+          const pct = (ticks: number) => (ticks / CLK_TCK) * 1000 / ms * 100;
+          run.idle.set(what, { ms, hostTicks: h1 - b.host, hostPct: pct(h1 - b.host), qemuPct: b.qemu !== undefined && q1 !== undefined ? pct(q1 - b.qemu) : undefined });
+        }
+      } else if (name === 'written') {
         // (1) the guest's writes are in the volume: read them through another VM's agent
         const m = prism(store, ['agent', 'mount', '--shm', `/dev/shm/prism-${other}`, '--volume', vol, otherMnt]);
         otherMounted = m.code === 0;
@@ -213,12 +267,13 @@ async function runScenario(): Promise<Run> {
   run.totalMs = Date.now() - t0;
   const summary = {
     bootMs: run.bootMs, guestUptimeAtInitMs: run.guestUptimeAtInit, times: Object.fromEntries(run.times), totalMs: run.totalMs,
+    data: Object.fromEntries(run.data), idle: Object.fromEntries(run.idle),
     steps: Object.fromEntries(run.steps), host: Object.fromEntries(run.host), error: run.error, console: run.consoleFile,
   };
   fs.writeFileSync(path.join(dir, 'summary.json'), JSON.stringify(summary, null, 2));
   // keep the console log and the summary; the store and the VMs' shared-memory files go
   fs.rmSync(store, { recursive: true, force: true });
-  for (const f of [vm, other].flatMap((n) => [`/dev/shm/prism-${n}`, `/dev/shm/prism-${n}-meta`])) fs.rmSync(f, { force: true });
+  for (const f of [vm, other].flatMap((n) => [`/dev/shm/prism-${n}`, `/dev/shm/prism-${n}-meta`, `/dev/shm/prism-${n}.ivshmem`])) fs.rmSync(f, { force: true });
   return run;
 }
 
@@ -256,6 +311,7 @@ const step = (name: string) => (r: Run) => r.steps.get(name);
 const hostSaw = (name: string) => (r: Run) => r.host.get(name);
 
 check('guest: fuse.ko loads and /dev/fuse exists', step('fuse'));
+check('guest: VFIO\'s modules load (init.sh) and /dev/vfio/vfio exists', step('vfio'));
 check('guest: sees the two ivshmem devices of prism qemu-args', step('pci'));
 check('guest: node runs', step('node'));
 // Both once failed here, found by this test: a futex wake on the PCI BAR mapping (EFAULT) broke the
@@ -265,6 +321,9 @@ check('guest: reads a file put before the host started', step('read-pre'));
 check('guest: writes, appends, renames, symlinks and reads back', step('write-read'));
 check('guest: 100 small files written and read back', step('small-files'));
 check('guest: a 16 MiB file written and read back', step('big-file'));
+// The agent bound the doorbell device to vfio-pci and waits on its MSI-X vector: without the doorbell
+// (no VFIO, no IOMMU, the device not connected to the host's ivshmem server) it polls, and fails here.
+check('guest: the agent waits on the doorbell (transport doorbell (pci), interrupts > 0)', step('doorbell'));
 check('host: a second agent (other VM, same volume) mounts on this machine', hostSaw('other-agent-mount'));
 check('host: sees the guest\'s file through the other VM', hostSaw('guest-write-hello'));
 check('host: sees the guest\'s rename and append', hostSaw('guest-write-rename'));
@@ -286,6 +345,16 @@ check('guest: lookups and getattrs answered locally from the table', (r) => {
 });
 check('host: the guest\'s writes to the metadata table BAR left the table file unchanged', hostSaw('meta-unchanged'));
 check('guest: still works after trying to write the table', step('meta-after-write'));
+check(`host: under ${IDLE_CPU_MAX_PCT}% of a core while the guest idles 5 s with the volume mounted (doorbell)`, (r) => {
+  const i = r.idle.get('idle');
+  if (!i) return undefined;
+  return {
+    ok: i.hostPct < IDLE_CPU_MAX_PCT,
+    detail: `host process ${i.hostPct.toFixed(2)}% of a core (${i.hostTicks} ticks of 1/${CLK_TCK} s in ${(i.ms / 1000).toFixed(2)} s); QEMU ${i.qemuPct?.toFixed(1) ?? '?'}%; transport ${r.data.get('transport')?.join(' ') ?? '?'}`,
+  };
+});
+check('guest: remounts with --no-doorbell (transport polling)', step('remount'));
+check('guest: remounts with the doorbell again (the device still bound to vfio-pci)', step('remount-doorbell'));
 check('guest: prism agent umount', step('umount'));
 check('host: stops cleanly after the guest is gone', hostSaw('host-stopped-cleanly'));
 check('offline: the store holds the guest\'s and the host\'s writes', (r) => {
@@ -305,6 +374,20 @@ if (!why) {
     t.log(`100 x 1 KiB files: write ${ms('small-write')}, read ${ms('small-read')}; 16 MiB: write+sync ${ms('big-write')}, read ${ms('big-read')}`);
     t.log(`metadata table: ${run.steps.get('meta-used')?.ok ? 'used' : 'not used'}; whole scenario ${run.totalMs} ms; console ${run.consoleFile}`);
     for (const n of ['meta-mmap-write', 'meta-devmem-write']) if (run.blocks.has(n)) t.log(`${n}: ${run.blocks.get(n)}`);
+    t.log(`transport ${run.data.get('transport')?.join(' ') ?? '?'}; doorbell ${run.data.get('doorbell')?.join(' ') ?? '?'}`);
+    for (const [what, i] of run.idle) {
+      t.log(`idle ${what}: host ${i.hostPct.toFixed(2)}% of a core (${i.hostTicks} ticks in ${(i.ms / 1000).toFixed(2)} s), QEMU ${i.qemuPct?.toFixed(1) ?? '?'}%`);
+    }
+    // round trips, doorbell vs polling (steps.sh rt): total ms of 100 ops, and per-op percentiles
+    for (const op of ['create', 'read']) {
+      for (const how of ['doorbell', 'polling', 'doorbell2']) {
+        const n = `rt-${op}-${how}`;
+        if (run.times.has(n)) t.log(`${op} x100 (${how}): ${run.times.get(n)} ms, ${run.data.get(n)?.join(' ')}`);
+      }
+    }
+    for (const how of ['doorbell', 'polling', 'doorbell2']) if (run.data.has(`rt-${how}`)) t.log(`rt ${how}: ${run.data.get(`rt-${how}`)!.join(' ')}`);
+    for (const how of ['doorbell', 'polling', 'doorbell2', 'polling2']) if (run.data.has(`null-${how}`)) t.log(`NULL round trip (${how}): ${run.data.get(`null-${how}`)!.join(' ')}`);
+    for (const n of ['doorbell-stats', 'doorbell-agent-log', 'doorbell-dmesg', 'doorbell-devices', 'agent-log-remount']) if (run.blocks.has(n)) t.log(`${n}:\n${run.blocks.get(n)}`);
     t.truthy(run.bootMs);
   });
 }
