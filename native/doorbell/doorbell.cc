@@ -19,6 +19,8 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "../common/fd-watch.h"
+
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -69,25 +71,6 @@ Napi::Value Drain(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(n));
 }
 
-Napi::Value Listen(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "listen(path)");
-  std::string path = info[0].As<Napi::String>().Utf8Value();
-  sockaddr_un addr;
-  std::memset(&addr, 0, sizeof addr);
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) throw ErrnoError(env, "listen " + path, ENAMETOOLONG);
-  std::memcpy(addr.sun_path, path.c_str(), path.size());
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw ErrnoError(env, "socket", errno);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 8) != 0) {
-    int e = errno;
-    ::close(fd);
-    throw ErrnoError(env, "listen " + path, e);
-  }
-  return Napi::Number::New(env, fd);
-}
-
 Napi::Value Accept(const Napi::CallbackInfo& info) {
   int fd = accept4(FdArg(info, 0, "accept"), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (fd < 0) {
@@ -97,24 +80,36 @@ Napi::Value Accept(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), fd);
 }
 
-Napi::Value Connect(const Napi::CallbackInfo& info) {
+// A Unix stream socket bound and listening at path (non-blocking), or connected to it.
+int UnixSocket(const Napi::CallbackInfo& info, bool listening) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "connect(path)");
+  const char* what = listening ? "listen" : "connect";
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, std::string(what) + "(path)");
   std::string path = info[0].As<Napi::String>().Utf8Value();
   sockaddr_un addr;
   std::memset(&addr, 0, sizeof addr);
   addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof addr.sun_path) throw ErrnoError(env, "connect " + path, ENAMETOOLONG);
+  if (path.size() >= sizeof addr.sun_path) throw ErrnoError(env, std::string(what) + " " + path, ENAMETOOLONG);
   std::memcpy(addr.sun_path, path.c_str(), path.size());
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw ErrnoError(env, "socket", errno);
-  // A Unix stream connect completes at once (or fails): no need to wait for it non-blocking.
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || fcntl(fd, F_SETFL, O_NONBLOCK) != 0) {
+  sockaddr* a = reinterpret_cast<sockaddr*>(&addr);
+  // A Unix stream connect completes at once (or fails): the socket is made non-blocking after it.
+  bool ok = listening ? bind(fd, a, sizeof addr) == 0 && ::listen(fd, 8) == 0 : ::connect(fd, a, sizeof addr) == 0;
+  if (!ok || fcntl(fd, F_SETFL, O_NONBLOCK) != 0) {
     int e = errno;
     ::close(fd);
-    throw ErrnoError(env, "connect " + path, e);
+    throw ErrnoError(env, std::string(what) + " " + path, e);
   }
-  return Napi::Number::New(env, fd);
+  return fd;
+}
+
+Napi::Value Listen(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), UnixSocket(info, true));
+}
+
+Napi::Value Connect(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), UnixSocket(info, false));
 }
 
 Napi::Value Send(const Napi::CallbackInfo& info) {
@@ -202,45 +197,9 @@ Napi::Value WaitReadable(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, r > 0 && (p.revents & POLLIN) != 0);
 }
 
-struct Watch {
-  uv_poll_t poll;
-  Napi::FunctionReference cb;
-  napi_env env;
-};
-
-void OnReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
-  Watch* w = static_cast<Watch*>(handle->data);
-  Napi::Env env(w->env);
-  Napi::HandleScope scope(env);
-  w->cb.MakeCallback(env.Global(), {});
-}
-
+// The watch does not keep the process alive: the owner's other handles say when it ends.
 Napi::Value WatchFd(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = FdArg(info, 0, "watch");
-  if (info.Length() < 2 || !info[1].IsFunction()) throw Napi::TypeError::New(env, "watch(fd, callback)");
-  uv_loop_t* loop = nullptr;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop) throw Napi::Error::New(env, "no event loop");
-  Watch* w = new Watch();
-  w->cb = Napi::Persistent(info[1].As<Napi::Function>());
-  w->env = env;
-  w->poll.data = w;
-  int r = uv_poll_init(loop, &w->poll, fd);
-  if (r == 0) r = uv_poll_start(&w->poll, UV_READABLE | UV_DISCONNECT, OnReadable);
-  if (r != 0) {
-    delete w;
-    throw Napi::Error::New(env, std::string("uv_poll: ") + uv_strerror(r));
-  }
-  // The watch does not keep the process alive: the owner's other handles say when it ends.
-  uv_unref(reinterpret_cast<uv_handle_t*>(&w->poll));
-  return Napi::Function::New(env, [w](const Napi::CallbackInfo& ci) {
-    if (!w->cb.IsEmpty()) {
-      w->cb.Reset();
-      uv_poll_stop(&w->poll);
-      uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) { delete static_cast<Watch*>(h->data); });
-    }
-    return ci.Env().Undefined();
-  });
+  return fdwatch::Start(info, false);
 }
 
 Napi::Value VfioOpen(const Napi::CallbackInfo& info) {

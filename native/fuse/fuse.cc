@@ -14,6 +14,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "../common/fd-watch.h"
+
 static Napi::Error errnoError(Napi::Env env, const char* what, int err) {
   Napi::Error e = Napi::Error::New(env, std::string(what) + ": " + strerror(err));
   e.Set("errno", Napi::Number::New(env, err));
@@ -101,43 +103,9 @@ static Napi::Value Umount(const Napi::CallbackInfo& info) {
 }
 
 // watch(fd, callback()) -> stop(): calls back on the event loop whenever the fd is readable (or
-// errored: the read then reports why, e.g. ENODEV after unmount).
-struct Watch {
-  uv_poll_t poll;
-  Napi::FunctionReference cb;
-  napi_env env;
-};
-
-static void OnReadable(uv_poll_t* handle, int /*status*/, int /*events*/) {
-  Watch* w = static_cast<Watch*>(handle->data);
-  Napi::Env env(w->env);
-  Napi::HandleScope scope(env);
-  w->cb.MakeCallback(env.Global(), {});
-}
-
+// errored: the read then reports why, e.g. ENODEV after unmount). The watch keeps the loop alive.
 static Napi::Value WatchFd(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  uv_loop_t* loop = nullptr;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop) throw Napi::Error::New(env, "no event loop");
-  Watch* w = new Watch();
-  w->cb = Napi::Persistent(info[1].As<Napi::Function>());
-  w->env = env;
-  int r = uv_poll_init(loop, &w->poll, fd);
-  if (r == 0) r = uv_poll_start(&w->poll, UV_READABLE | UV_DISCONNECT, OnReadable);
-  if (r != 0) {
-    delete w;
-    throw Napi::Error::New(env, std::string("uv_poll: ") + uv_strerror(r));
-  }
-  w->poll.data = w;
-  return Napi::Function::New(env, [w](const Napi::CallbackInfo& ci) {
-    if (!w->cb.IsEmpty()) {
-      w->cb.Reset();
-      uv_poll_stop(&w->poll);
-      uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) { delete static_cast<Watch*>(h->data); });
-    }
-    return ci.Env().Undefined();
-  });
+  return fdwatch::Start(info, true);
 }
 
 // close(fd): the fd came from mount() (not from Node's fs, which would warn in a worker thread).
