@@ -260,7 +260,9 @@ null_rt() {   # label doorbell|poll
     const { SyncShmClient } = await import('/prism/dist/src/vrpc/shm-sync-client.js');
     const { openPciDoorbell } = await import('/prism/dist/src/guest-agent/pci-doorbell.js');
     const region = barHolding('region', ivshmemBars());
-    const c = new SyncShmClient(region, '', 'poll', 30000, 10000, '$2' === 'doorbell' ? () => openPciDoorbell(path.dirname(region)) : undefined);
+    const c = new SyncShmClient(region, '', 'poll', 30000, 10000, '$2' !== 'poll' ? () => openPciDoorbell(path.dirname(region)) : undefined);
+    // 'spin': the host is rung, the reply spun for: what the guest's own work costs, without any sleep
+    if ('$2' === 'spin') { const { WaitStrategy } = await import('/prism/dist/src/ring/index.js'); c.wait = new WaitStrategy({ mode: 'spin' }); }
     for (let i = 0; i < 20; i++) c.call(0);
     const t = [];
     for (let i = 0; i < 300; i++) { const a = process.hrtime.bigint(); c.call(0); t.push(Number(process.hrtime.bigint() - a) / 1000); }
@@ -272,4 +274,5 @@ null_rt doorbell doorbell
 null_rt polling poll
 null_rt doorbell2 doorbell
 null_rt polling2 poll
+null_rt spin spin
 done_

@@ -386,7 +386,7 @@ if (!why) {
       }
     }
     for (const how of ['doorbell', 'polling', 'doorbell2']) if (run.data.has(`rt-${how}`)) t.log(`rt ${how}: ${run.data.get(`rt-${how}`)!.join(' ')}`);
-    for (const how of ['doorbell', 'polling', 'doorbell2', 'polling2']) if (run.data.has(`null-${how}`)) t.log(`NULL round trip (${how}): ${run.data.get(`null-${how}`)!.join(' ')}`);
+    for (const how of ['doorbell', 'polling', 'doorbell2', 'polling2', 'spin']) if (run.data.has(`null-${how}`)) t.log(`NULL round trip (${how}): ${run.data.get(`null-${how}`)!.join(' ')}`);
     for (const n of ['doorbell-stats', 'doorbell-agent-log', 'doorbell-dmesg', 'doorbell-devices', 'agent-log-remount']) if (run.blocks.has(n)) t.log(`${n}:\n${run.blocks.get(n)}`);
     t.truthy(run.bootMs);
   });
