@@ -168,7 +168,6 @@ function openDoorbell(counters: AgentCounters): PeerDoorbell | undefined {
   return {
     kind: bell.kind,
     connectedNow: bell.connectedNow,
-    stats: bell.stats,
     ring() { counters.add('doorbellRings'); bell.ring(); },
     wait(ms) { const rang = bell.wait(ms); if (rang) counters.add('doorbellInterrupts'); return rang; },
     close() { bell.close(); },

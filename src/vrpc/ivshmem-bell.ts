@@ -13,8 +13,6 @@ const IGNORE_MS = 1000;
 const MAX_SLEEP_MS = 1000;
 
 export class IvshmemBell {
-  /** Counted for `prism host status` and tests: rings that woke the channel, rings that brought nothing, times ignored. */
-  readonly stats = { wakes: 0, idleRings: 0, ignored: 0 };
   private wakeup: (() => void) | null = null;
   private ready: () => boolean = () => false;
   private unwatch: () => void;
@@ -71,7 +69,6 @@ export class IvshmemBell {
     if (this.server.takeRings() === 0) return;
     const w = this.wakeup;
     if (w && this.ready()) {
-      this.stats.wakes++;
       this.disarm();
       w();
       return;
@@ -79,11 +76,9 @@ export class IvshmemBell {
     // Rung for nothing: at most MAX_IDLE_RINGS a second cost a wake-up each; past that the guest's
     // rings are left unread for IGNORE_MS (the counter keeps them: one wake-up when we look again),
     // and the channel polls it as it would a guest without a doorbell.
-    this.stats.idleRings++;
     const now = performance.now();
     if (now - this.idleSince > 1000) { this.idleSince = now; this.idle = 0; }
     if (++this.idle <= MAX_IDLE_RINGS) return;
-    this.stats.ignored++;
     this.ignoredUntil = now + IGNORE_MS;
     this.unwatch();
     this.unwatch = () => {};

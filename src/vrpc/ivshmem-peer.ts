@@ -17,8 +17,6 @@ export interface PeerDoorbell extends InterruptLine {
    * region's `host.doorbell` word says whether this host serves it.
    */
   readonly connectedNow: boolean;
-  /** Rings that went to the host, and interrupts that came from it. */
-  readonly stats: { rings: number; interrupts: number };
   /** Ring the host (peer 0, vector 0). */
   ring(): void;
   close(): void;
@@ -62,17 +60,11 @@ export function connectIvshmem(socketPath: string, timeoutMs = 2000): PeerDoorbe
     a.close(socket);
     throw e;
   }
-  const stats = { rings: 0, interrupts: 0 };
   return {
     kind: 'doorbell (eventfd)',
     connectedNow: true,
-    stats,
-    ring() { stats.rings++; a.signal(host); },
-    wait(ms) {
-      if (!a.waitReadable(own, ms) || a.drain(own) === 0) return false;
-      stats.interrupts++;
-      return true;
-    },
+    ring() { a.signal(host); },
+    wait(ms) { return a.waitReadable(own, ms) && a.drain(own) > 0; },
     close() { a.close(host); a.close(own); a.close(socket); },
   };
 }

@@ -251,9 +251,6 @@ export class ShmChannel extends ChannelEvents implements Channel {
     return this.bell?.usable() ? this.bell : this.doorbell;
   }
 
-  /** The ivshmem doorbell's counters, on the host side of a VM that has one. */
-  get ivshmemStats(): Readonly<{ wakes: number; idleRings: number; ignored: number }> | undefined { return this.bell?.stats; }
-
   /** The doorbell thread's counters, while it serves this channel. */
   get doorbellStats(): Readonly<{ deliveries: number; armWakes: number }> | undefined { return this.doorbell?.stats; }
 

@@ -225,10 +225,6 @@ export class SyncShmClient {
     this.doorbell?.close();
   }
 
-  /** The doorbell's counters (rings sent, interrupts taken), while this client has one. */
-  get doorbellStats(): Readonly<{ rings: number; interrupts: number }> | undefined {
-    return this.doorbell?.stats;
-  }
 }
 
 /** How long one blocking wait lasts before the host's state is checked again (ms). */
