@@ -63,10 +63,11 @@ export class SyncShmClient {
         if (hello.receive(reply)) break; // else a late reply to a previous client
       }
       region.setLiveness('guest', LIVE_UP, process.pid); // names us if a second agent tries this region
-      // A guest's device only while this host serves it; an agent on its kernel has just connected.
-      const bell = openDoorbell && (region.doorbell('host') || this.device === false) ? openDoorbell() : undefined;
-      if (bell && !bell.connectedNow && !region.doorbell('host')) bell.close();
-      else this.doorbell = bell;
+      // A guest's device is used only while this host serves it (QEMU may be connected to an earlier
+      // host); an agent on the host's kernel has just connected to this host's server itself.
+      const bell = openDoorbell?.();
+      if (bell && (bell.connectedNow || region.doorbell('host'))) this.doorbell = bell;
+      else bell?.close();
       if (this.doorbell) {
         this.wait = new WaitStrategy({ mode: 'interrupt', line: this.doorbell, spinUs: 50 });
         this.waitsWith = this.doorbell.kind;
