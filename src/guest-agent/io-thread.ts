@@ -60,7 +60,7 @@ async function main(): Promise<void> {
     const counters = new AgentCounters(d.counters);
     link = SyncLink.open((handshakeMs) => {
       const c = new SyncShmClient(d.region, d.vm, d.wait, d.timeoutMs, handshakeMs, () => openDoorbell(counters));
-      port.postMessage({ transport: `shared memory, ${c.waitsWith === 'futex' ? 'futex' : c.waitsWith === 'poll' ? 'polling' : c.waitsWith}` } satisfies TransportMessage);
+      port.postMessage({ transport: `shared memory, ${c.waitsWith}` } satisfies TransportMessage);
       return c;
     }, d.timeoutMs);
     try {

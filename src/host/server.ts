@@ -204,7 +204,6 @@ export class HostServer {
       log.warn({ vm: name, reason: n.reason }, 'no ivshmem doorbell: this VM\'s guest is polled');
       return undefined;
     }
-    region.setDoorbell('host', false);
     let server: IvshmemServer;
     try {
       server = new IvshmemServer(ivshmemPath(name, this.opts.shmDir), file, {

@@ -4,7 +4,7 @@
 // vector 0) to its Doorbell register; each QEMU that connects gets the region's descriptor, the
 // host's eventfd and eventfds of its own, which the host writes to interrupt that guest. The host
 // waits on its eventfd in the event loop (no thread, no timer); a guest ringing without cause is
-// rate-limited (HostDoorbell).
+// rate-limited (ivshmem-bell.ts).
 import fs from 'node:fs';
 import { PrismError, fromNodeError } from '../errors.js';
 import { log } from '../log.js';
@@ -14,7 +14,7 @@ import { doorbellAddon, type DoorbellAddon } from '../native/doorbell.js';
 const PROTOCOL_VERSION = 0n;
 /** The host's peer id: a guest rings it by writing (0 << 16) | 0 to its Doorbell register. */
 export const HOST_PEER = 0;
-/** Interrupt vectors per guest: one (INTx with msi=off has no more; a doorbell carries no data). */
+/** Interrupt vectors per guest: one (a doorbell carries no data). */
 export const VECTORS = 1;
 
 interface Peer { id: number; socket: number; eventfds: number[]; unwatch: () => void }
@@ -31,7 +31,7 @@ export class IvshmemServer {
   private readonly listenFd: number;
   private readonly unwatchListen: () => void;
   /** QEMU writes it when its guest rings peer 0. */
-  readonly hostFd: number;
+  private readonly hostFd: number;
   private readonly peers = new Map<number, Peer>();
   private nextId = HOST_PEER + 1;
   private closed = false;

@@ -31,7 +31,7 @@ export class SyncShmClient {
   /** The region is device memory (a PCI BAR): results are copied out before `take` sees them. */
   private readonly device: boolean;
   private readonly spin = new ReplySpin();
-  /** How this client waits for replies: 'futex', 'poll', or the doorbell's kind. */
+  /** How this client waits for replies: 'futex', 'polling', or the doorbell's kind. */
   waitsWith: string;
   /** The VM's ivshmem doorbell, once the host says it serves one (docs/doorbell.md). */
   private doorbell: PeerDoorbell | undefined;
@@ -53,7 +53,7 @@ export class SyncShmClient {
       this.rx = e.rx;
       while (this.rx.read()); // what a previous client left unread is not ours
       this.wait = new WaitStrategy({ mode, spinUs: 50, maxPollMs: 1 });
-      this.waitsWith = mode;
+      this.waitsWith = mode === 'poll' ? 'polling' : mode;
       const hello = new HelloExchange(vm, '');
       if (!writeBlocking(this.tx, hello.request, this.wait, handshakeMs)) throw new PrismError('EIO', 'host is not draining the ring');
       const deadline = Date.now() + handshakeMs;
