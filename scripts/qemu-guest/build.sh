@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds what a QEMU guest needs to run the Prism agent: a Debian cloud kernel (plus fuse.ko and VFIO's modules)
-# and an initramfs holding busybox, this machine's node with its libraries, the project's dist/src,
+# Builds what a QEMU guest needs to run the Prism agent: a Debian cloud kernel (plus the modules of fuse, VFIO and the bench's targets)
+# and an initramfs holding busybox, this machine's node with its libraries, the project's dist/src and dist/bench,
 # bin/, build/Release addons and runtime node_modules, and the guest scripts (init.sh, steps.sh).
 #
 #   scripts/qemu-guest/build.sh            # prints KERNEL=... and INITRD=... (paths in the cache)
@@ -25,25 +25,27 @@ for a in prism_fuse prism_ivshmem prism_doorbell; do
 done
 
 # --- kernel: the package linux-image-cloud-amd64 depends on (e.g. linux-image-6.1.0-56-cloud-amd64),
-# and modules of that same package: fuse.ko, and VFIO's (in load order) for the doorbell, which the
-# agent binds to vfio-pci to get its MSI-X interrupts (src/guest-agent/pci-doorbell.ts). A cache made
-# before a module was on this list gets it from the package its kernel came from.
+# and modules of that same package, in groups that init.sh and the guest scripts load with insmod in
+# the order of GROUP.order (each module after those it depends on, read from the modules' .modinfo):
+#   fuse   the agent's FUSE mount
+#   vfio   for the doorbell: the agent binds the device to vfio-pci to get its MSI-X interrupts
+#          (src/guest-agent/pci-doorbell.ts); vfio_iommu_type1 is loaded on demand, not a dependency
+#   bench  the other targets of `npm run bench -- guest`: virtio disks, virtio-net (NFS and TCP over
+#          QEMU's user network), virtio-fs and the NFSv3 client
 kdir="$cache/kernel"
-modules=(fs/fuse/fuse virt/lib/irqbypass drivers/vfio/vfio drivers/vfio/vfio_iommu_type1 drivers/vfio/vfio_virqfd
-  drivers/vfio/pci/vfio-pci-core drivers/vfio/pci/vfio-pci)
-missing=()
-for m in "${modules[@]}"; do [ -f "$kdir/$(basename "$m").ko" ] || missing+=("$m"); done
-if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/package" ] || [ "${#missing[@]}" -gt 0 ]; then
+declare -A groups=([fuse]="fuse" [vfio]="vfio_iommu_type1 vfio_pci" [bench]="virtio_pci virtio_blk virtio_net virtiofs nfsv3")
+spec="$(for g in fuse vfio bench; do echo "$g: ${groups[$g]}"; done)"
+if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/package" ] || [ "$(cat "$kdir/modules.spec" 2>/dev/null)" != "$spec" ]; then
+  pkg=""
+  [ -f "$kdir/vmlinuz" ] && [ -f "$kdir/package" ] && pkg="$(cat "$kdir/package")"
   # get_package PKG: download and unpack it into $kdir/x
   get_package() {
     rm -rf "$kdir/dl" "$kdir/x" && mkdir -p "$kdir/dl" "$kdir/x"
     (cd "$kdir/dl" && apt-get download "$1" >/dev/null 2>&1) && dpkg-deb -x "$kdir"/dl/*.deb "$kdir/x"
   }
-  pkg=""
-  if [ -f "$kdir/vmlinuz" ] && [ -f "$kdir/package" ]; then
+  if [ -n "$pkg" ]; then
     # keep the cached kernel: its modules must come from its own package
-    pkg="$(cat "$kdir/package")"
-    echo "build.sh: the cached kernel ($pkg) lacks ${missing[*]}: extracting them" >&2
+    echo "build.sh: the cached kernel ($pkg) lacks modules of: $spec; extracting them" >&2
     get_package "$pkg" || { echo "build.sh: $pkg cannot be downloaded any more: fetching the current kernel" >&2; pkg=""; }
   fi
   if [ -z "$pkg" ]; then
@@ -53,18 +55,32 @@ if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/package" ] || [ "${#missing[@]}" -g
     get_package "$pkg" || { echo "build.sh: apt-get download $pkg failed" >&2; exit 1; }
     cp "$kdir"/x/boot/vmlinuz-* "$kdir/vmlinuz.tmp"
   fi
-  for m in "${modules[@]}"; do
-    name="$(basename "$m").ko"
-    ko="$(find "$kdir/x/lib/modules" -path "*/kernel/$m.ko*" | head -1)"
-    case "$ko" in
-      *.ko) cp "$ko" "$kdir/$name.tmp" ;;
-      *.ko.xz) xz -dc "$ko" >"$kdir/$name.tmp" ;;
-      *.ko.zst) zstd -dc "$ko" >"$kdir/$name.tmp" ;;
-      *) echo "build.sh: no $m.ko in $pkg" >&2; exit 1 ;;
-    esac
-    mv "$kdir/$name.tmp" "$kdir/$name"
+  # module name (dashes and underscores are the same) -> its file in the package
+  declare -A ko_of=()
+  while IFS= read -r f; do
+    n="$(basename "$f")"; n="${n%%.ko*}"; ko_of[${n//-/_}]="$f"
+  done < <(find "$kdir/x/lib/modules" -name '*.ko*')
+  ko_text() { case "$1" in *.ko) cat "$1" ;; *.ko.xz) xz -dc "$1" ;; *.ko.zst) zstd -dc "$1" ;; esac; }
+  rm -f "$kdir"/*.ko "$kdir"/*.order
+  # place NAME: its dependencies first, then itself (once)
+  place() {
+    local n="${1//-/_}" f d
+    [ -z "${placed[$n]:-}" ] || return 0
+    f="${ko_of[$n]:-}"
+    [ -n "$f" ] || { echo "build.sh: no module $n in $pkg" >&2; exit 1; }
+    placed[$n]=1
+    for d in $(ko_text "$f" | tr '\0' '\n' | sed -n 's/^depends=//p' | tr ',' ' '); do place "$d"; done
+    ko_text "$f" >"$kdir/$n.ko.tmp" && mv "$kdir/$n.ko.tmp" "$kdir/$n.ko"
+    order+=("$n.ko")
+  }
+  for g in fuse vfio bench; do
+    declare -A placed=()
+    order=()
+    for m in ${groups[$g]}; do place "$m"; done
+    printf '%s\n' "${order[@]}" >"$kdir/$g.order"
   done
   echo "$pkg" >"$kdir/package"
+  echo "$spec" >"$kdir/modules.spec"
   rm -rf "$kdir/x" "$kdir/dl"
   [ ! -f "$kdir/vmlinuz.tmp" ] || mv "$kdir/vmlinuz.tmp" "$kdir/vmlinuz"
 fi
@@ -74,9 +90,9 @@ node_bin="$(command -v node)"
 mapfile -t deps < <(cd "$root" && npm ls --omit=dev --all --parseable 2>/dev/null | tail -n +2 | sed "s|^$root/||" | sort -u)
 [ "${#deps[@]}" -gt 0 ] || { echo "build.sh: npm ls found no runtime dependencies" >&2; exit 1; }
 stamp="$( {
-  echo "$node_bin $(stat -c '%s %Y' "$node_bin") $(cat "$kdir/package") ${modules[*]}"
-  cat "$here/init.sh" "$here/steps.sh" "$here/build.sh" "$here"/*.cjs "$root/package.json"
-  (cd "$root" && find dist/src bin build/Release -type f \( -name '*.js' -o -name '*.node' \) -printf '%p %s %T@\n' | sort)
+  echo "$node_bin $(stat -c '%s %Y' "$node_bin") $(cat "$kdir/package")"; cat "$kdir"/*.order
+  cat "$here/init.sh" "$here/steps.sh" "$here/build.sh" "$root/package.json"
+  (cd "$root" && find dist/src dist/bench bin build/Release -type f \( -name '*.js' -o -name '*.node' \) -printf '%p %s %T@\n' | sort)
   printf '%s\n' "${deps[@]}"
 } | sha256sum | cut -c1-16)"
 initrd="$cache/initrd-$stamp.cpio"
@@ -92,12 +108,11 @@ if [ ! -f "$initrd" ]; then
   for lib in $( { ldd "$node_bin"; ldd "$root"/build/Release/*.node; } | grep -o '/[^ ]*' | grep -v ':$' | sort -u); do
     mkdir -p "$work$(dirname "$lib")" && cp -L "$lib" "$work$lib"
   done
-  # fuse.ko, and VFIO's in the order init.sh loads them (/lib/modules/vfio.order)
-  for m in "${modules[@]}"; do cp "$kdir/$(basename "$m").ko" "$work/lib/modules/"; done
-  printf '%s\n' "${modules[@]:1}" | xargs -n1 basename | sed 's/$/.ko/' >"$work/lib/modules/vfio.order"
+  # the modules, and the order each group loads in (/lib/modules/GROUP.order)
+  cp "$kdir"/*.ko "$kdir"/*.order "$work/lib/modules/"
   cp "$root/package.json" "$root/binding.gyp" "$work/prism/" 2>/dev/null || cp "$root/package.json" "$work/prism/"
   cp -r "$root/bin" "$work/prism/bin"
-  mkdir -p "$work/prism/dist" && cp -r "$root/dist/src" "$work/prism/dist/src"
+  mkdir -p "$work/prism/dist" && cp -r "$root/dist/src" "$root/dist/bench" "$work/prism/dist/"
   find "$work/prism/dist" -name '*.map' -delete
   cp "$root"/build/Release/*.node "$work/prism/build/Release/"
   for d in "${deps[@]}"; do
