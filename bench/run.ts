@@ -1,4 +1,5 @@
-// `npm run bench -- SUITE`: runs one benchmark suite, prints a table, saves JSON in bench/results/.
+// `npm run bench -- SUITE [options]`: runs one benchmark suite, prints a table, saves JSON (and the
+// files a suite adds, e.g. Markdown and SVG) in bench/results/.
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,12 +12,16 @@ export interface BenchReport {
   table: string;
 }
 
-const suites: Record<string, () => Promise<Omit<BenchReport, 'date' | 'machine' | 'suite'>>> = {
+/** What a suite returns: its report's results and table, and files saved beside the JSON (by extension). */
+type SuiteOutput = Omit<BenchReport, 'date' | 'machine' | 'suite'> & { files?: Record<string, string> };
+
+const suites: Record<string, () => Promise<SuiteOutput>> = {
   store: async () => (await import('./store.js')).run(),
   vrpc: async () => (await import('./vrpc.js')).run(),
   fs: async () => (await import('./fs.js')).run(),
   metadata: async () => (await import('./metadata.js')).run(),
   host: async () => (await import('./host-dispatch.js')).run(),
+  guest: async () => (await import('./guest.js')).run(),
 };
 
 async function main(): Promise<void> {
@@ -27,7 +32,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const os = await import('node:os');
-  const r = await suite();
+  const { files, ...r } = await suite();
   const report: BenchReport = {
     suite: name, date: new Date().toISOString(),
     machine: { cpus: os.cpus().length, node: process.version, kernel: os.release() }, ...r,
@@ -37,7 +42,14 @@ async function main(): Promise<void> {
   const file = path.join(dir, `${name}-${report.date.replace(/[:.]/g, '-')}.json`);
   fs.writeFileSync(file, JSON.stringify(report, null, 2));
   fs.writeFileSync(path.join(dir, `${name}-latest.json`), JSON.stringify(report, null, 2));
-  process.stdout.write(`${report.table}\n\nsaved ${path.relative(process.cwd(), file)}\n`);
+  const saved = [file];
+  for (const [ext, text] of Object.entries(files ?? {})) {
+    const f = file.replace(/\.json$/, `.${ext}`);
+    fs.writeFileSync(f, text);
+    fs.writeFileSync(path.join(dir, `${name}-latest.${ext}`), text);
+    saved.push(f);
+  }
+  process.stdout.write(`${report.table}\n\nsaved ${saved.map((f) => path.relative(process.cwd(), f)).join(', ')}\n`);
 }
 
 main().catch((e) => {

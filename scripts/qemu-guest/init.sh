@@ -3,7 +3,8 @@
 # ivshmem doorbell: the agent binds the device to vfio-pci; without them it polls), then runs
 # /steps.sh (the scenario test/qemu/agent-in-guest.test.ts drives over the serial console) and powers
 # off. Kernel command line: prism.volume=VOL (default vol), prism.shell=1 for a shell instead,
-# prism.vfio=0 to leave VFIO's modules out (the agent then polls).
+# prism.vfio=0 to leave VFIO's modules out (the agent then polls), prism.bench=1 to run the guest
+# benchmark's workloads instead of the steps (bench/guest-run.ts, driven by bench/guest.ts).
 /bin/busybox --install -s /bin 2>/dev/null
 export PATH=/bin:/sbin:/usr/bin HOME=/root
 mount -t proc proc /proc
@@ -30,7 +31,9 @@ fi
 [ "$vfio" != ok ] || [ -d /sys/bus/pci/drivers/vfio-pci ] || vfio="no vfio-pci driver after loading the modules"
 echo "$vfio" >/run/prism-vfio
 
-if [ "$(arg shell)" = 1 ]; then
+if [ "$(arg bench)" = 1 ]; then
+  node /prism/dist/bench/guest-run.js </dev/null
+elif [ "$(arg shell)" = 1 ]; then
   insmod /lib/modules/fuse.ko
   echo "Prism guest shell: prism agent mount --pci auto --volume VOL /mnt"
   setsid cttyhack sh
