@@ -11,6 +11,18 @@ export type GuestMount =
 
 export interface GuestTarget { id: string; label: string; mount: GuestMount }
 
+/** Every target of the bench, in the order the guest runs them and the report shows them. */
+export const TARGETS: { id: string; label: string }[] = [
+  { id: 'raw', label: 'ext4 on virtio-blk (raw)' },
+  { id: 'qcow2', label: 'ext4 on virtio-blk (qcow2 clone)' },
+  { id: 'virtiofs', label: 'virtio-fs (virtiofsd)' },
+  { id: 'nfs', label: 'NFSv3 (NFS-Ganesha)' },
+  { id: 'prism-shm', label: 'Prism, ivshmem + metadata' },
+  { id: 'prism-nometa', label: 'Prism, ivshmem, no metadata' },
+  { id: 'prism-tcp', label: 'Prism over TCP' },
+];
+
+
 export const WORKLOADS = ['build', 'untar', 'git', 'fs'] as const;
 export type Workload = typeof WORKLOADS[number];
 

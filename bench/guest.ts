@@ -1,4 +1,4 @@
-// `npm run bench -- guest [--quick] [--kvm] [--targets raw,prism-shm,...]`: Prism inside a QEMU guest
+// `npm run bench -- guest [--quick] [--kvm] [--reps N] [--targets raw,prism-shm,...]`: Prism inside a QEMU guest
 // against the ways a VM gets a file system today, all attached to one guest boot and run with the same
 // workloads (bench/guest-run.ts, inside the guest):
 //   raw          ext4 on a virtio-blk disk backed by a raw image (the virtual-disk baseline)
@@ -20,10 +20,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { table } from '../src/cli/format.js';
-import { barChartSvg } from './chart.js';
 import { writeProject } from './c-project.js';
-import { parseMarkers, WORKLOADS, type GuestMarker, type GuestPlan, type GuestTarget, type Workload } from './guest-plan.js';
+import { parseMarkers, TARGETS, WORKLOADS, type GuestMarker, type GuestPlan, type GuestTarget } from './guest-plan.js';
+import { chart, collect, render } from './guest-report.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
@@ -31,7 +30,7 @@ const prismBin = path.join(root, 'bin', 'prism.js');
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 const VM = 'benchguest', VM_TCP = 'benchguesttcp';
 
-interface Options { quick: boolean; kvm: boolean; only?: string[] }
+interface Options { quick: boolean; kvm: boolean; reps?: number; only?: string[] }
 
 function options(argv: string[]): Options {
   const o: Options = { quick: process.env.PRISM_BENCH_QUICK === '1', kvm: false };
@@ -40,21 +39,20 @@ function options(argv: string[]): Options {
     if (a === '--quick') o.quick = true;
     else if (a === '--kvm') o.kvm = true;
     else if (a === '--targets') o.only = (argv[++i] ?? '').split(',').filter(Boolean);
-    else throw new Error(`bench guest: unknown option ${a} (--quick, --kvm, --targets a,b)`);
+    else if (a === '--reps') {
+      o.reps = Number(argv[++i]);
+      if (!Number.isInteger(o.reps) || o.reps < 1) throw new Error('bench guest: --reps needs a whole number of at least 1');
+    } else throw new Error(`bench guest: unknown option ${a} (--quick, --kvm, --reps N, --targets a,b)`);
   }
   return o;
 }
 
-const TARGETS: { id: string; label: string }[] = [
-  { id: 'raw', label: 'ext4 on virtio-blk (raw)' },
-  { id: 'qcow2', label: 'ext4 on virtio-blk (qcow2 clone)' },
-  { id: 'virtiofs', label: 'virtio-fs (virtiofsd)' },
-  { id: 'nfs', label: 'NFSv3 (NFS-Ganesha)' },
-  { id: 'prism-shm', label: 'Prism, ivshmem + metadata' },
-  { id: 'prism-nometa', label: 'Prism, ivshmem, no metadata' },
-  { id: 'prism-tcp', label: 'Prism over TCP' },
-];
 const QUICK_TARGETS = ['raw', 'virtiofs', 'nfs', 'prism-shm'];
+/** Sized so that a TCG guest runs the whole set in about an hour (--quick: a few minutes). */
+const SIZES = {
+  full: { reps: 3, modules: 24, treeFiles: 1000, fs: { dirs: 10, filesPerDir: 50, seqMiB: 32, randomWrites: 512 } },
+  quick: { reps: 1, modules: 12, treeFiles: 400, fs: { dirs: 5, filesPerDir: 40, seqMiB: 8, randomWrites: 128 } },
+};
 
 function sh(cmd: string, args: string[], opts: { cwd?: string } = {}): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
@@ -185,14 +183,21 @@ async function startPrism(work: string, kids: Children): Promise<{ store: string
 // ---- inputs: the same bytes for every target ----------------------------------------------------
 
 /** The inputs disk: the C project, the tree to untar, a bare git repository, the plan, the TCP token. */
-function inputs(work: string, plan: GuestPlan, o: Options, token?: string): string {
+function inputs(work: string, plan: GuestPlan, o: Options, token?: string): { img: string; tree: { packages: number; files: number; MiB: number } } {
   const dir = path.join(work, 'inputs');
   fs.mkdirSync(dir);
-  writeProject(path.join(dir, 'cproj'), o.quick ? 16 : 40);
-  // the project's own node_modules (thousands of files of all sizes): as a tarball, and committed
+  writeProject(path.join(dir, 'cproj'), SIZES[o.quick ? 'quick' : 'full'].modules);
+  // packages of the project's own node_modules (files of all sizes, as npm leaves them), in name order
+  // until there are enough files: as a tarball, and committed to a git repository
   const nm = path.join(root, 'node_modules');
-  const packages = fs.readdirSync(nm).filter((p) => !p.startsWith('.')).sort();
-  const chosen = o.quick ? packages.slice(0, Math.ceil(packages.length / 4)) : packages;
+  const want = SIZES[o.quick ? 'quick' : 'full'].treeFiles;
+  const chosen: string[] = [];
+  let files = 0;
+  for (const p of fs.readdirSync(nm).filter((n) => !n.startsWith('.')).sort()) {
+    if (files >= want) break;
+    chosen.push(p);
+    files += Number(sh('sh', ['-c', `find '${p}' -type f | wc -l`], { cwd: nm }).trim());
+  }
   sh('tar', ['-C', nm, '--transform', 's,^,tree/,', '-cf', path.join(dir, 'tree.tar'), ...chosen]);
   const repo = path.join(work, 'repo');
   fs.mkdirSync(repo);
@@ -208,93 +213,7 @@ function inputs(work: string, plan: GuestPlan, o: Options, token?: string): stri
   const img = path.join(work, 'inputs.img');
   const mib = Math.ceil(Number(sh('du', ['-sm', dir]).split('\t')[0]) * 1.3) + 64;
   sh('mkfs.ext4', ['-q', '-F', '-L', 'prism-inputs', '-d', dir, img, `${mib}M`]);
-  return img;
-}
-
-// ---- results ------------------------------------------------------------------------------------
-
-interface PhaseStats { runs: number[]; median: number; min: number; max: number }
-interface TargetOut { label: string; skipped?: string; failures: string[]; phases: Record<string, PhaseStats>; workloads: Partial<Record<Workload, PhaseStats>> }
-
-function stats(runs: number[]): PhaseStats {
-  const s = [...runs].sort((a, b) => a - b);
-  const median = s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-  return { runs, median, min: s[0]!, max: s[s.length - 1]! };
-}
-
-function collect(markers: GuestMarker[], plan: GuestPlan, skipped: Map<string, string>): Record<string, TargetOut> {
-  const out: Record<string, TargetOut> = {};
-  for (const t of TARGETS) {
-    const o: TargetOut = { label: t.label, failures: [], phases: {}, workloads: {} };
-    out[t.id] = o;
-    if (skipped.has(t.id)) { o.skipped = skipped.get(t.id); continue; }
-    if (!plan.targets.some((p) => p.id === t.id)) { o.skipped = 'not chosen for this run'; continue; }
-    const runs = new Map<string, number[]>();
-    const perRep = new Map<string, number>(); // workload@rep -> total seconds
-    let ran = false;
-    for (const m of markers) {
-      if (m.kind === 'skip' && m.target === t.id) o.skipped = m.reason;
-      if (m.kind === 'fail' && m.target === t.id) o.failures.push(`${m.workload} #${m.rep}: ${m.reason}`);
-      if (m.kind !== 'result' || m.target !== t.id) continue;
-      ran = true;
-      const key = `${m.workload}: ${m.phase}`;
-      runs.set(key, [...(runs.get(key) ?? []), m.seconds]);
-      perRep.set(`${m.workload}@${m.rep}`, (perRep.get(`${m.workload}@${m.rep}`) ?? 0) + m.seconds);
-    }
-    for (const [k, v] of runs) o.phases[k] = stats(v);
-    for (const w of plan.workloads) {
-      // a workload's total per repetition, only where every phase of it ran
-      const failedReps = new Set(markers.filter((m) => m.kind === 'fail' && m.target === t.id && m.workload === w).map((m) => (m as { rep: number }).rep));
-      const totals = [...perRep].filter(([k]) => k.startsWith(`${w}@`) && !failedReps.has(Number(k.split('@')[1]))).map(([, v]) => v);
-      if (totals.length) o.workloads[w] = stats(totals);
-    }
-    if (!ran && !o.skipped) o.skipped = o.failures.length ? 'every workload failed' : 'the guest did not report it (see the console log)';
-  }
-  return out;
-}
-
-function secs(v: number): string { return v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2); }
-function cell(s: PhaseStats | undefined, base: PhaseStats | undefined): string {
-  if (!s) return '-';
-  const spread = s.runs.length > 1 ? ` ±${(((s.max - s.min) / 2 / s.median) * 100).toFixed(0)}%` : '';
-  return `${secs(s.median)} s${spread}${base ? ` (${(s.median / base.median).toFixed(2)}x)` : ''}`;
-}
-
-function render(res: Record<string, TargetOut>): { text: string; markdown: string; rows: string[][] } {
-  const ids = TARGETS.map((t) => t.id).filter((id) => !res[id]!.skipped);
-  const base = res.raw!.skipped ? undefined : res.raw!;
-  const phaseNames = [...new Set(ids.flatMap((id) => Object.keys(res[id]!.phases)))];
-  const head = ['', ...ids.map((id) => res[id]!.label)];
-  const rows: string[][] = [];
-  for (const w of WORKLOADS) {
-    if (!ids.some((id) => res[id]!.workloads[w])) continue;
-    rows.push([`**${w}** (total)`, ...ids.map((id) => cell(res[id]!.workloads[w], base?.workloads[w]))]);
-    for (const p of phaseNames.filter((n) => n.startsWith(`${w}: `))) rows.push([`  ${p.slice(w.length + 2)}`, ...ids.map((id) => cell(res[id]!.phases[p], base?.phases[p]))]);
-  }
-  const skippedLines = TARGETS.filter((t) => res[t.id]!.skipped).map((t) => `${t.label}: skipped (${res[t.id]!.skipped})`);
-  const failLines = TARGETS.flatMap((t) => res[t.id]!.failures.map((f) => `${t.label}: failed ${f}`));
-  const notes = [...skippedLines, ...failLines];
-  const md = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
-  return {
-    rows: [head, ...rows],
-    text: `${table([head, ...rows.map((r) => [r[0]!.replace(/\*\*/g, ''), ...r.slice(1)])])}${notes.length ? `\n\n${notes.join('\n')}` : ''}`,
-    markdown: `${md}${notes.length ? `\n\n${notes.map((n) => `- ${n}`).join('\n')}` : ''}\n`,
-  };
-}
-
-function chart(res: Record<string, TargetOut>, accel: string): string {
-  const ids = TARGETS.map((t) => t.id).filter((id) => id !== 'raw' && !res[id]!.skipped);
-  const base = res.raw!;
-  const rows = WORKLOADS.filter((w) => base.workloads[w]);
-  return barChartSvg({
-    title: 'Inside a QEMU guest: time relative to ext4 on a raw virtio-blk disk',
-    subtitle: `median of each workload's total; lower is better; ${accel}`,
-    rows: [...rows],
-    series: ids.map((id) => res[id]!.label),
-    values: rows.map((w) => ids.map((id) => { const s = res[id]!.workloads[w]; return s ? s.median / base.workloads[w]!.median : undefined; })),
-    baseline: 1,
-    format: (v) => `${v.toFixed(2)}x`,
-  });
+  return { img, tree: { packages: chosen.length, files, MiB: Math.round(fs.statSync(path.join(dir, 'tree.tar')).size / 2 ** 20) } };
 }
 
 // ---- the run ------------------------------------------------------------------------------------
@@ -319,8 +238,7 @@ export async function run(argv: string[] = process.argv.slice(3)) {
   const skipped = new Map<string, string>();
   const qemuArgs: string[] = [];
   const plan: GuestPlan = {
-    targets: [], workloads: [...WORKLOADS], reps: o.quick ? 1 : 3,
-    fs: o.quick ? { dirs: 10, filesPerDir: 50, seqMiB: 16, randomWrites: 256 } : { dirs: 20, filesPerDir: 100, seqMiB: 64, randomWrites: 1024 },
+    targets: [], workloads: [...WORKLOADS], reps: o.reps ?? SIZES[o.quick ? 'quick' : 'full'].reps, fs: SIZES[o.quick ? 'quick' : 'full'].fs,
   };
   const add = (t: GuestTarget) => { if (wanted.includes(t.id)) plan.targets.push(t); };
   const label = (id: string) => TARGETS.find((t) => t.id === id)!.label;
@@ -355,7 +273,7 @@ export async function run(argv: string[] = process.argv.slice(3)) {
     qemuArgs.push(...sh(process.execPath, [prismBin, '--store', p.store, 'qemu-args', VM]).trim().split(/\s+/));
     const token = fs.readFileSync(path.join(p.store, 'vms', `${VM_TCP}.token`), 'utf8');
     progress('preparing the inputs (C project, tree, git repository)');
-    const inputsImg = inputs(work, plan, o, token);
+    const { img: inputsImg, tree } = inputs(work, plan, o, token);
 
     const memMiB = 2048;
     const args = [
@@ -396,7 +314,7 @@ export async function run(argv: string[] = process.argv.slice(3)) {
     const description = {
       accel: o.kvm ? 'kvm' : 'tcg', quick: o.quick, reps: plan.reps, guestMinutes: (Date.now() - t0) / 60_000,
       host: { cpus: os.cpus().length, kernel: os.release(), qemu: version('qemu-system-x86_64', ['--version'], /version (\S+)/), ganesha: version('ganesha.nfsd', ['-v'], /Release = V?(\S+)/), virtiofsd: version(VIRTIOFSD, ['--version'], /version (\S+)/) },
-      guest: info, plan,
+      guest: info, plan, tree, buildFiles: SIZES[o.quick ? 'quick' : 'full'].modules + 1,
     };
     ok = true;
     const heading = `Prism inside a QEMU guest (${accel}; ${plan.reps} run(s) each, median, ± half the spread, ratio to ext4 on a raw virtio-blk disk)`;
