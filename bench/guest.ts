@@ -235,6 +235,14 @@ export async function run(argv: string[] = process.argv.slice(3)) {
 
   const work = fs.mkdtempSync('/var/tmp/prism-bench-guest-');
   const kids = new Children();
+  // Interrupted: the guest and the servers stop too, whoever sent the signal
+  const interrupted = (sig: NodeJS.Signals) => {
+    progress('');
+    process.stderr.write(`bench guest: ${sig}: stopping the guest and the servers (kept ${work})\n`);
+    void kids.stopAll().then(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
   const skipped = new Map<string, string>();
   const qemuArgs: string[] = [];
   const plan: GuestPlan = {
@@ -325,6 +333,8 @@ export async function run(argv: string[] = process.argv.slice(3)) {
     };
   } finally {
     progress('');
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
     await kids.stopAll();
     for (const f of fs.readdirSync('/dev/shm').filter((n) => n.startsWith(`prism-${VM}`))) fs.rmSync(path.join('/dev/shm', f), { force: true });
     if (ok) fs.rmSync(work, { recursive: true, force: true });

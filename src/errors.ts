@@ -98,6 +98,7 @@ export function fromNodeError(e: unknown, context?: string): PrismError {
   const code = (typeof x.code === 'string' ? BY_NAME.get(x.code) : undefined)
     ?? (typeof x.errno === 'number' && x.errno > 0 ? BY_ERRNO.get(x.errno) : undefined)
     ?? 'EIO';
-  const why = typeof x.message === 'string' ? x.message : String(e);
+  // Node's messages start with the code ("ENOENT: no such file..."): said once, by the PrismError
+  const why = typeof x.message === 'string' ? x.message.replace(/^E[A-Z0-9]+: /, '') : String(e);
   return new PrismError(code, context ? `${context}: ${why}` : why);
 }

@@ -68,13 +68,14 @@ test('a wire message without a code prefix (or with another code) is taken as it
   t.is(fromWire(2, 'ENOENT:').detail, 'ENOENT:');
 });
 
-test('fromNodeError maps a system error by its code name, with the context before its message', (t) => {
+test('fromNodeError maps a system error by its code name, with the context before its message (the code once)', (t) => {
   const sys = (code: string, message = `${code}: something`) => Object.assign(new Error(message), { code, errno: -1 });
   for (const c of ['ENOENT', 'EACCES', 'ENOSPC', 'EDQUOT', 'EEXIST'] as const) {
     const e = fromNodeError(sys(c), '/some/file');
     t.true(e instanceof PrismError);
     t.is(e.code, c);
-    t.is(e.detail, `/some/file: ${c}: something`);
+    t.is(e.detail, `/some/file: something`);
+    t.is(e.message, `${c}: /some/file: something`);
   }
   t.is(fromNodeError(sys('EOPNOTSUPP')).code, 'ENOTSUP', 'another name for the same number');
   t.is(fromNodeError(sys('EMFILE')).code, 'EIO', 'a code outside the table');

@@ -5,30 +5,66 @@ import path from 'node:path';
 import { PrismError } from '../errors.js';
 import { ADMIN_SOCKET } from '../host/admin.js';
 import { controlErrorOf, decodeControl, encode } from '../protocol/codec.js';
+import { MAX_MESSAGE } from '../protocol/procs.js';
 import { TcpChannel } from '../vrpc/tcp.js';
+
+/** A connection to the host's admin socket: one request at a time, each answered before the next. */
+export class AdminConnection {
+  private waiting: { resolve(v: unknown): void; reject(e: Error): void } | undefined;
+  private closed: Error | undefined;
+
+  private constructor(private readonly ch: TcpChannel, private readonly socket: net.Socket) {
+    ch.onMessage((m) => {
+      const w = this.waiting;
+      this.waiting = undefined;
+      if (!w) return;
+      try {
+        const v = decodeControl(m, MAX_MESSAGE) as unknown[];
+        if (v[0] === 'ok') w.resolve(v[1]);
+        else w.reject(controlErrorOf(v) ?? new PrismError('EIO', 'malformed reply from the host'));
+      } catch (e) {
+        w.reject(e as Error);
+      }
+    });
+    ch.onClose((err) => {
+      this.closed = err ?? new PrismError('EIO', 'the host closed the admin connection');
+      this.waiting?.reject(this.closed);
+      this.waiting = undefined;
+    });
+  }
+
+  /** The host serving this store, or null when none is running there (no socket, or a stale one). */
+  static async open(storeDir: string): Promise<AdminConnection | null> {
+    const socket = await new Promise<net.Socket | null>((resolve) => {
+      const s = net.connect(path.join(storeDir, ADMIN_SOCKET));
+      s.once('connect', () => resolve(s));
+      s.once('error', () => resolve(null));
+    });
+    return socket ? new AdminConnection(new TcpChannel(socket, MAX_MESSAGE), socket) : null;
+  }
+
+  call(op: string, args: unknown[]): Promise<unknown> {
+    if (this.closed) return Promise.reject(this.closed);
+    if (this.waiting) return Promise.reject(new PrismError('EBUSY', 'one admin request at a time'));
+    return new Promise((resolve, reject) => {
+      this.waiting = { resolve, reject };
+      this.ch.send(encode(['admin', op, args]));
+    });
+  }
+
+  close(): void {
+    this.ch.close();
+    this.socket.destroy();
+  }
+}
 
 /** Run `op` on the host serving this store; null when no host is running there. */
 export async function viaHost(storeDir: string, op: string, args: unknown[]): Promise<{ result: unknown } | null> {
-  const socket = await new Promise<net.Socket | null>((resolve) => {
-    const s = net.connect(path.join(storeDir, ADMIN_SOCKET));
-    s.once('connect', () => resolve(s));
-    s.once('error', () => resolve(null)); // no socket, or a stale one: the store is not served
-  });
-  if (!socket) return null;
-  const ch = new TcpChannel(socket);
-  return new Promise((resolve, reject) => {
-    ch.onMessage((m) => {
-      try {
-        const v = decodeControl(m) as unknown[];
-        if (v[0] === 'ok') resolve({ result: v[1] });
-        else reject(controlErrorOf(v) ?? new PrismError('EIO', 'malformed reply from the host'));
-      } catch (e) {
-        reject(e);
-      }
-      ch.close();
-      socket.destroy();
-    });
-    ch.onClose((err) => reject(err ?? new PrismError('EIO', 'the host closed the admin connection')));
-    ch.send(encode(['admin', op, args]));
-  });
+  const c = await AdminConnection.open(storeDir);
+  if (!c) return null;
+  try {
+    return { result: await c.call(op, args) };
+  } finally {
+    c.close();
+  }
 }

@@ -1,4 +1,5 @@
 // Human-readable output for the CLI.
+import { PrismError } from '../errors.js';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFSOCK } from '../posix/mode.js';
 import type { Attr } from '../posix/types.js';
 
@@ -12,7 +13,7 @@ export function bytes(n: number): string {
 /** "10G", "512M", "1.5T", "4096" -> bytes (binary units). */
 export function parseBytes(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$/i.exec(s.trim());
-  if (!m) throw new Error(`not a size: ${JSON.stringify(s)} (use e.g. 4096, 512M, 10G)`);
+  if (!m) throw new PrismError('EINVAL', `not a size: ${JSON.stringify(s)} (use e.g. 4096, 512M, 10G)`);
   const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40, p: 2 ** 50 }[m[2].toLowerCase() as '' | 'k'];
   return Math.round(Number(m[1]) * mult);
 }
@@ -20,7 +21,7 @@ export function parseBytes(s: string): number {
 /** "1000", "1k", "2M" -> a count (decimal units, as inode counts are usually given). */
 export function parseCount(s: string): number {
   const m = /^(\d+)\s*([kmg]?)$/i.exec(s.trim());
-  if (!m) throw new Error(`not a count: ${JSON.stringify(s)} (use e.g. 100000, 100k, 2M)`);
+  if (!m) throw new PrismError('EINVAL', `not a count: ${JSON.stringify(s)} (use e.g. 100000, 100k, 2M)`);
   return Number(m[1]) * { '': 1, k: 1e3, m: 1e6, g: 1e9 }[m[2].toLowerCase() as '' | 'k'];
 }
 

@@ -1,8 +1,10 @@
-// The `prism` command. Exit status: 0 on success; on error one line on stderr and the errno of the
-// POSIX code (ENOENT 2, EEXIST 17, EINVAL 22, EDQUOT 122, ...), or 1 for usage errors.
+// The `prism` command. Exit status: 0 on success; on error one line on stderr, `prism: CODE: message`,
+// and the errno of the POSIX code (ENOENT 2, EEXIST 17, EINVAL 22 for usage errors too, EDQUOT 122, ...).
 import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { PrismError } from '../errors.js';
+import { errnoOf, fromNodeError, PrismError } from '../errors.js';
 import { log } from '../log.js';
 import { diffVolumes } from '../store/diff.js';
 import { exportPath } from '../store/export.js';
@@ -11,20 +13,28 @@ import { gc } from '../store/gc.js';
 import { importPath } from '../store/import.js';
 import { isDir, isLnk } from '../posix/mode.js';
 import { Store, type ComposeSource, type VolumeInfo } from '../store/store.js';
-import { viaHost } from './admin-client.js';
-import { putChunk } from '../host/admin.js';
+import { AdminConnection, viaHost } from './admin-client.js';
+import { PutFile } from '../store/put-file.js';
 import { attrJson, bytes, isoTime, modeString, parseBytes, parseCount, table } from './format.js';
 import { progress } from './progress.js';
 import { agentCommand } from './agent.js';
 import { tour } from './tour.js';
 
-function storeDir(cmd: Command): string {
-  return cmd.optsWithGlobals().store ?? process.env.PRISM_STORE ?? './prism-data';
+/**
+ * The store's directory. A store that is not there is ENOENT: a mistyped --store must not quietly
+ * make a new empty one; only the commands that make volumes (create, import) may make a store.
+ */
+function storeDir(cmd: Command, mayCreate = false): string {
+  const dir: string = cmd.optsWithGlobals().store ?? process.env.PRISM_STORE ?? './prism-data';
+  if (!mayCreate && !Store.exists(dir)) {
+    throw new PrismError('ENOENT', `no store at ${dir} (volume create or volume import makes one; --store or $PRISM_STORE names another)`);
+  }
+  return dir;
 }
 
 /** Open the store, run fn, commit and close; the store is closed on error too. */
-async function withStore<T>(cmd: Command, fn: (s: Store) => T | Promise<T>): Promise<T> {
-  const s = Store.open(storeDir(cmd));
+async function withStore<T>(cmd: Command, fn: (s: Store) => T | Promise<T>, mayCreate = false): Promise<T> {
+  const s = Store.open(storeDir(cmd, mayCreate));
   try {
     const r = await fn(s);
     s.close();
@@ -56,11 +66,22 @@ function json(v: unknown): void {
   print(JSON.stringify(v, null, 2));
 }
 
+/** The version in package.json (two levels above dist/src/cli/ and src/cli/). */
+function version(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  for (const up of ['../../..', '../..']) {
+    try { return (JSON.parse(fs.readFileSync(path.join(here, up, 'package.json'), 'utf8')) as { version: string }).version; } catch { /* next */ }
+  }
+  return 'unknown';
+}
+
 export function program(): Command {
   const p = new Command('prism')
     .description('Prism: deduplicating copy-on-write volumes for virtual machines')
+    .version(version(), '--version', 'print the version')
     .option('--store <dir>', 'store directory (default: $PRISM_STORE or ./prism-data)')
-    .showHelpAfterError()
+    // main() prints commander's errors as every other error: one line, EINVAL
+    .configureOutput({ outputError: () => undefined })
     .exitOverride();
 
   const volume = p.command('volume').description('create, copy and inspect volumes');
@@ -70,8 +91,8 @@ export function program(): Command {
     .action(async (name: string, o: { quota?: string; quotaInodes?: string }, cmd: Command) => {
       const quota = o.quota === undefined ? undefined : parseBytes(o.quota);
       const inodeQuota = o.quotaInodes === undefined ? undefined : parseCount(o.quotaInodes);
-      if (await viaHost(storeDir(cmd), 'create', [name, quota ?? null, inodeQuota ?? null])) return;
-      await withStore(cmd, (s) => { s.createVolume(name, { quota, inodeQuota }); });
+      if (Store.exists(storeDir(cmd, true)) && await viaHost(storeDir(cmd), 'create', [name, quota ?? null, inodeQuota ?? null])) return;
+      await withStore(cmd, (s) => { s.createVolume(name, { quota, inodeQuota }); }, true);
     });
 
   volume.command('ls').option('--json', 'machine-readable output')
@@ -84,10 +105,12 @@ export function program(): Command {
           i.parent ?? i.sources?.join(',') ?? '-', i.quota === undefined || i.quota === null ? '-' : bytes(i.quota)])]));
     });
 
-  volume.command('rm <name>').action(async (name: string, _o: unknown, cmd: Command) => {
-    if (await viaHost(storeDir(cmd), 'rm', [name])) return;
-    await withStore(cmd, (s) => s.removeVolume(name));
-  });
+  volume.command('rm <name>').description('remove a volume (EBUSY while a VM has it mounted, unless --force)')
+    .option('--force', 'remove it even if a VM has it mounted (its guest then gets ESTALE)')
+    .action(async (name: string, o: { force?: boolean }, cmd: Command) => {
+      if (await viaHost(storeDir(cmd), 'rm', [name, o.force === true])) return;
+      await withStore(cmd, (s) => s.removeVolume(name));
+    });
 
   volume.command('quota <name> <bytes>').description('set a quota ("none" removes it)')
     .option('--inodes <n>', 'also set the inode quota ("none" removes it)')
@@ -108,7 +131,7 @@ export function program(): Command {
         if (o.json) json(r);
         else print(`imported ${r.files} files, ${r.dirs} directories, ${bytes(r.bytes)} (${bytes(r.newBytes)} new) in ${r.seconds.toFixed(2)} s`);
       } finally { bar.stop(); }
-    }));
+    }, true));
 
   volume.command('export <name> <dest>').description('export to a directory or a .tar')
     .action(async (name: string, dest: string, _o: unknown, cmd: Command) => withStore(cmd, async (s) => {
@@ -131,8 +154,10 @@ export function program(): Command {
     .action(async (name: string, o: { from: string[] }, cmd: Command) => withStore(cmd, (s) => { s.compose(name, o.from.map(parseFrom)); }));
 
   volume.command('diff <a> <b>').option('--json', 'machine-readable output')
-    .action(async (a: string, b: string, o: { json?: boolean }, cmd: Command) => withStore(cmd, (s) => {
+    .option('--exit-code', 'exit with 1 when the volumes differ (as git diff --exit-code)')
+    .action(async (a: string, b: string, o: { json?: boolean; exitCode?: boolean }, cmd: Command) => withStore(cmd, (s) => {
       const d = diffVolumes(s, a, b);
+      if (o.exitCode && d.added.length + d.removed.length + d.changed.length > 0) process.exitCode = 1;
       if (o.json) return json(d);
       const lines = [...d.added.map((x) => `+ ${x}`), ...d.removed.map((x) => `- ${x}`), ...d.changed.map((x) => `M ${x}`)];
       if (lines.length) print(lines.join('\n'));
@@ -161,28 +186,43 @@ export function program(): Command {
     }
   }));
 
-  p.command('put <vol:path> <file>').description('write a file (FILE or - for stdin) into a volume')
+  p.command('put <vol:path> <file>').description('write a file (FILE or - for stdin) into a volume, all or nothing')
     .action(async (spec: string, file: string, _o: unknown, cmd: Command) => {
       const [vn, path] = volPath(spec);
-      const input = file === '-' ? process.stdin : fs.createReadStream(file, { highWaterMark: 1 << 20 });
+      const dir = storeDir(cmd);
+      // opened first: a file that is not there fails before anything changes
+      const input = file === '-' ? process.stdin : fs.createReadStream('', { fd: fs.openSync(file, 'r'), highWaterMark: 1 << 20 });
       const uid = process.getuid?.() ?? 0, gid = process.getgid?.() ?? 0;
-      // With a host running, the pieces go through it, so every VM mounting the volume sees the file at once.
-      if (await viaHost(storeDir(cmd), 'put', [vn, path, 0, Buffer.alloc(0), true, uid, gid])) {
-        let off = 0;
-        for await (const chunk of input) {
-          await viaHost(storeDir(cmd), 'put', [vn, path, off, chunk as Buffer, false, uid, gid]);
-          off += (chunk as Buffer).length;
+      // With a host running, the content goes through it, so every VM mounting the volume sees the
+      // new file at once; a put cut short (the connection closes before put-end) changes nothing.
+      const host = await AdminConnection.open(dir);
+      if (host) {
+        try {
+          const id = await host.call('put-begin', [vn, path, uid, gid]);
+          let off = 0;
+          for await (const chunk of input) {
+            await host.call('put-data', [id, off, chunk as Buffer]);
+            off += (chunk as Buffer).length;
+          }
+          await host.call('put-end', [id]);
+        } finally {
+          host.close();
         }
         return;
       }
       await withStore(cmd, async (s) => {
-        const v = s.volume(vn);
-        putChunk(v, path, 0, Buffer.alloc(0), true, uid, gid);
-        let off = 0;
-        for await (const chunk of input) {
-          putChunk(v, path, off, chunk as Buffer, false, uid, gid);
-          off += (chunk as Buffer).length;
-          s.maybeCommit();
+        const put = PutFile.begin(s.volume(vn), path, uid, gid);
+        try {
+          let off = 0;
+          for await (const chunk of input) {
+            put.write(off, chunk as Buffer);
+            off += (chunk as Buffer).length;
+            s.maybeCommit();
+          }
+          put.finish();
+        } catch (e) {
+          put.abort();
+          throw e;
         }
       });
     });
@@ -250,6 +290,7 @@ export function program(): Command {
     .option('--tcp <host:port>', 'also listen for TCP clients (127.0.0.1 unless a host is given; unix:/path for a Unix socket; repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .requiredOption('--vm <NAME=VOLUME[,VOLUME]>', 'a VM and the volumes it may attach (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .action(async (o: { tcp?: string[]; vm: string[]; shm: boolean; shmDir: string; shmGroup?: string; meta: boolean; doorbell: boolean; metaSize: string; metaAckMs: string; metaAckPollMs: string }, cmd: Command) => {
+      if (!o.shm && !o.tcp?.length) throw new PrismError('EINVAL', 'nothing to serve: --no-shm needs --tcp');
       const vms = o.vm.map((spec) => {
         const [name, vols] = spec.split('=');
         if (!name || !vols) throw new PrismError('EINVAL', `expected --vm NAME=VOLUME, got ${JSON.stringify(spec)}`);
@@ -305,27 +346,36 @@ export function program(): Command {
   agentCommand(p, print);
 
   p.command('tour').description('a short demonstration on the default store (npm start)')
-    .action(async (_o: unknown, cmd: Command) => tour(storeDir(cmd)));
+    .action(async (_o: unknown, cmd: Command) => tour(storeDir(cmd, true)));
 
   return p;
 }
 
+/** The one way a command fails: `prism: CODE: message` on one line, and the code's errno as exit status. */
+function fail(e: PrismError): void {
+  const detail = e.detail.replace(new RegExp(`^${e.code}: `), '').replace(/\s*\n\s*/g, ' ');
+  process.stderr.write(`prism: ${e.code}: ${detail}\n`);
+  process.exitCode = Math.min(errnoOf(e.code), 125) || 1;
+}
+
 export async function main(argv: string[]): Promise<void> {
+  // A reader that goes away (`prism ls --json | head`) ends the output, quietly.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    fail(fromNodeError(e, 'writing the output'));
+    process.exit();
+  });
   try {
     await program().parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) {
-      process.exitCode = e.exitCode;
+      // --help and --version end with 0; a usage error is EINVAL
+      if (e.exitCode !== 0) fail(new PrismError('EINVAL', `${e.message.replace(/^error: /, '')} (prism --help)`));
       return;
     }
-    if (e instanceof PrismError) {
-      process.stderr.write(`prism: ${e.message}\n`);
-      process.exitCode = Math.min(e.errno, 125) || 1;
-      return;
-    }
-    log.error({ err: e }, 'unexpected error');
-    process.stderr.write(`prism: ${(e as Error).message ?? e}\n`);
-    process.exitCode = 1;
+    // a bug rather than an outcome: the stack goes to the debug log (PRISM_LOG=debug)
+    if (!(e instanceof PrismError) && typeof (e as { code?: unknown }).code !== 'string') log.debug({ err: e }, 'unexpected error');
+    fail(fromNodeError(e));
   }
 }
 

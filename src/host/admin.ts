@@ -1,54 +1,75 @@
-// The host's admin socket (<store>/host.sock, 0600): while the host owns the store, the CLI asks it to
-// do what it would otherwise do on the store itself. One request per message:
+// The host's admin socket (<store>/host.sock, 0600, so only the host's user): while the host owns the
+// store, the CLI asks it to do what it would otherwise do on the store itself. One request per message
+// (up to a VRPC message's size: a put sends its content in pieces of up to 1 MiB):
 // ['admin', op, args] -> ['ok', result] | ['error', code, message]. Each operation is committed
 // before its reply.
 import { PrismError } from '../errors.js';
 import { controlError, decodeControl, encode } from '../protocol/codec.js';
 import type { MetadataSink } from '../metadata-share/publisher.js';
-import { S_IFMT, S_IFREG } from '../posix/mode.js';
+import { MAX_MESSAGE } from '../protocol/procs.js';
+import { PutFile } from '../store/put-file.js';
 import type { Store } from '../store/store.js';
-import type { Volume } from '../store/volume.js';
 import type { Channel } from '../vrpc/channel.js';
 
 export const ADMIN_SOCKET = 'host.sock';
 
+/** One admin connection: its store, how changes reach the VMs' metadata tables, and its puts under way. */
+interface AdminContext {
+  store: Store; meta: MetadataSink; owner: string; puts: Map<number, PutFile>; nextPut: number;
+  /** The VMs that have a volume mounted now. */
+  mountedBy(volume: string): string[];
+}
+
 /** The store operations the admin socket offers; results are plain data. */
-const OPS: Record<string, (s: Store, a: unknown[], meta: MetadataSink) => unknown> = {
-  create: (s, [name, quota, inodes]) => {
+const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
+  create: ({ store }, [name, quota, inodes]) => {
     const opt = (x: unknown) => (x === null || x === undefined ? undefined : num(x));
-    s.createVolume(str(name), { quota: opt(quota), inodeQuota: opt(inodes) });
+    store.createVolume(str(name), { quota: opt(quota), inodeQuota: opt(inodes) });
     return null;
   },
-  clone: (s, [src, name]) => { s.clone(str(src), str(name)); return null; },
-  rm: (s, [name]) => { s.removeVolume(str(name)); return null; },
-  ls: (s) => s.volumeNames().map((n) => s.info(n)),
-  // `prism put` in pieces: [volume, path, offset, bytes, first (create or truncate), uid, gid].
-  put: (s, [vol, path, offset, data, first, uid, gid], meta) => {
+  clone: ({ store }, [src, name]) => { store.clone(str(src), str(name)); return null; },
+  rm: ({ store, mountedBy }, [name, force]) => {
+    const vms = mountedBy(str(name));
+    if (vms.length && force !== true) {
+      throw new PrismError('EBUSY', `volume ${name} is mounted by VM ${vms.join(', ')} (--force removes it anyway: their guests then get ESTALE)`);
+    }
+    store.removeVolume(str(name));
+    return null;
+  },
+  ls: ({ store }) => store.volumeNames().map((n) => store.info(n)),
+  // `prism put` streamed (src/store/put-file.ts): begin [volume, path, uid, gid] -> id, then
+  // data [id, offset, bytes] as often as needed, then end [id]; a connection that closes first
+  // leaves the old file as it was.
+  'put-begin': (c, [vol, path, uid, gid]) => {
+    const id = c.nextPut++;
+    c.puts.set(id, PutFile.begin(c.store.volume(str(vol)), str(path), num(uid), num(gid), c.owner));
+    return id;
+  },
+  'put-data': (c, [id, offset, data]) => {
     if (!(data instanceof Uint8Array)) throw new PrismError('EINVAL', 'expected bytes');
-    const v = s.volume(str(vol));
-    meta.willChange?.(v); // before the change: an agent must not post a change of its own about it any longer
-    const f = putChunk(v, str(path), num(offset), Buffer.from(data), first === true, num(uid), num(gid));
-    return meta.changed(v, { attrs: [f.dir], entries: [[f.dir, f.name]], data: [f.ino] }) ?? null;
+    const put = putOf(c, id);
+    try {
+      put.write(num(offset), Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    } catch (e) {
+      put.abort();
+      c.puts.delete(num(id));
+      throw e;
+    }
+    return null;
+  },
+  'put-end': (c, [id]) => {
+    const put = putOf(c, id);
+    c.puts.delete(num(id));
+    c.meta.willChange?.(put.v); // before the change: an agent must not post a change of its own about it any longer
+    const f = put.finish();
+    return c.meta.changed(put.v, { attrs: [f.dir], entries: [[f.dir, f.name]], data: [f.ino] }) ?? null;
   },
 };
 
-/** Write one piece of a file by path (the first piece creates or truncates it): `prism put`, with or without a host. */
-export function putChunk(v: Volume, path: string, offset: number, data: Buffer, first: boolean, uid: number, gid: number): { dir: number; name: Buffer; ino: number } {
-  const parts = path.split('/').filter(Boolean);
-  if (parts.length === 0) throw new PrismError('EISDIR', 'cannot put onto the root directory');
-  const dir = v.resolve('/' + parts.slice(0, -1).join('/'));
-  const name = Buffer.from(parts[parts.length - 1]!);
-  let ino: number;
-  if (first) {
-    const a = v.create(dir, name, 0o644, uid, gid, false);
-    if ((a.mode & S_IFMT) !== S_IFREG) throw new PrismError('EINVAL', `${path} is not a regular file`);
-    v.setattr(a.ino, { size: 0 });
-    ino = a.ino;
-  } else {
-    ino = v.lookup(dir, name).ino;
-  }
-  if (data.length > 0) v.write(ino, offset, data);
-  return { dir, name, ino };
+function putOf(c: AdminContext, id: unknown): PutFile {
+  const put = c.puts.get(num(id));
+  if (!put) throw new PrismError('EBADF', `no put ${String(id)} on this connection`);
+  return put;
 }
 
 function str(x: unknown): string {
@@ -60,15 +81,23 @@ function num(x: unknown): number {
   return x;
 }
 
-export function serveAdmin(ch: Channel, store: Store, meta: MetadataSink): void {
+let connections = 0;
+
+export function serveAdmin(ch: Channel, store: Store, meta: MetadataSink, mountedBy: (volume: string) => string[] = () => []): void {
+  const c: AdminContext = { store, meta, owner: `admin#${++connections}`, puts: new Map(), nextPut: 1, mountedBy };
+  ch.onClose(() => {
+    for (const put of c.puts.values()) put.abort();
+    if (c.puts.size) store.commit();
+    c.puts.clear();
+  });
   const failed = (e: unknown) => ch.send(encode(controlError(e)));
   ch.onMessage((m) => {
     try {
-      const v = decodeControl(m);
+      const v = decodeControl(m, MAX_MESSAGE);
       if (!Array.isArray(v) || v[0] !== 'admin' || typeof v[1] !== 'string' || !Array.isArray(v[2])) throw new PrismError('EINVAL', 'malformed admin request');
       const op = OPS[v[1]];
       if (!op) throw new PrismError('ENOSYS', `unknown admin operation ${JSON.stringify(v[1])}`);
-      const result = op(store, v[2] as unknown[], meta);
+      const result = op(c, v[2] as unknown[]);
       store.commit();
       // A change other VMs' kernels may cache is answered once they have let go of it.
       if (result instanceof Promise) result.then(() => ch.send(encode(['ok', null])), failed);

@@ -73,6 +73,8 @@ export class Dispatcher {
 
   /** Inode numbers RESERVE gave this VM that no CREATE_AT or MKDIR_AT has used (reservedKey), oldest first. */
   private readonly reserved = new Set<string>();
+  /** Volumes this VM's agents attached (mounted) since it last connected anew: `volume rm` asks. */
+  readonly attached = new Set<string>();
 
   /** A change the reply must wait for: other VMs' kernels forgetting what it made stale. */
   private pending: Promise<void> | undefined;
@@ -123,6 +125,7 @@ export class Dispatcher {
     attach: (name) => {
       if (!this.vm.volumes.includes(name)) throw new PrismError('EACCES', `volume ${name} is not attached to VM ${this.vm.name}`);
       const v = this.store.volume(name);
+      this.attached.add(name);
       const attr = attrToWire(v.getattr(v.rootIno));
       this.hooks.meta?.sawAttr(v, v.rootIno, attr);
       return [this.fh(v, v.rootIno), attr];

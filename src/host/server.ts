@@ -20,7 +20,7 @@ import { IvshmemServer } from '../vrpc/ivshmem-server.js';
 import { ivshmemPath, openRegion, shmPath, type OpenRegion } from '../vrpc/shm-region.js';
 import { futexWake } from '../native/futex.js';
 import { nativeAvailable } from '../native/ivshmem.js';
-import { LIVE_STOPPING, LIVE_UP, type FileProblem, type Region } from '../ring/index.js';
+import { LIVE_STOPPING, LIVE_UP, mappedElsewhere, type FileProblem, type Region } from '../ring/index.js';
 import { META_SIZE, metaPath, openMetaTable } from '../metadata-share/file.js';
 import { MetaPublisher } from '../metadata-share/publisher.js';
 import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
@@ -136,7 +136,7 @@ export class HostServer {
     await this.listen(`unix:${path.join(this.store.dir, ADMIN_SOCKET)}`, (ch) => {
       this.channels.add(ch);
       ch.onClose(() => this.channels.delete(ch));
-      serveAdmin(ch, this.store, this.meta.sink(null));
+      serveAdmin(ch, this.store, this.meta.sink(null), (volume) => this.mountedBy(volume));
     }, false);
     this.timer = setInterval(() => this.commitSafely(), this.opts.commitIntervalMs ?? commitIntervalFromEnv() ?? 1000);
     this.timer.unref();
@@ -168,10 +168,14 @@ export class HostServer {
   /** The region file of each VM served over shared memory. */
   readonly regions = new Map<string, string>();
   private readonly mappings: Array<() => void> = [];
+  /** The shared-memory files this host made (by inode: only those are removed when it stops). */
+  private readonly madeFiles: Array<{ path: string; ino: number }> = [];
   private readonly doorbells: IvshmemServer[] = [];
   private readonly liveRegions: Region[] = [];
   /** Per VM served over shared memory: its files, its channel now, and why it was detached if it was. */
   private readonly shm = new Map<string, ShmVm>();
+  /** Authenticated TCP connections per VM. */
+  private readonly tcpSessions = new Map<string, number>();
 
   private openRegions(): void {
     const n = nativeAvailable();
@@ -184,6 +188,7 @@ export class HostServer {
       const file = shmPath(name, this.opts.shmDir);
       const r = openRegion(file, true, { group: this.opts.shmGroup });
       this.mappings.push(r.close);
+      if (r.ino !== undefined) this.madeFiles.push({ path: file, ino: r.ino });
       r.region.setLiveness('host', LIVE_UP, process.pid);
       this.liveRegions.push(r.region);
       this.regions.set(name, file);
@@ -250,6 +255,7 @@ export class HostServer {
     const file = metaPath(name, this.opts.shmDir);
     const t = openMetaTable(file, this.opts.metaSize ?? META_SIZE, { group: this.opts.shmGroup });
     this.mappings.push(t.close);
+    this.madeFiles.push({ path: file, ino: fs.statSync(file).ino }); // made and locked by us just now
     this.metaTables.set(name, file);
     this.meta.add({
       name, volumes: d.vm.volumes, key: d.key, table: t.table,
@@ -304,6 +310,7 @@ export class HostServer {
         return true;
       }
       greeted = true;
+      d.attached.clear(); // a new agent: it attaches what it mounts
       log.info({ vm: name }, 'VM attached over shared memory');
       ch.send(encodeWelcome());
       return true;
@@ -374,6 +381,8 @@ export class HostServer {
       const budget = this.budgets.get(hello.vm)!.attach(ch, true);
       if (!budget) { refuse(new PrismError('EBUSY', `VM ${hello.vm} has ${this.budgets.get(hello.vm)!.limits.maxConnections} connections already`)); return; }
       this.gate.authenticated(ch);
+      this.tcpSessions.set(hello.vm, (this.tcpSessions.get(hello.vm) ?? 0) + 1);
+      ch.onClose(() => this.tcpSessions.set(hello.vm, (this.tcpSessions.get(hello.vm) ?? 1) - 1));
       log.info({ peer, vm: hello.vm }, 'VM connected over TCP');
       ch.send(encodeWelcome());
       serveChannel(ch, (proc, args) => d.call(proc, args), {
@@ -381,6 +390,15 @@ export class HostServer {
         budget,
       });
     });
+  }
+
+  /**
+   * The VMs that have `volume` mounted now: an agent attached it and is there still (its liveness word
+   * in the VM's region says it runs, or it has a TCP connection).
+   */
+  mountedBy(volume: string): string[] {
+    return [...this.dispatchers].filter(([name, d]) => d.attached.has(volume)
+      && ((this.tcpSessions.get(name) ?? 0) > 0 || this.shm.get(name)?.region.region.liveness('guest').state === LIVE_UP)).map(([name]) => name);
   }
 
   /** Stop accepting, close connections, commit and release the store. */
@@ -394,7 +412,11 @@ export class HostServer {
     await closed;
     for (const r of this.liveRegions) { r.setDoorbell('host', false); r.setLiveness('host', LIVE_STOPPING, process.pid); }
     for (const server of this.doorbells) server.close();
+    // A VM's files go with the host unless a guest or QEMU still maps them (then a restarted host
+    // takes them up again where they are).
+    const leftovers = this.madeFiles.filter((f) => fs.lstatSync(f.path, { throwIfNoEntry: false })?.ino === f.ino && !mappedElsewhere(f.path));
     for (const unmapRegion of this.mappings) unmapRegion();
+    for (const f of leftovers) fs.rmSync(f.path, { force: true });
     await this.store.idle();
     this.store.close();
   }

@@ -75,9 +75,9 @@ export function controlErrorOf(v: unknown): PrismError | null {
   return fromName(v[1], v[2]);
 }
 
-/** Decode a small control message (the handshake); anything malformed is EINVAL. */
-export function decodeControl(m: Uint8Array): unknown {
-  if (m.length > 4096) throw new PrismError('EINVAL', 'control message too large');
+/** Decode a control message (the handshake: small; the admin socket's: up to maxBytes); anything malformed is EINVAL. */
+export function decodeControl(m: Uint8Array, maxBytes = 4096): unknown {
+  if (m.length > maxBytes) throw new PrismError('EINVAL', 'control message too large');
   try { return cbor.decode(m); } catch (e) { throw new PrismError('EINVAL', `malformed message: ${(e as Error).message}`); }
 }
 

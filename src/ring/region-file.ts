@@ -83,6 +83,28 @@ export function ownFile(path: string, o: OwnOptions): OwnedFile {
 }
 
 /** Open an existing file for an agent: it must be a regular file of root or of this user. */
+/**
+ * Whether a process other than this one maps the file (QEMU, an agent), from /proc/PID/maps (Linux;
+ * false where /proc cannot tell). A file someone maps must stay: a restarted host takes it up again.
+ */
+export function mappedElsewhere(file: string): boolean {
+  const st = fs.statSync(file, { throwIfNoEntry: false });
+  if (!st) return false;
+  let pids: string[];
+  try { pids = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid); } catch { return false; }
+  const ino = String(st.ino);
+  for (const pid of pids) {
+    let maps: string;
+    try { maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8'); } catch { continue; } // gone, or not ours to read
+    for (const line of maps.split('\n')) {
+      // start-end perms offset dev inode path
+      const f = line.split(/\s+/, 6);
+      if (f[4] === ino && line.includes(file)) return true;
+    }
+  }
+  return false;
+}
+
 export function checkServedFile(path: string, st: fs.Stats): void {
   const me = process.geteuid?.() ?? 0;
   if (st.isFile() && st.uid !== 0 && st.uid !== me) {

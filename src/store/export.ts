@@ -1,4 +1,5 @@
-// Export a volume (or a directory of it) to a directory or a tar archive: files, directories, symlinks,
+// Export a volume (or a directory of it) to a directory or a tar archive (.tar, or gzipped for .tar.gz
+// and .tgz): files, directories, symlinks,
 // hard links, devices, fifos and sockets, with modes, owners (when run as root) and times. Sparse
 // files stay sparse: only the blocks a file has are written, to a directory at their offsets (holes
 // are left unwritten), to a tar as PAX 1.0 sparse entries (which GNU tar and bsdtar extract sparse).
@@ -7,6 +8,7 @@
 // has the volume's times to the microsecond (truncated). A tar keeps nanoseconds in pax headers.
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import tar from 'tar-stream';
 import { PrismError, fromNodeError } from '../errors.js';
 import { mknod } from '../native/files.js';
@@ -48,7 +50,7 @@ export async function exportPath(store: Store, volumeName: string, dest: string,
   if (!isDir(v.getattr(root).mode)) throw new PrismError('ENOTDIR', `${volumeName}:${srcPath} is not a directory`);
   const items = collect(v, root);
   const p = new Progress(items, opts.onProgress);
-  if (dest.endsWith('.tar')) await toTar(store, v, items, dest, p);
+  if (/\.(tar|tar\.gz|tgz)$/.test(dest)) await toTar(store, v, items, dest, /\.(tar\.gz|tgz)$/.test(dest), p);
   else toDir(store, v, items, dest, p);
   p.report(true);
   return { files: p.files, bytes: p.bytes };
@@ -115,7 +117,10 @@ function toDir(store: Store, v: Volume, items: Item[], dest: string, p: Progress
   if (st && (!st.isDirectory() || fs.readdirSync(top).length > 0)) {
     throw new PrismError('EEXIST', `${dest} exists and is not an empty directory`);
   }
-  fs.mkdirSync(top, { recursive: true });
+  // only the last part is made: a destination under a missing or special directory (/proc) fails at once
+  if (!st) {
+    try { fs.mkdirSync(top, 0o700); } catch (e) { throw fromNodeError(e, `cannot make ${dest}`); }
+  }
   const topBuf = Buffer.from(top);
   const full = (it: Item) => (it.rel.length ? Buffer.concat([topBuf, SLASH, it.rel]) : topBuf);
   const asRoot = process.getuid?.() === 0;
@@ -220,12 +225,15 @@ function utime(t: Time): number {
 
 // ---- to a tar archive -----------------------------------------------------------------------------------
 
-async function toTar(store: Store, v: Volume, items: Item[], dest: string, p: Progress): Promise<void> {
+async function toTar(store: Store, v: Volume, items: Item[], dest: string, gzip: boolean, p: Progress): Promise<void> {
   let st: fs.Stats | undefined;
   try { st = fs.statSync(dest); } catch { st = undefined; }
   if (st && !(st.isFile() && st.size === 0)) throw new PrismError('EEXIST', `${dest} exists`);
   const pack = tar.pack();
-  const out = fs.createWriteStream(dest);
+  // opened now: a destination that cannot be written fails before anything is read
+  let fd: number;
+  try { fd = fs.openSync(dest, 'w', 0o644); } catch (e) { throw fromNodeError(e, dest); }
+  const out = fs.createWriteStream(dest, { fd });
   let failed: Error | null = null;
   const done = new Promise<void>((resolve, reject) => {
     out.on('close', () => (failed ? reject(failed) : resolve()));
@@ -233,7 +241,11 @@ async function toTar(store: Store, v: Volume, items: Item[], dest: string, p: Pr
     pack.on('error', (e: Error) => { failed ??= e; out.destroy(e); });
   });
   done.catch(() => { /* awaited below */ });
-  pack.pipe(out);
+  if (gzip) {
+    const z = zlib.createGzip();
+    z.on('error', (e: Error) => { failed ??= e; out.destroy(e); });
+    pack.pipe(z).pipe(out);
+  } else pack.pipe(out);
   try {
     for (const it of items) {
       if (failed) break;

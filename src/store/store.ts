@@ -133,6 +133,11 @@ export class Store implements VolumeHost {
     this.nextVolumeId = meta('nextVolumeId') || 1;
   }
 
+  /** Whether dir holds a store (its metadata file). */
+  static exists(dir: string): boolean {
+    return fs.existsSync(path.join(path.resolve(dir), 'meta.mdb'));
+  }
+
   /** Open (creating if absent) the store in dir. Blocks on disk. */
   static open(dir: string, options: StoreOptions = {}): Store {
     const abs = path.resolve(dir);

@@ -1,0 +1,168 @@
+// The `prism` command as an operator runs it beside a serving host, and the one-line error rule:
+// each failure is `prism: CODE: message` on stderr with the errno as exit status, never a stack.
+import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { prismBin, startHost } from '../helpers/host.js';
+import { fuseSkipReason, mountAgent } from '../helpers/agent.js';
+import { tmpDir } from '../helpers/tmp.js';
+
+function prism(store: string | null, args: string[], input?: string | Buffer) {
+  const r = spawnSync(process.execPath, [prismBin, ...(store ? ['--store', store] : []), ...args], { encoding: 'utf8', input, timeout: 60_000, maxBuffer: 64 << 20 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+/** The error rule: exactly one line, `prism: CODE: ...`, and the exit status of CODE. */
+function oneLineError(t: import('ava').ExecutionContext, r: { code: number | null; err: string }, code: string, errno: number): void {
+  t.is(r.code, errno, `exit status for ${code}: ${r.err}`);
+  const lines = r.err.trimEnd().split('\n');
+  t.is(lines.length, 1, `one line on stderr, got: ${r.err}`);
+  t.regex(lines[0]!, new RegExp(`^prism: ${code}: \\S`));
+}
+
+function bytes(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  let x = seed;
+  for (let i = 0; i < n; i += 4) { x = (x * 1103515245 + 12345) >>> 0; b.writeUInt32LE(x, i); }
+  return b;
+}
+
+test('put of a 10 MiB file while the host serves, and a put that fails keeps the old content (served and not)', async (t) => {
+  const dir = tmpDir(t);
+  const s = path.join(dir, 'store');
+  t.is(prism(s, ['volume', 'create', 'vol', '--quota', '4M']).code, 0);
+  t.is(prism(s, ['volume', 'create', 'big']).code, 0);
+  const tenMiB = bytes(10 << 20, 7), fiveMiB = bytes(5 << 20, 9);
+  const file10 = path.join(dir, 'ten'), file5 = path.join(dir, 'five');
+  fs.writeFileSync(file10, tenMiB);
+  fs.writeFileSync(file5, fiveMiB);
+  t.is(prism(s, ['put', 'vol:/keep.txt', '-'], 'old content\n').code, 0);
+
+  // not served: over quota fails with EDQUOT and keeps the old file
+  oneLineError(t, prism(s, ['put', 'vol:/keep.txt', file5]), 'EDQUOT', 122);
+  t.is(prism(s, ['cat', 'vol:/keep.txt']).out, 'old content\n');
+
+  const vm = `op${process.pid}`;
+  const host = await startHost(s, ['--vm', `${vm}=vol,big`]);
+  try {
+    const r = prism(s, ['put', 'big:/ten.bin', file10]);
+    t.is(r.code, 0, r.err);
+    oneLineError(t, prism(s, ['put', 'vol:/keep.txt', file5]), 'EDQUOT', 122);
+  } finally {
+    t.is(await host.stop(), 0);
+  }
+  const back = spawnSync(process.execPath, [prismBin, '--store', s, 'cat', 'big:/ten.bin'], { maxBuffer: 64 << 20 });
+  t.true(back.stdout.equals(tenMiB), `10 MiB back: ${back.stdout.length} bytes`);
+  t.is(prism(s, ['cat', 'vol:/keep.txt']).out, 'old content\n', 'the failed put while served kept the old content');
+  t.deepEqual(prism(s, ['ls', 'vol:/']).out.trim().split('\n'), ['keep.txt'], 'no temporary file left behind');
+});
+
+test('the one-line error rule: bad sizes, missing files, usage errors', (t) => {
+  const s = path.join(tmpDir(t), 'store');
+  t.is(prism(s, ['volume', 'create', 'ok']).code, 0);
+  oneLineError(t, prism(s, ['volume', 'create', 'q', '--quota', 'lots']), 'EINVAL', 22);
+  oneLineError(t, prism(s, ['volume', 'quota', 'ok', '10X']), 'EINVAL', 22);
+  oneLineError(t, prism(s, ['put', 'ok:/x', '/definitely/not/here']), 'ENOENT', 2);
+  oneLineError(t, prism(s, ['frobnicate']), 'EINVAL', 22);
+  oneLineError(t, prism(s, ['volume', 'create']), 'EINVAL', 22);
+  oneLineError(t, prism(s, ['volume', 'ls', '--bogus']), 'EINVAL', 22);
+  t.deepEqual(prism(s, ['ls', 'ok:/']).out, '', 'the failed put made no file');
+});
+
+test('output cut short by a closed pipe ends quietly (no EPIPE stack)', (t) => {
+  const dir = tmpDir(t);
+  const s = path.join(dir, 'store');
+  const src = path.join(dir, 'src');
+  fs.mkdirSync(src);
+  for (let i = 0; i < 3000; i++) fs.writeFileSync(path.join(src, `file-with-a-longish-name-${i}`), '');
+  t.is(prism(s, ['volume', 'import', 'v', src]).code, 0);
+  t.is(prism(s, ['volume', 'create', 'e']).code, 0);
+  for (const args of [['ls', '--json', 'v:/'], ['volume', 'diff', 'e', 'v']]) {
+    const errFile = path.join(dir, 'err');
+    const r = spawnSync('bash', ['-c', `"${process.execPath}" "${prismBin}" --store "${s}" ${args.join(' ')} 2>"${errFile}" | head -c 10 >/dev/null`], { encoding: 'utf8' });
+    t.is(r.status, 0);
+    t.is(fs.readFileSync(errFile, 'utf8'), '', `${args.join(' ')}: nothing on stderr`);
+  }
+});
+
+test('--version, and diff --exit-code as git has it', (t) => {
+  const s = path.join(tmpDir(t), 'store');
+  const pkg = JSON.parse(fs.readFileSync(path.resolve(path.dirname(prismBin), '../package.json'), 'utf8')) as { version: string };
+  const v = prism(null, ['--version']);
+  t.is(v.code, 0);
+  t.is(v.out.trim(), pkg.version);
+  t.is(prism(s, ['volume', 'create', 'a']).code, 0);
+  t.is(prism(s, ['volume', 'clone', 'a', 'b']).code, 0);
+  t.is(prism(s, ['volume', 'diff', 'a', 'b', '--exit-code']).code, 0, 'same: 0');
+  t.is(prism(s, ['put', 'b:/new', '-'], 'x').code, 0);
+  const d = prism(s, ['volume', 'diff', 'a', 'b', '--exit-code']);
+  t.is(d.code, 1, 'different: 1');
+  t.is(d.out.trim(), '+ /new');
+  t.is(prism(s, ['volume', 'diff', 'a', 'b']).code, 0, 'without --exit-code: 0');
+});
+
+test('export: a .tar.gz is gzipped, a destination that cannot be written fails at once', (t) => {
+  const dir = tmpDir(t);
+  const s = path.join(dir, 'store');
+  t.is(prism(s, ['volume', 'create', 'v']).code, 0);
+  t.is(prism(s, ['put', 'v:/hello.txt', '-'], 'hello\n').code, 0);
+  const out = path.join(dir, 'out.tar.gz');
+  const r = prism(s, ['volume', 'export', 'v', out]);
+  t.is(r.code, 0, r.err);
+  t.true(fs.statSync(out).isFile(), 'a file, not a directory');
+  t.deepEqual([...fs.readFileSync(out).subarray(0, 2)], [0x1f, 0x8b], 'gzip magic');
+  t.regex(spawnSync('tar', ['-tzf', out], { encoding: 'utf8' }).stdout, /hello\.txt/);
+  const t0 = Date.now();
+  const bad = prism(s, ['volume', 'export', 'v', '/proc/prism-export-test']);
+  t.true(Date.now() - t0 < 15_000, 'fails at once');
+  t.not(bad.code, 0);
+  t.is(bad.err.trimEnd().split('\n').length, 1, bad.err);
+  t.regex(bad.err, /^prism: E[A-Z]+: /);
+});
+
+test('a mistyped --store is an error, not a new empty store; only create and import make one', (t) => {
+  const dir = tmpDir(t);
+  const typo = path.join(dir, 'stroe');
+  oneLineError(t, prism(typo, ['volume', 'ls']), 'ENOENT', 2);
+  oneLineError(t, prism(typo, ['store', 'stats']), 'ENOENT', 2);
+  t.false(fs.existsSync(typo), 'nothing was created');
+  t.is(prism(typo, ['volume', 'create', 'v']).code, 0);
+  t.true(fs.existsSync(typo));
+});
+
+test('host serve: --no-shm without --tcp is refused, and the shared-memory files go when the host stops', async (t) => {
+  const s = path.join(tmpDir(t), 'store');
+  t.is(prism(s, ['volume', 'create', 'vol']).code, 0);
+  oneLineError(t, prism(s, ['host', 'serve', '--no-shm', '--vm', 'x=vol']), 'EINVAL', 22);
+  const vm = `gone${process.pid}`;
+  const host = await startHost(s, ['--vm', `${vm}=vol`]);
+  const files = [`/dev/shm/prism-${vm}`, `/dev/shm/prism-${vm}-meta`, `/dev/shm/prism-${vm}.ivshmem`];
+  t.true(fs.existsSync(files[0]!), 'the region exists while serving');
+  t.is(await host.stop(), 0);
+  for (const f of files) t.false(fs.existsSync(f), `${f} removed`);
+});
+
+test('volume rm of a volume a VM has mounted is EBUSY unless --force', async (t) => {
+  const why = fuseSkipReason();
+  if (why) { t.log(`skipped: ${why}`); t.pass(); return; }
+  const dir = tmpDir(t);
+  const s = path.join(dir, 'store');
+  const mp = path.join(dir, 'mnt');
+  fs.mkdirSync(mp);
+  t.is(prism(s, ['volume', 'create', 'vol']).code, 0);
+  const vm = `busy${process.pid}`;
+  const host = await startHost(s, ['--vm', `${vm}=vol`]);
+  const agent = await mountAgent(s, ['--shm', `/dev/shm/prism-${vm}`, '--volume', 'vol'], mp);
+  try {
+    fs.writeFileSync(path.join(mp, 'f'), 'x');
+    oneLineError(t, prism(s, ['volume', 'rm', 'vol']), 'EBUSY', 16);
+    t.is(fs.readFileSync(path.join(mp, 'f'), 'utf8'), 'x', 'the guest still has its volume');
+    const forced = prism(s, ['volume', 'rm', 'vol', '--force']);
+    t.is(forced.code, 0, forced.err);
+  } finally {
+    await agent.umount();
+    await host.stop();
+  }
+  oneLineError(t, prism(s, ['volume', 'rm', 'vol']), 'ENOENT', 2);
+});
