@@ -6,12 +6,11 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { errnoOf, fromNodeError, PrismError } from '../errors.js';
 import { log } from '../log.js';
-import { diffVolumes } from '../store/diff.js';
+import { diffOf, listPath, READ_PIECE, readPath, statPath, storeStats } from '../store/queries.js';
 import { exportPath } from '../store/export.js';
 import { fsck } from '../store/fsck.js';
 import { gc } from '../store/gc.js';
 import { importPath } from '../store/import.js';
-import { isDir, isLnk } from '../posix/mode.js';
 import { Store, type ComposeSource, type VolumeInfo } from '../store/store.js';
 import { AdminConnection, viaHost } from './admin-client.js';
 import { PutFile } from '../store/put-file.js';
@@ -43,6 +42,15 @@ async function withStore<T>(cmd: Command, fn: (s: Store) => T | Promise<T>, mayC
     s.close();
     throw e;
   }
+}
+
+/**
+ * What a read command shows: asked of the host when one serves the store (it owns the store, and its
+ * answer includes what it has not committed yet), else read from the store here.
+ */
+async function ask<T>(cmd: Command, op: string, args: unknown[], local: (s: Store) => T): Promise<T> {
+  const served = await viaHost(storeDir(cmd), op, args);
+  return served ? served.result as T : withStore(cmd, local);
 }
 
 /** "VOL:/path" -> [volume, path]. */
@@ -155,36 +163,51 @@ export function program(): Command {
 
   volume.command('diff <a> <b>').option('--json', 'machine-readable output')
     .option('--exit-code', 'exit with 1 when the volumes differ (as git diff --exit-code)')
-    .action(async (a: string, b: string, o: { json?: boolean; exitCode?: boolean }, cmd: Command) => withStore(cmd, (s) => {
-      const d = diffVolumes(s, a, b);
+    .action(async (a: string, b: string, o: { json?: boolean; exitCode?: boolean }, cmd: Command) => {
+      const d = await ask(cmd, 'diff', [a, b], (s) => diffOf(s, a, b));
       if (o.exitCode && d.added.length + d.removed.length + d.changed.length > 0) process.exitCode = 1;
       if (o.json) return json(d);
       const lines = [...d.added.map((x) => `+ ${x}`), ...d.removed.map((x) => `- ${x}`), ...d.changed.map((x) => `M ${x}`)];
       if (lines.length) print(lines.join('\n'));
-    }));
+    });
 
-  p.command('ls <vol:path>').option('--json', 'machine-readable output').option('-l', 'long listing')
-    .action(async (spec: string, o: { json?: boolean; l?: boolean }, cmd: Command) => withStore(cmd, (s) => {
+  p.command('ls <vol:path>').description('list a directory of a volume').option('--json', 'machine-readable output').option('-l', 'long listing')
+    .action(async (spec: string, o: { json?: boolean; l?: boolean }, cmd: Command) => {
       const [vn, path] = volPath(spec);
-      const v = s.volume(vn);
-      const ino = v.resolve(path);
-      const a = v.getattr(ino);
-      const entries = isDir(a.mode) ? v.readdir(ino).map((e) => ({ name: e.name.toString(), attr: v.getattr(e.ino) })) : [{ name: path.split('/').pop()!, attr: a }];
+      const entries = await ask(cmd, 'list', [vn, path], (s) => listPath(s, vn, path));
       if (o.json) return json(entries.map((e) => ({ name: e.name, ...attrJson(e.attr) })));
       if (!o.l) return entries.length ? print(entries.map((e) => e.name).join('\n')) : undefined;
-      if (entries.length) print(table(entries.map((e) => [modeString(e.attr.mode), String(e.attr.nlink), String(e.attr.uid), String(e.attr.gid), String(e.attr.size), isoTime(e.attr.mtime).slice(0, 19), e.name + (isLnk(e.attr.mode) ? ` -> ${v.readlink(e.attr.ino).toString()}` : '')])));
-    }));
+      if (entries.length) print(table(entries.map((e) => [modeString(e.attr.mode), String(e.attr.nlink), String(e.attr.uid), String(e.attr.gid), String(e.attr.size), isoTime(e.attr.mtime).slice(0, 19), e.name + (e.target !== undefined ? ` -> ${e.target}` : '')])));
+    });
 
-  p.command('cat <vol:path>').action(async (spec: string, _o: unknown, cmd: Command) => withStore(cmd, async (s) => {
+  p.command('cat <vol:path>').description('write a file of a volume to stdout').action(async (spec: string, _o: unknown, cmd: Command) => {
     const [vn, path] = volPath(spec);
-    const v = s.volume(vn);
-    const ino = v.resolve(path);
-    const size = v.getattr(ino).size;
-    for (let off = 0; off < size; off += 1 << 20) {
-      const { data } = v.read(ino, off, 1 << 20);
-      if (!process.stdout.write(data)) await new Promise((r) => process.stdout.once('drain', r));
+    const out = async (data: Uint8Array) => { if (!process.stdout.write(data)) await new Promise((r) => process.stdout.once('drain', r)); };
+    const host = await AdminConnection.open(storeDir(cmd));
+    if (host) {
+      try {
+        for (let off = 0, size = 1; off < size;) {
+          const r = await host.call('read', [vn, path, off, READ_PIECE]) as { data: Uint8Array; size: number };
+          size = r.size;
+          if (r.data.length === 0) break;
+          await out(r.data);
+          off += r.data.length;
+        }
+      } finally {
+        host.close();
+      }
+      return;
     }
-  }));
+    await withStore(cmd, async (s) => {
+      for (let off = 0, size = 1; off < size;) {
+        const r = readPath(s, vn, path, off, READ_PIECE);
+        size = r.size;
+        if (r.data.length === 0) break;
+        await out(r.data);
+        off += r.data.length;
+      }
+    });
+  });
 
   p.command('put <vol:path> <file>').description('write a file (FILE or - for stdin) into a volume, all or nothing')
     .action(async (spec: string, file: string, _o: unknown, cmd: Command) => {
@@ -227,19 +250,18 @@ export function program(): Command {
       });
     });
 
-  p.command('stat <vol:path>').option('--json', 'machine-readable output')
-    .action(async (spec: string, o: { json?: boolean }, cmd: Command) => withStore(cmd, (s) => {
+  p.command('stat <vol:path>').description("a file's attributes").option('--json', 'machine-readable output')
+    .action(async (spec: string, o: { json?: boolean }, cmd: Command) => {
       const [vn, path] = volPath(spec);
-      const v = s.volume(vn);
-      const a = v.getattr(v.resolve(path));
+      const a = await ask(cmd, 'stat', [vn, path], (s) => statPath(s, vn, path));
       if (o.json) return json(attrJson(a));
       print(table(Object.entries(attrJson(a)).map(([k, val]) => [`${k}:`, String(val)])));
-    }));
+    });
 
   const store = p.command('store').description('the store as a whole');
   store.command('stats').option('--json', 'machine-readable output')
-    .action(async (o: { json?: boolean }, cmd: Command) => withStore(cmd, (s) => {
-      const st = s.stats();
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const st = await ask(cmd, 'stats', [], storeStats);
       if (o.json) return json(st);
       print(table([
         ['volumes', String(st.volumes)],
@@ -249,7 +271,7 @@ export function program(): Command {
         ['segment files', bytes(st.segmentFileBytes)],
         ['metadata file', bytes(st.metadataFileBytes)],
       ]));
-    }));
+    });
 
   p.command('gc').description('reclaim space held by freed blocks').option('--json', 'machine-readable output')
     .action(async (o: { json?: boolean }, cmd: Command) => withStore(cmd, (s) => {

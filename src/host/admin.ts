@@ -8,6 +8,7 @@ import { controlError, decodeControl, encode } from '../protocol/codec.js';
 import type { MetadataSink } from '../metadata-share/publisher.js';
 import { MAX_MESSAGE } from '../protocol/procs.js';
 import { PutFile } from '../store/put-file.js';
+import { diffOf, listPath, readPath, statPath, storeStats } from '../store/queries.js';
 import type { Store } from '../store/store.js';
 import type { Channel } from '../vrpc/channel.js';
 
@@ -37,6 +38,12 @@ const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
     return null;
   },
   ls: ({ store }) => store.volumeNames().map((n) => store.info(n)),
+  // the read commands (src/store/queries.ts)
+  list: ({ store }, [vol, path]) => listPath(store, str(vol), str(path)),
+  stat: ({ store }, [vol, path]) => statPath(store, str(vol), str(path)),
+  read: ({ store }, [vol, path, offset, length]) => readPath(store, str(vol), str(path), num(offset), num(length)),
+  diff: ({ store }, [a, b]) => diffOf(store, str(a), str(b)),
+  stats: ({ store }) => storeStats(store),
   // `prism put` streamed (src/store/put-file.ts): begin [volume, path, uid, gid] -> id, then
   // data [id, offset, bytes] as often as needed, then end [id]; a connection that closes first
   // leaves the old file as it was.

@@ -166,3 +166,46 @@ test('volume rm of a volume a VM has mounted is EBUSY unless --force', async (t)
   }
   oneLineError(t, prism(s, ['volume', 'rm', 'vol']), 'ENOENT', 2);
 });
+
+test('while the host serves a mounted VM: ls, cat, stat, volume ls, volume diff, store stats and a 10 MiB put all work', async (t) => {
+  const why = fuseSkipReason();
+  if (why) { t.log(`skipped: ${why}`); t.pass(); return; }
+  const dir = tmpDir(t);
+  const s = path.join(dir, 'store');
+  const mp = path.join(dir, 'mnt');
+  fs.mkdirSync(mp);
+  t.is(prism(s, ['volume', 'create', 'vol']).code, 0);
+  const vm = `live${process.pid}`;
+  const host = await startHost(s, ['--vm', `${vm}=vol`]);
+  const agent = await mountAgent(s, ['--shm', `/dev/shm/prism-${vm}`, '--volume', 'vol'], mp);
+  try {
+    // the guest writes; the operator reads it at once (the host answers, committed or not)
+    fs.mkdirSync(path.join(mp, 'etc'));
+    fs.writeFileSync(path.join(mp, 'etc', 'motd'), 'written in the guest\n');
+    fs.symlinkSync('motd', path.join(mp, 'etc', 'link'));
+    t.deepEqual(prism(s, ['ls', 'vol:/etc']).out.trim().split('\n'), ['link', 'motd']);
+    t.regex(prism(s, ['ls', '-l', 'vol:/etc']).out, /link -> motd/);
+    t.is(prism(s, ['cat', 'vol:/etc/motd']).out, 'written in the guest\n');
+    t.is(JSON.parse(prism(s, ['stat', 'vol:/etc/motd', '--json']).out).size, 21);
+    oneLineError(t, prism(s, ['cat', 'vol:/etc/none']), 'ENOENT', 2);
+    const big = bytes(10 << 20, 3);
+    const file = path.join(dir, 'big');
+    fs.writeFileSync(file, big);
+    const put = prism(s, ['put', 'vol:/big.bin', file]);
+    t.is(put.code, 0, put.err);
+    t.true(fs.readFileSync(path.join(mp, 'big.bin')).equals(big), 'the guest sees the put file at once');
+    const back = spawnSync(process.execPath, [prismBin, '--store', s, 'cat', 'vol:/big.bin'], { maxBuffer: 64 << 20 });
+    t.true(back.stdout.equals(big), 'cat through the host gives the 10 MiB back');
+    t.is(prism(s, ['volume', 'clone', 'vol', 'snap']).code, 0);
+    fs.writeFileSync(path.join(mp, 'after-snap'), 'x');
+    t.deepEqual(JSON.parse(prism(s, ['volume', 'diff', 'snap', 'vol', '--json']).out), { added: ['/after-snap'], removed: [], changed: [] });
+    const vols = JSON.parse(prism(s, ['volume', 'ls', '--json']).out) as Array<{ name: string }>;
+    t.deepEqual(vols.map((v) => v.name), ['snap', 'vol']);
+    const stats = JSON.parse(prism(s, ['store', 'stats', '--json']).out) as { volumes: number; logicalBytes: number };
+    t.is(stats.volumes, 2);
+    t.true(stats.logicalBytes >= 2 * (10 << 20), 'both volumes hold the 10 MiB file');
+  } finally {
+    await agent.umount();
+    t.is(await host.stop(), 0);
+  }
+});
