@@ -198,6 +198,7 @@ function main(): void {
   report({ kind: 'info', key: 'guest cpus', value: String(os.cpus().length) });
   report({ kind: 'info', key: 'guest memory MiB', value: String(Math.round(os.totalmem() / 2 ** 20)) });
   const plan = setUp();
+  report({ kind: 'info', key: 'plan', value: JSON.stringify(plan) });
   for (const t of plan.targets) {
     try {
       mountTarget(t);

@@ -1,4 +1,5 @@
-// `npm run bench -- guest [--quick] [--kvm] [--reps N] [--targets raw,prism-shm,...]`: Prism inside a QEMU guest
+// `npm run bench -- guest [--quick] [--kvm] [--reps N] [--targets raw,prism-shm,...]`, or
+// `--report CONSOLE_LOG` for the report of a run whose guest's console was kept (an interrupted one): Prism inside a QEMU guest
 // against the ways a VM gets a file system today, all attached to one guest boot and run with the same
 // workloads (bench/guest-run.ts, inside the guest):
 //   raw          ext4 on a virtio-blk disk backed by a raw image (the virtual-disk baseline)
@@ -30,7 +31,7 @@ const prismBin = path.join(root, 'bin', 'prism.js');
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 const VM = 'benchguest', VM_TCP = 'benchguesttcp';
 
-interface Options { quick: boolean; kvm: boolean; reps?: number; only?: string[] }
+interface Options { quick: boolean; kvm: boolean; reps?: number; only?: string[]; report?: string }
 
 function options(argv: string[]): Options {
   const o: Options = { quick: process.env.PRISM_BENCH_QUICK === '1', kvm: false };
@@ -39,10 +40,11 @@ function options(argv: string[]): Options {
     if (a === '--quick') o.quick = true;
     else if (a === '--kvm') o.kvm = true;
     else if (a === '--targets') o.only = (argv[++i] ?? '').split(',').filter(Boolean);
+    else if (a === '--report') o.report = argv[++i];
     else if (a === '--reps') {
       o.reps = Number(argv[++i]);
       if (!Number.isInteger(o.reps) || o.reps < 1) throw new Error('bench guest: --reps needs a whole number of at least 1');
-    } else throw new Error(`bench guest: unknown option ${a} (--quick, --kvm, --reps N, --targets a,b)`);
+    } else throw new Error(`bench guest: unknown option ${a} (--quick, --kvm, --reps N, --targets a,b, --report CONSOLE_LOG)`);
   }
   return o;
 }
@@ -218,8 +220,25 @@ function inputs(work: string, plan: GuestPlan, o: Options, token?: string): { im
 
 // ---- the run ------------------------------------------------------------------------------------
 
+/** The report of a kept console log: what the guest finished before it stopped. */
+function fromConsole(file: string) {
+  const markers = parseMarkers(fs.readFileSync(file, 'utf8'));
+  const planInfo = markers.find((m) => m.kind === 'info' && m.key === 'plan');
+  // a guest that did not say its plan (older ones): the targets and repetitions it reported on
+  const seen = new Set(markers.flatMap((m) => ('target' in m ? [m.target] : [])));
+  const plan: GuestPlan = planInfo?.kind === 'info' ? JSON.parse(planInfo.value) as GuestPlan : {
+    targets: TARGETS.filter((t) => seen.has(t.id)).map((t) => ({ ...t, mount: { kind: 'blk', serial: t.id } })),
+    workloads: [...WORKLOADS], reps: Math.max(1, ...markers.map((m) => ('rep' in m ? m.rep : 1))), fs: { dirs: 0, filesPerDir: 0, seqMiB: 0, randomWrites: 0 },
+  };
+  const res = collect(markers, plan, new Map());
+  const r = render(res);
+  const heading = `Prism inside a QEMU guest, from ${file} (${markers.some((m) => m.kind === 'done') ? 'complete' : 'interrupted'}; ${plan.reps} run(s) each planned)`;
+  return { results: { fromConsole: file, plan, targets: res }, table: `${heading}\n\n${r.text}`, files: { md: `${heading}\n\n${r.markdown}`, svg: chart(res, 'TCG') } };
+}
+
 export async function run(argv: string[] = process.argv.slice(3)) {
   const o = options(argv);
+  if (o.report) return fromConsole(o.report);
   if (process.getuid?.() !== 0) throw new Error('bench guest needs root (FUSE and loop images on the host, the ivshmem server)');
   for (const [cmd, pkg] of [['qemu-system-x86_64', 'qemu-system-x86'], ['qemu-img', 'qemu-utils'], ['mkfs.ext4', 'e2fsprogs'], ['busybox', 'busybox-static'], ['cpio', 'cpio']]) {
     if (!has(cmd!)) throw new Error(`${cmd} is missing (apt-get install ${pkg})`);

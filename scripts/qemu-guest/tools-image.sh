@@ -43,6 +43,14 @@ if [ ! -f "$image" ]; then
   mkdir -p "$work/root"
   tar -C / --no-recursion -cf - -T "$work/files" | tar -C "$work/root" -xf -
   for d in bin sbin lib lib32 lib64 libx32; do [ ! -d "$work/root/usr/$d" ] || ln -s "usr/$d" "$work/root/$d"; done
+  # commands chosen with update-alternatives (awk, cc, ...) are links their packages' scripts made,
+  # not files dpkg lists: the image gets those whose choice here it holds, pointing straight at it
+  for l in /usr/bin/* /usr/sbin/*; do
+    [ -L "$l" ] && [ ! -e "$work/root$l" ] || continue
+    case "$(readlink "$l")" in /etc/alternatives/*) ;; *) continue ;; esac
+    t="$(readlink -f "$l")"
+    [ ! -e "$work/root$t" ] || ln -s "$t" "$work/root$l"
+  done
   mkdir -p "$work/root"/{dev,proc,sys,tmp,run,mnt/t,in,root,etc}
   printf 'root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n' >"$work/root/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$work/root/etc/group"

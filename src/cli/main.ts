@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { errnoOf, fromNodeError, PrismError } from '../errors.js';
+import { errnoOf, fromNodeError, isPrismError, PrismError } from '../errors.js';
 import { log } from '../log.js';
 import { diffOf, listPath, READ_PIECE, readPath, statPath, storeStats } from '../store/queries.js';
 import { exportPath } from '../store/export.js';
@@ -18,6 +18,13 @@ import { attrJson, bytes, isoTime, modeString, parseBytes, parseCount, table } f
 import { progress } from './progress.js';
 import { agentCommand } from './agent.js';
 import { tour } from './tour.js';
+import type { HostStatus } from '../host/server.js';
+
+/** 3725 -> "1h02m". */
+function duration(s: number): string {
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+  return h ? `${h}h${String(m).padStart(2, '0')}m` : m ? `${m}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
 
 /**
  * The store's directory. A store that is not there is ENOENT: a mistyped --store must not quietly
@@ -31,9 +38,34 @@ function storeDir(cmd: Command, mayCreate = false): string {
   return dir;
 }
 
+/**
+ * Open the store. Another command holding it is waited for (--wait seconds, 5 by default), then
+ * EBUSY; a host serving it is not waited for: it holds the store until it stops.
+ */
+async function openStore(cmd: Command, mayCreate: boolean): Promise<Store> {
+  const dir = storeDir(cmd, mayCreate);
+  const wait = Number(cmd.optsWithGlobals().wait ?? 5);
+  if (!Number.isFinite(wait) || wait < 0) throw new PrismError('EINVAL', `--wait takes seconds, not ${JSON.stringify(cmd.optsWithGlobals().wait)}`);
+  const until = Date.now() + wait * 1000;
+  for (let pause = 20; ; pause = Math.min(pause * 2, 500)) {
+    try {
+      return Store.open(dir);
+    } catch (e) {
+      if (!isPrismError(e, 'EBUSY')) throw e;
+      const host = await AdminConnection.open(dir);
+      if (host) {
+        host.close();
+        throw new PrismError('EBUSY', `${e.detail}: prism host serve owns the store, and this command does not go through it yet (stop the host first)`);
+      }
+      if (Date.now() >= until) throw new PrismError('EBUSY', `${e.detail} (waited ${wait} s; --wait SECONDS waits longer)`);
+      await new Promise((r) => setTimeout(r, pause));
+    }
+  }
+}
+
 /** Open the store, run fn, commit and close; the store is closed on error too. */
 async function withStore<T>(cmd: Command, fn: (s: Store) => T | Promise<T>, mayCreate = false): Promise<T> {
-  const s = Store.open(storeDir(cmd, mayCreate));
+  const s = await openStore(cmd, mayCreate);
   try {
     const r = await fn(s);
     s.close();
@@ -88,6 +120,7 @@ export function program(): Command {
     .description('Prism: deduplicating copy-on-write volumes for virtual machines')
     .version(version(), '--version', 'print the version')
     .option('--store <dir>', 'store directory (default: $PRISM_STORE or ./prism-data)')
+    .option('--wait <seconds>', 'how long to wait for another command holding the store', '5')
     // main() prints commander's errors as every other error: one line, EINVAL
     .configureOutput({ outputError: () => undefined })
     .exitOverride();
@@ -122,10 +155,13 @@ export function program(): Command {
 
   volume.command('quota <name> <bytes>').description('set a quota ("none" removes it)')
     .option('--inodes <n>', 'also set the inode quota ("none" removes it)')
-    .action(async (name: string, q: string, o: { inodes?: string }, cmd: Command) => withStore(cmd, (s) => {
+    .action(async (name: string, q: string, o: { inodes?: string }, cmd: Command) => {
       const inodes = o.inodes === undefined ? undefined : o.inodes === 'none' ? null : parseCount(o.inodes);
-      s.setQuota(name, q === 'none' ? undefined : parseBytes(q), inodes);
-    }));
+      const bytes = q === 'none' ? null : parseBytes(q);
+      // undefined inodes: the inode quota stays as it is
+      if (await viaHost(storeDir(cmd), 'quota', [name, bytes, inodes === undefined ? 'keep' : inodes])) return;
+      await withStore(cmd, (s) => s.setQuota(name, bytes ?? undefined, inodes));
+    });
 
   volume.command('import <name> <src>').description('import a directory or a .tar (creates the volume if needed)')
     .option('--json', 'print the result as JSON')
@@ -159,7 +195,11 @@ export function program(): Command {
 
   volume.command('compose <new>').description('a new volume from subtrees of others')
     .requiredOption('--from <VOL:/path[:/dest]>', 'a subtree to include (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-    .action(async (name: string, o: { from: string[] }, cmd: Command) => withStore(cmd, (s) => { s.compose(name, o.from.map(parseFrom)); }));
+    .action(async (name: string, o: { from: string[] }, cmd: Command) => {
+      const sources = o.from.map(parseFrom);
+      if (await viaHost(storeDir(cmd), 'compose', [name, sources])) return;
+      await withStore(cmd, (s) => { s.compose(name, sources); });
+    });
 
   volume.command('diff <a> <b>').option('--json', 'machine-readable output')
     .option('--exit-code', 'exit with 1 when the volumes differ (as git diff --exit-code)')
@@ -309,9 +349,10 @@ export function program(): Command {
     .option('--meta-size <MiB>', "size of each VM's metadata table (a power of two)", '64')
     .option('--meta-ack-ms <ms>', "how long a change waits for another VM's agent (on this machine) to acknowledge it before that VM is fenced", '10')
     .option('--meta-ack-poll-ms <ms>', 'the same for agents that poll (VM guests)', '50')
+    .option('--metrics <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (docs/metrics.md)')
     .option('--tcp <host:port>', 'also listen for TCP clients (127.0.0.1 unless a host is given; unix:/path for a Unix socket; repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .requiredOption('--vm <NAME=VOLUME[,VOLUME]>', 'a VM and the volumes it may attach (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-    .action(async (o: { tcp?: string[]; vm: string[]; shm: boolean; shmDir: string; shmGroup?: string; meta: boolean; doorbell: boolean; metaSize: string; metaAckMs: string; metaAckPollMs: string }, cmd: Command) => {
+    .action(async (o: { tcp?: string[]; metrics?: string; vm: string[]; shm: boolean; shmDir: string; shmGroup?: string; meta: boolean; doorbell: boolean; metaSize: string; metaAckMs: string; metaAckPollMs: string }, cmd: Command) => {
       if (!o.shm && !o.tcp?.length) throw new PrismError('EINVAL', 'nothing to serve: --no-shm needs --tcp');
       const vms = o.vm.map((spec) => {
         const [name, vols] = spec.split('=');
@@ -323,9 +364,10 @@ export function program(): Command {
       const server = await HostServer.start({
         storeDir: storeDir(cmd), vms, tcp: o.tcp, shm: o.shm ? undefined : false, shmDir: o.shmDir, meta: o.meta, doorbell: o.doorbell ? undefined : false, metaSize: Number(o.metaSize) * 2 ** 20,
         metaAckMs: Number(o.metaAckMs), metaPollAckMs: Number(o.metaAckPollMs),
-        shmGroup: o.shmGroup === undefined ? undefined : groupId(o.shmGroup),
+        shmGroup: o.shmGroup === undefined ? undefined : groupId(o.shmGroup), metrics: o.metrics,
       });
       for (const addr of server.listenAddresses) print(`listening on ${addr}`);
+      if (server.metricsAddress) print(`metrics on http://${server.metricsAddress}/metrics`);
       for (const vm of vms) {
         const shm = server.regions.get(vm.name);
         const meta = server.metaTables.get(vm.name);
@@ -338,6 +380,19 @@ export function program(): Command {
         // Only now: whoever reads "ready" may stop the host at once, and must find the handlers there.
         print('ready');
       });
+    });
+
+  host.command('status').description('the VMs a running host serves: volumes mounted, transport, requests, bytes, errors')
+    .option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }, cmd: Command) => {
+      const served = await viaHost(storeDir(cmd), 'status', []);
+      if (!served) throw new PrismError('ENOENT', `no host is serving ${storeDir(cmd)} (prism host serve)`);
+      const st = served.result as HostStatus;
+      if (o.json) return json(st);
+      print(`host pid ${st.pid}, up ${duration(st.uptimeSeconds)}, store ${st.store}`);
+      print(table([['VM', 'VOLUMES', 'MOUNTED', 'TRANSPORT', 'REQ/S', 'REQUESTS', 'ERRORS', 'IN', 'OUT'],
+        ...st.vms.map((v) => [v.name, v.volumes.join(','), v.mounted.join(',') || '-', v.transport, v.callsPerSecond.toFixed(1), String(v.calls),
+          v.errors ? `${v.errors} (${Object.entries(v.errorsByCode).map(([c, n]) => `${c} ${n}`).join(', ')})` : '0', bytes(v.bytesIn), bytes(v.bytesOut)])]));
     });
 
   p.command('qemu-args <vm>').description("the QEMU options that attach a VM's shared-memory region (with its doorbell) and metadata table")

@@ -15,11 +15,14 @@ import type { Channel } from '../vrpc/channel.js';
 export const ADMIN_SOCKET = 'host.sock';
 
 /** One admin connection: its store, how changes reach the VMs' metadata tables, and its puts under way. */
-interface AdminContext {
-  store: Store; meta: MetadataSink; owner: string; puts: Map<number, PutFile>; nextPut: number;
+/** What the admin socket asks of the server around the store. */
+export interface AdminHost {
   /** The VMs that have a volume mounted now. */
   mountedBy(volume: string): string[];
+  status(): unknown;
 }
+
+interface AdminContext extends AdminHost { store: Store; meta: MetadataSink; owner: string; puts: Map<number, PutFile>; nextPut: number }
 
 /** The store operations the admin socket offers; results are plain data. */
 const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
@@ -29,6 +32,19 @@ const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
     return null;
   },
   clone: ({ store }, [src, name]) => { store.clone(str(src), str(name)); return null; },
+  // [name, bytes | null (none), inodes | null (none) | 'keep']
+  quota: ({ store }, [name, bytes, inodes]) => {
+    store.setQuota(str(name), bytes === null ? undefined : num(bytes), inodes === 'keep' ? undefined : inodes === null ? null : num(inodes));
+    return null;
+  },
+  compose: ({ store }, [name, sources]) => {
+    if (!Array.isArray(sources)) throw new PrismError('EINVAL', 'expected a list of sources');
+    store.compose(str(name), sources.map((x) => {
+      const o = (typeof x === 'object' && x !== null ? x : {}) as Record<string, unknown>;
+      return { volume: str(o.volume), path: str(o.path), ...(o.dest === undefined ? {} : { dest: str(o.dest) }) };
+    }));
+    return null;
+  },
   rm: ({ store, mountedBy }, [name, force]) => {
     const vms = mountedBy(str(name));
     if (vms.length && force !== true) {
@@ -38,6 +54,7 @@ const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
     return null;
   },
   ls: ({ store }) => store.volumeNames().map((n) => store.info(n)),
+  status: (c) => c.status(),
   // the read commands (src/store/queries.ts)
   list: ({ store }, [vol, path]) => listPath(store, str(vol), str(path)),
   stat: ({ store }, [vol, path]) => statPath(store, str(vol), str(path)),
@@ -90,8 +107,8 @@ function num(x: unknown): number {
 
 let connections = 0;
 
-export function serveAdmin(ch: Channel, store: Store, meta: MetadataSink, mountedBy: (volume: string) => string[] = () => []): void {
-  const c: AdminContext = { store, meta, owner: `admin#${++connections}`, puts: new Map(), nextPut: 1, mountedBy };
+export function serveAdmin(ch: Channel, store: Store, meta: MetadataSink, host: AdminHost): void {
+  const c: AdminContext = { store, meta, owner: `admin#${++connections}`, puts: new Map(), nextPut: 1, mountedBy: (v) => host.mountedBy(v), status: () => host.status() };
   ch.onClose(() => {
     for (const put of c.puts.values()) put.abort();
     if (c.puts.size) store.commit();

@@ -9,6 +9,7 @@ import { MAX_FILE_SIZE, MAX_NAME } from '../posix/limits.js';
 import { isDir } from '../posix/mode.js';
 import type { Attr, DirEntry } from '../posix/types.js';
 import { BLOCK_SIZE } from '../store/layout.js';
+import { VmCounters } from './vm-counters.js';
 import type { Store } from '../store/store.js';
 import type { MadeAt } from '../store/namespace.js';
 import type { Volume } from '../store/volume.js';
@@ -51,6 +52,7 @@ export class Dispatcher {
 
   constructor(private readonly store: Store, readonly vm: VmConfig, hostSecret: Buffer, private readonly hooks: DispatchHooks) {
     this.key = new HandleKey(hostSecret, vm.name);
+    this.counters = new VmCounters(vm.name);
   }
 
   private volumeById(id: number): Volume {
@@ -73,6 +75,8 @@ export class Dispatcher {
 
   /** Inode numbers RESERVE gave this VM that no CREATE_AT or MKDIR_AT has used (reservedKey), oldest first. */
   private readonly reserved = new Set<string>();
+  /** What this VM asked and got (`prism host status`). */
+  readonly counters: VmCounters;
   /** Volumes this VM's agents attached (mounted) since it last connected anew: `volume rm` asks. */
   readonly attached = new Set<string>();
 
@@ -85,9 +89,23 @@ export class Dispatcher {
    */
   call(proc: number, rawArgs: unknown[]): unknown[] | Promise<unknown[]> {
     this.pending = undefined;
-    const result = this.run(proc, rawArgs);
+    const start = this.counters.started(proc);
+    let result: unknown[];
+    try {
+      result = this.run(proc, rawArgs);
+    } catch (e) {
+      this.counters.done(proc, rawArgs, start, undefined, e);
+      throw e;
+    }
     const pending = this.takePending();
-    return pending ? pending.then(() => result) : result;
+    if (!pending) {
+      this.counters.done(proc, rawArgs, start, result);
+      return result;
+    }
+    return pending.then(
+      () => { this.counters.done(proc, rawArgs, start, result); return result; },
+      (e: unknown) => { this.counters.done(proc, rawArgs, start, undefined, e); throw e; },
+    );
   }
 
   private takePending(): Promise<void> | undefined {

@@ -27,6 +27,25 @@ import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
 import { ADMIN_SOCKET, serveAdmin } from './admin.js';
 import { LoopShare, PreAuthGate, VmBudget, type BudgetLimits, type PreAuthLimits } from './budget.js';
 import { Dispatcher, type DispatchHooks, type VmConfig } from './dispatch.js';
+import { HostMetrics } from './metrics.js';
+import type { VmCountersView } from './vm-counters.js';
+
+/** The host as `prism host status` shows it. */
+export interface HostStatus {
+  pid: number;
+  store: string;
+  uptimeSeconds: number;
+  vms: Array<{
+    name: string; volumes: string[];
+    /** Volumes its agents have mounted now. */
+    mounted: string[];
+    /** How its agent reaches the host now: shared memory (with the doorbell), TCP, or none. */
+    transport: string;
+    tcpConnections: number;
+    /** QEMU is connected to its ivshmem doorbell server. */
+    qemuAttached: boolean;
+  } & VmCountersView>;
+}
 import { hostSecret, tokensEqual, vmToken } from './secrets.js';
 
 /** Resets of one VM's rings closer together than this count as "keeps corrupting them". */
@@ -60,6 +79,8 @@ export interface HostOptions {
   shmGroup?: number;
   /** Serve each VM's ivshmem doorbell on a Unix socket beside its region (default true when the addon is built). */
   doorbell?: boolean;
+  /** Serve Prometheus metrics on HOST:PORT at /metrics (docs/metrics.md). */
+  metrics?: string;
 }
 
 interface ShmVm {
@@ -121,7 +142,7 @@ export class HostServer {
     for (const vm of this.opts.vms) {
       // Every VM's changes reach the tables of the VMs that have one, whatever its own transport.
       const hooks: DispatchHooks = {
-        commit: () => this.store.commitDurable(), verifier: this.verifier,
+        commit: () => this.commitTimed(), verifier: this.verifier,
         meta: this.opts.meta === false ? undefined : this.meta.sink(vm.name),
       };
       checkVolumeName(vm.name);
@@ -136,16 +157,34 @@ export class HostServer {
     await this.listen(`unix:${path.join(this.store.dir, ADMIN_SOCKET)}`, (ch) => {
       this.channels.add(ch);
       ch.onClose(() => this.channels.delete(ch));
-      serveAdmin(ch, this.store, this.meta.sink(null), (volume) => this.mountedBy(volume));
+      serveAdmin(ch, this.store, this.meta.sink(null), { mountedBy: (volume) => this.mountedBy(volume), status: () => this.status() });
     }, false);
+    if (this.opts.metrics !== undefined) {
+      const m = new HostMetrics({
+        store: this.store,
+        vms: () => this.status().vms.map((v) => ({ name: v.name, connected: v.transport !== 'none' && !v.transport.startsWith('detached'), transport: v.transport })),
+      });
+      for (const d of this.dispatchers.values()) d.counters.observer = m;
+      this.metrics = m;
+      this.metricsAddress = await m.listen(this.opts.metrics);
+    }
     this.timer = setInterval(() => this.commitSafely(), this.opts.commitIntervalMs ?? commitIntervalFromEnv() ?? 1000);
     this.timer.unref();
   }
 
+  /** A durable commit, its time told to the metrics. */
+  private commitTimed(): Promise<void> {
+    const m = this.metrics;
+    if (!m) return this.store.commitDurable();
+    const t0 = performance.now();
+    return this.store.commitDurable().then(() => m.committed((performance.now() - t0) / 1000));
+  }
+
   private commitSafely(): void {
     this.checkFiles();
+    for (const d of this.dispatchers.values()) d.counters.tick();
     for (const r of this.liveRegions) r.heartbeat('host');
-    if (this.store.pendingChanges > 0) this.store.commitDurable().catch((e: unknown) => log.error({ err: e }, 'commit failed'));
+    if (this.store.pendingChanges > 0) this.commitTimed().catch((e: unknown) => log.error({ err: e }, 'commit failed'));
   }
 
   /** The addresses actually bound (after port 0). */
@@ -174,6 +213,10 @@ export class HostServer {
   private readonly liveRegions: Region[] = [];
   /** Per VM served over shared memory: its files, its channel now, and why it was detached if it was. */
   private readonly shm = new Map<string, ShmVm>();
+  private readonly startedAt = Date.now();
+  private metrics: HostMetrics | undefined;
+  /** Where /metrics is served (with --metrics). */
+  metricsAddress: string | undefined;
   /** Authenticated TCP connections per VM. */
   private readonly tcpSessions = new Map<string, number>();
 
@@ -401,12 +444,30 @@ export class HostServer {
       && ((this.tcpSessions.get(name) ?? 0) > 0 || this.shm.get(name)?.region.region.liveness('guest').state === LIVE_UP)).map(([name]) => name);
   }
 
+  /** What `prism host status` shows. */
+  status(): HostStatus {
+    return {
+      pid: process.pid, store: this.store.dir, uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      vms: [...this.dispatchers].map(([name, d]) => {
+        const shm = this.shm.get(name);
+        const guestUp = shm?.region.region.liveness('guest').state === LIVE_UP;
+        const tcp = this.tcpSessions.get(name) ?? 0;
+        const transport = shm?.detached ? `detached: ${shm.detached}` : guestUp ? (shm?.ivshmem && shm.ivshmem.connected > 0 ? 'shared memory, doorbell' : 'shared memory') : tcp > 0 ? 'TCP' : 'none';
+        return {
+          name, volumes: d.vm.volumes, mounted: [...d.attached].filter(() => guestUp || tcp > 0), transport,
+          tcpConnections: tcp, qemuAttached: (shm?.ivshmem?.connected ?? 0) > 0, ...d.counters.view(),
+        };
+      }),
+    };
+  }
+
   /** Stop accepting, close connections, commit and release the store. */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     for (const r of this.resets.values()) clearTimeout(r.timer);
+    await this.metrics?.close();
     const closed = Promise.all([...this.servers, ...this.quietServers].map((srv) => new Promise<void>((r) => srv.close(() => r()))));
     for (const ch of this.channels) ch.close();
     await closed;

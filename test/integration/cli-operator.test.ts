@@ -1,7 +1,7 @@
 // The `prism` command as an operator runs it beside a serving host, and the one-line error rule:
 // each failure is `prism: CODE: message` on stderr with the errno as exit status, never a stack.
 import test from 'ava';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { prismBin, startHost } from '../helpers/host.js';
@@ -176,7 +176,7 @@ test('while the host serves a mounted VM: ls, cat, stat, volume ls, volume diff,
   fs.mkdirSync(mp);
   t.is(prism(s, ['volume', 'create', 'vol']).code, 0);
   const vm = `live${process.pid}`;
-  const host = await startHost(s, ['--vm', `${vm}=vol`]);
+  const host = await startHost(s, ['--vm', `${vm}=vol`, '--metrics', '127.0.0.1:0']);
   const agent = await mountAgent(s, ['--shm', `/dev/shm/prism-${vm}`, '--volume', 'vol'], mp);
   try {
     // the guest writes; the operator reads it at once (the host answers, committed or not)
@@ -199,13 +199,70 @@ test('while the host serves a mounted VM: ls, cat, stat, volume ls, volume diff,
     t.is(prism(s, ['volume', 'clone', 'vol', 'snap']).code, 0);
     fs.writeFileSync(path.join(mp, 'after-snap'), 'x');
     t.deepEqual(JSON.parse(prism(s, ['volume', 'diff', 'snap', 'vol', '--json']).out), { added: ['/after-snap'], removed: [], changed: [] });
-    const vols = JSON.parse(prism(s, ['volume', 'ls', '--json']).out) as Array<{ name: string }>;
-    t.deepEqual(vols.map((v) => v.name), ['snap', 'vol']);
+    // writes that go through the host too
+    t.is(prism(s, ['volume', 'quota', 'vol', '1G']).code, 0);
+    const composed = prism(s, ['volume', 'compose', 'etc-only', '--from', 'vol:/etc']);
+    t.is(composed.code, 0, composed.err);
+    t.deepEqual(prism(s, ['ls', 'etc-only:/']).out.trim().split('\n'), ['link', 'motd']);
+    const vols = JSON.parse(prism(s, ['volume', 'ls', '--json']).out) as Array<{ name: string; quota?: number }>;
+    t.deepEqual(vols.map((v) => v.name), ['etc-only', 'snap', 'vol']);
+    t.is(vols.find((v) => v.name === 'vol')!.quota, 2 ** 30);
     const stats = JSON.parse(prism(s, ['store', 'stats', '--json']).out) as { volumes: number; logicalBytes: number };
-    t.is(stats.volumes, 2);
+    t.is(stats.volumes, 3);
     t.true(stats.logicalBytes >= 2 * (10 << 20), 'both volumes hold the 10 MiB file');
+    // the host's own view
+    const st = JSON.parse(prism(s, ['host', 'status', '--json']).out) as { pid: number; vms: Array<{ name: string; mounted: string[]; transport: string; calls: number; bytesIn: number; errorsByCode: Record<string, number> }> };
+    t.is(st.pid, host.child.pid!);
+    const me = st.vms.find((v) => v.name === vm)!;
+    t.deepEqual(me.mounted, ['vol']);
+    t.regex(me.transport, /^shared memory/);
+    t.true(me.calls > 0 && me.bytesIn >= 21, `calls ${me.calls}, bytes in ${me.bytesIn}`);
+    t.regex(prism(s, ['host', 'status']).out, new RegExp(`^${vm}\\s+vol\\s+vol\\s+shared memory`, 'm'));
+    // Prometheus metrics, scraped
+    const url = /^metrics on (http:\S+)$/m.exec(host.out())![1]!;
+    await new Promise((r) => setTimeout(r, 1500)); // a periodic commit has happened
+    const text = await (await fetch(url)).text();
+    const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+    t.true(value(new RegExp(`^prism_vm_requests_total\\{vm="${vm}",procedure="WRITE"\\} (\\d+)`, 'm')) > 0, 'WRITEs counted');
+    t.true(value(new RegExp(`^prism_vm_request_duration_seconds_count\\{vm="${vm}",procedure="CREATE[^"]*"\\} (\\d+)`, 'm')) > 0, 'create latencies');
+    t.true(value(new RegExp(`^prism_vm_data_bytes_total\\{vm="${vm}",direction="in"\\} (\\d+)`, 'm')) >= 21, 'bytes written');
+    t.is(value(new RegExp(`^prism_vm_connected\\{vm="${vm}",transport="shared memory[^"]*"\\} (\\d+)`, 'm')), 1);
+    t.true(value(/^prism_store_logical_bytes (\d+)/m) >= 2 * (10 << 20));
+    t.true(value(/^prism_store_dedup_ratio ([\d.]+)/m) >= 1.9, 'two volumes share the 10 MiB');
+    t.true(value(/^prism_store_commit_duration_seconds_count (\d+)/m) >= 1, 'commits timed');
+    t.is((await fetch(url.replace('/metrics', '/other'))).status, 404);
+    // what cannot go through the host yet says so at once, without waiting
+    const gc = prism(s, ['gc']);
+    oneLineError(t, gc, 'EBUSY', 16);
+    t.regex(gc.err, /host serve owns the store/);
   } finally {
     await agent.umount();
     t.is(await host.stop(), 0);
   }
 });
+
+test('a command waits for another that holds the store (--wait), then says how long it waited', async (t) => {
+  const s = path.join(tmpDir(t), 'store');
+  t.is(prism(s, ['volume', 'create', 'v']).code, 0);
+  // another command holding the store: its lock file with a live process's pid
+  const holder = spawn('sleep', ['30']);
+  t.teardown(() => { holder.kill(); });
+  fs.writeFileSync(path.join(s, 'LOCK'), `${holder.pid}\n`);
+  const t0 = Date.now();
+  const busy = prism(s, ['--wait', '1', 'volume', 'quota', 'v', '1M']);
+  t.true(Date.now() - t0 >= 1000, 'it waited');
+  oneLineError(t, busy, 'EBUSY', 16);
+  t.regex(busy.err, /waited 1 s/);
+  // released while it waits: it goes on
+  const waiting = spawnAsync(process.execPath, [prismBin, '--store', s, '--wait', '10', 'volume', 'quota', 'v', '1M']);
+  await new Promise((r) => setTimeout(r, 700));
+  holder.kill();
+  fs.rmSync(path.join(s, 'LOCK'));
+  t.is(await waiting, 0);
+  const vols = JSON.parse(prism(s, ['volume', 'ls', '--json']).out) as Array<{ quota?: number }>;
+  t.is(vols[0]!.quota, 1 << 20);
+});
+
+function spawnAsync(cmd: string, args: string[]): Promise<number | null> {
+  return new Promise((resolve) => { spawn(cmd, args, { stdio: 'ignore' }).once('exit', (code) => resolve(code)); });
+}
