@@ -99,6 +99,11 @@ function listening(port: number): Promise<boolean> {
   });
 }
 
+/** The bench VMs' region and table files (the host keeps them while QEMU maps them). */
+function removeShmFiles(): void {
+  for (const f of fs.readdirSync('/dev/shm').filter((n) => n.startsWith(`prism-${VM}`))) fs.rmSync(path.join('/dev/shm', f), { force: true });
+}
+
 /** Processes started for the run, stopped at the end whatever happens. */
 class Children {
   private list: ChildProcess[] = [];
@@ -258,7 +263,7 @@ export async function run(argv: string[] = process.argv.slice(3)) {
   const interrupted = (sig: NodeJS.Signals) => {
     progress('');
     process.stderr.write(`bench guest: ${sig}: stopping the guest and the servers (kept ${work})\n`);
-    void kids.stopAll().then(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+    void kids.stopAll().then(() => { removeShmFiles(); process.exit(sig === 'SIGINT' ? 130 : 143); });
   };
   process.once('SIGINT', interrupted);
   process.once('SIGTERM', interrupted);
@@ -355,7 +360,7 @@ export async function run(argv: string[] = process.argv.slice(3)) {
     process.off('SIGINT', interrupted);
     process.off('SIGTERM', interrupted);
     await kids.stopAll();
-    for (const f of fs.readdirSync('/dev/shm').filter((n) => n.startsWith(`prism-${VM}`))) fs.rmSync(path.join('/dev/shm', f), { force: true });
+    removeShmFiles();
     if (ok) fs.rmSync(work, { recursive: true, force: true });
     else process.stderr.write(`bench guest: kept ${work} (console.log, ganesha.log)\n`);
   }

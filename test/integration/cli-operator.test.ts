@@ -201,7 +201,7 @@ test('while the host serves a mounted VM: ls, cat, stat, volume ls, volume diff,
     t.deepEqual(JSON.parse(prism(s, ['volume', 'diff', 'snap', 'vol', '--json']).out), { added: ['/after-snap'], removed: [], changed: [] });
     // writes that go through the host too
     t.is(prism(s, ['volume', 'quota', 'vol', '1G']).code, 0);
-    const composed = prism(s, ['volume', 'compose', 'etc-only', '--from', 'vol:/etc']);
+    const composed = prism(s, ['volume', 'compose', 'etc-only', '--from', 'vol:/etc:/']);
     t.is(composed.code, 0, composed.err);
     t.deepEqual(prism(s, ['ls', 'etc-only:/']).out.trim().split('\n'), ['link', 'motd']);
     const vols = JSON.parse(prism(s, ['volume', 'ls', '--json']).out) as Array<{ name: string; quota?: number }>;
