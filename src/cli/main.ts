@@ -14,17 +14,11 @@ import { importPath } from '../store/import.js';
 import { Store, type ComposeSource, type VolumeInfo } from '../store/store.js';
 import { AdminConnection, viaHost } from './admin-client.js';
 import { PutFile } from '../store/put-file.js';
-import { attrJson, bytes, isoTime, modeString, parseBytes, parseCount, table } from './format.js';
+import { attrJson, bytes, duration, isoTime, modeString, parseBytes, parseCount, table } from './format.js';
 import { progress } from './progress.js';
 import { agentCommand } from './agent.js';
 import { tour } from './tour.js';
 import type { HostStatus } from '../host/server.js';
-
-/** 3725 -> "1h02m". */
-function duration(s: number): string {
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
-  return h ? `${h}h${String(m).padStart(2, '0')}m` : m ? `${m}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
-}
 
 /**
  * The store's directory. A store that is not there is ENOENT: a mistyped --store must not quietly

@@ -14,7 +14,6 @@ import type { Channel } from '../vrpc/channel.js';
 
 export const ADMIN_SOCKET = 'host.sock';
 
-/** One admin connection: its store, how changes reach the VMs' metadata tables, and its puts under way. */
 /** What the admin socket asks of the server around the store. */
 export interface AdminHost {
   /** The VMs that have a volume mounted now. */
@@ -22,6 +21,7 @@ export interface AdminHost {
   status(): unknown;
 }
 
+/** One admin connection: its store, how changes reach the VMs' metadata tables, and its puts under way. */
 interface AdminContext extends AdminHost { store: Store; meta: MetadataSink; owner: string; puts: Map<number, PutFile>; nextPut: number }
 
 /** The store operations the admin socket offers; results are plain data. */
@@ -85,7 +85,13 @@ const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
     const put = putOf(c, id);
     c.puts.delete(num(id));
     c.meta.willChange?.(put.v); // before the change: an agent must not post a change of its own about it any longer
-    const f = put.finish();
+    let f: ReturnType<PutFile['finish']>;
+    try {
+      f = put.finish();
+    } catch (e) {
+      put.abort();
+      throw e;
+    }
     return c.meta.changed(put.v, { attrs: [f.dir], entries: [[f.dir, f.name]], data: [f.ino] }) ?? null;
   },
 };
