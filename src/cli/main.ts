@@ -17,6 +17,7 @@ import { PutFile } from '../store/put-file.js';
 import { attrJson, bytes, duration, isoTime, modeString, parseBytes, parseCount, table } from './format.js';
 import { progress } from './progress.js';
 import { agentCommand } from './agent.js';
+import { scanCommand } from './scan.js';
 import { tour } from './tour.js';
 import type { HostStatus } from '../host/server.js';
 
@@ -415,6 +416,7 @@ export function program(): Command {
     });
 
   agentCommand(p, print);
+  scanCommand(p, (cmd, fn) => withStore(cmd, fn), print);
 
   p.command('tour').description('a short demonstration on the default store (npm start)')
     .action(async (_o: unknown, cmd: Command) => tour(storeDir(cmd, true)));
