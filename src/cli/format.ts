@@ -1,4 +1,5 @@
 // Human-readable output for the CLI.
+import fs from 'node:fs';
 import { PrismError } from '../errors.js';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFSOCK } from '../posix/mode.js';
 import type { Attr } from '../posix/types.js';
@@ -51,4 +52,28 @@ export function isoTime(t: [number, number]): string {
 
 export function attrJson(a: Attr): Record<string, unknown> {
   return { ...a, mode: `0${a.mode.toString(8)}`, atime: isoTime(a.atime), mtime: isoTime(a.mtime), ctime: isoTime(a.ctime), btime: isoTime(a.btime) };
+}
+
+/** Lines of /etc/passwd or /etc/group split at ':' (none when it cannot be read). */
+function idFile(file: string): string[][] {
+  try { return fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => l.split(':')); } catch { return []; }
+}
+let users: Map<number, string> | undefined, groups: Map<number, string> | undefined;
+
+/** This machine's name for a uid or gid, or the number (a guest's ids may mean nothing here). */
+export function userName(uid: number): string {
+  users ??= new Map(idFile('/etc/passwd').map((f) => [Number(f[2]), f[0]!]));
+  return users.get(uid) ?? String(uid);
+}
+export function groupName(gid: number): string {
+  groups ??= new Map(idFile('/etc/group').map((f) => [Number(f[2]), f[0]!]));
+  return groups.get(gid) ?? String(gid);
+}
+
+/** A group id from a number or a name in /etc/group. */
+export function groupId(g: string): number {
+  if (/^\d+$/.test(g)) return Number(g);
+  const entry = idFile('/etc/group').find((f) => f[0] === g);
+  if (!entry || !/^\d+$/.test(entry[2] ?? '')) throw new PrismError('EINVAL', `no group named ${JSON.stringify(g)} (give a name from /etc/group or a number)`);
+  return Number(entry[2]);
 }

@@ -14,10 +14,11 @@ import { importPath } from '../store/import.js';
 import { Store, type ComposeSource, type VolumeInfo } from '../store/store.js';
 import { AdminConnection, viaHost } from './admin-client.js';
 import { PutFile } from '../store/put-file.js';
-import { attrJson, bytes, duration, isoTime, modeString, parseBytes, parseCount, table } from './format.js';
+import { attrJson, bytes, duration, groupId, groupName, isoTime, modeString, parseBytes, parseCount, table, userName } from './format.js';
 import { progress } from './progress.js';
 import { agentCommand } from './agent.js';
 import { scanCommand } from './scan.js';
+import { bashCompletion } from './completion.js';
 import { tour } from './tour.js';
 import type { HostStatus } from '../host/server.js';
 
@@ -122,7 +123,7 @@ export function program(): Command {
 
   const volume = p.command('volume').description('create, copy and inspect volumes');
 
-  volume.command('create <name>').option('--quota <bytes>', 'limit on bytes stored, data and metadata (e.g. 10G)')
+  volume.command('create <name>').description('create an empty volume (and the store, if there is none yet)').option('--quota <bytes>', 'limit on bytes stored, data and metadata (e.g. 10G)')
     .option('--quota-inodes <n>', 'limit on the number of inodes')
     .action(async (name: string, o: { quota?: string; quotaInodes?: string }, cmd: Command) => {
       const quota = o.quota === undefined ? undefined : parseBytes(o.quota);
@@ -131,7 +132,7 @@ export function program(): Command {
       await withStore(cmd, (s) => { s.createVolume(name, { quota, inodeQuota }); }, true);
     });
 
-  volume.command('ls').option('--json', 'machine-readable output')
+  volume.command('ls').description('the volumes: logical and unique bytes, files, origin, quota').option('--json', 'machine-readable output')
     .action(async (o: { json?: boolean }, cmd: Command) => {
       const served = await viaHost(storeDir(cmd), 'ls', []);
       const infos = (served?.result as VolumeInfo[] | undefined) ?? await withStore(cmd, (s) => s.volumeNames().map((n) => s.info(n)));
@@ -139,6 +140,24 @@ export function program(): Command {
       print(table([['NAME', 'LOGICAL', 'UNIQUE', 'FILES', 'ORIGIN', 'PARENT', 'QUOTA'],
         ...infos.map((i) => [i.name, bytes(i.logicalBytes), bytes(i.uniqueBytes), String(i.files), i.origin,
           i.parent ?? i.sources?.join(',') ?? '-', i.quota === undefined || i.quota === null ? '-' : bytes(i.quota)])]));
+    });
+
+  volume.command('info <name>').description('a volume: origin, quota and usage, what removing it frees, which VMs mount it')
+    .option('--json', 'machine-readable output')
+    .action(async (name: string, o: { json?: boolean }, cmd: Command) => {
+      type Info = VolumeInfo & { mountedBy: string[]; servedTo: string[] };
+      const served = await viaHost(storeDir(cmd), 'info', [name]);
+      const i = (served?.result as Info | undefined) ?? await withStore(cmd, (s): Info => ({ ...s.info(name), mountedBy: [], servedTo: [] }));
+      if (o.json) return json(i);
+      const origin = i.origin === 'clone' ? `clone of ${i.parent ?? '(removed)'}` : i.origin === 'compose' ? `composed from ${i.sources?.join(', ') ?? '-'}` : i.origin;
+      print(table([
+        ['name:', i.name], ['origin:', origin], ['created:', i.created],
+        ['used:', `${bytes(i.logicalBytes)} of data, ${bytes(i.metadataBytes)} of metadata, ${i.files} inodes`],
+        ['quota:', `${i.quota == null ? 'none' : bytes(i.quota)}, inodes ${i.inodeQuota == null ? 'none' : String(i.inodeQuota)}`],
+        ['unique:', `${bytes(i.uniqueBytes)} (what removing it frees)`],
+        ['mounted by:', served ? (i.mountedBy.length ? i.mountedBy.join(', ') : 'no VM now') : 'no host is serving the store'],
+        ...(served ? [['served to:', i.servedTo.join(', ') || 'no VM']] : []),
+      ]));
     });
 
   volume.command('rm <name>').description('remove a volume (EBUSY while a VM has it mounted, unless --force)')
@@ -172,7 +191,7 @@ export function program(): Command {
       } finally { bar.stop(); }
     }, true));
 
-  volume.command('export <name> <dest>').description('export to a directory or a .tar')
+  volume.command('export <name> <dest>').description('export to a directory, a .tar or a .tar.gz')
     .action(async (name: string, dest: string, _o: unknown, cmd: Command) => withStore(cmd, async (s) => {
       const bar = progress(`export ${name}`, ' files');
       try {
@@ -196,7 +215,7 @@ export function program(): Command {
       await withStore(cmd, (s) => { s.compose(name, sources); });
     });
 
-  volume.command('diff <a> <b>').option('--json', 'machine-readable output')
+  volume.command('diff <a> <b>').description('what differs between two volumes: + added, - removed, M changed').option('--json', 'machine-readable output')
     .option('--exit-code', 'exit with 1 when the volumes differ (as git diff --exit-code)')
     .action(async (a: string, b: string, o: { json?: boolean; exitCode?: boolean }, cmd: Command) => {
       const d = await ask(cmd, 'diff', [a, b], (s) => diffOf(s, a, b));
@@ -212,7 +231,7 @@ export function program(): Command {
       const entries = await ask(cmd, 'list', [vn, path], (s) => listPath(s, vn, path));
       if (o.json) return json(entries.map((e) => ({ name: e.name, ...attrJson(e.attr) })));
       if (!o.l) return entries.length ? print(entries.map((e) => e.name).join('\n')) : undefined;
-      if (entries.length) print(table(entries.map((e) => [modeString(e.attr.mode), String(e.attr.nlink), String(e.attr.uid), String(e.attr.gid), String(e.attr.size), isoTime(e.attr.mtime).slice(0, 19), e.name + (e.target !== undefined ? ` -> ${e.target}` : '')])));
+      if (entries.length) print(table(entries.map((e) => [modeString(e.attr.mode), String(e.attr.nlink), userName(e.attr.uid), groupName(e.attr.gid), bytes(e.attr.size), isoTime(e.attr.mtime).slice(0, 19), e.name + (e.target !== undefined ? ` -> ${e.target}` : '')])));
     });
 
   p.command('cat <vol:path>').description('write a file of a volume to stdout').action(async (spec: string, _o: unknown, cmd: Command) => {
@@ -294,7 +313,7 @@ export function program(): Command {
     });
 
   const store = p.command('store').description('the store as a whole');
-  store.command('stats').option('--json', 'machine-readable output')
+  store.command('stats').description('the store as a whole: volumes, logical and physical bytes, dedup ratio').option('--json', 'machine-readable output')
     .action(async (o: { json?: boolean }, cmd: Command) => {
       const st = await ask(cmd, 'stats', [], storeStats);
       if (o.json) return json(st);
@@ -418,10 +437,57 @@ export function program(): Command {
   agentCommand(p, print);
   scanCommand(p, (cmd, fn) => withStore(cmd, fn), print);
 
+  p.command('completion <shell>').description('a shell completion script (bash): source <(prism completion bash)')
+    .action((shell: string) => {
+      if (shell !== 'bash') throw new PrismError('EINVAL', `no completion for ${JSON.stringify(shell)} (bash)`);
+      print(bashCompletion(p));
+    });
+
   p.command('tour').description('a short demonstration on the default store (npm start)')
     .action(async (_o: unknown, cmd: Command) => tour(storeDir(cmd, true)));
 
+  for (const [c, path] of leaves(p)) {
+    const example = EXAMPLES[path];
+    if (example) c.addHelpText('after', `\nExample:\n  ${example}`);
+  }
   return p;
+}
+
+/** One example per command, shown by --help. */
+export const EXAMPLES: Record<string, string> = {
+  'volume create': 'prism volume create web --quota 10G',
+  'volume ls': 'prism volume ls --json',
+  'volume info': 'prism volume info web',
+  'volume rm': 'prism volume rm web-old',
+  'volume quota': 'prism volume quota web 20G --inodes 1M',
+  'volume import': 'prism volume import debian12 rootfs.tar',
+  'volume export': 'prism volume export web web-backup.tar.gz',
+  'volume clone': 'prism volume clone debian12 web',
+  'volume compose': 'prism volume compose app --from debian12:/ --from tools:/opt/tools',
+  'volume diff': 'prism volume diff debian12 web --exit-code',
+  'ls': 'prism ls -l web:/etc',
+  'cat': 'prism cat web:/etc/hostname',
+  'put': 'prism put web:/etc/motd motd.txt',
+  'stat': 'prism stat web:/etc/passwd --json',
+  'store stats': 'prism store stats',
+  'gc': 'prism gc',
+  'fsck': 'prism fsck --repair',
+  'host serve': 'prism host serve --vm web=web --tcp 127.0.0.1:7000 --metrics 127.0.0.1:9464',
+  'host status': 'prism host status --json',
+  'qemu-args': 'qemu-system-x86_64 ... $(prism qemu-args web)',
+  'agent mount': 'prism agent mount --pci auto --volume web /srv    # inside the guest',
+  'agent stats': 'prism agent stats /srv',
+  'agent umount': 'prism agent umount /srv',
+  'completion': 'source <(prism completion bash)',
+  'tour': 'npm start',
+};
+
+/** The commands that do something (no subcommands), with their path ("volume create"). */
+export function leaves(c: Command, prefix = ''): Array<[Command, string]> {
+  return c.commands.flatMap((s) => {
+    const path = prefix ? `${prefix} ${s.name()}` : s.name();
+    return s.commands.length ? leaves(s, path) : [[s, path] as [Command, string]];
+  });
 }
 
 /** The one way a command fails: `prism: CODE: message` on one line, and the code's errno as exit status. */
@@ -450,14 +516,4 @@ export async function main(argv: string[]): Promise<void> {
     if (!(e instanceof PrismError) && typeof (e as { code?: unknown }).code !== 'string') log.debug({ err: e }, 'unexpected error');
     fail(fromNodeError(e));
   }
-}
-
-/** A group id from a number or a name in /etc/group. */
-function groupId(g: string): number {
-  if (/^\d+$/.test(g)) return Number(g);
-  let lines: string[] = [];
-  try { lines = fs.readFileSync('/etc/group', 'utf8').split('\n'); } catch { /* none */ }
-  const entry = lines.map((l) => l.split(':')).find((f) => f[0] === g);
-  if (!entry || !/^\d+$/.test(entry[2] ?? '')) throw new PrismError('EINVAL', `no group named ${JSON.stringify(g)} (give a name from /etc/group or a number)`);
-  return Number(entry[2]);
 }

@@ -18,6 +18,8 @@ export const ADMIN_SOCKET = 'host.sock';
 export interface AdminHost {
   /** The VMs that have a volume mounted now. */
   mountedBy(volume: string): string[];
+  /** The VMs that may attach a volume (their --vm NAME=VOLUMES). */
+  servedTo(volume: string): string[];
   status(): unknown;
 }
 
@@ -54,6 +56,7 @@ const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
     return null;
   },
   ls: ({ store }) => store.volumeNames().map((n) => store.info(n)),
+  info: ({ store, mountedBy, servedTo }, [name]) => ({ ...store.info(str(name)), mountedBy: mountedBy(str(name)), servedTo: servedTo(str(name)) }),
   status: (c) => c.status(),
   // the read commands (src/store/queries.ts)
   list: ({ store }, [vol, path]) => listPath(store, str(vol), str(path)),
@@ -114,7 +117,7 @@ function num(x: unknown): number {
 let connections = 0;
 
 export function serveAdmin(ch: Channel, store: Store, meta: MetadataSink, host: AdminHost): void {
-  const c: AdminContext = { store, meta, owner: `admin#${++connections}`, puts: new Map(), nextPut: 1, mountedBy: (v) => host.mountedBy(v), status: () => host.status() };
+  const c: AdminContext = { store, meta, owner: `admin#${++connections}`, puts: new Map(), nextPut: 1, mountedBy: (v) => host.mountedBy(v), servedTo: (v) => host.servedTo(v), status: () => host.status() };
   ch.onClose(() => {
     for (const put of c.puts.values()) put.abort();
     if (c.puts.size) store.commit();

@@ -157,7 +157,7 @@ export class HostServer {
     await this.listen(`unix:${path.join(this.store.dir, ADMIN_SOCKET)}`, (ch) => {
       this.channels.add(ch);
       ch.onClose(() => this.channels.delete(ch));
-      serveAdmin(ch, this.store, this.meta.sink(null), { mountedBy: (volume) => this.mountedBy(volume), status: () => this.status() });
+      serveAdmin(ch, this.store, this.meta.sink(null), { mountedBy: (volume) => this.mountedBy(volume), servedTo: (volume) => this.opts.vms.filter((vm) => vm.volumes.includes(volume)).map((vm) => vm.name), status: () => this.status() });
     }, false);
     if (this.opts.metrics !== undefined) {
       const m = new HostMetrics({

@@ -218,6 +218,9 @@ test('while the host serves a mounted VM: ls, cat, stat, volume ls, volume diff,
     t.regex(me.transport, /^shared memory/);
     t.true(me.calls > 0 && me.bytesIn >= 21, `calls ${me.calls}, bytes in ${me.bytesIn}`);
     t.regex(prism(s, ['host', 'status']).out, new RegExp(`^${vm}\\s+vol\\s+vol\\s+shared memory`, 'm'));
+    const info = JSON.parse(prism(s, ['volume', 'info', 'vol', '--json']).out) as { mountedBy: string[]; servedTo: string[] };
+    t.deepEqual(info.mountedBy, [vm]);
+    t.deepEqual(info.servedTo, [vm]);
     // Prometheus metrics, scraped
     const url = /^metrics on (http:\S+)$/m.exec(host.out())![1]!;
     await new Promise((r) => setTimeout(r, 1500)); // a periodic commit has happened
@@ -266,3 +269,42 @@ test('a command waits for another that holds the store (--wait), then says how l
 function spawnAsync(cmd: string, args: string[]): Promise<number | null> {
   return new Promise((resolve) => { spawn(cmd, args, { stdio: 'ignore' }).once('exit', (code) => resolve(code)); });
 }
+
+test('every command has a one-line description and an example in --help; bash completion knows them all', async (t) => {
+  const { program, leaves } = await import('../../src/cli/main.js');
+  const all = leaves(program());
+  t.true(all.length > 20);
+  for (const [c, path] of all) {
+    t.true(c.description().length > 10 && !c.description().includes('\n'), `${path}: one-line description`);
+    const h = spawnSync(process.execPath, [prismBin, ...path.split(' '), '--help'], { encoding: 'utf8' });
+    t.is(h.status, 0, path);
+    t.regex(h.stdout, /\nExample:\n {2}\S/, `${path}: an example`);
+  }
+  const script = prism(null, ['completion', 'bash']).out;
+  const file = path.join(tmpDir(t), 'prism.bash');
+  fs.writeFileSync(file, script);
+  const complete = (...words: string[]) => spawnSync('bash', ['-c', `source '${file}'; COMP_WORDS=(${words.map((w) => `'${w}'`).join(' ')}); COMP_CWORD=${words.length - 1}; _prism; echo "\${COMPREPLY[*]}"`], { encoding: 'utf8' }).stdout.trim();
+  t.is(complete('prism', 'vol'), 'volume');
+  t.is(complete('prism', 'volume', 'c'), 'create clone compose');
+  t.is(complete('prism', '--store', 'x', 'host', 's'), 'serve status');
+  t.is(complete('prism', 'volume', 'create', 'web', '--quota-'), '--quota-inodes');
+  oneLineError(t, prism(null, ['completion', 'fish']), 'EINVAL', 22);
+});
+
+test('volume info, and ls -l with sizes and names a person reads', (t) => {
+  const dir = tmpDir(t);
+  const s = path.join(dir, 'store');
+  t.is(prism(s, ['volume', 'create', 'base', '--quota', '1G']).code, 0);
+  fs.writeFileSync(path.join(dir, 'f'), Buffer.alloc(3 << 20, 1));
+  t.is(prism(s, ['put', 'base:/data.bin', path.join(dir, 'f')]).code, 0);
+  t.is(prism(s, ['volume', 'clone', 'base', 'web']).code, 0);
+  const info = JSON.parse(prism(s, ['volume', 'info', 'web', '--json']).out) as { origin: string; parent: string; quota: number; logicalBytes: number; uniqueBytes: number; mountedBy: string[] };
+  t.like(info, { origin: 'clone', parent: 'base', logicalBytes: 3 << 20, uniqueBytes: 0, mountedBy: [] });
+  const human = prism(s, ['volume', 'info', 'web']).out;
+  t.regex(human, /^origin:\s+clone of base$/m);
+  t.regex(human, /^used:\s+3\.00 MiB of data/m);
+  t.regex(human, /^mounted by:\s+no host is serving the store$/m);
+  oneLineError(t, prism(s, ['volume', 'info', 'nope']), 'ENOENT', 2);
+  const me = spawnSync('id', ['-un'], { encoding: 'utf8' }).stdout.trim();
+  t.regex(prism(s, ['ls', '-l', 'web:/']).out, new RegExp(`^-rw-r--r--\\s+1\\s+${me}\\s+\\S+\\s+3\\.00 MiB\\s.*data\\.bin$`, 'm'));
+});
