@@ -192,12 +192,14 @@ export function program(): Command {
     }, true));
 
   volume.command('export <name> <dest>').description('export to a directory, a .tar or a .tar.gz')
-    .action(async (name: string, dest: string, _o: unknown, cmd: Command) => withStore(cmd, async (s) => {
+    .option('--json', 'print the result as JSON')
+    .action(async (name: string, dest: string, o: { json?: boolean }, cmd: Command) => withStore(cmd, async (s) => {
       const bar = progress(`export ${name}`, ' files');
       try {
         const r = await exportPath(s, name, dest, { onProgress: (x: { files: number; totalFiles: number }) => bar.update(x.files, x.totalFiles) });
         bar.stop();
-        print(`exported ${r.files} files, ${bytes(r.bytes)}`);
+        if (o.json) json(r);
+        else print(`exported ${r.files} files, ${bytes(r.bytes)}`);
       } finally { bar.stop(); }
     }));
 
@@ -404,8 +406,8 @@ export function program(): Command {
       const st = served.result as HostStatus;
       if (o.json) return json(st);
       print(`host pid ${st.pid}, up ${duration(st.uptimeSeconds)}, store ${st.store}`);
-      print(table([['VM', 'VOLUMES', 'MOUNTED', 'TRANSPORT', 'REQ/S', 'REQUESTS', 'ERRORS', 'IN', 'OUT'],
-        ...st.vms.map((v) => [v.name, v.volumes.join(','), v.mounted.join(',') || '-', v.transport, v.callsPerSecond.toFixed(1), String(v.calls),
+      print(table([['VM', 'VOLUMES', 'MOUNTED', 'LEASE', 'TRANSPORT', 'REQ/S', 'REQUESTS', 'ERRORS', 'IN', 'OUT'],
+        ...st.vms.map((v) => [v.name, v.volumes.join(','), v.mounted.join(',') || '-', v.lease.join(',') || '-', v.transport, v.callsPerSecond.toFixed(1), String(v.calls),
           v.errors ? `${v.errors} (${Object.entries(v.errorsByCode).map(([c, n]) => `${c} ${n}`).join(', ')})` : '0', bytes(v.bytesIn), bytes(v.bytesOut)])]));
     });
 

@@ -39,6 +39,8 @@ export interface HostStatus {
     name: string; volumes: string[];
     /** Volumes its agents have mounted now. */
     mounted: string[];
+    /** Volumes no other VM attaches, whose lease its agent holds (docs/agent.md). */
+    lease: string[];
     /** How its agent reaches the host now: shared memory (with the doorbell), TCP, or none. */
     transport: string;
     tcpConnections: number;
@@ -455,6 +457,8 @@ export class HostServer {
         const transport = shm?.detached ? `detached: ${shm.detached}` : guestUp ? (shm?.ivshmem && shm.ivshmem.connected > 0 ? 'shared memory, doorbell' : 'shared memory') : tcp > 0 ? 'TCP' : 'none';
         return {
           name, volumes: d.vm.volumes, mounted: [...d.attached].filter(() => guestUp || tcp > 0), transport,
+          // the volumes no other VM attaches: this VM's agent holds their lease (it may answer and post changes itself)
+          lease: d.vm.volumes.filter((v) => !this.opts.vms.some((o) => o.name !== name && o.volumes.includes(v))),
           tcpConnections: tcp, qemuAttached: (shm?.ivshmem?.connected ?? 0) > 0, ...d.counters.view(),
         };
       }),

@@ -108,8 +108,9 @@ test('export: a .tar.gz is gzipped, a destination that cannot be written fails a
   t.is(prism(s, ['volume', 'create', 'v']).code, 0);
   t.is(prism(s, ['put', 'v:/hello.txt', '-'], 'hello\n').code, 0);
   const out = path.join(dir, 'out.tar.gz');
-  const r = prism(s, ['volume', 'export', 'v', out]);
+  const r = prism(s, ['volume', 'export', 'v', out, '--json']);
   t.is(r.code, 0, r.err);
+  t.like(JSON.parse(r.out), { files: 1, bytes: 6 });
   t.true(fs.statSync(out).isFile(), 'a file, not a directory');
   t.deepEqual([...fs.readFileSync(out).subarray(0, 2)], [0x1f, 0x8b], 'gzip magic');
   t.regex(spawnSync('tar', ['-tzf', out], { encoding: 'utf8' }).stdout, /hello\.txt/);
@@ -217,7 +218,7 @@ test('while the host serves a mounted VM: ls, cat, stat, volume ls, volume diff,
     t.deepEqual(me.mounted, ['vol']);
     t.regex(me.transport, /^shared memory/);
     t.true(me.calls > 0 && me.bytesIn >= 21, `calls ${me.calls}, bytes in ${me.bytesIn}`);
-    t.regex(prism(s, ['host', 'status']).out, new RegExp(`^${vm}\\s+vol\\s+vol\\s+shared memory`, 'm'));
+    t.regex(prism(s, ['host', 'status']).out, new RegExp(`^${vm}\\s+vol\\s+vol\\s+vol\\s+shared memory`, 'm'), 'volumes, mounted, lease, transport');
     const info = JSON.parse(prism(s, ['volume', 'info', 'vol', '--json']).out) as { mountedBy: string[]; servedTo: string[] };
     t.deepEqual(info.mountedBy, [vm]);
     t.deepEqual(info.servedTo, [vm]);
