@@ -7,6 +7,15 @@ import path from 'node:path';
 import { prismBin, startHost } from '../helpers/host.js';
 import { fuseSkipReason, mountAgent } from '../helpers/agent.js';
 import { tmpDir } from '../helpers/tmp.js';
+import { nativeAvailable } from '../../src/native/ivshmem.js';
+
+const fuseReason = fuseSkipReason();
+const fuseTest = fuseReason ? test.skip : test;
+if (fuseReason) console.error(`cli-operator.test: the tests with a mounted VM skipped: ${fuseReason}`);
+const native = nativeAvailable();
+const shmReason = !fs.existsSync('/dev/shm') ? '/dev/shm does not exist' : native.ok ? undefined : native.reason;
+const shmTest = shmReason ? test.skip : test;
+if (shmReason) console.error(`cli-operator.test: the test of the host's shared-memory files skipped: ${shmReason}`);
 
 function prism(store: string | null, args: string[], input?: string | Buffer) {
   const r = spawnSync(process.execPath, [prismBin, ...(store ? ['--store', store] : []), ...args], { encoding: 'utf8', input, timeout: 60_000, maxBuffer: 64 << 20 });
@@ -132,7 +141,7 @@ test('a mistyped --store is an error, not a new empty store; only create and imp
   t.true(fs.existsSync(typo));
 });
 
-test('host serve: --no-shm without --tcp is refused, and the shared-memory files go when the host stops', async (t) => {
+shmTest('host serve: --no-shm without --tcp is refused, and the shared-memory files go when the host stops', async (t) => {
   const s = path.join(tmpDir(t), 'store');
   t.is(prism(s, ['volume', 'create', 'vol']).code, 0);
   oneLineError(t, prism(s, ['host', 'serve', '--no-shm', '--vm', 'x=vol']), 'EINVAL', 22);
@@ -144,17 +153,20 @@ test('host serve: --no-shm without --tcp is refused, and the shared-memory files
   for (const f of files) t.false(fs.existsSync(f), `${f} removed`);
 });
 
-test('volume rm of a volume a VM has mounted is EBUSY unless --force', async (t) => {
-  const why = fuseSkipReason();
-  if (why) { t.log(`skipped: ${why}`); t.pass(); return; }
+/** A store with volume `vol`, served to VM `vm`, mounted by its agent at `mp`. */
+async function servedMount(t: import('ava').ExecutionContext, vm: string, hostArgs: string[] = []) {
   const dir = tmpDir(t);
   const s = path.join(dir, 'store');
   const mp = path.join(dir, 'mnt');
   fs.mkdirSync(mp);
   t.is(prism(s, ['volume', 'create', 'vol']).code, 0);
-  const vm = `busy${process.pid}`;
-  const host = await startHost(s, ['--vm', `${vm}=vol`]);
+  const host = await startHost(s, ['--vm', `${vm}=vol`, ...hostArgs]);
   const agent = await mountAgent(s, ['--shm', `/dev/shm/prism-${vm}`, '--volume', 'vol'], mp);
+  return { dir, s, mp, host, agent };
+}
+
+fuseTest('volume rm of a volume a VM has mounted is EBUSY unless --force', async (t) => {
+  const { s, mp, host, agent } = await servedMount(t, `busy${process.pid}`);
   try {
     fs.writeFileSync(path.join(mp, 'f'), 'x');
     oneLineError(t, prism(s, ['volume', 'rm', 'vol']), 'EBUSY', 16);
@@ -168,17 +180,9 @@ test('volume rm of a volume a VM has mounted is EBUSY unless --force', async (t)
   oneLineError(t, prism(s, ['volume', 'rm', 'vol']), 'ENOENT', 2);
 });
 
-test('while the host serves a mounted VM: ls, cat, stat, volume ls, volume diff, store stats and a 10 MiB put all work', async (t) => {
-  const why = fuseSkipReason();
-  if (why) { t.log(`skipped: ${why}`); t.pass(); return; }
-  const dir = tmpDir(t);
-  const s = path.join(dir, 'store');
-  const mp = path.join(dir, 'mnt');
-  fs.mkdirSync(mp);
-  t.is(prism(s, ['volume', 'create', 'vol']).code, 0);
+fuseTest('while the host serves a mounted VM: ls, cat, stat, volume ls, volume diff, store stats and a 10 MiB put all work', async (t) => {
   const vm = `live${process.pid}`;
-  const host = await startHost(s, ['--vm', `${vm}=vol`, '--metrics', '127.0.0.1:0']);
-  const agent = await mountAgent(s, ['--shm', `/dev/shm/prism-${vm}`, '--volume', 'vol'], mp);
+  const { dir, s, mp, host, agent } = await servedMount(t, vm, ['--metrics', '127.0.0.1:0']);
   try {
     // the guest writes; the operator reads it at once (the host answers, committed or not)
     fs.mkdirSync(path.join(mp, 'etc'));
