@@ -96,11 +96,15 @@ export class SyncShmClient {
    * a stale counter read as "ring corrupt" must lead to a reconnect, never to EIO for good.
    */
   private guarded<T>(op: () => T): T {
+    if (this.closed) throw new HostGone('this connection to the host was dropped');
     if (this.mapping.region.generation !== this.generation) throw new HostGone('the host restarted or reset the region');
     try {
       return op();
     } catch (e) {
       if (e instanceof RingCorrupt) throw new HostGone(`the rings changed under this client (${e.message}): the host restarted or reset them`);
+      // A reply's callback found the host gone and dropped this connection while `op` ran (its rings
+      // are unmapped now): the caller goes on with the next connection.
+      if (this.closed) throw new HostGone('this connection to the host was dropped while in use');
       throw e;
     }
   }
@@ -219,7 +223,11 @@ export class SyncShmClient {
     if (now >= deadline) throw new PrismError('EIO', `no reply from the host in ${this.timeoutMs} ms`);
   }
 
+  private closed = false;
+
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     // The host must not wait for rings from a client that is gone (a next one says again).
     if (this.mapping.region.generation === this.generation) this.mapping.region.setDoorbell('guest', false);
     this.mapping.close();
