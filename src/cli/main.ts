@@ -128,7 +128,8 @@ export function program(): Command {
     .action(async (name: string, o: { quota?: string; quotaInodes?: string }, cmd: Command) => {
       const quota = o.quota === undefined ? undefined : parseBytes(o.quota);
       const inodeQuota = o.quotaInodes === undefined ? undefined : parseCount(o.quotaInodes);
-      if (Store.exists(storeDir(cmd, true)) && await viaHost(storeDir(cmd), 'create', [name, quota ?? null, inodeQuota ?? null])) return;
+      // no store there yet: no host either (viaHost finds no socket)
+      if (await viaHost(storeDir(cmd, true), 'create', [name, quota ?? null, inodeQuota ?? null])) return;
       await withStore(cmd, (s) => { s.createVolume(name, { quota, inodeQuota }); }, true);
     });
 

@@ -20,7 +20,7 @@ import { IvshmemServer } from '../vrpc/ivshmem-server.js';
 import { ivshmemPath, openRegion, shmPath, type OpenRegion } from '../vrpc/shm-region.js';
 import { futexWake } from '../native/futex.js';
 import { nativeAvailable } from '../native/ivshmem.js';
-import { LIVE_STOPPING, LIVE_UP, mappedElsewhere, type FileProblem, type Region } from '../ring/index.js';
+import { LIVE_STOPPING, LIVE_UP, inodesMappedElsewhere, type FileProblem, type Region } from '../ring/index.js';
 import { META_SIZE, metaPath, openMetaTable } from '../metadata-share/file.js';
 import { MetaPublisher } from '../metadata-share/publisher.js';
 import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
@@ -41,6 +41,8 @@ export interface HostStatus {
     mounted: string[];
     /** Volumes no other VM attaches, whose lease its agent holds (docs/agent.md). */
     lease: string[];
+    /** An agent of it is there now (over any transport). */
+    connected: boolean;
     /** How its agent reaches the host now: shared memory (with the doorbell), TCP, or none. */
     transport: string;
     tcpConnections: number;
@@ -159,12 +161,12 @@ export class HostServer {
     await this.listen(`unix:${path.join(this.store.dir, ADMIN_SOCKET)}`, (ch) => {
       this.channels.add(ch);
       ch.onClose(() => this.channels.delete(ch));
-      serveAdmin(ch, this.store, this.meta.sink(null), { mountedBy: (volume) => this.mountedBy(volume), servedTo: (volume) => this.opts.vms.filter((vm) => vm.volumes.includes(volume)).map((vm) => vm.name), status: () => this.status() });
+      serveAdmin(ch, this.store, this.meta.sink(null), { mountedBy: (volume) => this.mountedBy(volume), servedTo: (volume) => this.servedTo(volume), status: () => this.status() });
     }, false);
     if (this.opts.metrics !== undefined) {
       const m = new HostMetrics({
         store: this.store,
-        vms: () => this.status().vms.map((v) => ({ name: v.name, connected: v.transport !== 'none' && !v.transport.startsWith('detached'), transport: v.transport })),
+        vms: () => this.status().vms,
       });
       for (const d of this.dispatchers.values()) d.counters.observer = m;
       this.metrics = m;
@@ -305,7 +307,7 @@ export class HostServer {
     this.meta.add({
       name, volumes: d.vm.volumes, key: d.key, table: t.table,
       // Volumes no other VM attaches (over any transport): its agent may post some changes (docs/agent.md).
-      sole: d.vm.volumes.filter((v) => !this.opts.vms.some((o) => o.name !== name && o.volumes.includes(v))).map((v) => this.store.volume(v).rec.id),
+      sole: this.soleVolumes(name, d.vm.volumes).map((v) => this.store.volume(v).rec.id),
       listener: {
         read: () => region.metaListener(),
         wait: (seen, ms) => { region.waitMetaApplied(seen, ms); },
@@ -442,8 +444,22 @@ export class HostServer {
    * in the VM's region says it runs, or it has a TCP connection).
    */
   mountedBy(volume: string): string[] {
-    return [...this.dispatchers].filter(([name, d]) => d.attached.has(volume)
-      && ((this.tcpSessions.get(name) ?? 0) > 0 || this.shm.get(name)?.region.region.liveness('guest').state === LIVE_UP)).map(([name]) => name);
+    return [...this.dispatchers].filter(([name, d]) => d.attached.has(volume) && this.agentPresent(name)).map(([name]) => name);
+  }
+
+  /** Whether an agent of the VM is there now: its liveness word says it runs, or it has a TCP connection. */
+  private agentPresent(name: string): boolean {
+    return (this.tcpSessions.get(name) ?? 0) > 0 || this.shm.get(name)?.region.region.liveness('guest').state === LIVE_UP;
+  }
+
+  /** The VMs that may attach a volume (their --vm NAME=VOLUMES). */
+  servedTo(volume: string): string[] {
+    return this.opts.vms.filter((vm) => vm.volumes.includes(volume)).map((vm) => vm.name);
+  }
+
+  /** The volumes of a VM that no other VM attaches: its agent holds their lease (it may answer and post changes itself). */
+  private soleVolumes(name: string, volumes: string[]): string[] {
+    return volumes.filter((v) => this.servedTo(v).every((other) => other === name));
   }
 
   /** What `prism host status` shows. */
@@ -452,14 +468,13 @@ export class HostServer {
       pid: process.pid, store: this.store.dir, uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       vms: [...this.dispatchers].map(([name, d]) => {
         const shm = this.shm.get(name);
-        const guestUp = shm?.region.region.liveness('guest').state === LIVE_UP;
+        const present = !shm?.detached && this.agentPresent(name);
         const tcp = this.tcpSessions.get(name) ?? 0;
-        const transport = shm?.detached ? `detached: ${shm.detached}` : guestUp ? (shm?.ivshmem && shm.ivshmem.connected > 0 ? 'shared memory, doorbell' : 'shared memory') : tcp > 0 ? 'TCP' : 'none';
+        const overShm = shm?.region.region.liveness('guest').state === LIVE_UP;
+        const transport = shm?.detached ? `detached: ${shm.detached}` : overShm ? (shm?.ivshmem && shm.ivshmem.connected > 0 ? 'shared memory, doorbell' : 'shared memory') : tcp > 0 ? 'TCP' : 'none';
         return {
-          name, volumes: d.vm.volumes, mounted: [...d.attached].filter(() => guestUp || tcp > 0), transport,
-          // the volumes no other VM attaches: this VM's agent holds their lease (it may answer and post changes itself)
-          lease: d.vm.volumes.filter((v) => !this.opts.vms.some((o) => o.name !== name && o.volumes.includes(v))),
-          tcpConnections: tcp, qemuAttached: (shm?.ivshmem?.connected ?? 0) > 0, ...d.counters.view(),
+          name, volumes: d.vm.volumes, mounted: this.agentPresent(name) ? [...d.attached] : [], lease: this.soleVolumes(name, d.vm.volumes),
+          connected: present, transport, tcpConnections: tcp, qemuAttached: (shm?.ivshmem?.connected ?? 0) > 0, ...d.counters.view(),
         };
       }),
     };
@@ -479,7 +494,9 @@ export class HostServer {
     for (const server of this.doorbells) server.close();
     // A VM's files go with the host unless a guest or QEMU still maps them (then a restarted host
     // takes them up again where they are).
-    const leftovers = this.madeFiles.filter((f) => fs.lstatSync(f.path, { throwIfNoEntry: false })?.ino === f.ino && !mappedElsewhere(f.path));
+    const mapped = this.madeFiles.length ? inodesMappedElsewhere() : new Set<number>();
+    // by inode: a file of another file system with the same number only keeps ours, never removes one
+    const leftovers = this.madeFiles.filter((f) => fs.lstatSync(f.path, { throwIfNoEntry: false })?.ino === f.ino && !mapped.has(f.ino));
     for (const unmapRegion of this.mappings) unmapRegion();
     for (const f of leftovers) fs.rmSync(f.path, { force: true });
     await this.store.idle();

@@ -84,25 +84,24 @@ export function ownFile(path: string, o: OwnOptions): OwnedFile {
 
 /** Open an existing file for an agent: it must be a regular file of root or of this user. */
 /**
- * Whether a process other than this one maps the file (QEMU, an agent), from /proc/PID/maps (Linux;
- * false where /proc cannot tell). A file someone maps must stay: a restarted host takes it up again.
+ * The inodes that processes other than this one map (QEMU, an agent), from /proc/PID/maps (Linux;
+ * none where /proc cannot tell), read once for all the files a caller asks about. A file someone maps
+ * must stay: a restarted host takes it up again.
  */
-export function mappedElsewhere(file: string): boolean {
-  const st = fs.statSync(file, { throwIfNoEntry: false });
-  if (!st) return false;
+export function inodesMappedElsewhere(): Set<number> {
+  const out = new Set<number>();
   let pids: string[];
-  try { pids = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid); } catch { return false; }
-  const ino = String(st.ino);
+  try { pids = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid); } catch { return out; }
   for (const pid of pids) {
     let maps: string;
     try { maps = fs.readFileSync(`/proc/${pid}/maps`, 'utf8'); } catch { continue; } // gone, or not ours to read
     for (const line of maps.split('\n')) {
-      // start-end perms offset dev inode path
+      // start-end perms offset dev inode path: only file mappings (a path) count
       const f = line.split(/\s+/, 6);
-      if (f[4] === ino && line.includes(file)) return true;
+      if (f[5]?.startsWith('/') && f[4] !== '0') out.add(Number(f[4]));
     }
   }
-  return false;
+  return out;
 }
 
 export function checkServedFile(path: string, st: fs.Stats): void {

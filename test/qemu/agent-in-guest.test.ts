@@ -281,6 +281,9 @@ const why = (() => {
   if (process.getuid?.() !== 0) return 'needs root (FUSE mounts, /dev/shm regions)';
   if (!fs.existsSync('/dev/fuse')) return 'needs /dev/fuse';
   if (spawnSync('qemu-system-x86_64', ['--version']).status !== 0) return 'needs qemu-system-x86_64 (apt-get install qemu-system-x86)';
+  for (const [cmd, pkg] of [['busybox', 'busybox-static'], ['cpio', 'cpio']] as const) {
+    if (spawnSync('sh', ['-c', `command -v ${cmd}`]).status !== 0) return `needs ${cmd} to build the guest's initramfs (apt-get install ${pkg})`;
+  }
   return undefined;
 })();
 
@@ -295,7 +298,7 @@ function scenarioOnce(t: ExecutionContext): Promise<Run> {
 
 /** One ava test per guest step or host check; the whole run happens once. */
 function check(title: string, pick: (r: Run) => Step | undefined): void {
-  if (why) return; // one skipped test says why (below)
+  if (why) return; // one skipped test says why (above)
   const fn = async (t: ExecutionContext) => {
     const run = await scenarioOnce(t);
     const s = pick(run);
