@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { missingProgramsReason } from '../helpers/programs.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const prismBin = path.join(root, 'bin', 'prism.js');
@@ -281,9 +282,8 @@ const why = (() => {
   if (process.getuid?.() !== 0) return 'needs root (FUSE mounts, /dev/shm regions)';
   if (!fs.existsSync('/dev/fuse')) return 'needs /dev/fuse';
   if (spawnSync('qemu-system-x86_64', ['--version']).status !== 0) return 'needs qemu-system-x86_64 (apt-get install qemu-system-x86)';
-  for (const [cmd, pkg] of [['busybox', 'busybox-static'], ['cpio', 'cpio']] as const) {
-    if (spawnSync('sh', ['-c', `command -v ${cmd}`]).status !== 0) return `needs ${cmd} to build the guest's initramfs (apt-get install ${pkg})`;
-  }
+  const missing = missingProgramsReason(['busybox', 'cpio']); // the guest's initramfs
+  if (missing) return missing.replace('install-system-deps.sh', 'install-system-deps.sh guest');
   return undefined;
 })();
 
