@@ -19,6 +19,7 @@ import { table } from '../src/cli/format.js';
 import type { AgentStats } from '../src/guest-agent/stats.js';
 import { isMounted } from '../src/native/mount.js';
 import { buildUnavailable, make, writeProject } from './c-project.js';
+import { sh, waitFor } from './processes.js';
 import { LATENCY_OPS, measureLatency, type Latency, type LatencyOp } from './fs-latency.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -55,20 +56,6 @@ interface TargetResult {
 }
 type Result = TargetResult | { skipped: string };
 
-function sh(cmd: string, args: string[]): void {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${(r.stderr || r.error?.message || '').trim()}`);
-}
-
-async function waitFor(what: string, ok: () => boolean, child?: ChildProcess): Promise<void> {
-  const until = Date.now() + 20_000;
-  while (!ok()) {
-    if (child && child.exitCode !== null) throw new Error(`${what}: process exited with ${child.exitCode}`);
-    if (Date.now() > until) throw new Error(`${what}: timed out`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 let where = '';
 function progress(msg: string): void {
   if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${msg && `${where} ${msg}`}`);
@@ -89,7 +76,7 @@ async function tmpfs(work: string): Promise<Target> {
   const mp = path.join(work, 'tmpfs');
   fs.mkdirSync(mp);
   sh('mount', ['-t', 'tmpfs', '-o', 'size=2G', 'tmpfs', mp]);
-  return { name: 'tmpfs', mountpoint: mp, teardown: async () => sh('umount', [mp]) };
+  return { name: 'tmpfs', mountpoint: mp, teardown: async () => { sh('umount', [mp]); } };
 }
 
 async function ext4Loop(work: string): Promise<Target> {

@@ -24,12 +24,15 @@ import { fileURLToPath } from 'node:url';
 import { writeProject } from './c-project.js';
 import { parseMarkers, TARGETS, WORKLOADS, type GuestMarker, type GuestPlan, type GuestTarget } from './guest-plan.js';
 import { chart, collect, render } from './guest-report.js';
+import { sh, waitFor } from './processes.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
 const prismBin = path.join(root, 'bin', 'prism.js');
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 const VM = 'benchguest', VM_TCP = 'benchguesttcp';
+/** How long the servers of the targets may take to come up, and how often to look. */
+const SERVER_WAIT = { ms: 30_000, everyMs: 100 };
 
 interface Options { quick: boolean; kvm: boolean; reps?: number; only?: string[]; report?: string }
 
@@ -56,12 +59,6 @@ const SIZES = {
   quick: { reps: 1, modules: 12, treeFiles: 400, fs: { dirs: 5, filesPerDir: 40, seqMiB: 8, randomWrites: 128 } },
 };
 
-function sh(cmd: string, args: string[], opts: { cwd?: string } = {}): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
-  if (r.error || r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${(r.stderr || r.error?.message || `exit ${r.status}`).trim()}`);
-  return r.stdout;
-}
-
 function has(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 }
@@ -82,15 +79,6 @@ async function freePort(): Promise<number> {
       s.close(() => resolve(port));
     }).on('error', reject);
   });
-}
-
-async function waitFor(what: string, ok: () => boolean | Promise<boolean>, child?: ChildProcess, ms = 30_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await ok())) {
-    if (child && child.exitCode !== null) throw new Error(`${what}: the process exited with ${child.exitCode}`);
-    if (Date.now() > until) throw new Error(`${what}: timed out`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 function listening(port: number): Promise<boolean> {
@@ -144,7 +132,7 @@ async function startVirtiofsd(work: string, kids: Children): Promise<string> {
   const c = kids.add(spawn(VIRTIOFSD, [`--socket-path=${sock}`, '-o', `source=${dir}`, '-o', 'cache=auto', '-o', 'sandbox=chroot'], { stdio: ['ignore', 'ignore', 'pipe'] }));
   let err = '';
   c.stderr!.on('data', (d) => { err += d; });
-  await waitFor('virtiofsd', () => fs.existsSync(sock), c).catch((e) => { throw new Error(`${(e as Error).message}: ${err.trim()}`); });
+  await waitFor('virtiofsd', () => fs.existsSync(sock), c, SERVER_WAIT).catch((e) => { throw new Error(`${(e as Error).message}: ${err.trim()}`); });
   return sock;
 }
 
@@ -174,7 +162,7 @@ EXPORT {
 `);
   const log = path.join(work, 'ganesha.log');
   const c = kids.add(spawn('ganesha.nfsd', ['-F', '-L', log, '-f', conf, '-p', path.join(work, 'ganesha.pid'), '-N', 'NIV_EVENT'], { stdio: 'ignore' }));
-  await waitFor('ganesha', async () => (await listening(port)) && (await listening(mountPort)), c)
+  await waitFor('ganesha', async () => (await listening(port)) && (await listening(mountPort)), c, SERVER_WAIT)
     .catch((e) => { throw new Error(`${(e as Error).message}: ${fs.existsSync(log) ? fs.readFileSync(log, 'utf8').trim().split('\n').slice(-3).join(' / ') : ''}`); });
   return { port, mountPort, export: dir };
 }
@@ -185,7 +173,7 @@ async function startPrism(work: string, kids: Children): Promise<{ store: string
   const c = kids.add(spawn(process.execPath, [prismBin, '--store', store, 'host', 'serve', '--vm', `${VM}=gshm`, '--vm', `${VM_TCP}=gtcp`, '--tcp', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit'] }));
   let out = '';
   c.stdout!.on('data', (d) => { out += d; });
-  await waitFor('prism host serve', () => /^ready$/m.test(out), c);
+  await waitFor('prism host serve', () => /^ready$/m.test(out), c, SERVER_WAIT);
   return { store, port: Number(/listening on [^:]+:(\d+)/.exec(out)![1]) };
 }
 
