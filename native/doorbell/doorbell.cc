@@ -112,6 +112,17 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), UnixSocket(info, false));
 }
 
+// One message of QEMU's ivshmem protocol: 8 bytes (a little-endian int64), and room for one fd.
+struct Message {
+  unsigned char bytes[8] = {};
+  iovec iov{bytes, sizeof bytes};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  Message() { msg.msg_iov = &iov; msg.msg_iovlen = 1; }
+  Message(const Message&) = delete;  // iov points into this object
+  void WithControl() { msg.msg_control = control; msg.msg_controllen = sizeof control; }
+};
+
 Napi::Value Send(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0, "send");
@@ -119,18 +130,11 @@ Napi::Value Send(const Napi::CallbackInfo& info) {
   bool lossless = false;
   int64_t value = info[1].As<Napi::BigInt>().Int64Value(&lossless);
   int pass = FdArg(info, 2, "send");
-  unsigned char bytes[8];
-  for (int i = 0; i < 8; i++) bytes[i] = static_cast<unsigned char>(static_cast<uint64_t>(value) >> (8 * i));
-  iovec iov{bytes, sizeof bytes};
-  msghdr msg;
-  std::memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  Message m;
+  for (int i = 0; i < 8; i++) m.bytes[i] = static_cast<unsigned char>(static_cast<uint64_t>(value) >> (8 * i));
+  msghdr& msg = m.msg;
   if (pass >= 0) {
-    std::memset(control, 0, sizeof control);
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
+    m.WithControl();
     cmsghdr* c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
@@ -141,22 +145,16 @@ Napi::Value Send(const Napi::CallbackInfo& info) {
   ssize_t n;
   do n = sendmsg(fd, &msg, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
   if (n < 0) throw ErrnoError(env, "send", errno);
-  if (n != static_cast<ssize_t>(sizeof bytes)) throw ErrnoError(env, "send", EAGAIN);
+  if (n != static_cast<ssize_t>(sizeof m.bytes)) throw ErrnoError(env, "send", EAGAIN);
   return env.Undefined();
 }
 
 Napi::Value Receive(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = FdArg(info, 0, "receive");
-  unsigned char bytes[8];
-  iovec iov{bytes, sizeof bytes};
-  msghdr msg;
-  std::memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
+  Message m;
+  m.WithControl();
+  msghdr& msg = m.msg;
   // MSG_WAITALL would block; the server sends whole 8-byte messages, each in one sendmsg.
   ssize_t n;
   do n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT); while (n < 0 && errno == EINTR);
@@ -171,12 +169,12 @@ Napi::Value Receive(const Napi::CallbackInfo& info) {
     }
   }
   if (n == 0) throw ErrnoError(env, "receive", EPIPE);
-  if (n != static_cast<ssize_t>(sizeof bytes)) {
+  if (n != static_cast<ssize_t>(sizeof m.bytes)) {
     if (got >= 0) ::close(got);
     throw ErrnoError(env, "receive: short message", EPROTO);
   }
   uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v |= static_cast<uint64_t>(bytes[i]) << (8 * i);
+  for (int i = 0; i < 8; i++) v |= static_cast<uint64_t>(m.bytes[i]) << (8 * i);
   Napi::Array out = Napi::Array::New(env, 2);
   out.Set(0u, Napi::BigInt::New(env, static_cast<int64_t>(v)));
   out.Set(1u, Napi::Number::New(env, got));
