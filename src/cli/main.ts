@@ -8,9 +8,9 @@ import { errnoOf, fromNodeError, isPrismError, PrismError } from '../errors.js';
 import { log } from '../log.js';
 import { diffOf, listPath, READ_PIECE, readPath, statPath, storeStats } from '../store/queries.js';
 import { exportPath } from '../store/export.js';
-import { fsck } from '../store/fsck.js';
-import { gc } from '../store/gc.js';
-import { importPath } from '../store/import.js';
+import { fsck, type FsckReport } from '../store/fsck.js';
+import { gc, type GcReport } from '../store/gc.js';
+import { importPath, type ImportResult } from '../store/import.js';
 import { Store, type ComposeSource, type VolumeInfo } from '../store/store.js';
 import { AdminConnection, viaHost } from './admin-client.js';
 import { PutFile } from '../store/put-file.js';
@@ -51,7 +51,7 @@ async function openStore(cmd: Command, mayCreate: boolean): Promise<Store> {
       const host = await AdminConnection.open(dir);
       if (host) {
         host.close();
-        throw new PrismError('EBUSY', `${e.detail}: prism host serve owns the store, and this command does not go through it yet (stop the host first)`);
+        throw new PrismError('EBUSY', `${e.detail}: prism host serve owns the store (stop the host first)`);
       }
       if (Date.now() >= until) throw new PrismError('EBUSY', `${e.detail} (waited ${wait} s; --wait SECONDS waits longer)`);
       await new Promise((r) => setTimeout(r, pause));
@@ -80,6 +80,34 @@ async function ask<T>(cmd: Command, op: string, args: unknown[], local: (s: Stor
   const served = await viaHost(storeDir(cmd), op, args);
   return served ? served.result as T : withStore(cmd, local);
 }
+
+/** Which volume to read for each volume asked for: itself, or the host's pin of it. */
+export type Reading = <T>(cmd: Command, volumes: string[] | null, fn: (s: Store, pinned: (volume: string) => string, volumes: string[]) => T | Promise<T>) => Promise<T>;
+
+/**
+ * Run a reader (export, fsck, scan) on the store: opened here when no host serves it; beside a
+ * serving host, read-only in this process, with the volumes (null: all) pinned by the host for as
+ * long as fn runs and its gc held off (src/host/admin.ts).
+ */
+const reading: Reading = async (cmd, volumes, fn) => {
+  const host = await AdminConnection.open(storeDir(cmd));
+  if (!host) return withStore(cmd, (s) => fn(s, (v) => v, volumes ?? s.volumeNames()));
+  try {
+    const pins = await host.call('read-begin', [volumes]) as Record<string, string>;
+    const s = Store.openReadOnly(storeDir(cmd));
+    try {
+      return await fn(s, (v) => {
+        const pin = pins[v];
+        if (pin === undefined) throw new PrismError('ENOENT', `no volume named ${JSON.stringify(v)}`);
+        return pin;
+      }, Object.keys(pins));
+    } finally {
+      s.close();
+    }
+  } finally {
+    host.close();
+  }
+};
 
 /** "VOL:/path" -> [volume, path]. */
 function volPath(spec: string): [string, string] {
@@ -178,31 +206,45 @@ export function program(): Command {
       await withStore(cmd, (s) => s.setQuota(name, bytes ?? undefined, inodes));
     });
 
-  volume.command('import <name> <src>').description('import a directory or a .tar (creates the volume if needed)')
+  volume.command('import <name> <src>').description('import a directory or a .tar, all or nothing (creates the volume if needed)')
     .option('--json', 'print the result as JSON')
-    .action(async (name: string, src: string, o: { json?: boolean }, cmd: Command) => withStore(cmd, async (s) => {
+    .action(async (name: string, src: string, o: { json?: boolean }, cmd: Command) => {
       if (!fs.existsSync(src)) throw new PrismError('ENOENT', `no such file or directory: ${src}`);
-      if (!s.has(name)) s.createVolume(name);
       const bar = progress(`import ${name}`, ' files');
+      let r: ImportResult;
       try {
-        const r = await importPath(s, name, src, { onProgress: (x) => bar.update(x.files, x.totalFiles, bytes(x.bytes)) });
-        bar.stop();
-        if (o.json) json(r);
-        else print(`imported ${r.files} files, ${r.dirs} directories, ${bytes(r.bytes)} (${bytes(r.newBytes)} new) in ${r.seconds.toFixed(2)} s`);
+        // Through a serving host, which reads the source itself; else here.
+        const served = await viaHost(storeDir(cmd, true), 'import', [name, path.resolve(src)], (d, t) => bar.update(d, t));
+        r = (served?.result as ImportResult | undefined) ?? await withStore(cmd, (s) => importPath(s, name, src, { onProgress: (x) => bar.update(x.files, x.totalFiles, bytes(x.bytes)) }), true);
       } finally { bar.stop(); }
-    }, true));
+      if (o.json) json(r);
+      else print(`imported ${r.files} files, ${r.dirs} directories, ${bytes(r.bytes)} (${bytes(r.newBytes)} new) in ${r.seconds.toFixed(2)} s`);
+    });
 
-  volume.command('export <name> <dest>').description('export to a directory, a .tar or a .tar.gz')
+  volume.command('export <name> <dest>').description('export to a directory, a .tar or a .tar.gz (also while a host serves it: as it was when the export began)')
     .option('--json', 'print the result as JSON')
-    .action(async (name: string, dest: string, o: { json?: boolean }, cmd: Command) => withStore(cmd, async (s) => {
+    .action(async (name: string, dest: string, o: { json?: boolean }, cmd: Command) => reading(cmd, [name], async (s, pinned) => {
       const bar = progress(`export ${name}`, ' files');
       try {
-        const r = await exportPath(s, name, dest, { onProgress: (x: { files: number; totalFiles: number }) => bar.update(x.files, x.totalFiles) });
+        const r = await exportPath(s, pinned(name), dest, { onProgress: (x: { files: number; totalFiles: number }) => bar.update(x.files, x.totalFiles) });
         bar.stop();
         if (o.json) json(r);
         else print(`exported ${r.files} files, ${bytes(r.bytes)}`);
       } finally { bar.stop(); }
     }));
+
+  volume.command('snapshot <name> <snapshot>').description('a read-only point-in-time copy (instant); rollback goes back to it')
+    .action(async (name: string, snap: string, _o: unknown, cmd: Command) => {
+      if (await viaHost(storeDir(cmd), 'snapshot', [name, snap])) return;
+      await withStore(cmd, (s) => { s.snapshot(name, snap); });
+    });
+
+  volume.command('rollback <name> <snapshot>').description("give a volume back the files of a snapshot (EBUSY while a VM has it mounted, unless --force)")
+    .option('--force', 'roll back even if a VM has it mounted (its guest then sees ESTALE)')
+    .action(async (name: string, snap: string, o: { force?: boolean }, cmd: Command) => {
+      if (await viaHost(storeDir(cmd), 'rollback', [name, snap, o.force === true])) return;
+      await withStore(cmd, (s) => { s.rollback(name, snap); });
+    });
 
   volume.command('clone <src> <new>').description('instant point-in-time copy (also of a mounted volume)')
     .action(async (src: string, name: string, _o: unknown, cmd: Command) => {
@@ -330,19 +372,24 @@ export function program(): Command {
       ]));
     });
 
-  p.command('gc').description('reclaim space held by freed blocks').option('--json', 'machine-readable output')
-    .action(async (o: { json?: boolean }, cmd: Command) => withStore(cmd, (s) => {
+  p.command('gc').description('reclaim space held by freed blocks (through a serving host, between its requests)').option('--json', 'machine-readable output')
+    .action(async (o: { json?: boolean }, cmd: Command) => {
       const bar = progress('gc', ' segments');
-      const r = gc(s, { onProgress: (d, t) => bar.update(d, t) });
-      bar.stop();
+      let r: GcReport;
+      try {
+        const served = await viaHost(storeDir(cmd), 'gc', [], (d, t) => bar.update(d, t));
+        r = (served?.result as GcReport | undefined) ?? await withStore(cmd, (s) => gc(s, { onProgress: (d, t) => bar.update(d, t) }));
+      } finally { bar.stop(); }
       if (o.json) return json(r);
       print(`compacted ${r.segmentsCompacted} segments, moved ${r.blocksMoved} blocks, reclaimed ${bytes(r.bytesReclaimed)}`);
-    }));
+    });
 
   p.command('fsck').description('check the store; --repair fixes what can be fixed')
     .option('--repair', 'repair reference counts, link counts and leaks').option('--json', 'machine-readable output')
     .action(async (o: { repair?: boolean; json?: boolean }, cmd: Command) => {
-      const report = await withStore(cmd, (s) => {
+      // Beside a serving host only the check (read-only, of what it has committed: what a crash would leave).
+      const check = o.repair ? withStore : (c: Command, fn: (s: Store) => FsckReport) => reading(c, [], fn);
+      const report = await check(cmd, (s) => {
         const bar = progress('fsck');
         const r = fsck(s, { repair: o.repair, onProgress: (d, t, phase) => bar.update(d, t, phase) });
         bar.stop();
@@ -438,7 +485,7 @@ export function program(): Command {
     });
 
   agentCommand(p, print);
-  scanCommand(p, (cmd, fn) => withStore(cmd, fn), print);
+  scanCommand(p, reading, print);
 
   p.command('completion <shell>').description('a shell completion script (bash): source <(prism completion bash)')
     .action((shell: string) => {
@@ -466,6 +513,8 @@ export const EXAMPLES: Record<string, string> = {
   'volume import': 'prism volume import debian12 rootfs.tar',
   'volume export': 'prism volume export web web-backup.tar.gz',
   'volume clone': 'prism volume clone debian12 web',
+  'volume snapshot': 'prism volume snapshot web web-before-upgrade',
+  'volume rollback': 'prism volume rollback web web-before-upgrade',
   'volume compose': 'prism volume compose app --from debian12:/ --from tools:/opt/tools',
   'volume diff': 'prism volume diff debian12 web --exit-code',
   'ls': 'prism ls -l web:/etc',

@@ -12,6 +12,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { PrismError, fromNodeError } from '../errors.js';
 import type { Store } from '../store/store.js';
+import type { Reading } from './main.js';
 import { contentPieces, uniqueContents, type Holder, type UniqueContent } from '../store/unique-contents.js';
 import { bytes } from './format.js';
 import { progress } from './progress.js';
@@ -30,9 +31,7 @@ export interface ScanReport {
   errors: Array<{ holders: Holder[]; error: string }>;
 }
 
-type WithStore = <T>(cmd: Command, fn: (s: Store) => T | Promise<T>) => Promise<T>;
-
-export function scanCommand(p: Command, withStore: WithStore, print: (s: string) => void): void {
+export function scanCommand(p: Command, reading: Reading, print: (s: string) => void): void {
   p.command('scan [volumes...]').description('scan each distinct file content once for all the volumes holding it (all volumes by default)')
     .option('--exec <cmd>', 'run CMD (sh -c) on each content, on stdin or in a file whose path replaces {}; exit 0 clean, 1 flagged')
     .option('--hash-list <file>', 'flag the contents whose SHA-256 is listed in FILE (hex, one per line, as sha256sum prints)')
@@ -44,7 +43,13 @@ export function scanCommand(p: Command, withStore: WithStore, print: (s: string)
       const jobs = Number(o.jobs);
       if (!Number.isInteger(jobs) || jobs < 1) throw new PrismError('EINVAL', `--jobs takes a whole number, not ${JSON.stringify(o.jobs)}`);
       const listed = o.hashList ? readHashList(o.hashList) : undefined;
-      const r = await withStore(cmd, (s) => scan(s, volumes.length ? volumes : s.volumeNames(), { exec: o.exec, listed, jobs }));
+      // beside a serving host, the volumes are read through its pins of them, and reported by their names
+      const r = await reading(cmd, volumes.length ? volumes : null, async (s, pinned, names) => {
+        const asked = new Map(names.map((n) => [pinned(n), n]));
+        const report = await scan(s, [...asked.keys()], { exec: o.exec, listed, jobs });
+        for (const h of [...report.flagged, ...report.errors].flatMap((f) => f.holders)) h.volume = asked.get(h.volume) ?? h.volume;
+        return report;
+      });
       if (o.json) print(JSON.stringify(r, null, 2));
       else {
         print(`${r.files} files (${bytes(r.bytes)}) in ${r.volumes} volumes hold ${r.uniqueContents} distinct contents (${bytes(r.bytesScanned)}): `

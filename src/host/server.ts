@@ -24,7 +24,7 @@ import { LIVE_STOPPING, LIVE_UP, inodesMappedElsewhere, type FileProblem, type R
 import { META_SIZE, metaPath, openMetaTable } from '../metadata-share/file.js';
 import { MetaPublisher } from '../metadata-share/publisher.js';
 import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
-import { ADMIN_SOCKET, serveAdmin } from './admin.js';
+import { ADMIN_SOCKET, AdminService } from './admin.js';
 import { LoopShare, PreAuthGate, VmBudget, type BudgetLimits, type PreAuthLimits } from './budget.js';
 import { Dispatcher, type DispatchHooks, type VmConfig } from './dispatch.js';
 import { HostMetrics } from './metrics.js';
@@ -120,6 +120,7 @@ export class HostServer {
   private readonly quietServers: net.Server[] = [];
   private timer?: NodeJS.Timeout;
   private stopped = false;
+  private admin: AdminService | undefined;
   /** The write verifier of this host instance: random per start (docs/durability.md). */
   readonly verifier: Buffer = crypto.randomBytes(8);
 
@@ -158,10 +159,11 @@ export class HostServer {
     }
     if (this.opts.shm !== false) this.openRegions();
     for (const address of this.opts.tcp ?? []) await this.listen(address, (ch, peer) => this.accept(ch, peer));
+    const admin = this.admin = new AdminService(this.store, this.meta.sink(null), { mountedBy: (volume) => this.mountedBy(volume), servedTo: (volume) => this.servedTo(volume), status: () => this.status() });
     await this.listen(`unix:${path.join(this.store.dir, ADMIN_SOCKET)}`, (ch) => {
       this.channels.add(ch);
       ch.onClose(() => this.channels.delete(ch));
-      serveAdmin(ch, this.store, this.meta.sink(null), { mountedBy: (volume) => this.mountedBy(volume), servedTo: (volume) => this.servedTo(volume), status: () => this.status() });
+      admin.serve(ch);
     }, false);
     if (this.opts.metrics !== undefined) {
       const m = new HostMetrics({
@@ -490,6 +492,7 @@ export class HostServer {
     const closed = Promise.all([...this.servers, ...this.quietServers].map((srv) => new Promise<void>((r) => srv.close(() => r()))));
     for (const ch of this.channels) ch.close();
     await closed;
+    await this.admin?.idle(); // an import or gc of a closed connection stops at its next step
     for (const r of this.liveRegions) { r.setDoorbell('host', false); r.setLiveness('host', LIVE_STOPPING, process.pid); }
     for (const server of this.doorbells) server.close();
     // A VM's files go with the host unless a guest or QEMU still maps them (then a restarted host

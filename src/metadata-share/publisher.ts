@@ -65,6 +65,8 @@ export interface MetadataSink {
    * that it alone writes it (its table's mark is cleared for good, so it asks the host from now on).
    */
   willChange?(v: Volume): void;
+  /** The host replaced the volume's whole tree (rollback, import): every table forgets what it held of it. */
+  replaced?(v: Volume): void;
 }
 
 /** Entries of one directory shared ahead of their lookups (at most). */
@@ -159,6 +161,7 @@ export class MetaPublisher {
       sawDir: (v, dir) => { if (origin !== null) this.warmDir(origin, v, dir); },
       changed: (v, c) => this.changed(origin, v, c),
       willChange: (v) => { if (origin === null) this.clearSole(v); },
+      replaced: (v) => { for (const vm of this.vms.values()) if (vm.volumes.includes(v.name)) vm.table.forgetVolume(v.rec.id); },
     };
   }
 

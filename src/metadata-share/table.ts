@@ -225,6 +225,15 @@ export class MetaTable {
     if (at >= 0) this.empty(at);
   }
 
+  /** The volume's whole tree was replaced (rollback, import): everything known of it goes, but its sole mark. */
+  forgetVolume(volume: number): void {
+    for (let i = 0; i < this.slots; i++) {
+      const at = this.slotsAt + i * SLOT_SIZE;
+      const kind = this.bytes[at + O_KIND];
+      if (kind !== KIND_EMPTY && kind !== KIND_SOLE && this.view.getUint32(at + O_VOLUME, true) === volume) this.empty(at);
+    }
+  }
+
   removeAttr(volume: number, ino: number): void {
     const at = this.find(KIND_ATTR, volume, ino, EMPTY, hashOf(volume, ino, EMPTY));
     if (at >= 0) this.empty(at);

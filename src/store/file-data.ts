@@ -47,6 +47,7 @@ export abstract class VolumeFileData extends VolumeXattrs {
   }
 
   write(ino: number, offset: number, data: Buffer): Attr {
+    this.writable();
     const rec = this.regInode(ino);
     if (offset < 0) throw new PrismError('EINVAL', 'negative offset');
     const end = offset + data.length;
@@ -125,6 +126,7 @@ export abstract class VolumeFileData extends VolumeXattrs {
    * last block of a file). The size grows to cover the blocks; accounting as setBlock.
    */
   writeBlocks(ino: number, firstIndex: number, hashes: Array<Buffer | null>, lengths: number[]): void {
+    this.writable();
     const rec = this.regInode(ino);
     if (hashes.length === 0) return;
     const end = (firstIndex + hashes.length - 1) * BLOCK_SIZE + lengths[hashes.length - 1];
@@ -214,6 +216,7 @@ export abstract class VolumeFileData extends VolumeXattrs {
   get hasDirtyData(): boolean { return this.dirty.size > 0; }
 
   protected truncate(ino: number, size: number): void {
+    this.writable();
     const rec = this.regInode(ino);
     if (size < 0) throw new PrismError('EINVAL', 'negative size');
     if (size > MAX_FILE_SIZE) throw new PrismError('EFBIG', 'file too large');
@@ -305,6 +308,7 @@ export abstract class VolumeFileData extends VolumeXattrs {
    * size; PUNCH_HOLE and ZERO_RANGE turn whole blocks into holes and zero the partial ends.
    */
   fallocate(ino: number, offset: number, length: number, mode: { keepSize: boolean; punchHole: boolean; zeroRange: boolean }): Attr {
+    this.writable();
     const rec = this.regInode(ino);
     if (offset < 0 || length <= 0) throw new PrismError('EINVAL', 'offset must be >= 0 and length > 0');
     const end = offset + length;
@@ -338,6 +342,7 @@ export abstract class VolumeFileData extends VolumeXattrs {
    * space); unaligned edges are copied. Returns the bytes copied (less than asked at source EOF).
    */
   copyRange(src: number, srcOff: number, dst: number, dstOff: number, length: number): { copied: number; attr: Attr } {
+    this.writable();
     const s = this.regInode(src);
     this.regInode(dst);
     if (srcOff < 0 || dstOff < 0 || length < 0) throw new PrismError('EINVAL', 'negative offset or length');

@@ -28,6 +28,7 @@ import { S_IFMT, S_IFREG, isFileType, isDir, isReg } from '../posix/mode.js';
 import {
   Kind, direntKey, inodeKey, inodeRange, inoOf, keyKind, keyLocal, kindRange, layerOf, localOf, type Dirent, type InodeRec, type TreeValue,
 } from './layout.js';
+import { PrismError } from '../errors.js';
 import { HEADER_SIZE } from './segments.js';
 import type { Store } from './store.js';
 import type { Volume } from './volume.js';
@@ -52,6 +53,7 @@ const PROGRESS_EVERY = 4096;
 
 export function fsck(store: Store, opts: FsckOptions = {}): FsckReport {
   const repair = opts.repair ?? false;
+  if (repair && store.readOnly) throw new PrismError('EROFS', 'fsck --repair needs the store to itself (stop the host first)');
   const verifyData = opts.verifyData ?? true;
   const progress = opts.onProgress ?? (() => {});
   store.commit();
@@ -192,7 +194,7 @@ export function fsck(store: Store, opts: FsckOptions = {}): FsckReport {
   // ---- 4. namespace --------------------------------------------------------------------------------
   // Tree changes copy shared leaves, which retains every block in them: unsafe with blocks missing.
   const fixTrees = repair && countsTrusted && missingBlocks === 0;
-  const names = store.volumeNames();
+  const names = store.allVolumeNames();
   names.forEach((name, i) => {
     progress(i, names.length, 'namespace');
     checked.volumes++;

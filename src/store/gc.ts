@@ -5,7 +5,7 @@
 // them in one commit, and only then is the old segment deleted. A crash before the commit leaves the
 // index pointing at the old, intact segment (the copies are dead bytes past the committed end); a crash
 // after it leaves an old segment no block refers to, which the next gc deletes.
-import { isPrismError } from '../errors.js';
+import { PrismError, isPrismError } from '../errors.js';
 import type { BlockRec } from './blocks.js';
 import type { Store } from './store.js';
 
@@ -28,6 +28,21 @@ export interface GcOptions {
 }
 
 export function gc(store: Store, opts: GcOptions = {}): GcReport {
+  const steps = gcSteps(store, opts);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * gc one segment at a time: a serving host runs the other work between steps (src/host/admin.ts),
+ * waiting first for any commit in progress (its fsyncs open segment files gc may delete). The block
+ * index may change between steps (a VM frees or shares blocks), so each step moves what the index
+ * holds for the segment then, not what it held at the start.
+ */
+export function* gcSteps(store: Store, opts: GcOptions = {}): Generator<void, GcReport> {
+  if (store.readOnly) throw new PrismError('EROFS', 'gc needs the store to itself');
   const threshold = opts.threshold ?? 0.5;
   const progress = opts.onProgress ?? (() => {});
   store.commit(); // blocks with no references leave the index here
@@ -71,7 +86,9 @@ export function gc(store: Store, opts: GcOptions = {}): GcReport {
     if (!blocks) { empty.push(s); continue; }
     blocks.sort((a, b) => a[1].o - b[1].o); // read the old segment front to back
     let keep = false;
-    for (const [hash, rec] of blocks) {
+    for (const [hash, was] of blocks) {
+      const rec = store.blocks.get(hash); // as it is now: freed, or its count changed, since the start
+      if (!rec || rec.s !== was.s || rec.o !== was.o) continue;
       let data: Buffer;
       try {
         data = segs.read(rec, rec.n, hash);
@@ -93,6 +110,7 @@ export function gc(store: Store, opts: GcOptions = {}): GcReport {
       compacted++;
     }
     progress(++done, order.length);
+    yield;
   }
   // No committed block lives in these (checked against the index after the first commit).
   for (const s of empty) {

@@ -41,13 +41,14 @@ export function hashPool(threads = Math.min(8, Math.max(1, os.availableParalleli
 
 /**
  * Import a directory tree (symlinks inside are not followed) or a tar archive (.tar, .tar.gz) into
- * dest of a volume: files, directories, symlinks, hard links, devices, fifos, with mode, owner and
- * times. An existing directory is merged into; an existing non-directory of the same name is
- * replaced. Ends with a durable commit; an error stops the import where it was (nothing is undone).
+ * dest of a volume (made if there is none): files, directories, symlinks, hard links, devices, fifos,
+ * with mode, owner and times. An existing directory is merged into; an existing non-directory of the
+ * same name is replaced. All or nothing: the import fills a hidden copy of the volume (Store.stage),
+ * which replaces the volume at the end; a failure (EDQUOT, a bad archive, a crash) leaves the volume
+ * as it was. Ends with a durable commit.
  */
 export async function importPath(store: Store, volumeName: string, src: string, opts: ImportOptions = {}): Promise<ImportResult> {
   const t0 = process.hrtime.bigint();
-  const volume = store.volume(volumeName);
   let st: fs.Stats;
   try {
     st = fs.statSync(src);
@@ -55,15 +56,20 @@ export async function importPath(store: Store, volumeName: string, src: string, 
     throw fromNodeError(e, `cannot import ${src}`);
   }
   if (!st.isDirectory() && !st.isFile()) throw new PrismError('EINVAL', `${src} is neither a directory nor a tar archive`);
-  const destIno = mkdirs(volume, normalizePath(opts.dest ?? '/'));
+  const staged = store.stage(volumeName);
   const own = opts.pool ? undefined : hashPool();
   const Source = st.isDirectory() ? DirectoryImport : TarImport;
-  const imp = new Source(store, volume, opts.pool ?? own!, destIno, opts.onProgress);
+  let imp: InstanceType<typeof Source> | undefined;
   try {
+    const destIno = mkdirs(staged.volume, normalizePath(opts.dest ?? '/'));
+    imp = new Source(store, staged.volume, opts.pool ?? own!, destIno, opts.onProgress);
     await imp.read(st.isDirectory() ? fs.realpathSync(src) : src);
     await imp.finish();
+    staged.publish();
   } catch (e) {
-    await imp.abort();
+    await imp?.abort();
+    staged.drop();
+    store.commit();
     throw fromNodeError(e, `import of ${src} failed`); // a PrismError as it is
   } finally {
     if (own) await own.destroy();

@@ -8,3 +8,13 @@ export function checkVolumeName(name: string): string {
   }
   return name;
 }
+
+/**
+ * Hidden volumes (pins for readers beside a host, staged imports) start with this: no name a user
+ * gives can, so they never clash, and listings leave them out.
+ */
+export const HIDDEN = '~';
+
+export function isHidden(name: string): boolean {
+  return name.startsWith(HIDDEN);
+}

@@ -37,7 +37,7 @@ export abstract class VolumeNamespace extends VolumeFileData {
   private newInode(mode: number, uid: number, gid: number, extra: Partial<InodeRec> = {}, at?: MadeAt): [number, InodeRec] {
     const before = this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     if (this.rec.inodeQuota !== undefined && before.inodes >= this.rec.inodeQuota) {
-      throw new PrismError('EDQUOT', `volume ${this.name} is at its quota of ${this.rec.inodeQuota} inodes`);
+      throw new PrismError('EDQUOT', `volume ${this.shownName} is at its quota of ${this.rec.inodeQuota} inodes`);
     }
     const t = at?.time ?? now();
     const ino = at ? this.reservedIno(at.ino) : this.allocIno();

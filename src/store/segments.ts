@@ -29,7 +29,12 @@ export class Segments {
   private stage = Buffer.allocUnsafe(STAGE_SIZE);
   private staged = 0;
 
-  constructor(private readonly dir: string, public active: number, public end: number) {
+  /**
+   * readOnly: a reader beside the process that owns the store (Store.openReadOnly). It never
+   * truncates (the bytes past the committed end may be the owner's appends) and never writes.
+   */
+  constructor(private readonly dir: string, public active: number, public end: number, private readonly readOnly = false) {
+    if (readOnly) return;
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 }); // private, as the whole store (store.ts)
     // Bytes past the committed end belong to no committed block (a crash between append and commit).
     const p = this.file(active);
@@ -51,13 +56,14 @@ export class Segments {
   private fd(seg: number): number {
     let fd = this.fds.get(seg);
     if (fd === undefined) {
-      fd = fs.openSync(this.file(seg), seg === this.active ? fs.constants.O_RDWR | fs.constants.O_CREAT : fs.constants.O_RDONLY, 0o600);
+      fd = fs.openSync(this.file(seg), seg === this.active && !this.readOnly ? fs.constants.O_RDWR | fs.constants.O_CREAT : fs.constants.O_RDONLY, 0o600);
       this.fds.set(seg, fd);
     }
     return fd;
   }
 
   append(hash: Buffer, data: Buffer): Location {
+    if (this.readOnly) throw new PrismError('EROFS', 'the store is open read-only');
     const size = HEADER_SIZE + data.length;
     if (this.end + size > SEGMENT_MAX && this.end > 0) this.roll();
     if (this.staged + size > STAGE_SIZE) this.flushStage();
@@ -213,6 +219,7 @@ export class Segments {
   }
 
   private roll(): void {
+    if (this.readOnly) throw new PrismError('EROFS', 'the store is open read-only');
     this.sync(); // also writes the stage
     const fd = this.fds.get(this.active);
     if (fd !== undefined) { fs.closeSync(fd); this.fds.delete(this.active); }
@@ -225,6 +232,7 @@ export class Segments {
   rollNow(): void { if (this.end > 0) this.roll(); }
 
   remove(seg: number): void {
+    if (this.readOnly) throw new PrismError('EROFS', 'the store is open read-only');
     this.unmapSegment(seg);
     const fd = this.fds.get(seg);
     if (fd !== undefined) { fs.closeSync(fd); this.fds.delete(seg); }

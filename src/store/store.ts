@@ -20,7 +20,7 @@ import { S_IFDIR, isDir } from '../posix/mode.js';
 import type { StatFs } from '../posix/types.js';
 import { BLOCK_SIZE, FORMAT_VERSION, ROOT_LOCAL, inoOf, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
 import { acquireLock } from './lock.js';
-import { checkVolumeName } from './names.js';
+import { HIDDEN, checkVolumeName, isHidden } from './names.js';
 import { LmdbNodeStore, type FrozenNodes } from './nodes.js';
 import { Segments } from './segments.js';
 import { Volume } from './volume.js';
@@ -34,6 +34,15 @@ export interface StoreOptions {
 }
 
 export interface ComposeSource { volume: string; path: string; dest?: string }
+
+/** An import's copy of a volume (Store.stage). */
+export interface Staged {
+  volume: Volume;
+  /** Put the copy in place of the volume (or make the volume, if there was none); returns it. */
+  publish(): Volume;
+  /** Throw the copy away. */
+  drop(): void;
+}
 
 export interface VolumeInfo {
   name: string;
@@ -107,6 +116,7 @@ export class Store implements VolumeHost {
   /** Set when a commit failed after its metadata reached LMDB: memory and disk may disagree. */
   private broken: Error | null = null;
   private readonly counts = { requests: 0, commits: 0 };
+  private nextHidden = 1;
 
   private constructor(
     readonly dir: string,
@@ -120,6 +130,8 @@ export class Store implements VolumeHost {
     readonly segments: Segments,
     private readonly unlock: () => void,
     private readonly opts: Required<StoreOptions>,
+    /** Opened beside the store's owner (openReadOnly): nothing can be changed. */
+    readonly readOnly = false,
   ) {
     const meta = (k: string) => metaDb.get(k) ?? 0;
     this.nodes = new LmdbNodeStore(nodesDb, refsDb, meta('nextNode') || 1);
@@ -151,28 +163,51 @@ export class Store implements VolumeHost {
     }
     const unlock = acquireLock(path.join(abs, 'LOCK'));
     try {
-      const env = openLmdb({ path: dbFile, maxDbs: 8, compression: false, pageSize: 4096 });
+      const store = Store.openAt(abs, unlock, options, false);
+      makePrivate(abs); // what LMDB and the segments just made (under the umask)
+      store.countOldUsage();
+      store.recoverOrphans();
+      store.dropHidden();
+      return store;
+    } catch (e) {
+      unlock();
+      throw e;
+    }
+  }
+
+  /**
+   * Open the store beside the process that owns it (a serving host), to read what it has committed:
+   * LMDB allows readers in other processes, and segment files are append-only. Nothing can be
+   * changed (EROFS). What is read across event-loop turns must be pinned by the owner first (a
+   * hidden snapshot, `pin`), and the owner must not gc meanwhile (it deletes segment files).
+   */
+  static openReadOnly(dir: string): Store {
+    const abs = path.resolve(dir);
+    if (!Store.exists(abs)) throw new PrismError('ENOENT', `no store at ${abs}`);
+    return Store.openAt(abs, () => undefined, {}, true);
+  }
+
+  private static openAt(abs: string, unlock: () => void, options: StoreOptions, readOnly: boolean): Store {
+    const env = openLmdb({ path: path.join(abs, 'meta.mdb'), maxDbs: 8, compression: false, pageSize: 4096, readOnly });
+    try {
       const metaDb = env.openDB<number, string>('meta', {});
       const format = metaDb.get('format');
-      if (format === undefined) metaDb.putSync('format', FORMAT_VERSION);
+      if (format === undefined && !readOnly) metaDb.putSync('format', FORMAT_VERSION);
       else if (format !== FORMAT_VERSION) throw new PrismError('EINVAL', `store format ${format} is not supported (this is format ${FORMAT_VERSION})`);
-      const store = new Store(
+      return new Store(
         abs, env, metaDb,
         env.openDB<VolumeRec, string>('volumes', {}),
         env.openDB<Node<TreeValue>, number>('nodes', {}),
         env.openDB<number, number>('refs', {}),
         env.openDB<BlockRec, Buffer>('blocks', { keyEncoding: 'binary' }),
         env.openDB<SegmentStat, number>('segstats', {}),
-        new Segments(path.join(abs, 'segments'), metaDb.get('segActive') ?? 1, metaDb.get('segEnd') ?? 0),
+        new Segments(path.join(abs, 'segments'), metaDb.get('segActive') ?? 1, metaDb.get('segEnd') ?? 0, readOnly),
         unlock,
         { dirtyDataLimit: options.dirtyDataLimit ?? 64 * 1024 * 1024, pendingLimit: options.pendingLimit ?? 200_000 },
+        readOnly,
       );
-      makePrivate(abs); // what LMDB and the segments just made (under the umask)
-      store.countOldUsage();
-      store.recoverOrphans();
-      return store;
     } catch (e) {
-      unlock();
+      env.close();
       throw e;
     }
   }
@@ -183,7 +218,7 @@ export class Store implements VolumeHost {
    */
   private countOldUsage(): void {
     let any = false;
-    for (const name of this.volumeNames()) {
+    for (const name of this.allVolumeNames()) {
       const v = this.volume(name);
       const u = v.rec.usage as Partial<Usage> | null;
       if (!u || u.meta !== undefined) continue;
@@ -197,7 +232,7 @@ export class Store implements VolumeHost {
   /** Files unlinked while open when the last process stopped: no one can reach them now. */
   private recoverOrphans(): void {
     let any = false;
-    for (const name of this.volumeNames()) {
+    for (const name of this.allVolumeNames()) {
       const v = this.volume(name);
       for (const ino of [...v.rec.orphans]) {
         try { v.freeInode(ino); } catch { v.rec.orphans.splice(v.rec.orphans.indexOf(ino), 1); }
@@ -228,7 +263,13 @@ export class Store implements VolumeHost {
 
   // ---- volumes ------------------------------------------------------------------------------------
 
+  /** The volumes, in name order (not the hidden ones: pins and staged imports). */
   volumeNames(): string[] {
+    return this.allVolumeNames().filter((n) => !isHidden(n));
+  }
+
+  /** Every volume, hidden ones too (what holds references, for fsck and gc). */
+  allVolumeNames(): string[] {
     const names = new Set<string>();
     for (const { key } of this.volumesDb.getRange()) names.add(key);
     for (const n of this.volumes.keys()) names.add(n);
@@ -265,13 +306,17 @@ export class Store implements VolumeHost {
   }
 
   private checkNew(name: string): void {
-    this.assertOpen();
+    this.assertWritable();
     checkVolumeName(name);
     if (this.has(name)) throw new PrismError('EEXIST', `volume ${JSON.stringify(name)} already exists`);
   }
 
   createVolume(name: string, opts: { quota?: number; inodeQuota?: number; uid?: number; gid?: number; mode?: number } = {}): Volume {
     this.checkNew(name);
+    return this.register(this.emptyVolume(name, opts));
+  }
+
+  private emptyVolume(name: string, opts: { quota?: number; inodeQuota?: number; uid?: number; gid?: number; mode?: number }): VolumeRec {
     checkQuota(opts.quota, 'quota must be a byte count');
     checkQuota(opts.inodeQuota, 'inode quota must be a count');
     const t = now();
@@ -280,15 +325,21 @@ export class Store implements VolumeHost {
       atime: t, mtime: t, ctime: t, btime: t, parent: [0, ROOT_LOCAL],
     };
     const root = this.tree.put(0, inodeKey(ROOT_LOCAL), rootRec);
-    return this.register({
+    return {
       name, id: this.nextVolumeId++, created: Date.now(), origin: 'create', quota: opts.quota, inodeQuota: opts.inodeQuota,
       layers: [{ root, next: ROOT_LOCAL + 1 }], root: inoOf(0, ROOT_LOCAL), usage: { bytes: 0, inodes: 1, meta: 0 }, orphans: [],
-    });
+    };
   }
 
   /** A point-in-time copy of src, sharing everything: O(number of layers), usually one. */
   clone(src: string, name: string): Volume {
     this.checkNew(name);
+    return this.copy(src, name);
+  }
+
+  /** clone() without the name rules (hidden volumes have names no user can give). */
+  private copy(src: string, name: string): Volume {
+    this.assertWritable();
     const s = this.volume(src);
     s.flush();
     for (const l of s.rec.layers) this.tree.retain(l.root);
@@ -371,7 +422,109 @@ export class Store implements VolumeHost {
     return v;
   }
 
+  // ---- snapshots, pins and staged imports ---------------------------------------------------------
+
+  /** A read-only point-in-time copy: a clone to which every change is EROFS. */
+  snapshot(src: string, name: string): Volume {
+    const v = this.clone(src, name);
+    v.rec.readOnly = true;
+    return v;
+  }
+
+  /**
+   * Volume `name` gets the files of snapshot (or any volume) `from` back, as they are there; its
+   * own name, id (the handles VMs hold), quota and origin stay. O(number of layers).
+   */
+  rollback(name: string, from: string): Volume {
+    if (name === from) throw new PrismError('EINVAL', 'a volume cannot be rolled back to itself');
+    return this.adopt(name, this.volume(from));
+  }
+
+  /**
+   * A hidden read-only copy of src for a reader in another process (export or scan beside a serving
+   * host): it keeps the tree and its blocks as they are while the reader works. Not listed; unpin()
+   * removes it, and so does the next open of the store if its owner stopped first.
+   */
+  pin(src: string): string {
+    const name = this.hiddenName('pin');
+    const v = this.copy(src, name);
+    v.rec.readOnly = true;
+    v.rec.copyOf = src;
+    return name;
+  }
+
+  unpin(name: string): void {
+    if (!isHidden(name)) throw new PrismError('EINVAL', `${name} is not a pin`);
+    if (this.has(name)) this.removeVolume(name);
+  }
+
+  /**
+   * A hidden writable copy of `name` (an empty volume if there is none) for an import to fill, so
+   * that a failed import changes nothing: publish() puts it in place, drop() throws it away, and
+   * the next open of the store drops one left by a crash.
+   */
+  stage(name: string, opts: { quota?: number } = {}): Staged {
+    this.assertWritable();
+    checkVolumeName(name);
+    const hidden = this.hiddenName('stage');
+    const existed = this.has(name);
+    const v = existed ? this.copy(name, hidden) : this.register(this.emptyVolume(hidden, opts));
+    v.rec.copyOf = name;
+    return {
+      volume: v,
+      publish: () => {
+        if (!existed) {
+          if (this.has(name)) throw new PrismError('EEXIST', `volume ${JSON.stringify(name)} was made meanwhile`);
+          const rec = { ...structuredClone(v.rec), name };
+          delete rec.copyOf;
+          this.volumes.delete(hidden);
+          this.changedVolumes.add(hidden);
+          return this.register(rec);
+        }
+        const out = this.adopt(name, v);
+        this.removeVolume(hidden);
+        return out;
+      },
+      drop: () => { if (this.has(hidden)) this.removeVolume(hidden); },
+    };
+  }
+
+  private hiddenName(kind: string): string {
+    for (;;) {
+      const name = `${HIDDEN}${kind}-${this.nextHidden++}`;
+      if (!this.has(name)) return name;
+    }
+  }
+
+  /**
+   * Give volume `name` the tree of `from` (see rollback). In place: whoever holds the Volume (a
+   * host's dispatcher, a caller) sees the new tree.
+   */
+  private adopt(name: string, from: Volume): Volume {
+    this.assertWritable();
+    const t = this.volume(name);
+    from.flush();
+    t.flush();
+    for (const l of from.rec.layers) this.tree.retain(l.root);
+    for (const l of t.rec.layers) this.tree.release(l.root);
+    t.rec.layers = from.rec.layers.map((l) => ({ ...l }));
+    t.rec.root = from.rec.root;
+    t.rec.usage = from.rec.usage ? { ...from.rec.usage } : null;
+    t.rec.orphans = []; // its unlinked-but-open files went with its old tree
+    this.changed(t);
+    for (const ino of from.rec.orphans) t.freeInode(ino); // unreachable in the copy
+    return t;
+  }
+
+  /** Pins and staged imports left by a process that stopped first: nothing can use them now. */
+  private dropHidden(): void {
+    const hidden = this.allVolumeNames().filter(isHidden);
+    for (const n of hidden) this.removeVolume(n);
+    if (hidden.length) this.commit();
+  }
+
   removeVolume(name: string): void {
+    this.assertWritable();
     const v = this.volume(name);
     for (const l of v.rec.layers) this.tree.release(l.root);
     this.volumes.delete(name);
@@ -380,6 +533,7 @@ export class Store implements VolumeHost {
 
   /** Set the byte quota (undefined removes it) and, unless undefined, the inode quota (null removes it). */
   setQuota(name: string, quota: number | undefined, inodeQuota?: number | null): void {
+    this.assertWritable();
     checkQuota(quota, 'quota must be a byte count');
     checkQuota(inodeQuota ?? undefined, 'inode quota must be a count');
     const v = this.volume(name);
@@ -511,6 +665,9 @@ export class Store implements VolumeHost {
    */
   commit(): void {
     this.assertOpen();
+    // Read-only: what reading computes (a composed volume's usage) stays in memory; changes cannot
+    // be made (a snapshot's tree, LMDB and segments refuse them).
+    if (this.readOnly) return;
     if (this.broken) throw new PrismError('EIO', `the store could not commit: ${this.broken.message}`);
     const prior = this.inFlight && !this.inFlight.cut.written && !this.inFlight.cut.superseded ? this.inFlight.cut : null;
     if (prior) prior.superseded = true;
@@ -639,7 +796,7 @@ export class Store implements VolumeHost {
   /** Commit, then release the store. */
   close(): void {
     if (this.closed) return;
-    try { this.commit(); } finally {
+    try { if (!this.readOnly) this.commit(); } finally {
       this.closed = true;
       this.segments.close();
       this.env.close();
@@ -660,12 +817,17 @@ export class Store implements VolumeHost {
     if (this.closed) throw new PrismError('EBADF', 'store is closed');
   }
 
+  private assertWritable(): void {
+    this.assertOpen();
+    if (this.readOnly) throw new PrismError('EROFS', 'the store is open read-only (a host serves it)');
+  }
+
   // ---- for gc and fsck ------------------------------------------------------------------------
 
   /** Every live layer root, with how many volume layers hold it. */
   layerRoots(): Map<number, number> {
     const roots = new Map<number, number>();
-    for (const name of this.volumeNames()) {
+    for (const name of this.allVolumeNames()) {
       for (const l of this.volume(name).rec.layers) if (l.root) roots.set(l.root, (roots.get(l.root) ?? 0) + 1);
     }
     return roots;

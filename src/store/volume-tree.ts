@@ -35,10 +35,16 @@ export interface VolumeRec {
   usage: Usage | null;
   /** Inodes unlinked while open; freed when closed, or at the next open of the store after a crash. */
   orphans: number[];
+  /** A snapshot (volume snapshot): every change is EROFS. */
+  readOnly?: boolean;
+  /** A hidden copy (a pin, a staged import): the volume it stands for, which messages name. */
+  copyOf?: string;
 }
 
 /** What a volume needs from the store that holds it. */
 export interface VolumeHost {
+  /** Opened read-only beside its owner (Store.openReadOnly): no volume may change. */
+  readonly readOnly: boolean;
   tree: CowTree<TreeValue>;
   blocks: Blocks;
   changed(v: VolumeTree): void;
@@ -60,6 +66,8 @@ export abstract class VolumeTree {
 
   get name(): string { return this.rec.name; }
   get rootIno(): number { return this.rec.root; }
+  /** The name to show people: a hidden copy's is the volume's it stands for. */
+  get shownName(): string { return this.rec.copyOf ?? this.rec.name; }
 
   // ---- tree access -------------------------------------------------------------------------
 
@@ -71,12 +79,20 @@ export abstract class VolumeTree {
   protected tget(layer: number, key: Buffer): TreeValue | undefined {
     return this.host.tree.get(this.root(layer), key);
   }
+  /** EROFS for a snapshot: called before a change touches anything (data buffered or tree). */
+  protected writable(): void {
+    if (this.rec.readOnly) throw new PrismError('EROFS', `volume ${this.shownName} is a read-only snapshot`);
+    if (this.host.readOnly) throw new PrismError('EROFS', 'the store is open read-only (a host serves it)');
+  }
+
   protected tput(layer: number, key: Buffer, val: TreeValue): void {
+    this.writable();
     const l = this.rec.layers[layer];
     l.root = this.host.tree.put(l.root, key, val);
     this.host.changed(this);
   }
   protected tdel(layer: number, key: Buffer): void {
+    this.writable();
     const l = this.rec.layers[layer];
     l.root = this.host.tree.del(l.root, key);
     this.host.changed(this);
@@ -130,10 +146,11 @@ export abstract class VolumeTree {
 
   /** EDQUOT unless `grow` more bytes (data or metadata) fit the volume's quota. */
   protected checkRoom(grow: number): void {
+    this.writable();
     const quota = this.rec.quota;
     if (quota === undefined || grow <= 0) return;
     if (this.used() + this.dirtyTotal() + grow > quota) {
-      throw new PrismError('EDQUOT', `volume ${this.name} is over its quota of ${quota} bytes`);
+      throw new PrismError('EDQUOT', `volume ${this.shownName} is over its quota of ${quota} bytes`);
     }
   }
 
@@ -186,6 +203,7 @@ export abstract class VolumeTree {
    * number never used is a gap, nothing more. Persisted with the volume's record at the next commit.
    */
   reserveInos(n: number): number {
+    this.writable();
     const l = this.rec.layers[0];
     if (l.next + n > 2 ** 40) throw new PrismError('ENOSPC', 'inode numbers exhausted');
     const first = l.next;

@@ -46,6 +46,7 @@ export class Volume extends VolumeNamespace {
 
   access(ino: number, uid: number, gids: number[], mask: number): void {
     const rec = this.inode(ino);
+    if ((mask & 2) && this.rec.readOnly) throw new PrismError('EROFS', `volume ${this.shownName} is a read-only snapshot`);
     if (uid === 0) {
       if ((mask & 1) && !isDir(rec.mode) && (rec.mode & 0o111) === 0) throw new PrismError('EACCES', 'not executable');
       return;
