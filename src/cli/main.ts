@@ -109,6 +109,13 @@ const reading: Reading = async (cmd, volumes, fn) => {
   }
 };
 
+/** "NAME=VOLUME[,VOLUME]" -> a VM and the volumes it may attach. */
+function parseVm(spec: string): { name: string; volumes: string[] } {
+  const [name, vols] = spec.split('=');
+  if (!name || !vols) throw new PrismError('EINVAL', `expected NAME=VOLUME[,VOLUME], got ${JSON.stringify(spec)}`);
+  return { name, volumes: vols.split(',') };
+}
+
 /** "VOL:/path" -> [volume, path]. */
 function volPath(spec: string): [string, string] {
   const i = spec.indexOf(':');
@@ -418,11 +425,7 @@ export function program(): Command {
     .requiredOption('--vm <NAME=VOLUME[,VOLUME]>', 'a VM and the volumes it may attach (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .action(async (o: { tcp?: string[]; metrics?: string; vm: string[]; shm: boolean; shmDir: string; shmGroup?: string; meta: boolean; doorbell: boolean; metaSize: string; metaAckMs: string; metaAckPollMs: string }, cmd: Command) => {
       if (!o.shm && !o.tcp?.length) throw new PrismError('EINVAL', 'nothing to serve: --no-shm needs --tcp');
-      const vms = o.vm.map((spec) => {
-        const [name, vols] = spec.split('=');
-        if (!name || !vols) throw new PrismError('EINVAL', `expected --vm NAME=VOLUME, got ${JSON.stringify(spec)}`);
-        return { name, volumes: vols.split(',') };
-      });
+      const vms = o.vm.map(parseVm);
       const { HostServer } = await import('../host/server.js');
       const { tokenFile } = await import('../host/secrets.js');
       const server = await HostServer.start({
@@ -457,6 +460,22 @@ export function program(): Command {
       print(table([['VM', 'VOLUMES', 'MOUNTED', 'LEASE', 'TRANSPORT', 'REQ/S', 'REQUESTS', 'ERRORS', 'IN', 'OUT'],
         ...st.vms.map((v) => [v.name, v.volumes.join(','), v.mounted.join(',') || '-', v.lease.join(',') || '-', v.transport, v.callsPerSecond.toFixed(1), String(v.calls),
           v.errors ? `${v.errors} (${Object.entries(v.errorsByCode).map(([c, n]) => `${c} ${n}`).join(', ')})` : '0', bytes(v.bytesIn), bytes(v.bytesOut)])]));
+    });
+
+  const vmCmd = host.command('vm').description('the VMs a running host serves');
+  vmCmd.command('add <NAME=VOLUME[,VOLUME]>').description('serve one more VM from now on, without a restart')
+    .action(async (spec: string, _o: unknown, cmd: Command) => {
+      const vm = parseVm(spec);
+      const served = await viaHost(storeDir(cmd), 'vm-add', [vm.name, vm.volumes]);
+      if (!served) throw new PrismError('ENOENT', `no host is serving ${storeDir(cmd)} (prism host serve)`);
+      const r = served.result as { region?: string; meta?: string };
+      const { tokenFile } = await import('../host/secrets.js');
+      print(`vm ${vm.name}: volumes ${vm.volumes.join(',')}${r.region ? `, shared memory ${r.region}` : ''}${r.meta ? `, metadata ${r.meta}` : ''}, token file ${tokenFile(path.resolve(storeDir(cmd)), vm.name)}`);
+    });
+  vmCmd.command('rm <name>').description('stop serving a VM (EBUSY while its agent is connected, unless --force)')
+    .option('--force', 'remove it even with its agent connected (its mount then fails)')
+    .action(async (name: string, o: { force?: boolean }, cmd: Command) => {
+      if (!await viaHost(storeDir(cmd), 'vm-rm', [name, o.force === true])) throw new PrismError('ENOENT', `no host is serving ${storeDir(cmd)} (prism host serve)`);
     });
 
   p.command('qemu-args <vm>').description("the QEMU options that attach a VM's shared-memory region (with its doorbell) and metadata table")
@@ -526,6 +545,8 @@ export const EXAMPLES: Record<string, string> = {
   'fsck': 'prism fsck --repair',
   'host serve': 'prism host serve --vm web=web --tcp 127.0.0.1:7000 --metrics 127.0.0.1:9464',
   'host status': 'prism host status --json',
+  'host vm add': 'prism host vm add db=db-data,shared-tools',
+  'host vm rm': 'prism host vm rm db',
   'qemu-args': 'qemu-system-x86_64 ... $(prism qemu-args web)',
   'agent mount': 'prism agent mount --pci auto --volume web /srv    # inside the guest',
   'agent stats': 'prism agent stats /srv',

@@ -29,6 +29,9 @@ export interface AdminHost {
   /** The VMs that may attach a volume (their --vm NAME=VOLUMES). */
   servedTo(volume: string): string[];
   status(): unknown;
+  /** Serve one more VM, or one fewer, from now on. */
+  addVm(vm: { name: string; volumes: string[] }): { region?: string; meta?: string };
+  removeVm(name: string, force: boolean): void;
 }
 
 /** What all admin connections share: readers beside the host, and the gc running now. */
@@ -74,6 +77,8 @@ const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
   ls: ({ store }) => store.volumeNames().map((n) => store.info(n)),
   info: ({ store, mountedBy, servedTo }, [name]) => ({ ...store.info(str(name)), mountedBy: mountedBy(str(name)), servedTo: servedTo(str(name)) }),
   status: (c) => c.status(),
+  'vm-add': (c, [name, volumes]) => c.addVm({ name: str(name), volumes: strs(volumes) }),
+  'vm-rm': (c, [name, force]) => { c.removeVm(str(name), force === true); return null; },
   // the read commands (src/store/queries.ts)
   list: ({ store }, [vol, path]) => listPath(store, str(vol), str(path)),
   stat: ({ store }, [vol, path]) => statPath(store, str(vol), str(path)),
@@ -208,6 +213,7 @@ export class AdminService {
     const c: AdminContext = {
       store, meta: this.meta, owner: `admin#${++connections}`, puts: new Map(), nextPut: 1, state: this.state, reading: false, pins: [], closed: false,
       mountedBy: (v) => host.mountedBy(v), servedTo: (v) => host.servedTo(v), status: () => host.status(),
+      addVm: (vm) => host.addVm(vm), removeVm: (name, force) => host.removeVm(name, force),
       progress: (done, total) => ch.send(encode(['progress', done, total])),
     };
     ch.onClose(() => {

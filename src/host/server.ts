@@ -97,6 +97,33 @@ interface ShmVm {
   /** Why it is no longer served over shared memory. */
   detached?: string;
   warnedRemoved?: boolean;
+  /** Unmap its files and remove the ones the host made (unless another process maps them). */
+  close(): void;
+}
+
+/**
+ * The shared-memory files of one VM: unmapped when it goes (removed, or the host stops), and removed
+ * if this host made them (matched by inode) and no guest, agent or QEMU maps them any longer (a
+ * restarted host takes those up again where they are).
+ */
+class VmFiles {
+  private readonly unmaps: Array<() => void> = [];
+  private readonly files: Array<{ path: string; ino: number }> = [];
+  region: Region | undefined;
+  private closed = false;
+
+  constructor(unmap: () => void) { this.unmaps.push(unmap); }
+  mapped(unmap: () => void): void { this.unmaps.push(unmap); }
+  made(path: string, ino: number): void { this.files.push({ path, ino }); }
+
+  close(mapped: Set<number> = this.files.length ? inodesMappedElsewhere() : new Set()): void {
+    if (this.closed) return;
+    this.closed = true;
+    // by inode: a file of another file system with the same number only keeps ours, never removes one
+    const leftovers = this.files.filter((f) => fs.lstatSync(f.path, { throwIfNoEntry: false })?.ino === f.ino && !mapped.has(f.ino));
+    for (const unmap of this.unmaps) unmap();
+    for (const f of leftovers) fs.rmSync(f.path, { force: true });
+  }
 }
 
 export class HostServer {
@@ -125,6 +152,7 @@ export class HostServer {
   readonly verifier: Buffer = crypto.randomBytes(8);
 
   private constructor(private readonly opts: HostOptions) {
+    this.vms = [...opts.vms];
     this.meta = new MetaPublisher({ ackMs: opts.metaAckMs, pollAckMs: opts.metaPollAckMs });
     this.store = Store.open(opts.storeDir);
     this.gate = new PreAuthGate(opts.preAuth);
@@ -143,23 +171,14 @@ export class HostServer {
   }
 
   private async init(): Promise<void> {
-    const secret = hostSecret(this.store.dir);
-    for (const vm of this.opts.vms) {
-      // Every VM's changes reach the tables of the VMs that have one, whatever its own transport.
-      const hooks: DispatchHooks = {
-        commit: () => this.commitTimed(), verifier: this.verifier,
-        meta: this.opts.meta === false ? undefined : this.meta.sink(vm.name),
-      };
-      checkVolumeName(vm.name);
-      for (const v of vm.volumes) if (!this.store.has(v)) throw new PrismError('ENOENT', `no volume named ${JSON.stringify(v)} (for VM ${vm.name})`);
-      if (this.dispatchers.has(vm.name)) throw new PrismError('EEXIST', `VM ${vm.name} given twice`);
-      this.dispatchers.set(vm.name, new Dispatcher(this.store, vm, secret, hooks));
-      this.budgets.set(vm.name, new VmBudget(vm.name, this.opts.budget, this.loopShare));
-      this.tokens.set(vm.name, vmToken(this.store.dir, vm.name));
-    }
-    if (this.opts.shm !== false) this.openRegions();
+    this.secret = hostSecret(this.store.dir);
+    for (const vm of this.opts.vms) this.checkNewVm(vm);
+    for (const vm of this.opts.vms) this.addVmNow(vm);
     for (const address of this.opts.tcp ?? []) await this.listen(address, (ch, peer) => this.accept(ch, peer));
-    const admin = this.admin = new AdminService(this.store, this.meta.sink(null), { mountedBy: (volume) => this.mountedBy(volume), servedTo: (volume) => this.servedTo(volume), status: () => this.status() });
+    const admin = this.admin = new AdminService(this.store, this.meta.sink(null), {
+      mountedBy: (volume) => this.mountedBy(volume), servedTo: (volume) => this.servedTo(volume), status: () => this.status(),
+      addVm: (vm) => this.addVm(vm), removeVm: (name, force) => this.removeVm(name, force),
+    });
     await this.listen(`unix:${path.join(this.store.dir, ADMIN_SOCKET)}`, (ch) => {
       this.channels.add(ch);
       ch.onClose(() => this.channels.delete(ch));
@@ -170,7 +189,7 @@ export class HostServer {
         store: this.store,
         vms: () => this.status().vms,
       });
-      for (const d of this.dispatchers.values()) d.counters.observer = m;
+      for (const d of this.dispatchers.values()) d.counters.observer = m; // and addVm for later ones
       this.metrics = m;
       this.metricsAddress = await m.listen(this.opts.metrics);
     }
@@ -189,7 +208,7 @@ export class HostServer {
   private commitSafely(): void {
     this.checkFiles();
     for (const d of this.dispatchers.values()) d.counters.tick();
-    for (const r of this.liveRegions) r.heartbeat('host');
+    for (const vm of this.shm.values()) vm.region.region.heartbeat('host');
     if (this.store.pendingChanges > 0) this.commitTimed().catch((e: unknown) => log.error({ err: e }, 'commit failed'));
   }
 
@@ -212,11 +231,14 @@ export class HostServer {
 
   /** The region file of each VM served over shared memory. */
   readonly regions = new Map<string, string>();
-  private readonly mappings: Array<() => void> = [];
-  /** The shared-memory files this host made (by inode: only those are removed when it stops). */
-  private readonly madeFiles: Array<{ path: string; ino: number }> = [];
-  private readonly doorbells: IvshmemServer[] = [];
-  private readonly liveRegions: Region[] = [];
+  /** Each VM's shared-memory files (a removed VM's are closed at once). */
+  private readonly vmFiles = new Set<VmFiles>();
+  private warnedNoShm = false;
+  /** The VMs served now: those given at start, and those added since. */
+  private readonly vms: VmConfig[];
+  private secret: Buffer | undefined;
+  /** Each VM's authenticated TCP connections. */
+  private readonly tcpChannels = new Map<string, Set<Channel>>();
   /** Per VM served over shared memory: its files, its channel now, and why it was detached if it was. */
   private readonly shm = new Map<string, ShmVm>();
   private readonly startedAt = Date.now();
@@ -226,27 +248,95 @@ export class HostServer {
   /** Authenticated TCP connections per VM. */
   private readonly tcpSessions = new Map<string, number>();
 
-  private openRegions(): void {
+  private checkNewVm(vm: VmConfig): void {
+    checkVolumeName(vm.name);
+    for (const v of vm.volumes) if (!this.store.has(v)) throw new PrismError('ENOENT', `no volume named ${JSON.stringify(v)} (for VM ${vm.name})`);
+    if (this.dispatchers.has(vm.name) || this.vms.filter((x) => x.name === vm.name).length > 1) throw new PrismError('EEXIST', `VM ${vm.name} is served already`);
+  }
+
+  /** Serve one more VM from now on (`prism host vm add`): as if it had been given at start. */
+  addVm(vm: VmConfig): { region?: string; meta?: string } {
+    if (this.stopped) throw new PrismError('EBUSY', 'the host is stopping');
+    this.checkNewVm(vm);
+    // Volumes it shares with VMs that held them alone: those VMs' agents must ask the host again.
+    const sink = this.meta.sink(null);
+    for (const v of vm.volumes) if (this.servedTo(v).length) sink.willChange?.(this.store.volume(v));
+    this.vms.push(vm);
+    try {
+      this.addVmNow(vm);
+    } catch (e) {
+      this.removeVm(vm.name, true);
+      throw e;
+    }
+    log.info({ vm: vm.name, volumes: vm.volumes }, 'VM added');
+    return { region: this.regions.get(vm.name), meta: this.metaTables.get(vm.name) };
+  }
+
+  private addVmNow(vm: VmConfig): void {
+    // Every VM's changes reach the tables of the VMs that have one, whatever its own transport.
+    const hooks: DispatchHooks = {
+      commit: () => this.commitTimed(), verifier: this.verifier,
+      meta: this.opts.meta === false ? undefined : this.meta.sink(vm.name),
+    };
+    const d = new Dispatcher(this.store, vm, this.secret!, hooks);
+    if (this.metrics) d.counters.observer = this.metrics;
+    this.dispatchers.set(vm.name, d);
+    this.budgets.set(vm.name, new VmBudget(vm.name, this.opts.budget, this.loopShare));
+    this.tokens.set(vm.name, vmToken(this.store.dir, vm.name));
+    if (this.opts.shm !== false) this.openRegion(vm.name, d);
+  }
+
+  /**
+   * Stop serving a VM (`prism host vm rm`): its connections close, its shared-memory files go. EBUSY
+   * while its agent is there, unless forced (the guest's mount then fails with ENOTCONN/EIO).
+   */
+  removeVm(name: string, force = false): void {
+    if (!this.dispatchers.has(name)) throw new PrismError('ENOENT', `no VM named ${JSON.stringify(name)} is served`);
+    if (this.agentPresent(name) && !force) throw new PrismError('EBUSY', `VM ${name} has its agent connected (--force removes it anyway: its mount fails)`);
+    const shm = this.shm.get(name);
+    if (shm) {
+      shm.detached = 'removed';
+      clearTimeout(this.resets.get(name)?.timer);
+      shm.region.region.setDoorbell('host', false);
+      shm.region.region.setLiveness('host', LIVE_STOPPING, process.pid);
+      shm.ch?.close();
+      shm.ivshmem?.close();
+      shm.close();
+    }
+    for (const ch of this.tcpChannels.get(name) ?? []) ch.close();
+    this.meta.remove(name);
+    for (const m of [this.dispatchers, this.budgets, this.tokens, this.shm, this.regions, this.metaTables, this.resets, this.tcpChannels]) m.delete(name);
+    this.vms.splice(this.vms.findIndex((v) => v.name === name), 1);
+    log.info({ vm: name }, 'VM removed');
+  }
+
+  private openRegion(name: string, d: Dispatcher): void {
     const n = nativeAvailable();
     if (!n.ok) {
       if (this.opts.shm === true) throw new PrismError('ENOSYS', `shared memory is unavailable: ${n.reason}`);
-      log.warn({ reason: n.reason }, 'shared memory is unavailable; serving TCP only');
+      if (!this.warnedNoShm) log.warn({ reason: n.reason }, 'shared memory is unavailable; serving TCP only');
+      this.warnedNoShm = true;
       return;
     }
-    for (const [name, d] of this.dispatchers) {
-      const file = shmPath(name, this.opts.shmDir);
-      const r = openRegion(file, true, { group: this.opts.shmGroup });
-      this.mappings.push(r.close);
-      if (r.ino !== undefined) this.madeFiles.push({ path: file, ino: r.ino });
-      r.region.setLiveness('host', LIVE_UP, process.pid);
-      this.liveRegions.push(r.region);
-      this.regions.set(name, file);
-      const vm: ShmVm = { region: r, checks: [() => r.problem?.()] };
-      this.shm.set(name, vm);
+    const file = shmPath(name, this.opts.shmDir);
+    const r = openRegion(file, true, { group: this.opts.shmGroup });
+    const files = new VmFiles(r.close);
+    if (r.ino !== undefined) files.made(file, r.ino);
+    r.region.setLiveness('host', LIVE_UP, process.pid);
+    this.regions.set(name, file);
+    const vm: ShmVm = { region: r, checks: [() => r.problem?.()], close: () => { files.close(); this.vmFiles.delete(files); } };
+    this.shm.set(name, vm);
+    this.vmFiles.add(files);
+    try {
       vm.ivshmem = this.serveDoorbell(name, file, r.region);
-      if (this.opts.meta !== false) vm.checks.push(this.shareMetadata(name, d, r.region));
-      this.serveRegion(name, d, r.region, file);
+      if (this.opts.meta !== false) vm.checks.push(this.shareMetadata(name, d, r.region, files));
+    } catch (e) {
+      vm.ivshmem?.close();
+      files.close();
+      throw e;
     }
+    files.region = r.region;
+    this.serveRegion(name, d, r.region, file);
   }
 
   /** A VM's ivshmem server (docs/doorbell.md); without the addon, or when it fails, the VM's guest is polled. */
@@ -269,7 +359,6 @@ export class HostServer {
       log.warn({ vm: name, err: (e as Error).message }, 'no ivshmem doorbell: this VM\'s guest is polled');
       return undefined;
     }
-    this.doorbells.push(server);
     return server;
   }
 
@@ -300,11 +389,11 @@ export class HostServer {
   }
 
   /** Give a VM its metadata table; its agent's listener words live in its VRPC region. Returns the table file's check. */
-  private shareMetadata(name: string, d: Dispatcher, region: Region): () => FileProblem | undefined {
+  private shareMetadata(name: string, d: Dispatcher, region: Region, files: VmFiles): () => FileProblem | undefined {
     const file = metaPath(name, this.opts.shmDir);
     const t = openMetaTable(file, this.opts.metaSize ?? META_SIZE, { group: this.opts.shmGroup });
-    this.mappings.push(t.close);
-    this.madeFiles.push({ path: file, ino: fs.statSync(file).ino }); // made and locked by us just now
+    files.mapped(t.close);
+    files.made(file, fs.statSync(file).ino); // made and locked by us just now
     this.metaTables.set(name, file);
     this.meta.add({
       name, volumes: d.vm.volumes, key: d.key, table: t.table,
@@ -431,7 +520,10 @@ export class HostServer {
       if (!budget) { refuse(new PrismError('EBUSY', `VM ${hello.vm} has ${this.budgets.get(hello.vm)!.limits.maxConnections} connections already`)); return; }
       this.gate.authenticated(ch);
       this.tcpSessions.set(hello.vm, (this.tcpSessions.get(hello.vm) ?? 0) + 1);
-      ch.onClose(() => this.tcpSessions.set(hello.vm, (this.tcpSessions.get(hello.vm) ?? 1) - 1));
+      let mine = this.tcpChannels.get(hello.vm);
+      if (!mine) { mine = new Set(); this.tcpChannels.set(hello.vm, mine); }
+      mine.add(ch);
+      ch.onClose(() => { this.tcpSessions.set(hello.vm, (this.tcpSessions.get(hello.vm) ?? 1) - 1); this.tcpChannels.get(hello.vm)?.delete(ch); });
       log.info({ peer, vm: hello.vm }, 'VM connected over TCP');
       ch.send(encodeWelcome());
       serveChannel(ch, (proc, args) => d.call(proc, args), {
@@ -456,7 +548,7 @@ export class HostServer {
 
   /** The VMs that may attach a volume (their --vm NAME=VOLUMES). */
   servedTo(volume: string): string[] {
-    return this.opts.vms.filter((vm) => vm.volumes.includes(volume)).map((vm) => vm.name);
+    return this.vms.filter((vm) => vm.volumes.includes(volume)).map((vm) => vm.name);
   }
 
   /** The volumes of a VM that no other VM attaches: its agent holds their lease (it may answer and post changes itself). */
@@ -493,15 +585,14 @@ export class HostServer {
     for (const ch of this.channels) ch.close();
     await closed;
     await this.admin?.idle(); // an import or gc of a closed connection stops at its next step
-    for (const r of this.liveRegions) { r.setDoorbell('host', false); r.setLiveness('host', LIVE_STOPPING, process.pid); }
-    for (const server of this.doorbells) server.close();
-    // A VM's files go with the host unless a guest or QEMU still maps them (then a restarted host
-    // takes them up again where they are).
-    const mapped = this.madeFiles.length ? inodesMappedElsewhere() : new Set<number>();
-    // by inode: a file of another file system with the same number only keeps ours, never removes one
-    const leftovers = this.madeFiles.filter((f) => fs.lstatSync(f.path, { throwIfNoEntry: false })?.ino === f.ino && !mapped.has(f.ino));
-    for (const unmapRegion of this.mappings) unmapRegion();
-    for (const f of leftovers) fs.rmSync(f.path, { force: true });
+    for (const vm of this.shm.values()) {
+      vm.region.region.setDoorbell('host', false);
+      vm.region.region.setLiveness('host', LIVE_STOPPING, process.pid);
+      vm.ivshmem?.close();
+    }
+    // A VM's files go with the host unless a guest or QEMU still maps them. /proc is read once for all.
+    const mapped = this.vmFiles.size ? inodesMappedElsewhere() : new Set<number>();
+    for (const files of this.vmFiles) files.close(mapped);
     await this.store.idle();
     this.store.close();
   }

@@ -137,6 +137,14 @@ export class MetaPublisher {
     for (const id of vm.sole ?? []) if (!this.unsole.has(id)) vm.table.markSole(id);
   }
 
+  /** A VM is no longer served: its table is no longer kept (nor waited for). */
+  remove(name: string): void {
+    this.vms.delete(name);
+    this.fences.delete(name);
+    this.holding.delete(name);
+    this.warmed.delete(name);
+  }
+
   /** Volumes changed by the host itself since it started: never marked sole again. */
   private readonly unsole = new Set<number>();
 
@@ -298,6 +306,7 @@ export class MetaPublisher {
   }
 
   private mustWait(vm: SharedVm, head: number): boolean {
+    if (this.vms.get(vm.name) !== vm) return false; // removed (its table is unmapped): not waited for
     const s = vm.listener?.read();
     if (!s || s.leaseMs === 0 || !behind(s.applied, head)) return false;
     // Its agent may be blocked in a request of its own that waits for the very VM waiting here

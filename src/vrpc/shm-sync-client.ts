@@ -5,7 +5,7 @@ import { decodeResponse, encodeRequest, responseError, type Response } from '../
 import type { Proc } from '../protocol/procs.js';
 import { isDeviceMemory } from '../native/memory.js';
 import {
-  LIVE_UP, RingCorrupt, SLEEP_DOORBELL, SLEEP_NONE, WaitStrategy, peekBlocking, readBlocking, wakePeer, writeBlocking, type RingConsumer,
+  LIVE_UP, LIVE_ABSENT, RingCorrupt, SLEEP_DOORBELL, SLEEP_NONE, WaitStrategy, peekBlocking, readBlocking, wakePeer, writeBlocking, type RingConsumer,
   type RingProducer, type WaitMode,
 } from '../ring/index.js';
 import { CallIds, HostGone, asBuffer, detach } from './client.js';
@@ -228,8 +228,13 @@ export class SyncShmClient {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    // The host must not wait for rings from a client that is gone (a next one says again).
-    if (this.mapping.region.generation === this.generation) this.mapping.region.setDoorbell('guest', false);
+    // The host must not wait for rings from a client that is gone (a next one says again), nor count
+    // its agent as there (a VM's volume would stay "mounted": volume rm, host vm rm refuse).
+    const region = this.mapping.region;
+    if (region.generation === this.generation) {
+      region.setDoorbell('guest', false);
+      if (region.liveness('guest').pid === process.pid) region.setLiveness('guest', LIVE_ABSENT);
+    }
     this.mapping.close();
     this.doorbell?.close();
   }

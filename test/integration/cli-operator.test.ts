@@ -321,6 +321,45 @@ fuseTest('while the host serves a mounted VM: export, fsck, scan, import, gc, sn
   t.is(prism(s, ['cat', 'vol:/after']).out, 'still here\n');
 });
 
+fuseTest('a VM added to a running host is served at once, and one removed goes with its files', async (t) => {
+  const vm = `base${process.pid}`, added = `added${process.pid}`;
+  const { dir, s, host, agent } = await servedMount(t, vm);
+  const mp2 = path.join(dir, 'mnt2');
+  fs.mkdirSync(mp2);
+  try {
+    t.is(prism(s, ['volume', 'create', 'second']).code, 0);
+    oneLineError(t, prism(s, ['host', 'vm', 'add', `${added}=nope`]), 'ENOENT', 2);
+    oneLineError(t, prism(s, ['host', 'vm', 'add', `${vm}=second`]), 'EEXIST', 17);
+    const r = prism(s, ['host', 'vm', 'add', `${added}=second,vol`]);
+    t.is(r.code, 0, r.err);
+    t.regex(r.out, new RegExp(`^vm ${added}: volumes second,vol, shared memory /dev/shm/prism-${added}`, 'm'));
+    const mounted = await mountAgent(s, ['--shm', `/dev/shm/prism-${added}`, '--volume', 'second'], mp2);
+    try {
+      fs.writeFileSync(path.join(mp2, 'hello'), 'from the added VM\n');
+      t.is(prism(s, ['cat', 'second:/hello']).out, 'from the added VM\n');
+      const st = JSON.parse(prism(s, ['host', 'status', '--json']).out) as { vms: Array<{ name: string; mounted: string[]; lease: string[] }> };
+      t.deepEqual(st.vms.map((v) => v.name), [vm, added]);
+      t.deepEqual(st.vms.find((v) => v.name === added)!.mounted, ['second']);
+      t.deepEqual(st.vms.find((v) => v.name === vm)!.lease, [], 'vol is shared now: the first VM holds it alone no longer');
+      oneLineError(t, prism(s, ['host', 'vm', 'rm', added]), 'EBUSY', 16);
+    } finally {
+      await mounted.umount();
+    }
+    await new Promise((r) => setTimeout(r, 300)); // its agent's liveness word says it left
+    const removed = prism(s, ['host', 'vm', 'rm', added]);
+    t.is(removed.code, 0, removed.err);
+    t.false(fs.existsSync(`/dev/shm/prism-${added}`), 'its region is gone');
+    t.false(fs.existsSync(`/dev/shm/prism-${added}-meta`), 'its metadata table is gone');
+    oneLineError(t, prism(s, ['host', 'vm', 'rm', added]), 'ENOENT', 2);
+    const st = JSON.parse(prism(s, ['host', 'status', '--json']).out) as { vms: Array<{ name: string }> };
+    t.deepEqual(st.vms.map((v) => v.name), [vm]);
+    t.is(prism(s, ['volume', 'rm', 'second']).code, 0, 'no VM may attach it any more');
+  } finally {
+    await agent.umount();
+    t.is(await host.stop(), 0);
+  }
+});
+
 test('a command waits for another that holds the store (--wait), then says how long it waited', async (t) => {
   const s = path.join(tmpDir(t), 'store');
   t.is(prism(s, ['volume', 'create', 'v']).code, 0);
