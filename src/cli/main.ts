@@ -457,19 +457,22 @@ export function program(): Command {
       const st = served.result as HostStatus;
       if (o.json) return json(st);
       print(`host pid ${st.pid}, up ${duration(st.uptimeSeconds)}, store ${st.store}`);
-      print(table([['VM', 'VOLUMES', 'MOUNTED', 'LEASE', 'TRANSPORT', 'REQ/S', 'REQUESTS', 'ERRORS', 'IN', 'OUT'],
+      print(table([['VM', 'VOLUMES', 'MOUNTED', 'LEASE', 'TRANSPORT', 'REQ/S', 'REQUESTS', 'ERRORS', 'IN', 'OUT', 'TABLE HITS'],
         ...st.vms.map((v) => [v.name, v.volumes.join(','), v.mounted.join(',') || '-', v.lease.join(',') || '-', v.transport, v.callsPerSecond.toFixed(1), String(v.calls),
-          v.errors ? `${v.errors} (${Object.entries(v.errorsByCode).map(([c, n]) => `${c} ${n}`).join(', ')})` : '0', bytes(v.bytesIn), bytes(v.bytesOut)])]));
+          v.errors ? `${v.errors} (${Object.entries(v.errorsByCode).map(([c, n]) => `${c} ${n}`).join(', ')})` : '0', bytes(v.bytesIn), bytes(v.bytesOut),
+          v.metaHits + v.metaMisses ? `${v.metaHits} (${Math.round((100 * v.metaHits) / (v.metaHits + v.metaMisses))}%)` : '-'])]));
     });
 
   const vmCmd = host.command('vm').description('the VMs a running host serves');
   vmCmd.command('add <NAME=VOLUME[,VOLUME]>').description('serve one more VM from now on, without a restart')
-    .action(async (spec: string, _o: unknown, cmd: Command) => {
+    .option('--json', 'machine-readable output')
+    .action(async (spec: string, o: { json?: boolean }, cmd: Command) => {
       const vm = parseVm(spec);
       const served = await viaHost(storeDir(cmd), 'vm-add', [vm.name, vm.volumes]);
       if (!served) throw new PrismError('ENOENT', `no host is serving ${storeDir(cmd)} (prism host serve)`);
       const r = served.result as { region?: string; meta?: string };
       const { tokenFile } = await import('../host/secrets.js');
+      if (o.json) return json({ ...vm, region: r.region ?? null, meta: r.meta ?? null, tokenFile: tokenFile(path.resolve(storeDir(cmd)), vm.name) });
       print(`vm ${vm.name}: volumes ${vm.volumes.join(',')}${r.region ? `, shared memory ${r.region}` : ''}${r.meta ? `, metadata ${r.meta}` : ''}, token file ${tokenFile(path.resolve(storeDir(cmd)), vm.name)}`);
     });
   vmCmd.command('rm <name>').description('stop serving a VM (EBUSY while its agent is connected, unless --force)')

@@ -20,6 +20,9 @@ export type CounterName = (typeof COUNTER_NAMES)[number];
 
 const PROCS = 128;
 
+/** Counters that are an answer of the metadata table (true) or a miss of it (false). */
+const META_ANSWER: Partial<Record<CounterName, boolean>> = { lookupsLocal: true, getattrsLocal: true, xattrsLocal: true, lookupMisses: false, getattrMisses: false };
+
 export interface CounterSnapshot extends Record<CounterName, number> {
   /** RPCs sent, by procedure name. */
   rpcsByProc: Record<string, number>;
@@ -33,8 +36,13 @@ export class AgentCounters {
     this.f = new Float64Array(buffer);
   }
 
+  /** Told of each answer of the metadata table and each miss (the host counts them: docs/shm-layout.md). */
+  onMeta: ((hit: boolean) => void) | undefined;
+
   add(name: CounterName, n = 1): void {
     this.f[COUNTER_NAMES.indexOf(name)]! += n;
+    const hit = META_ANSWER[name];
+    if (hit !== undefined) this.onMeta?.(hit);
   }
 
   rpc(proc: number): void {

@@ -60,6 +60,7 @@ async function main(): Promise<void> {
     const counters = new AgentCounters(d.counters);
     link = SyncLink.open((handshakeMs) => {
       const c = new SyncShmClient(d.region, d.vm, d.wait, d.timeoutMs, handshakeMs, () => openDoorbell(counters));
+      counters.onMeta = (hit) => c.countMetaAnswer(hit);
       port.postMessage({ transport: `shared memory, ${c.waitsWith}` } satisfies TransportMessage);
       return c;
     }, d.timeoutMs);

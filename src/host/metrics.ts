@@ -16,8 +16,8 @@ export interface CallObserver {
 
 export interface MetricsSource {
   store: Store;
-  /** Per VM: whether an agent is connected now, and over what. */
-  vms(): Array<{ name: string; connected: boolean; transport: string }>;
+  /** Per VM: whether an agent is connected now, and over what; its metadata table's answers. */
+  vms(): Array<{ name: string; connected: boolean; transport: string; metaHits: number; metaMisses: number }>;
 }
 
 export class HostMetrics implements CallObserver {
@@ -48,6 +48,12 @@ export class HostMetrics implements CallObserver {
     new Gauge({
       name: 'prism_vm_connected', help: '1 when an agent of the VM is connected, by transport', labelNames: ['vm', 'transport'], registers: [this.registry],
       collect() { this.reset(); for (const v of vms()) this.set({ vm: v.name, transport: v.transport }, v.connected ? 1 : 0); },
+    });
+    // The host keeps the totals (VmCounters.metaAnswers): set afresh at each scrape.
+    new Counter({
+      name: 'prism_vm_metadata_answers_total', help: 'LOOKUP/GETATTR/xattr questions the agent answered from its metadata table (hit) or had to ask (miss), as the guest reports them',
+      labelNames: ['vm', 'result'], registers: [this.registry],
+      collect() { this.reset(); for (const v of vms()) { this.inc({ vm: v.name, result: 'hit' }, v.metaHits); this.inc({ vm: v.name, result: 'miss' }, v.metaMisses); } },
     });
   }
 

@@ -109,7 +109,6 @@ interface ShmVm {
 class VmFiles {
   private readonly unmaps: Array<() => void> = [];
   private readonly files: Array<{ path: string; ino: number }> = [];
-  region: Region | undefined;
   private closed = false;
 
   constructor(unmap: () => void) { this.unmaps.push(unmap); }
@@ -207,7 +206,10 @@ export class HostServer {
 
   private commitSafely(): void {
     this.checkFiles();
-    for (const d of this.dispatchers.values()) d.counters.tick();
+    for (const [name, d] of this.dispatchers) {
+      d.counters.tick();
+      this.readMetaAnswers(name, d);
+    }
     for (const vm of this.shm.values()) vm.region.region.heartbeat('host');
     if (this.store.pendingChanges > 0) this.commitTimed().catch((e: unknown) => log.error({ err: e }, 'commit failed'));
   }
@@ -322,20 +324,21 @@ export class HostServer {
     const r = openRegion(file, true, { group: this.opts.shmGroup });
     const files = new VmFiles(r.close);
     if (r.ino !== undefined) files.made(file, r.ino);
-    r.region.setLiveness('host', LIVE_UP, process.pid);
-    this.regions.set(name, file);
     const vm: ShmVm = { region: r, checks: [() => r.problem?.()], close: () => { files.close(); this.vmFiles.delete(files); } };
-    this.shm.set(name, vm);
-    this.vmFiles.add(files);
     try {
       vm.ivshmem = this.serveDoorbell(name, file, r.region);
       if (this.opts.meta !== false) vm.checks.push(this.shareMetadata(name, d, r.region, files));
     } catch (e) {
       vm.ivshmem?.close();
-      files.close();
+      this.meta.remove(name);
+      this.metaTables.delete(name);
+      files.close(); // nothing of this VM is left half made
       throw e;
     }
-    files.region = r.region;
+    r.region.setLiveness('host', LIVE_UP, process.pid);
+    this.regions.set(name, file);
+    this.shm.set(name, vm);
+    this.vmFiles.add(files);
     this.serveRegion(name, d, r.region, file);
   }
 
@@ -556,8 +559,15 @@ export class HostServer {
     return volumes.filter((v) => this.servedTo(v).every((other) => other === name));
   }
 
+  /** The hits and misses of its metadata table its agent reports in its region. */
+  private readMetaAnswers(name: string, d: Dispatcher): void {
+    const shm = this.shm.get(name);
+    if (shm && !shm.detached) d.counters.metaAnswers(shm.region.region.metaAnswers());
+  }
+
   /** What `prism host status` shows. */
   status(): HostStatus {
+    for (const [name, d] of this.dispatchers) this.readMetaAnswers(name, d);
     return {
       pid: process.pid, store: this.store.dir, uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       vms: [...this.dispatchers].map(([name, d]) => {

@@ -13,6 +13,9 @@ export interface VmCountersView {
   bytesOut: number;
   byProcedure: Record<string, number>;
   errorsByCode: Record<string, number>;
+  /** Questions its agent answered from its metadata table without an RPC, and those it could not (as the guest reports them). */
+  metaHits: number;
+  metaMisses: number;
 }
 
 export class VmCounters {
@@ -27,6 +30,8 @@ export class VmCounters {
   private lastCalls = 0;
   private lastTick = Date.now();
   private rate = 0;
+  private meta = { hits: 0, misses: 0 };
+  private metaSeen: { hits: number; misses: number } | undefined;
 
   constructor(readonly vm: string) {}
 
@@ -52,6 +57,19 @@ export class VmCounters {
     this.observer?.call(this.vm, proc, (performance.now() - start) / 1000, code, bytesIn, bytesOut);
   }
 
+  /**
+   * The guest's free-running u32 counts of its metadata table's answers (a word of its region): added
+   * up as deltas, so they wrap and survive new agents. A count that goes back (a new region, a lying
+   * guest) starts over from there; a guest can only make its own figures wrong.
+   */
+  metaAnswers(now: { hits: number; misses: number }): void {
+    const seen = this.metaSeen ?? now;
+    const delta = (a: number, b: number) => { const d = (a - b) >>> 0; return d < 2 ** 31 ? d : 0; };
+    this.meta.hits += delta(now.hits, seen.hits);
+    this.meta.misses += delta(now.misses, seen.misses);
+    this.metaSeen = now;
+  }
+
   /** Once a second or so: the rate over the time since the last tick. */
   tick(now = Date.now()): void {
     const dt = (now - this.lastTick) / 1000;
@@ -65,7 +83,7 @@ export class VmCounters {
     return {
       calls: this.calls, callsPerSecond: Math.round(this.rate * 10) / 10, errors: this.errors, bytesIn: this.bytesIn, bytesOut: this.bytesOut,
       byProcedure: Object.fromEntries([...this.byProc].map(([p, n]) => [PROC_NAMES[p] ?? String(p), n])),
-      errorsByCode: Object.fromEntries(this.byCode),
+      errorsByCode: Object.fromEntries(this.byCode), metaHits: this.meta.hits, metaMisses: this.meta.misses,
     };
   }
 }

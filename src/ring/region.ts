@@ -45,6 +45,9 @@ const W_META_APPLIED = 52;
 const W_META_LEASE = 53;
 const W_META_FENCE_ACK = 54;
 const W_META_FLAGS = 55;
+// 56 is guest.doorbell (W_BELL)
+const W_META_HITS = 57;
+const W_META_MISSES = 58;
 /** Each side's doorbell word (docs/shm-layout.md): 1 = it takes part in the ivshmem doorbell. */
 const W_BELL: Readonly<Record<'host' | 'guest', number>> = { host: W_HOST + 3, guest: W_GUEST + 8 };
 /** Listener flag: the agent polls the change log (a VM guest, nothing can wake it) rather than sleeping on a futex. */
@@ -310,6 +313,16 @@ export class Region {
   /** Guest side: wake a host sleeping in waitMetaApplied (same kernel only: a PCI BAR has no futexes). */
   wakeMetaApplied(): void {
     futexWake(this.buffer as ArrayBuffer, META_APPLIED_OFFSET, 1);
+  }
+
+  /** Guest side: one LOOKUP/GETATTR/xattr question its metadata table answered (hit), or did not. */
+  countMetaAnswer(hit: boolean): void {
+    Atomics.add(this.hdr, hit ? W_META_HITS : W_META_MISSES, 1);
+  }
+
+  /** Host side: the guest's free-running counts of answers from its table (u32; the guest's word, not ours). */
+  metaAnswers(): { hits: number; misses: number } {
+    return { hits: Atomics.load(this.hdr, W_META_HITS) >>> 0, misses: Atomics.load(this.hdr, W_META_MISSES) >>> 0 };
   }
 
   /** Bump a side's heartbeat counter (call it periodically while alive). */

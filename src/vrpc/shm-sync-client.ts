@@ -225,6 +225,11 @@ export class SyncShmClient {
 
   private closed = false;
 
+  /** Tell the host of an answer of the metadata table, or a miss (its metrics count them). */
+  countMetaAnswer(hit: boolean): void {
+    if (!this.closed) this.mapping.region.countMetaAnswer(hit);
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

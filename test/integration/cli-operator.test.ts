@@ -240,6 +240,8 @@ fuseTest('while the host serves a mounted VM: ls, cat, stat, volume ls, volume d
     t.true(value(/^prism_store_logical_bytes (\d+)/m) >= 2 * (10 << 20));
     t.true(value(/^prism_store_dedup_ratio ([\d.]+)/m) >= 1.9, 'two volumes share the 10 MiB');
     t.true(value(/^prism_store_commit_duration_seconds_count (\d+)/m) >= 1, 'commits timed');
+    const answers = (result: string) => value(new RegExp(`^prism_vm_metadata_answers_total\\{vm="${vm}",result="${result}"\\} (\\d+)`, 'm'));
+    t.true(answers('hit') + answers('miss') > 0, `the agent's table answered or missed: ${answers('hit')} hits, ${answers('miss')} misses`);
     t.is((await fetch(url.replace('/metrics', '/other'))).status, 404);
   } finally {
     await agent.umount();

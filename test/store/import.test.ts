@@ -216,15 +216,16 @@ test('ten imports of the same tree take little more space than one', async (t) =
   t.is(store.stats().logicalBytes, 10 * (p1 - p0));
 });
 
-test('errors: a missing source, an unknown volume, a non-empty export destination', async (t) => {
+test('errors: a missing source, a bad volume name, a non-empty export destination', async (t) => {
   const store = openStore(t);
   store.createVolume('v');
   const missing = path.join(tmpDir(t), 'no-such-dir');
   const e = await t.throwsAsync(importPath(store, 'v', missing));
   t.true(isPrismError(e, 'ENOENT'), String(e));
   t.true(e!.message.includes(missing), 'the message names the path');
-  const e2 = await t.throwsAsync(importPath(store, 'nope', tmpDir(t)));
-  t.true(isPrismError(e2, 'ENOENT'), String(e2));
+  const e2 = await t.throwsAsync(importPath(store, 'No/Such', tmpDir(t)));
+  t.true(isPrismError(e2, 'EINVAL'), String(e2));
+  t.deepEqual(store.allVolumeNames(), ['v'], 'no volume made, no hidden copy left');
   const notTar = path.join(tmpDir(t), 'notes.txt');
   fs.writeFileSync(notTar, 'just text');
   const e3 = await t.throwsAsync(importPath(store, 'v', notTar));
