@@ -87,9 +87,10 @@ const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
   stats: ({ store }) => storeStats(store),
   snapshot: ({ store }, [src, name]) => { store.snapshot(str(src), str(name)); return null; },
   rollback: ({ store, meta, mountedBy }, [name, from, force]) => {
-    busyUnlessForced(mountedBy(str(name)), str(name), force, 'roll it back');
+    const mounted = mountedBy(str(name));
+    busyUnlessForced(mounted, str(name), force, 'roll it back');
     const v = store.rollback(str(name), str(from));
-    meta.willChange?.(v);
+    if (mounted.length) meta.willChange?.(v); // forced: its agent may no longer answer for it alone
     meta.replaced?.(v);
     return null;
   },
@@ -129,9 +130,7 @@ const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
         c.progress(p.files, p.totalFiles);
       },
     });
-    const v = c.store.volume(str(name));
-    c.meta.willChange?.(v);
-    c.meta.replaced?.(v);
+    c.meta.replaced?.(c.store.volume(str(name)));
     return r;
   },
   // `prism put` streamed (src/store/put-file.ts): begin [volume, path, uid, gid] -> id, then

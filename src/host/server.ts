@@ -252,7 +252,7 @@ export class HostServer {
 
   private checkNewVm(vm: VmConfig): void {
     checkVolumeName(vm.name);
-    for (const v of vm.volumes) if (!this.store.has(v)) throw new PrismError('ENOENT', `no volume named ${JSON.stringify(v)} (for VM ${vm.name})`);
+    for (const v of vm.volumes) if (!this.store.has(checkVolumeName(v))) throw new PrismError('ENOENT', `no volume named ${JSON.stringify(v)} (for VM ${vm.name})`);
     if (this.dispatchers.has(vm.name) || this.vms.filter((x) => x.name === vm.name).length > 1) throw new PrismError('EEXIST', `VM ${vm.name} is served already`);
   }
 
