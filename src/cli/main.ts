@@ -465,10 +465,11 @@ export function program(): Command {
 
   const vmCmd = host.command('vm').description('the VMs a running host serves');
   vmCmd.command('add <NAME=VOLUME[,VOLUME]>').description('serve one more VM from now on, without a restart')
+    .option('--force', 'share a volume even with a VM whose guest kernel would not see the new VM\'s writes (EBUSY otherwise)')
     .option('--json', 'machine-readable output')
-    .action(async (spec: string, o: { json?: boolean }, cmd: Command) => {
+    .action(async (spec: string, o: { json?: boolean; force?: boolean }, cmd: Command) => {
       const vm = parseVm(spec);
-      const served = await viaHost(storeDir(cmd), 'vm-add', [vm.name, vm.volumes]);
+      const served = await viaHost(storeDir(cmd), 'vm-add', [vm.name, vm.volumes, o.force === true]);
       if (!served) throw new PrismError('ENOENT', `no host is serving ${storeDir(cmd)} (prism host serve)`);
       const r = served.result as { region?: string; meta?: string };
       const { tokenFile } = await import('../host/secrets.js');

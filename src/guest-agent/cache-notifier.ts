@@ -13,7 +13,7 @@ import { attachMetaTable } from '../metadata-share/file.js';
 import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
 import { log } from '../log.js';
 import { AgentCounters } from './counters.js';
-import { PRUNE_MAX, encodeIncEpoch, encodeInvalEntry, encodeInvalInode, encodePrune } from './fuse/protocol.js';
+import { PRUNE_MAX, encodeIncEpoch, encodeInvalEntry, encodeInvalInode, encodePrune, kernelRelease, kernelTakesPrune } from './fuse/protocol.js';
 import { nodeIdOf, type KernelCacheKeys } from './node-table.js';
 
 export interface NotifierData {
@@ -91,6 +91,8 @@ const isDotDot = (name: Uint8Array): boolean => name.length === 2 && name[0] ===
 let epochs = true;
 /** Whether to prune changed nodes: with the writeback cache, until the kernel refuses it once. */
 let prunes = d.writebackCache;
+/** The kernel keeps its own sizes and cannot be told to drop them: the host must keep other VMs off the volume. */
+const keepsSizes = d.writebackCache && !kernelTakesPrune(kernelRelease());
 let drops = 0;
 
 /**
@@ -129,7 +131,7 @@ function acknowledge(applied: number): void {
   // Applied before the fence's acknowledgement (the host reads them the other way round): a host that
   // sees the acknowledgement also sees the records applied with it, and does not fence us again.
   region.setMetaApplied(applied);
-  region.setMetaFenceAck(fenceAck, d.wait === 'poll');
+  region.setMetaFenceAck(fenceAck, d.wait === 'poll', keepsSizes);
   // A host on our kernel sleeps on this word; across a VM boundary (a PCI BAR) nothing can be woken.
   if (d.wait === 'futex') region.wakeMetaApplied();
 }

@@ -95,7 +95,9 @@ export class VrpcFs implements FileSystem {
     this.nodes = new NodeTable(rootFh, rootIno);
     this.files = new OpenFiles(this.nodes, this.rpc);
     const wb = opts.writebackCache ?? false;
-    this.writebackCache = wb === 'auto' ? (opts.shared?.isSole(this.volumeId) ?? false) && opts.kernelPrunes === true : wb;
+    // Where this VM alone changes the volume; on a kernel without FUSE_NOTIFY_PRUNE the host is told
+    // (the region's keepsSizes flag), so that it never lets another VM change the volume meanwhile.
+    this.writebackCache = wb === 'auto' ? (opts.shared?.isSole(this.volumeId) ?? false) : wb;
     this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh, this.writebackCache);
     const behind = this.writeBehind;
     const posted = (this.posted = new PostedChanges(behind, opts.unmade));

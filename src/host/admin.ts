@@ -30,7 +30,7 @@ export interface AdminHost {
   servedTo(volume: string): string[];
   status(): unknown;
   /** Serve one more VM, or one fewer, from now on. */
-  addVm(vm: { name: string; volumes: string[] }): { region?: string; meta?: string };
+  addVm(vm: { name: string; volumes: string[] }, force: boolean): { region?: string; meta?: string };
   removeVm(name: string, force: boolean): void;
 }
 
@@ -77,7 +77,7 @@ const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
   ls: ({ store }) => store.volumeNames().map((n) => store.info(n)),
   info: ({ store, mountedBy, servedTo }, [name]) => ({ ...store.info(str(name)), mountedBy: mountedBy(str(name)), servedTo: servedTo(str(name)) }),
   status: (c) => c.status(),
-  'vm-add': (c, [name, volumes]) => c.addVm({ name: str(name), volumes: strs(volumes) }),
+  'vm-add': (c, [name, volumes, force]) => c.addVm({ name: str(name), volumes: strs(volumes) }, force === true),
   'vm-rm': (c, [name, force]) => { c.removeVm(str(name), force === true); return null; },
   // the read commands (src/store/queries.ts)
   list: ({ store }, [vol, path]) => listPath(store, str(vol), str(path)),
@@ -212,7 +212,7 @@ export class AdminService {
     const c: AdminContext = {
       store, meta: this.meta, owner: `admin#${++connections}`, puts: new Map(), nextPut: 1, state: this.state, reading: false, pins: [], closed: false,
       mountedBy: (v) => host.mountedBy(v), servedTo: (v) => host.servedTo(v), status: () => host.status(),
-      addVm: (vm) => host.addVm(vm), removeVm: (name, force) => host.removeVm(name, force),
+      addVm: (vm, force) => host.addVm(vm, force), removeVm: (name, force) => host.removeVm(name, force),
       progress: (done, total) => ch.send(encode(['progress', done, total])),
     };
     ch.onClose(() => {

@@ -176,7 +176,7 @@ export class HostServer {
     for (const address of this.opts.tcp ?? []) await this.listen(address, (ch, peer) => this.accept(ch, peer));
     const admin = this.admin = new AdminService(this.store, this.meta.sink(null), {
       mountedBy: (volume) => this.mountedBy(volume), servedTo: (volume) => this.servedTo(volume), status: () => this.status(),
-      addVm: (vm) => this.addVm(vm), removeVm: (name, force) => this.removeVm(name, force),
+      addVm: (vm, force) => this.addVm(vm, force), removeVm: (name, force) => this.removeVm(name, force),
     });
     await this.listen(`unix:${path.join(this.store.dir, ADMIN_SOCKET)}`, (ch) => {
       this.channels.add(ch);
@@ -256,10 +256,20 @@ export class HostServer {
     if (this.dispatchers.has(vm.name) || this.vms.filter((x) => x.name === vm.name).length > 1) throw new PrismError('EEXIST', `VM ${vm.name} is served already`);
   }
 
-  /** Serve one more VM from now on (`prism host vm add`): as if it had been given at start. */
-  addVm(vm: VmConfig): { region?: string; meta?: string } {
+  /**
+   * Serve one more VM from now on (`prism host vm add`): as if it had been given at start. A volume it
+   * shares with a VM whose guest kernel keeps file sizes itself (its agent's writeback cache, on a
+   * kernel without FUSE_NOTIFY_PRUNE) is EBUSY unless forced: that guest would not see the other's writes.
+   */
+  addVm(vm: VmConfig, force = false): { region?: string; meta?: string } {
     if (this.stopped) throw new PrismError('EBUSY', 'the host is stopping');
     this.checkNewVm(vm);
+    for (const v of vm.volumes) {
+      const keeping = this.mountedBy(v).filter((other) => this.shm.get(other)?.region.region.metaListener().keepsSizes);
+      if (keeping.length && !force) {
+        throw new PrismError('EBUSY', `VM ${keeping.join(', ')} has volume ${v} mounted with a writeback cache its kernel cannot be told to drop (Linux before 6.18): it would not see another VM's writes (unmount it first, or --force)`);
+      }
+    }
     // Volumes it shares with VMs that held them alone: those VMs' agents must ask the host again.
     const sink = this.meta.sink(null);
     for (const v of vm.volumes) if (this.servedTo(v).length) sink.willChange?.(this.store.volume(v));

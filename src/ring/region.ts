@@ -52,6 +52,8 @@ const W_META_MISSES = 58;
 const W_BELL: Readonly<Record<'host' | 'guest', number>> = { host: W_HOST + 3, guest: W_GUEST + 8 };
 /** Listener flag: the agent polls the change log (a VM guest, nothing can wake it) rather than sleeping on a futex. */
 const META_POLLS = 1;
+/** The guest kernel keeps its own file sizes (writeback cache without FUSE_NOTIFY_PRUNE): no other VM may change the volume. */
+const META_KEEPS_SIZES = 2;
 /** Byte offsets of each side's liveness state word (LIVE_*). */
 export const STATE_OFFSET: Readonly<Record<'host' | 'guest', number>> = { host: W_HOST * 4, guest: W_GUEST * 4 };
 /** Byte offsets of each side's pid word (liveness), e.g. to name who holds a region's lock. */
@@ -275,7 +277,7 @@ export class Region {
   }
 
   /** The guest agent's metadata listener (docs/metadata-share.md): log records applied, kernel cache lease (0: none). */
-  metaListener(): { applied: number; leaseMs: number; fenceAck: number; polls: boolean } {
+  metaListener(): { applied: number; leaseMs: number; fenceAck: number; polls: boolean; keepsSizes: boolean } {
     // The fence acknowledgement first: the guest writes it after `applied`, so what is read here is
     // at least as new as what it acknowledged the fence with.
     const fenceAck = Atomics.load(this.hdr, W_META_FENCE_ACK) >>> 0;
@@ -284,12 +286,16 @@ export class Region {
       leaseMs: Atomics.load(this.hdr, W_META_LEASE) >>> 0,
       fenceAck,
       polls: (Atomics.load(this.hdr, W_META_FLAGS) & META_POLLS) !== 0,
+      keepsSizes: (Atomics.load(this.hdr, W_META_FLAGS) & META_KEEPS_SIZES) !== 0,
     };
   }
 
-  /** Guest side: the last fence of its metadata table it has recovered from, and whether it polls the log. */
-  setMetaFenceAck(fence: number, polls: boolean): void {
-    Atomics.store(this.hdr, W_META_FLAGS, polls ? META_POLLS : 0);
+  /**
+   * Guest side: the last fence of its metadata table it has recovered from, whether it polls the log,
+   * and whether its kernel keeps its own file sizes (see META_KEEPS_SIZES).
+   */
+  setMetaFenceAck(fence: number, polls: boolean, keepsSizes = false): void {
+    Atomics.store(this.hdr, W_META_FLAGS, (polls ? META_POLLS : 0) | (keepsSizes ? META_KEEPS_SIZES : 0));
     Atomics.store(this.hdr, W_META_FENCE_ACK, fence | 0);
   }
 

@@ -20,9 +20,9 @@ export const mounted = native.isMounted;
 
 export interface Agent { child: ChildProcess; mp: string; stderr(): string; umount(): Promise<void> }
 
-/** Start an agent in the foreground; resolves once the mount is there. */
-export async function mountAgent(store: string, args: string[], mp: string): Promise<Agent> {
-  const child = spawn(process.execPath, [prismBin, '--store', store, 'agent', 'mount', '--foreground', ...args, mp], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Start an agent in the foreground (with more environment variables, if given); resolves once the mount is there. */
+export async function mountAgent(store: string, args: string[], mp: string, env?: NodeJS.ProcessEnv): Promise<Agent> {
+  const child = spawn(process.execPath, [prismBin, '--store', store, 'agent', 'mount', '--foreground', ...args, mp], { stdio: ['ignore', 'pipe', 'pipe'], env: env && { ...process.env, ...env } });
   let err = '';
   child.stderr!.on('data', (d) => { err += d; });
   child.stdout!.resume();

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { prismBin, startHost } from '../helpers/host.js';
 import { AdminConnection } from '../../src/cli/admin-client.js';
-import { fuseSkipReason, mountAgent } from '../helpers/agent.js';
+import { agentStats, fuseSkipReason, mountAgent } from '../helpers/agent.js';
 import { tmpDir } from '../helpers/tmp.js';
 import { nativeAvailable } from '../../src/native/ivshmem.js';
 
@@ -356,6 +356,29 @@ fuseTest('a VM added to a running host is served at once, and one removed goes w
     const st = JSON.parse(prism(s, ['host', 'status', '--json']).out) as { vms: Array<{ name: string }> };
     t.deepEqual(st.vms.map((v) => v.name), [vm]);
     t.is(prism(s, ['volume', 'rm', 'second']).code, 0, 'no VM may attach it any more');
+  } finally {
+    await agent.umount();
+    t.is(await host.stop(), 0);
+  }
+});
+
+fuseTest('a guest kernel that keeps file sizes itself (writeback cache, no FUSE_NOTIFY_PRUNE): its volume is shared with a new VM only by --force', async (t) => {
+  const vm = `old${process.pid}`, other = `new${process.pid}`;
+  const dir = tmpDir(t);
+  const s = path.join(dir, 'store'), mp = path.join(dir, 'mnt');
+  fs.mkdirSync(mp);
+  t.is(prism(s, ['volume', 'create', 'vol']).code, 0);
+  const host = await startHost(s, ['--vm', `${vm}=vol`]);
+  // as on Debian 12's 6.1 in a VM: the writeback cache is still on for a volume of this VM alone
+  const agent = await mountAgent(s, ['--shm', `/dev/shm/prism-${vm}`, '--volume', 'vol'], mp, { PRISM_KERNEL_RELEASE: '6.1.0-28-cloud-amd64' });
+  try {
+    t.true((await agentStats(agent)).writebackCache, 'writeback cache on');
+    fs.writeFileSync(path.join(mp, 'f'), 'x');
+    await new Promise((r) => setTimeout(r, 300)); // its notifier has said so in the region
+    const refused = prism(s, ['host', 'vm', 'add', `${other}=vol`]);
+    oneLineError(t, refused, 'EBUSY', 16);
+    t.regex(refused.err, new RegExp(`VM ${vm} has volume vol mounted with a writeback cache`));
+    t.is(prism(s, ['host', 'vm', 'add', `${other}2=vol`, '--force']).code, 0, 'forced');
   } finally {
     await agent.umount();
     t.is(await host.stop(), 0);

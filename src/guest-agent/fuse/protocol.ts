@@ -1,4 +1,5 @@
 // The Linux FUSE kernel protocol (include/uapi/linux/fuse.h): opcodes, wire structs, encoders.
+import os from 'node:os';
 import type { Entry, FuseAttr } from './fs.js';
 
 export const KERNEL_MAJOR = 7;
@@ -213,6 +214,14 @@ export function encodeInvalEntry(parent: bigint, name: Uint8Array): Buffer {
  * writeback cache must be chosen. Read from the release string, so a backport is not seen (the cache
  * then stays off: the safe side).
  */
+/**
+ * The kernel release the agent goes by: os.release(), or PRISM_KERNEL_RELEASE (tests run an agent as
+ * on an older guest kernel with it).
+ */
+export function kernelRelease(): string {
+  return process.env.PRISM_KERNEL_RELEASE || os.release();
+}
+
 export function kernelTakesPrune(release: string): boolean {
   const m = /^(\d+)\.(\d+)/.exec(release);
   return m !== null && (Number(m[1]) > 6 || (Number(m[1]) === 6 && Number(m[2]) >= 18));
