@@ -204,17 +204,6 @@ export function encodeInvalEntry(parent: bigint, name: Uint8Array): Buffer {
 }
 
 /**
- * Ask the kernel to drop the nodes' unused dentries, and so the nodes themselves when nothing else holds
- * them (FUSE_NOTIFY_PRUNE, protocol 7.45, Linux 6.18 and later; older kernels refuse it with EINVAL).
- * With the writeback cache it is the only way to make the kernel take a size or mtime from the file
- * system again: it trusts its own for a node it keeps. At most PRUNE_MAX ids.
- */
-/**
- * Whether a kernel of this release takes FUSE_NOTIFY_PRUNE (Linux 6.18): known before INIT, when the
- * writeback cache must be chosen. Read from the release string, so a backport is not seen (the cache
- * then stays off: the safe side).
- */
-/**
  * The kernel release the agent goes by: os.release(), or PRISM_KERNEL_RELEASE (tests run an agent as
  * on an older guest kernel with it).
  */
@@ -222,11 +211,22 @@ export function kernelRelease(): string {
   return process.env.PRISM_KERNEL_RELEASE || os.release();
 }
 
+/**
+ * Whether a kernel of this release takes FUSE_NOTIFY_PRUNE (Linux 6.18): known before INIT. Read from
+ * the release string, so a backport is not seen (the agent then tells the host that its kernel keeps
+ * file sizes, and no other VM may attach the volume: the safe side).
+ */
 export function kernelTakesPrune(release: string): boolean {
   const m = /^(\d+)\.(\d+)/.exec(release);
   return m !== null && (Number(m[1]) > 6 || (Number(m[1]) === 6 && Number(m[2]) >= 18));
 }
 
+/**
+ * Ask the kernel to drop the nodes' unused dentries, and so the nodes themselves when nothing else holds
+ * them (FUSE_NOTIFY_PRUNE, protocol 7.45, Linux 6.18 and later; older kernels refuse it with EINVAL).
+ * With the writeback cache it is the only way to make the kernel take a size or mtime from the file
+ * system again: it trusts its own for a node it keeps. At most PRUNE_MAX ids.
+ */
 export function encodePrune(nodes: readonly bigint[]): Buffer {
   const b = notifyHeader(NOTIFY_PRUNE, 16 + 8 * nodes.length);
   b.writeUInt32LE(nodes.length, OUT_HEADER);
