@@ -5,7 +5,6 @@
 // /dev/fuse descriptor it writes to is closed. Messages to the main thread: { mounted } once serving
 // (and the notifier listening), { error: { code, detail } } if it could not mount, { done } when
 // unmounted.
-import os from 'node:os';
 import { MessageChannel, Worker, parentPort, workerData } from 'node:worker_threads';
 import type { DropReply, DropRequest, ForgetReply, ForgetRequest, NotifierData } from './cache-notifier.js';
 import { PrismError, fromNodeError } from '../errors.js';
