@@ -544,6 +544,7 @@ export class Store implements VolumeHost {
 
   info(name: string): VolumeInfo {
     const v = this.volume(name);
+    v.flush(); // buffered partial blocks count once stored: logical and unique bytes of one moment
     const u = this.usage(v);
     return {
       name, origin: v.rec.origin, parent: v.rec.parent, sources: v.rec.sources,

@@ -297,3 +297,13 @@ test('a flush that fails midway (full disk) keeps the blocks it did not store, a
   parts.forEach((p, i) => t.deepEqual(v.read(f.ino, i * BLOCK_SIZE, p.length).data, p, `block ${i}`));
   t.deepEqual(v.read(g.ino, 0, 1000).data, Buffer.alloc(1000, 0x7a));
 });
+
+test('volume info counts data still buffered (a partial block) once, in logical and unique bytes alike', (t) => {
+  const { store } = open(t);
+  const v = store.createVolume('v');
+  const a = v.create(v.rootIno, 'f', 0o644, 0, 0);
+  v.write(a.ino, 0, Buffer.alloc(1000, 7)); // less than a block: buffered, not stored yet
+  const i = store.info('v');
+  t.is(i.logicalBytes, 1000);
+  t.is(i.uniqueBytes, 1000);
+});
