@@ -81,6 +81,13 @@ async function ask<T>(cmd: Command, op: string, args: unknown[], local: (s: Stor
   return served ? served.result as T : withStore(cmd, local);
 }
 
+/** Run `op` on the host serving the store; ENOENT when none does (commands about the host itself). */
+async function onHost(cmd: Command, op: string, args: unknown[]): Promise<unknown> {
+  const served = await viaHost(storeDir(cmd), op, args);
+  if (!served) throw new PrismError('ENOENT', `no host is serving ${storeDir(cmd)} (prism host serve)`);
+  return served.result;
+}
+
 /** Which volume to read for each volume asked for: itself, or the host's pin of it. */
 export type Reading = <T>(cmd: Command, volumes: string[] | null, fn: (s: Store, pinned: (volume: string) => string, volumes: string[]) => T | Promise<T>) => Promise<T>;
 
@@ -452,9 +459,7 @@ export function program(): Command {
   host.command('status').description('the VMs a running host serves: volumes mounted, transport, requests, bytes, errors')
     .option('--json', 'machine-readable output')
     .action(async (o: { json?: boolean }, cmd: Command) => {
-      const served = await viaHost(storeDir(cmd), 'status', []);
-      if (!served) throw new PrismError('ENOENT', `no host is serving ${storeDir(cmd)} (prism host serve)`);
-      const st = served.result as HostStatus;
+      const st = await onHost(cmd, 'status', []) as HostStatus;
       if (o.json) return json(st);
       print(`host pid ${st.pid}, up ${duration(st.uptimeSeconds)}, store ${st.store}`);
       print(table([['VM', 'VOLUMES', 'MOUNTED', 'LEASE', 'TRANSPORT', 'REQ/S', 'REQUESTS', 'ERRORS', 'IN', 'OUT', 'TABLE HITS'],
@@ -469,17 +474,16 @@ export function program(): Command {
     .option('--json', 'machine-readable output')
     .action(async (spec: string, o: { json?: boolean; force?: boolean }, cmd: Command) => {
       const vm = parseVm(spec);
-      const served = await viaHost(storeDir(cmd), 'vm-add', [vm.name, vm.volumes, o.force === true]);
-      if (!served) throw new PrismError('ENOENT', `no host is serving ${storeDir(cmd)} (prism host serve)`);
-      const r = served.result as { region?: string; meta?: string };
+      const r = await onHost(cmd, 'vm-add', [vm.name, vm.volumes, o.force === true]) as { region?: string; meta?: string };
       const { tokenFile } = await import('../host/secrets.js');
-      if (o.json) return json({ ...vm, region: r.region ?? null, meta: r.meta ?? null, tokenFile: tokenFile(path.resolve(storeDir(cmd)), vm.name) });
-      print(`vm ${vm.name}: volumes ${vm.volumes.join(',')}${r.region ? `, shared memory ${r.region}` : ''}${r.meta ? `, metadata ${r.meta}` : ''}, token file ${tokenFile(path.resolve(storeDir(cmd)), vm.name)}`);
+      const token = tokenFile(path.resolve(storeDir(cmd)), vm.name);
+      if (o.json) return json({ ...vm, region: r.region ?? null, meta: r.meta ?? null, tokenFile: token });
+      print(`vm ${vm.name}: volumes ${vm.volumes.join(',')}${r.region ? `, shared memory ${r.region}` : ''}${r.meta ? `, metadata ${r.meta}` : ''}, token file ${token}`);
     });
   vmCmd.command('rm <name>').description('stop serving a VM (EBUSY while its agent is connected, unless --force)')
     .option('--force', 'remove it even with its agent connected (its mount then fails)')
     .action(async (name: string, o: { force?: boolean }, cmd: Command) => {
-      if (!await viaHost(storeDir(cmd), 'vm-rm', [name, o.force === true])) throw new PrismError('ENOENT', `no host is serving ${storeDir(cmd)} (prism host serve)`);
+      await onHost(cmd, 'vm-rm', [name, o.force === true]);
     });
 
   p.command('qemu-args <vm>').description("the QEMU options that attach a VM's shared-memory region (with its doorbell) and metadata table")

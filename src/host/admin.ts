@@ -38,8 +38,8 @@ export interface AdminHost {
 interface AdminState { readers: number; gc: Promise<unknown> | null; running: Set<Promise<unknown>> }
 
 /** One admin connection: its store, how changes reach the VMs' metadata tables, its puts under way and pins. */
-interface AdminContext extends AdminHost {
-  store: Store; meta: MetadataSink; owner: string; puts: Map<number, PutFile>; nextPut: number;
+interface AdminContext {
+  host: AdminHost; store: Store; meta: MetadataSink; owner: string; puts: Map<number, PutFile>; nextPut: number;
   state: AdminState;
   /** Whether this connection counts as a reader (read-begin), and the pins it holds. */
   reading: boolean; pins: string[];
@@ -69,16 +69,16 @@ const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
     }));
     return null;
   },
-  rm: ({ store, mountedBy }, [name, force]) => {
-    busyUnlessForced(mountedBy(str(name)), str(name), force, 'remove it');
+  rm: ({ store, host }, [name, force]) => {
+    busyUnlessForced(host.mountedBy(str(name)), str(name), force, 'remove it');
     store.removeVolume(str(name));
     return null;
   },
   ls: ({ store }) => store.volumeNames().map((n) => store.info(n)),
-  info: ({ store, mountedBy, servedTo }, [name]) => ({ ...store.info(str(name)), mountedBy: mountedBy(str(name)), servedTo: servedTo(str(name)) }),
-  status: (c) => c.status(),
-  'vm-add': (c, [name, volumes, force]) => c.addVm({ name: str(name), volumes: strs(volumes) }, force === true),
-  'vm-rm': (c, [name, force]) => { c.removeVm(str(name), force === true); return null; },
+  info: ({ store, host }, [name]) => ({ ...store.info(str(name)), mountedBy: host.mountedBy(str(name)), servedTo: host.servedTo(str(name)) }),
+  status: ({ host }) => host.status(),
+  'vm-add': ({ host }, [name, volumes, force]) => host.addVm({ name: str(name), volumes: strs(volumes) }, force === true),
+  'vm-rm': ({ host }, [name, force]) => { host.removeVm(str(name), force === true); return null; },
   // the read commands (src/store/queries.ts)
   list: ({ store }, [vol, path]) => listPath(store, str(vol), str(path)),
   stat: ({ store }, [vol, path]) => statPath(store, str(vol), str(path)),
@@ -86,8 +86,8 @@ const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
   diff: ({ store }, [a, b]) => diffOf(store, str(a), str(b)),
   stats: ({ store }) => storeStats(store),
   snapshot: ({ store }, [src, name]) => { store.snapshot(str(src), str(name)); return null; },
-  rollback: ({ store, meta, mountedBy }, [name, from, force]) => {
-    const mounted = mountedBy(str(name));
+  rollback: ({ store, meta, host }, [name, from, force]) => {
+    const mounted = host.mountedBy(str(name));
     busyUnlessForced(mounted, str(name), force, 'roll it back');
     const v = store.rollback(str(name), str(from));
     if (mounted.length) meta.willChange?.(v); // forced: its agent may no longer answer for it alone
@@ -122,7 +122,7 @@ const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
   },
   // [volume, absolute source path]: the host reads the source itself (same user: the socket is 0600)
   import: async (c, [name, src]) => {
-    busyUnlessForced(c.mountedBy(str(name)), str(name), false, 'import into it');
+    busyUnlessForced(c.host.mountedBy(str(name)), str(name), false, 'import into it');
     const r = await importPath(c.store, str(name), str(src), {
       onProgress: (p) => {
         // an operator who gave up (Ctrl-C) gets no import: it fails, and so changes nothing
@@ -211,8 +211,7 @@ export class AdminService {
     const { store, host } = this;
     const c: AdminContext = {
       store, meta: this.meta, owner: `admin#${++connections}`, puts: new Map(), nextPut: 1, state: this.state, reading: false, pins: [], closed: false,
-      mountedBy: (v) => host.mountedBy(v), servedTo: (v) => host.servedTo(v), status: () => host.status(),
-      addVm: (vm, force) => host.addVm(vm, force), removeVm: (name, force) => host.removeVm(name, force),
+      host,
       progress: (done, total) => ch.send(encode(['progress', done, total])),
     };
     ch.onClose(() => {

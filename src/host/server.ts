@@ -101,6 +101,13 @@ interface ShmVm {
   close(): void;
 }
 
+/** The host stops serving a VM's region (the VM is removed, or the host stops): its agent stops waiting for it. */
+function leaving(vm: ShmVm): void {
+  vm.region.region.setDoorbell('host', false);
+  vm.region.region.setLiveness('host', LIVE_STOPPING, process.pid);
+  vm.ivshmem?.close();
+}
+
 /**
  * The shared-memory files of one VM: unmapped when it goes (removed, or the host stops), and removed
  * if this host made them (matched by inode) and no guest, agent or QEMU maps them any longer (a
@@ -174,10 +181,7 @@ export class HostServer {
     for (const vm of this.opts.vms) this.checkNewVm(vm);
     for (const vm of this.opts.vms) this.addVmNow(vm);
     for (const address of this.opts.tcp ?? []) await this.listen(address, (ch, peer) => this.accept(ch, peer));
-    const admin = this.admin = new AdminService(this.store, this.meta.sink(null), {
-      mountedBy: (volume) => this.mountedBy(volume), servedTo: (volume) => this.servedTo(volume), status: () => this.status(),
-      addVm: (vm, force) => this.addVm(vm, force), removeVm: (name, force) => this.removeVm(name, force),
-    });
+    const admin = this.admin = new AdminService(this.store, this.meta.sink(null), this);
     await this.listen(`unix:${path.join(this.store.dir, ADMIN_SOCKET)}`, (ch) => {
       this.channels.add(ch);
       ch.onClose(() => this.channels.delete(ch));
@@ -247,8 +251,6 @@ export class HostServer {
   private metrics: HostMetrics | undefined;
   /** Where /metrics is served (with --metrics). */
   metricsAddress: string | undefined;
-  /** Authenticated TCP connections per VM. */
-  private readonly tcpSessions = new Map<string, number>();
 
   private checkNewVm(vm: VmConfig): void {
     checkVolumeName(vm.name);
@@ -309,10 +311,8 @@ export class HostServer {
     if (shm) {
       shm.detached = 'removed';
       clearTimeout(this.resets.get(name)?.timer);
-      shm.region.region.setDoorbell('host', false);
-      shm.region.region.setLiveness('host', LIVE_STOPPING, process.pid);
       shm.ch?.close();
-      shm.ivshmem?.close();
+      leaving(shm);
       shm.close();
     }
     for (const ch of this.tcpChannels.get(name) ?? []) ch.close();
@@ -532,11 +532,10 @@ export class HostServer {
       const budget = this.budgets.get(hello.vm)!.attach(ch, true);
       if (!budget) { refuse(new PrismError('EBUSY', `VM ${hello.vm} has ${this.budgets.get(hello.vm)!.limits.maxConnections} connections already`)); return; }
       this.gate.authenticated(ch);
-      this.tcpSessions.set(hello.vm, (this.tcpSessions.get(hello.vm) ?? 0) + 1);
       let mine = this.tcpChannels.get(hello.vm);
       if (!mine) { mine = new Set(); this.tcpChannels.set(hello.vm, mine); }
       mine.add(ch);
-      ch.onClose(() => { this.tcpSessions.set(hello.vm, (this.tcpSessions.get(hello.vm) ?? 1) - 1); this.tcpChannels.get(hello.vm)?.delete(ch); });
+      ch.onClose(() => { this.tcpChannels.get(hello.vm)?.delete(ch); });
       log.info({ peer, vm: hello.vm }, 'VM connected over TCP');
       ch.send(encodeWelcome());
       serveChannel(ch, (proc, args) => d.call(proc, args), {
@@ -554,9 +553,14 @@ export class HostServer {
     return [...this.dispatchers].filter(([name, d]) => d.attached.has(volume) && this.agentPresent(name)).map(([name]) => name);
   }
 
+  /** A VM's authenticated TCP connections now. */
+  private tcpCount(name: string): number {
+    return this.tcpChannels.get(name)?.size ?? 0;
+  }
+
   /** Whether an agent of the VM is there now: its liveness word says it runs, or it has a TCP connection. */
   private agentPresent(name: string): boolean {
-    return (this.tcpSessions.get(name) ?? 0) > 0 || this.shm.get(name)?.region.region.liveness('guest').state === LIVE_UP;
+    return this.tcpCount(name) > 0 || this.shm.get(name)?.region.region.liveness('guest').state === LIVE_UP;
   }
 
   /** The VMs that may attach a volume (their --vm NAME=VOLUMES). */
@@ -583,7 +587,7 @@ export class HostServer {
       vms: [...this.dispatchers].map(([name, d]) => {
         const shm = this.shm.get(name);
         const present = !shm?.detached && this.agentPresent(name);
-        const tcp = this.tcpSessions.get(name) ?? 0;
+        const tcp = this.tcpCount(name);
         const overShm = shm?.region.region.liveness('guest').state === LIVE_UP;
         const transport = shm?.detached ? `detached: ${shm.detached}` : overShm ? (shm?.ivshmem && shm.ivshmem.connected > 0 ? 'shared memory, doorbell' : 'shared memory') : tcp > 0 ? 'TCP' : 'none';
         return {
@@ -605,11 +609,7 @@ export class HostServer {
     for (const ch of this.channels) ch.close();
     await closed;
     await this.admin?.idle(); // an import or gc of a closed connection stops at its next step
-    for (const vm of this.shm.values()) {
-      vm.region.region.setDoorbell('host', false);
-      vm.region.region.setLiveness('host', LIVE_STOPPING, process.pid);
-      vm.ivshmem?.close();
-    }
+    for (const vm of this.shm.values()) leaving(vm);
     // A VM's files go with the host unless a guest or QEMU still maps them. /proc is read once for all.
     const mapped = this.vmFiles.size ? inodesMappedElsewhere() : new Set<number>();
     for (const files of this.vmFiles) files.close(mapped);

@@ -41,6 +41,10 @@ export class Segments {
     if (fs.existsSync(p) && fs.statSync(p).size > end) fs.truncateSync(p, end);
   }
 
+  private writable(): void {
+    if (this.readOnly) throw new PrismError('EROFS', 'the store is open read-only');
+  }
+
   file(seg: number): string {
     return path.join(this.dir, `${String(seg).padStart(8, '0')}.seg`);
   }
@@ -63,7 +67,7 @@ export class Segments {
   }
 
   append(hash: Buffer, data: Buffer): Location {
-    if (this.readOnly) throw new PrismError('EROFS', 'the store is open read-only');
+    this.writable();
     const size = HEADER_SIZE + data.length;
     if (this.end + size > SEGMENT_MAX && this.end > 0) this.roll();
     if (this.staged + size > STAGE_SIZE) this.flushStage();
@@ -219,7 +223,7 @@ export class Segments {
   }
 
   private roll(): void {
-    if (this.readOnly) throw new PrismError('EROFS', 'the store is open read-only');
+    this.writable();
     this.sync(); // also writes the stage
     const fd = this.fds.get(this.active);
     if (fd !== undefined) { fs.closeSync(fd); this.fds.delete(this.active); }
@@ -232,7 +236,7 @@ export class Segments {
   rollNow(): void { if (this.end > 0) this.roll(); }
 
   remove(seg: number): void {
-    if (this.readOnly) throw new PrismError('EROFS', 'the store is open read-only');
+    this.writable();
     this.unmapSegment(seg);
     const fd = this.fds.get(seg);
     if (fd !== undefined) { fs.closeSync(fd); this.fds.delete(seg); }

@@ -463,12 +463,12 @@ export class Store implements VolumeHost {
    * that a failed import changes nothing: publish() puts it in place, drop() throws it away, and
    * the next open of the store drops one left by a crash.
    */
-  stage(name: string, opts: { quota?: number } = {}): Staged {
+  stage(name: string): Staged {
     this.assertWritable();
     checkVolumeName(name);
     const hidden = this.hiddenName('stage');
     const existed = this.has(name);
-    const v = existed ? this.copy(name, hidden) : this.register(this.emptyVolume(hidden, opts));
+    const v = existed ? this.copy(name, hidden) : this.register(this.emptyVolume(hidden, {}));
     v.rec.copyOf = name;
     return {
       volume: v,
@@ -797,7 +797,7 @@ export class Store implements VolumeHost {
   /** Commit, then release the store. */
   close(): void {
     if (this.closed) return;
-    try { if (!this.readOnly) this.commit(); } finally {
+    try { this.commit(); } finally {
       this.closed = true;
       this.segments.close();
       this.env.close();
