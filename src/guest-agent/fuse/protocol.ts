@@ -20,7 +20,7 @@ export const Op = {
 export const InitFlag = {
   ASYNC_READ: 1, ATOMIC_O_TRUNC: 1 << 3, BIG_WRITES: 1 << 5, DO_READDIRPLUS: 1 << 13,
   AUTO_INVAL_DATA: 1 << 12, READDIRPLUS_AUTO: 1 << 14, ASYNC_DIO: 1 << 15, WRITEBACK_CACHE: 1 << 16,
-  PARALLEL_DIROPS: 1 << 18, MAX_PAGES: 1 << 22, HANDLE_KILLPRIV_V2: 1 << 28,
+  PARALLEL_DIROPS: 1 << 18, MAX_PAGES: 1 << 22, NO_OPENDIR_SUPPORT: 1 << 24, HANDLE_KILLPRIV_V2: 1 << 28,
 } as const;
 /** "This caller's write, truncation or open(O_TRUNC) drops set-id bits" (with HANDLE_KILLPRIV_V2). */
 export const WRITE_KILL_SUIDGID = 1 << 2;
@@ -135,9 +135,13 @@ export function encodeInitOut(kernelFlags: number, extra = 0): Buffer {
   return b;
 }
 /** One fuse_dirent, padded to 8 bytes. */
+/** The bytes one fuse_dirent (or fuse_direntplus) of a name of `nameLength` bytes takes, padded to 8. */
+export function direntSize(nameLength: number, plus: boolean): number {
+  return ((plus ? ENTRY_OUT : 0) + 24 + nameLength + 7) & ~7;
+}
 export function encodeDirent(ino: bigint, off: bigint, type: number, name: string): Buffer {
   const nb = Buffer.from(name, 'latin1');
-  const b = Buffer.alloc((24 + nb.length + 7) & ~7);
+  const b = Buffer.alloc(direntSize(nb.length, false));
   writeDirent(b, 0, ino, off, type, nb);
   return b;
 }
@@ -148,7 +152,7 @@ function writeDirent(b: Buffer, o: number, ino: bigint, off: bigint, type: numbe
 /** One fuse_direntplus (entry_out then dirent), padded to 8 bytes. */
 export function encodeDirentPlus(e: Entry | null, ino: bigint, off: bigint, type: number, name: string, t: CacheTimes): Buffer {
   const nb = Buffer.from(name, 'latin1');
-  const b = Buffer.alloc((ENTRY_OUT + 24 + nb.length + 7) & ~7);
+  const b = Buffer.alloc(direntSize(nb.length, true));
   if (e) writeEntry(b, 0, e, t);
   writeDirent(b, ENTRY_OUT, ino, off, type, nb);
   return b;

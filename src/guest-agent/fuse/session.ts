@@ -3,10 +3,11 @@
 import fs from 'node:fs';
 import { PrismError, errnoOf } from '../../errors.js';
 import { log } from '../../log.js';
-import type { Ctx, FileSystem, FuseDirEntry, FuseSetAttr } from './fs.js';
+import type { Ctx, FileSystem, FuseSetAttr } from './fs.js';
 import type { Time } from '../../posix/types.js';
 import * as native from '../../native/mount.js';
 import * as P from './protocol.js';
+import { entriesThatFit, firstAfter, inPositionOrder, type PositionedListing } from './dir-positions.js';
 
 const ENOSYS = errnoOf('ENOSYS');
 const EIO = errnoOf('EIO');
@@ -40,7 +41,10 @@ const ABANDONABLE = new Set<number>([
 
 export class Session {
   private closed = false;
-  private readonly listings = new Map<string, FuseDirEntry[]>();
+  /** Directories' listings by node, most recently fetched last (dir-positions.ts: any reader may resume in any). */
+  private readonly listings = new Map<bigint, CachedListing>();
+  /** The kernel opens directories without asking (set at INIT: FUSE_NO_OPENDIR_SUPPORT, where it keeps listings). */
+  private opensDirsItself = false;
   /** Requests being handled: unique -> opcode. A reply is sent only while its request is here. */
   private readonly inFlight = new Map<bigint, number>();
   private readonly pool: Buffer[] = [];
@@ -127,6 +131,7 @@ export class Session {
     const t = this.times;
     switch (h.opcode) {
       case P.Op.INIT:
+        this.opensDirsItself = this.keepCaches && (b.readUInt32LE(12) & P.InitFlag.NO_OPENDIR_SUPPORT) !== 0;
         return P.encodeInitOut(b.readUInt32LE(12),
           (this.keepCaches ? P.InitFlag.AUTO_INVAL_DATA : 0) | (this.writebackCache ? P.InitFlag.WRITEBACK_CACHE : 0)
           | (f.killsPrivileges ? P.InitFlag.HANDLE_KILLPRIV_V2 : 0));
@@ -226,16 +231,16 @@ export class Session {
         if (f.fsync) await f.fsync(ctx, ino, b.readBigUInt64LE(0), (b.readUInt32LE(8) & 1) !== 0);
         return undefined;
       case P.Op.OPENDIR:
+        // ENOSYS once, and the kernel stops sending OPENDIR and RELEASEDIR: it then opens every
+        // directory as KEEP_CACHE | CACHE_DIR, which is what this session answers where it keeps caches.
+        if (this.opensDirsItself) throw new NoSys();
         return P.encodeOpenOut(f.opendir ? await f.opendir(ctx, ino) : 0n, this.keepCaches ? P.FOPEN.CACHE_DIR | P.FOPEN.KEEP_CACHE : 0);
       case P.Op.READDIR:
       case P.Op.READDIRPLUS:
         return this.readdir(ctx, ino, b, h.opcode === P.Op.READDIRPLUS);
-      case P.Op.RELEASEDIR: {
-        const fh = b.readBigUInt64LE(0);
-        this.listings.delete(`${ino}/${fh}`);
-        if (f.releasedir) await f.releasedir(ctx, ino, fh);
+      case P.Op.RELEASEDIR:
+        if (f.releasedir) await f.releasedir(ctx, ino, b.readBigUInt64LE(0));
         return undefined;
-      }
       case P.Op.STATFS:
         return P.encodeStatfs(f.statfs ? await f.statfs(ctx, ino) : { blocks: 0n, bfree: 0n, bavail: 0n, files: 0n, ffree: 0n, bsize: 4096, namelen: 255 });
       case P.Op.ACCESS:
@@ -276,33 +281,47 @@ export class Session {
     }
   }
 
-  /** READDIR(PLUS): the listing is fetched once per open directory, then served by offset. */
+  /**
+   * READDIR(PLUS) from a position: the listing is fetched at the start of a directory (the kernel
+   * reads from 0 after every open or rewind where it keeps no listing) and served from the session's
+   * copy for the next positions, for a short while: a plus listing carries attributes, which must not
+   * grow old in it.
+   */
   private async readdir(ctx: Ctx, ino: bigint, b: Buffer, plus: boolean): Promise<Buffer> {
-    const fh = b.readBigUInt64LE(0);
-    const off = Number(b.readBigUInt64LE(8));
+    const pos = Number(b.readBigUInt64LE(8));
     const size = b.readUInt32LE(16);
-    const key = `${ino}/${fh}`;
-    let list = this.listings.get(key);
-    if (!list || off === 0) {
-      list = await need(this.fs.readdir).call(this.fs, ctx, ino, fh, plus);
-      this.listings.set(key, list);
+    let l = this.listings.get(ino);
+    if (!l || pos === 0 || (plus && !l.plus) || performance.now() - l.at > LISTING_REUSE_MS) {
+      const list = await need(this.fs.readdir).call(this.fs, ctx, ino, b.readBigUInt64LE(0), plus);
+      l = { ...inPositionOrder(list), plus, at: performance.now() };
+      this.listings.delete(ino);
+      this.listings.set(ino, l);
+      if (this.listings.size > MAX_LISTINGS) this.listings.delete(this.listings.keys().next().value!);
     }
+    const start = firstAfter(l, pos);
+    const n = entriesThatFit(l, start, size, (e) => P.direntSize(e.name.length, plus));
     const parts: Buffer[] = [];
-    let used = 0;
-    for (let i = off; i < list.length; i++) {
-      const e = list[i]!;
+    for (let i = start; i < start + n; i++) {
+      const e = l.entries[i]!;
       const dot = e.name === '.' || e.name === '..';
-      const one = plus
-        ? P.encodeDirentPlus(dot ? null : e.entry ?? null, e.ino, BigInt(i + 1), e.type, e.name, this.times)
-        : P.encodeDirent(e.ino, BigInt(i + 1), e.type, e.name);
-      if (used + one.length > size) break;
-      parts.push(one);
-      used += one.length;
+      const at = BigInt(l.positions[i]!);
+      parts.push(plus ? P.encodeDirentPlus(dot ? null : e.entry ?? null, e.ino, at, e.type, e.name, this.times) : P.encodeDirent(e.ino, at, e.type, e.name));
       if (plus && !dot && e.entry) this.fs.remember?.(e.entry); // the kernel now holds a lookup on it
     }
     return Buffer.concat(parts);
   }
 }
+
+interface CachedListing extends PositionedListing {
+  /** Entries carry attributes (READDIRPLUS). */
+  plus: boolean;
+  /** When it was fetched (performance.now()). */
+  at: number;
+}
+/** Directories whose listings are kept at once. */
+const MAX_LISTINGS = 64;
+/** How long a listing serves the positions after the first (ms). */
+const LISTING_REUSE_MS = 1000;
 
 /** An xattr reply: the size alone when asked with size 0, ERANGE when it does not fit. */
 function sized(value: Buffer, size: number): Buffer {
