@@ -123,18 +123,19 @@ function count(m: Map<bigint, number>, key: bigint, by: number): void {
 }
 
 /**
- * The attributes a posted SETATTR gives (as Volume.setattr makes them), for the kernel's reply only:
- * not to be cached (validSec 0), since the host stamps ctime (and "now") with its own clock when it
- * applies it; the next stat asks again and gets the host's values.
+ * The attributes a posted SETATTR gives (as Volume.setattr makes them) at time `at`: its ctime, and
+ * the time of a "now". `exact` when the host takes `at` too (SETATTR_AT): the kernel may cache them.
+ * Otherwise the host stamps the change with its own clock, so they are for the kernel's reply only
+ * (validSec 0): the next stat asks again and gets the host's values.
  */
-export function setattrPrediction(a: Attr, s: FuseSetAttr): FuseAttr {
-  const t0 = now();
-  const time = (t: FuseSetAttr['atime'], old: Time) => (t === undefined ? old : t === 'now' ? t0 : t);
-  return {
+export function setattrPrediction(a: Attr, s: FuseSetAttr, at: Time = now(), exact = false): FuseAttr {
+  const time = (t: FuseSetAttr['atime'], old: Time) => (t === undefined ? old : t === 'now' ? at : t);
+  const predicted: FuseAttr = {
     ...fuseAttr(a),
     mode: s.mode === undefined ? a.mode : (a.mode & 0o170000) | (s.mode & 0o7777),
     uid: s.uid ?? a.uid, gid: s.gid ?? a.gid,
-    atime: time(s.atime, a.atime), mtime: time(s.mtime, a.mtime), ctime: t0,
-    validSec: 0,
+    atime: time(s.atime, a.atime), mtime: time(s.mtime, a.mtime), ctime: at,
   };
+  if (!exact) predicted.validSec = 0;
+  return predicted;
 }

@@ -81,6 +81,8 @@ export class VrpcFs implements FileSystem {
    * when the table no longer holds the file or not yet as renamed (a posted change on its way).
    */
   private readonly renamed = new Map<bigint, Attr>();
+  /** The host takes SETATTR_AT (known from the first one's reply). */
+  private setattrAt: boolean | undefined;
   /** Set-id bits and capabilities are dropped here (privileges.ts), not by the kernel before every write. */
   readonly killsPrivileges = true;
   /** The writeback cache asked of the kernel at INIT (VrpcFsOptions.writebackCache, resolved). */
@@ -179,10 +181,34 @@ export class VrpcFs implements FileSystem {
     const fh = this.nodes.fh(id);
     // A truncation changes data: kept, like a write, until committed (a resend must not undo it).
     if (setsSize(set)) return fuseAttr((await this.writeBehind.dataChange(fh, Proc.SETATTR, [fh, set]))[0]);
-    const base = this.host.post ? this.shared?.settable(id) : undefined;
+    let base = this.host.post ? this.shared?.settable(id) : undefined;
+    // A posted change of the node (a chmod before this utime) may be answered already: read its reply.
+    if (!base && this.host.post && this.writeBehind.writing(id)) {
+      await this.writeBehind.arrived();
+      base = this.shared?.settable(id);
+    }
     if (base) {
+      // Stamped with our time (SETATTR_AT), the host makes exactly what we answer (the table holds the
+      // node only while no posted change of ours is on its way): the kernel may keep it.
+      const at = now();
+      if (this.setattrAt) {
+        this.posted.postSetattr(id, Proc.SETATTR_AT, [fh, set, at]);
+        return setattrPrediction(base, s, at, true);
+      }
+      if (this.setattrAt === undefined) {
+        // The first one waits: a host without SETATTR_AT (ENOSYS: added within version 2) leaves us
+        // posting SETATTRs, stamped by the host, so answered uncached.
+        try {
+          const [attr] = await this.rpc.setattrAt(fh, set, at);
+          this.setattrAt = true;
+          return fuseAttr(attr);
+        } catch (e) {
+          if (!(e instanceof PrismError && e.code === 'ENOSYS')) throw e;
+          this.setattrAt = false;
+        }
+      }
       this.posted.postSetattr(id, Proc.SETATTR, [fh, set]);
-      return setattrPrediction(base, s);
+      return setattrPrediction(base, s, at);
     }
     const [attr] = await this.rpc.setattr(fh, set);
     return fuseAttr(attr);

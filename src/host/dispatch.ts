@@ -7,7 +7,7 @@ import { validateArgs } from '../protocol/validate.js';
 import { attrToWire, direntToWire, setAttrFromWire, setsSize, type WireAttr, type WireDirentPlus } from '../protocol/wire.js';
 import { MAX_FILE_SIZE, MAX_NAME } from '../posix/limits.js';
 import { isDir } from '../posix/mode.js';
-import type { Attr, DirEntry } from '../posix/types.js';
+import type { Attr, DirEntry, Time } from '../posix/types.js';
 import { BLOCK_SIZE } from '../store/layout.js';
 import { VmCounters } from './vm-counters.js';
 import type { Store } from '../store/store.js';
@@ -159,6 +159,18 @@ export class Dispatcher {
       const attr = attrToWire(v.setattr(ino, setAttrFromWire(set)));
       const known: Array<[number, WireAttr]> = [[ino, attr]];
       this.changed(v, setsSize(set) ? { data: [ino], known } : { attrs: [ino], known });
+      return [attr];
+    },
+    // A change of attributes only (a truncation changes data: SETATTR), stamped with the agent's time.
+    setattrAt: (fh, set, time) => {
+      if (setsSize(set)) throw new PrismError('EINVAL', 'SETATTR_AT does not change sizes (SETATTR does)');
+      const { v, ino } = this.target(fh);
+      const at: Time = [time[0], time[1]];
+      const s = setAttrFromWire(set);
+      if (s.atime === 'now') s.atime = at;
+      if (s.mtime === 'now') s.mtime = at;
+      const attr = attrToWire(v.setattr(ino, { ...s, ctime: at }));
+      this.changed(v, { attrs: [ino], known: [[ino, attr]] });
       return [attr];
     },
     lookup: (dir, rawName) => {

@@ -586,12 +586,13 @@ export class HostServer {
       pid: process.pid, store: this.store.dir, uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       vms: [...this.dispatchers].map(([name, d]) => {
         const shm = this.shm.get(name);
-        const present = !shm?.detached && this.agentPresent(name);
         const tcp = this.tcpCount(name);
         const overShm = shm?.region.region.liveness('guest').state === LIVE_UP;
+        const agent = tcp > 0 || overShm; // agentPresent(name), its two reads made once
+        const present = !shm?.detached && agent;
         const transport = shm?.detached ? `detached: ${shm.detached}` : overShm ? (shm?.ivshmem && shm.ivshmem.connected > 0 ? 'shared memory, doorbell' : 'shared memory') : tcp > 0 ? 'TCP' : 'none';
         return {
-          name, volumes: d.vm.volumes, mounted: this.agentPresent(name) ? [...d.attached] : [], lease: this.soleVolumes(name, d.vm.volumes),
+          name, volumes: d.vm.volumes, mounted: agent ? [...d.attached] : [], lease: this.soleVolumes(name, d.vm.volumes),
           connected: present, transport, tcpConnections: tcp, qemuAttached: (shm?.ivshmem?.connected ?? 0) > 0, ...d.counters.view(),
         };
       }),

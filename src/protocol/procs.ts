@@ -45,6 +45,7 @@ export const enum Proc {
   RESERVE = 74, // inode numbers (with their handles) the agent may make files under: posted creates
   CREATE_AT = 75, // CREATE of a reserved inode at a time the agent chose (posted: the agent answered already)
   MKDIR_AT = 76,
+  SETATTR_AT = 77, // SETATTR at a time the agent chose, as the change's ctime and any "now" (posted: the agent answered already)
 }
 
 /** Largest READ/WRITE payload a peer may ask for. */
@@ -186,6 +187,7 @@ export const PROCS = {
     name: 'MKDIR_AT', args: [['dir', 'fh'], ['name', 'name'], ['mode', 'perm'], ['uid', 'u32'], ['gid', 'u32'], ['fh', 'fh'], ['time', 'time']],
     result: [['attr', 'attr']],
   },
+  [Proc.SETATTR_AT]: { name: 'SETATTR_AT', args: [['fh', 'fh'], ['set', 'setattr'], ['time', 'time']], result: [['attr', 'attr']] },
 } as const satisfies { readonly [P in Proc]: ProcDef };
 
 type Defs = typeof PROCS;

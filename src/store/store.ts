@@ -818,7 +818,7 @@ export class Store implements VolumeHost {
     if (this.closed) throw new PrismError('EBADF', 'store is closed');
   }
 
-  private assertWritable(): void {
+  assertWritable(): void {
     this.assertOpen();
     if (this.readOnly) throw new PrismError('EROFS', 'the store is open read-only (a host serves it)');
   }

@@ -43,8 +43,8 @@ export interface VolumeRec {
 
 /** What a volume needs from the store that holds it. */
 export interface VolumeHost {
-  /** Opened read-only beside its owner (Store.openReadOnly): no volume may change. */
-  readonly readOnly: boolean;
+  /** EROFS where the store was opened read-only beside its owner (Store.openReadOnly): no volume may change. */
+  assertWritable(): void;
   tree: CowTree<TreeValue>;
   blocks: Blocks;
   changed(v: VolumeTree): void;
@@ -82,7 +82,7 @@ export abstract class VolumeTree {
   /** EROFS for a snapshot: called before a change touches anything (data buffered or tree). */
   protected writable(): void {
     if (this.rec.readOnly) throw new PrismError('EROFS', `volume ${this.shownName} is a read-only snapshot`);
-    if (this.host.readOnly) throw new PrismError('EROFS', 'the store is open read-only (a host serves it)');
+    this.host.assertWritable();
   }
 
   protected tput(layer: number, key: Buffer, val: TreeValue): void {

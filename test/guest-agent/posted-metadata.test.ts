@@ -18,6 +18,8 @@ class FakeHost implements Link {
   readonly postedProcs: Proc[] = [];
   removeFails: PrismError | null = null;
   setattrFails: PrismError | null = null;
+  /** An older host (version 2 before SETATTR_AT) answers it ENOSYS. */
+  knowsSetattrAt = true;
   removed = new Set<string>();
   private readonly queue: Array<() => void> = [];
   table?: MetaTable;
@@ -69,6 +71,21 @@ class FakeHost implements Link {
         if (this.setattrFails) throw this.setattrFails;
         this.table?.putAttr(VOL, FILE, attrOf(FILE, 0o100600), false);
         return [attrOf(FILE, 0o100600)];
+      case Proc.SETATTR_AT: {
+        if (!this.knowsSetattrAt) throw new PrismError('ENOSYS', 'SETATTR_AT is not known here');
+        if (this.setattrFails) throw this.setattrFails;
+        // As the store makes it: the mode bits and times given, "now" and ctime the call's time.
+        const [set, at] = [args[1] as Array<number | [number, number] | true | null>, args[2] as [number, number]];
+        const was = this.table!.getAttr(VOL, FILE)!;
+        const time = (t: [number, number] | true | null | number, s: number, ns: number) => (t === null ? [s, ns] : t === true ? at : t as [number, number]);
+        const a = [...was] as typeof was;
+        if (set[0] !== null) a[1] = (was[1] & 0o170000) | (set[0] as number);
+        [a[8], a[9]] = time(set[4]!, was[8], was[9]);
+        [a[10], a[11]] = time(set[5]!, was[10], was[11]);
+        [a[12], a[13]] = at;
+        this.table?.putAttr(VOL, FILE, a, false);
+        return [a];
+      }
       case Proc.GETATTR:
         return [attrOf(FILE, 0o100600)];
       case Proc.COMMIT:
@@ -151,19 +168,26 @@ test('without the host\'s sole mark, for a directory, or a name the table lacks,
   t.deepEqual(host.sent, [Proc.REMOVE, Proc.REMOVE]);
 });
 
-test('a chmod or utime of a node the table holds is posted; its reply is not cached by the kernel, and getattr asks the host until the SETATTR is answered', async (t) => {
-  const { host, fs } = setup();
+test('a chmod or utime of a node the table holds is posted, stamped with the agent\'s time: the host makes what the kernel was told, which it may keep', async (t) => {
+  const { host, fs, table } = setup();
   await fs.lookup(ctx, 1n, 'a'); // the kernel knows the node (from the table: no RPC)
+  // The first waits for its reply: it tells whether the host takes SETATTR_AT.
+  await fs.setattr!(ctx, BigInt(FILE), { mode: 0o640 });
+  t.deepEqual(host.sent, [Proc.SETATTR_AT]);
+  host.sent.length = 0;
   const a = await fs.setattr!(ctx, BigInt(FILE), { mode: 0o600, mtime: [5, 6], atime: 'now' });
-  t.deepEqual(host.postedProcs, [Proc.SETATTR]);
-  t.deepEqual(host.sent, []);
+  t.deepEqual(host.postedProcs, [Proc.SETATTR_AT]);
+  t.deepEqual(host.sent, [], 'not waited for');
   t.is(a.mode, 0o100600);
   t.deepEqual(a.mtime, [5, 6]);
-  t.is(a.validSec, 0, 'the host stamps ctime: the kernel asks again');
+  t.is(a.validSec, undefined, 'the kernel may keep it');
+  t.deepEqual(a.atime, a.ctime, '"now" is the change\'s time');
+  host.answerAll();
+  const made = table.getAttr(VOL, FILE)!;
+  t.deepEqual([made[1], made[8], made[9], made[10], made[11], made[12], made[13]], [Number(a.mode), a.atime[0], a.atime[1], 5, 6, a.ctime[0], a.ctime[1]], 'the host made what the kernel was told');
   const g = await fs.getattr(ctx, BigInt(FILE));
   t.deepEqual(host.sent, [], 'from the table once the reply is read (the host updated it first)');
   t.is(g.mode, 0o100600);
-  t.is(g.validSec, undefined);
   // A truncation is not posted (kept with the file's writes), nor is anything without the mark.
   const shared = setup({ sole: false });
   await shared.fs.lookup(ctx, 1n, 'a');
@@ -173,11 +197,28 @@ test('a chmod or utime of a node the table holds is posted; its reply is not cac
   t.deepEqual(shared.host.postedProcs, []);
 });
 
+test('a host without SETATTR_AT: chmod and utime are posted as SETATTRs, answered uncached, and getattr asks until the reply', async (t) => {
+  const { host, fs } = setup();
+  host.knowsSetattrAt = false;
+  await fs.lookup(ctx, 1n, 'a');
+  const a = await fs.setattr!(ctx, BigInt(FILE), { mode: 0o600, mtime: [5, 6], atime: 'now' });
+  t.deepEqual(host.sent, [Proc.SETATTR_AT], 'asked once');
+  t.deepEqual(host.postedProcs, [Proc.SETATTR]);
+  t.is(a.mode, 0o100600);
+  t.is(a.validSec, 0, 'the host stamps ctime: the kernel asks again');
+  host.answerAll();
+  await fs.setattr!(ctx, BigInt(FILE), { mode: 0o644 });
+  t.deepEqual(host.sent, [Proc.SETATTR_AT], 'not asked again');
+  t.deepEqual(host.postedProcs, [Proc.SETATTR, Proc.SETATTR]);
+});
+
 test('an error the host gives for a posted SETATTR is reported by the file\'s next fsync', async (t) => {
   const { host, fs } = setup();
-  host.setattrFails = new PrismError('ENOSPC', 'the store is full');
   await fs.lookup(ctx, 1n, 'a');
+  await fs.setattr!(ctx, BigInt(FILE), { mode: 0o640 }); // the first waits (is the host's SETATTR_AT there?)
+  host.setattrFails = new PrismError('ENOSPC', 'the store is full');
   await fs.setattr!(ctx, BigInt(FILE), { mode: 0o600 });
+  t.deepEqual(host.postedProcs, [Proc.SETATTR_AT]);
   const err = await t.throwsAsync(fs.fsync(ctx, BigInt(FILE)));
   t.is((err as PrismError).code, 'ENOSPC');
   await t.notThrowsAsync(fs.fsync(ctx, BigInt(FILE)));

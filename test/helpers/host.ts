@@ -11,6 +11,12 @@ export function prism(store: string, args: string[]): { code: number | null; out
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
+/** A time in ns as `prism stat --json` prints it (ISO 8601, nine digits of fraction). */
+export function isoNs(ns: bigint): string {
+  const sec = ns / 1_000_000_000n;
+  return `${new Date(Number(sec) * 1000).toISOString().slice(0, 19)}.${String(ns % 1_000_000_000n).padStart(9, '0')}Z`;
+}
+
 export interface RunningHost { child: ChildProcess; port: number; out(): string; stop(): Promise<number | null>; stderr(): string }
 
 /** Start the host with a TCP listener on a free port plus `args`; resolves once it prints "ready". */

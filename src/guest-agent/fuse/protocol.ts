@@ -1,6 +1,6 @@
 // The Linux FUSE kernel protocol (include/uapi/linux/fuse.h): opcodes, wire structs, encoders.
 import os from 'node:os';
-import type { Entry, FuseAttr } from './fs.js';
+import type { Entry, FuseAttr, FuseDirEntry } from './fs.js';
 
 export const KERNEL_MAJOR = 7;
 export const KERNEL_MINOR = 31;
@@ -139,22 +139,27 @@ export function encodeInitOut(kernelFlags: number, extra = 0): Buffer {
 export function direntSize(nameLength: number, plus: boolean): number {
   return ((plus ? ENTRY_OUT : 0) + 24 + nameLength + 7) & ~7;
 }
-export function encodeDirent(ino: bigint, off: bigint, type: number, name: string): Buffer {
-  const nb = Buffer.from(name, 'latin1');
-  const b = Buffer.alloc(direntSize(nb.length, false));
-  writeDirent(b, 0, ino, off, type, nb);
-  return b;
-}
-function writeDirent(b: Buffer, o: number, ino: bigint, off: bigint, type: number, nb: Buffer): void {
-  b.writeBigUInt64LE(ino, o); b.writeBigUInt64LE(off, o + 8); b.writeUInt32LE(nb.length, o + 16); b.writeUInt32LE(type, o + 20);
-  nb.copy(b, o + 24);
-}
-/** One fuse_direntplus (entry_out then dirent), padded to 8 bytes. */
-export function encodeDirentPlus(e: Entry | null, ino: bigint, off: bigint, type: number, name: string, t: CacheTimes): Buffer {
-  const nb = Buffer.from(name, 'latin1');
-  const b = Buffer.alloc(direntSize(nb.length, true));
-  if (e) writeEntry(b, 0, e, t);
-  writeDirent(b, ENTRY_OUT, ino, off, type, nb);
+/**
+ * A READDIR(PLUS) reply in one buffer: `n` entries from `start`, each at its position (the offset a
+ * next READDIR resumes from), as fuse_dirent or, with `plus`, fuse_direntplus ("." and ".." carry no
+ * entry: nodeid 0, no lookup counted).
+ */
+export function encodeDirents(entries: readonly FuseDirEntry[], positions: readonly number[], start: number, n: number, plus: boolean, t: CacheTimes): Buffer {
+  let size = 0;
+  for (let i = start; i < start + n; i++) size += direntSize(entries[i]!.name.length, plus);
+  const b = Buffer.alloc(size);
+  let o = 0;
+  for (let i = start; i < start + n; i++) {
+    const e = entries[i]!;
+    if (plus) {
+      if (e.entry && e.name !== '.' && e.name !== '..') writeEntry(b, o, e.entry, t);
+      o += ENTRY_OUT;
+    }
+    b.writeBigUInt64LE(e.ino, o); b.writeBigUInt64LE(BigInt(positions[i]!), o + 8);
+    b.writeUInt32LE(e.name.length, o + 16); b.writeUInt32LE(e.type, o + 20);
+    b.write(e.name, o + 24, 'latin1');
+    o += direntSize(e.name.length, false);
+  }
   return b;
 }
 export function encodeStatfs(s: { blocks: bigint; bfree: bigint; bavail: bigint; files: bigint; ffree: bigint; bsize: number; namelen: number }): Buffer {

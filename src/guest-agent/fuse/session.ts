@@ -300,15 +300,13 @@ export class Session {
     }
     const start = firstAfter(l, pos);
     const n = entriesThatFit(l, start, size, (e) => P.direntSize(e.name.length, plus));
-    const parts: Buffer[] = [];
-    for (let i = start; i < start + n; i++) {
-      const e = l.entries[i]!;
-      const dot = e.name === '.' || e.name === '..';
-      const at = BigInt(l.positions[i]!);
-      parts.push(plus ? P.encodeDirentPlus(dot ? null : e.entry ?? null, e.ino, at, e.type, e.name, this.times) : P.encodeDirent(e.ino, at, e.type, e.name));
-      if (plus && !dot && e.entry) this.fs.remember?.(e.entry); // the kernel now holds a lookup on it
+    if (plus && this.fs.remember) {
+      for (let i = start; i < start + n; i++) {
+        const e = l.entries[i]!;
+        if (e.entry && e.name !== '.' && e.name !== '..') this.fs.remember(e.entry); // the kernel now holds a lookup on it
+      }
     }
-    return Buffer.concat(parts);
+    return P.encodeDirents(l.entries, l.positions, start, n, plus, this.times);
   }
 }
 
