@@ -4,10 +4,11 @@
 // volume (the change log's invalidations). The kernels cache for 30 s here, so a fresh listing after
 // another VM's change can only come from an invalidation. Without a table nothing is kept.
 import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import readline from 'node:readline';
 import { agentStats, fuseSkipReason, type Agent } from '../helpers/agent.js';
+import { mountedVolume } from '../helpers/mounted-volume.js';
 import { LONG_CACHE, twoVms } from '../helpers/two-vms.js';
 
 const skip = fuseSkipReason();
@@ -150,4 +151,49 @@ t('with --no-meta every listing is fetched (nothing tells the kernel of other VM
   tt.is(await fetches(b) - before, 5);
   fs.writeFileSync(`${a.mp}/d/new`, 'x');
   tt.true(list(`${b.mp}/d`).includes('new'));
+});
+
+t('a reader that resumes after names came and went, a second later, sees every unchanged name once', async (tt) => {
+  // The kernel opens directories without the agent here (no handle to keep a listing by): a READDIR
+  // resumes from a position, which must not move as other names come and go. The pause makes the
+  // agent fetch the listing again for the rest, as changed since the reader started.
+  const m = await mountedVolume(tt, 'shm');
+  const D = `${m.mp}/d`;
+  fs.mkdirSync(D);
+  for (const n of names(300)) fs.writeFileSync(`${D}/${n}`, '');
+  const py = [
+    'import ctypes, json, os, struct, sys, time',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'd = sys.argv[1]',
+    'fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)',
+    'buf = ctypes.create_string_buffer(1024)',
+    'def more():',
+    '    n = libc.syscall(217, fd, buf, len(buf))', // getdents64 on x86-64
+    '    out, o = [], 0',
+    '    while o < n:',
+    '        reclen = struct.unpack_from("<H", buf.raw, o + 16)[0]',
+    '        out.append(buf.raw[o + 19:o + reclen].split(b"\\0", 1)[0].decode("latin1"))',
+    '        o += reclen',
+    '    return out',
+    'seen = more() + more()',
+    'gone = [f"f{i}" for i in range(300) if f"f{i}" not in seen][:40] + [n for n in seen if n.startswith("f")][:40]',
+    'for n in gone: os.unlink(os.path.join(d, n))',
+    'for i in range(40): open(os.path.join(d, f"new{i}"), "w").close()',
+    'time.sleep(1.2)',
+    'while True:',
+    '    got = more()',
+    '    if not got: break',
+    '    seen += got',
+    'print(json.dumps({"seen": seen, "gone": gone}))',
+  ].join('\n');
+  const r = spawnSync('python3', ['-c', py, D], { encoding: 'utf8' });
+  tt.is(r.status, 0, r.stderr);
+  const { seen, gone } = JSON.parse(r.stdout) as { seen: string[]; gone: string[] };
+  const counts = new Map<string, number>();
+  for (const n of seen) counts.set(n, (counts.get(n) ?? 0) + 1);
+  for (const n of names(300)) if (!gone.includes(n)) tt.is(counts.get(n), 1, `${n} seen ${counts.get(n) ?? 0} times`);
+  for (const [n, c] of counts) tt.true(c === 1, `${n} seen ${c} times`);
+  tt.is(counts.get('.'), 1);
+  tt.is(counts.get('..'), 1);
+  tt.deepEqual(list(D), [...names(300).filter((n) => !gone.includes(n)), ...names(40, 'new')].sort());
 });

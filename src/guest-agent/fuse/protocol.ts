@@ -134,7 +134,6 @@ export function encodeInitOut(kernelFlags: number, extra = 0): Buffer {
   b.writeUInt16LE(MAX_WRITE / 4096, 28);
   return b;
 }
-/** One fuse_dirent, padded to 8 bytes. */
 /** The bytes one fuse_dirent (or fuse_direntplus) of a name of `nameLength` bytes takes, padded to 8. */
 export function direntSize(nameLength: number, plus: boolean): number {
   return ((plus ? ENTRY_OUT : 0) + 24 + nameLength + 7) & ~7;
