@@ -281,12 +281,13 @@ export class Region {
     // The fence acknowledgement first: the guest writes it after `applied`, so what is read here is
     // at least as new as what it acknowledged the fence with.
     const fenceAck = Atomics.load(this.hdr, W_META_FENCE_ACK) >>> 0;
+    const flags = Atomics.load(this.hdr, W_META_FLAGS);
     return {
       applied: Atomics.load(this.hdr, W_META_APPLIED) >>> 0,
       leaseMs: Atomics.load(this.hdr, W_META_LEASE) >>> 0,
       fenceAck,
-      polls: (Atomics.load(this.hdr, W_META_FLAGS) & META_POLLS) !== 0,
-      keepsSizes: (Atomics.load(this.hdr, W_META_FLAGS) & META_KEEPS_SIZES) !== 0,
+      polls: (flags & META_POLLS) !== 0,
+      keepsSizes: (flags & META_KEEPS_SIZES) !== 0,
     };
   }
 
