@@ -1,21 +1,42 @@
 // The dirty-block cache: blocks of a volume's files written in part and not yet hashed and stored.
-// Each is held in memory sized to what it holds (small files stay small), growing by doubling from
-// 4 KiB to a whole block, in pooled buffers (buffer-pool.ts). While held, each counts BLOCK_SIZE
-// against the store's budget of unflushed data.
+// A block with nothing stored under it is held dense, sized to what it holds (small files stay small),
+// growing by doubling from 4 KiB to a whole block. A block written over a stored one holds only the
+// 4 KiB pages written, over the stored block's hash: a small write into a big file neither reads the
+// block nor fills a fresh 64 KiB buffer (16 page faults, each a trap to the hypervisor in a VM); the
+// stored block is read when a byte not written is wanted (a page written in part, a read) and at the
+// flush, into one scratch buffer. Buffers are pooled (buffer-pool.ts). The memory held (at least a page
+// a block) counts against the store's budget of unflushed data.
 import { giveBuffer, takeBuffer } from './buffer-pool.js';
 import { BLOCK_SIZE } from './layout.js';
 
+export const PAGE_SIZE = 4096;
+
+/** A stored block's content by hash (checked on its way in). */
+export type ReadBlock = (hash: Buffer) => Buffer;
+
 /**
- * A partially written block: bytes [0, len) are valid, the rest reads as zeros. `fresh`: no stored
+ * A partially written block. Dense (no `base`): bytes [0, len) are its content, the rest reads as
+ * zeros. Over a stored block (`base`, its hash): page i is `pages[i]` where written (whole), else the
+ * stored block's bytes there, zeros past its end; `buf` and `len` are unused. `fresh`: no stored
  * block was under it when it became dirty (its bytes count as new in the file's usage).
  */
-export interface DirtyBlock { buf: Buffer; len: number; fresh: boolean }
+export interface DirtyBlock { buf: Buffer; len: number; fresh: boolean; base?: Buffer; pages?: Array<Buffer | undefined> }
 
 /** The buffer of a block that holds nothing yet: grow() replaces it on the first write. */
 export const EMPTY = Buffer.alloc(0);
 
-/** Make room for `need` bytes in a partial block's buffer, keeping its first `len` bytes. */
-export function grow(d: DirtyBlock, need: number): void {
+/** A dirty block with nothing stored under it. */
+function denseBlock(): DirtyBlock {
+  return { buf: EMPTY, len: 0, fresh: true };
+}
+
+/** A dirty block over the stored block `base` (nothing written yet). */
+function overBlock(base: Buffer): DirtyBlock {
+  return { buf: EMPTY, len: 0, fresh: false, base, pages: [] };
+}
+
+/** Make room for `need` bytes in a dense block's buffer, keeping its first `len` bytes. */
+function grow(d: DirtyBlock, need: number): void {
   if (d.buf.length >= need) return;
   let size = 4096;
   while (size < need) size *= 2;
@@ -25,13 +46,109 @@ export function grow(d: DirtyBlock, need: number): void {
   d.buf = next;
 }
 
+/** Write `chunk` at byte `at` of the block. */
+function writeInto(d: DirtyBlock, at: number, chunk: Buffer, read: ReadBlock): void {
+  const pages = d.pages;
+  if (!pages) {
+    grow(d, at + chunk.length);
+    if (at > d.len) d.buf.fill(0, d.len, at);
+    chunk.copy(d.buf, at);
+    d.len = Math.max(d.len, at + chunk.length);
+    return;
+  }
+  const end = at + chunk.length;
+  for (let p = Math.floor(at / PAGE_SIZE); p * PAGE_SIZE < end; p++) {
+    const pStart = p * PAGE_SIZE;
+    const from = Math.max(at, pStart);
+    const to = Math.min(end, pStart + PAGE_SIZE);
+    let page = pages[p];
+    if (!page) {
+      page = takeBuffer(PAGE_SIZE);
+      // A page written in part keeps the stored bytes around the write.
+      if (from > pStart || to < pStart + PAGE_SIZE) copyStored(read(d.base!), pStart, PAGE_SIZE, page, 0);
+      pages[p] = page;
+    }
+    chunk.copy(page, from - pStart, from - at, to - at);
+  }
+}
+
+/** Copy the block's bytes [from, to) into `out` at `outAt`. */
+export function copyOut(d: DirtyBlock, from: number, to: number, out: Buffer, outAt: number, read: ReadBlock): void {
+  const pages = d.pages;
+  if (!pages) {
+    const upto = Math.min(to, d.len);
+    if (upto > from) d.buf.copy(out, outAt, from, upto);
+    if (to > Math.max(upto, from)) out.fill(0, outAt + Math.max(upto, from) - from, outAt + to - from);
+    return;
+  }
+  let stored: Buffer | undefined;
+  for (let p = Math.floor(from / PAGE_SIZE); p * PAGE_SIZE < to; p++) {
+    const a = Math.max(from, p * PAGE_SIZE);
+    const b = Math.min(to, (p + 1) * PAGE_SIZE);
+    const page = pages[p];
+    if (page) page.copy(out, outAt + a - from, a - p * PAGE_SIZE, b - p * PAGE_SIZE);
+    else copyStored(stored ??= read(d.base!), a, b - a, out, outAt + a - from);
+  }
+}
+
+/**
+ * The block's first `len` bytes (its length in the file), zeros past what it holds. A block over a
+ * stored one (or a dense one shorter than len) is assembled in `scratch` (BLOCK_SIZE bytes): the
+ * result is then valid until scratch is reused.
+ */
+export function contentOf(d: DirtyBlock, len: number, scratch: Buffer, read: ReadBlock): Buffer {
+  if (!d.pages && len <= d.buf.length) {
+    if (len > d.len) d.buf.fill(0, d.len, len);
+    return d.buf.subarray(0, len);
+  }
+  copyOut(d, 0, len, scratch, 0, read);
+  return scratch.subarray(0, len);
+}
+
+/** Turn a block over a stored one into a dense one (a truncation cuts it). */
+function densify(d: DirtyBlock, read: ReadBlock): void {
+  const pages = d.pages;
+  if (!pages) return;
+  const stored = read(d.base!);
+  let len = stored.length;
+  pages.forEach((_, p) => { len = Math.max(len, (p + 1) * PAGE_SIZE); });
+  const buf = takeBuffer(BLOCK_SIZE);
+  copyOut(d, 0, len, buf, 0, read);
+  release(d);
+  d.buf = buf;
+  d.len = len;
+  d.base = undefined;
+  d.pages = undefined;
+}
+
+/** Bytes of memory a block holds, counted as at least a page. */
+function held(d: DirtyBlock): number {
+  let n = d.buf.length;
+  if (d.pages) for (const page of d.pages) if (page) n += PAGE_SIZE;
+  return Math.max(n, PAGE_SIZE);
+}
+
+/** Give a block's buffers back to the pool (the block is not used after). */
+function release(d: DirtyBlock): void {
+  giveBuffer(d.buf);
+  d.buf = EMPTY;
+  if (d.pages) for (const page of d.pages) if (page) giveBuffer(page);
+}
+
+/** Copy `n` bytes of a stored block from `at` into `out` at `outAt`; zeros past its end. */
+function copyStored(stored: Buffer, at: number, n: number, out: Buffer, outAt: number): void {
+  const have = Math.max(0, Math.min(n, stored.length - at));
+  if (have > 0) stored.copy(out, outAt, at, at + have);
+  if (have < n) out.fill(0, outAt + have, outAt + n);
+}
+
 /** One volume's dirty blocks: inode -> block index -> block. */
 export class DirtyBlocks {
   private readonly files = new Map<number, Map<number, DirtyBlock>>();
   /** Per file, how many of its dirty blocks are fresh: usage is asked on every write (attr), so kept, not counted. */
   private readonly fresh = new Map<number, number>();
 
-  /** `budget.dirtyData` is told of every block held or let go (the store flushes past a limit). */
+  /** `budget.dirtyData` is told of the memory held and let go (the store flushes past a limit). */
   constructor(private readonly budget: { dirtyData(delta: number): void }) {}
 
   /** A file's dirty blocks by index, if it has any. */
@@ -47,13 +164,29 @@ export class DirtyBlocks {
   /** How many files have dirty blocks. */
   get size(): number { return this.files.size; }
 
-  /** Hold a new dirty block (none is held at that index). */
-  add(ino: number, idx: number, d: DirtyBlock): void {
+  /** Hold a new dirty block where none is: over the stored block `base` if there is one, else dense. */
+  add(ino: number, idx: number, base: Buffer | undefined): DirtyBlock {
+    const d = base ? overBlock(base) : denseBlock();
     let m = this.files.get(ino);
     if (!m) { m = new Map(); this.files.set(ino, m); }
     m.set(idx, d);
     if (d.fresh) this.fresh.set(ino, (this.fresh.get(ino) ?? 0) + 1);
-    this.budget.dirtyData(BLOCK_SIZE);
+    this.budget.dirtyData(held(d));
+    return d;
+  }
+
+  /** Write `chunk` at byte `at` of a held block; `read` gives a stored block's bytes around it. */
+  write(d: DirtyBlock, at: number, chunk: Buffer, read: ReadBlock): void {
+    const before = held(d);
+    writeInto(d, at, chunk, read);
+    this.budget.dirtyData(held(d) - before);
+  }
+
+  /** Make a held block dense (a truncation is about to cut it). */
+  densify(d: DirtyBlock, read: ReadBlock): void {
+    const before = held(d);
+    densify(d, read);
+    this.budget.dirtyData(held(d) - before);
   }
 
   /**
@@ -76,8 +209,8 @@ export class DirtyBlocks {
     if (m && d) {
       m.delete(idx);
       if (d.fresh) this.unfresh(ino, 1);
-      giveBuffer(d.buf);
-      this.budget.dirtyData(-BLOCK_SIZE);
+      this.budget.dirtyData(-held(d));
+      release(d);
       if (m.size === 0) this.files.delete(ino);
     }
   }
@@ -92,8 +225,10 @@ export class DirtyBlocks {
   dropFile(ino: number): void {
     const m = this.files.get(ino);
     if (m) {
-      for (const d of m.values()) giveBuffer(d.buf);
-      this.budget.dirtyData(-BLOCK_SIZE * m.size);
+      for (const d of m.values()) {
+        this.budget.dirtyData(-held(d));
+        release(d);
+      }
       this.files.delete(ino);
       this.fresh.delete(ino);
     }

@@ -3,7 +3,7 @@
 // in the dirty-block cache (dirty-blocks.ts) until the file is flushed or closed.
 import { PrismError } from '../errors.js';
 import { now } from '../posix/clock.js';
-import { EMPTY, grow } from './dirty-blocks.js';
+import { contentOf, copyOut } from './dirty-blocks.js';
 import { BLOCK_SIZE, Kind, blockIndexOfKey, blockKey, kindRange, layerOf, localOf, type InodeRec } from './layout.js';
 import { VolumeXattrs } from './xattrs.js';
 import { MAX_FILE_SIZE } from '../posix/limits.js';
@@ -18,12 +18,18 @@ export abstract class VolumeFileData extends VolumeXattrs {
     return rec;
   }
 
-  /** The current content of one block (dirty or stored), or null for a hole. */
-  private blockData(ino: number, idx: number): Buffer | null {
+  /** A stored block's content (dirty blocks read the blocks under them through this). */
+  private readonly readBlock = (h: Buffer): Buffer => this.host.blocks.read(h);
+
+  /** Copy bytes [from, to) of one block (dirty, stored or a hole) into `out` at `outAt`. */
+  private copyBlock(ino: number, idx: number, from: number, to: number, out: Buffer, outAt: number): void {
     const d = this.dirty.of(ino)?.get(idx);
-    if (d) return d.buf.subarray(0, d.len);
+    if (d) return copyOut(d, from, to, out, outAt, this.readBlock);
     const h = this.storedBlock(ino, idx);
-    return h ? this.host.blocks.read(h) : null;
+    const data = h ? this.host.blocks.read(h) : null;
+    const have = data ? Math.max(from, Math.min(to, data.length)) : from;
+    if (have > from) data!.copy(out, outAt, from, have);
+    if (to > have) out.fill(0, outAt + have - from, outAt + to - from);
   }
 
   /** Read up to length bytes at offset; `into`, if given and large enough, receives them (no allocation). */
@@ -38,10 +44,7 @@ export abstract class VolumeFileData extends VolumeXattrs {
       const bStart = idx * BLOCK_SIZE;
       const from = Math.max(offset, bStart) - bStart;
       const upto = Math.min(end - bStart, BLOCK_SIZE);
-      const data = this.blockData(ino, idx);
-      const to = data ? Math.min(upto, data.length) : from;
-      if (to > from) data!.copy(out, bStart + from - offset, from, to);
-      if (upto > Math.max(to, from)) out.fill(0, bStart + Math.max(to, from) - offset, bStart + upto - offset);
+      this.copyBlock(ino, idx, from, upto, out, bStart + from - offset);
     }
     return { data: out, eof: end >= rec.size };
   }
@@ -64,22 +67,8 @@ export abstract class VolumeFileData extends VolumeXattrs {
         this.setBlock(ino, idx, chunk);
         continue;
       }
-      let d = this.dirty.of(ino)?.get(idx);
-      if (!d) {
-        const h = this.storedBlock(ino, idx);
-        d = { buf: EMPTY, len: 0, fresh: !h };
-        if (h) {
-          const stored = this.host.blocks.read(h);
-          grow(d, stored.length);
-          d.len = stored.copy(d.buf);
-        }
-        this.dirty.add(ino, idx, d);
-      }
-      const at = from - bStart;
-      grow(d, at + chunk.length);
-      if (at > d.len) d.buf.fill(0, d.len, at);
-      chunk.copy(d.buf, at);
-      d.len = Math.max(d.len, at + chunk.length);
+      const d = this.dirty.of(ino)?.get(idx) ?? this.dirty.add(ino, idx, this.storedBlock(ino, idx));
+      this.dirty.write(d, from - bStart, chunk, this.readBlock);
     }
     const t = now();
     return this.attr(ino, this.update(ino, { size: Math.max(rec.size, end), mtime: t, ctime: t }));
@@ -200,9 +189,7 @@ export abstract class VolumeFileData extends VolumeXattrs {
     const size = this.inode(ino).size;
     for (const [idx, d] of [...m].sort((x, y) => x[0] - y[0])) {
       const len = Math.max(0, Math.min(BLOCK_SIZE, size - idx * BLOCK_SIZE));
-      grow(d, len);
-      if (len > d.len) d.buf.fill(0, d.len, len);
-      this.setBlock(ino, idx, len > 0 ? d.buf.subarray(0, len) : null);
+      this.setBlock(ino, idx, len > 0 ? contentOf(d, len, SCRATCH, this.readBlock) : null);
       // Let go of each block once stored: if a later one fails (a full disk), the rest stay held
       // and no buffer still held goes back to the pool.
       this.dirty.drop(ino, idx);
@@ -230,7 +217,10 @@ export abstract class VolumeFileData extends VolumeXattrs {
       const idx = keep - 1;
       const cut = size - idx * BLOCK_SIZE;
       const d = this.dirty.of(ino)?.get(idx);
-      if (d) d.len = Math.min(d.len, cut);
+      if (d) {
+        this.dirty.densify(d, this.readBlock);
+        d.len = Math.min(d.len, cut);
+      }
       else {
         const h = this.storedBlock(ino, idx);
         if (h) {
@@ -390,6 +380,8 @@ const COPY_CHUNK_BYTES = 8 << 20;
 /** Block indexes fit the 6 bytes of a block key. */
 const MAX_BLOCK_INDEX = 2 ** 48 - 1;
 const ZERO_BLOCK = Buffer.alloc(BLOCK_SIZE);
+/** Where flushFile assembles a block written over a stored one (setBlock copies what it keeps). */
+const SCRATCH = Buffer.allocUnsafeSlow(BLOCK_SIZE);
 
 function isZero(b: Buffer): boolean {
   return b.equals(ZERO_BLOCK.subarray(0, b.length));
