@@ -200,12 +200,15 @@ export class HostServer {
     this.timer.unref();
   }
 
-  /** A durable commit, its time told to the metrics. */
-  private commitTimed(): Promise<void> {
+  /**
+   * A durable commit, its time told to the metrics: a COMMIT's (every change so far) or the timer's
+   * (timed: see Store.commitDurable).
+   */
+  private commitTimed(timed = false): Promise<void> {
     const m = this.metrics;
-    if (!m) return this.store.commitDurable();
+    if (!m) return this.store.commitDurable({ timed });
     const t0 = performance.now();
-    return this.store.commitDurable().then(() => m.committed((performance.now() - t0) / 1000));
+    return this.store.commitDurable({ timed }).then(() => m.committed((performance.now() - t0) / 1000));
   }
 
   private commitSafely(): void {
@@ -215,7 +218,7 @@ export class HostServer {
       this.readMetaAnswers(name, d);
     }
     for (const vm of this.shm.values()) vm.region.region.heartbeat('host');
-    if (this.store.pendingChanges > 0) this.commitTimed().catch((e: unknown) => log.error({ err: e }, 'commit failed'));
+    if (this.store.pendingChanges > 0) this.commitTimed(true).catch((e: unknown) => log.error({ err: e }, 'commit failed'));
   }
 
   /** The addresses actually bound (after port 0). */

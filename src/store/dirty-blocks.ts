@@ -20,19 +20,23 @@ export type ReadBlock = (hash: Buffer) => Buffer;
  * stored block's bytes there, zeros past its end; `buf` and `len` are unused. `fresh`: no stored
  * block was under it when it became dirty (its bytes count as new in the file's usage).
  */
-export interface DirtyBlock { buf: Buffer; len: number; fresh: boolean; base?: Buffer; pages?: Array<Buffer | undefined> }
+export interface DirtyBlock {
+  buf: Buffer; len: number; fresh: boolean; base?: Buffer; pages?: Array<Buffer | undefined>;
+  /** When it became dirty (performance.now()), and whether a write into it grew the file. */
+  since: number; grew: boolean;
+}
 
 /** The buffer of a block that holds nothing yet: grow() replaces it on the first write. */
 export const EMPTY = Buffer.alloc(0);
 
 /** A dirty block with nothing stored under it. */
 function denseBlock(): DirtyBlock {
-  return { buf: EMPTY, len: 0, fresh: true };
+  return { buf: EMPTY, len: 0, fresh: true, since: performance.now(), grew: false };
 }
 
 /** A dirty block over the stored block `base` (nothing written yet). */
 function overBlock(base: Buffer): DirtyBlock {
-  return { buf: EMPTY, len: 0, fresh: false, base, pages: [] };
+  return { buf: EMPTY, len: 0, fresh: false, base, pages: [], since: performance.now(), grew: false };
 }
 
 /** Make room for `need` bytes in a dense block's buffer, keeping its first `len` bytes. */
@@ -121,6 +125,16 @@ function densify(d: DirtyBlock, read: ReadBlock): void {
   d.pages = undefined;
 }
 
+/**
+ * Whether a timed commit may leave a block for later: it overwrites a stored block within the file
+ * (the stored one is a consistent older content, as ext4's data=ordered leaves overwrites out of a
+ * journal commit), and it became dirty after `since`. New blocks and blocks that grew the file never
+ * wait: the metadata committed must not expose bytes that are not there.
+ */
+export function deferrable(d: DirtyBlock, since: number): boolean {
+  return d.pages !== undefined && !d.grew && d.since > since;
+}
+
 /** Bytes of memory a block holds, counted as at least a page. */
 function held(d: DirtyBlock): number {
   let n = d.buf.length;
@@ -175,8 +189,12 @@ export class DirtyBlocks {
     return d;
   }
 
-  /** Write `chunk` at byte `at` of a held block; `read` gives a stored block's bytes around it. */
-  write(d: DirtyBlock, at: number, chunk: Buffer, read: ReadBlock): void {
+  /**
+   * Write `chunk` at byte `at` of a held block; `read` gives a stored block's bytes around it; `grows`:
+   * the write makes the file longer.
+   */
+  write(d: DirtyBlock, at: number, chunk: Buffer, read: ReadBlock, grows: boolean): void {
+    if (grows) d.grew = true;
     const before = held(d);
     writeInto(d, at, chunk, read);
     this.budget.dirtyData(held(d) - before);

@@ -3,7 +3,7 @@
 // in the dirty-block cache (dirty-blocks.ts) until the file is flushed or closed.
 import { PrismError } from '../errors.js';
 import { now } from '../posix/clock.js';
-import { contentOf, copyOut } from './dirty-blocks.js';
+import { contentOf, copyOut, deferrable } from './dirty-blocks.js';
 import { BLOCK_SIZE, Kind, blockIndexOfKey, blockKey, kindRange, layerOf, localOf, type InodeRec } from './layout.js';
 import { VolumeXattrs } from './xattrs.js';
 import { MAX_FILE_SIZE } from '../posix/limits.js';
@@ -57,6 +57,7 @@ export abstract class VolumeFileData extends VolumeXattrs {
     if (end > MAX_FILE_SIZE) throw new PrismError('EFBIG', 'file too large');
     if (data.length === 0) return this.attr(ino, rec);
     this.checkQuota(ino, offset, end);
+    const grows = end > rec.size;
     for (let idx = Math.floor(offset / BLOCK_SIZE); idx * BLOCK_SIZE < end; idx++) {
       const bStart = idx * BLOCK_SIZE;
       const from = Math.max(offset, bStart);
@@ -68,7 +69,7 @@ export abstract class VolumeFileData extends VolumeXattrs {
         continue;
       }
       const d = this.dirty.of(ino)?.get(idx) ?? this.dirty.add(ino, idx, this.storedBlock(ino, idx));
-      this.dirty.write(d, from - bStart, chunk, this.readBlock);
+      this.dirty.write(d, from - bStart, chunk, this.readBlock, grows);
     }
     const t = now();
     return this.attr(ino, this.update(ino, { size: Math.max(rec.size, end), mtime: t, ctime: t }));
@@ -182,12 +183,16 @@ export abstract class VolumeFileData extends VolumeXattrs {
     this.host.usage(this).bytes += delta;
   }
 
-  /** Hash and store a file's partially written blocks. */
-  flushFile(ino: number): void {
+  /**
+   * Hash and store a file's partially written blocks; with `overwritesSince`, not those that only
+   * overwrite stored bytes and became dirty after it (a timed commit: see deferrable).
+   */
+  flushFile(ino: number, overwritesSince?: number): void {
     const m = this.dirty.of(ino);
     if (!m) return;
     const size = this.inode(ino).size;
     for (const [idx, d] of [...m].sort((x, y) => x[0] - y[0])) {
+      if (overwritesSince !== undefined && deferrable(d, overwritesSince)) continue;
       const len = Math.max(0, Math.min(BLOCK_SIZE, size - idx * BLOCK_SIZE));
       this.setBlock(ino, idx, len > 0 ? contentOf(d, len, SCRATCH, this.readBlock) : null);
       // Let go of each block once stored: if a later one fails (a full disk), the rest stay held
@@ -196,8 +201,8 @@ export abstract class VolumeFileData extends VolumeXattrs {
     }
   }
 
-  flush(): void {
-    for (const ino of [...this.dirty.inodes()]) this.flushFile(ino);
+  flush(overwritesSince?: number): void {
+    for (const ino of [...this.dirty.inodes()]) this.flushFile(ino, overwritesSince);
   }
 
   get hasDirtyData(): boolean { return this.dirty.size > 0; }

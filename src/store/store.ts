@@ -73,6 +73,9 @@ export interface StoreStats {
 type Meta = Record<string, number>;
 
 /** Everything one commit writes, cut at one instant (see commitDurable). */
+/** How long a timed commit leaves an overwrite of stored bytes buffered (see startCommit). */
+const OVERWRITE_DELAY_MS = 5000;
+
 interface Cut {
   nodes: FrozenNodes<TreeValue>;
   blocks: FrozenBlocks;
@@ -113,6 +116,8 @@ export class Store implements VolumeHost {
   /** The commit in progress (commitDurable), and the one the callers arriving meanwhile share. */
   private inFlight: { cut: Cut; done: Promise<void> } | null = null;
   private next: Promise<void> | null = null;
+  /** Whether a caller of the shared next commit wants every overwrite in it (not a timed one). */
+  private nextWhole = false;
   /** Set when a commit failed after its metadata reached LMDB: memory and disk may disagree. */
   private broken: Error | null = null;
   private readonly counts = { requests: 0, commits: 0 };
@@ -609,13 +614,16 @@ export class Store implements VolumeHost {
 
   // ---- durability -------------------------------------------------------------------------------
 
-  private flushAll(): void {
-    for (const v of this.volumes.values()) v.flush();
+  private flushAll(overwritesSince?: number): void {
+    for (const v of this.volumes.values()) v.flush(overwritesSince);
   }
 
-  /** Freeze everything changed so far for one commit; later changes collect apart (see commitDurable). */
-  private cut(): Cut {
-    this.flushAll();
+  /**
+   * Freeze everything changed so far for one commit; later changes collect apart (see commitDurable).
+   * With `overwritesSince`, blocks that only overwrite stored bytes since then stay buffered (deferrable).
+   */
+  private cut(overwritesSince?: number): Cut {
+    this.flushAll(overwritesSince);
     const segments = this.segments.cut();
     const volumes = new Map<string, VolumeRec | null>();
     for (const name of this.changedVolumes) {
@@ -718,23 +726,33 @@ export class Store implements VolumeHost {
    *  LMDB is ordered by LMDB (and settling the blocking commit's cut forgets the older one too, see
    *  LmdbNodeStore.settled); a failure before LMDB puts the cut's changes back as pending.
    */
-  commitDurable(): Promise<void> {
+  commitDurable(opts: { timed?: boolean } = {}): Promise<void> {
     this.counts.requests++;
-    if (!this.inFlight) return this.startCommit();
+    if (!this.inFlight) return this.startCommit(!opts.timed);
+    if (!opts.timed) this.nextWhole = true;
     this.next ??= this.inFlight.done.catch(() => undefined).then(() => {
+      const whole = this.nextWhole;
       this.next = null;
-      return this.startCommit();
+      this.nextWhole = false;
+      return this.startCommit(whole);
     });
     return this.next;
   }
 
-  private startCommit(): Promise<void> {
+  /**
+   * whole: every change so far (a COMMIT). A timed commit (not whole) leaves overwrites of stored
+   * bytes younger than OVERWRITE_DELAY_MS buffered: a block rewritten again and again is hashed and
+   * stored once per delay, not once per commit, and a burst of small random writes is not hashed
+   * while it still arrives (the agent's own COMMITs, every 5 s or at fsync, take them all).
+   */
+  private startCommit(whole: boolean): Promise<void> {
     if (this.closed) return Promise.reject(new PrismError('EBADF', 'store is closed'));
     if (this.broken) return Promise.reject(new PrismError('EIO', `the store could not commit: ${this.broken.message}`));
     if (this.pendingChanges === 0 && !this.hasBufferedData()) return Promise.resolve();
     let c: Cut;
     try {
-      c = this.cut(); // writes buffered data out: a full or failing disk fails the promise, never the caller
+      // writes buffered data out: a full or failing disk fails the promise, never the caller
+      c = this.cut(whole ? undefined : performance.now() - OVERWRITE_DELAY_MS);
     } catch (e) {
       return Promise.reject(e);
     }

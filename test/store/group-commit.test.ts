@@ -227,3 +227,60 @@ test('a blocking commit() that took over a commitDurable and aborted leaves it t
   t.deepEqual(fsck(s, { verifyData: true }).problems, []);
   s.close();
 });
+
+test('a timed commit leaves young overwrites of stored bytes buffered; a COMMIT, new blocks and growth do not wait', async (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  let s = Store.open(dir);
+  const v = s.createVolume('v');
+  const over = v.create(v.rootIno, 'over', 0o644, 0, 0).ino;
+  const grow = v.create(v.rootIno, 'grow', 0o644, 0, 0).ino;
+  v.write(over, 0, Buffer.alloc(100_000, 1));
+  v.write(grow, 0, Buffer.alloc(1000, 1));
+  s.commit();
+  v.write(over, 70_000, Buffer.alloc(10, 2)); // an overwrite inside the file: may wait
+  v.write(grow, 900, Buffer.alloc(200, 2)); // over a stored block, but the file grows: must not
+  const fresh = v.create(v.rootIno, 'fresh', 0o644, 0, 0).ino;
+  v.write(fresh, 0, Buffer.from('new')); // no stored block under it: must not
+  await s.commitDurable({ timed: true });
+  s = reopen(dir, s);
+  let w = s.volume('v');
+  t.is(w.read(w.resolve('/over'), 70_000, 10).data[0], 1, 'the young overwrite was left for later (the older content is intact)');
+  t.is(w.getattr(w.resolve('/over')).size, 100_000);
+  t.true(w.read(w.resolve('/grow'), 0, 2000).data.equals(Buffer.concat([Buffer.alloc(900, 1), Buffer.alloc(200, 2)])), 'a write that grew the file is in');
+  t.is(w.read(w.resolve('/fresh'), 0, 10).data.toString(), 'new');
+  t.deepEqual(fsck(s, { verifyData: true }).problems, []);
+
+  // The same overwrite, then a commit that is not timed: in.
+  w.write(w.resolve('/over'), 70_000, Buffer.alloc(10, 3));
+  const timed = s.commitDurable({ timed: true });
+  const whole = s.commitDurable(); // the next commit, after the timed one: every overwrite
+  await Promise.all([timed, whole]);
+  s = reopen(dir, s);
+  w = s.volume('v');
+  t.is(w.read(w.resolve('/over'), 70_000, 10).data[0], 3);
+  t.deepEqual(fsck(s, { verifyData: true }).problems, []);
+  s.close();
+});
+
+test('a timed commit stores an overwrite that waited longer than its delay', async (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  let s = Store.open(dir);
+  const v = s.createVolume('v');
+  const f = v.create(v.rootIno, 'f', 0o644, 0, 0).ino;
+  v.write(f, 0, Buffer.alloc(100_000, 1));
+  s.commit();
+  const realNow = performance.now.bind(performance);
+  v.write(f, 5, Buffer.alloc(10, 2));
+  // Six seconds later (the delay is five):
+  const shifted = () => realNow() + 6000;
+  Object.defineProperty(performance, 'now', { value: shifted, configurable: true });
+  try {
+    await s.commitDurable({ timed: true });
+  } finally {
+    Object.defineProperty(performance, 'now', { value: realNow, configurable: true });
+  }
+  s = reopen(dir, s);
+  const w = s.volume('v');
+  t.is(w.read(w.resolve('/f'), 5, 1).data[0], 2);
+  s.close();
+});
