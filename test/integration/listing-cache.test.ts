@@ -197,3 +197,50 @@ t('a reader that resumes after names came and went, a second later, sees every u
   tt.is(counts.get('..'), 1);
   tt.deepEqual(list(D), [...names(300).filter((n) => !gone.includes(n)), ...names(40, 'new')].sort());
 });
+
+t('a listing resumed after another VM changed its entries gives the kernel their new attributes', async (tt) => {
+  // READDIRPLUS pages after the first come from the agent's copy of the listing (for up to a second):
+  // a copy made before another VM's chmod must not be served after it, or the kernel keeps the old
+  // mode for its 30 s attribute timeout.
+  const { a, b } = await twoVms(tt, { a: long, b: long });
+  fs.mkdirSync(`${a.mp}/d`);
+  for (const n of names(100)) fs.writeFileSync(`${a.mp}/d/${n}`, '', { mode: 0o644 });
+  const py = [
+    'import ctypes, json, os, struct, sys, time',
+    'from concurrent.futures import ThreadPoolExecutor',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'da, db = sys.argv[1], sys.argv[2]',
+    'fd = os.open(da, os.O_RDONLY | os.O_DIRECTORY)',
+    'buf = ctypes.create_string_buffer(1024)',
+    'def more():',
+    '    n = libc.syscall(217, fd, buf, len(buf))', // getdents64 on x86-64
+    '    out, o = [], 0',
+    '    while o < n:',
+    '        reclen = struct.unpack_from("<H", buf.raw, o + 16)[0]',
+    '        out.append(buf.raw[o + 19:o + reclen].split(b"\\0", 1)[0].decode("latin1"))',
+    '        o += reclen',
+    '    return out',
+    'seen = more()',
+    // A lookup in the directory between pages: the kernel asks for the next pages with attributes too.
+    'late = [f"f{i}" for i in range(100) if f"f{i}" not in seen]',
+    'os.lstat(os.path.join(da, late[-1]))',
+    // In parallel: each waits for the other VM's acknowledgement, and all must fit in the agent's second.
+    't0 = time.monotonic()',
+    'with ThreadPoolExecutor(32) as pool: list(pool.map(lambda n: os.chmod(os.path.join(db, n), 0o600), late))',
+    'took = time.monotonic() - t0',
+    'while True:',
+    '    got = more()',
+    '    if not got: break',
+    '    seen += got',
+    '    os.lstat(os.path.join(da, late[-1]))',
+    'print(json.dumps({"took": took, "modes": {n: oct(os.lstat(os.path.join(da, n)).st_mode & 0o777) for n in late}}))',
+  ].join('\n');
+  const f0 = await fetches(a);
+  const r = spawnSync('python3', ['-c', py, `${a.mp}/d`, `${b.mp}/d`], { encoding: 'utf8' });
+  tt.is(r.status, 0, r.stderr);
+  tt.is(await fetches(a) - f0, 1, 'the pages after the first came from the agent\'s copy');
+  const { took, modes } = JSON.parse(r.stdout) as { took: number; modes: Record<string, string> };
+  tt.true(took < 1, `the chmods took ${took.toFixed(2)} s: the agent's copy would have expired`);
+  const old = Object.entries(modes).filter(([, m]) => m !== '0o600').map(([n]) => n);
+  tt.deepEqual(old, [], `${old.length} of ${Object.keys(modes).length} files keep the mode from before the other VM's chmod`);
+});
