@@ -184,25 +184,40 @@ export abstract class VolumeFileData extends VolumeXattrs {
   }
 
   /**
-   * Hash and store a file's partially written blocks; with `overwritesSince`, not those that only
-   * overwrite stored bytes and became dirty after it (a timed commit: see deferrable).
+   * Hash and store a file's partially written blocks (at most `max` of them); with `overwritesSince`,
+   * not those that only overwrite stored bytes and became dirty after it (a timed commit: see
+   * deferrable). Returns how many were stored.
    */
-  flushFile(ino: number, overwritesSince?: number): void {
+  flushFile(ino: number, overwritesSince?: number, max = Infinity): number {
     const m = this.dirty.of(ino);
-    if (!m) return;
+    if (!m) return 0;
     const size = this.inode(ino).size;
+    let n = 0;
     for (const [idx, d] of [...m].sort((x, y) => x[0] - y[0])) {
+      if (n >= max) break;
       if (overwritesSince !== undefined && deferrable(d, overwritesSince)) continue;
       const len = Math.max(0, Math.min(BLOCK_SIZE, size - idx * BLOCK_SIZE));
       this.setBlock(ino, idx, len > 0 ? contentOf(d, len, SCRATCH, this.readBlock) : null);
       // Let go of each block once stored: if a later one fails (a full disk), the rest stay held
       // and no buffer still held goes back to the pool.
       this.dirty.drop(ino, idx);
+      n++;
     }
+    return n;
   }
 
   flush(overwritesSince?: number): void {
     for (const ino of [...this.dirty.inodes()]) this.flushFile(ino, overwritesSince);
+  }
+
+  /** Hash and store up to `max` buffered blocks (a slice of a long flush); returns how many. */
+  flushSome(max: number): number {
+    let n = 0;
+    for (const ino of [...this.dirty.inodes()]) {
+      if (n >= max) break;
+      n += this.flushFile(ino, undefined, max - n);
+    }
+    return n;
   }
 
   get hasDirtyData(): boolean { return this.dirty.size > 0; }

@@ -367,11 +367,18 @@ export async function withholdResponses(file: string, seconds: number): Promise<
     const name = Buffer.from(`withheld-${process.pid}`);
     g.send(encodeRequest({ id: 1, proc: Proc.CREATE, args: [root, name, 0o644, 0, 0, false] }));
     let fh: Buffer | undefined;
-    for (let i = 0; i < 2000 && !fh; i++) {
-      g.drain((m) => { const r = decodeResponse(m); if (r.id === 1 && r.errno === 0) fh = (r.result as unknown[])[0] as Buffer; });
+    let errno: number | undefined;
+    for (let i = 0; i < 2000 && !fh && errno === undefined; i++) {
+      g.drain((m) => {
+        const r = decodeResponse(m);
+        if (r.id !== 1) return;
+        if (r.errno === 0) fh = (r.result as unknown[])[0] as Buffer;
+        else errno = r.errno;
+      });
       await new Promise((r) => setTimeout(r, 1));
     }
-    if (!fh) throw new Error('CREATE failed');
+    // Which of the two (an error, or no reply at all) tells where to look.
+    if (!fh) throw new Error(errno === undefined ? 'CREATE: no reply within 2 s' : `CREATE failed: errno ${errno}`);
     g.send(encodeRequest({ id: 2, proc: Proc.WRITE, args: [fh, 0, Buffer.alloc(256 << 10, 7), 0] }));
     await new Promise((r) => setTimeout(r, 50));
     g.drain(() => {});

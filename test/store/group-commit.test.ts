@@ -284,3 +284,28 @@ test('a timed commit stores an overwrite that waited longer than its delay', asy
   t.is(w.read(w.resolve('/f'), 5, 1).data[0], 2);
   s.close();
 });
+
+test('flushInSlices stores buffered blocks a slice at a time, the event loop turning between slices', async (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  let s = Store.open(dir);
+  const v = s.createVolume('v');
+  const f = v.create(v.rootIno, 'f', 0o644, 0, 0).ino;
+  v.write(f, 0, Buffer.alloc(200 * 65536, 1));
+  s.commit();
+  for (let i = 0; i < 200; i++) v.write(f, i * 65536 + 100, Buffer.from([2])); // 200 blocks buffered
+  let turns = 0;
+  let done = false;
+  const turn = (): void => { if (!done) { turns++; setImmediate(turn); } };
+  setImmediate(turn);
+  await s.flushInSlices(32);
+  done = true;
+  t.false(v.hasDirtyData, 'everything buffered when it started is stored');
+  t.true(turns >= 6, `the event loop turned ${turns} times during 7 slices`);
+  await s.commitDurable();
+  s = reopen(dir, s);
+  const w = s.volume('v');
+  const back = w.read(w.resolve('/f'), 0, 200 * 65536).data;
+  t.true([...Array(200).keys()].every((i) => back[i * 65536 + 100] === 2 && back[i * 65536 + 99] === 1));
+  t.deepEqual(fsck(s, { verifyData: true }).problems, []);
+  s.close();
+});
