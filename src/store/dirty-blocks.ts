@@ -4,8 +4,9 @@
 // 4 KiB pages written, over the stored block's hash: a small write into a big file neither reads the
 // block nor fills a fresh 64 KiB buffer (16 page faults, each a trap to the hypervisor in a VM); the
 // stored block is read when a byte not written is wanted (a page written in part, a read) and at the
-// flush, into one scratch buffer. Buffers are pooled (buffer-pool.ts). The memory held (at least a page
-// a block) counts against the store's budget of unflushed data.
+// flush, into one scratch buffer. Buffers are pooled (buffer-pool.ts). Each block held counts
+// BLOCK_SIZE against the store's budget of unflushed data: what bounds is the work of its flush
+// (hashing a whole block), whatever the memory it holds.
 import { giveBuffer, takeBuffer } from './buffer-pool.js';
 import { BLOCK_SIZE } from './layout.js';
 
@@ -109,8 +110,8 @@ export function contentOf(d: DirtyBlock, len: number, scratch: Buffer, read: Rea
   return scratch.subarray(0, len);
 }
 
-/** Turn a block over a stored one into a dense one (a truncation cuts it). */
-function densify(d: DirtyBlock, read: ReadBlock): void {
+/** Turn a block over a stored one into a dense one (a truncation is about to cut it). */
+export function densify(d: DirtyBlock, read: ReadBlock): void {
   const pages = d.pages;
   if (!pages) return;
   const stored = read(d.base!);
@@ -135,13 +136,6 @@ export function deferrable(d: DirtyBlock, since: number): boolean {
   return d.pages !== undefined && !d.grew && d.since > since;
 }
 
-/** Bytes of memory a block holds, counted as at least a page. */
-function held(d: DirtyBlock): number {
-  let n = d.buf.length;
-  if (d.pages) for (const page of d.pages) if (page) n += PAGE_SIZE;
-  return Math.max(n, PAGE_SIZE);
-}
-
 /** Give a block's buffers back to the pool (the block is not used after). */
 function release(d: DirtyBlock): void {
   giveBuffer(d.buf);
@@ -162,7 +156,7 @@ export class DirtyBlocks {
   /** Per file, how many of its dirty blocks are fresh: usage is asked on every write (attr), so kept, not counted. */
   private readonly fresh = new Map<number, number>();
 
-  /** `budget.dirtyData` is told of the memory held and let go (the store flushes past a limit). */
+  /** `budget.dirtyData` is told of every block held or let go (the store flushes past a limit). */
   constructor(private readonly budget: { dirtyData(delta: number): void }) {}
 
   /** A file's dirty blocks by index, if it has any. */
@@ -185,7 +179,7 @@ export class DirtyBlocks {
     if (!m) { m = new Map(); this.files.set(ino, m); }
     m.set(idx, d);
     if (d.fresh) this.fresh.set(ino, (this.fresh.get(ino) ?? 0) + 1);
-    this.budget.dirtyData(held(d));
+    this.budget.dirtyData(BLOCK_SIZE);
     return d;
   }
 
@@ -195,16 +189,7 @@ export class DirtyBlocks {
    */
   write(d: DirtyBlock, at: number, chunk: Buffer, read: ReadBlock, grows: boolean): void {
     if (grows) d.grew = true;
-    const before = held(d);
     writeInto(d, at, chunk, read);
-    this.budget.dirtyData(held(d) - before);
-  }
-
-  /** Make a held block dense (a truncation is about to cut it). */
-  densify(d: DirtyBlock, read: ReadBlock): void {
-    const before = held(d);
-    densify(d, read);
-    this.budget.dirtyData(held(d) - before);
   }
 
   /**
@@ -227,7 +212,7 @@ export class DirtyBlocks {
     if (m && d) {
       m.delete(idx);
       if (d.fresh) this.unfresh(ino, 1);
-      this.budget.dirtyData(-held(d));
+      this.budget.dirtyData(-BLOCK_SIZE);
       release(d);
       if (m.size === 0) this.files.delete(ino);
     }
@@ -243,10 +228,8 @@ export class DirtyBlocks {
   dropFile(ino: number): void {
     const m = this.files.get(ino);
     if (m) {
-      for (const d of m.values()) {
-        this.budget.dirtyData(-held(d));
-        release(d);
-      }
+      for (const d of m.values()) release(d);
+      this.budget.dirtyData(-BLOCK_SIZE * m.size);
       this.files.delete(ino);
       this.fresh.delete(ino);
     }

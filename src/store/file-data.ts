@@ -3,7 +3,7 @@
 // in the dirty-block cache (dirty-blocks.ts) until the file is flushed or closed.
 import { PrismError } from '../errors.js';
 import { now } from '../posix/clock.js';
-import { contentOf, copyOut, deferrable } from './dirty-blocks.js';
+import { contentOf, copyOut, deferrable, densify } from './dirty-blocks.js';
 import { BLOCK_SIZE, Kind, blockIndexOfKey, blockKey, kindRange, layerOf, localOf, type InodeRec } from './layout.js';
 import { VolumeXattrs } from './xattrs.js';
 import { MAX_FILE_SIZE } from '../posix/limits.js';
@@ -238,7 +238,7 @@ export abstract class VolumeFileData extends VolumeXattrs {
       const cut = size - idx * BLOCK_SIZE;
       const d = this.dirty.of(ino)?.get(idx);
       if (d) {
-        this.dirty.densify(d, this.readBlock);
+        densify(d, this.readBlock);
         d.len = Math.min(d.len, cut);
       }
       else {

@@ -120,6 +120,8 @@ export class Store implements VolumeHost {
   private next: Promise<void> | null = null;
   /** Whether a caller of the shared next commit wants every overwrite in it (not a timed one). */
   private nextWhole = false;
+  /** A flush in slices is running because buffered data passed its limit (dirtyData). */
+  private flushingBehind = false;
   /** Set when a commit failed after its metadata reached LMDB: memory and disk may disagree. */
   private broken: Error | null = null;
   private readonly counts = { requests: 0, commits: 0 };
@@ -257,6 +259,15 @@ export class Store implements VolumeHost {
 
   dirtyData(delta: number): void {
     this.dirtyBytes += delta;
+    // Past the limit, flushed in the background a slice at a time (a serving host has no pause
+    // between requests to flush in, and nothing else bounds what a VM that never commits holds).
+    if (delta > 0 && this.dirtyBytes > this.opts.dirtyDataLimit && !this.flushingBehind) {
+      this.flushingBehind = true;
+      setImmediate(() => {
+        // A failure (a full disk) leaves the blocks held: the next COMMIT's cut fails with it.
+        this.flushInSlices().catch(() => undefined).finally(() => { this.flushingBehind = false; });
+      });
+    }
   }
 
   usage(v: VolumeTree): Usage {
@@ -623,11 +634,11 @@ export class Store implements VolumeHost {
   /**
    * Hash and store buffered blocks a slice at a time, yielding to the event loop between slices: a
    * COMMIT after a burst of small writes (thousands of blocks, ~0.1 ms each) then does not hold every
-   * other VM's requests for the whole flush. Bounded by what is buffered when it starts (each block
-   * holds at least a page); blocks written meanwhile are the cut's.
+   * other VM's requests for the whole flush. Bounded by what is buffered when it starts; blocks
+   * written meanwhile are the cut's.
    */
   async flushInSlices(sliceBlocks = FLUSH_SLICE_BLOCKS): Promise<void> {
-    for (let left = Math.ceil(this.dirtyBytes / 4096); left > 0 && !this.closed && !this.readOnly;) {
+    for (let left = Math.ceil(this.dirtyBytes / BLOCK_SIZE); left > 0 && !this.closed && !this.readOnly;) {
       let n = 0;
       for (const v of this.volumes.values()) {
         if (n >= sliceBlocks) break;

@@ -309,3 +309,19 @@ test('flushInSlices stores buffered blocks a slice at a time, the event loop tur
   t.deepEqual(fsck(s, { verifyData: true }).problems, []);
   s.close();
 });
+
+test('buffered blocks past the limit are flushed in the background, with no commit asked', async (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  const s = Store.open(dir, { dirtyDataLimit: 8 * 65536 });
+  t.teardown(() => s.abandon());
+  const v = s.createVolume('v');
+  const f = v.create(v.rootIno, 'f', 0o644, 0, 0).ino;
+  v.write(f, 0, Buffer.alloc(100 * 65536, 1));
+  s.commit();
+  // 100 small overwrites: 100 blocks held, twelve times the limit, and no one commits.
+  for (let i = 0; i < 100; i++) v.write(f, i * 65536 + 7, Buffer.from([2]));
+  for (let i = 0; i < 200 && v.hasDirtyData; i++) await new Promise((r) => setTimeout(r, 5));
+  t.false(v.hasDirtyData, 'every block was hashed and stored');
+  const back = v.read(f, 0, 100 * 65536).data;
+  t.true([...Array(100).keys()].every((i) => back[i * 65536 + 7] === 2 && back[i * 65536 + 6] === 1));
+});
