@@ -61,6 +61,25 @@ function heldLister(tt: ExecutionContext, dir: string): () => Promise<string[]> 
     return JSON.parse(r.value as string) as string[];
   };
 }
+/**
+ * The start of a Python script that reads the directory sys.argv[1] (as `d`) through one descriptor
+ * with raw getdents64 calls of 1 KiB: `more()` returns the names of the next call ([] at the end).
+ */
+const PAGED_READER = [
+  'import ctypes, json, os, struct, sys, time',
+  'libc = ctypes.CDLL(None, use_errno=True)',
+  'd = sys.argv[1]',
+  'fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)',
+  'buf = ctypes.create_string_buffer(1024)',
+  'def more():',
+  '    n = libc.syscall(217, fd, buf, len(buf))', // getdents64 on x86-64
+  '    out, o = [], 0',
+  '    while o < n:',
+  '        reclen = struct.unpack_from("<H", buf.raw, o + 16)[0]',
+  '        out.append(buf.raw[o + 19:o + reclen].split(b"\\0", 1)[0].decode("latin1"))',
+  '        o += reclen',
+  '    return out',
+];
 const names = (n: number, prefix = 'f'): string[] => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
 
 t('an unchanged directory listed 10 times is fetched once; the agent\'s own changes show at once', async (tt) => {
@@ -162,19 +181,7 @@ t('a reader that resumes after names came and went, a second later, sees every u
   fs.mkdirSync(D);
   for (const n of names(300)) fs.writeFileSync(`${D}/${n}`, '');
   const py = [
-    'import ctypes, json, os, struct, sys, time',
-    'libc = ctypes.CDLL(None, use_errno=True)',
-    'd = sys.argv[1]',
-    'fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)',
-    'buf = ctypes.create_string_buffer(1024)',
-    'def more():',
-    '    n = libc.syscall(217, fd, buf, len(buf))', // getdents64 on x86-64
-    '    out, o = [], 0',
-    '    while o < n:',
-    '        reclen = struct.unpack_from("<H", buf.raw, o + 16)[0]',
-    '        out.append(buf.raw[o + 19:o + reclen].split(b"\\0", 1)[0].decode("latin1"))',
-    '        o += reclen',
-    '    return out',
+    ...PAGED_READER,
     'seen = more() + more()',
     'gone = [f"f{i}" for i in range(300) if f"f{i}" not in seen][:40] + [n for n in seen if n.startswith("f")][:40]',
     'for n in gone: os.unlink(os.path.join(d, n))',
@@ -206,20 +213,9 @@ t('a listing resumed after another VM changed its entries gives the kernel their
   fs.mkdirSync(`${a.mp}/d`);
   for (const n of names(100)) fs.writeFileSync(`${a.mp}/d/${n}`, '', { mode: 0o644 });
   const py = [
-    'import ctypes, json, os, struct, sys, time',
+    ...PAGED_READER,
     'from concurrent.futures import ThreadPoolExecutor',
-    'libc = ctypes.CDLL(None, use_errno=True)',
-    'da, db = sys.argv[1], sys.argv[2]',
-    'fd = os.open(da, os.O_RDONLY | os.O_DIRECTORY)',
-    'buf = ctypes.create_string_buffer(1024)',
-    'def more():',
-    '    n = libc.syscall(217, fd, buf, len(buf))', // getdents64 on x86-64
-    '    out, o = [], 0',
-    '    while o < n:',
-    '        reclen = struct.unpack_from("<H", buf.raw, o + 16)[0]',
-    '        out.append(buf.raw[o + 19:o + reclen].split(b"\\0", 1)[0].decode("latin1"))',
-    '        o += reclen',
-    '    return out',
+    'da, db = d, sys.argv[2]',
     'seen = more()',
     // A lookup in the directory between pages: the kernel asks for the next pages with attributes too.
     'late = [f"f{i}" for i in range(100) if f"f{i}" not in seen]',

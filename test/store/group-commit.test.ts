@@ -1,16 +1,28 @@
 // Store.commitDurable: a group commit whose fsyncs run off the event loop while the store keeps
 // changing. What it makes durable is exactly the state at its cut; changes made meanwhile wait for
 // the next commit; a blocking commit() meanwhile takes the cut over; waiting callers share commits.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import path from 'node:path';
 import { sha256 } from '../../src/store/blocks.js';
 import { fsck } from '../../src/store/fsck.js';
-import { Store } from '../../src/store/store.js';
+import { Store, type StoreOptions } from '../../src/store/store.js';
+import type { Volume } from '../../src/store/volume.js';
 import { tmpDir } from '../helpers/tmp.js';
 
 function reopen(dir: string, s: Store): Store {
   s.abandon(); // as a kill -9 would leave it: nothing more is written
   return Store.open(dir);
+}
+
+/** A store whose volume `v` holds the file /f of `size` bytes of 1s, committed. */
+function storedFile(t: ExecutionContext, size: number, opts: StoreOptions = {}): { dir: string; s: Store; v: Volume; f: number } {
+  const dir = path.join(tmpDir(t), 's');
+  const s = Store.open(dir, opts);
+  const v = s.createVolume('v');
+  const f = v.create(v.rootIno, 'f', 0o644, 0, 0).ino;
+  v.write(f, 0, Buffer.alloc(size, 1));
+  s.commit();
+  return { dir, s, v, f };
 }
 
 const read = (s: Store, p: string) => {
@@ -263,12 +275,8 @@ test('a timed commit leaves young overwrites of stored bytes buffered; a COMMIT,
 });
 
 test('a timed commit stores an overwrite that waited longer than its delay', async (t) => {
-  const dir = path.join(tmpDir(t), 's');
-  let s = Store.open(dir);
-  const v = s.createVolume('v');
-  const f = v.create(v.rootIno, 'f', 0o644, 0, 0).ino;
-  v.write(f, 0, Buffer.alloc(100_000, 1));
-  s.commit();
+  const { dir, v, f, s: opened } = storedFile(t, 100_000);
+  let s = opened;
   const realNow = performance.now.bind(performance);
   v.write(f, 5, Buffer.alloc(10, 2));
   // Six seconds later (the delay is five):
@@ -286,12 +294,8 @@ test('a timed commit stores an overwrite that waited longer than its delay', asy
 });
 
 test('flushInSlices stores buffered blocks a slice at a time, the event loop turning between slices', async (t) => {
-  const dir = path.join(tmpDir(t), 's');
-  let s = Store.open(dir);
-  const v = s.createVolume('v');
-  const f = v.create(v.rootIno, 'f', 0o644, 0, 0).ino;
-  v.write(f, 0, Buffer.alloc(200 * 65536, 1));
-  s.commit();
+  const { dir, v, f, s: opened } = storedFile(t, 200 * 65536);
+  let s = opened;
   for (let i = 0; i < 200; i++) v.write(f, i * 65536 + 100, Buffer.from([2])); // 200 blocks buffered
   let turns = 0;
   let done = false;
@@ -311,13 +315,8 @@ test('flushInSlices stores buffered blocks a slice at a time, the event loop tur
 });
 
 test('buffered blocks past the limit are flushed in the background, with no commit asked', async (t) => {
-  const dir = path.join(tmpDir(t), 's');
-  const s = Store.open(dir, { dirtyDataLimit: 8 * 65536 });
+  const { s, v, f } = storedFile(t, 100 * 65536, { dirtyDataLimit: 8 * 65536 });
   t.teardown(() => s.abandon());
-  const v = s.createVolume('v');
-  const f = v.create(v.rootIno, 'f', 0o644, 0, 0).ino;
-  v.write(f, 0, Buffer.alloc(100 * 65536, 1));
-  s.commit();
   // 100 small overwrites: 100 blocks held, twelve times the limit, and no one commits.
   for (let i = 0; i < 100; i++) v.write(f, i * 65536 + 7, Buffer.from([2]));
   for (let i = 0; i < 200 && v.hasDirtyData; i++) await new Promise((r) => setTimeout(r, 5));
