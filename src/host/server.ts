@@ -206,8 +206,8 @@ export class HostServer {
    */
   private async commitTimed(timed = false): Promise<void> {
     const t0 = performance.now();
-    // Most of a COMMIT's synchronous work is hashing buffered blocks: done in slices first.
-    if (!timed) await this.store.flushInSlices();
+    // Most of a commit's synchronous work is hashing buffered blocks: done in slices first.
+    await this.store.flushInSlices({ timed });
     await this.store.commitDurable({ timed });
     this.metrics?.committed((performance.now() - t0) / 1000);
   }

@@ -210,12 +210,12 @@ export abstract class VolumeFileData extends VolumeXattrs {
     for (const ino of [...this.dirty.inodes()]) this.flushFile(ino, overwritesSince);
   }
 
-  /** Hash and store up to `max` buffered blocks (a slice of a long flush); returns how many. */
-  flushSome(max: number): number {
+  /** Hash and store up to `max` buffered blocks (a slice of a long flush; `overwritesSince` as flushFile); returns how many. */
+  flushSome(max: number, overwritesSince?: number): number {
     let n = 0;
     for (const ino of [...this.dirty.inodes()]) {
       if (n >= max) break;
-      n += this.flushFile(ino, undefined, max - n);
+      n += this.flushFile(ino, overwritesSince, max - n);
     }
     return n;
   }

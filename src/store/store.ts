@@ -633,16 +633,17 @@ export class Store implements VolumeHost {
 
   /**
    * Hash and store buffered blocks a slice at a time, yielding to the event loop between slices: a
-   * COMMIT after a burst of small writes (thousands of blocks, ~0.1 ms each) then does not hold every
+   * commit after a burst of small writes (thousands of blocks, ~0.1 ms each) then does not hold every
    * other VM's requests for the whole flush. Bounded by what is buffered when it starts; blocks
-   * written meanwhile are the cut's.
+   * written meanwhile are the cut's. `timed`: what a timed commit stores (see startCommit).
    */
-  async flushInSlices(sliceBlocks = FLUSH_SLICE_BLOCKS): Promise<void> {
+  async flushInSlices(opts: { timed?: boolean } = {}, sliceBlocks = FLUSH_SLICE_BLOCKS): Promise<void> {
     for (let left = Math.ceil(this.dirtyBytes / BLOCK_SIZE); left > 0 && !this.closed && !this.readOnly;) {
+      const overwritesSince = opts.timed ? performance.now() - OVERWRITE_DELAY_MS : undefined;
       let n = 0;
       for (const v of this.volumes.values()) {
         if (n >= sliceBlocks) break;
-        n += v.flushSome(sliceBlocks - n);
+        n += v.flushSome(sliceBlocks - n, overwritesSince);
       }
       if (n === 0) return;
       left -= n;
