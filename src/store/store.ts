@@ -72,12 +72,12 @@ export interface StoreStats {
 
 type Meta = Record<string, number>;
 
-/** Everything one commit writes, cut at one instant (see commitDurable). */
 /** How long a timed commit leaves an overwrite of stored bytes buffered (see startCommit). */
 const OVERWRITE_DELAY_MS = 5000;
 /** Blocks hashed and stored between two turns of the event loop (flushInSlices): a few ms. */
 const FLUSH_SLICE_BLOCKS = 32;
 
+/** Everything one commit writes, cut at one instant (see commitDurable). */
 interface Cut {
   nodes: FrozenNodes<TreeValue>;
   blocks: FrozenBlocks;
