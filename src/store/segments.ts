@@ -17,6 +17,8 @@ export const SEGMENT_MAX = 256 * 1024 * 1024;
 export interface Location { s: number; o: number }
 
 const STAGE_SIZE = 4 * 1024 * 1024;
+/** How much the active segment grows before it is mapped again (mapped). */
+const REMAP_STEP = 32 * 1024 * 1024;
 
 export class Segments {
   private fds = new Map<number, number>();
@@ -123,7 +125,10 @@ export class Segments {
     let m = this.maps.get(seg);
     if (!m || m.length < end) {
       // The active segment grows: map it again, larger. The old mapping is left to the garbage
-      // collector (its finalizer unmaps), because cached blocks may still be views of it.
+      // collector (its finalizer unmaps), because cached blocks may still be views of it, and until
+      // then the pages both map count twice in the process's RSS. So it is mapped again only once
+      // it has grown by REMAP_STEP: the newest records in between are read with pread.
+      if (m && seg === this.active && this.end - m.length < REMAP_STEP) return undefined;
       try {
         m = Buffer.from(map(this.file(seg), { readonly: true }));
       } catch {
