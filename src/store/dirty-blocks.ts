@@ -80,12 +80,7 @@ function writeInto(d: DirtyBlock, at: number, chunk: Buffer, read: ReadBlock): v
 /** Copy the block's bytes [from, to) into `out` at `outAt`. */
 export function copyOut(d: DirtyBlock, from: number, to: number, out: Buffer, outAt: number, read: ReadBlock): void {
   const pages = d.pages;
-  if (!pages) {
-    const upto = Math.min(to, d.len);
-    if (upto > from) d.buf.copy(out, outAt, from, upto);
-    if (to > Math.max(upto, from)) out.fill(0, outAt + Math.max(upto, from) - from, outAt + to - from);
-    return;
-  }
+  if (!pages) return copyStored(d.buf.subarray(0, d.len), from, to - from, out, outAt);
   let stored: Buffer | undefined;
   for (let p = Math.floor(from / PAGE_SIZE); p * PAGE_SIZE < to; p++) {
     const a = Math.max(from, p * PAGE_SIZE);
@@ -143,8 +138,8 @@ function release(d: DirtyBlock): void {
   if (d.pages) for (const page of d.pages) if (page) giveBuffer(page);
 }
 
-/** Copy `n` bytes of a stored block from `at` into `out` at `outAt`; zeros past its end. */
-function copyStored(stored: Buffer, at: number, n: number, out: Buffer, outAt: number): void {
+/** Copy `n` bytes of a block's content from `at` into `out` at `outAt`; zeros past its end. */
+export function copyStored(stored: Buffer, at: number, n: number, out: Buffer, outAt: number): void {
   const have = Math.max(0, Math.min(n, stored.length - at));
   if (have > 0) stored.copy(out, outAt, at, at + have);
   if (have < n) out.fill(0, outAt + have, outAt + n);

@@ -3,7 +3,7 @@
 // in the dirty-block cache (dirty-blocks.ts) until the file is flushed or closed.
 import { PrismError } from '../errors.js';
 import { now } from '../posix/clock.js';
-import { contentOf, copyOut, deferrable, densify } from './dirty-blocks.js';
+import { contentOf, copyOut, copyStored, deferrable, densify } from './dirty-blocks.js';
 import { BLOCK_SIZE, Kind, blockIndexOfKey, blockKey, kindRange, layerOf, localOf, type InodeRec } from './layout.js';
 import { VolumeXattrs } from './xattrs.js';
 import { MAX_FILE_SIZE } from '../posix/limits.js';
@@ -26,10 +26,8 @@ export abstract class VolumeFileData extends VolumeXattrs {
     const d = this.dirty.of(ino)?.get(idx);
     if (d) return copyOut(d, from, to, out, outAt, this.readBlock);
     const h = this.storedBlock(ino, idx);
-    const data = h ? this.host.blocks.read(h) : null;
-    const have = data ? Math.max(from, Math.min(to, data.length)) : from;
-    if (have > from) data!.copy(out, outAt, from, have);
-    if (to > have) out.fill(0, outAt + have - from, outAt + to - from);
+    if (h) copyStored(this.readBlock(h), from, to - from, out, outAt);
+    else out.fill(0, outAt, outAt + to - from);
   }
 
   /** Read up to length bytes at offset; `into`, if given and large enough, receives them (no allocation). */
@@ -207,7 +205,7 @@ export abstract class VolumeFileData extends VolumeXattrs {
   }
 
   flush(overwritesSince?: number): void {
-    for (const ino of [...this.dirty.inodes()]) this.flushFile(ino, overwritesSince);
+    this.flushSome(Infinity, overwritesSince);
   }
 
   /** Hash and store up to `max` buffered blocks (a slice of a long flush; `overwritesSince` as flushFile); returns how many. */
