@@ -10,6 +10,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <vector>
 #include <unistd.h>
 #include <uv.h>
@@ -114,7 +115,21 @@ static Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// coarseNow() -> [s, ns]: CLOCK_REALTIME_COARSE, the clock the kernel stamps inode times with
+// (current_time): a time the agent gives the kernel from it compares equal to the kernel's own
+// within the same tick.
+static Napi::Value CoarseNow(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  Napi::Array a = Napi::Array::New(env, 2);
+  a.Set(0u, Napi::Number::New(env, (double)ts.tv_sec));
+  a.Set(1u, Napi::Number::New(env, (double)ts.tv_nsec));
+  return a;
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("coarseNow", Napi::Function::New(env, CoarseNow));
   exports.Set("close", Napi::Function::New(env, CloseFd));
   exports.Set("mountUser", Napi::Function::New(env, MountUser));
   exports.Set("watch", Napi::Function::New(env, WatchFd));

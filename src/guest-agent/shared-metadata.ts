@@ -111,6 +111,14 @@ export class SharedMetadata {
   }
 
   /**
+   * The host marks the volume as written by this VM alone and bounded by nothing it could run into
+   * (no quota, room on the store's disk): what this agent posts can fail only as a disk does (EIO).
+   */
+  unbounded(): boolean {
+    return this.table.isSoleUnbounded(this.volumeId);
+  }
+
+  /**
    * A node's current attributes, when the agent may change its mode, owner or times itself and post
    * the SETATTR: the volume is written by this VM alone, the table holds them, and no change of ours
    * to it is on its way. The host then cannot refuse (the kernel checked permissions) but for EIO or

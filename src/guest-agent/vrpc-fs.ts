@@ -7,6 +7,7 @@ import { makeStubs, type Stubs } from '../protocol/stubs.js';
 import { attrFromWire, setAttrToWire, setsSize } from '../protocol/wire.js';
 import type { MetaTable } from '../metadata-share/table.js';
 import { now } from '../posix/clock.js';
+import { coarseNow } from '../native/mount.js';
 import { S_IFDIR, S_IFREG, isDir, madeIn } from '../posix/mode.js';
 import type { Attr, Time } from '../posix/types.js';
 import { CountedLink } from './counted-link.js';
@@ -249,7 +250,11 @@ export class VrpcFs implements FileSystem {
     if (!this.writebackCache || !this.host.post || !timesOnly(s) || !this.writeBehind.writingData(id) || !this.shared?.sole()) return undefined;
     const held = this.nodes.get(id)?.attr;
     if (!held) return undefined;
-    this.posted.postSetattr(id, Proc.SETATTR, [this.nodes.fh(id), setAttrToWire({ mtime: s.mtime })]);
+    const set = setAttrToWire({ mtime: s.mtime });
+    // Stamped with the kernel's ctime (SETATTR_AT: a host that shares this table's version has it),
+    // the host keeps the ctime the kernel shows, not one of its own a moment later.
+    if (s.ctime) this.posted.postSetattr(id, Proc.SETATTR_AT, [this.nodes.fh(id), set, s.ctime]);
+    else this.posted.postSetattr(id, Proc.SETATTR, [this.nodes.fh(id), set]);
     return { ...held, mtime: s.mtime, ctime: s.ctime, validSec: 0 };
   }
 
@@ -381,7 +386,9 @@ export class VrpcFs implements FileSystem {
     const dir = this.shared.creatable(parent, raw);
     const r = dir && this.pool.take();
     if (!dir || !r) return undefined;
-    const t = now();
+    // The kernel's coarse clock (what it stamps inode times with): a write within the same tick then
+    // finds the times current and leaves them, so closing the file sends no SETATTR of its times.
+    const t = coarseNow() ?? now();
     const made = madeIn(dir.mode, dir.gid, mode, c.gid);
     const d = isDir(mode);
     const attr = attrFromWire([r.ino, made.mode, d ? 2 : 1, c.uid, made.gid, 0, d ? DIR_SIZE : 0, d ? DIR_SIZE / 512 : 0, ...t, ...t, ...t, ...t]);
@@ -395,7 +402,7 @@ export class VrpcFs implements FileSystem {
   }
 
   async release(_c: Ctx, id: bigint): Promise<void> {
-    await this.writeBehind.done(id, undefined).catch(() => { /* reported at flush; release cannot fail */ });
+    if (this.closeWaits()) await this.writeBehind.done(id, undefined).catch(() => { /* reported at flush; release cannot fail */ });
     this.files.released(id);
   }
 
@@ -412,7 +419,23 @@ export class VrpcFs implements FileSystem {
     return this.writeBehind.write(id, fh, Number(offset), data);
   }
 
+  /**
+   * Whether a close must wait for the host to take the file's posted changes. Not on a volume of
+   * this VM's with nothing to refuse them (no quota, room on the host's disk: the table says so):
+   * they can then fail only as a disk does, an error a local file system too reports at fsync, not
+   * at close. Errors already in are still reported at close.
+   */
+  private closeWaits(): boolean {
+    return !this.shared?.unbounded();
+  }
+
   async flush(_c: Ctx, id: bigint): Promise<void> {
+    if (!this.closeWaits()) {
+      this.host.collect?.();
+      const fh = this.nodes.get(id)?.fh;
+      if (fh) this.writeBehind.arrivedError(id, fh);
+      return;
+    }
     try {
       await this.writeBehind.done(id, this.nodes.get(id)?.fh);
     } finally {

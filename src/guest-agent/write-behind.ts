@@ -6,18 +6,13 @@
 // memory in check; past half of it, and on a timer, a COMMIT is sent in the background.
 import { PrismError } from '../errors.js';
 import { log } from '../log.js';
-import { Proc, type ArgsOf, type ResultOf } from '../protocol/procs.js';
+import { Proc, WRITE_BEHIND_BYTES, WRITE_KEEP_TIMES, type ArgsOf, type ResultOf } from '../protocol/procs.js';
 import { decodeReply, type ReplyOf, type Stubs } from '../protocol/stubs.js';
 import { attrFromWire, verifierFromWire } from '../protocol/wire.js';
 import type { AgentCounters } from './counters.js';
 import type { Link } from './host-link.js';
 import { ENTRY_BYTES, UnstableData, bornOf, type FileLog } from './unstable.js';
 
-/**
- * Most bytes of written data held: sent and not answered yet, or answered but not yet covered by a
- * COMMIT (kept to be sent again if the host restarts: unstable.ts). Past half of it, a COMMIT is sent.
- */
-const WRITE_BEHIND_BYTES = 64 << 20;
 /** Unstable data is committed at least this often (ms), as NFS clients write back. */
 const COMMIT_EVERY_MS = 5000;
 /** COMMITs answered by a new host instance in a row before fsync gives up (a host restarting in a loop). */
@@ -47,12 +42,13 @@ export class WriteBehind {
 
   /**
    * `host` and `rpc` count their calls; `rootFh` is what a COMMIT of everything names. With
-   * `errorsAtFlushOnly` (the kernel's writeback cache) a WRITE never reports an earlier one's error:
-   * the kernel would turn it into EIO at close (a writeback error is kept as EIO or ENOSPC only), so
-   * it is left for FLUSH and FSYNC, which report it as it is (EDQUOT).
+   * `writebackCache` (the kernel's) a WRITE never reports an earlier one's error: the kernel would
+   * turn it into EIO at close (a writeback error is kept as EIO or ENOSPC only), so it is left for
+   * FLUSH and FSYNC, which report it as it is (EDQUOT). And WRITEs ask the host to leave the file's
+   * times (WRITE_KEEP_TIMES): the kernel stamps them and sends them with a SETATTR when they change.
    */
   constructor(private readonly host: Link, private readonly rpc: Stubs, private readonly counters: AgentCounters, private readonly rootFh: Buffer,
-    private readonly errorsAtFlushOnly = false) {
+    private readonly writebackCache = false) {
     // Every kept change counts ENTRY_BYTES at least: bytes > 0 whenever anything is kept or in flight.
     this.timer = setInterval(() => { if (this.unstable.bytes > 0) this.commitBehind(); }, COMMIT_EVERY_MS);
     this.timer.unref();
@@ -83,7 +79,7 @@ export class WriteBehind {
 
   /** Send a WRITE behind; resolves once it is sent, with the bytes taken. */
   async write(id: bigint, fh: Buffer, offset: number, data: Uint8Array): Promise<number> {
-    if (!this.errorsAtFlushOnly) {
+    if (!this.writebackCache) {
       const prev = this.writes.get(id);
       if (prev) this.takeError(id, prev);
       this.stickyError(fh);
@@ -93,7 +89,7 @@ export class WriteBehind {
     const w = this.writes.get(id) ?? { inFlight: 0, data: 0, error: null, waiters: [] };
     this.writes.set(id, w);
     const copy = Buffer.from(data); // the request buffer is reused once this returns
-    const args: ArgsOf<Proc.WRITE> = [fh, offset, copy, 0];
+    const args: ArgsOf<Proc.WRITE> = [fh, offset, copy, this.writebackCache ? WRITE_KEEP_TIMES : 0];
     const log = this.unstable.file(fh);
     const e = this.unstable.add(log, Proc.WRITE, args, copy.length, false);
     w.inFlight++;
@@ -339,6 +335,13 @@ export class WriteBehind {
       this.takeError(id, w);
     }
     if (fh) this.stickyError(fh);
+  }
+
+  /** What done() would report, without waiting: the first error among the replies already read. */
+  arrivedError(id: bigint, fh: Buffer): void {
+    const w = this.writes.get(id);
+    if (w) this.takeError(id, w);
+    this.stickyError(fh);
   }
 
   /** fsync: succeeds only once a COMMIT answered with the verifier of every kept change of the file covers it. */

@@ -57,8 +57,9 @@ const OPS: Record<string, (c: AdminContext, a: unknown[]) => unknown> = {
   },
   clone: ({ store }, [src, name]) => { store.clone(str(src), str(name)); return null; },
   // [name, bytes | null (none), inodes | null (none) | 'keep']
-  quota: ({ store }, [name, bytes, inodes]) => {
+  quota: ({ store, meta }, [name, bytes, inodes]) => {
     store.setQuota(str(name), bytes === null ? undefined : num(bytes), inodes === 'keep' ? undefined : inodes === null ? null : num(inodes));
+    meta.boundsChanged?.(store.volume(str(name)));
     return null;
   },
   compose: ({ store }, [name, sources]) => {

@@ -2,7 +2,7 @@
 // names goes through a handle that must verify with this VM's key and name one of its volumes.
 import { PrismError } from '../errors.js';
 import { HandleKey } from '../protocol/handles.js';
-import { MAX_IO, handlersByProc, type ProcHandlers } from '../protocol/procs.js';
+import { MAX_IO, WRITE_KEEP_TIMES, WRITE_STABLE_MASK, handlersByProc, type ProcHandlers } from '../protocol/procs.js';
 import { validateArgs } from '../protocol/validate.js';
 import { attrToWire, direntToWire, setAttrFromWire, setsSize, type WireAttr, type WireDirentPlus } from '../protocol/wire.js';
 import { MAX_FILE_SIZE, MAX_NAME } from '../posix/limits.js';
@@ -202,8 +202,9 @@ export class Dispatcher {
     },
     write: (fh, offset, data, stable) => {
       const { v, ino } = this.target(fh);
-      const attr = attrToWire(v.write(ino, offset, Buffer.from(data.buffer, data.byteOffset, data.byteLength)));
-      if (stable > 0) this.waitFor(this.hooks.commit());
+      const keepTimes = (stable & WRITE_KEEP_TIMES) !== 0;
+      const attr = attrToWire(v.write(ino, offset, Buffer.from(data.buffer, data.byteOffset, data.byteLength), keepTimes));
+      if ((stable & WRITE_STABLE_MASK) > 0) this.waitFor(this.hooks.commit());
       this.changed(v, { data: [ino], known: [[ino, attr]] });
       return [attr, data.byteLength, this.hooks.verifier];
     },

@@ -7,7 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { PrismError } from '../errors.js';
 import { RateLimitedLog, log } from '../log.js';
-import { PROTOCOL_VERSION } from '../protocol/procs.js';
+import { PROTOCOL_VERSION, WRITE_BEHIND_BYTES } from '../protocol/procs.js';
 import { Store } from '../store/store.js';
 import { checkVolumeName } from '../store/names.js';
 import type { Channel } from '../vrpc/channel.js';
@@ -54,6 +54,8 @@ import { hostSecret, tokensEqual, vmToken } from './secrets.js';
 
 /** Resets of one VM's rings closer together than this count as "keeps corrupting them". */
 const RESET_QUIET_MS = 1000;
+/** Free space the store's disk keeps beyond what agents may have in flight, for agents not to wait at close. */
+const ROOM_MARGIN_BYTES = 256 << 20;
 /** The longest pause before a VM whose rings keep breaking is served again. */
 const RESET_BACKOFF_MAX_MS = 1000;
 
@@ -212,7 +214,22 @@ export class HostServer {
     this.metrics?.committed((performance.now() - t0) / 1000);
   }
 
+  /**
+   * Whether the store's file system has room for what every served VM may have in flight (its
+   * agent's write-behind bound) and a margin: while it has, an agent with a volume of its own and no
+   * quota need not wait at close for the host to take its posted changes (docs/agent.md).
+   */
+  private diskHasRoom(): boolean {
+    try {
+      const f = fs.statfsSync(this.store.dir);
+      return f.bavail * f.bsize >= ROOM_MARGIN_BYTES + this.dispatchers.size * WRITE_BEHIND_BYTES;
+    } catch {
+      return false;
+    }
+  }
+
   private commitSafely(): void {
+    this.meta.roomy(this.diskHasRoom());
     this.checkFiles();
     for (const [name, d] of this.dispatchers) {
       d.counters.tick();
@@ -412,10 +429,14 @@ export class HostServer {
     files.mapped(t.close);
     files.made(file, fs.statSync(file).ino); // made and locked by us just now
     this.metaTables.set(name, file);
+    this.meta.roomy(this.diskHasRoom());
     this.meta.add({
       name, volumes: d.vm.volumes, key: d.key, table: t.table,
       // Volumes no other VM attaches (over any transport): its agent may post some changes (docs/agent.md).
-      sole: this.soleVolumes(name, d.vm.volumes).map((v) => this.store.volume(v).rec.id),
+      sole: this.soleVolumes(name, d.vm.volumes).map((vol) => {
+        const { rec } = this.store.volume(vol);
+        return { id: rec.id, noQuota: rec.quota === undefined && rec.inodeQuota === undefined };
+      }),
       listener: {
         read: () => region.metaListener(),
         wait: (seen, ms) => { region.waitMetaApplied(seen, ms); },

@@ -38,8 +38,11 @@ export interface SharedVm {
   listener?: Listener;
   /** Wake the agent after log records were appended. */
   wake?(): void;
-  /** Ids of the volumes no other VM attaches: marked so in its table (the agent may post some changes). */
-  sole?: readonly number[];
+  /**
+   * The volumes no other VM attaches: marked so in its table (the agent may post some changes), with
+   * whether they have no quota (the agent need not wait for its posted changes at close).
+   */
+  sole?: ReadonlyArray<{ id: number; noQuota: boolean }>;
 }
 
 /** What a request changed: inodes whose attributes (or data) changed, names that now point elsewhere. */
@@ -67,6 +70,8 @@ export interface MetadataSink {
   willChange?(v: Volume): void;
   /** The host replaced the volume's whole tree (rollback, import): every table forgets what it held of it. */
   replaced?(v: Volume): void;
+  /** The volume's quota was set or lifted (`prism volume quota`). */
+  boundsChanged?(v: Volume): void;
 }
 
 /** Entries of one directory shared ahead of their lookups (at most). */
@@ -134,7 +139,8 @@ export class MetaPublisher {
   /** A VM's table; a fence left by a previous host stays until its agent acknowledges it. */
   add(vm: SharedVm): void {
     this.vms.set(vm.name, vm);
-    for (const id of vm.sole ?? []) if (!this.unsole.has(id)) vm.table.markSole(id);
+    for (const { id, noQuota } of vm.sole ?? []) this.noQuota.set(id, noQuota);
+    this.markSole(vm);
   }
 
   /** A VM is no longer served: its table is no longer kept (nor waited for). */
@@ -155,6 +161,32 @@ export class MetaPublisher {
     for (const vm of this.vms.values()) if (vm.volumes.includes(v.name)) vm.table.clearSole(id);
   }
 
+  /** Per sole volume id: whether it has no quota (bytes nor inodes). */
+  private readonly noQuota = new Map<number, boolean>();
+  /** Whether the store's disk has room for every VM's writes in flight (roomy()). */
+  private room = true;
+
+  /**
+   * Mark the VM's sole volumes in its table, "unbounded" where neither a quota nor the store's disk
+   * can refuse what its agent posts: it may then leave the errors of posted changes to fsync.
+   */
+  private markSole(vm: SharedVm): void {
+    for (const { id } of vm.sole ?? []) if (!this.unsole.has(id)) vm.table.markSole(id, this.room && (this.noQuota.get(id) ?? false));
+  }
+
+  /** A volume's quota was set or lifted (`prism volume quota`). */
+  private boundsChanged(v: Volume): void {
+    this.noQuota.set(v.rec.id, v.rec.quota === undefined && v.rec.inodeQuota === undefined);
+    for (const vm of this.vms.values()) if (vm.sole?.some((s) => s.id === v.rec.id)) this.markSole(vm);
+  }
+
+  /** Whether the store's disk has room for every VM's writes in flight: checked by the host every second. */
+  roomy(room: boolean): void {
+    if (room === this.room) return;
+    this.room = room;
+    for (const vm of this.vms.values()) this.markSole(vm);
+  }
+
   /** The sink for requests of VM `origin` (null: the host itself, e.g. `prism put`). */
   sink(origin: string | null): MetadataSink {
     const table = () => {
@@ -169,6 +201,7 @@ export class MetaPublisher {
       sawDir: (v, dir) => { if (origin !== null) this.warmDir(origin, v, dir); },
       changed: (v, c) => this.changed(origin, v, c),
       willChange: (v) => { if (origin === null) this.clearSole(v); },
+      boundsChanged: (v) => this.boundsChanged(v),
       replaced: (v) => { for (const vm of this.vms.values()) if (vm.volumes.includes(v.name)) vm.table.forgetVolume(v.rec.id); },
     };
   }

@@ -10,7 +10,7 @@
 import type { WireAttr } from '../protocol/wire.js';
 
 export const META_MAGIC = 0x54454d50; // bytes "PMET"
-export const META_VERSION = 4;
+export const META_VERSION = 5;
 export const HEADER_SIZE = 4096;
 export const SLOT_SIZE = 512;
 export const LOG_RECORD_SIZE = 320;
@@ -44,6 +44,8 @@ const KIND_EMPTY = 0, KIND_ATTR = 1, KIND_ENTRY = 2, KIND_NONE = 3;
 const KIND_COMPLETE = 4;
 /** Since version 4: the volume is written by this VM alone (keyed by volume, inode 0; docs/metadata-share.md). */
 const KIND_SOLE = 5;
+/** In the sole mark's first value, since version 5: the volume has no quota (bytes nor inodes). */
+const SOLE_UNBOUNDED = 1;
 const ATTR_FIELDS = 16;
 const O_KIND = 4, O_NAMELEN = 5, O_FHLEN = 6, O_VOLUME = 8, O_HASH = 12, O_INO = 16, O_ATTR = 24, O_FH = 152, O_NAME = 216;
 /** Attribute slots keep there, where entries keep the handle, whether the inode has extended attributes. */
@@ -215,8 +217,8 @@ export class MetaTable {
    * Mark the volume as written by this VM alone (no other VM attaches it): its agent may answer some
    * changes itself and post their RPCs (docs/agent.md). Losing the mark (evicted) only costs speed.
    */
-  markSole(volume: number): void {
-    this.put(KIND_SOLE, volume, 0, EMPTY, null, EMPTY);
+  markSole(volume: number, unbounded = false): void {
+    this.put(KIND_SOLE, volume, 0, EMPTY, [unbounded ? SOLE_UNBOUNDED : 0], EMPTY);
   }
 
   /** Someone else (`prism put`) is about to change the volume: the agent must ask the host again. */
@@ -394,9 +396,23 @@ export class MetaTable {
 
   /** Whether the host has marked the volume as written by this VM alone (markSole). */
   isSole(volume: number): boolean {
+    return this.soleMark(volume) !== undefined;
+  }
+
+  /**
+   * Whether the volume is marked as written by this VM alone and bounded by no quota (markSole): a
+   * change of this VM's that the table shows possible then cannot fail for want of room.
+   */
+  isSoleUnbounded(volume: number): boolean {
+    return ((this.soleMark(volume) ?? 0) & SOLE_UNBOUNDED) !== 0;
+  }
+
+  /** The sole mark's flags (0 before version 5), undefined without a mark. */
+  private soleMark(volume: number): number | undefined {
     const gen = this.usable();
-    if (gen < 0) return false;
-    return this.read(KIND_SOLE, volume, 0, EMPTY) !== undefined && this.generation === gen;
+    if (gen < 0) return undefined;
+    const mark = this.read(KIND_SOLE, volume, 0, EMPTY);
+    return mark !== undefined && this.generation === gen ? mark.values[0] ?? 0 : undefined;
   }
 
   /** The generation when the table may answer; -1 while it is being cleared, dead, or this VM is fenced. */

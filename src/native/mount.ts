@@ -11,9 +11,19 @@ interface FuseAddon {
   close(fd: number): void;
   mountUser(helper: string, mountpoint: string, options: string): number;
   umount(mountpoint: string, lazy: boolean): void;
+  coarseNow(): [number, number];
 }
 
 const fuse = addonLoader<FuseAddon>('prism_fuse', 'PRISM_FUSE_ADDON', 'FUSE');
+
+/**
+ * The kernel's coarse wall clock, CLOCK_REALTIME_COARSE: what it stamps inode times with (Linux
+ * `current_time`, for file systems without fine-grained timestamps, FUSE among them). Undefined
+ * without the addon.
+ */
+export function coarseNow(): [number, number] | undefined {
+  return fuse.load()?.coarseNow();
+}
 
 /** Whether the addon can be used here, and if not, why. Never throws. */
 export function available(): AddonStatus {

@@ -49,6 +49,21 @@ export const enum Proc {
 }
 
 /** Largest READ/WRITE payload a peer may ask for. */
+/**
+ * WRITE's `stable` holds the stable level (0 unstable, 1 data sync, 2 file sync) in its low two bits;
+ * this bit asks the host to leave the file's mtime and ctime as they are: the client's kernel stamps
+ * them itself and sends them with a SETATTR (FUSE's writeback cache).
+ */
+export const WRITE_KEEP_TIMES = 4;
+export const WRITE_STABLE_MASK = 3;
+
+/**
+ * Most bytes of written data an agent holds: sent and not answered yet, or answered but not yet
+ * covered by a COMMIT (kept to be sent again if the host restarts). Past half of it, it sends a
+ * COMMIT. The host counts on it when it tells agents they need not wait at close (docs/agent.md).
+ */
+export const WRITE_BEHIND_BYTES = 64 << 20;
+
 export const MAX_IO = 1 << 20;
 /** Largest encoded message either side accepts. */
 export const MAX_MESSAGE = MAX_IO + 64 * 1024;

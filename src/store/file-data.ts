@@ -47,7 +47,11 @@ export abstract class VolumeFileData extends VolumeXattrs {
     return { data: out, eof: end >= rec.size };
   }
 
-  write(ino: number, offset: number, data: Buffer): Attr {
+  /**
+   * `keepTimes`: leave mtime and ctime as they are (a client whose kernel stamps them itself and
+   * sends them with SETATTR: FUSE's writeback cache).
+   */
+  write(ino: number, offset: number, data: Buffer, keepTimes = false): Attr {
     this.writable();
     const rec = this.regInode(ino);
     if (offset < 0) throw new PrismError('EINVAL', 'negative offset');
@@ -69,6 +73,7 @@ export abstract class VolumeFileData extends VolumeXattrs {
       const d = this.dirty.of(ino)?.get(idx) ?? this.dirty.add(ino, idx, this.storedBlock(ino, idx));
       this.dirty.write(d, from - bStart, chunk, this.readBlock, grows);
     }
+    if (keepTimes) return this.attr(ino, end > rec.size ? this.update(ino, { size: end }) : this.inode(ino));
     const t = now();
     return this.attr(ino, this.update(ino, { size: Math.max(rec.size, end), mtime: t, ctime: t }));
   }
