@@ -307,3 +307,19 @@ test('volume info counts data still buffered (a partial block) once, in logical 
   t.is(i.logicalBytes, 1000);
   t.is(i.uniqueBytes, 1000);
 });
+
+test('a write that keeps times (the client stamps them) changes data and size, not mtime or ctime', (t) => {
+  const { store } = open(t);
+  const v = store.createVolume('a');
+  const f = v.create(v.rootIno, 'f', 0o644, 0, 0);
+  const before = v.getattr(f.ino);
+  const grown = v.write(f.ino, 0, Buffer.from('hello'), true);
+  t.is(grown.size, 5);
+  t.deepEqual([grown.mtime, grown.ctime], [before.mtime, before.ctime]);
+  const over = v.write(f.ino, 1, Buffer.from('E'), true);
+  t.is(over.size, 5, 'an overwrite inside keeps the size');
+  t.deepEqual([over.mtime, over.ctime], [before.mtime, before.ctime]);
+  t.is(v.read(f.ino, 0, 10).data.toString(), 'hEllo');
+  const stamped = v.write(f.ino, 5, Buffer.from('!'));
+  t.true(stamped.mtime[0] > before.mtime[0] || (stamped.mtime[0] === before.mtime[0] && stamped.mtime[1] > before.mtime[1]), 'a plain write stamps mtime');
+});
