@@ -141,6 +141,9 @@ async function main(): Promise<void> {
   port.postMessage({ mounted: true, writebackCache: vfs.writebackCache });
   try {
     await m.done;
+    // Closes no longer wait for what they posted (docs/agent.md): the unmount does, so what the VM
+    // wrote is on the host once it returns.
+    try { link.settle(); } catch (e) { log.warn({ err: e }, 'unmounted with posted changes unanswered'); }
   } finally {
     vfs.close();
     link.close();

@@ -8,6 +8,7 @@ import { attrFromWire, setAttrToWire, setsSize } from '../protocol/wire.js';
 import type { MetaTable } from '../metadata-share/table.js';
 import { now } from '../posix/clock.js';
 import { coarseNow } from '../native/mount.js';
+import { MAX_NAME } from '../posix/limits.js';
 import { S_IFDIR, S_IFREG, isDir, madeIn } from '../posix/mode.js';
 import type { Attr, Time } from '../posix/types.js';
 import { CountedLink } from './counted-link.js';
@@ -136,7 +137,7 @@ export class VrpcFs implements FileSystem {
 
   async lookup(_c: Ctx, parent: bigint, name: string): Promise<Entry> {
     const dirFh = this.nodes.fh(parent);
-    const raw = bytes(name);
+    const raw = nameBytes(name);
     let local = this.shared?.lookup(parent, raw);
     // Missed only because a posted change of ours is on its way: read its reply; the table is current then.
     if (!local && this.shared && this.writeBehind.writing(parent) && await this.writeBehind.caughtUp(parent)) local = this.shared.lookup(parent, raw);
@@ -271,17 +272,17 @@ export class VrpcFs implements FileSystem {
   }
 
   async symlink(c: Ctx, parent: bigint, name: string, target: string): Promise<Entry> {
-    const raw = bytes(name);
+    const raw = nameBytes(name);
     return this.made(parent, raw, this.rpc.symlink(this.nodes.fh(parent), raw, bytes(target), c.uid, c.gid));
   }
 
   async mknod(c: Ctx, parent: bigint, name: string, mode: number, rdev: number): Promise<Entry> {
-    const raw = bytes(name);
+    const raw = nameBytes(name);
     return this.made(parent, raw, this.rpc.mknod(this.nodes.fh(parent), raw, mode, rdev, c.uid, c.gid));
   }
 
   async mkdir(c: Ctx, parent: bigint, name: string, mode: number): Promise<Entry> {
-    const raw = bytes(name);
+    const raw = nameBytes(name);
     const here = this.makeHere(c, parent, raw, S_IFDIR | (mode & 0o7777));
     if (here) return here;
     return this.made(parent, raw, this.rpc.mkdir(this.nodes.fh(parent), raw, mode & 0o7777, c.uid, c.gid));
@@ -290,7 +291,7 @@ export class VrpcFs implements FileSystem {
   async unlink(_c: Ctx, parent: bigint, name: string): Promise<void> {
     this.files.pinAll();
     const dirFh = this.nodes.fh(parent);
-    const raw = bytes(name);
+    const raw = nameBytes(name);
     // Answered here when the result is certain (shared-metadata.ts `removable`); posted where the link can post.
     const child = this.host.post ? this.shared?.removable(parent, raw) : undefined;
     const named = this.writebackCache ? this.shared?.child(parent, raw) : undefined;
@@ -314,13 +315,13 @@ export class VrpcFs implements FileSystem {
 
   async rmdir(_c: Ctx, parent: bigint, name: string): Promise<void> {
     this.files.pinAll();
-    await this.rpc.rmdir(this.nodes.fh(parent), bytes(name));
+    await this.rpc.rmdir(this.nodes.fh(parent), nameBytes(name));
   }
 
   async rename(_c: Ctx, parent: bigint, name: string, newParent: bigint, newName: string, flags: number): Promise<void> {
     if (flags & ~3) throw new PrismError('EINVAL', 'only RENAME_NOREPLACE and RENAME_EXCHANGE are supported');
     this.files.pinAll();
-    const raw = bytes(name), newRaw = bytes(newName);
+    const raw = nameBytes(name), newRaw = nameBytes(newName);
     const args = [this.nodes.fh(parent), raw, this.nodes.fh(newParent), newRaw, flags];
     // Answered here when the result is certain (shared-metadata.ts `renamable`), as an unlink is.
     const r = this.host.post && !(flags & RENAME_EXCHANGE) ? this.shared?.renamable(parent, raw, newParent, newRaw) : undefined;
@@ -345,7 +346,7 @@ export class VrpcFs implements FileSystem {
 
   async link(_c: Ctx, id: bigint, newParent: bigint, newName: string): Promise<Entry> {
     const fh = this.nodes.fh(id);
-    const raw = bytes(newName);
+    const raw = nameBytes(newName);
     const [attr] = await this.rpc.link(fh, this.nodes.fh(newParent), raw);
     return this.nodes.entry(fh, attr, newParent, raw);
   }
@@ -357,7 +358,7 @@ export class VrpcFs implements FileSystem {
   }
 
   async create(c: Ctx, parent: bigint, name: string, mode: number, flags: number, killSuidgid = false): Promise<{ entry: Entry; fh: bigint }> {
-    const raw = bytes(name);
+    const raw = nameBytes(name);
     // Exact whatever O_EXCL and O_TRUNC say: the name is known absent.
     const here = this.makeHere(c, parent, raw, S_IFREG | (mode & 0o7777));
     if (here) {
@@ -535,6 +536,16 @@ function nsOf(t: Time): bigint {
 
 function bytes(s: string): Buffer {
   return Buffer.from(s, 'latin1');
+}
+
+/**
+ * A name of an entry: ENAMETOOLONG past NAME_MAX, as the host and ext4 say, checked here too
+ * because the agent answers some changes itself (a posted create or rename).
+ */
+function nameBytes(s: string): Buffer {
+  const b = bytes(s);
+  if (b.length > MAX_NAME) throw new PrismError('ENAMETOOLONG', `a name of ${b.length} bytes (at most ${MAX_NAME})`);
+  return b;
 }
 
 /** POSIX ACLs would be stored but not enforced (the kernel is not told to): refuse them, as a file system without ACLs does. */

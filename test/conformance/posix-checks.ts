@@ -74,6 +74,14 @@ export const checks: PosixCheck[] = [
   { title: 'O_EXCL on an existing file', setup: (fs) => writeFile(fs, 'f', 'x'), run: (fs) => fs.open('f', 'wx'), expect: 'EEXIST' },
   { title: 'open of a missing file', run: (fs) => fs.open('missing', 'r'), expect: 'ENOENT' },
   { title: 'a name of 256 bytes', run: (fs) => writeFile(fs, 'n'.repeat(256), ''), expect: 'ENAMETOOLONG' },
+  // Answered by the agent itself where it posts the change: the name's length must be checked there.
+  { title: 'mkdir of a name of 256 bytes', run: (fs) => fs.mkdir('n'.repeat(256)), expect: 'ENAMETOOLONG' },
+  {
+    title: 'rename to a name of 256 bytes leaves the file where it was',
+    setup: (fs) => writeFile(fs, 'f', 'x'),
+    run: (fs) => { try { fs.rename('f', 'n'.repeat(256)); return 'renamed'; } catch (e) { return [(e as NodeJS.ErrnoException).code, fs.readdir('').map((d) => d.name.toString())]; } },
+    expect: ['ENAMETOOLONG', ['f']],
+  },
   { title: 'a name of 255 bytes', run: (fs) => { writeFile(fs, 'n'.repeat(255), ''); fs.unlink('n'.repeat(255)); }, expect: 'ok' },
   {
     title: 'a name with bytes that are not UTF-8, a space and a newline',
