@@ -25,6 +25,12 @@ export class PostedChanges {
   private readonly subdirs = new Map<bigint, { nlink: number; pending: number }>();
   /** Nodes with posted SETATTRs not answered yet (their mode and group in the table may be old): how many. */
   private readonly setting = new Map<bigint, number>();
+  /**
+   * Directories with posted changes not answered yet: the time the host will stamp them with, when
+   * every one of those changes carries our time (CREATE_AT, MKDIR_AT: the last one's); null while one
+   * the host stamps itself (REMOVE, RENAME) is among them.
+   */
+  private readonly stamps = new Map<bigint, Time | null>();
   /** Nodes of posted makes not answered yet: settles once the reply is read (and a failed one's name forgotten). */
   private readonly makes = new Map<bigint, Promise<void>>();
 
@@ -34,6 +40,14 @@ export class PostedChanges {
   /** A posted change of names in the directory is not answered yet: its attributes are predicted (`asChanged`). */
   changes(dir: bigint): boolean {
     return this.changing.has(dir);
+  }
+
+  /**
+   * The mtime and ctime the host will give the directory once its posted changes are applied, if
+   * they are all stamped with our time: the prediction is then exact, and the kernel may keep it.
+   */
+  stampOf(dir: bigint): Time | undefined {
+    return this.stamps.get(dir) ?? undefined;
   }
 
   /**
@@ -64,14 +78,21 @@ export class PostedChanges {
 
   /**
    * Post a change of names in `dirs` (of which `gains` get a name the table cannot say), counted until
-   * its reply is read; `nodes` are every node it touches (writeBehind.postMeta). Settles with the
-   * host's error, if any (already recorded for the nodes).
+   * its reply is read; `nodes` are every node it touches (writeBehind.postMeta); `at`, the time the
+   * host stamps the directories with, when the call carries it. Settles with the host's error, if
+   * any (already recorded for the nodes).
    */
-  postDirChange(dirs: bigint[], gains: bigint[], nodes: bigint[], proc: Proc, args: unknown[]): Promise<PrismError | undefined> {
-    for (const d of dirs) count(this.changing, d, 1);
+  postDirChange(dirs: bigint[], gains: bigint[], nodes: bigint[], proc: Proc, args: unknown[], at?: Time): Promise<PrismError | undefined> {
+    for (const d of dirs) {
+      this.stamps.set(d, at !== undefined && (!this.changing.has(d) || this.stamps.get(d)) ? at : null);
+      count(this.changing, d, 1);
+    }
     for (const d of gains) count(this.gaining, d, 1);
     return this.writeBehind.postMeta(nodes, proc, args).then((err) => {
-      for (const d of dirs) count(this.changing, d, -1);
+      for (const d of dirs) {
+        count(this.changing, d, -1);
+        if (!this.changing.has(d)) this.stamps.delete(d);
+      }
       for (const d of gains) count(this.gaining, d, -1);
       return err;
     });
@@ -84,13 +105,13 @@ export class PostedChanges {
   }
 
   /**
-   * Post a CREATE_AT or MKDIR_AT of `name` in `dir` (node `child`): until its reply is read, lookups
+   * Post a CREATE_AT or MKDIR_AT of `name` in `dir` (node `child`) made at `at`: until its reply is read, lookups
    * of the name read the reply first, the directory's attributes are predicted, and a mkdir counts
    * as a link of the directory, whose count is now `dirNlink` (the table's, when no mkdir of ours in
    * it is pending). A failure makes the kernel forget the name (`unmade`); the error is the child's
    * (its close reports it) and the directory's (fsync).
    */
-  postMake(dir: bigint, dirNlink: number, name: Buffer, child: bigint, isDir: boolean, proc: Proc, args: unknown[]): void {
+  postMake(dir: bigint, dirNlink: number, name: Buffer, child: bigint, isDir: boolean, proc: Proc, args: unknown[], at: Time): void {
     const key = name.toString('latin1');
     let names = this.making.get(dir);
     if (!names) this.making.set(dir, (names = new Set()));
@@ -102,7 +123,7 @@ export class PostedChanges {
       links.nlink++;
       links.pending++;
     }
-    const done = this.postDirChange([dir], [], [dir, child], proc, args).then(async (err) => {
+    const done = this.postDirChange([dir], [], [dir, child], proc, args, at).then(async (err) => {
       names.delete(key);
       if (names.size === 0 && this.making.get(dir) === names) this.making.delete(dir);
       // A failed mkdir's link never comes: the next prediction starts from the table again.

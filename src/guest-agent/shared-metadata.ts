@@ -6,7 +6,7 @@ import type { MetaTable, SharedEntry } from '../metadata-share/table.js';
 import { attrFromWire } from '../protocol/wire.js';
 import { now } from '../posix/clock.js';
 import { isDir } from '../posix/mode.js';
-import type { Attr } from '../posix/types.js';
+import type { Attr, Time } from '../posix/types.js';
 import type { AgentCounters } from './counters.js';
 import type { Entry } from './fuse/fs.js';
 import type { NodeTable } from './node-table.js';
@@ -147,17 +147,18 @@ export class SharedMetadata {
 
   /**
    * A directory's attributes while changes of ours to its names are posted and not applied yet: the
-   * table's (it holds the directory as before them), with mtime and ctime of now, which the host is
-   * about to stamp (a posted create's own time, earlier by microseconds), and `nlink` links when
+   * table's (it holds the directory as before them), with mtime and ctime `at` when every such change
+   * carries our time (posted creates and mkdirs: the host stamps the directory with it, so the
+   * prediction is exact), else of now, which the host is about to stamp, and `nlink` links when
    * posted mkdirs change it. A non-directory's removal, move or making changes nothing else of its
-   * directory. For a reply the kernel does not cache: once the host has answered, the table has its
-   * exact values.
+   * directory. Without `at`, for a reply the kernel does not cache: once the host has answered, the
+   * table has its exact values.
    */
-  asChanged(dir: bigint, nlink?: number): Attr | undefined {
+  asChanged(dir: bigint, nlink?: number, at?: Time): Attr | undefined {
     const w = this.table.getAttr(this.volumeId, this.nodes.inoOf(dir));
     if (!w) return undefined;
     this.counters.add('getattrsLocal');
-    const t = now();
+    const t = at ?? now();
     const a = attrFromWire(w);
     return { ...a, nlink: nlink ?? a.nlink, mtime: t, ctime: t };
   }

@@ -152,11 +152,13 @@ export class VrpcFs implements FileSystem {
 
   private async currentAttr(id: bigint): Promise<FuseAttr> {
     const fh = this.nodes.fh(id);
-    // Predictions are not cached by the kernel: once the changes are applied, the table's answer is.
+    // Predictions are cached by the kernel only when exact (every posted change of the directory
+    // carries our time); else, once the changes are applied, the table's answer is.
     if (this.posted.changes(id)) await this.writeBehind.arrived();
     if (this.posted.changes(id)) {
-      const predicted = this.shared?.asChanged(id, this.posted.nlinkOf(id));
-      if (predicted) return { ...fuseAttr(predicted), validSec: 0 };
+      const at = this.posted.stampOf(id);
+      const predicted = this.shared?.asChanged(id, this.posted.nlinkOf(id), at);
+      if (predicted) return at ? fuseAttr(predicted) : { ...fuseAttr(predicted), validSec: 0 };
     }
     let local = this.shared?.getattr(id);
     if (!local && this.shared && this.writeBehind.writing(id) && await this.writeBehind.caughtUp(id)) local = this.shared.getattr(id);
@@ -398,7 +400,7 @@ export class VrpcFs implements FileSystem {
     const entry = this.nodes.entry(r.fh, attr, parent, raw);
     const node = this.nodes.get(entry.ino);
     if (node) node.noCaps = true;
-    this.posted.postMake(parent, this.posted.nlinkOf(parent) ?? dir.nlink, raw, entry.ino, d, d ? Proc.MKDIR_AT : Proc.CREATE_AT, args);
+    this.posted.postMake(parent, this.posted.nlinkOf(parent) ?? dir.nlink, raw, entry.ino, d, d ? Proc.MKDIR_AT : Proc.CREATE_AT, args, t);
     return entry;
   }
 
