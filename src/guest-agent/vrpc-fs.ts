@@ -298,20 +298,22 @@ export class VrpcFs implements FileSystem {
     const child = this.host.post ? this.shared?.removable(parent, raw) : undefined;
     const named = this.writebackCache ? this.shared?.child(parent, raw) : undefined;
     if (child !== undefined) {
-      if (named) this.renamedNow(named.id, named.attr, -1);
+      // Stamped with our time (REMOVE_AT), the host makes the directory exactly as predicted.
+      const at = changeTime();
+      if (named) this.renamedNow(named.id, named.attr, -1, at);
       // The kernel asks for the directory's attributes right after (to check the next unlink's
       // permission): answered as the host will make them (asChanged), not waited for.
-      void this.posted.postDirChange([parent], [], [parent, child], Proc.REMOVE, [dirFh, raw]);
+      void this.posted.postDirChange([parent], [], [parent, child], Proc.REMOVE_AT, [dirFh, raw, at], at);
       return;
     }
     await this.rpc.remove(dirFh, raw);
     if (named) this.renamedNow(named.id, named.attr, -1);
   }
 
-  /** Remember a file's attributes as an unlink (`links` -1) or rename of ours just left them (`renamed`). */
-  private renamedNow(id: bigint, attr: Attr, links = 0): void {
+  /** Remember a file's attributes as an unlink (`links` -1) or rename of ours just left them (`renamed`), at `at`. */
+  private renamedNow(id: bigint, attr: Attr, links = 0, at: Time = now()): void {
     if (this.renamed.size >= MAX_RENAMED) this.renamed.delete(this.renamed.keys().next().value!);
-    this.renamed.set(id, { ...attr, nlink: attr.nlink + links, ctime: now() });
+    this.renamed.set(id, { ...attr, nlink: attr.nlink + links, ctime: at });
   }
 
 
@@ -329,8 +331,9 @@ export class VrpcFs implements FileSystem {
     const r = this.host.post && !(flags & RENAME_EXCHANGE) ? this.shared?.renamable(parent, raw, newParent, newRaw) : undefined;
     if (r && !(flags & RENAME_NOREPLACE && r.replaced !== undefined)) {
       const dirs = parent === newParent ? [parent] : [parent, newParent];
-      if (this.writebackCache) this.rememberRenamed(r.child, r.replaced);
-      void this.posted.postDirChange(dirs, [newParent], [...dirs, r.child, ...(r.replaced === undefined ? [] : [r.replaced])], Proc.RENAME, args);
+      const at = changeTime(); // RENAME_AT: the host stamps the directories and files with it
+      if (this.writebackCache) this.rememberRenamed(r.child, r.replaced, at);
+      void this.posted.postDirChange(dirs, [newParent], [...dirs, r.child, ...(r.replaced === undefined ? [] : [r.replaced])], Proc.RENAME_AT, [...args, at], at);
       return;
     }
     const before = this.writebackCache ? this.shared?.renamable(parent, raw, newParent, newRaw) : undefined;
@@ -339,11 +342,11 @@ export class VrpcFs implements FileSystem {
   }
 
   /** The times the kernel sends back after a rename, of the file moved and the one replaced: see `renamed`. */
-  private rememberRenamed(child: bigint, replaced: bigint | undefined): void {
+  private rememberRenamed(child: bigint, replaced: bigint | undefined, at?: Time): void {
     const moved = this.shared?.getattr(child);
-    if (moved) this.renamedNow(child, moved);
+    if (moved) this.renamedNow(child, moved, 0, at);
     const gone = replaced === undefined ? undefined : this.shared?.getattr(replaced);
-    if (gone) this.renamedNow(replaced!, gone, -1);
+    if (gone) this.renamedNow(replaced!, gone, -1, at);
   }
 
   async link(_c: Ctx, id: bigint, newParent: bigint, newName: string): Promise<Entry> {
@@ -389,9 +392,7 @@ export class VrpcFs implements FileSystem {
     const dir = this.shared.creatable(parent, raw);
     const r = dir && this.pool.take();
     if (!dir || !r) return undefined;
-    // The kernel's coarse clock (what it stamps inode times with): a write within the same tick then
-    // finds the times current and leaves them, so closing the file sends no SETATTR of its times.
-    const t = coarseNow() ?? now();
+    const t = changeTime();
     const made = madeIn(dir.mode, dir.gid, mode, c.gid);
     const d = isDir(mode);
     const attr = attrFromWire([r.ino, made.mode, d ? 2 : 1, c.uid, made.gid, 0, d ? DIR_SIZE : 0, d ? DIR_SIZE / 512 : 0, ...t, ...t, ...t, ...t]);
@@ -538,6 +539,15 @@ function nsOf(t: Time): bigint {
 
 function bytes(s: string): Buffer {
   return Buffer.from(s, 'latin1');
+}
+
+/**
+ * The time of a change the agent answers itself and posts with it (CREATE_AT, MKDIR_AT, REMOVE_AT,
+ * RENAME_AT): the kernel's coarse clock, what it stamps inode times with, so that a write within the
+ * same tick finds a new file's times current and leaves them (no SETATTR of its times at close).
+ */
+function changeTime(): Time {
+  return coarseNow() ?? now();
 }
 
 /**

@@ -13,6 +13,8 @@ import type { AgentCounters } from './counters.js';
 import type { Link } from './host-link.js';
 import { ENTRY_BYTES, UnstableData, bornOf, type FileLog } from './unstable.js';
 
+/** Posted changes of names that answer ENOENT when sent again after a host had applied them. */
+const SENT_AGAIN_MAY_MISS = new Set<Proc>([Proc.REMOVE, Proc.RENAME, Proc.REMOVE_AT, Proc.RENAME_AT]);
 /** Unstable data is committed at least this often (ms), as NFS clients write back. */
 const COMMIT_EVERY_MS = 5000;
 /** COMMITs answered by a new host instance in a row before fsync gives up (a host restarting in a loop). */
@@ -135,7 +137,7 @@ export class WriteBehind {
       .then(() => undefined, (err: Error) => {
         // The name was there when it was posted and nobody else writes the volume: ENOENT means the
         // REMOVE or RENAME was sent again (the channel was lost) after a host had already applied it.
-        if ((proc === Proc.REMOVE || proc === Proc.RENAME) && err instanceof PrismError && err.code === 'ENOENT') return undefined;
+        if (SENT_AGAIN_MAY_MISS.has(proc) && err instanceof PrismError && err.code === 'ENOENT') return undefined;
         const e = err instanceof PrismError ? err : new PrismError('EIO', err.message);
         log.warn({ proc, err: e.message }, 'a posted metadata change failed: reported at the next fsync or close');
         for (const [, w] of ws) w.error ??= e;

@@ -232,19 +232,11 @@ export class Dispatcher {
     symlink: (dir, name, target, uid, gid) => this.made(dir, name, (v, d, n) => v.symlink(d, n, Buffer.from(target), uid, gid)),
     mknod: (dir, name, mode, rdev, uid, gid) => this.made(dir, name, (v, d, n) => v.mknod(d, n, mode, rdev, uid, gid)),
     remove: (dir, name) => this.removed(dir, Buffer.from(name), false),
+    removeAt: (dir, name, time) => this.removed(dir, Buffer.from(name), false, [time[0], time[1]]),
     rmdir: (dir, name) => this.removed(dir, Buffer.from(name), true),
-    rename: (fromDir, fromRaw, toDir, toRaw, flags) => {
-      const from = this.target(fromDir);
-      const to = this.target(toDir);
-      if (from.v !== to.v) throw new PrismError('EXDEV', 'rename across volumes');
-      const fromName = Buffer.from(fromRaw), toName = Buffer.from(toRaw);
-      const moved = [this.childOf(from.v, from.ino, fromName), this.childOf(to.v, to.ino, toName)].filter((x): x is number => x !== undefined);
-      from.v.rename(from.ino, fromName, to.ino, toName, { noreplace: !!(flags & RENAME_NOREPLACE), exchange: !!(flags & RENAME_EXCHANGE) });
-      // A directory moved to another parent has a new "..".
-      const parents: Array<[number, Buffer]> = from.ino === to.ino ? [] : moved.map((m) => [m, DOTDOT]);
-      this.changed(from.v, { attrs: [from.ino, to.ino, ...moved], entries: [[from.ino, fromName], [to.ino, toName], ...parents] });
-      return [];
-    },
+    rename: (fromDir, fromRaw, toDir, toRaw, flags) => this.renamed(fromDir, fromRaw, toDir, toRaw, flags),
+    renameAt: (fromDir, fromRaw, toDir, toRaw, flags, time) => this.renamed(fromDir, fromRaw, toDir, toRaw, flags, [time[0], time[1]]),
+
     link: (fh, dirFh, rawName) => {
       const src = this.target(fh);
       const dir = this.target(dirFh);
@@ -321,11 +313,26 @@ export class Dispatcher {
     return { v, ino, page: entries.slice(0, limit), eof: entries.length <= limit };
   }
 
-  private removed(dir: Uint8Array, name: Buffer, isDir: boolean): [] {
+  /** RENAME, RENAME_AT (`at`: the agent's time for the change). */
+  private renamed(fromDir: Uint8Array, fromRaw: Uint8Array, toDir: Uint8Array, toRaw: Uint8Array, flags: number, at?: Time): [] {
+    const from = this.target(fromDir);
+    const to = this.target(toDir);
+    if (from.v !== to.v) throw new PrismError('EXDEV', 'rename across volumes');
+    const fromName = Buffer.from(fromRaw), toName = Buffer.from(toRaw);
+    const moved = [this.childOf(from.v, from.ino, fromName), this.childOf(to.v, to.ino, toName)].filter((x): x is number => x !== undefined);
+    from.v.rename(from.ino, fromName, to.ino, toName, { noreplace: !!(flags & RENAME_NOREPLACE), exchange: !!(flags & RENAME_EXCHANGE) }, at);
+    // A directory moved to another parent has a new "..".
+    const parents: Array<[number, Buffer]> = from.ino === to.ino ? [] : moved.map((m) => [m, DOTDOT]);
+    this.changed(from.v, { attrs: [from.ino, to.ino, ...moved], entries: [[from.ino, fromName], [to.ino, toName], ...parents] });
+    return [];
+  }
+
+  /** REMOVE, REMOVE_AT (`at`: the agent's time for the change), RMDIR. */
+  private removed(dir: Uint8Array, name: Buffer, isDir: boolean, at?: Time): [] {
     const { v, ino } = this.target(dir);
     const child = this.childOf(v, ino, name);
     if (isDir) v.rmdir(ino, name);
-    else v.unlink(ino, name);
+    else v.unlink(ino, name, at);
     const gone: Array<[number, Buffer]> = isDir && child !== undefined ? [[child, DOTDOT]] : [];
     // The name points at nothing now (it was just removed).
     this.changed(v, { attrs: child === undefined ? [ino] : [ino, child], entries: [[ino, name, null], ...gone] });

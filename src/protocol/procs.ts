@@ -46,6 +46,8 @@ export const enum Proc {
   CREATE_AT = 75, // CREATE of a reserved inode at a time the agent chose (posted: the agent answered already)
   MKDIR_AT = 76,
   SETATTR_AT = 77, // SETATTR at a time the agent chose, as the change's ctime and any "now" (posted: the agent answered already)
+  REMOVE_AT = 78, // REMOVE at a time the agent chose, for the directory's mtime and ctime and the file's ctime (posted)
+  RENAME_AT = 79, // RENAME likewise (posted)
 }
 
 /** Largest READ/WRITE payload a peer may ask for. */
@@ -203,6 +205,10 @@ export const PROCS = {
     result: [['attr', 'attr']],
   },
   [Proc.SETATTR_AT]: { name: 'SETATTR_AT', args: [['fh', 'fh'], ['set', 'setattr'], ['time', 'time']], result: [['attr', 'attr']] },
+  [Proc.REMOVE_AT]: { name: 'REMOVE_AT', args: [['dir', 'fh'], ['name', 'name'], ['time', 'time']], result: [] },
+  [Proc.RENAME_AT]: {
+    name: 'RENAME_AT', args: [['fromDir', 'fh'], ['fromName', 'name'], ['toDir', 'fh'], ['toName', 'name'], ['flags', 'small'], ['time', 'time']], result: [],
+  },
 } as const satisfies { readonly [P in Proc]: ProcDef };
 
 type Defs = typeof PROCS;

@@ -118,7 +118,8 @@ export abstract class VolumeNamespace extends VolumeFileData {
     return this.attr(ino, this.update(ino, { nlink: rec.nlink + 1, ctime: t }));
   }
 
-  unlink(dir: number, name: Name): void {
+  /** `at`: the time the caller chose for the change (a posted unlink, docs/agent.md); else now. */
+  unlink(dir: number, name: Name, at?: Time): void {
     this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     const n = nameBuf(name);
     this.dirInode(dir);
@@ -126,7 +127,7 @@ export abstract class VolumeNamespace extends VolumeFileData {
     if (child === undefined) throw new PrismError('ENOENT', `no entry ${JSON.stringify(n.toString())}`);
     const rec = this.inode(child);
     if (isDir(rec.mode)) throw new PrismError('EISDIR', `${JSON.stringify(n.toString())} is a directory`);
-    const t = now();
+    const t = at ?? now();
     this.delEntry(dir, n);
     this.update(dir, { mtime: t, ctime: t });
     this.dropLink(child, rec, t);
@@ -192,7 +193,8 @@ export abstract class VolumeNamespace extends VolumeFileData {
     this.host.changed(this);
   }
 
-  rename(d1: number, n1: Name, d2: number, n2: Name, flags: RenameFlags = {}): void {
+  /** `at`: the time the caller chose for the change (a posted rename, docs/agent.md); else now. */
+  rename(d1: number, n1: Name, d2: number, n2: Name, flags: RenameFlags = {}, at?: Time): void {
     this.host.usage(this); // materialize before the change (compose leaves it uncounted)
     const a = nameBuf(n1), b = nameBuf(n2);
     this.dirInode(d1);
@@ -202,7 +204,7 @@ export abstract class VolumeNamespace extends VolumeFileData {
     if (src === undefined) throw new PrismError('ENOENT', `no entry ${JSON.stringify(a.toString())}`);
     const dst = this.entry(d2, b);
     const srec = this.inode(src);
-    const t = now();
+    const t = at ?? now();
     if (flags.exchange) {
       if (dst === undefined) throw new PrismError('ENOENT', `no entry ${JSON.stringify(b.toString())}`);
       if (src === dst) return;

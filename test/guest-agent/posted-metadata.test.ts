@@ -16,6 +16,8 @@ const attrOf = (ino: number, mode: number) => [ino, mode, 1, 0, 0, 0, 0, 0, 1, 0
 class FakeHost implements Link {
   readonly sent: Proc[] = [];
   readonly postedProcs: Proc[] = [];
+  /** The last argument of each posted call (the time, for the *_AT procedures). */
+  readonly postedLast: unknown[] = [];
   removeFails: PrismError | null = null;
   setattrFails: PrismError | null = null;
   /** An older host (version 2 before SETATTR_AT) answers it ENOSYS. */
@@ -26,6 +28,7 @@ class FakeHost implements Link {
 
   post = (proc: Proc, args: unknown[]): Promise<unknown[]> => new Promise((resolve, reject) => {
     this.postedProcs.push(proc);
+    this.postedLast.push(args[args.length - 1]);
     this.queue.push(() => { try { resolve(this.run(proc, args)); } catch (e) { reject(e); } });
   });
 
@@ -50,12 +53,14 @@ class FakeHost implements Link {
     const name = () => Buffer.from(args[1] as Uint8Array).toString('latin1');
     switch (proc) {
       case Proc.REMOVE:
+      case Proc.REMOVE_AT:
         if (this.removeFails) throw this.removeFails;
         if (this.removed.has(name())) throw new PrismError('ENOENT', 'no entry');
         this.removed.add(name());
         this.table?.putEntry(VOL, ROOT_INO, Buffer.from(name()), null); // published before the reply, as the host does
         return [];
-      case Proc.RENAME: {
+      case Proc.RENAME:
+      case Proc.RENAME_AT: {
         const from = Buffer.from(name()), to = Buffer.from(args[3] as Uint8Array);
         const e = this.table?.getEntry(VOL, ROOT_INO, from);
         if (!e) throw new PrismError('ENOENT', 'no entry');
@@ -117,7 +122,7 @@ test('an unlink the table can answer is posted; until its reply is read the tabl
   const { host, fs } = setup();
   await fs.unlink(ctx, 1n, 'a');
   await fs.unlink(ctx, 1n, 'b'); // another name of the same directory: posted too
-  t.deepEqual(host.postedProcs, [Proc.REMOVE, Proc.REMOVE]);
+  t.deepEqual(host.postedProcs, [Proc.REMOVE_AT, Proc.REMOVE_AT], 'stamped with the agent\'s time');
   t.deepEqual(host.sent, [], 'nothing waited for');
   t.is(fs.counters.get('postedMeta'), 2);
   // The table still says "a" exists: the agent reads the replies first (the host publishes before
@@ -128,15 +133,15 @@ test('an unlink the table can answer is posted; until its reply is read the tabl
   t.is(host.pending, 0, 'the replies were read');
   await t.notThrowsAsync(fs.fsync(ctx, 1n));
   // The directory's attributes right after (the kernel checks the next unlink's permission with
-  // them): as the host will make them, mtime and ctime now, not cached, and not waited for.
+  // them): as the host will make them, mtime and ctime the time the REMOVE_AT carries, so the kernel
+  // may keep them; not waited for.
   const other = setup({ settle: false });
   await other.fs.unlink(ctx, 1n, 'a');
-  const before = Math.floor(Date.now() / 1000);
   const dir = await other.fs.getattr(ctx, 1n);
   t.deepEqual(other.host.sent, [], 'no RPC, no wait for the REMOVE');
-  t.is(dir.validSec, 0, 'not cached by the kernel');
-  t.true(dir.mtime[0] >= before && dir.ctime[0] >= before);
-  t.deepEqual(dir.mtime, dir.ctime);
+  t.not(dir.validSec, 0, 'exact: the kernel may keep it');
+  t.deepEqual(dir.mtime, other.host.postedLast[0]);
+  t.deepEqual(dir.ctime, other.host.postedLast[0]);
 });
 
 test('an error the host gives for a posted REMOVE is reported by the directory\'s next fsync, once', async (t) => {
@@ -229,10 +234,11 @@ test('a rename the table can answer is posted: the new name is never answered ab
   table.markComplete(VOL, ROOT_INO); // "z" is absent by the table: a complete directory without it
   await t.throwsAsync(fs.lookup(ctx, 1n, 'z'), { message: /ENOENT/ });
   await fs.rename(ctx, 1n, 'a', 1n, 'z', 0);
-  t.deepEqual(host.postedProcs, [Proc.RENAME]);
+  t.deepEqual(host.postedProcs, [Proc.RENAME_AT]);
   t.deepEqual(host.sent, [], 'nothing waited for');
   const dir = await fs.getattr(ctx, 1n);
-  t.is(dir.validSec, 0, 'the directory\'s attributes are predicted, not cached');
+  t.not(dir.validSec, 0, 'the directory\'s attributes are predicted exactly: the kernel may keep them');
+  t.deepEqual([dir.mtime, dir.ctime], [host.postedLast[0], host.postedLast[0]]);
   t.is(host.pending, 1, 'and not waited for');
   const z = await fs.lookup(ctx, 1n, 'z'); // the table still lacks it: the reply is read first
   t.is(host.pending, 0);
