@@ -244,9 +244,9 @@ export class VrpcFs implements FileSystem {
 
   /**
    * The kernel's times of a file whose WRITEs of ours are still on their way (it sends them at close,
-   * after flushing its pages): the host stamps the file's mtime as it applies each WRITE, so these
-   * times follow the WRITEs, posted on the same ring, and the kernel gets back what it holds with
-   * them, not cached (validSec 0). Waiting for the WRITEs' replies first cost one more wake-up per
+   * after flushing its pages): these times follow the WRITEs, posted on the same ring (a host without
+   * WRITE_KEEP_TIMES stamps the file's mtime as it applies each WRITE), and the kernel gets back what
+   * it holds with them, not cached (validSec 0). Waiting for the WRITEs' replies first cost one more wake-up per
    * file written. Only where this VM alone changes the volume: no one else's change can come between.
    */
   private timesBehindWrites(id: bigint, s: FuseSetAttr): FuseAttr | undefined {

@@ -54,10 +54,10 @@ import { hostSecret, tokensEqual, vmToken } from './secrets.js';
 
 /** Resets of one VM's rings closer together than this count as "keeps corrupting them". */
 const RESET_QUIET_MS = 1000;
-/** Free space the store's disk keeps beyond what agents may have in flight, for agents not to wait at close. */
-const ROOM_MARGIN_BYTES = 256 << 20;
 /** The longest pause before a VM whose rings keep breaking is served again. */
 const RESET_BACKOFF_MAX_MS = 1000;
+/** Free space the store's disk keeps beyond what agents may have in flight, for agents not to wait at close. */
+const ROOM_MARGIN_BYTES = 256 << 20;
 
 export interface HostOptions {
   storeDir: string;
