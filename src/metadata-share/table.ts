@@ -6,7 +6,7 @@
 // this VM's acknowledgements: its reader answers nothing until the agent has revalidated (issue 11).
 // A directory can be marked complete (every name it holds is in the table), so a name not held there
 // does not exist: negative lookups are answered without an RPC (version 3).
-// Pure logic over a buffer: mapping it is the caller's business. Layout, version 3: docs/metadata-share.md.
+// Pure logic over a buffer: mapping it is the caller's business. Layout, version 5: docs/metadata-share.md.
 import type { WireAttr } from '../protocol/wire.js';
 
 export const META_MAGIC = 0x54454d50; // bytes "PMET"
