@@ -27,8 +27,8 @@ export class PostedChanges {
   private readonly setting = new Map<bigint, number>();
   /**
    * Directories with posted changes not answered yet: the time the host will stamp them with, when
-   * every one of those changes carries our time (CREATE_AT, MKDIR_AT: the last one's); null while one
-   * the host stamps itself (REMOVE, RENAME) is among them.
+   * every one of those changes carries our time (CREATE_AT, MKDIR_AT, REMOVE_AT, RENAME_AT: the last
+   * one's); null while one the host stamps itself is among them.
    */
   private readonly stamps = new Map<bigint, Time | null>();
   /** Nodes of posted makes not answered yet: settles once the reply is read (and a failed one's name forgotten). */

@@ -236,7 +236,6 @@ export class Dispatcher {
     rmdir: (dir, name) => this.removed(dir, Buffer.from(name), true),
     rename: (fromDir, fromRaw, toDir, toRaw, flags) => this.renamed(fromDir, fromRaw, toDir, toRaw, flags),
     renameAt: (fromDir, fromRaw, toDir, toRaw, flags, time) => this.renamed(fromDir, fromRaw, toDir, toRaw, flags, [time[0], time[1]]),
-
     link: (fh, dirFh, rawName) => {
       const src = this.target(fh);
       const dir = this.target(dirFh);
