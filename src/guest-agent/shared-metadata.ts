@@ -148,7 +148,7 @@ export class SharedMetadata {
   /**
    * A directory's attributes while changes of ours to its names are posted and not applied yet: the
    * table's (it holds the directory as before them), with mtime and ctime `at` when every such change
-   * carries our time (posted creates and mkdirs: the host stamps the directory with it, so the
+   * carries our time (every posted change of names does: the host stamps the directory with it, so the
    * prediction is exact), else of now, which the host is about to stamp, and `nlink` links when
    * posted mkdirs change it. A non-directory's removal, move or making changes nothing else of its
    * directory. Without `at`, for a reply the kernel does not cache: once the host has answered, the
