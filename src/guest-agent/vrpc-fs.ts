@@ -253,11 +253,9 @@ export class VrpcFs implements FileSystem {
     if (!this.writebackCache || !this.host.post || !timesOnly(s) || !this.writeBehind.writingData(id) || !this.shared?.sole()) return undefined;
     const held = this.nodes.get(id)?.attr;
     if (!held) return undefined;
-    const set = setAttrToWire({ mtime: s.mtime });
     // Stamped with the kernel's ctime (SETATTR_AT: a host that shares this table's version has it),
     // the host keeps the ctime the kernel shows, not one of its own a moment later.
-    if (s.ctime) this.posted.postSetattr(id, Proc.SETATTR_AT, [this.nodes.fh(id), set, s.ctime]);
-    else this.posted.postSetattr(id, Proc.SETATTR, [this.nodes.fh(id), set]);
+    this.posted.postSetattr(id, Proc.SETATTR_AT, [this.nodes.fh(id), setAttrToWire({ mtime: s.mtime }), s.ctime]);
     return { ...held, mtime: s.mtime, ctime: s.ctime, validSec: 0 };
   }
 

@@ -434,8 +434,8 @@ export class HostServer {
       name, volumes: d.vm.volumes, key: d.key, table: t.table,
       // Volumes no other VM attaches (over any transport): its agent may post some changes (docs/agent.md).
       sole: this.soleVolumes(name, d.vm.volumes).map((vol) => {
-        const { rec } = this.store.volume(vol);
-        return { id: rec.id, noQuota: rec.quota === undefined && rec.inodeQuota === undefined };
+        const v = this.store.volume(vol);
+        return { id: v.rec.id, noQuota: !v.hasQuota() };
       }),
       listener: {
         read: () => region.metaListener(),

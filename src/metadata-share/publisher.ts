@@ -176,7 +176,7 @@ export class MetaPublisher {
 
   /** A volume's quota was set or lifted (`prism volume quota`). */
   private boundsChanged(v: Volume): void {
-    this.noQuota.set(v.rec.id, v.rec.quota === undefined && v.rec.inodeQuota === undefined);
+    this.noQuota.set(v.rec.id, !v.hasQuota());
     for (const vm of this.vms.values()) if (vm.sole?.some((s) => s.id === v.rec.id)) this.markSole(vm);
   }
 

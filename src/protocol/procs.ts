@@ -50,7 +50,6 @@ export const enum Proc {
   RENAME_AT = 79, // RENAME likewise (posted)
 }
 
-/** Largest READ/WRITE payload a peer may ask for. */
 /**
  * WRITE's `stable` holds the stable level (0 unstable, 1 data sync, 2 file sync) in its low two bits;
  * this bit asks the host to leave the file's mtime and ctime as they are: the client's kernel stamps
@@ -66,6 +65,7 @@ export const WRITE_STABLE_MASK = 3;
  */
 export const WRITE_BEHIND_BYTES = 64 << 20;
 
+/** Largest READ/WRITE payload a peer may ask for. */
 export const MAX_IO = 1 << 20;
 /** Largest encoded message either side accepts. */
 export const MAX_MESSAGE = MAX_IO + 64 * 1024;

@@ -144,6 +144,11 @@ export abstract class VolumeTree {
 
   // ---- quota -------------------------------------------------------------------------------------
 
+  /** Whether a quota (of bytes or of inodes) bounds the volume. */
+  hasQuota(): boolean {
+    return this.rec.quota !== undefined || this.rec.inodeQuota !== undefined;
+  }
+
   /** EDQUOT unless `grow` more bytes (data or metadata) fit the volume's quota. */
   protected checkRoom(grow: number): void {
     this.writable();
