@@ -14,6 +14,12 @@ export interface MountedVolume {
   store: string; vm: string; host: RunningHost; agent: Agent; mp: string; dir: string; region: string;
   /** Start the host again (after host.stop()) with the same store, VM and addresses. */
   restartHost(): Promise<void>;
+  /**
+   * Unmount and mount again with the same arguments: a kernel that has forgotten every name, attribute
+   * and page of this mount. (Not `echo 2 > /proc/sys/vm/drop_caches`: that drops every mount's, and
+   * tests running beside this one count what their kernel kept.)
+   */
+  remountAgent(): Promise<void>;
 }
 
 export interface MountOptions {
@@ -40,14 +46,19 @@ export async function mountedVolume(t: Pick<ExecutionContext, 'teardown'>, trans
   fs.mkdirSync(mp);
   const address = o.unixSocket ? `unix:${sock}` : `127.0.0.1:${host.port}`;
   const how = transport === 'shm' ? ['--shm', region] : ['--tcp', address, '--token-file', path.join(store, 'vms', `${vm}.token`)];
+  const agentArgs = ['--volume', 'vol', ...how, ...(o.agentArgs ?? [])];
   let agent: Agent;
   try {
-    agent = await mountAgent(store, ['--volume', 'vol', ...how, ...(o.agentArgs ?? [])], mp);
+    agent = await mountAgent(store, agentArgs, mp);
   } catch (e) {
     await host.stop();
     throw e;
   }
-  const m: MountedVolume = { store, vm, host, agent, mp, dir, region, restartHost: async () => { m.host = await startHost(store, hostArgs); } };
+  const m: MountedVolume = {
+    store, vm, host, agent, mp, dir, region,
+    restartHost: async () => { m.host = await startHost(store, hostArgs); },
+    remountAgent: async () => { await m.agent.umount(); m.agent = await mountAgent(store, agentArgs, mp); },
+  };
   t.teardown(async () => {
     await m.agent.umount();
     await m.host.stop();

@@ -63,7 +63,7 @@ maybe('creates and mkdirs of names the table knows absent are posted, none waite
   // After the replies (and from a restarted host, which reads them from the store): the same.
   await m.host.stop();
   await m.restartHost();
-  run('sh', ['-c', 'echo 2 > /proc/sys/vm/drop_caches']); // the kernel's dentries and attributes go: asked again
+  await m.remountAgent(); // the kernel's dentries and attributes go: asked again
   for (let i = 0; i < N; i++) {
     t.deepEqual(shape(fs.statSync(path.join(dir, `f${i}`), { bigint: true })), seen[2 * i]!, `f${i}`);
     t.deepEqual(shape(fs.statSync(path.join(dir, `m${i}`), { bigint: true })), seen[2 * i + 1]!, `m${i}`);
@@ -91,7 +91,7 @@ maybe('while posted creates and mkdirs are on their way, the directory\'s attrib
   syncDir(dir);
   await m.host.stop();
   await m.restartHost();
-  run('sh', ['-c', 'echo 2 > /proc/sys/vm/drop_caches']);
+  await m.remountAgent();
   t.deepEqual(shape(fs.statSync(dir, { bigint: true })), shown, 'the host has what the kernel kept');
 });
 
@@ -116,7 +116,7 @@ maybe('a file written at once after its posted create has its data; mkdir then a
   // O_EXCL: exact, whether the name is one the kernel knows or one only the table knows.
   const p = path.join(m.mp, 's0', 'inner');
   t.throws(() => fs.openSync(p, 'wx'), { code: 'EEXIST' });
-  run('sh', ['-c', 'echo 2 > /proc/sys/vm/drop_caches']);
+  await m.remountAgent();
   t.throws(() => fs.openSync(p, 'wx'), { code: 'EEXIST' });
   t.throws(() => fs.mkdirSync(path.join(m.mp, 's0')), { code: 'EEXIST' });
   t.is(fs.readFileSync(p, 'utf8'), 'inner 0\n', 'and did not truncate it');
@@ -143,7 +143,7 @@ maybe('a set-group-ID directory gives its group (and to a subdirectory its bit) 
   const after = (await agentStats(m.agent)).counters;
   t.true(after.postedMeta - before.postedMeta >= 2, 'posted (the one in the new directory may wait for it)');
   syncDir(g);
-  run('sh', ['-c', 'echo 2 > /proc/sys/vm/drop_caches']);
+  await m.remountAgent();
   const again = [fs.statSync(path.join(g, 'f')), fs.statSync(path.join(g, 'sub')), fs.statSync(path.join(g, 'sub', 'f2'))]
     .map((s) => ({ uid: s.uid, gid: s.gid, mode: s.mode.toString(8) }));
   t.deepEqual(again, got, 'the host made them so');
