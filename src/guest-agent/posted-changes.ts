@@ -13,8 +13,8 @@ import type { WriteBehind } from './write-behind.js';
 export class PostedChanges {
   /** Directories with posted changes of their names not answered yet: how many. */
   private readonly changing = new Map<bigint, number>();
-  /** Directories a posted rename adds a name to, not answered yet: how many. */
-  private readonly gaining = new Map<bigint, number>();
+  /** Names posted renames add to directories, by directory (latin1), not answered yet: how many. */
+  private readonly gaining = new Map<bigint, Map<string, number>>();
   /** Names posted creates and mkdirs are making, by directory (latin1), not answered yet. */
   private readonly making = new Map<bigint, Set<string>>();
   /**
@@ -51,11 +51,12 @@ export class PostedChanges {
   }
 
   /**
-   * Whether the table's "absent" may be stale for `name` in `dir`: a posted rename adds some name to
-   * it, or a posted create or mkdir that name.
+   * Whether the table's "absent" may be stale for `name` in `dir`: a posted rename, create or mkdir
+   * adds that name. (Only that one: the directory's other names stay as the table has them.)
    */
   gains(dir: bigint, name: Buffer): boolean {
-    return this.gaining.has(dir) || (this.making.get(dir)?.has(name.toString('latin1')) ?? false);
+    const key = name.toString('latin1');
+    return (this.gaining.get(dir)?.has(key) ?? false) || (this.making.get(dir)?.has(key) ?? false);
   }
 
   /** The directory's link count once the posted mkdirs in it are applied, if there are any. */
@@ -77,25 +78,36 @@ export class PostedChanges {
   }
 
   /**
-   * Post a change of names in `dirs` (of which `gains` get a name the table cannot say), counted until
+   * Post a change of names in `dirs` (`gains`: a name it adds that the table cannot say yet), counted until
    * its reply is read; `nodes` are every node it touches (writeBehind.postMeta); `at`, the time the
    * host stamps the directories with, when the call carries it. Settles with the host's error, if
    * any (already recorded for the nodes).
    */
-  postDirChange(dirs: bigint[], gains: bigint[], nodes: bigint[], proc: Proc, args: unknown[], at?: Time): Promise<PrismError | undefined> {
+  postDirChange(dirs: bigint[], gains: { dir: bigint; name: Buffer } | undefined, nodes: bigint[], proc: Proc, args: unknown[], at?: Time): Promise<PrismError | undefined> {
     for (const d of dirs) {
       this.stamps.set(d, at !== undefined && (!this.changing.has(d) || this.stamps.get(d)) ? at : null);
       count(this.changing, d, 1);
     }
-    for (const d of gains) count(this.gaining, d, 1);
+    const gain = gains && this.gain(gains.dir, gains.name.toString('latin1'));
     return this.writeBehind.postMeta(nodes, proc, args).then((err) => {
       for (const d of dirs) {
         count(this.changing, d, -1);
         if (!this.changing.has(d)) this.stamps.delete(d);
       }
-      for (const d of gains) count(this.gaining, d, -1);
+      gain?.();
       return err;
     });
+  }
+
+  /** Count `key` as a name a posted change adds to `dir`; the returned function uncounts it. */
+  private gain(dir: bigint, key: string): () => void {
+    let names = this.gaining.get(dir);
+    if (!names) this.gaining.set(dir, (names = new Map()));
+    count(names, key, 1);
+    return () => {
+      count(names, key, -1);
+      if (names.size === 0 && this.gaining.get(dir) === names) this.gaining.delete(dir);
+    };
   }
 
   /** Post a SETATTR of the node's mode, owner or times. */
@@ -123,7 +135,7 @@ export class PostedChanges {
       links.nlink++;
       links.pending++;
     }
-    const done = this.postDirChange([dir], [], [dir, child], proc, args, at).then(async (err) => {
+    const done = this.postDirChange([dir], undefined, [dir, child], proc, args, at).then(async (err) => {
       names.delete(key);
       if (names.size === 0 && this.making.get(dir) === names) this.making.delete(dir);
       // A failed mkdir's link never comes: the next prediction starts from the table again.
@@ -137,7 +149,7 @@ export class PostedChanges {
 }
 
 /** Add `by` to a counter kept in a map; a counter back at 0 is removed. */
-function count(m: Map<bigint, number>, key: bigint, by: number): void {
+function count<K>(m: Map<K, number>, key: K, by: number): void {
   const n = (m.get(key) ?? 0) + by;
   if (n > 0) m.set(key, n);
   else m.delete(key);

@@ -301,7 +301,7 @@ export class VrpcFs implements FileSystem {
       if (named) this.renamedNow(named.id, named.attr, -1, at);
       // The kernel asks for the directory's attributes right after (to check the next unlink's
       // permission): answered as the host will make them (asChanged), not waited for.
-      void this.posted.postDirChange([parent], [], [parent, child], Proc.REMOVE_AT, [dirFh, raw, at], at);
+      void this.posted.postDirChange([parent], undefined, [parent, child], Proc.REMOVE_AT, [dirFh, raw, at], at);
       return;
     }
     await this.rpc.remove(dirFh, raw);
@@ -331,7 +331,7 @@ export class VrpcFs implements FileSystem {
       const dirs = parent === newParent ? [parent] : [parent, newParent];
       const at = changeTime(); // RENAME_AT: the host stamps the directories and files with it
       if (this.writebackCache) this.rememberRenamed(r.child, r.replaced, at);
-      void this.posted.postDirChange(dirs, [newParent], [...dirs, r.child, ...(r.replaced === undefined ? [] : [r.replaced])], Proc.RENAME_AT, [...args, at], at);
+      void this.posted.postDirChange(dirs, { dir: newParent, name: newRaw }, [...dirs, r.child, ...(r.replaced === undefined ? [] : [r.replaced])], Proc.RENAME_AT, [...args, at], at);
       return;
     }
     const before = this.writebackCache ? this.shared?.renamable(parent, raw, newParent, newRaw) : undefined;

@@ -107,6 +107,22 @@ maybe('renames on a volume of one VM are posted: the new names, the old ones, a 
   t.deepEqual(fs.readdirSync(a).sort(), Array.from({ length: N / 2 }, (_, k) => `h${2 * k + 1}`).sort());
 });
 
+maybe('renames one after another in a directory wait for none of the others: a posted rename makes only its own new name uncertain', async (t) => {
+  const m = await mountedVolume(t, 'shm');
+  const a = path.join(m.mp, 'a');
+  fs.mkdirSync(a);
+  for (let i = 0; i < N; i++) fs.writeFileSync(path.join(a, `f${i}`), `file ${i}\n`);
+  fs.readdirSync(a); // the table holds the directory complete: absent names are its to say
+  const before = (await agentStats(m.agent)).counters;
+  // Each rename's target lookup comes while the renames before it are still on their way.
+  for (let i = 0; i < N; i++) fs.renameSync(path.join(a, `f${i}`), path.join(a, `r${i}`));
+  const after = (await agentStats(m.agent)).counters;
+  t.is((after.rpcsByProc.RENAME_AT ?? 0) - (before.rpcsByProc.RENAME_AT ?? 0), N);
+  t.is(after.lookupMisses - before.lookupMisses, 0, 'every new name was answered absent by the table');
+  t.is(after.settles - before.settles, 0, 'no rename waited for the replies of the ones before');
+  t.deepEqual(fs.readdirSync(a).sort(), Array.from({ length: N }, (_, i) => `r${i}`).sort());
+});
+
 maybe('chmod and utime on a volume of one VM are posted, seen at once, and what the kernel keeps is what the host made', async (t) => {
   const m = await mountedVolume(t, 'shm');
   const dir = path.join(m.mp, 'c');
