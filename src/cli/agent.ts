@@ -102,6 +102,7 @@ export function agentCommand(p: Command, print: (s: string) => void): void {
         ...(c.prunes > 0 ? [['nodes pruned (writeback cache)', String(c.prunes)] as [string, string]] : []),
         ['metadata changes posted', String(c.postedMeta)],
         ['waits for posted replies', String(c.settles)],
+        ['FLUSH requests (closes)', String(c.flushes)],
         ['RPCs sent', `${c.rpcs}${Object.keys(c.rpcsByProc).length ? ` (${Object.entries(c.rpcsByProc).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''}`],
       ];
       for (const [k, v] of rows) print(`${k.padEnd(28)}${v}`);

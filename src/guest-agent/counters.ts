@@ -10,6 +10,8 @@ export const COUNTER_NAMES = [
   'prunes',
   // Metadata changes answered by the agent and sent behind (REMOVE; SETATTR of mode, owner, times): docs/agent.md.
   'postedMeta',
+  // FLUSH requests (closes the kernel tells the agent of; none once they are turned off: docs/agent.md).
+  'flushes',
   // Times the agent waited for the replies of its posted calls (a close, an fsync, a table answer they change).
   'settles',
   // The ivshmem doorbell (docs/doorbell.md): rings sent to the host, and waits for a reply ended by the host's interrupt.

@@ -17,7 +17,7 @@ import { LOG_HEAD_OFFSET } from '../metadata-share/table.js';
 import { futexWake } from '../native/futex.js';
 import { AgentCounters } from './counters.js';
 import { umount } from '../native/mount.js';
-import { kernelRelease, kernelTakesPrune } from './fuse/protocol.js';
+import { kernelRelease, kernelTakesPrune, kernelWritesBackWithoutFlush } from './fuse/protocol.js';
 import { mountAndServe } from './fuse/session.js';
 import { SyncLink } from './sync-link.js';
 import { VrpcFs } from './vrpc-fs.js';
@@ -68,7 +68,7 @@ async function main(): Promise<void> {
       vfs = await VrpcFs.attach(link, d.volume, {
         shared: meta?.table, counters, writebackCache: d.writebackCache,
         unmade: (dir, name) => unmade?.(dir, name) ?? Promise.resolve(),
-        kernelPrunes: kernelTakesPrune(kernelRelease()),
+        kernelPrunes: kernelTakesPrune(kernelRelease()), kernelWritesBackAtClose: kernelWritesBackWithoutFlush(kernelRelease()),
       });
     } catch (e) {
       link.close();

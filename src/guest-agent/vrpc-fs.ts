@@ -53,6 +53,11 @@ export interface VrpcFsOptions {
   /** Whether the kernel takes FUSE_NOTIFY_PRUNE (fuse/protocol.ts kernelTakesPrune). */
   kernelPrunes?: boolean;
   /**
+   * Whether the kernel writes a file's dirty pages back at close without FLUSH (fuse/protocol.ts
+   * kernelWritesBackWithoutFlush): with the writeback cache, FLUSH may then be turned off.
+   */
+  kernelWritesBackAtClose?: boolean;
+  /**
    * A posted create or mkdir failed: make the kernel forget the name (it was told the node exists).
    * Not from the thread serving requests: the kernel may hold the directory's lock for a request
    * queued behind this one (the cache notifier's thread does it).
@@ -89,6 +94,10 @@ export class VrpcFs implements FileSystem {
   readonly killsPrivileges = true;
   /** The writeback cache asked of the kernel at INIT (VrpcFsOptions.writebackCache, resolved). */
   readonly writebackCache: boolean;
+  /** FLUSH may be answered ENOSYS, after which the kernel sends no more (`flush`). */
+  private readonly flushOptional: boolean;
+  /** A FLUSH was answered ENOSYS: the kernel sends none for the rest of this mount. */
+  private flushesOff = false;
   private nextFh = 1n;
 
   constructor(host: Link, rootFh: Buffer, readonly rootIno: number, opts: VrpcFsOptions = {}) {
@@ -102,6 +111,7 @@ export class VrpcFs implements FileSystem {
     // Where this VM alone changes the volume; on a kernel without FUSE_NOTIFY_PRUNE the host is told
     // (the region's keepsSizes flag), so that it never lets another VM change the volume meanwhile.
     this.writebackCache = wb === 'auto' ? (opts.shared?.isSole(this.volumeId) ?? false) : wb;
+    this.flushOptional = this.writebackCache && (opts.kernelWritesBackAtClose ?? false);
     this.writeBehind = new WriteBehind(link, this.rpc, this.counters, rootFh, this.writebackCache);
     const behind = this.writeBehind;
     const posted = (this.posted = new PostedChanges(behind, opts.unmade));
@@ -153,8 +163,10 @@ export class VrpcFs implements FileSystem {
   private async currentAttr(id: bigint): Promise<FuseAttr> {
     const fh = this.nodes.fh(id);
     // Predictions are cached by the kernel only when exact (every posted change of the directory
-    // carries our time); else, once the changes are applied, the table's answer is.
-    if (this.posted.changes(id)) await this.writeBehind.arrived();
+    // carries our time): then it is the table's answer once they are applied, and the replies need
+    // not be read first (a turn of the event loop, a third of a GETATTR); else, once the changes
+    // are applied, the table's answer is cached.
+    if (this.posted.changes(id) && !this.posted.stampOf(id)) await this.writeBehind.arrived();
     if (this.posted.changes(id)) {
       const at = this.posted.stampOf(id);
       const predicted = this.shared?.asChanged(id, this.posted.nlinkOf(id), at);
@@ -387,6 +399,8 @@ export class VrpcFs implements FileSystem {
    */
   private makeHere(c: Ctx, parent: bigint, raw: Buffer, mode: number): Entry | undefined {
     if (!this.pool || !this.shared || this.posted.setsAttrs(parent)) return undefined;
+    // A refused create is reported at close, by a FLUSH: with none to come, only the host may say.
+    if (this.flushesOff && !isDir(mode) && this.closeWaits()) return undefined;
     const dir = this.shared.creatable(parent, raw);
     const r = dir && this.pool.take();
     if (!dir || !r) return undefined;
@@ -418,7 +432,11 @@ export class VrpcFs implements FileSystem {
     const fh = this.nodes.fh(id);
     const dropping = this.privileges.beforeWrite(c, id, fh, killSuidgid);
     if (dropping) await dropping;
-    return this.writeBehind.write(id, fh, Number(offset), data);
+    const n = await this.writeBehind.write(id, fh, Number(offset), data);
+    // No FLUSH will wait for it: the kernel's close, which waits for its WRITEs, does (its error
+    // then reaches close and fsync as the kernel keeps writeback errors: EIO, or ENOSPC).
+    if (this.flushesOff && this.closeWaits()) await this.writeBehind.done(id, fh);
+    return n;
   }
 
   /**
@@ -431,11 +449,25 @@ export class VrpcFs implements FileSystem {
     return !this.shared?.unbounded();
   }
 
+  /**
+   * A close. Where it has nothing to wait for (`closeWaits`) and the kernel writes the file's dirty
+   * pages back at close by itself (the writeback cache, Linux 5.8 and later), it is answered ENOSYS
+   * once errors already in are reported: the kernel then sends no FLUSH for the rest of the mount,
+   * one round trip less per close. Should the volume be bounded later (a quota, a host short of
+   * disk, another VM attaching it), WRITEs wait for the host instead (`write`) and files are created
+   * by the host (`makeHere`), so that a close still reports what the host refused and leaves the
+   * data on the host for the next VM to open it.
+   */
   async flush(_c: Ctx, id: bigint): Promise<void> {
+    this.counters.add('flushes');
     if (!this.closeWaits()) {
       this.host.collect?.();
       const fh = this.nodes.get(id)?.fh;
       if (fh) this.writeBehind.arrivedError(id, fh);
+      if (this.flushOptional) {
+        this.flushesOff = true;
+        throw new PrismError('ENOSYS', 'a close has nothing to wait for: no FLUSH is needed');
+      }
       return;
     }
     try {

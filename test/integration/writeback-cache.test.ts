@@ -138,3 +138,43 @@ t('two VMs with the cache on one volume: a file the other VM extends or truncate
   tt.is(fs.readFileSync(`${A}/f`, 'utf8'), 'much more');
   tt.true((await agentStats(b)).counters.prunes > 0, 'nodes pruned by b');
 });
+
+t('closes with nothing to wait for turn FLUSH off: one FLUSH for many files, whose data is on the host at close all the same; a quota set later is still reported by close and fsync', async (tt) => {
+  const m = await mountedVolume(tt, 'shm', { agentArgs: ['--writeback-cache'] });
+  const before = (await agentStats(m.agent)).counters;
+  const n = 20;
+  for (let i = 0; i < n; i++) fs.writeFileSync(path.join(m.mp, `f${i}`), `file ${i}\n`);
+  const after = (await agentStats(m.agent)).counters;
+  tt.is(after.flushes - before.flushes, 1, 'FLUSHes for 20 closes: the first one is answered ENOSYS, and the kernel sends no more');
+  // The kernel writes a file's dirty pages back at close and waits for them, FLUSH or not.
+  tt.is((after.rpcsByProc.WRITE ?? 0) - (before.rpcsByProc.WRITE ?? 0), n, 'WRITEs sent by the closes');
+
+  // The volume is bounded now: WRITEs wait for the host, files are made by it, and what does not fit
+  // is reported by close (as the kernel keeps writeback errors: EIO) and by fsync.
+  tt.is(prism(m.store, ['volume', 'quota', 'vol', '1M']).code, 0);
+  const creates = (after.rpcsByProc.CREATE ?? 0);
+  const big = path.join(m.mp, 'big');
+  const fd = fs.openSync(big, 'w');
+  const chunk = Buffer.alloc(64 << 10, 7);
+  for (let i = 0; i < 32; i++) fs.writeSync(fd, chunk); // 2 MiB into the page cache
+  const closed = (() => { try { fs.closeSync(fd); return 'ok'; } catch (e) { return (e as NodeJS.ErrnoException).code; } })();
+  tt.is(closed, 'EIO', 'close reports the writes the quota refused');
+  const c = (await agentStats(m.agent)).counters;
+  tt.is((c.rpcsByProc.CREATE ?? 0) - creates, 1, 'the file was made by the host (a refused create could not be reported at close)');
+  tt.is(c.flushes, after.flushes, 'still no FLUSH');
+  const fsync = spawnSync('python3', ['-c', `import os
+fd=os.open(${JSON.stringify(path.join(m.mp, 'more'))},os.O_CREAT|os.O_WRONLY)
+try:
+  for i in range(32): os.write(fd,os.urandom(65536))
+  os.fsync(fd)
+  print('no error')
+except OSError as e: print(e.errno)`], { encoding: 'utf8' });
+  tt.not(fsync.stdout.trim(), 'no error', 'fsync reports it');
+  for (let i = 0; i < n; i++) tt.is(fs.readFileSync(path.join(m.mp, `f${i}`), 'utf8'), `file ${i}\n`);
+  fs.unlinkSync(big);
+  fs.unlinkSync(path.join(m.mp, 'more'));
+  fs.writeFileSync(path.join(m.mp, 'after'), Buffer.alloc(100_000, 1)); // room again
+  tt.is(fs.statSync(path.join(m.mp, 'after')).size, 100_000);
+  await m.host.stop();
+  tt.is(spawnSync(process.execPath, [prismBin, '--store', m.store, 'cat', 'vol:/f7'], { encoding: 'utf8' }).stdout, 'file 7\n');
+});

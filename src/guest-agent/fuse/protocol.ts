@@ -225,8 +225,21 @@ export function kernelRelease(): string {
  * file sizes, and no other VM may attach the volume: the safe side).
  */
 export function kernelTakesPrune(release: string): boolean {
+  return releaseAtLeast(release, 6, 18);
+}
+
+/**
+ * Whether a kernel of this release writes a file's dirty pages back at close, and waits for them,
+ * even once FLUSH is answered ENOSYS (Linux 5.8, "fuse: always flush dirty data on close(2)"; before,
+ * `no_flush` skipped the writeback too).
+ */
+export function kernelWritesBackWithoutFlush(release: string): boolean {
+  return releaseAtLeast(release, 5, 8);
+}
+
+function releaseAtLeast(release: string, major: number, minor: number): boolean {
   const m = /^(\d+)\.(\d+)/.exec(release);
-  return m !== null && (Number(m[1]) > 6 || (Number(m[1]) === 6 && Number(m[2]) >= 18));
+  return m !== null && (Number(m[1]) > major || (Number(m[1]) === major && Number(m[2]) >= minor));
 }
 
 /**
