@@ -97,6 +97,8 @@ abstract class RingEnd {
   readonly tailWord: SharedWord;
   readonly producerFlag: SharedWord;
   readonly consumerFlag: SharedWord;
+  /** Times this end woke a sleeping peer (each a syscall, and a doorbell or an IPI for the peer). */
+  wakes = 0;
 
   constructor(readonly buffer: ArrayBufferLike, loc: RingLocation, opts: RingOptions = {}) {
     checkRingLocation(buffer, loc);
@@ -140,7 +142,9 @@ abstract class RingEnd {
   protected wakeSleeper(word: SharedWord, flag: SharedWord): void {
     if (!this.wake) return;
     const how = Atomics.load(flag.i32, flag.index);
-    if (how !== SLEEP_NONE) this.wake(word, how);
+    if (how === SLEEP_NONE) return;
+    this.wakes++;
+    this.wake(word, how);
   }
 }
 
@@ -234,8 +238,11 @@ export class RingProducer extends RingEnd {
     return this.data.subarray(off + RECORD_HEADER, off + RECORD_HEADER + len);
   }
 
-  /** Publish the reserved record, `len` bytes long (default: as reserved; may be shorter). */
-  commit(len: number = this.pendMax): void {
+  /**
+   * Publish the reserved record, `len` bytes long (default: as reserved; may be shorter). `wake`
+   * false leaves a sleeping consumer asleep: the caller wakes it later (wakeConsumer).
+   */
+  commit(len: number = this.pendMax, wake = true): void {
     this.check();
     const off = this.pendOff;
     if (off < 0) throw new Error('commit: nothing reserved');
@@ -248,7 +255,18 @@ export class RingProducer extends RingEnd {
     this.pendOff = -1;
     // Release: the record's bytes (plain stores above) are visible before the new head.
     Atomics.store(this.ctrl, HEAD, this.head | 0);
+    if (wake) this.wakeSleeper(this.headWord, this.consumerFlag);
+  }
+
+  /** Wake the consumer if it sleeps (after records committed without waking it). */
+  wakeConsumer(): void {
+    this.check();
     this.wakeSleeper(this.headWord, this.consumerFlag);
+  }
+
+  /** Bytes published and not consumed yet (refreshes the consumer's tail). */
+  unconsumedBytes(): number {
+    return this.size - this.freeBytes();
   }
 
   /** Drop the reservation (nothing was published). */

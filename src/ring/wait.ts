@@ -224,12 +224,16 @@ export function reserveBlocking(p: RingProducer, len: number, w: WaitStrategy, t
   }
 }
 
-/** Write one record, waiting for space; false on timeout. */
-export function writeBlocking(p: RingProducer, bytes: Uint8Array, w: WaitStrategy, timeoutMs = -1): boolean {
+/**
+ * Write one record, waiting for space; false on timeout. `wake` false leaves a sleeping consumer
+ * asleep (RingProducer.commit), except when there is no room: only the consumer can make some.
+ */
+export function writeBlocking(p: RingProducer, bytes: Uint8Array, w: WaitStrategy, timeoutMs = -1, wake = true): boolean {
+  if (!wake && !p.canReserve(bytes.byteLength)) p.wakeConsumer();
   const view = reserveBlocking(p, bytes.byteLength, w, timeoutMs);
   if (!view) return false;
   view.set(bytes);
-  p.commit();
+  p.commit(bytes.byteLength, wake);
   return true;
 }
 

@@ -136,12 +136,46 @@ export class SyncShmClient {
     }
   }
 
-  private send(proc: Proc, args: unknown[]): number {
+  /** Send a request; `wake` false leaves a sleeping host asleep (see post). */
+  private send(proc: Proc, args: unknown[], wake = true): number {
     const id = this.ids.next();
     const deadline = Date.now() + this.timeoutMs;
     const msg = encodeRequest({ id, proc, args });
-    while (!writeBlocking(this.tx, msg, this.wait, SLICE_MS)) this.check(deadline);
+    while (!writeBlocking(this.tx, msg, this.wait, SLICE_MS, wake)) this.check(deadline);
+    if (wake) this.wakeLater = false;
     return id;
+  }
+
+  /** Times this client woke the sleeping host. */
+  get hostWakes(): number {
+    return this.tx.wakes;
+  }
+
+  /** A post left the host asleep: it is woken by the next call, by settle(), or by the timer set. */
+  private wakeLater = false;
+  private wakeTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * Wake a host that sleeps with posts in its ring: at once when they pile up (POST_WAKE_BYTES),
+   * else within POST_WAKE_MS, unless a call or settle() has woken it meanwhile.
+   */
+  private wakeForPosts(): void {
+    if (this.tx.unconsumedBytes() >= POST_WAKE_BYTES) {
+      this.tx.wakeConsumer();
+      this.wakeLater = false;
+      return;
+    }
+    this.wakeLater = true;
+    this.wakeTimer ??= setTimeout(() => {
+      this.wakeTimer = undefined;
+      if (!this.wakeLater || this.closed || this.mapping.region.generation !== this.generation) return;
+      this.wakeLater = false;
+      try {
+        this.tx.wakeConsumer();
+      } catch {
+        // Rings broken under us: the next call or settle() finds the host gone and reconnects.
+      }
+    }, POST_WAKE_MS).unref();
   }
 
   /** Calls sent without waiting (post), by id: told their outcome when their reply is read. */
@@ -149,12 +183,16 @@ export class SyncShmClient {
 
   /**
    * Send a call and return at once; `done` is told the outcome (and the results, copied out of the
-   * ring) when its reply is read, by a later call, post or settle().
+   * ring) when its reply is read, by a later call, post or settle(). A sleeping host is not woken
+   * for each post (wakeForPosts): nobody waits for its reply, and a wake costs both sides 15-30 µs
+   * here and puts the host on the second core while the caller and this thread share the other
+   * (docs/benchmarks.md, "Issue 13, ninth round").
    */
   post(proc: Proc, args: unknown[], done: (err: Error | null, result?: unknown[]) => void): void {
     this.guarded(() => {
       this.collect();
-      this.posted.set(this.send(proc, args), done);
+      this.posted.set(this.send(proc, args, false), done);
+      this.wakeForPosts();
     });
   }
 
@@ -164,6 +202,10 @@ export class SyncShmClient {
   }
 
   private settleNow(): void {
+    if (this.wakeLater && this.posted.size > 0) {
+      this.wakeLater = false;
+      this.tx.wakeConsumer();
+    }
     const deadline = Date.now() + this.timeoutMs;
     while (this.posted.size > 0) {
       const m = peekBlocking(this.rx, this.wait, SLICE_MS);
@@ -233,6 +275,7 @@ export class SyncShmClient {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.wakeTimer);
     // The host must not wait for rings from a client that is gone (a next one says again), nor count
     // its agent as there (a VM's volume would stay "mounted": volume rm, host vm rm refuse).
     const region = this.mapping.region;
@@ -248,6 +291,10 @@ export class SyncShmClient {
 
 /** How long one blocking wait lasts before the host's state is checked again (ms). */
 const SLICE_MS = 100;
+/** A host left asleep with posts in its ring is woken within this (ms)... */
+const POST_WAKE_MS = 2;
+/** ...or at once when they hold this many bytes (a stream of WRITEs: the host works beside us). */
+const POST_WAKE_BYTES = 64 << 10;
 /** A host whose heartbeat (bumped every second) has not moved for this long is taken as gone. */
 const SILENT_HOST_MS = 3000;
 

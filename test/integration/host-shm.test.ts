@@ -2,6 +2,7 @@
 // than the host): async and blocking clients, large payloads, and a hostile guest writing garbage
 // into the rings.
 import test from 'ava';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,7 +11,7 @@ import { Proc } from '../../src/protocol/procs.js';
 import { attrFromWire, type WireAttr } from '../../src/protocol/wire.js';
 import { nativeAvailable } from '../../src/native/ivshmem.js';
 import { map, unmap } from '../../src/native/memory.js';
-import { LIVE_UP, Region } from '../../src/ring/index.js';
+import { LIVE_UP, Region, SLEEP_NONE } from '../../src/ring/index.js';
 import { connectTcp } from '../../src/vrpc/client.js';
 import { shmPath } from '../../src/vrpc/shm-region.js';
 import { connectShm } from '../../src/vrpc/shm-channel.js';
@@ -61,6 +62,52 @@ shmTest('a client in another process than the host works a volume over shared me
     s.close();
   }
   c.close();
+  t.is(await host.stop(), 0);
+});
+
+shmTest('posts leave a sleeping host asleep: it is woken within milliseconds, at once by a call, and at once when posts pile up', async (t) => {
+  const { host, regionFile } = await serve(t);
+  const s = new SyncShmClient(regionFile, 'vm1', 'futex');
+  t.teardown(() => s.close());
+  const [root] = s.call(Proc.ATTACH, ['vol1']) as [Buffer];
+  const [file] = s.call(Proc.CREATE, [root, Buffer.from('f'), 0o644, 0, 0, true]) as [Buffer];
+  const view = map(regionFile, {});
+  t.teardown(() => unmap(view));
+  const flag = Region.attach(view).producer(0, 'request').consumerFlag;
+  const asleep = () => Atomics.load(flag.i32, flag.index) !== SLEEP_NONE;
+  const untilAsleep = async () => {
+    for (let i = 0; i < 2000 && !asleep(); i++) await sleep(1);
+    t.true(asleep(), 'an idle host sleeps');
+  };
+  let answered = 0;
+  const counted = (err: Error | null) => { if (!err) answered++; };
+
+  await untilAsleep();
+  let wakes = s.hostWakes;
+  s.post(Proc.NULL, [], counted);
+  t.is(s.hostWakes, wakes, 'a small post leaves it asleep');
+  for (let i = 0; i < 2000 && answered === 0; i++) { await sleep(1); s.collectArrived(); }
+  t.is(answered, 1, 'and it is answered all the same, the host woken a moment later');
+
+  await untilAsleep();
+  wakes = s.hostWakes;
+  s.post(Proc.NULL, [], counted);
+  t.deepEqual(s.call(Proc.NULL), [], 'a call is answered at once');
+  t.is(s.hostWakes, wakes + 1, 'the call woke the host');
+  t.is(answered, 2, 'the post before the call was answered first');
+
+  await untilAsleep();
+  const chunk = Buffer.alloc(40 << 10, 1);
+  wakes = s.hostWakes;
+  s.post(Proc.WRITE, [file, 0, chunk, 0], counted);
+  t.is(s.hostWakes, wakes, '40 KiB posted: still asleep');
+  const stillAsleep = asleep(); // (unless its heartbeat woke it just now)
+  s.post(Proc.WRITE, [file, chunk.length, chunk, 0], counted);
+  if (stillAsleep) t.is(s.hostWakes, wakes + 1, '80 KiB posted: woken at once, to work beside the client');
+  s.settle();
+  t.is(answered, 4);
+  const [a] = s.call(Proc.GETATTR, [file]) as [WireAttr];
+  t.is(attrFromWire(a).size, 2 * chunk.length);
   t.is(await host.stop(), 0);
 });
 

@@ -44,3 +44,23 @@ test('the producer wakes only a sleeping consumer, the way its flag says; wake:f
     t.is(calls.length, 1);
   }
 });
+
+test('a write that leaves the consumer asleep (wake false) still wakes it when the ring has no room: only it can make some', (t) => {
+  const woke: number[] = [];
+  const { buffer, loc, c } = makeRing(4096, true);
+  const p = new RingProducer(buffer, loc, { wake: (_word, how) => woke.push(how) });
+  const w = new WaitStrategy({ mode: 'poll' });
+  Atomics.store(c.consumerFlag.i32, c.consumerFlag.index, SLEEP_ATOMICS);
+  t.true(writeBlocking(p, new Uint8Array(100), w, 0, false));
+  t.deepEqual(woke, [], 'room: left asleep');
+  t.is(p.unconsumedBytes(), 112);
+  t.is(p.wakes, 0);
+  p.wakeConsumer();
+  t.deepEqual(woke, [SLEEP_ATOMICS], 'woken when asked');
+  while (p.write(new Uint8Array(100))) { /* fill */ }
+  woke.length = 0;
+  const wakes = p.wakes;
+  t.false(writeBlocking(p, new Uint8Array(100), w, 5, false), 'no room, and nobody reads');
+  t.true(woke.length >= 1, 'the sleeping consumer was woken to make room');
+  t.is(p.wakes - wakes, woke.length, 'wakes are counted');
+});
