@@ -25,6 +25,8 @@ export class PostedChanges {
   private readonly subdirs = new Map<bigint, { nlink: number; pending: number }>();
   /** Nodes with posted SETATTRs not answered yet (their mode and group in the table may be old): how many. */
   private readonly setting = new Map<bigint, number>();
+  /** What the latest of those makes of the node, where that is known exactly (attrsOnceSet). */
+  private readonly attrsAfter = new Map<bigint, Attr>();
   /**
    * Directories with posted changes not answered yet: the time the host will stamp them with, when
    * every one of those changes carries our time (CREATE_AT, MKDIR_AT, REMOVE_AT, RENAME_AT: the last
@@ -110,10 +112,28 @@ export class PostedChanges {
     };
   }
 
-  /** Post a SETATTR of the node's mode, owner or times. */
-  postSetattr(id: bigint, proc: Proc, args: unknown[]): void {
+  /**
+   * Post a SETATTR of the node's mode, owner or times; `after`, the node's attributes once it is
+   * applied, when they are known exactly (a SETATTR_AT from attributes known exactly).
+   */
+  postSetattr(id: bigint, proc: Proc, args: unknown[], after?: Attr): void {
     count(this.setting, id, 1);
-    void this.writeBehind.postMeta([id], proc, args).then(() => count(this.setting, id, -1));
+    if (after) this.attrsAfter.set(id, after);
+    else this.attrsAfter.delete(id);
+    void this.writeBehind.postMeta([id], proc, args).then((err) => {
+      count(this.setting, id, -1);
+      if (err || !this.setting.has(id)) this.attrsAfter.delete(id);
+    });
+  }
+
+  /**
+   * The node's attributes once its posted SETATTRs are applied, when they are all that is on its
+   * way for it and what they make is known exactly: a utime right after a chmod (as tar and `cp -p`
+   * do) starts from them, and neither waits for the host nor asks it.
+   */
+  attrsOnceSet(id: bigint): Attr | undefined {
+    const after = this.attrsAfter.get(id);
+    return after && this.writeBehind.inFlight(id) === this.setting.get(id) ? after : undefined;
   }
 
   /**
@@ -162,13 +182,18 @@ function count<K>(m: Map<K, number>, key: K, by: number): void {
  * (validSec 0): the next stat asks again and gets the host's values.
  */
 export function setattrPrediction(a: Attr, s: FuseSetAttr, at: Time = now(), exact = false): FuseAttr {
+  const predicted = fuseAttr(setattrApplied(a, s, at));
+  if (!exact) predicted.validSec = 0;
+  return predicted;
+}
+
+/** What a SETATTR of mode, owner or times at time `at` makes of attributes `a` (as Volume.setattr does). */
+export function setattrApplied<A extends Pick<Attr, 'mode' | 'uid' | 'gid' | 'atime' | 'mtime' | 'ctime'>>(a: A, s: FuseSetAttr, at: Time): A {
   const time = (t: FuseSetAttr['atime'], old: Time) => (t === undefined ? old : t === 'now' ? at : t);
-  const predicted: FuseAttr = {
-    ...fuseAttr(a),
+  return {
+    ...a,
     mode: s.mode === undefined ? a.mode : (a.mode & 0o170000) | (s.mode & 0o7777),
     uid: s.uid ?? a.uid, gid: s.gid ?? a.gid,
     atime: time(s.atime, a.atime), mtime: time(s.mtime, a.mtime), ctime: at,
   };
-  if (!exact) predicted.validSec = 0;
-  return predicted;
 }

@@ -9,7 +9,7 @@ import type { MetaTable } from '../metadata-share/table.js';
 import { now } from '../posix/clock.js';
 import { coarseNow } from '../native/mount.js';
 import { MAX_NAME } from '../posix/limits.js';
-import { S_IFDIR, S_IFREG, isDir, madeIn } from '../posix/mode.js';
+import { S_IFDIR, S_IFMT, S_IFREG, isDir, madeIn } from '../posix/mode.js';
 import type { Attr, Time } from '../posix/types.js';
 import { CountedLink } from './counted-link.js';
 import { AgentCounters } from './counters.js';
@@ -19,7 +19,7 @@ import type { Link } from './host-link.js';
 import { InodePool } from './inode-pool.js';
 import { NodeTable, type KernelCacheKeys } from './node-table.js';
 import { OpenFiles } from './open-files.js';
-import { PostedChanges, setattrPrediction } from './posted-changes.js';
+import { PostedChanges, setattrApplied, setattrPrediction } from './posted-changes.js';
 import { Privileges } from './privileges.js';
 import { listDirectory } from './readdir.js';
 import { SharedMetadata } from './shared-metadata.js';
@@ -198,7 +198,11 @@ export class VrpcFs implements FileSystem {
     // A truncation changes data: kept, like a write, until committed (a resend must not undo it).
     if (setsSize(set)) return fuseAttr((await this.writeBehind.dataChange(fh, Proc.SETATTR, [fh, set]))[0]);
     let base = this.host.post ? this.shared?.settable(id) : undefined;
-    // A posted change of the node (a chmod before this utime) may be answered already: read its reply.
+    // Only posted SETATTR_ATs of ours on their way (a chmod before this utime): what they make is known.
+    if (!base && this.host.post && this.shared?.sole()) base = this.posted.attrsOnceSet(id);
+    const chained = base ? undefined : this.changeBehind(id, s, fh, set);
+    if (chained) return chained;
+    // Another posted change of the node may be answered already: read its reply.
     if (!base && this.host.post && this.writeBehind.writing(id)) {
       await this.writeBehind.arrived();
       base = this.shared?.settable(id);
@@ -208,8 +212,9 @@ export class VrpcFs implements FileSystem {
       // node only while no posted change of ours is on its way): the kernel may keep it.
       const at = now();
       if (this.setattrAt) {
-        this.posted.postSetattr(id, Proc.SETATTR_AT, [fh, set, at]);
-        return setattrPrediction(base, s, at, true);
+        const after = setattrApplied(base, s, at);
+        this.posted.postSetattr(id, Proc.SETATTR_AT, [fh, set, at], after);
+        return fuseAttr(after);
       }
       if (this.setattrAt === undefined) {
         // The first one waits: a host without SETATTR_AT (ENOSYS: added within version 2) leaves us
@@ -252,6 +257,23 @@ export class VrpcFs implements FileSystem {
     if (!host && this.shared && this.writeBehind.writing(id) && await this.writeBehind.caughtUp(id)) host = this.shared.getattr(id);
     if (!host || cmpTime(host.mtime, s.mtime) !== 0 || nsOf(host.ctime) + CTIME_SLACK_NS < nsOf(s.ctime)) return undefined;
     return fuseAttr(host);
+  }
+
+  /**
+   * A change of mode, owner or times of a regular file whose own changes (its create, WRITEs) are
+   * still on their way (tar and `cp -p` set them right after writing the file): posted behind them on
+   * the same ring, stamped with our time (SETATTR_AT), and answered with what the kernel holds so
+   * changed, not cached (size and blocks are the WRITEs' to make; with the writeback cache the
+   * kernel keeps its own size, mtime and ctime anyway). Waiting for their replies instead cost a
+   * wake-up of the host and a round trip per file. Only where this VM alone changes the volume.
+   */
+  private changeBehind(id: bigint, s: FuseSetAttr, fh: Buffer, set: ReturnType<typeof setAttrToWire>): FuseAttr | undefined {
+    if (!this.writebackCache || !this.host.post || !this.setattrAt || !this.writeBehind.writing(id) || !this.shared?.sole()) return undefined;
+    const held = this.nodes.get(id)?.attr;
+    if (!held || (held.mode & S_IFMT) !== S_IFREG) return undefined;
+    const at = now();
+    this.posted.postSetattr(id, Proc.SETATTR_AT, [fh, set, at]);
+    return { ...setattrApplied(held, s, at), validSec: 0 };
   }
 
   /**

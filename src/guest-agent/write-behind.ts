@@ -66,6 +66,12 @@ export class WriteBehind {
     return this.writes.has(id);
   }
 
+  /** How many changes of the node are on their way (0 also once an error of theirs waits to be reported). */
+  inFlight(id: bigint): number {
+    const w = this.writes.get(id);
+    return w && !w.error ? w.inFlight : 0;
+  }
+
   /**
    * The host answered a create with this handle, for a file born at `born` (undefined: surely a new
    * one): what was kept under the handle for another file is let go (unstable.ts).

@@ -119,7 +119,9 @@ maybe('renames one after another in a directory wait for none of the others: a p
   const after = (await agentStats(m.agent)).counters;
   t.is((after.rpcsByProc.RENAME_AT ?? 0) - (before.rpcsByProc.RENAME_AT ?? 0), N);
   t.is(after.lookupMisses - before.lookupMisses, 0, 'every new name was answered absent by the table');
-  t.is(after.settles - before.settles, 0, 'no rename waited for the replies of the ones before');
+  // Before, 15-65 % of them waited. (One may still read the table while the host rewrites its
+  // directory's slots and wait for the host instead: a reader gives up on a slot being written.)
+  t.true(after.settles - before.settles <= 2, `${after.settles - before.settles} renames waited for the replies of the ones before`);
   t.deepEqual(fs.readdirSync(a).sort(), Array.from({ length: N }, (_, i) => `r${i}`).sort());
 });
 
@@ -145,11 +147,11 @@ maybe('chmod and utime on a volume of one VM are posted, seen at once, and what 
     kept.push(s);
   }
   const after = (await agentStats(m.agent)).counters;
-  // Posted: every chmod but the first, which asks whether the host takes SETATTR_AT (the agent's time);
-  // a utime too where the host had answered the chmod before it (else it waits, the table being old).
-  const posted = after.postedMeta - before.postedMeta;
-  t.true(posted >= N - 1 && posted <= 2 * N - 1, `${posted} posted`);
-  t.log(`${posted} of ${2 * N} posted`);
+  // Posted: every chmod but the first, which asks whether the host takes SETATTR_AT (the agent's time),
+  // and every utime, right after its chmod: it starts from what the chmod makes, known exactly, so it
+  // neither waits for the chmod's reply nor asks the host (as tar and cp -p do it, file after file).
+  t.is(after.postedMeta - before.postedMeta, 2 * N - 1);
+  t.is(after.settles - before.settles, 0, 'no wait for a posted reply');
   const setattrs = (c: typeof before) => (c.rpcsByProc.SETATTR_AT ?? 0) + (c.rpcsByProc.SETATTR ?? 0);
   t.is(setattrs(after) - setattrs(before), 2 * N);
   // The kernel kept the answers: the stats after each change asked nothing of the agent.
@@ -189,4 +191,32 @@ maybe('over TCP (no table) every unlink waits for its REMOVE', async (t) => {
   const after = (await agentStats(m.agent)).counters;
   t.is(after.postedMeta - before.postedMeta, 0);
   t.false(fs.existsSync(path.join(m.mp, 'x')));
+});
+
+maybe('files written and then given their times and mode right away (as tar does) wait for nothing, and the host has what the kernel showed', async (t) => {
+  const m = await mountedVolume(t, 'shm');
+  const dir = path.join(m.mp, 'x');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'first'), 'x');
+  fs.chmodSync(path.join(dir, 'first'), 0o600); // the first SETATTR asks whether the host takes SETATTR_AT
+  const before = (await agentStats(m.agent)).counters;
+  for (let i = 0; i < N; i++) {
+    const p = path.join(dir, `f${i}`);
+    fs.writeFileSync(p, `file ${i}\n`);
+    fs.utimesSync(p, 1000 + i, 2000 + i);
+    fs.chmodSync(p, 0o640);
+  }
+  const after = (await agentStats(m.agent)).counters;
+  t.is(after.settles - before.settles, 0, 'no wait for the host');
+  t.is((after.rpcsByProc.SETATTR ?? 0) - (before.rpcsByProc.SETATTR ?? 0), 0, 'no SETATTR waited for');
+  for (let i = 0; i < N; i++) {
+    const s = fs.statSync(path.join(dir, `f${i}`));
+    t.deepEqual([s.mode & 0o7777, s.atimeMs, s.mtimeMs, s.size], [0o640, (1000 + i) * 1000, (2000 + i) * 1000, `file ${i}\n`.length]);
+  }
+  const fd = fs.openSync(path.join(dir, `f${N - 1}`), 'r');
+  fs.fsyncSync(fd);
+  fs.closeSync(fd);
+  await m.host.stop();
+  const stored = JSON.parse(prism(m.store, ['stat', `vol:/x/f${N - 1}`, '--json']).out) as { mtime: string; mode: string; size: number };
+  t.deepEqual([parseInt(stored.mode, 8) & 0o7777, stored.mtime, stored.size], [0o640, isoNs(BigInt(2000 + N - 1) * 1_000_000_000n), `file ${N - 1}\n`.length]);
 });
