@@ -212,13 +212,15 @@ export function waitWritableAsync(p: RingProducer, len: number, w: WaitStrategy,
 
 /**
  * Reserve `len` bytes, waiting for space; null on timeout. The deadline covers the whole call
- * (including a wrap, where the first attempt publishes a PAD and waits again).
+ * (including a wrap, where the first attempt publishes a PAD and waits again). A consumer asleep
+ * (left so by commits that did not wake it) is woken before waiting: only it can make room.
  */
 export function reserveBlocking(p: RingProducer, len: number, w: WaitStrategy, timeoutMs = -1): Uint8Array | null {
   const deadline = timeoutMs < 0 ? Infinity : now() + timeoutMs;
   for (;;) {
     const view = p.reserve(len);
     if (view) return view;
+    p.wakeConsumer();
     const left = deadline === Infinity ? -1 : Math.max(0, deadline - now());
     if (!waitWritable(p, len, w, left) && now() >= deadline) return null;
   }
@@ -226,10 +228,9 @@ export function reserveBlocking(p: RingProducer, len: number, w: WaitStrategy, t
 
 /**
  * Write one record, waiting for space; false on timeout. `wake` false leaves a sleeping consumer
- * asleep (RingProducer.commit), except when there is no room: only the consumer can make some.
+ * asleep (RingProducer.commit) unless it has to make room first (reserveBlocking).
  */
 export function writeBlocking(p: RingProducer, bytes: Uint8Array, w: WaitStrategy, timeoutMs = -1, wake = true): boolean {
-  if (!wake && !p.canReserve(bytes.byteLength)) p.wakeConsumer();
   const view = reserveBlocking(p, bytes.byteLength, w, timeoutMs);
   if (!view) return false;
   view.set(bytes);
