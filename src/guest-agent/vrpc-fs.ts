@@ -217,22 +217,36 @@ export class VrpcFs implements FileSystem {
         return fuseAttr(after);
       }
       if (this.setattrAt === undefined) {
-        // The first one waits: a host without SETATTR_AT (ENOSYS: added within version 2) leaves us
-        // posting SETATTRs, stamped by the host, so answered uncached.
-        try {
-          const [attr] = await this.rpc.setattrAt(fh, set, at);
-          this.setattrAt = true;
-          return fuseAttr(attr);
-        } catch (e) {
-          if (!(e instanceof PrismError && e.code === 'ENOSYS')) throw e;
-          this.setattrAt = false;
-        }
+        // The first one waits: a host without SETATTR_AT leaves us posting SETATTRs, stamped by the
+        // host, so answered uncached.
+        const attr = await this.setattrAtNow(fh, set, at);
+        if (attr) return fuseAttr(attr);
       }
       this.posted.postSetattr(id, Proc.SETATTR, [fh, set]);
       return setattrPrediction(base, s, at);
     }
-    const [attr] = await this.rpc.setattr(fh, set);
-    return fuseAttr(attr);
+    // Asked of the host now. Where posts are SETATTR_ATs (this VM's volume), as one too: the first
+    // SETATTR learns whether the host takes them, whichever way it goes (else a chmod waiting for a
+    // sleeping host left every later one waiting as well).
+    const attr = this.shared?.sole() ? await this.setattrAtNow(fh, set, now()) : undefined;
+    return fuseAttr(attr ?? (await this.rpc.setattr(fh, set))[0]);
+  }
+
+  /**
+   * A SETATTR_AT stamped `at`, answered now; undefined from a host without it (ENOSYS: added within
+   * protocol version 2), which is not asked again.
+   */
+  private async setattrAtNow(fh: Buffer, set: ReturnType<typeof setAttrToWire>, at: Time): Promise<Attr | undefined> {
+    if (this.setattrAt === false) return undefined;
+    try {
+      const [attr] = await this.rpc.setattrAt(fh, set, at);
+      this.setattrAt = true;
+      return attr;
+    } catch (e) {
+      if (!(e instanceof PrismError && e.code === 'ENOSYS')) throw e;
+      this.setattrAt = false;
+      return undefined;
+    }
   }
 
   /**
