@@ -285,7 +285,14 @@ export class VrpcFs implements FileSystem {
     if (!this.writebackCache || !this.host.post || !this.setattrAt || !this.writeBehind.writing(id) || !this.shared?.sole()) return undefined;
     const held = this.nodes.get(id)?.attr;
     if (!held || (held.mode & S_IFMT) !== S_IFREG) return undefined;
-    const at = now();
+    return this.postBehind(id, held, s, fh, set, now());
+  }
+
+  /**
+   * Post a SETATTR_AT stamped `at` behind the node's changes on their way, and answer with what the
+   * kernel holds (`held`) so changed, not cached: what those changes make is the host's to say.
+   */
+  private postBehind(id: bigint, held: FuseAttr, s: FuseSetAttr, fh: Buffer, set: ReturnType<typeof setAttrToWire>, at: Time): FuseAttr {
     this.posted.postSetattr(id, Proc.SETATTR_AT, [fh, set, at]);
     return { ...setattrApplied(held, s, at), validSec: 0 };
   }
@@ -303,8 +310,7 @@ export class VrpcFs implements FileSystem {
     if (!held) return undefined;
     // Stamped with the kernel's ctime (SETATTR_AT: a host that shares this table's version has it),
     // the host keeps the ctime the kernel shows, not one of its own a moment later.
-    this.posted.postSetattr(id, Proc.SETATTR_AT, [this.nodes.fh(id), setAttrToWire({ mtime: s.mtime }), s.ctime]);
-    return { ...held, mtime: s.mtime, ctime: s.ctime, validSec: 0 };
+    return this.postBehind(id, held, s, this.nodes.fh(id), setAttrToWire({ mtime: s.mtime }), s.ctime);
   }
 
   async readlink(_c: Ctx, id: bigint): Promise<string> {
