@@ -209,7 +209,7 @@ export class HostServer {
   private async commitTimed(timed = false): Promise<void> {
     const t0 = performance.now();
     // Most of a commit's synchronous work is hashing buffered blocks: done in slices first.
-    await this.store.flushInSlices({ timed });
+    await this.store.flushInSlices({ before: timed ? 'timed' : 'commit' });
     await this.store.commitDurable({ timed });
     this.metrics?.committed((performance.now() - t0) / 1000);
   }

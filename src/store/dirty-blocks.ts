@@ -4,9 +4,11 @@
 // 4 KiB pages written, over the stored block's hash: a small write into a big file neither reads the
 // block nor fills a fresh 64 KiB buffer (16 page faults, each a trap to the hypervisor in a VM); the
 // stored block is read when a byte not written is wanted (a page written in part, a read) and at the
-// flush, into one scratch buffer. Buffers are pooled (buffer-pool.ts). Each block held counts
-// BLOCK_SIZE against the store's budget of unflushed data: what bounds is the work of its flush
-// (hashing a whole block), whatever the memory it holds.
+// flush, into one scratch buffer. Buffers are pooled (buffer-pool.ts). A block held counts against
+// the store's budget of unflushed data: a dense one BLOCK_SIZE (the work of its flush, hashing a whole
+// block, whatever the memory it holds), one over a stored block the pages it holds (a COMMIT logs its
+// pages instead of hashing it, and the checkpoint that stores it later runs in slices: what bounds
+// such blocks is memory).
 import { giveBuffer, takeBuffer } from './buffer-pool.js';
 import { BLOCK_SIZE } from './layout.js';
 
@@ -25,6 +27,12 @@ export interface DirtyBlock {
   buf: Buffer; len: number; fresh: boolean; base?: Buffer; pages?: Array<Buffer | undefined>;
   /** When it became dirty (performance.now()), and whether a write into it grew the file. */
   since: number; grew: boolean;
+  /** Pages of it are in the intent log (intent-log.ts): storing or dropping it calls for a checkpoint. */
+  logged?: boolean;
+  /** Pages written since it was last logged (a block over a stored one). */
+  unlogged?: Set<number>;
+  /** What it counts against the budget of unflushed data (see above). */
+  charged: number;
 }
 
 /** The buffer of a block that holds nothing yet: grow() replaces it on the first write. */
@@ -32,12 +40,12 @@ export const EMPTY = Buffer.alloc(0);
 
 /** A dirty block with nothing stored under it. */
 function denseBlock(): DirtyBlock {
-  return { buf: EMPTY, len: 0, fresh: true, since: performance.now(), grew: false };
+  return { buf: EMPTY, len: 0, fresh: true, since: performance.now(), grew: false, charged: 0 };
 }
 
 /** A dirty block over the stored block `base` (nothing written yet). */
 function overBlock(base: Buffer): DirtyBlock {
-  return { buf: EMPTY, len: 0, fresh: false, base, pages: [], since: performance.now(), grew: false };
+  return { buf: EMPTY, len: 0, fresh: false, base, pages: [], since: performance.now(), grew: false, charged: 0 };
 }
 
 /** Make room for `need` bytes in a dense block's buffer, keeping its first `len` bytes. */
@@ -66,6 +74,7 @@ function writeInto(d: DirtyBlock, at: number, chunk: Buffer, read: ReadBlock): v
     const pStart = p * PAGE_SIZE;
     const from = Math.max(at, pStart);
     const to = Math.min(end, pStart + PAGE_SIZE);
+    (d.unlogged ??= new Set()).add(p);
     let page = pages[p];
     if (!page) {
       page = takeBuffer(PAGE_SIZE);
@@ -105,8 +114,8 @@ export function contentOf(d: DirtyBlock, len: number, scratch: Buffer, read: Rea
   return scratch.subarray(0, len);
 }
 
-/** Turn a block over a stored one into a dense one (a truncation is about to cut it). */
-export function densify(d: DirtyBlock, read: ReadBlock): void {
+/** Turn a block over a stored one into a dense one (DirtyBlocks.densify). */
+function densify(d: DirtyBlock, read: ReadBlock): void {
   const pages = d.pages;
   if (!pages) return;
   const stored = read(d.base!);
@@ -128,7 +137,15 @@ export function densify(d: DirtyBlock, read: ReadBlock): void {
  * wait: the metadata committed must not expose bytes that are not there.
  */
 export function deferrable(d: DirtyBlock, since: number): boolean {
-  return d.pages !== undefined && !d.grew && d.since > since;
+  return loggable(d) && d.since > since;
+}
+
+/**
+ * Whether a COMMIT may log the block's written pages instead of storing it (intent-log.ts): it only
+ * overwrites stored bytes within the file, so its pages alone, written over the stored block, make it.
+ */
+export function loggable(d: DirtyBlock): boolean {
+  return d.pages !== undefined && !d.grew;
 }
 
 /** Give a block's buffers back to the pool (the block is not used after). */
@@ -151,8 +168,11 @@ export class DirtyBlocks {
   /** Per file, how many of its dirty blocks are fresh: usage is asked on every write (attr), so kept, not counted. */
   private readonly fresh = new Map<number, number>();
 
-  /** `budget.dirtyData` is told of every block held or let go (the store flushes past a limit). */
-  constructor(private readonly budget: { dirtyData(delta: number): void }) {}
+  /**
+   * `host.dirtyData` is told of every block held or let go (the store flushes past a limit), and
+   * `loggedGone` of a logged block stored or dropped (the next commit must be a checkpoint).
+   */
+  constructor(private readonly host: { dirtyData(delta: number): void; loggedGone(): void }) {}
 
   /** A file's dirty blocks by index, if it has any. */
   of(ino: number): Map<number, DirtyBlock> | undefined {
@@ -167,14 +187,19 @@ export class DirtyBlocks {
   /** How many files have dirty blocks. */
   get size(): number { return this.files.size; }
 
+  /** How many blocks are held. */
+  get blockCount(): number { return this.held; }
+  private held = 0;
+
   /** Hold a new dirty block where none is: over the stored block `base` if there is one, else dense. */
   add(ino: number, idx: number, base: Buffer | undefined): DirtyBlock {
     const d = base ? overBlock(base) : denseBlock();
     let m = this.files.get(ino);
     if (!m) { m = new Map(); this.files.set(ino, m); }
     m.set(idx, d);
+    this.held++;
     if (d.fresh) this.fresh.set(ino, (this.fresh.get(ino) ?? 0) + 1);
-    this.budget.dirtyData(BLOCK_SIZE);
+    this.charge(d);
     return d;
   }
 
@@ -185,6 +210,26 @@ export class DirtyBlocks {
   write(d: DirtyBlock, at: number, chunk: Buffer, read: ReadBlock, grows: boolean): void {
     if (grows) d.grew = true;
     writeInto(d, at, chunk, read);
+    if (d.pages) this.charge(d);
+  }
+
+  /** Turn a block over a stored one into a dense one (a truncation is about to cut it). */
+  densify(d: DirtyBlock, read: ReadBlock): void {
+    densify(d, read);
+    this.charge(d);
+  }
+
+  /** Tell the budget what the block counts now. */
+  private charge(d: DirtyBlock): void {
+    let now = BLOCK_SIZE;
+    if (d.pages) {
+      now = 0;
+      for (const page of d.pages) if (page) now += PAGE_SIZE;
+    }
+    if (now !== d.charged) {
+      this.host.dirtyData(now - d.charged);
+      d.charged = now;
+    }
   }
 
   /**
@@ -206,8 +251,10 @@ export class DirtyBlocks {
     const d = m?.get(idx);
     if (m && d) {
       m.delete(idx);
+      this.held--;
       if (d.fresh) this.unfresh(ino, 1);
-      this.budget.dirtyData(-BLOCK_SIZE);
+      if (d.logged) this.host.loggedGone();
+      this.host.dirtyData(-d.charged);
       release(d);
       if (m.size === 0) this.files.delete(ino);
     }
@@ -223,8 +270,14 @@ export class DirtyBlocks {
   dropFile(ino: number): void {
     const m = this.files.get(ino);
     if (m) {
-      for (const d of m.values()) release(d);
-      this.budget.dirtyData(-BLOCK_SIZE * m.size);
+      let charged = 0;
+      for (const d of m.values()) {
+        if (d.logged) this.host.loggedGone();
+        charged += d.charged;
+        release(d);
+      }
+      this.host.dirtyData(-charged);
+      this.held -= m.size;
       this.files.delete(ino);
       this.fresh.delete(ino);
     }

@@ -3,7 +3,8 @@
 // in the dirty-block cache (dirty-blocks.ts) until the file is flushed or closed.
 import { PrismError } from '../errors.js';
 import { now } from '../posix/clock.js';
-import { contentOf, copyOut, copyStored, deferrable, densify } from './dirty-blocks.js';
+import { PAGE_SIZE, contentOf, copyOut, copyStored, loggable, type DirtyBlock } from './dirty-blocks.js';
+import type { LogRecord } from './intent-log.js';
 import { BLOCK_SIZE, Kind, blockIndexOfKey, blockKey, kindRange, layerOf, localOf, type InodeRec } from './layout.js';
 import { VolumeXattrs } from './xattrs.js';
 import { MAX_FILE_SIZE } from '../posix/limits.js';
@@ -187,18 +188,17 @@ export abstract class VolumeFileData extends VolumeXattrs {
   }
 
   /**
-   * Hash and store a file's partially written blocks (at most `max` of them); with `overwritesSince`,
-   * not those that only overwrite stored bytes and became dirty after it (a timed commit: see
-   * deferrable). Returns how many were stored.
+   * Hash and store a file's partially written blocks (at most `max` of them), but those `keep` says
+   * stay buffered. Returns how many were stored.
    */
-  flushFile(ino: number, overwritesSince?: number, max = Infinity): number {
+  flushFile(ino: number, keep?: KeepBlock, max = Infinity): number {
     const m = this.dirty.of(ino);
     if (!m) return 0;
     const size = this.inode(ino).size;
     let n = 0;
     for (const [idx, d] of [...m].sort((x, y) => x[0] - y[0])) {
       if (n >= max) break;
-      if (overwritesSince !== undefined && deferrable(d, overwritesSince)) continue;
+      if (keep?.(d)) continue;
       const len = Math.max(0, Math.min(BLOCK_SIZE, size - idx * BLOCK_SIZE));
       this.setBlock(ino, idx, len > 0 ? contentOf(d, len, SCRATCH, this.readBlock) : null);
       // Let go of each block once stored: if a later one fails (a full disk), the rest stay held
@@ -209,21 +209,59 @@ export abstract class VolumeFileData extends VolumeXattrs {
     return n;
   }
 
-  flush(overwritesSince?: number): void {
-    this.flushSome(Infinity, overwritesSince);
+  flush(keep?: KeepBlock): void {
+    this.flushSome(Infinity, keep);
   }
 
-  /** Hash and store up to `max` buffered blocks (a slice of a long flush; `overwritesSince` as flushFile); returns how many. */
-  flushSome(max: number, overwritesSince?: number): number {
+  /** Hash and store up to `max` buffered blocks (a slice of a long flush; `keep` as flushFile); returns how many. */
+  flushSome(max: number, keep?: KeepBlock): number {
     let n = 0;
     for (const ino of [...this.dirty.inodes()]) {
       if (n >= max) break;
-      n += this.flushFile(ino, overwritesSince, max - n);
+      n += this.flushFile(ino, keep, max - n);
     }
     return n;
   }
 
+  /** Blocks a COMMIT could log that have never been (counted up to `limit`). */
+  newlyLoggable(limit: number): number {
+    let n = 0;
+    for (const ino of this.dirty.inodes()) {
+      for (const d of this.dirty.of(ino)!.values()) if (loggable(d) && !d.logged && ++n >= limit) return n;
+    }
+    return n;
+  }
+
+  /**
+   * The pages written over stored blocks since they were last logged, as intent-log records (a
+   * COMMIT logs them instead of storing their blocks), and what marks them logged once appended.
+   * A page is cut at the end of the file (such a block never grew it: every byte written is below).
+   */
+  unloggedPages(): { records: LogRecord[]; logged(): void } {
+    const records: LogRecord[] = [];
+    const blocks: DirtyBlock[] = [];
+    for (const ino of this.dirty.inodes()) {
+      const size = this.inode(ino).size;
+      for (const [idx, d] of this.dirty.of(ino)!) {
+        if (!loggable(d) || !d.unlogged) continue;
+        for (const p of d.unlogged) {
+          const offset = idx * BLOCK_SIZE + p * PAGE_SIZE;
+          const len = Math.min(PAGE_SIZE, size - offset);
+          if (len > 0) records.push({ volume: this.rec.id, ino, offset, data: d.pages![p]!.subarray(0, len) });
+        }
+        blocks.push(d);
+      }
+    }
+    return {
+      records,
+      logged: () => { for (const d of blocks) { d.logged = true; d.unlogged = undefined; } },
+    };
+  }
+
   get hasDirtyData(): boolean { return this.dirty.size > 0; }
+
+  /** Buffered blocks (what a flush of everything would hash). */
+  get dirtyBlockCount(): number { return this.dirty.blockCount; }
 
   protected truncate(ino: number, size: number): void {
     this.writable();
@@ -241,7 +279,7 @@ export abstract class VolumeFileData extends VolumeXattrs {
       const cut = size - idx * BLOCK_SIZE;
       const d = this.dirty.of(ino)?.get(idx);
       if (d) {
-        densify(d, this.readBlock);
+        this.dirty.densify(d, this.readBlock);
         d.len = Math.min(d.len, cut);
       }
       else {
@@ -396,6 +434,9 @@ export abstract class VolumeFileData extends VolumeXattrs {
     return out;
   }
 }
+
+/** Says which buffered blocks a flush leaves buffered (true: keep it). */
+export type KeepBlock = (d: DirtyBlock) => boolean;
 
 /** Most bytes one copyRange call handles: shared whole blocks are cheap, byte copies are not. */
 const COPY_CHUNK_SHARED = 1 << 30;

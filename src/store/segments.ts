@@ -266,7 +266,7 @@ export class Segments {
  * (or its user's disk quota, not a volume's EDQUOT) is ENOSPC to the guest; anything else is EIO,
  * since a code like EACCES would blame the guest for the host's files.
  */
-function ioError(e: unknown, what: string): PrismError {
+export function ioError(e: unknown, what: string): PrismError {
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ENOSPC' || code === 'EDQUOT') return new PrismError('ENOSPC', `${what}: no space left on device`);
   return new PrismError('EIO', `${what}: ${(e as Error).message}`);

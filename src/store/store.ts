@@ -13,6 +13,9 @@ import path from 'node:path';
 import { open as openLmdb, type Database, type RootDatabase } from 'lmdb';
 import { PrismError, fromNodeError } from '../errors.js';
 import { Blocks, type BlockRec, type FrozenBlocks, type SegmentStat } from './blocks.js';
+import { deferrable, loggable } from './dirty-blocks.js';
+import type { KeepBlock } from './file-data.js';
+import { IntentLog } from './intent-log.js';
 import { CowTree, type Node } from './btree.js';
 import { now } from '../posix/clock.js';
 import { MAX_NAME } from '../posix/limits.js';
@@ -31,6 +34,11 @@ export interface StoreOptions {
   dirtyDataLimit?: number;
   /** maybeCommit() commits when this many metadata changes are pending. */
   pendingLimit?: number;
+  /**
+   * A COMMIT logs the pages of blocks written over stored ones, rather than storing the blocks, when
+   * at least this many have never been logged (see logPays).
+   */
+  logMinBlocks?: number;
 }
 
 export interface ComposeSource { volume: string; path: string; dest?: string }
@@ -72,6 +80,9 @@ export interface StoreStats {
 
 type Meta = Record<string, number>;
 
+/** A blocking commit (everything), a COMMIT (overwrites logged, see cut) or the host's timed one. */
+export type CommitKind = 'whole' | 'commit' | 'timed';
+
 /** How long a timed commit leaves an overwrite of stored bytes buffered (see startCommit). */
 const OVERWRITE_DELAY_MS = 5000;
 /** Blocks hashed and stored between two turns of the event loop (flushInSlices): a few ms. */
@@ -88,6 +99,8 @@ interface Cut {
   meta: Meta;
   /** Segments appended to before the cut: their fdatasync must precede the metadata. */
   segments: number[];
+  /** A batch was appended to the intent log: its fdatasync is part of the commit. */
+  logged: boolean;
   /** Its metadata was put in an LMDB transaction (from then on only LMDB orders it). */
   written: boolean;
   /** A blocking commit() wrote it first: nothing left to do. */
@@ -102,6 +115,8 @@ export interface CommitCounters {
   commits: number;
   /** fdatasync calls on segment files. */
   dataSyncs: number;
+  /** Pages COMMITs appended to the intent log instead of storing their blocks. */
+  logged: number;
 }
 
 export class Store implements VolumeHost {
@@ -124,7 +139,13 @@ export class Store implements VolumeHost {
   private flushingBehind = false;
   /** Set when a commit failed after its metadata reached LMDB: memory and disk may disagree. */
   private broken: Error | null = null;
-  private readonly counts = { requests: 0, commits: 0 };
+  /**
+   * A logged block was stored or dropped (or its volume went): the next cut stores every logged
+   * block and records that the intent log files before now are spent (a checkpoint). Until then no
+   * cut may store one, or replay would lay older pages over the newer block.
+   */
+  private checkpointDue = false;
+  private readonly counts = { requests: 0, commits: 0, logged: 0 };
   private nextHidden = 1;
 
   private constructor(
@@ -137,6 +158,8 @@ export class Store implements VolumeHost {
     readonly blocksDb: Database<BlockRec, Buffer>,
     readonly segStatsDb: Database<SegmentStat, number>,
     readonly segments: Segments,
+    /** Null where nothing can be changed (openReadOnly): what is only in the log is not seen there. */
+    private readonly log: IntentLog | null,
     private readonly unlock: () => void,
     private readonly opts: Required<StoreOptions>,
     /** Opened beside the store's owner (openReadOnly): nothing can be changed. */
@@ -174,6 +197,7 @@ export class Store implements VolumeHost {
     try {
       const store = Store.openAt(abs, unlock, options, false);
       makePrivate(abs); // what LMDB and the segments just made (under the umask)
+      store.replayLog();
       store.countOldUsage();
       store.recoverOrphans();
       store.dropHidden();
@@ -211,8 +235,9 @@ export class Store implements VolumeHost {
         env.openDB<BlockRec, Buffer>('blocks', { keyEncoding: 'binary' }),
         env.openDB<SegmentStat, number>('segstats', {}),
         new Segments(path.join(abs, 'segments'), metaDb.get('segActive') ?? 1, metaDb.get('segEnd') ?? 0, readOnly),
+        readOnly ? null : IntentLog.open(abs, metaDb.get('logGen') ?? 0),
         unlock,
-        { dirtyDataLimit: options.dirtyDataLimit ?? 64 * 1024 * 1024, pendingLimit: options.pendingLimit ?? 200_000 },
+        { dirtyDataLimit: options.dirtyDataLimit ?? 64 * 1024 * 1024, pendingLimit: options.pendingLimit ?? 200_000, logMinBlocks: options.logMinBlocks ?? 16 },
         readOnly,
       );
     } catch (e) {
@@ -238,6 +263,35 @@ export class Store implements VolumeHost {
     if (any) this.commit();
   }
 
+  /**
+   * Pages that COMMITs logged and no checkpoint stored (the last process stopped first) are written
+   * again, in order, and stored by a checkpoint commit. A file or volume gone since cannot have any
+   * (its going called for a checkpoint in the same commit); what is not found is skipped.
+   */
+  private replayLog(): void {
+    const log = this.log!;
+    const byId = new Map<number, string>();
+    for (const name of this.allVolumeNames()) byId.set(this.volume(name).rec.id, name);
+    let batches = 0;
+    for (const records of log.unspent()) {
+      batches++;
+      for (const r of records) {
+        const name = byId.get(r.volume);
+        if (name === undefined) continue;
+        const v = this.volume(name);
+        try {
+          const size = v.inode(r.ino).size;
+          if (r.offset < size) v.write(r.ino, r.offset, r.data.subarray(0, size - r.offset), true);
+        } catch (e) {
+          if (!(e instanceof PrismError)) throw e; // the file is gone or no longer a regular file
+        }
+      }
+    }
+    log.rotate();
+    if (batches > 0 || log.generation !== (this.metaDb.get('logGen') ?? 0)) this.commit();
+    else log.retire(log.spentBelow);
+  }
+
   /** Files unlinked while open when the last process stopped: no one can reach them now. */
   private recoverOrphans(): void {
     let any = false;
@@ -255,6 +309,10 @@ export class Store implements VolumeHost {
 
   changed(v: VolumeTree): void {
     this.changedVolumes.add(v.name);
+  }
+
+  loggedGone(): void {
+    this.checkpointDue = true;
   }
 
   dirtyData(delta: number): void {
@@ -545,6 +603,7 @@ export class Store implements VolumeHost {
     this.assertWritable();
     const v = this.volume(name);
     for (const l of v.rec.layers) this.tree.release(l.root);
+    if (v.hasDirtyData && this.log?.pending) this.checkpointDue = true; // its logged pages must not be replayed
     this.volumes.delete(name);
     this.changedVolumes.add(name);
   }
@@ -627,23 +686,26 @@ export class Store implements VolumeHost {
 
   // ---- durability -------------------------------------------------------------------------------
 
-  private flushAll(overwritesSince?: number): void {
-    for (const v of this.volumes.values()) v.flush(overwritesSince);
+  private flushAll(keep?: KeepBlock): void {
+    for (const v of this.volumes.values()) v.flush(keep);
   }
 
   /**
    * Hash and store buffered blocks a slice at a time, yielding to the event loop between slices: a
    * commit after a burst of small writes (thousands of blocks, ~0.1 ms each) then does not hold every
    * other VM's requests for the whole flush. Bounded by what is buffered when it starts; blocks
-   * written meanwhile are the cut's. `timed`: what a timed commit stores (see startCommit).
+   * written meanwhile are the cut's. `before`: what the commit about to be cut stores (see cut);
+   * none: everything.
    */
-  async flushInSlices(opts: { timed?: boolean } = {}, sliceBlocks = FLUSH_SLICE_BLOCKS): Promise<void> {
-    for (let left = Math.ceil(this.dirtyBytes / BLOCK_SIZE); left > 0 && !this.closed && !this.readOnly;) {
-      const overwritesSince = opts.timed ? performance.now() - OVERWRITE_DELAY_MS : undefined;
+  async flushInSlices(opts: { before?: CommitKind } = {}, sliceBlocks = FLUSH_SLICE_BLOCKS): Promise<void> {
+    let left = 0;
+    for (const v of this.volumes.values()) left += v.dirtyBlockCount;
+    while (left > 0 && !this.closed && !this.readOnly) {
+      const keep = this.keptBy(opts.before ?? 'whole');
       let n = 0;
       for (const v of this.volumes.values()) {
         if (n >= sliceBlocks) break;
-        n += v.flushSome(sliceBlocks - n, overwritesSince);
+        n += v.flushSome(sliceBlocks - n, keep);
       }
       if (n === 0) return;
       left -= n;
@@ -652,11 +714,56 @@ export class Store implements VolumeHost {
   }
 
   /**
-   * Freeze everything changed so far for one commit; later changes collect apart (see commitDurable).
-   * With `overwritesSince`, blocks that only overwrite stored bytes since then stay buffered (deferrable).
+   * What a commit of this kind leaves buffered: a COMMIT, blocks that only overwrite stored bytes
+   * (their pages go to the intent log instead); a timed one, such blocks younger than its delay.
    */
-  private cut(overwritesSince?: number): Cut {
-    this.flushAll(overwritesSince);
+  private keptBy(kind: CommitKind): KeepBlock | undefined {
+    if (kind === 'commit' && this.log) return this.logPays() ? loggable : loggedBefore;
+    if (kind === 'timed') return youngOverwrites();
+    return undefined;
+  }
+
+  /**
+   * Whether a COMMIT logs the blocks that only overwrite stored bytes: when there are enough of them
+   * that hashing and storing them costs more than the log's own sync (a database's one page per
+   * fsync is stored as before: a sync of the log beside LMDB's costs more than hashing one block).
+   */
+  private logPays(): boolean {
+    let n = 0;
+    const min = this.opts.logMinBlocks;
+    for (const v of this.volumes.values()) if ((n += v.newlyLoggable(min - n)) >= min) return true;
+    return false;
+  }
+
+  /**
+   * Freeze everything changed so far for one commit; later changes collect apart (see commitDurable).
+   * What it leaves buffered: keptBy(kind); a COMMIT appends the pages of what it leaves, written
+   * since they were last logged, to the intent log.
+   */
+  private cut(kind: CommitKind = 'whole'): Cut {
+    const log = kind === 'commit' ? this.log : null;
+    this.flushAll(this.keptBy(kind));
+    if (this.checkpointDue && this.log) {
+      // Every logged block, in this cut, with the log files before now marked spent: replay must
+      // never lay older pages over a block stored since.
+      this.flushAll((d) => !d.logged);
+      this.log.rotate();
+      this.checkpointDue = false;
+    }
+    let logged = false;
+    if (log) {
+      const batches = [...this.volumes.values()].map((v) => v.unloggedPages());
+      const records = batches.flatMap((b) => b.records);
+      try {
+        log.append(records);
+      } catch (e) {
+        this.checkpointDue = true; // the pages may be anywhere in a torn batch: store them all next time
+        throw e;
+      }
+      for (const b of batches) b.logged();
+      logged = records.length > 0;
+      if (logged) this.counts.logged += records.length;
+    }
     const segments = this.segments.cut();
     const volumes = new Map<string, VolumeRec | null>();
     for (const name of this.changedVolumes) {
@@ -667,8 +774,11 @@ export class Store implements VolumeHost {
     this.cutVolumes.push(names);
     this.changedVolumes.clear();
     return {
-      nodes: this.nodes.cut(), blocks: this.blocks.cut(), volumes, names, segments, written: false, superseded: false,
-      meta: { nextNode: this.nodes.nextId, nextVolumeId: this.nextVolumeId, segActive: this.segments.active, segEnd: this.segments.end },
+      nodes: this.nodes.cut(), blocks: this.blocks.cut(), volumes, names, segments, logged, written: false, superseded: false,
+      meta: {
+        nextNode: this.nodes.nextId, nextVolumeId: this.nextVolumeId, segActive: this.segments.active, segEnd: this.segments.end,
+        logGen: this.log?.spentBelow ?? 0,
+      },
     };
   }
 
@@ -692,6 +802,7 @@ export class Store implements VolumeHost {
     if (ok) {
       this.nodes.settled(c.nodes);
       this.blocks.settled(c.blocks, true);
+      this.log?.retire(c.meta.logGen);
       return;
     }
     this.nodes.failed(c.nodes);
@@ -785,10 +896,18 @@ export class Store implements VolumeHost {
     let c: Cut;
     try {
       // writes buffered data out: a full or failing disk fails the promise, never the caller
-      c = this.cut(whole ? undefined : performance.now() - OVERWRITE_DELAY_MS);
+      c = this.cut(whole ? 'commit' : 'timed');
     } catch (e) {
       return Promise.reject(e);
     }
+    // Only buffered blocks kept for later (logged or young): nothing to write.
+    if (isEmpty(c)) {
+      this.settle(c, true);
+      return Promise.resolve();
+    }
+    // The log's fdatasync runs beside the segments' and LMDB's: its pages lie over blocks that every
+    // earlier commit already holds, so neither needs to be durable before the other.
+    const logSynced = c.logged ? this.log!.sync().then(() => undefined, (e: Error) => { this.checkpointDue = true; return e; }) : undefined;
     const done = (async () => {
       try {
         await this.segments.syncAsync(c.segments);
@@ -812,6 +931,8 @@ export class Store implements VolumeHost {
       if (c.superseded) return;
       this.counts.commits++;
       this.settle(c, true);
+      const logFailed = await logSynced;
+      if (logFailed) throw logFailed;
     })().finally(() => { if (this.inFlight?.cut === c) this.inFlight = null; });
     this.inFlight = { cut: c, done };
     return done;
@@ -851,6 +972,7 @@ export class Store implements VolumeHost {
     try { this.commit(); } finally {
       this.closed = true;
       this.segments.close();
+      this.log?.close();
       this.env.close();
       this.unlock();
     }
@@ -861,6 +983,7 @@ export class Store implements VolumeHost {
     if (this.closed) return;
     this.closed = true;
     this.segments.close();
+    this.log?.close();
     this.env.close();
     this.unlock();
   }
@@ -911,6 +1034,20 @@ function makePrivate(dir: string): void {
     if (st.isDirectory() && depth < 2) for (const f of fs.readdirSync(p)) fix(path.join(p, f), depth + 1);
   };
   fix(dir, 0);
+}
+
+/** A COMMIT that stores the blocks it could log keeps those logged before (storing one is a checkpoint). */
+const loggedBefore: KeepBlock = (d) => loggable(d) && d.logged === true;
+
+/** What a timed commit leaves buffered: overwrites of stored bytes younger than OVERWRITE_DELAY_MS. */
+function youngOverwrites(): KeepBlock {
+  const since = performance.now() - OVERWRITE_DELAY_MS;
+  return (d) => deferrable(d, since);
+}
+
+function isEmpty(c: Cut): boolean {
+  return c.nodes.dirty.size === 0 && c.nodes.rcDirty.size === 0 && c.blocks.dirty.size === 0 && c.volumes.size === 0
+    && c.segments.length === 0 && !c.logged;
 }
 
 function checkQuota(q: number | undefined, why: string): void {

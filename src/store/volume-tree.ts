@@ -50,6 +50,8 @@ export interface VolumeHost {
   changed(v: VolumeTree): void;
   /** Dirty (unflushed) data bytes changed by delta; the store may flush or commit. */
   dirtyData(delta: number): void;
+  /** A block whose pages are in the intent log was stored or dropped: the next commit is a checkpoint. */
+  loggedGone(): void;
   usage(v: VolumeTree): Usage;
 }
 

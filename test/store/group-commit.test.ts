@@ -253,7 +253,7 @@ test('a timed commit leaves young overwrites of stored bytes buffered; a COMMIT,
   v.write(grow, 900, Buffer.alloc(200, 2)); // over a stored block, but the file grows: must not
   const fresh = v.create(v.rootIno, 'fresh', 0o644, 0, 0).ino;
   v.write(fresh, 0, Buffer.from('new')); // no stored block under it: must not
-  await s.flushInSlices({ timed: true }); // as the host's timer does first
+  await s.flushInSlices({ before: 'timed' }); // as the host's timer does first
   t.true(v.hasDirtyData, 'the young overwrite is still buffered');
   await s.commitDurable({ timed: true });
   s = reopen(dir, s);
@@ -318,9 +318,10 @@ test('flushInSlices stores buffered blocks a slice at a time, the event loop tur
 });
 
 test('buffered blocks past the limit are flushed in the background, with no commit asked', async (t) => {
-  const { s, v, f } = storedFile(t, 100 * 65536, { dirtyDataLimit: 8 * 65536 });
+  // A block over a stored one counts the 4 KiB pages it holds against the limit.
+  const { s, v, f } = storedFile(t, 100 * 65536, { dirtyDataLimit: 8 * 4096 });
   t.teardown(() => s.abandon());
-  // 100 small overwrites: 100 blocks held, twelve times the limit, and no one commits.
+  // 100 small overwrites: 100 pages held, twelve times the limit, and no one commits.
   for (let i = 0; i < 100; i++) v.write(f, i * 65536 + 7, Buffer.from([2]));
   for (let i = 0; i < 200 && v.hasDirtyData; i++) await new Promise((r) => setTimeout(r, 5));
   t.false(v.hasDirtyData, 'every block was hashed and stored');

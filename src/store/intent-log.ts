@@ -1,0 +1,205 @@
+// The intent log: what makes a COMMIT of small overwrites durable without hashing and storing their
+// 64 KiB blocks (as ZFS's intent log does for synchronous writes). A COMMIT appends the 4 KiB pages
+// written over stored blocks to the log and syncs it; the blocks stay buffered and are stored later,
+// all of them in one commit (a checkpoint) that also records in LMDB that the log files before the
+// current one are spent. Opening the store replays what is not spent. See docs/durability.md.
+//
+// Files: log/<generation, 16 hex digits>, each a sequence of batches, one per COMMIT:
+//   magic u32 "PRLG" | version u8 | 3 reserved | record count u32 | payload length u32 | crc32 u32
+//   (of the payload) | payload
+// and a record: volume id u32 | inode u64 | file offset u64 | length u32 | data.
+// A batch is whole or not at all: replay stops at the first one that is short or fails its crc (a
+// COMMIT cut off by the crash, never acknowledged).
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { PrismError } from '../errors.js';
+import { ioError } from './segments.js';
+
+export const LOG_MAGIC = 0x474c5250; // "PRLG" little-endian
+export const LOG_VERSION = 1;
+const BATCH_HEADER = 20;
+const RECORD_HEADER = 24;
+
+/** One page (or less, at the end of a file) written over a stored block. */
+export interface LogRecord { volume: number; ino: number; offset: number; data: Buffer }
+
+export class IntentLog {
+  private fd: number | null = null;
+  /** Bytes appended to the live file (0: it may not exist yet). */
+  private liveBytes = 0;
+  /** Batches appended since the last rotation, in files not yet spent. */
+  private pendingBatches = 0;
+  /** Files before this generation were deleted (retire). */
+  private retiredBelow = -1;
+
+  /**
+   * `spentBelow` (LMDB's `logGen`): files of older generations are spent. `live` is the generation
+   * appended to; it starts past every file found, so replayed files are never appended to.
+   */
+  private constructor(private readonly dir: string, public spentBelow: number, private live: number, private readonly found: number[]) {}
+
+  static open(storeDir: string, spentBelow: number): IntentLog {
+    const dir = path.join(storeDir, 'log');
+    let found: number[] = [];
+    try {
+      found = fs.readdirSync(dir).filter((f) => /^[0-9a-f]{16}$/.test(f)).map((f) => parseInt(f, 16)).sort((a, b) => a - b);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(e, 'read the intent log directory');
+    }
+    const last = found.length ? found[found.length - 1] : -1;
+    return new IntentLog(dir, spentBelow, Math.max(spentBelow, last + 1), found);
+  }
+
+  /** The generation a checkpoint committed now would record as the first one not spent. */
+  get generation(): number { return this.live; }
+
+  /** Whether batches were appended since the last rotation (logged blocks may be buffered). */
+  get pending(): boolean { return this.pendingBatches > 0; }
+
+  /** Records of the files not spent, in order, batch by batch; stops at the first torn batch. */
+  *unspent(): Generator<LogRecord[]> {
+    for (const gen of this.found) {
+      if (gen < this.spentBelow) continue;
+      let buf: Buffer;
+      try { buf = fs.readFileSync(this.file(gen)); } catch (e) { throw ioError(e, `read intent log ${gen}`); }
+      for (let at = 0; ;) {
+        const batch = decodeBatch(buf, at);
+        // Short or torn: a batch never acknowledged (its COMMIT failed or was cut off); a later file
+        // may follow one whose append failed.
+        if (!batch) break;
+        yield batch.records;
+        at = batch.end;
+      }
+    }
+  }
+
+  /**
+   * Append one batch (synchronous write: sync() later covers it). Throws ENOSPC or EIO, having
+   * written nothing that replay would take (a short batch fails its length or crc).
+   */
+  append(records: LogRecord[]): void {
+    if (records.length === 0) return;
+    const buf = encodeBatch(records);
+    try {
+      if (this.fd === null) {
+        fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+        this.fd = fs.openSync(this.file(this.live), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600);
+      }
+      let done = 0;
+      while (done < buf.length) done += fs.writeSync(this.fd, buf, done, buf.length - done);
+    } catch (e) {
+      // A partial batch at the end must not be followed by whole ones: start the next file.
+      this.closeFile();
+      this.live++;
+      this.liveBytes = 0;
+      throw ioError(e, 'append to the intent log');
+    }
+    this.liveBytes += buf.length;
+    this.pendingBatches++;
+  }
+
+  /** fdatasync the live file on libuv's thread pool (opened anew: a rotation meanwhile closes ours). */
+  async sync(): Promise<void> {
+    if (this.liveBytes === 0) return;
+    let h;
+    try {
+      h = await fs.promises.open(this.file(this.live), 'r');
+      await h.datasync();
+    } catch (e) {
+      throw ioError(e, 'sync the intent log');
+    } finally {
+      await h?.close();
+    }
+  }
+
+  /**
+   * A checkpoint: every logged block is about to be stored in the commit being cut. Later batches go
+   * to a new file, and that commit records its generation as the first not spent.
+   */
+  rotate(): void {
+    if (this.liveBytes > 0) {
+      this.closeFile();
+      this.live++;
+      this.liveBytes = 0;
+    }
+    this.pendingBatches = 0;
+    this.spentBelow = this.live;
+  }
+
+  /** A commit that recorded `spentBelow` is durable: delete the files before it. */
+  retire(spentBelow: number): void {
+    if (spentBelow <= this.retiredBelow) return;
+    this.retiredBelow = spentBelow;
+    let names: string[];
+    try { names = fs.readdirSync(this.dir); } catch { return; }
+    for (const f of names) {
+      if (/^[0-9a-f]{16}$/.test(f) && parseInt(f, 16) < spentBelow) {
+        try { fs.unlinkSync(path.join(this.dir, f)); } catch { /* deleted by a retire before; the next one tries again */ }
+      }
+    }
+  }
+
+  close(): void {
+    this.closeFile();
+  }
+
+  private closeFile(): void {
+    if (this.fd !== null) {
+      try { fs.closeSync(this.fd); } catch { /* already gone */ }
+      this.fd = null;
+    }
+  }
+
+  private file(gen: number): string {
+    return path.join(this.dir, gen.toString(16).padStart(16, '0'));
+  }
+}
+
+export function encodeBatch(records: LogRecord[]): Buffer {
+  let size = BATCH_HEADER;
+  for (const r of records) size += RECORD_HEADER + r.data.length;
+  const buf = Buffer.allocUnsafe(size);
+  let at = BATCH_HEADER;
+  for (const r of records) {
+    buf.writeUInt32LE(r.volume, at);
+    buf.writeBigUInt64LE(BigInt(r.ino), at + 4);
+    buf.writeBigUInt64LE(BigInt(r.offset), at + 12);
+    buf.writeUInt32LE(r.data.length, at + 20);
+    r.data.copy(buf, at + RECORD_HEADER);
+    at += RECORD_HEADER + r.data.length;
+  }
+  buf.writeUInt32LE(LOG_MAGIC, 0);
+  buf.writeUInt32LE(LOG_VERSION, 4); // version byte, then 3 reserved zero bytes
+  buf.writeUInt32LE(records.length, 8);
+  buf.writeUInt32LE(size - BATCH_HEADER, 12);
+  buf.writeUInt32LE(zlib.crc32(buf.subarray(BATCH_HEADER)), 16);
+  return buf;
+}
+
+/** The batch at `at`, or undefined if none whole is there (the end, or a torn or foreign one). */
+export function decodeBatch(buf: Buffer, at: number): { records: LogRecord[]; end: number } | undefined {
+  if (at + BATCH_HEADER > buf.length || buf.readUInt32LE(at) !== LOG_MAGIC) return undefined;
+  const version = buf.readUInt8(at + 4);
+  if (version !== LOG_VERSION) throw new PrismError('EINVAL', `intent log version ${version} is not supported (this is version ${LOG_VERSION})`);
+  const count = buf.readUInt32LE(at + 8);
+  const len = buf.readUInt32LE(at + 12);
+  const end = at + BATCH_HEADER + len;
+  if (end > buf.length) return undefined;
+  const payload = buf.subarray(at + BATCH_HEADER, end);
+  if (zlib.crc32(payload) !== buf.readUInt32LE(at + 16)) return undefined;
+  const records: LogRecord[] = [];
+  for (let p = 0; records.length < count;) {
+    if (p + RECORD_HEADER > payload.length) return undefined;
+    const n = payload.readUInt32LE(p + 20);
+    if (p + RECORD_HEADER + n > payload.length) return undefined;
+    records.push({
+      volume: payload.readUInt32LE(p),
+      ino: Number(payload.readBigUInt64LE(p + 4)),
+      offset: Number(payload.readBigUInt64LE(p + 12)),
+      data: payload.subarray(p + RECORD_HEADER, p + RECORD_HEADER + n),
+    });
+    p += RECORD_HEADER + n;
+  }
+  return { records, end };
+}
