@@ -2,7 +2,10 @@
 // Documented in docs/store-format.md; change FORMAT_VERSION when any of this changes.
 import type { Time } from '../posix/types.js';
 
-export const FORMAT_VERSION = 1;
+/** 2: the intent log (log/, `logGen` in meta). A store of format 1 is taken and marked 2 when opened to write. */
+export const FORMAT_VERSION = 2;
+/** Formats this version opens: 1 is 2 without a log. */
+export const FORMATS_READ = [1, 2];
 
 /** Files are cut into fixed, aligned blocks: identical aligned content dedups across files and volumes. */
 export const BLOCK_SIZE = 64 * 1024;

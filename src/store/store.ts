@@ -21,7 +21,7 @@ import { now } from '../posix/clock.js';
 import { MAX_NAME } from '../posix/limits.js';
 import { S_IFDIR, isDir } from '../posix/mode.js';
 import type { StatFs } from '../posix/types.js';
-import { BLOCK_SIZE, FORMAT_VERSION, ROOT_LOCAL, inoOf, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
+import { BLOCK_SIZE, FORMATS_READ, FORMAT_VERSION, ROOT_LOCAL, inoOf, inodeKey, type InodeRec, type TreeValue, MAX_LAYERS, LAYER_SPAN } from './layout.js';
 import { acquireLock } from './lock.js';
 import { HIDDEN, checkVolumeName, isHidden } from './names.js';
 import { LmdbNodeStore, type FrozenNodes } from './nodes.js';
@@ -225,8 +225,11 @@ export class Store implements VolumeHost {
     try {
       const metaDb = env.openDB<number, string>('meta', {});
       const format = metaDb.get('format');
-      if (format === undefined && !readOnly) metaDb.putSync('format', FORMAT_VERSION);
-      else if (format !== FORMAT_VERSION) throw new PrismError('EINVAL', `store format ${format} is not supported (this is format ${FORMAT_VERSION})`);
+      if (format !== undefined && !FORMATS_READ.includes(format)) {
+        throw new PrismError('EINVAL', `store format ${format} is not supported (this is format ${FORMAT_VERSION})`);
+      }
+      // Before the first log file can exist: a version that knows no log must not open it and lose one.
+      if (format !== FORMAT_VERSION && !readOnly) metaDb.putSync('format', FORMAT_VERSION);
       return new Store(
         abs, env, metaDb,
         env.openDB<VolumeRec, string>('volumes', {}),

@@ -4,6 +4,7 @@
 // over anything a commit stored after it.
 import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
+import { open as openLmdb } from 'lmdb';
 import path from 'node:path';
 import { fsck } from '../../src/store/fsck.js';
 import { decodeBatch, encodeBatch } from '../../src/store/intent-log.js';
@@ -219,4 +220,27 @@ test('a batch decodes to what was encoded; a flipped byte or a short buffer is n
   const future = Buffer.from(buf);
   future[4] = 99;
   t.throws(() => decodeBatch(future, 0), { code: 'EINVAL' });
+});
+
+test('a store of format 1 (no log) opens, and is marked format 2 before any log file can exist', (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  let s = Store.open(dir);
+  s.createVolume('v');
+  s.close();
+  const formatIs = (f?: number): number | undefined => {
+    const env = openLmdb({ path: path.join(dir, 'meta.mdb'), maxDbs: 8, compression: false, pageSize: 4096 });
+    const meta = env.openDB<number, string>('meta', {});
+    if (f !== undefined) meta.putSync('format', f);
+    const now = meta.get('format');
+    env.close();
+    return now;
+  };
+  t.is(formatIs(), 2);
+  formatIs(1);
+  s = Store.open(dir);
+  t.true(s.has('v'));
+  s.close();
+  t.is(formatIs(), 2);
+  formatIs(3);
+  t.throws(() => Store.open(dir), { code: 'EINVAL', message: /store format 3 is not supported/ });
 });
