@@ -704,7 +704,9 @@ export class Store implements VolumeHost {
     let left = 0;
     for (const v of this.volumes.values()) left += v.dirtyBlockCount;
     while (left > 0 && !this.closed && !this.readOnly) {
-      const keep = this.keptBy(opts.before ?? 'whole');
+      const kept = this.keptBy(opts.before ?? 'whole');
+      // A checkpoint is coming (a logged block was stored): store the logged ones here, in slices, too.
+      const keep: KeepBlock | undefined = this.checkpointDue && kept ? (d) => !d.logged && kept(d) : kept;
       let n = 0;
       for (const v of this.volumes.values()) {
         if (n >= sliceBlocks) break;
@@ -767,7 +769,13 @@ export class Store implements VolumeHost {
       logged = records.length > 0;
       if (logged) this.counts.logged += records.length;
     }
-    const segments = this.segments.cut();
+    let segments: number[];
+    try {
+      segments = this.segments.cut();
+    } catch (e) {
+      if (logged) this.checkpointDue = true; // the batch will not be synced by this commit
+      throw e;
+    }
     const volumes = new Map<string, VolumeRec | null>();
     for (const name of this.changedVolumes) {
       const v = this.volumes.get(name);

@@ -136,6 +136,24 @@ test.serial('a young logged block stays buffered through timed commits, and its 
   s.close();
 });
 
+test.serial('once a logged block is due, the slices before the timed commit store every logged one, not the cut', async (t) => {
+  const dir = path.join(tmpDir(t), 's');
+  const s = Store.open(dir, OPTS);
+  t.teardown(() => s.abandon());
+  const v = s.createVolume('v');
+  const f = v.create(v.rootIno, 'f', 0o644, 0, 0).ino;
+  v.write(f, 0, Buffer.alloc(40 * BLOCK, 1));
+  s.commit();
+  for (let b = 0; b < 20; b++) v.write(f, b * BLOCK, Buffer.from('old'));
+  await later(6000, async () => {
+    for (let b = 20; b < 40; b++) v.write(f, b * BLOCK, Buffer.from('young'));
+    await s.commitDurable(); // logs all 40
+  });
+  t.is(s.commitCounters.logged, 40);
+  await later(6000, () => s.flushInSlices({ before: 'timed' }, 8));
+  t.is(v.dirtyBlockCount, 0, 'the young logged blocks were stored in the slices too');
+});
+
 test('a file removed after its pages were logged stays removed; so does a rolled-back volume\'s content', async (t) => {
   const { dir, s: opened, v, f } = storedFile(t);
   let s = opened;
