@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import { open as openLmdb } from 'lmdb';
 import path from 'node:path';
 import { fsck } from '../../src/store/fsck.js';
-import { decodeBatch, encodeBatch } from '../../src/store/intent-log.js';
+import { LOG_MAGIC, decodeBatch, encodeBatch } from '../../src/store/intent-log.js';
 import { Store, type StoreOptions } from '../../src/store/store.js';
 import type { Volume } from '../../src/store/volume.js';
 import { tmpDir } from '../helpers/tmp.js';
@@ -219,6 +219,33 @@ test('a COMMIT with few blocks to log stores them, unless they were logged befor
   s = Store.open(dir);
   t.is(byteAt(s, '/f', 0), 'z'.charCodeAt(0));
   t.is(byteAt(s, '/f', 3 * BLOCK), 'y'.charCodeAt(0));
+  s.close();
+});
+
+test.serial('a full disk while appending to the log fails the COMMIT with ENOSPC; the next COMMIT logs the pages in a new file', async (t) => {
+  const { dir, s: opened, v, f } = storedFile(t);
+  let s = opened;
+  for (let b = 0; b < 4; b++) v.write(f, b * BLOCK + 10, Buffer.from('kept'));
+  const write = fs.writeSync;
+  // The log's batch is half written, then the disk is full.
+  (fs as { writeSync: unknown }).writeSync = (fd: number, buf: Buffer, off = 0, len = buf.length - off, ...rest: unknown[]) => {
+    if (Buffer.isBuffer(buf) && buf.readUInt32LE(0) === LOG_MAGIC) {
+      write(fd, buf, 0, buf.length >> 1);
+      throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+    }
+    return (write as (...a: unknown[]) => number)(fd, buf, off, len, ...rest);
+  };
+  try {
+    await t.throwsAsync(s.commitDurable(), { code: 'ENOSPC' });
+  } finally {
+    (fs as { writeSync: unknown }).writeSync = write;
+  }
+  t.is(s.commitCounters.logged, 0);
+  await s.commitDurable(); // logs them in a new file: replay skips the rest of one after a torn batch
+  t.is(s.commitCounters.logged, 4);
+  s = reopen(dir, s);
+  for (let b = 0; b < 4; b++) t.is(s.volume('v').read(f, b * BLOCK + 10, 4).data.toString(), 'kept');
+  t.deepEqual(fsck(s, { verifyData: true }).problems, []);
   s.close();
 });
 
