@@ -260,6 +260,11 @@ export abstract class VolumeFileData extends VolumeXattrs {
 
   get hasDirtyData(): boolean { return this.dirty.size > 0; }
 
+  /** Let go of every buffered block, unstored (the volume is being removed). */
+  discardBuffered(): void {
+    for (const ino of [...this.dirty.inodes()]) this.dirty.dropFile(ino);
+  }
+
   /** Buffered blocks (what a flush of everything would hash). */
   get dirtyBlockCount(): number { return this.dirty.blockCount; }
 

@@ -28,8 +28,6 @@ export class IntentLog {
   private fd: number | null = null;
   /** Bytes appended to the live file (0: it may not exist yet). */
   private liveBytes = 0;
-  /** Batches appended since the last rotation, in files not yet spent. */
-  private pendingBatches = 0;
   /** Files before this generation were deleted (retire). */
   private retiredBelow = -1;
 
@@ -54,10 +52,7 @@ export class IntentLog {
   /** The generation a checkpoint committed now would record as the first one not spent. */
   get generation(): number { return this.live; }
 
-  /** Whether batches were appended since the last rotation (logged blocks may be buffered). */
-  get pending(): boolean { return this.pendingBatches > 0; }
-
-  /** Records of the files not spent, in order, batch by batch; stops at the first torn batch. */
+  /** Records of the files not spent, in order, batch by batch; a torn batch ends its file. */
   *unspent(): Generator<LogRecord[]> {
     for (const gen of this.found) {
       if (gen < this.spentBelow) continue;
@@ -96,7 +91,6 @@ export class IntentLog {
       throw ioError(e, 'append to the intent log');
     }
     this.liveBytes += buf.length;
-    this.pendingBatches++;
   }
 
   /** fdatasync the live file on libuv's thread pool (opened anew: a rotation meanwhile closes ours). */
@@ -123,7 +117,6 @@ export class IntentLog {
       this.live++;
       this.liveBytes = 0;
     }
-    this.pendingBatches = 0;
     this.spentBelow = this.live;
   }
 

@@ -606,7 +606,7 @@ export class Store implements VolumeHost {
     this.assertWritable();
     const v = this.volume(name);
     for (const l of v.rec.layers) this.tree.release(l.root);
-    if (v.hasDirtyData && this.log?.pending) this.checkpointDue = true; // its logged pages must not be replayed
+    v.discardBuffered(); // out of the buffer budget; a logged block calls for a checkpoint
     this.volumes.delete(name);
     this.changedVolumes.add(name);
   }

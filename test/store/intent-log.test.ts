@@ -183,6 +183,24 @@ test('a file removed after its pages were logged stays removed; so does a rolled
   s.close();
 });
 
+test('a removed volume\'s buffered blocks are let go, and the logged ones spend the log with the removal', async (t) => {
+  const { dir, s, v, f } = storedFile(t);
+  t.teardown(() => s.abandon());
+  const w = s.createVolume('w');
+  const g = w.create(w.rootIno, 'g', 0o644, 0, 0).ino;
+  w.write(g, 0, Buffer.alloc(4 * BLOCK, 1));
+  s.commit();
+  w.write(g, 7, Buffer.from('x'));
+  v.write(f, 7, Buffer.from('y'));
+  await s.commitDurable(); // both logged
+  t.is(logFiles(dir).length, 1);
+  s.removeVolume('w');
+  t.false(w.hasDirtyData);
+  await s.commitDurable({ timed: true });
+  t.deepEqual(logFiles(dir), [], 'the removal was a checkpoint: v\'s logged block is stored too');
+  t.false(v.hasDirtyData);
+});
+
 test('a torn batch at the end of the log is not replayed; the batches before it are', async (t) => {
   const { dir, s: opened, v, f } = storedFile(t);
   let s = opened;
