@@ -30,6 +30,8 @@ export class IntentLog {
   private liveBytes = 0;
   /** Files before this generation were deleted (retire). */
   private retiredBelow = -1;
+  /** Directories whose new entries (the live file, log/ itself) the next sync makes durable. */
+  private dirsToSync: string[] = [];
 
   /**
    * `spentBelow` (LMDB's `logGen`): files of older generations are spent. `live` is the generation
@@ -78,8 +80,9 @@ export class IntentLog {
     const buf = encodeBatch(records);
     try {
       if (this.fd === null) {
-        fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+        if (fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 }) !== undefined) this.dirsToSync.push(path.dirname(this.dir));
         this.fd = fs.openSync(this.file(this.live), fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_APPEND, 0o600);
+        this.dirsToSync.push(this.dir);
       }
       let done = 0;
       while (done < buf.length) done += fs.writeSync(this.fd, buf, done, buf.length - done);
@@ -93,17 +96,20 @@ export class IntentLog {
     this.liveBytes += buf.length;
   }
 
-  /** fdatasync the live file on libuv's thread pool (opened anew: a rotation meanwhile closes ours). */
+  /**
+   * fdatasync the live file on libuv's thread pool (opened anew: a rotation meanwhile closes ours),
+   * and fsync the directories a new file was made in: without that, a file's synced data may come
+   * back after a power loss with no name to reach it.
+   */
   async sync(): Promise<void> {
     if (this.liveBytes === 0) return;
-    let h;
+    const dirs = this.dirsToSync.splice(0);
     try {
-      h = await fs.promises.open(this.file(this.live), 'r');
-      await h.datasync();
+      await syncPath(this.file(this.live), true);
+      for (const d of dirs) await syncPath(d, false);
     } catch (e) {
+      this.dirsToSync.push(...dirs);
       throw ioError(e, 'sync the intent log');
-    } finally {
-      await h?.close();
     }
   }
 
@@ -146,6 +152,15 @@ export class IntentLog {
 
   private file(gen: number): string {
     return path.join(this.dir, gen.toString(16).padStart(16, '0'));
+  }
+}
+
+async function syncPath(p: string, dataOnly: boolean): Promise<void> {
+  const h = await fs.promises.open(p, 'r');
+  try {
+    await (dataOnly ? h.datasync() : h.sync());
+  } finally {
+    await h.close();
   }
 }
 
