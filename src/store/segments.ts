@@ -59,9 +59,13 @@ export class Segments {
     try { return fs.statSync(this.file(seg)).size; } catch { return 0; }
   }
 
+  /** A segment file was made since the directory was last synced (its name must survive a power loss too). */
+  private dirUnsynced = false;
+
   private fd(seg: number): number {
     let fd = this.fds.get(seg);
     if (fd === undefined) {
+      if (seg === this.active && !this.readOnly && !fs.existsSync(this.file(seg))) this.dirUnsynced = true;
       fd = fs.openSync(this.file(seg), seg === this.active && !this.readOnly ? fs.constants.O_RDWR | fs.constants.O_CREAT : fs.constants.O_RDONLY, 0o600);
       this.fds.set(seg, fd);
     }
@@ -201,6 +205,19 @@ export class Segments {
       this.dataSyncs++;
       try { fs.fdatasyncSync(this.fd(s)); } catch (e) { throw ioError(e, `sync segment ${s}`); }
     }
+    if (this.dirUnsynced) {
+      this.dirUnsynced = false;
+      let fd: number | undefined;
+      try {
+        fd = fs.openSync(this.dir, 'r');
+        fs.fsyncSync(fd);
+      } catch (e) {
+        this.dirUnsynced = true;
+        throw ioError(e, 'sync the segments directory');
+      } finally {
+        if (fd !== undefined) fs.closeSync(fd);
+      }
+    }
   }
 
   /**
@@ -220,6 +237,19 @@ export class Segments {
         await h?.close();
       }
     }));
+    if (this.dirUnsynced) {
+      this.dirUnsynced = false;
+      let h;
+      try {
+        h = await fs.promises.open(this.dir, 'r');
+        await h.sync();
+      } catch (e) {
+        this.dirUnsynced = true;
+        throw ioError(e, 'sync the segments directory');
+      } finally {
+        await h?.close();
+      }
+    }
   }
 
   /** A commit that took segments from cut() failed: they still need their fdatasync. */

@@ -29,3 +29,30 @@ t('reads that follow appends to the active segment do not map it again for every
   tt.true(maps <= 2, `the active segment is mapped ${maps} times`);
   segs.close();
 });
+
+test.serial('the sync after a new segment file was made also fsyncs the segments directory, once', (tt) => {
+  const dir = path.join(tmpDir(tt), 'segments');
+  const segs = new Segments(dir, 1, 0);
+  tt.teardown(() => segs.close());
+  const opened = new Map<number, string>();
+  const synced: string[] = [];
+  const { openSync, fsyncSync } = fs;
+  (fs as { openSync: unknown }).openSync = (p: fs.PathLike, ...rest: unknown[]) => {
+    const fd = (openSync as (...a: unknown[]) => number)(p, ...rest);
+    opened.set(fd, String(p));
+    return fd;
+  };
+  (fs as { fsyncSync: unknown }).fsyncSync = (fd: number) => { synced.push(opened.get(fd) ?? '?'); fsyncSync(fd); };
+  try {
+    const data = crypto.randomBytes(1000);
+    segs.append(sha256(data), data);
+    segs.syncNow(segs.cut());
+    tt.deepEqual(synced, [dir], 'the new file\'s directory');
+    segs.append(sha256(Buffer.from('more')), Buffer.from('more'));
+    segs.syncNow(segs.cut());
+    tt.deepEqual(synced, [dir], 'not again for a file that had a name already');
+  } finally {
+    (fs as { openSync: unknown }).openSync = openSync;
+    (fs as { fsyncSync: unknown }).fsyncSync = fsyncSync;
+  }
+});
