@@ -14,10 +14,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { PrismError } from '../errors.js';
-import { ioError } from './segments.js';
+import { ioError, syncPath } from './durable-files.js';
 
 export const LOG_MAGIC = 0x474c5250; // "PRLG" little-endian
 export const LOG_VERSION = 1;
+/** A log file's name: its generation in 16 hex digits. */
+const FILE_NAME = /^[0-9a-f]{16}$/;
 const BATCH_HEADER = 20;
 const RECORD_HEADER = 24;
 
@@ -43,16 +45,13 @@ export class IntentLog {
     const dir = path.join(storeDir, 'log');
     let found: number[] = [];
     try {
-      found = fs.readdirSync(dir).filter((f) => /^[0-9a-f]{16}$/.test(f)).map((f) => parseInt(f, 16)).sort((a, b) => a - b);
+      found = fs.readdirSync(dir).filter((f) => FILE_NAME.test(f)).map((f) => parseInt(f, 16)).sort((a, b) => a - b);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(e, 'read the intent log directory');
     }
     const last = found.length ? found[found.length - 1] : -1;
     return new IntentLog(dir, spentBelow, Math.max(spentBelow, last + 1), found);
   }
-
-  /** The generation a checkpoint committed now would record as the first one not spent. */
-  get generation(): number { return this.live; }
 
   /** Records of the files not spent, in order, batch by batch; a torn batch ends its file. */
   *unspent(): Generator<LogRecord[]> {
@@ -133,7 +132,7 @@ export class IntentLog {
     let names: string[];
     try { names = fs.readdirSync(this.dir); } catch { return; }
     for (const f of names) {
-      if (/^[0-9a-f]{16}$/.test(f) && parseInt(f, 16) < spentBelow) {
+      if (FILE_NAME.test(f) && parseInt(f, 16) < spentBelow) {
         try { fs.unlinkSync(path.join(this.dir, f)); } catch { /* deleted by a retire before; the next one tries again */ }
       }
     }
@@ -152,15 +151,6 @@ export class IntentLog {
 
   private file(gen: number): string {
     return path.join(this.dir, gen.toString(16).padStart(16, '0'));
-  }
-}
-
-async function syncPath(p: string, dataOnly: boolean): Promise<void> {
-  const h = await fs.promises.open(p, 'r');
-  try {
-    await (dataOnly ? h.datasync() : h.sync());
-  } finally {
-    await h.close();
   }
 }
 

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { PrismError } from '../errors.js';
+import { ioError, syncPath, syncPathNow } from './durable-files.js';
 import { nativeAvailable } from '../native/ivshmem.js';
 import { map, unmap } from '../native/memory.js';
 
@@ -206,17 +207,8 @@ export class Segments {
       try { fs.fdatasyncSync(this.fd(s)); } catch (e) { throw ioError(e, `sync segment ${s}`); }
     }
     if (this.dirUnsynced) {
+      try { syncPathNow(this.dir); } catch (e) { throw ioError(e, 'sync the segments directory'); }
       this.dirUnsynced = false;
-      let fd: number | undefined;
-      try {
-        fd = fs.openSync(this.dir, 'r');
-        fs.fsyncSync(fd);
-      } catch (e) {
-        this.dirUnsynced = true;
-        throw ioError(e, 'sync the segments directory');
-      } finally {
-        if (fd !== undefined) fs.closeSync(fd);
-      }
     }
   }
 
@@ -227,27 +219,16 @@ export class Segments {
   async syncAsync(segs: Iterable<number>): Promise<void> {
     await Promise.all([...segs].map(async (s) => {
       this.dataSyncs++;
-      let h;
-      try {
-        h = await fs.promises.open(this.file(s), 'r');
-        await h.datasync();
-      } catch (e) {
-        throw ioError(e, `sync segment ${s}`);
-      } finally {
-        await h?.close();
-      }
+      try { await syncPath(this.file(s), true); } catch (e) { throw ioError(e, `sync segment ${s}`); }
     }));
     if (this.dirUnsynced) {
+      // Cleared before: a file made while this sync runs sets it again for the next one.
       this.dirUnsynced = false;
-      let h;
       try {
-        h = await fs.promises.open(this.dir, 'r');
-        await h.sync();
+        await syncPath(this.dir, false);
       } catch (e) {
         this.dirUnsynced = true;
         throw ioError(e, 'sync the segments directory');
-      } finally {
-        await h?.close();
       }
     }
   }
@@ -289,15 +270,4 @@ export class Segments {
     for (const fd of this.fds.values()) fs.closeSync(fd);
     this.fds.clear();
   }
-}
-
-/**
- * The store's own files failing. Narrower than fromNodeError on purpose: the host running out of space
- * (or its user's disk quota, not a volume's EDQUOT) is ENOSPC to the guest; anything else is EIO,
- * since a code like EACCES would blame the guest for the host's files.
- */
-export function ioError(e: unknown, what: string): PrismError {
-  const code = (e as NodeJS.ErrnoException).code;
-  if (code === 'ENOSPC' || code === 'EDQUOT') return new PrismError('ENOSPC', `${what}: no space left on device`);
-  return new PrismError('EIO', `${what}: ${(e as Error).message}`);
 }

@@ -290,8 +290,9 @@ export class Store implements VolumeHost {
         }
       }
     }
-    log.rotate();
-    if (batches > 0 || log.generation !== (this.metaDb.get('logGen') ?? 0)) this.commit();
+    const committed = log.spentBelow;
+    log.rotate(); // past every file found
+    if (batches > 0 || log.spentBelow !== committed) this.commit();
     else log.retire(log.spentBelow);
   }
 
@@ -704,9 +705,7 @@ export class Store implements VolumeHost {
     let left = 0;
     for (const v of this.volumes.values()) left += v.dirtyBlockCount;
     while (left > 0 && !this.closed && !this.readOnly) {
-      const kept = this.keptBy(opts.before ?? 'whole');
-      // A checkpoint is coming (a logged block was stored): store the logged ones here, in slices, too.
-      const keep: KeepBlock | undefined = this.checkpointDue && kept ? (d) => !d.logged && kept(d) : kept;
+      const keep = this.keptBy(opts.before ?? 'whole');
       let n = 0;
       for (const v of this.volumes.values()) {
         if (n >= sliceBlocks) break;
@@ -720,12 +719,15 @@ export class Store implements VolumeHost {
 
   /**
    * What a commit of this kind leaves buffered: a COMMIT, blocks that only overwrite stored bytes
-   * (their pages go to the intent log instead); a timed one, such blocks younger than its delay.
+   * (their pages go to the intent log instead); a timed one, such blocks younger than its delay;
+   * never a logged block once a checkpoint is due.
    */
   private keptBy(kind: CommitKind): KeepBlock | undefined {
-    if (kind === 'commit' && this.log) return this.logPays() ? loggable : loggedBefore;
-    if (kind === 'timed') return youngOverwrites();
-    return undefined;
+    let kept: KeepBlock | undefined;
+    if (kind === 'commit' && this.log) kept = this.logPays() ? loggable : loggedBefore;
+    else if (kind === 'timed') kept = youngOverwrites();
+    // A checkpoint is coming (a logged block was stored or dropped): the logged ones go with it.
+    return kept && this.checkpointDue ? (d) => !d.logged && kept(d) : kept;
   }
 
   /**
