@@ -6,7 +6,7 @@ import { Proc, type ArgsOf, type ResultOf } from '../protocol/procs.js';
 import { makeStubs, type Stubs } from '../protocol/stubs.js';
 import { attrFromWire, setAttrToWire, setsSize } from '../protocol/wire.js';
 import type { MetaTable } from '../metadata-share/table.js';
-import { now } from '../posix/clock.js';
+import { cmpTime, now } from '../posix/clock.js';
 import { coarseNow } from '../native/mount.js';
 import { MAX_NAME } from '../posix/limits.js';
 import { S_IFDIR, S_IFMT, S_IFREG, isDir, madeIn } from '../posix/mode.js';
@@ -523,8 +523,7 @@ export class VrpcFs implements FileSystem {
   // fsync succeeds only once a COMMIT answered with the verifier of every kept change of the file
   // covers it: if the host restarted since it acknowledged them, they are sent again first.
   async fsync(_c: Ctx, id: bigint): Promise<void> {
-    await this.writeBehind.done(id, this.nodes.get(id)?.fh);
-    await this.writeBehind.commit(this.nodes.fh(id));
+    await this.writeBehind.commit(id, this.nodes.fh(id));
   }
 
   async opendir(): Promise<bigint> {
@@ -597,11 +596,6 @@ export class VrpcFs implements FileSystem {
     const [copied] = await this.rpc.copyRange(this.nodes.fh(src.ino), Number(src.offset), this.nodes.fh(dst.ino), Number(dst.offset), len);
     return copied;
   }
-}
-
-
-function cmpTime(a: Time, b: Time): number {
-  return a[0] - b[0] || a[1] - b[1];
 }
 
 function nsOf(t: Time): bigint {

@@ -17,3 +17,8 @@ export function timeFromMs(ms: number): Time {
 export function timeFromNs(ns: bigint): Time {
   return [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
 }
+
+/** Order of two times: negative, zero or positive as `a` is before, at or after `b`. */
+export function cmpTime(a: Time, b: Time): number {
+  return a[0] - b[0] || a[1] - b[1];
+}

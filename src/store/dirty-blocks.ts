@@ -190,6 +190,30 @@ export class DirtyBlocks {
   /** How many blocks are held. */
   get blockCount(): number { return this.held; }
   private held = 0;
+  /** Held blocks that are not loggable (new, or grew their file). */
+  private unloggable = 0;
+  /** Blocks that pages were written into since they were last logged: inode -> indexes. */
+  private readonly toLog = new Map<number, Set<number>>();
+
+  /** Whether every held block is loggable (Store.logOnly). */
+  get allLoggable(): boolean { return this.unloggable === 0; }
+
+  /** Loggable blocks with pages written since they were last logged, as [inode, index, block]. */
+  *unlogged(): Generator<[number, number, DirtyBlock]> {
+    for (const [ino, idxs] of this.toLog) {
+      const m = this.files.get(ino);
+      for (const idx of idxs) {
+        const d = m?.get(idx);
+        if (d && loggable(d) && d.unlogged) yield [ino, idx, d];
+      }
+    }
+  }
+
+  /** Blocks given by unlogged() are in the log now. */
+  loggedAll(blocks: Iterable<DirtyBlock>): void {
+    for (const d of blocks) { d.logged = true; d.unlogged = undefined; }
+    this.toLog.clear();
+  }
 
   /** Hold a new dirty block where none is: over the stored block `base` if there is one, else dense. */
   add(ino: number, idx: number, base: Buffer | undefined): DirtyBlock {
@@ -198,6 +222,7 @@ export class DirtyBlocks {
     if (!m) { m = new Map(); this.files.set(ino, m); }
     m.set(idx, d);
     this.held++;
+    if (!loggable(d)) this.unloggable++;
     if (d.fresh) this.fresh.set(ino, (this.fresh.get(ino) ?? 0) + 1);
     this.charge(d);
     return d;
@@ -207,14 +232,20 @@ export class DirtyBlocks {
    * Write `chunk` at byte `at` of a held block; `read` gives a stored block's bytes around it; `grows`:
    * the write makes the file longer.
    */
-  write(d: DirtyBlock, at: number, chunk: Buffer, read: ReadBlock, grows: boolean): void {
+  write(ino: number, idx: number, d: DirtyBlock, at: number, chunk: Buffer, read: ReadBlock, grows: boolean): void {
+    if (grows && loggable(d)) this.unloggable++;
     if (grows) d.grew = true;
     writeInto(d, at, chunk, read);
-    if (d.pages) this.charge(d);
+    if (!d.pages) return;
+    this.charge(d);
+    let idxs = this.toLog.get(ino);
+    if (!idxs) this.toLog.set(ino, idxs = new Set());
+    idxs.add(idx);
   }
 
   /** Turn a block over a stored one into a dense one (a truncation is about to cut it). */
   densify(d: DirtyBlock, read: ReadBlock): void {
+    if (loggable(d)) this.unloggable++;
     densify(d, read);
     this.charge(d);
   }
@@ -252,6 +283,8 @@ export class DirtyBlocks {
     if (m && d) {
       m.delete(idx);
       this.held--;
+      if (!loggable(d)) this.unloggable--;
+      this.toLog.get(ino)?.delete(idx);
       if (d.fresh) this.unfresh(ino, 1);
       if (d.logged) this.host.loggedGone();
       this.host.dirtyData(-d.charged);
@@ -273,6 +306,7 @@ export class DirtyBlocks {
       let charged = 0;
       for (const d of m.values()) {
         if (d.logged) this.host.loggedGone();
+        if (!loggable(d)) this.unloggable--;
         charged += d.charged;
         release(d);
       }
@@ -280,6 +314,7 @@ export class DirtyBlocks {
       this.held -= m.size;
       this.files.delete(ino);
       this.fresh.delete(ino);
+      this.toLog.delete(ino);
     }
   }
 

@@ -4,7 +4,7 @@
 import { PrismError } from '../errors.js';
 import { now } from '../posix/clock.js';
 import { PAGE_SIZE, contentOf, copyOut, copyStored, loggable, type DirtyBlock } from './dirty-blocks.js';
-import type { LogRecord } from './intent-log.js';
+import type { PageRecord } from './intent-log.js';
 import { BLOCK_SIZE, Kind, blockIndexOfKey, blockKey, kindRange, layerOf, localOf, type InodeRec } from './layout.js';
 import { VolumeXattrs } from './xattrs.js';
 import { MAX_FILE_SIZE } from '../posix/limits.js';
@@ -72,7 +72,7 @@ export abstract class VolumeFileData extends VolumeXattrs {
         continue;
       }
       const d = this.dirty.of(ino)?.get(idx) ?? this.dirty.add(ino, idx, this.storedBlock(ino, idx));
-      this.dirty.write(d, from - bStart, chunk, this.readBlock, grows);
+      this.dirty.write(ino, idx, d, from - bStart, chunk, this.readBlock, grows);
     }
     if (keepTimes) return this.attr(ino, end > rec.size ? this.update(ino, { size: end }) : this.inode(ino));
     const t = now();
@@ -223,12 +223,15 @@ export abstract class VolumeFileData extends VolumeXattrs {
     return n;
   }
 
+  /** Whether every buffered block could be logged (none is new or grew its file): Store.logOnly. */
+  onlyLoggable(): boolean {
+    return this.dirty.allLoggable;
+  }
+
   /** Blocks a COMMIT could log that have never been (counted up to `limit`). */
   newlyLoggable(limit: number): number {
     let n = 0;
-    for (const ino of this.dirty.inodes()) {
-      for (const d of this.dirty.of(ino)!.values()) if (loggable(d) && !d.logged && ++n >= limit) return n;
-    }
+    for (const [, , d] of this.dirty.unlogged()) if (!d.logged && ++n >= limit) return n;
     return n;
   }
 
@@ -237,25 +240,19 @@ export abstract class VolumeFileData extends VolumeXattrs {
    * COMMIT logs them instead of storing their blocks), and what marks them logged once appended.
    * A page is cut at the end of the file (such a block never grew it: every byte written is below).
    */
-  unloggedPages(): { records: LogRecord[]; logged(): void } {
-    const records: LogRecord[] = [];
+  unloggedPages(): { records: PageRecord[]; logged(): void } {
+    const records: PageRecord[] = [];
     const blocks: DirtyBlock[] = [];
-    for (const ino of this.dirty.inodes()) {
+    for (const [ino, idx, d] of this.dirty.unlogged()) {
       const size = this.inode(ino).size;
-      for (const [idx, d] of this.dirty.of(ino)!) {
-        if (!loggable(d) || !d.unlogged) continue;
-        for (const p of d.unlogged) {
-          const offset = idx * BLOCK_SIZE + p * PAGE_SIZE;
-          const len = Math.min(PAGE_SIZE, size - offset);
-          if (len > 0) records.push({ volume: this.rec.id, ino, offset, data: d.pages![p]!.subarray(0, len) });
-        }
-        blocks.push(d);
+      for (const p of d.unlogged!) {
+        const offset = idx * BLOCK_SIZE + p * PAGE_SIZE;
+        const len = Math.min(PAGE_SIZE, size - offset);
+        if (len > 0) records.push({ volume: this.rec.id, ino, offset, data: d.pages![p]!.subarray(0, len) });
       }
+      blocks.push(d);
     }
-    return {
-      records,
-      logged: () => { for (const d of blocks) { d.logged = true; d.unlogged = undefined; } },
-    };
+    return { records, logged: () => this.dirty.loggedAll(blocks) };
   }
 
   get hasDirtyData(): boolean { return this.dirty.size > 0; }

@@ -2,10 +2,13 @@
 // Documented in docs/store-format.md; change FORMAT_VERSION when any of this changes.
 import type { Time } from '../posix/types.js';
 
-/** 2: the intent log (log/, `logGen` in meta). A store of format 1 is taken and marked 2 when opened to write. */
-export const FORMAT_VERSION = 2;
-/** Formats this version opens: 1 is 2 without a log. */
-export const FORMATS_READ = [1, 2];
+/**
+ * 2: the intent log (log/, `logGen` in meta). 3: its batches of version 2 (records of inodes' times
+ * too). A store of an older format is taken and marked 3 when opened to write.
+ */
+export const FORMAT_VERSION = 3;
+/** Formats this version opens: 1 is 2 without a log; 2 is 3 with batches of version 1 only. */
+export const FORMATS_READ = [1, 2, 3];
 
 /** Files are cut into fixed, aligned blocks: identical aligned content dedups across files and volumes. */
 export const BLOCK_SIZE = 64 * 1024;

@@ -15,7 +15,7 @@ import { PrismError, fromNodeError } from '../errors.js';
 import { Blocks, type BlockRec, type FrozenBlocks, type SegmentStat } from './blocks.js';
 import { deferrable, loggable } from './dirty-blocks.js';
 import type { KeepBlock } from './file-data.js';
-import { IntentLog } from './intent-log.js';
+import { IntentLog, isPage, type LogRecord } from './intent-log.js';
 import { CowTree, type Node } from './btree.js';
 import { now } from '../posix/clock.js';
 import { MAX_NAME } from '../posix/limits.js';
@@ -117,6 +117,8 @@ export interface CommitCounters {
   dataSyncs: number;
   /** Pages COMMITs appended to the intent log instead of storing their blocks. */
   logged: number;
+  /** COMMITs made durable by the intent log alone, without an LMDB commit (Store.logOnly). */
+  logOnly: number;
 }
 
 export class Store implements VolumeHost {
@@ -125,13 +127,19 @@ export class Store implements VolumeHost {
   private readonly nodes: LmdbNodeStore<TreeValue>;
   private readonly volumes = new Map<string, Volume>();
   private readonly changedVolumes = new Set<string>();
+  /**
+   * Since the last cut, some change was more than an inode's times (or a cut failed and its changes
+   * are pending again): a COMMIT must write LMDB. Otherwise the inodes whose times changed, per volume.
+   */
+  private beyondTimes = false;
+  private readonly timesChanged = new Map<Volume, Set<number>>();
   private dirtyBytes = 0;
   private nextVolumeId: number;
   private closed = false;
   /** Volumes changed in a commit in progress (removed ones are not in `volumes`, nor in LMDB's past). */
   private readonly cutVolumes: Array<Set<string>> = [];
   /** The commit in progress (commitDurable), and the one the callers arriving meanwhile share. */
-  private inFlight: { cut: Cut; done: Promise<void> } | null = null;
+  private inFlight: { cut: Cut | null; done: Promise<void> } | null = null;
   private next: Promise<void> | null = null;
   /** Whether a caller of the shared next commit wants every overwrite in it (not a timed one). */
   private nextWhole = false;
@@ -145,7 +153,7 @@ export class Store implements VolumeHost {
    * cut may store one, or replay would lay older pages over the newer block.
    */
   private checkpointDue = false;
-  private readonly counts = { requests: 0, commits: 0, logged: 0 };
+  private readonly counts = { requests: 0, commits: 0, logged: 0, logOnly: 0 };
   private nextHidden = 1;
 
   private constructor(
@@ -268,7 +276,7 @@ export class Store implements VolumeHost {
 
   /**
    * Pages that COMMITs logged and no checkpoint stored (the last process stopped first) are written
-   * again, in order, and stored by a checkpoint commit. A file or volume gone since cannot have any
+   * again, in order, and stored by a checkpoint commit; logged times are taken where LMDB's are older. A file or volume gone since cannot have any
    * (its going called for a checkpoint in the same commit); what is not found is skipped.
    */
   private replayLog(): void {
@@ -283,8 +291,11 @@ export class Store implements VolumeHost {
         if (name === undefined) continue;
         const v = this.volume(name);
         try {
-          const size = v.inode(r.ino).size;
-          if (r.offset < size) v.write(r.ino, r.offset, r.data.subarray(0, size - r.offset), true);
+          if (!isPage(r)) v.restoreTimes(r.ino, r.atime, r.mtime, r.ctime);
+          else {
+            const size = v.inode(r.ino).size;
+            if (r.offset < size) v.write(r.ino, r.offset, r.data.subarray(0, size - r.offset), true);
+          }
         } catch (e) {
           if (!(e instanceof PrismError)) throw e; // the file is gone or no longer a regular file
         }
@@ -311,8 +322,20 @@ export class Store implements VolumeHost {
 
   // ---- VolumeHost ---------------------------------------------------------------------------------
 
-  changed(v: VolumeTree): void {
+  changed(v: VolumeTree, timesOf?: number): void {
     this.changedVolumes.add(v.name);
+    if (timesOf === undefined || !(v instanceof Volume)) this.beyondTimes = true;
+    else {
+      let set = this.timesChanged.get(v);
+      if (!set) this.timesChanged.set(v, set = new Set());
+      set.add(timesOf);
+    }
+  }
+
+  /** A volume's record changed other than through its tree (made, removed, its quota). */
+  private volumeChanged(name: string): void {
+    this.changedVolumes.add(name);
+    this.beyondTimes = true;
   }
 
   loggedGone(): void {
@@ -381,7 +404,7 @@ export class Store implements VolumeHost {
   private register(rec: VolumeRec): Volume {
     const v = new Volume(rec, this);
     this.volumes.set(rec.name, v);
-    this.changedVolumes.add(rec.name);
+    this.volumeChanged(rec.name);
     return v;
   }
 
@@ -558,7 +581,7 @@ export class Store implements VolumeHost {
           const rec = { ...structuredClone(v.rec), name };
           delete rec.copyOf;
           this.volumes.delete(hidden);
-          this.changedVolumes.add(hidden);
+          this.volumeChanged(hidden);
           return this.register(rec);
         }
         const out = this.adopt(name, v);
@@ -609,7 +632,7 @@ export class Store implements VolumeHost {
     for (const l of v.rec.layers) this.tree.release(l.root);
     v.discardBuffered(); // out of the buffer budget; a logged block calls for a checkpoint
     this.volumes.delete(name);
-    this.changedVolumes.add(name);
+    this.volumeChanged(name);
   }
 
   /** Set the byte quota (undefined removes it) and, unless undefined, the inode quota (null removes it). */
@@ -724,7 +747,7 @@ export class Store implements VolumeHost {
    */
   private keptBy(kind: CommitKind): KeepBlock | undefined {
     let kept: KeepBlock | undefined;
-    if (kind === 'commit' && this.log) kept = this.logPays() ? loggable : loggedBefore;
+    if (kind === 'commit' && this.log) kept = this.logOnly() || this.logPays() ? loggable : loggedBefore;
     else if (kind === 'timed') kept = youngOverwrites();
     // A checkpoint is coming (a logged block was stored or dropped): the logged ones go with it.
     return kept && this.checkpointDue ? (d) => !d.logged && kept(d) : kept;
@@ -786,6 +809,8 @@ export class Store implements VolumeHost {
     const names = new Set(this.changedVolumes);
     this.cutVolumes.push(names);
     this.changedVolumes.clear();
+    this.beyondTimes = false;
+    this.timesChanged.clear();
     return {
       nodes: this.nodes.cut(), blocks: this.blocks.cut(), volumes, names, segments, logged, written: false, superseded: false,
       meta: {
@@ -821,6 +846,7 @@ export class Store implements VolumeHost {
     this.nodes.failed(c.nodes);
     this.blocks.settled(c.blocks, false);
     for (const n of c.names) this.changedVolumes.add(n);
+    this.beyondTimes = true;
     this.segments.unsyncedAgain(c.segments);
   }
 
@@ -835,7 +861,8 @@ export class Store implements VolumeHost {
     // be made (a snapshot's tree, LMDB and segments refuse them).
     if (this.readOnly) return;
     if (this.broken) throw new PrismError('EIO', `the store could not commit: ${this.broken.message}`);
-    const prior = this.inFlight && !this.inFlight.cut.written && !this.inFlight.cut.superseded ? this.inFlight.cut : null;
+    const inFlight = this.inFlight?.cut;
+    const prior = inFlight && !inFlight.written && !inFlight.superseded ? inFlight : null;
     if (prior) prior.superseded = true;
     const c = this.cut();
     // Blocks.write counts the block totals as it writes: an aborted transaction must not keep them.
@@ -906,6 +933,7 @@ export class Store implements VolumeHost {
     if (this.closed) return Promise.reject(new PrismError('EBADF', 'store is closed'));
     if (this.broken) return Promise.reject(new PrismError('EIO', `the store could not commit: ${this.broken.message}`));
     if (this.pendingChanges === 0 && !this.hasBufferedData()) return Promise.resolve();
+    if (whole && this.logOnly()) return this.startLogOnly();
     let c: Cut;
     try {
       // writes buffered data out: a full or failing disk fails the promise, never the caller
@@ -948,6 +976,51 @@ export class Store implements VolumeHost {
       if (logFailed) throw logFailed;
     })().finally(() => { if (this.inFlight?.cut === c) this.inFlight = null; });
     this.inFlight = { cut: c, done };
+    return done;
+  }
+
+  /**
+   * Whether a COMMIT can be made durable by the intent log alone, without LMDB: nothing changed
+   * since the last commit but the times of inodes and bytes of blocks over stored ones within their
+   * files. Its pages and those times are all the next commit would hold that LMDB does not already;
+   * replay lays them over LMDB's state, which is exactly the one they were written over (a database's
+   * page and fdatasync: one log sync instead of storing the block, syncing its segment and LMDB).
+   */
+  private logOnly(): boolean {
+    if (!this.log || this.beyondTimes || this.checkpointDue || this.blocks.pending > 0) return false;
+    for (const v of this.volumes.values()) if (!v.onlyLoggable()) return false;
+    return true;
+  }
+
+  /** A COMMIT by the intent log alone (see logOnly), in the place of a commit in the sequence. */
+  private startLogOnly(): Promise<void> {
+    const log = this.log!;
+    const batches = [...this.volumes.values()].map((v) => v.unloggedPages());
+    const records: LogRecord[] = batches.flatMap((b) => b.records);
+    for (const [v, inos] of this.timesChanged) {
+      for (const ino of inos) {
+        const rec = v.inode(ino);
+        records.push({ volume: v.rec.id, ino, atime: rec.atime, mtime: rec.mtime, ctime: rec.ctime });
+      }
+    }
+    // Everything pending was logged by COMMITs before (each durable before this one started).
+    if (records.length === 0) return Promise.resolve();
+    try {
+      log.append(records);
+    } catch (e) {
+      this.checkpointDue = true; // the pages may be anywhere in a torn batch: store them all next time
+      return Promise.reject(e);
+    }
+    let pages = 0;
+    for (const b of batches) { b.logged(); pages += b.records.length; }
+    // Logged: a later change of times is logged again; these stay pending for the next LMDB commit.
+    this.timesChanged.clear();
+    this.counts.logged += pages;
+    this.counts.logOnly++;
+    const done = log.sync()
+      .catch((e: unknown) => { this.checkpointDue = true; throw e; })
+      .finally(() => { if (this.inFlight?.done === done) this.inFlight = null; });
+    this.inFlight = { cut: null, done };
     return done;
   }
 

@@ -47,7 +47,11 @@ export interface VolumeHost {
   assertWritable(): void;
   tree: CowTree<TreeValue>;
   blocks: Blocks;
-  changed(v: VolumeTree): void;
+  /**
+   * The volume's tree changed; `timesOf`: the change was to that inode's times alone (a COMMIT may
+   * then make it durable in the intent log instead of LMDB: Store.logOnly).
+   */
+  changed(v: VolumeTree, timesOf?: number): void;
   /** Dirty (unflushed) data bytes changed by delta; the store may flush or commit. */
   dirtyData(delta: number): void;
   /** A block whose pages are in the intent log was stored or dropped: the next commit is a checkpoint. */
@@ -57,6 +61,16 @@ export interface VolumeHost {
 
 /** A name as callers give it: a string is taken as UTF-8. */
 export type Name = string | Buffer;
+
+const TIMES = new Set(['atime', 'mtime', 'ctime']);
+
+/** Whether `change` changes nothing of `old` but its times (other fields given are equal numbers). */
+function timesOnly(old: InodeRec, change: Partial<InodeRec>): boolean {
+  for (const k in change) {
+    if (!TIMES.has(k) && change[k as keyof InodeRec] !== old[k as keyof InodeRec]) return false;
+  }
+  return true;
+}
 
 export abstract class VolumeTree {
   /** Partially written blocks, not yet hashed (file-data.ts); attributes and the quota count them. */
@@ -87,11 +101,11 @@ export abstract class VolumeTree {
     this.host.assertWritable();
   }
 
-  protected tput(layer: number, key: Buffer, val: TreeValue): void {
+  protected tput(layer: number, key: Buffer, val: TreeValue, timesOf?: number): void {
     this.writable();
     const l = this.rec.layers[layer];
     l.root = this.host.tree.put(l.root, key, val);
-    this.host.changed(this);
+    this.host.changed(this, timesOf);
   }
   protected tdel(layer: number, key: Buffer): void {
     this.writable();
@@ -108,13 +122,15 @@ export abstract class VolumeTree {
     return v as InodeRec;
   }
 
-  protected putInode(ino: number, rec: InodeRec): void {
-    this.tput(layerOf(ino), inodeKey(localOf(ino)), rec);
+  /** `timesOnly`: rec differs from the stored record in its times alone. */
+  protected putInode(ino: number, rec: InodeRec, timesOnly = false): void {
+    this.tput(layerOf(ino), inodeKey(localOf(ino)), rec, timesOnly ? ino : undefined);
   }
 
   protected update(ino: number, change: Partial<InodeRec>): InodeRec {
-    const rec = { ...this.inode(ino), ...change };
-    this.putInode(ino, rec);
+    const old = this.inode(ino);
+    const rec = { ...old, ...change };
+    this.putInode(ino, rec, timesOnly(old, change));
     return rec;
   }
 

@@ -7,9 +7,9 @@
 // in the tree, quota, attributes), xattrs.ts, file-data.ts (with dirty-blocks.ts), namespace.ts
 // (with pins.ts), and here inode attributes that change and open files.
 import { PrismError } from '../errors.js';
-import { now } from '../posix/clock.js';
+import { cmpTime, now } from '../posix/clock.js';
 import { S_IFMT, isDir, isReg } from '../posix/mode.js';
-import type { Attr, SetAttr } from '../posix/types.js';
+import type { Attr, SetAttr, Time } from '../posix/types.js';
 import type { InodeRec } from './layout.js';
 import { VolumeNamespace } from './namespace.js';
 import { LOCAL_OWNER } from './pins.js';
@@ -42,6 +42,15 @@ export class Volume extends VolumeNamespace {
     if (s.mtime !== undefined) change.mtime = s.mtime === 'now' ? t : s.mtime;
     change.ctime = s.ctime ?? t;
     return this.attr(ino, this.update(ino, change));
+  }
+
+  /**
+   * Times from the intent log (replay), taken unless the inode's ctime is later than the logged one:
+   * a commit since then holds a newer change of it.
+   */
+  restoreTimes(ino: number, atime: Time, mtime: Time, ctime: Time): void {
+    if (cmpTime(this.inode(ino).ctime, ctime) > 0) return;
+    this.update(ino, { atime, mtime, ctime });
   }
 
   access(ino: number, uid: number, gids: number[], mask: number): void {

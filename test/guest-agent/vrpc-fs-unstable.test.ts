@@ -203,8 +203,9 @@ test('a host restart during the COMMIT still sends the data again and commits it
   host.verf = V2; // the write was answered by V1; the COMMIT by V2
   const writes = host.writes;
   await fs.fsync(ctx, 5n);
-  t.is(host.writes - writes, 1, 'sent again');
-  t.is(host.commits, 2);
+  t.is(host.writes - writes, 1, 'sent again, once');
+  // The fsync's two, and maybe the background one the restart starts (it finds the data sent again).
+  t.true(host.commits >= 2 && host.commits <= 3, `${host.commits} COMMITs`);
   fs.close?.();
 });
 

@@ -6,8 +6,9 @@ import test, { type ExecutionContext } from 'ava';
 import fs from 'node:fs';
 import { open as openLmdb } from 'lmdb';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { fsck } from '../../src/store/fsck.js';
-import { LOG_MAGIC, decodeBatch, encodeBatch } from '../../src/store/intent-log.js';
+import { LOG_MAGIC, decodeBatch, encodeBatch, isPage } from '../../src/store/intent-log.js';
 import { Store, type StoreOptions } from '../../src/store/store.js';
 import type { Volume } from '../../src/store/volume.js';
 import { tmpDir } from '../helpers/tmp.js';
@@ -219,10 +220,11 @@ test('a torn batch at the end of the log is not replayed; the batches before it 
   s.close();
 });
 
-test('a COMMIT with few blocks to log stores them, unless they were logged before', async (t) => {
+test('a COMMIT with few blocks to log and other changes for LMDB stores them, unless they were logged before', async (t) => {
   const { dir, s: opened, v, f } = storedFile(t, { logMinBlocks: 4 });
   let s = opened;
   for (let b = 0; b < 3; b++) v.write(f, b * BLOCK, Buffer.from('x'));
+  v.mkdir(v.rootIno, 'd', 0o755, 0, 0); // LMDB commits anyway
   await s.commitDurable();
   t.is(s.commitCounters.logged, 0, 'three blocks: stored as before');
   t.false(v.hasDirtyData);
@@ -271,11 +273,12 @@ test('a batch decodes to what was encoded; a flipped byte or a short buffer is n
   const records = [
     { volume: 3, ino: 2 ** 40 + 7, offset: 2 ** 35 + 4096, data: Buffer.alloc(4096, 9) },
     { volume: 1, ino: 2, offset: 0, data: Buffer.from('tail') },
+    { volume: 2, ino: 5, atime: [-5, 1] as [number, number], mtime: [2 ** 40, 999_999_999] as [number, number], ctime: [0, 0] as [number, number] },
   ];
   const buf = encodeBatch(records);
   const back = decodeBatch(buf, 0);
   t.is(back?.end, buf.length);
-  t.deepEqual(back?.records.map((r) => ({ ...r, data: Buffer.from(r.data) })), records);
+  t.deepEqual(back?.records.map((r) => (isPage(r) ? { ...r, data: Buffer.from(r.data) } : r)), records);
   const flipped = Buffer.from(buf);
   flipped[buf.length - 1] ^= 1;
   t.is(decodeBatch(flipped, 0), undefined);
@@ -285,7 +288,25 @@ test('a batch decodes to what was encoded; a flipped byte or a short buffer is n
   t.throws(() => decodeBatch(future, 0), { code: 'EINVAL' });
 });
 
-test('a store of format 1 (no log) opens, and is marked format 2 before any log file can exist', (t) => {
+test('a batch of version 1 (pages alone, as stores of format 2 wrote them) still replays', (t) => {
+  const data = Buffer.from('old page');
+  const payload = Buffer.alloc(24 + data.length);
+  payload.writeUInt32LE(7, 0);
+  payload.writeBigUInt64LE(9n, 4);
+  payload.writeBigUInt64LE(8192n, 12);
+  payload.writeUInt32LE(data.length, 20);
+  data.copy(payload, 24);
+  const head = Buffer.alloc(20);
+  head.writeUInt32LE(LOG_MAGIC, 0);
+  head.writeUInt8(1, 4);
+  head.writeUInt32LE(1, 8);
+  head.writeUInt32LE(payload.length, 12);
+  head.writeUInt32LE(zlib.crc32(payload), 16);
+  const back = decodeBatch(Buffer.concat([head, payload]), 0);
+  t.deepEqual(back?.records.map((r) => (isPage(r) ? { ...r, data: r.data.toString() } : r)), [{ volume: 7, ino: 9, offset: 8192, data: 'old page' }]);
+});
+
+test('a store of format 1 (no log) opens, and is marked format 3 before any log file can exist', (t) => {
   const dir = path.join(tmpDir(t), 's');
   let s = Store.open(dir);
   s.createVolume('v');
@@ -298,12 +319,72 @@ test('a store of format 1 (no log) opens, and is marked format 2 before any log 
     env.close();
     return now;
   };
-  t.is(formatIs(), 2);
+  t.is(formatIs(), 3);
   formatIs(1);
   s = Store.open(dir);
   t.true(s.has('v'));
   s.close();
-  t.is(formatIs(), 2);
-  formatIs(3);
-  t.throws(() => Store.open(dir), { code: 'EINVAL', message: /store format 3 is not supported/ });
+  t.is(formatIs(), 3);
+  formatIs(4);
+  t.throws(() => Store.open(dir), { code: 'EINVAL', message: /store format 4 is not supported/ });
+});
+
+test('a COMMIT of overwrites and times alone is made durable by the log, without LMDB; a crash after it keeps both', async (t) => {
+  const { dir, s: opened, v, f } = storedFile(t);
+  let s = opened;
+  const before = s.commitCounters;
+  v.write(f, 100, Buffer.from('db')); // stamps mtime and ctime: a change of times alone
+  v.setattr(f, { atime: [1000, 5] });
+  const times = v.getattr(f);
+  await s.commitDurable();
+  const after = s.commitCounters;
+  t.is(after.logOnly - before.logOnly, 1, 'made durable by the log alone');
+  t.is(after.commits, before.commits, 'no LMDB commit');
+  t.is(after.dataSyncs, before.dataSyncs, 'no segment synced');
+  t.is(after.logged - before.logged, 1, 'one page');
+
+  s = reopen(dir, s);
+  const w = s.volume('v');
+  t.is(w.read(f, 100, 2).data.toString(), 'db');
+  const back = w.getattr(f);
+  t.deepEqual([back.atime, back.mtime, back.ctime], [times.atime, times.mtime, times.ctime], 'the logged times are back');
+  t.deepEqual(fsck(s, { verifyData: true }).problems, []);
+  s.close();
+});
+
+test('a COMMIT with any change beyond times and overwrites (a name, a new file\'s data, a mode) commits LMDB', async (t) => {
+  const { s, v, f } = storedFile(t);
+  const changes: Array<[string, () => void]> = [
+    ['a name', () => v.create(v.rootIno, 'g', 0o644, 0, 0)],
+    ['a new file\'s data', () => v.write(v.resolve('/g'), 0, Buffer.from('new'))],
+    ['a write that grows a file', () => v.write(f, 16 * BLOCK, Buffer.from('more'))],
+    ['a mode', () => v.setattr(f, { mode: 0o600 })],
+  ];
+  for (const [what, change] of changes) {
+    v.write(f, 100, Buffer.from('db'));
+    change();
+    const before = s.commitCounters;
+    await s.commitDurable();
+    t.is(s.commitCounters.commits - before.commits, 1, what);
+    t.is(s.commitCounters.logOnly, before.logOnly, what);
+  }
+  s.close();
+});
+
+test('logged times never replace newer ones that a commit since holds', async (t) => {
+  const { dir, s: opened, v, f } = storedFile(t);
+  let s = opened;
+  v.setattr(f, { mtime: [1000, 0] });
+  v.write(f, 100, Buffer.from('db'), true);
+  await s.commitDurable(); // logs the page and mtime 1000
+  t.is(s.commitCounters.logOnly, 1);
+  v.setattr(f, { mtime: [2000, 0], mode: 0o600 }); // a change beyond times: committed to LMDB
+  await s.commitDurable();
+  t.is(s.commitCounters.logOnly, 1);
+  s = reopen(dir, s);
+  const back = s.volume('v').getattr(f);
+  t.deepEqual(back.mtime, [2000, 0], 'the older logged mtime is not replayed over the commit\'s');
+  t.is(back.mode & 0o777, 0o600);
+  t.is(s.volume('v').read(f, 100, 2).data.toString(), 'db', 'the logged page is');
+  s.close();
 });
