@@ -725,6 +725,7 @@ export class Store implements VolumeHost {
    * none: everything.
    */
   async flushInSlices(opts: { before?: CommitKind } = {}, sliceBlocks = FLUSH_SLICE_BLOCKS): Promise<void> {
+    if (opts.before === 'commit' && this.logOnly()) return; // it keeps every buffered block
     let left = 0;
     for (const v of this.volumes.values()) left += v.dirtyBlockCount;
     while (left > 0 && !this.closed && !this.readOnly) {
