@@ -230,7 +230,7 @@ export class WriteBehind {
    * instance acknowledged are sent again first, then COMMIT; a COMMIT whose verifier does not match
    * what it should cover (the host restarted meanwhile) goes round again.
    */
-  private async commitCovering(fh: Buffer | null, id?: bigint): Promise<void> {
+  private async commitCovering(fh: Buffer | null): Promise<void> {
     // The changes made so far (read once: changes made while it runs are a later commit's).
     const cutoff = this.unstable.cutoff;
     for (let round = 0; round < MAX_COMMIT_ROUNDS; round++) {
@@ -238,15 +238,11 @@ export class WriteBehind {
       const logs = fh ? (one ? [one] : []) : this.unstable.logs;
       for (const f of logs) await this.replayIfStale(f);
       if (fh) this.stickyError(fh);
-      // Changes sent before need not be answered first: the host runs a connection's calls in the
-      // order they come, so this COMMIT covers them (one round trip, not two: docs/benchmarks.md).
-      // Their answers mostly come before its own and are read with it; their handlers run first.
-      const sendCut = this.unstable.sendCut;
+      // Replies already here are taken first, so that this COMMIT covers them.
+      await this.collectReplies();
+      const answerCut = this.unstable.answerCut;
       const [verf] = await this.rpc.commit(fh ?? this.rootFh);
-      await new Promise<void>((r) => setImmediate(r));
-      // An fsync reports the errors of the node's writes (a reply the host deferred is waited for).
-      if (id !== undefined) await this.done(id, fh!);
-      this.unstable.covered(verf, sendCut);
+      this.unstable.covered(verf, answerCut);
       if (fh) this.stickyError(fh);
       // Again only if another host instance answered some of them (a restart): they are sent again.
       if (!logs.some((f) => this.unstable.lost(f, cutoff, verf))) return;
@@ -306,7 +302,6 @@ export class WriteBehind {
       for (const e of [...f.entries]) {
         if (e.gone) continue; // let go meanwhile (covered, failed)
         try {
-          this.unstable.resending(e);
           const r = await this.host.call(e.proc, e.args);
           this.unstable.answered(f, e, e.proc === Proc.WRITE ? decodeReply(Proc.WRITE, r)[2] : this.unstable.verifier);
         } catch (err) {
@@ -357,11 +352,8 @@ export class WriteBehind {
     this.stickyError(fh);
   }
 
-  /**
-   * fsync of node `id`: succeeds only once a COMMIT answered with the verifier of every kept change
-   * of the file covers it, and fails with the first error of a write of it sent before.
-   */
-  async commit(id: bigint, fh: Buffer): Promise<void> {
-    await this.commitCovering(fh, id);
+  /** fsync: succeeds only once a COMMIT answered with the verifier of every kept change of the file covers it. */
+  async commit(fh: Buffer): Promise<void> {
+    await this.commitCovering(fh);
   }
 }

@@ -276,8 +276,9 @@ export class Store implements VolumeHost {
 
   /**
    * Pages that COMMITs logged and no checkpoint stored (the last process stopped first) are written
-   * again, in order, and stored by a checkpoint commit; logged times are taken where LMDB's are older. A file or volume gone since cannot have any
-   * (its going called for a checkpoint in the same commit); what is not found is skipped.
+   * again, in order, and stored by a checkpoint commit; logged times are taken where LMDB's are
+   * older. A file or volume gone since cannot have any (its going called for a checkpoint in the
+   * same commit); what is not found is skipped.
    */
   private replayLog(): void {
     const log = this.log!;
