@@ -228,7 +228,8 @@ export class WriteBehind {
   /**
    * Make the kept changes durable: of one file (fsync) or all. Files whose changes a past host
    * instance acknowledged are sent again first, then COMMIT; a COMMIT whose verifier does not match
-   * what it should cover (the host restarted meanwhile) goes round again.
+   * what it should cover (the host restarted meanwhile) goes round again, and so does an fsync whose
+   * file still has a change from before it that the COMMIT does not cover.
    */
   private async commitCovering(fh: Buffer | null): Promise<void> {
     // The changes made so far (read once: changes made while it runs are a later commit's).
@@ -244,8 +245,13 @@ export class WriteBehind {
       const [verf] = await this.rpc.commit(fh ?? this.rootFh);
       this.unstable.covered(verf, answerCut);
       if (fh) this.stickyError(fh);
-      // Again only if another host instance answered some of them (a restart): they are sent again.
-      if (!logs.some((f) => this.unstable.lost(f, cutoff, verf))) return;
+      // Again if another host instance answered some of them (a restart): they are sent again. An
+      // fsync also goes round while a change of its file from before it is kept at all: one sent
+      // again after this COMMIT went out (a restart seen meanwhile started a resend in the
+      // background, answered by now by the new instance) was applied after this COMMIT ran.
+      const f = fh ? this.unstable.peek(fh) : undefined;
+      const again = fh ? f !== undefined && this.unstable.uncovered(f, cutoff) : logs.some((l) => this.unstable.lost(l, cutoff, verf));
+      if (!again) return;
     }
     throw new PrismError('EIO', `the host restarted during each of ${MAX_COMMIT_ROUNDS} COMMITs: unstable data is not durable`);
   }

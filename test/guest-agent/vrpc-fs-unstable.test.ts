@@ -22,6 +22,11 @@ class FakeHost implements Link {
   readonly files = new Set<string>([fhOf(ROOT_INO).toString('latin1')]);
   commits = 0;
   writes = 0;
+  /**
+   * What the host took, in order: `W<ino>` for a WRITE as it arrives, `C` for a COMMIT once done (it
+   * makes durable what arrived before it arrived: `C<n>` says it covers the first n entries).
+   */
+  readonly took: string[] = [];
   writeMs = 0;
   commitMs = 0;
   /** COMMIT fails with EIO after this many ms (the host unreachable until the link's deadline). */
@@ -62,6 +67,7 @@ class FakeHost implements Link {
       }
       case Proc.WRITE: {
         this.writes++;
+        this.took.push(`W${(args[0] as Uint8Array)[5]}`);
         if (!this.files.has(Buffer.from(args[0] as Uint8Array).toString('latin1'))) throw new PrismError('ESTALE', 'no such file');
         if (this.refuse) throw this.refuse;
         if (this.badReply) { this.badReply = false; return [(args[2] as Buffer).length, 0]; }
@@ -83,12 +89,14 @@ class FakeHost implements Link {
       }
       case Proc.COMMIT: {
         this.commits++;
+        const covers = this.took.length;
         if (this.commitFailsAfterMs !== null) {
           await sleep(this.commitFailsAfterMs);
           throw new PrismError('EIO', 'the host did not answer in time');
         }
         const verf = this.verf;
         if (this.commitMs) await sleep(this.commitMs);
+        this.took.push(`C${covers}`);
         return [verf];
       }
       default:
@@ -258,4 +266,20 @@ test('close() stops the background COMMIT timer', (t) => {
     globalThis.setInterval = set;
     globalThis.clearInterval = clear;
   }
+});
+
+test('an fsync whose file is sent again after its COMMIT went out (a restart seen meanwhile) does not return before a COMMIT after that', async (t) => {
+  const host = new FakeHost('tcp');
+  const fs = await mount(host, 5, 6);
+  await fs.write(ctx, 5n, 1n, 0n, data(100));
+  await fs.flush(ctx, 5n); // answered by the first instance, not committed
+  host.verf = V2; // the host restarted and lost it
+  host.commitMs = 5; // the COMMIT's reply comes after the other write's
+  const other = fs.write(ctx, 6n, 1n, 0n, data(10)); // answered first by the new instance: the agent sees the restart
+  await fs.fsync(ctx, 5n);
+  const took = [...host.took]; // what the host had done when fsync returned
+  await other;
+  const durable = Math.max(0, ...took.filter((x) => x.startsWith('C')).map((x) => Number(x.slice(1))));
+  t.true(took.lastIndexOf('W5') < durable, `the last WRITE of the file was made durable by a COMMIT done: ${took.join(' ')}`);
+  fs.close?.();
 });
