@@ -23,8 +23,11 @@ export interface Unstable {
   /** Order of the change among all the agent's changes. */
   seq: number;
   answered: boolean;
-  /** Order of its (latest) answer among all answers: a COMMIT covers only answers it was sent after. */
-  answeredAt: number;
+  /**
+   * Order of its (latest) sending among all sendings: a COMMIT covers only changes sent before it
+   * (the host applies one connection's calls in order) that were answered with its verifier.
+   */
+  sentAt: number;
   /** The verifier of the host that applied it (null: none known then). */
   verf: Buffer | null;
 }
@@ -57,7 +60,7 @@ export function bornOf(a: Attr): string | undefined {
 export class UnstableData {
   private readonly files = new Map<string, FileLog>();
   private seq = 0;
-  private answers = 0;
+  private sends = 0;
   /** Bytes held, answered or not. */
   bytes = 0;
   /** The verifier of the last WRITE or COMMIT reply. */
@@ -87,25 +90,33 @@ export class UnstableData {
   get cutoff(): number { return this.seq; }
 
   /**
-   * Taken just before a COMMIT is sent: it can cover only changes answered by then. (A change sent
-   * again after the COMMIT went out may be answered by the same host instance after the COMMIT ran.)
+   * Taken just before a COMMIT is sent: it can cover only changes sent by then, once their answers
+   * are read (they come before the COMMIT's). A change sent again after the COMMIT went out is not
+   * covered by it, even if the same host instance answers it.
    */
-  get answerCut(): number { return this.answers; }
+  get sendCut(): number { return this.sends; }
 
-  /** Keep a change of `data` bytes; answered ones (a SETATTR already replied) take the current verifier. */
+  /**
+   * Keep a change of `data` bytes, about to be sent (or sent already: answered ones, a SETATTR
+   * already replied, take the current verifier).
+   */
   add(f: FileLog, proc: Proc, args: unknown[], data: number, answered: boolean): Unstable {
     const bytes = data + ENTRY_BYTES;
-    const e: Unstable = { proc, args, bytes, gone: false, seq: ++this.seq, answered, answeredAt: answered ? ++this.answers : 0, verf: answered ? this.verifier : null };
+    const e: Unstable = { proc, args, bytes, gone: false, seq: ++this.seq, answered, sentAt: ++this.sends, verf: answered ? this.verifier : null };
     f.entries.push(e);
     this.bytes += bytes;
     if (!answered) f.unanswered++;
     return e;
   }
 
+  /** A kept change is about to be sent again (a replay). */
+  resending(e: Unstable): void {
+    e.sentAt = ++this.sends;
+  }
+
   answered(f: FileLog, e: Unstable, verf: Buffer | null): void {
     if (verf) this.saw(verf);
     e.verf = verf;
-    e.answeredAt = ++this.answers;
     if (!e.answered) {
       e.answered = true;
       this.settledOne(f);
@@ -138,17 +149,18 @@ export class UnstableData {
   }
 
   /**
-   * A COMMIT sent when the answers so far were `answerCut` was answered with `verf`: it covers the
-   * changes answered before it was sent by that same host instance. In each file, the changes up to
-   * the first one it does not cover are durable and let go.
+   * A COMMIT sent when the sendings so far were `sendCut` was answered with `verf`, and the answers
+   * of what was sent before it have been read: it covers the changes sent before it and answered by
+   * that same host instance. In each file, the changes up to the first one it does not cover are
+   * durable and let go.
    */
-  covered(verf: Buffer, answerCut: number): void {
+  covered(verf: Buffer, sendCut: number): void {
     this.saw(verf);
     for (const f of this.files.values()) {
       let n = 0;
       while (n < f.entries.length) {
         const e = f.entries[n];
-        if (!e.answered || e.answeredAt > answerCut || !e.verf?.equals(verf)) break;
+        if (!e.answered || e.sentAt > sendCut || !e.verf?.equals(verf)) break;
         n++;
       }
       if (n > 0) this.removeFirst(f, n);

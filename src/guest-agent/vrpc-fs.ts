@@ -523,8 +523,7 @@ export class VrpcFs implements FileSystem {
   // fsync succeeds only once a COMMIT answered with the verifier of every kept change of the file
   // covers it: if the host restarted since it acknowledged them, they are sent again first.
   async fsync(_c: Ctx, id: bigint): Promise<void> {
-    await this.writeBehind.done(id, this.nodes.get(id)?.fh);
-    await this.writeBehind.commit(this.nodes.fh(id));
+    await this.writeBehind.commit(id, this.nodes.fh(id));
   }
 
   async opendir(): Promise<bigint> {

@@ -226,12 +226,12 @@ export class WriteBehind {
   }
 
   /**
-   * Make the kept changes durable: of one file (fsync) or all. Files whose changes a past host
-   * instance acknowledged are sent again first, then COMMIT; a COMMIT whose verifier does not match
-   * what it should cover (the host restarted meanwhile) goes round again, and so does an fsync whose
-   * file still has a change from before it that the COMMIT does not cover.
+   * Make the kept changes durable: of one file (fsync of node `id`) or all. Files whose changes a
+   * past host instance acknowledged are sent again first, then COMMIT; a COMMIT whose verifier does
+   * not match what it should cover (the host restarted meanwhile) goes round again, and so does an
+   * fsync whose file still has a change from before it that the COMMIT does not cover.
    */
-  private async commitCovering(fh: Buffer | null): Promise<void> {
+  private async commitCovering(fh: Buffer | null, id?: bigint): Promise<void> {
     // The changes made so far (read once: changes made while it runs are a later commit's).
     const cutoff = this.unstable.cutoff;
     for (let round = 0; round < MAX_COMMIT_ROUNDS; round++) {
@@ -239,18 +239,22 @@ export class WriteBehind {
       const logs = fh ? (one ? [one] : []) : this.unstable.logs;
       for (const f of logs) await this.replayIfStale(f);
       if (fh) this.stickyError(fh);
-      // Replies already here are taken first, so that this COMMIT covers them.
-      await this.collectReplies();
-      const answerCut = this.unstable.answerCut;
+      // Changes sent before need not be answered first: the host runs a connection's calls in the
+      // order they come, so this COMMIT covers them (one round trip, not two: docs/benchmarks.md).
+      // Their answers mostly come before its own and are read with it; their handlers run first.
+      const sendCut = this.unstable.sendCut;
       const [verf] = await this.rpc.commit(fh ?? this.rootFh);
-      this.unstable.covered(verf, answerCut);
+      await new Promise<void>((r) => setImmediate(r));
+      // An fsync reports the errors of the node's writes (a reply the host deferred is waited for).
+      if (id !== undefined) await this.done(id, fh!);
+      this.unstable.covered(verf, sendCut);
       if (fh) this.stickyError(fh);
       // Again if another host instance answered some of them (a restart): they are sent again. An
       // fsync also goes round while a change of its file from before it is kept at all: one sent
       // again after this COMMIT went out (a restart seen meanwhile started a resend in the
       // background, answered by now by the new instance) was applied after this COMMIT ran.
-      const f = fh ? this.unstable.peek(fh) : undefined;
-      const again = fh ? f !== undefined && this.unstable.uncovered(f, cutoff) : logs.some((l) => this.unstable.lost(l, cutoff, verf));
+      const kept = fh ? this.unstable.peek(fh) : undefined;
+      const again = fh ? kept !== undefined && this.unstable.uncovered(kept, cutoff) : logs.some((l) => this.unstable.lost(l, cutoff, verf));
       if (!again) return;
     }
     throw new PrismError('EIO', `the host restarted during each of ${MAX_COMMIT_ROUNDS} COMMITs: unstable data is not durable`);
@@ -308,6 +312,7 @@ export class WriteBehind {
       for (const e of [...f.entries]) {
         if (e.gone) continue; // let go meanwhile (covered, failed)
         try {
+          this.unstable.resending(e);
           const r = await this.host.call(e.proc, e.args);
           this.unstable.answered(f, e, e.proc === Proc.WRITE ? decodeReply(Proc.WRITE, r)[2] : this.unstable.verifier);
         } catch (err) {
@@ -358,8 +363,11 @@ export class WriteBehind {
     this.stickyError(fh);
   }
 
-  /** fsync: succeeds only once a COMMIT answered with the verifier of every kept change of the file covers it. */
-  async commit(fh: Buffer): Promise<void> {
-    await this.commitCovering(fh);
+  /**
+   * fsync of node `id`: succeeds only once a COMMIT answered with the verifier of every kept change
+   * of the file covers it, and fails with the first error of a write of it sent before.
+   */
+  async commit(id: bigint, fh: Buffer): Promise<void> {
+    await this.commitCovering(fh, id);
   }
 }

@@ -22,7 +22,7 @@ test('a COMMIT with the same verifier lets go of what it covers; another verifie
   u.answered(a, w1, V1);
   u.answered(a, w2, V1);
   t.false(u.stale(a));
-  const cutoff = u.answerCut;
+  const cutoff = u.sendCut;
   const late = u.add(a, Proc.WRITE, [], 10, false); // after the COMMIT was sent: not covered
   u.answered(a, late, V1);
   u.covered(V2, cutoff); // the host restarted: nothing is covered
@@ -30,19 +30,19 @@ test('a COMMIT with the same verifier lets go of what it covers; another verifie
   t.is(u.bytes, 160 + 3 * E);
   t.true(u.stale(a), 'acknowledged by a past instance: to be sent again');
   // Sent again and answered by the new instance after that COMMIT went out: not covered by it.
-  const resent = u.answerCut;
-  for (const e of [w1, w2]) u.answered(a, e, V2);
+  const resent = u.sendCut;
+  for (const e of [w1, w2]) { u.resending(e); u.answered(a, e, V2); }
   u.covered(V2, resent);
-  t.is(u.bytes, 160 + 3 * E, 'answers that came after the COMMIT was sent are not covered by it');
+  t.is(u.bytes, 160 + 3 * E, 'changes sent again after the COMMIT was sent are not covered by it');
   u.answered(a, late, V2);
   t.false(u.stale(a));
-  const now = u.answerCut;
+  const now = u.sendCut;
   const later = u.add(a, Proc.WRITE, [], 5, false);
   u.answered(a, later, V2);
   u.covered(V2, now);
-  t.is(u.bytes, 5 + E, 'only what was answered after the COMMIT was sent stays');
+  t.is(u.bytes, 5 + E, 'only what was sent after the COMMIT stays');
   t.true(u.uncovered(a, u.cutoff));
-  u.covered(V2, u.answerCut);
+  u.covered(V2, u.sendCut);
   t.is(u.bytes, 0);
   t.is(u.peek(fh(1)), undefined, 'an empty log is forgotten');
   t.true(releases > 0);
@@ -58,7 +58,7 @@ test('a COMMIT covers a prefix per file: nothing after a change it does not cove
   u.answered(a, a1, V1);
   u.answered(b, b1, V1);
   // a2 unanswered: a1 can go, a2 stays; b1 goes.
-  u.covered(V1, u.answerCut);
+  u.covered(V1, u.sendCut);
   t.is(a.entries.length, 1);
   t.is(a.entries[0], a2);
   t.is(u.peek(fh(2)), undefined);
@@ -75,7 +75,7 @@ test('a COMMIT covering 100k changes lets them go at once (not one splice each)'
   for (let i = 0; i < n; i++) all.push(u.add(a, Proc.WRITE, [], 10, false));
   for (const e of all) u.answered(a, e, V1);
   const t0 = performance.now();
-  u.covered(V1, u.answerCut);
+  u.covered(V1, u.sendCut);
   const ms = performance.now() - t0;
   t.is(u.bytes, 0);
   t.is(u.peek(fh(1)), undefined);
