@@ -245,10 +245,10 @@ export class WriteBehind {
       const sendCut = this.unstable.sendCut;
       const [verf] = await this.rpc.commit(fh ?? this.rootFh);
       await new Promise<void>((r) => setImmediate(r));
-      // An fsync reports the errors of the node's writes (a reply the host deferred is waited for).
+      // An fsync reports the errors of the node's writes (a reply the host deferred is waited for)
+      // and the file's sticky error.
       if (id !== undefined) await this.done(id, fh!);
       this.unstable.covered(verf, sendCut);
-      if (fh) this.stickyError(fh);
       // Again if another host instance answered some of them (a restart): they are sent again. An
       // fsync also goes round while a change of its file from before it is kept at all: one sent
       // again after this COMMIT went out (a restart seen meanwhile started a resend in the

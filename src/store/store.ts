@@ -132,7 +132,7 @@ export class Store implements VolumeHost {
    * are pending again): a COMMIT must write LMDB. Otherwise the inodes whose times changed, per volume.
    */
   private beyondTimes = false;
-  private readonly timesChanged = new Map<Volume, Set<number>>();
+  private readonly timesChanged = new Map<VolumeTree, Set<number>>();
   private dirtyBytes = 0;
   private nextVolumeId: number;
   private closed = false;
@@ -325,7 +325,7 @@ export class Store implements VolumeHost {
 
   changed(v: VolumeTree, timesOf?: number): void {
     this.changedVolumes.add(v.name);
-    if (timesOf === undefined || !(v instanceof Volume)) this.beyondTimes = true;
+    if (timesOf === undefined) this.beyondTimes = true;
     else {
       let set = this.timesChanged.get(v);
       if (!set) this.timesChanged.set(v, set = new Set());
@@ -782,20 +782,7 @@ export class Store implements VolumeHost {
       this.log.rotate();
       this.checkpointDue = false;
     }
-    let logged = false;
-    if (log) {
-      const batches = [...this.volumes.values()].map((v) => v.unloggedPages());
-      const records = batches.flatMap((b) => b.records);
-      try {
-        log.append(records);
-      } catch (e) {
-        this.checkpointDue = true; // the pages may be anywhere in a torn batch: store them all next time
-        throw e;
-      }
-      for (const b of batches) b.logged();
-      logged = records.length > 0;
-      if (logged) this.counts.logged += records.length;
-    }
+    const logged = log ? this.appendUnlogged(log, []) > 0 : false;
     let segments: number[];
     try {
       segments = this.segments.cut();
@@ -994,30 +981,46 @@ export class Store implements VolumeHost {
     return true;
   }
 
-  /** A COMMIT by the intent log alone (see logOnly), in the place of a commit in the sequence. */
-  private startLogOnly(): Promise<void> {
-    const log = this.log!;
+  /**
+   * Append to the log, as one batch, the pages written over stored blocks since they were last logged
+   * and `extra` records; mark those pages logged. Returns how many records went in.
+   */
+  private appendUnlogged(log: IntentLog, extra: LogRecord[]): number {
     const batches = [...this.volumes.values()].map((v) => v.unloggedPages());
-    const records: LogRecord[] = batches.flatMap((b) => b.records);
-    for (const [v, inos] of this.timesChanged) {
-      for (const ino of inos) {
-        const rec = v.inode(ino);
-        records.push({ volume: v.rec.id, ino, atime: rec.atime, mtime: rec.mtime, ctime: rec.ctime });
-      }
-    }
-    // Everything pending was logged by COMMITs before (each durable before this one started).
-    if (records.length === 0) return Promise.resolve();
+    const records: LogRecord[] = [...batches.flatMap((b) => b.records), ...extra];
     try {
       log.append(records);
     } catch (e) {
       this.checkpointDue = true; // the pages may be anywhere in a torn batch: store them all next time
+      throw e;
+    }
+    for (const b of batches) {
+      b.logged();
+      this.counts.logged += b.records.length;
+    }
+    return records.length;
+  }
+
+  /** A COMMIT by the intent log alone (see logOnly), in the place of a commit in the sequence. */
+  private startLogOnly(): Promise<void> {
+    const log = this.log!;
+    const times: LogRecord[] = [];
+    for (const [v, inos] of this.timesChanged) {
+      for (const ino of inos) {
+        const rec = v.inode(ino);
+        times.push({ volume: v.rec.id, ino, atime: rec.atime, mtime: rec.mtime, ctime: rec.ctime });
+      }
+    }
+    let appended: number;
+    try {
+      appended = this.appendUnlogged(log, times);
+    } catch (e) {
       return Promise.reject(e);
     }
-    let pages = 0;
-    for (const b of batches) { b.logged(); pages += b.records.length; }
+    // Everything pending was logged by COMMITs before (each durable before this one started).
+    if (appended === 0) return Promise.resolve();
     // Logged: a later change of times is logged again; these stay pending for the next LMDB commit.
     this.timesChanged.clear();
-    this.counts.logged += pages;
     this.counts.logOnly++;
     const done = log.sync()
       .catch((e: unknown) => { this.checkpointDue = true; throw e; })
